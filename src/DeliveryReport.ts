@@ -1,0 +1,113 @@
+/**
+ * The result of one delivery, as plain data: what happened to each recipient, every connection attempt made, the
+ * plan that was followed, and the warnings met on the way. It serialises to JSON as it is (`JSON.stringify`).
+ *
+ * @since 0.1.0
+ */
+import type { IpStrategy } from "./OutboundConfig.js"
+import type { Kind, Phase } from "./TransportError.js"
+
+/**
+ * @since 0.1.0
+ */
+export type RecipientStatus = "delivered" | "deferred" | "failed"
+
+/**
+ * A server reply as it appears in the report; `text` is the reply's lines joined with a newline.
+ *
+ * @since 0.1.0
+ */
+export interface ReportReply {
+  readonly code: number
+  readonly enhanced: string | null
+  readonly text: string
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ReportError {
+  readonly phase: Phase
+  readonly kind: Kind
+  readonly message: string
+  readonly permanent: boolean
+  readonly code: number | null
+  readonly enhanced: string | null
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface RecipientResult {
+  readonly address: string
+  readonly status: RecipientStatus
+  /** The MX host whose answer decided the status, when a host was reached. */
+  readonly host: string | null
+  readonly reply: ReportReply | null
+  readonly error: ReportError | null
+}
+
+/**
+ * One connection attempt: a race loser is `cancelled`, a connection that carried a transaction to its end is
+ * `completed` whatever the server answered inside it.
+ *
+ * @since 0.1.0
+ */
+export interface AttemptRecord {
+  readonly domain: string
+  readonly host: string
+  readonly ip: string
+  readonly source: string | null
+  readonly ehlo: string | null
+  readonly tls: boolean
+  /** Milliseconds since the delivery started (Effect's Clock). */
+  readonly startMs: number
+  readonly durationMs: number
+  /** The last phase reached. */
+  readonly phase: Phase
+  readonly outcome: "completed" | "failed" | "cancelled"
+  readonly error: ReportError | null
+}
+
+/**
+ * What resolution decided for one MX host.
+ *
+ * @since 0.1.0
+ */
+export interface HostPlan {
+  readonly host: string
+  readonly preference: number
+  readonly implicit: boolean
+  readonly strategy: IpStrategy | null
+  /** Addresses kept, in the order they are tried. */
+  readonly addresses: ReadonlyArray<string>
+  /** Addresses dropped by `limits.multihomed`. */
+  readonly truncated: ReadonlyArray<string>
+  readonly sourceIps: { readonly v4: ReadonlyArray<string>; readonly v6: ReadonlyArray<string> }
+  readonly error: ReportError | null
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface DomainPlan {
+  readonly domain: string
+  readonly recipients: ReadonlyArray<string>
+  readonly mx: ReadonlyArray<{ readonly exchange: string; readonly priority: number }>
+  /** Hosts in the order they are tried, after the shuffle and `limits.mx`; only the hosts reached are resolved. */
+  readonly hosts: ReadonlyArray<HostPlan>
+  /** Hosts cut by `limits.mx`. */
+  readonly dropped: ReadonlyArray<string>
+  readonly limits: { readonly mx: number; readonly multihomed: number }
+  readonly error: ReportError | null
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface DeliveryReport {
+  readonly recipients: ReadonlyArray<RecipientResult>
+  readonly attempts: ReadonlyArray<AttemptRecord>
+  readonly plan: { readonly domains: ReadonlyArray<DomainPlan> }
+  readonly warnings: ReadonlyArray<string>
+}
