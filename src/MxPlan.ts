@@ -1,0 +1,135 @@
+/**
+ * Which hosts a recipient domain's mail goes to, in which order: the MX records grouped by preference (lowest
+ * first), hosts of equal preference shuffled through Effect's Random, the list cut to `limits.mx` hosts in total.
+ * A null MX (RFC 7505) refuses the domain; a domain without MX records is its own host (RFC 5321 §5.1, implicit
+ * MX); an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`) needs no DNS at all.
+ *
+ * @since 0.1.0
+ */
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Random from "effect/Random"
+import { isIP } from "node:net"
+import { Dns, type MxRecord } from "./Dns.js"
+import * as dnsName from "./internal/dnsName.js"
+import * as TransportError from "./TransportError.js"
+
+/**
+ * One host to try. `implicit`: the domain had no MX records and is its own host. `literal`: the name is an IP
+ * address from an address-literal domain, used as it is.
+ *
+ * @since 0.1.0
+ */
+export interface MxHost {
+  readonly name: string
+  readonly preference: number
+  readonly implicit: boolean
+  readonly literal: boolean
+}
+
+/**
+ * The plan for one domain, as data for the report: the MX records as the DNS gave them (names normalised), the hosts
+ * kept in the order they will be tried, and the hosts `limits.mx` dropped.
+ *
+ * @since 0.1.0
+ */
+export interface MxPlan {
+  readonly domain: string
+  readonly records: ReadonlyArray<MxRecord>
+  readonly hosts: ReadonlyArray<MxHost>
+  readonly dropped: ReadonlyArray<MxHost>
+}
+
+/**
+ * The message of the permanent error a null MX gives.
+ *
+ * @since 0.1.0
+ */
+export const nullMxMessage = "domain does not accept mail (null MX, RFC 7505)"
+
+const dnsError = (message: string, permanent: boolean) => TransportError.make("dns", "dns", message, permanent)
+
+/**
+ * `[192.0.2.1]` → "192.0.2.1", `[IPv6:2001:db8::1]` → "2001:db8::1" (RFC 5321 §4.1.3); `undefined` for a domain
+ * name; an error for a bracketed text that is no usable address.
+ */
+const addressLiteral = (domain: string): string | TransportError.TransportError | undefined => {
+  if (!domain.startsWith("[")) return undefined
+  const inner = domain.endsWith("]") ? domain.slice(1, -1) : ""
+  const v6 = /^ipv6:/i.exec(inner) !== null
+  const address = v6 ? inner.slice(5) : inner
+  if (isIP(address) === (v6 ? 6 : 4)) return address.toLowerCase()
+  return dnsError(`${domain}: not a usable address literal`, true)
+}
+
+/**
+ * Hosts in try order: groups by ascending preference, each group shuffled. A name listed twice is kept once, at its
+ * best preference; root exchanges (".") outside a null MX name no host and are skipped.
+ */
+const orderHosts = (records: ReadonlyArray<MxRecord>): Effect.Effect<ReadonlyArray<MxHost>> => {
+  const best = new Map<string, number>()
+  for (const record of records) {
+    if (dnsName.isRoot(record.exchange)) continue
+    const seen = best.get(record.exchange)
+    if (seen === undefined || record.priority < seen) best.set(record.exchange, record.priority)
+  }
+  const groups = new Map<number, Array<string>>()
+  for (const [name, preference] of best) {
+    const group = groups.get(preference)
+    if (group === undefined) groups.set(preference, [name])
+    else group.push(name)
+  }
+  const preferences = [...groups.keys()].sort((a, b) => a - b)
+  return Effect.map(
+    Effect.forEach(preferences, (preference) =>
+      Effect.map(Random.shuffle(groups.get(preference)!), (names) =>
+        Chunk.toReadonlyArray(names).map((name): MxHost => ({ name, preference, implicit: false, literal: false })))),
+    (ordered) => ordered.flat()
+  )
+}
+
+const isNullMx = (records: ReadonlyArray<MxRecord>): boolean => {
+  const first = records.filter((r) => r.priority === 0)
+  return first.length > 0 && first.every((r) => dnsName.isRoot(r.exchange))
+}
+
+/**
+ * Plans a domain's hosts. Fails (phase "dns", kind "dns") permanently on a null MX, an invalid address literal or
+ * MX records that name no host; temporarily when the MX lookup fails for any reason but NXDOMAIN/NODATA, which give
+ * the implicit MX instead.
+ *
+ * @since 0.1.0
+ */
+export const plan: (
+  domain: string,
+  limitMx: number
+) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = Effect.fn("MxPlan.plan")(
+  function*(rawDomain: string, limitMx: number) {
+    const domain = dnsName.normalize(rawDomain)
+    // Stalwart never stops at 0 (it compares after pushing); a limit below 1 would plan no host, so 1 is the floor.
+    const limit = Math.max(1, Number.isNaN(limitMx) ? 1 : Math.floor(limitMx))
+    if (domain === "") return yield* dnsError("empty recipient domain", true)
+    const literal = addressLiteral(domain)
+    if (literal instanceof TransportError.TransportError) return yield* literal
+    if (literal !== undefined) {
+      const host: MxHost = { name: literal, preference: 0, implicit: false, literal: true }
+      return { domain, records: [], hosts: [host], dropped: [] }
+    }
+    const dns = yield* Dns
+    const answer = yield* dns.mx(domain).pipe(
+      Effect.map((records) => ({ records, missing: records.length === 0 })),
+      Effect.catchTag("DnsError", (error) =>
+        error.reason === "Temporary"
+          ? dnsError(`MX lookup for ${domain} failed: ${error.message}`, false)
+          : Effect.succeed({ records: [] as ReadonlyArray<MxRecord>, missing: true }))
+    )
+    const records = answer.records.map((r) => ({ exchange: dnsName.normalize(r.exchange), priority: r.priority }))
+    if (answer.missing) {
+      return { domain, records, hosts: [{ name: domain, preference: 0, implicit: true, literal: false }], dropped: [] }
+    }
+    if (isNullMx(records)) return yield* dnsError(nullMxMessage, true)
+    const ordered = yield* orderHosts(records)
+    if (ordered.length === 0) return yield* dnsError(`${domain}: the MX records name no host`, true)
+    return { domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit) }
+  }
+)

@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Dns from "../src/Dns.js"
+import * as MxPlan from "../src/MxPlan.js"
+import * as TransportError from "../src/TransportError.js"
+import { type DnsServer, start } from "./fixtures/dnsServer.js"
+
+const zones: Dns.Zones = {
+  "example.test": {
+    mx: [{ exchange: "mx1.example.test", priority: 10 }, { exchange: "mx2.example.test", priority: 20 }],
+    txt: ["v=spf1 -all", "x".repeat(300)],
+    ttl: 120
+  },
+  "mx1.example.test": { a: ["192.0.2.1", "192.0.2.2"], aaaa: ["2001:db8::1"], ttl: 90 },
+  "nullmx.test": { mx: [{ exchange: ".", priority: 0 }] },
+  "servfail.test": { rcode: "SERVFAIL" },
+  "silent.test": { a: ["192.0.2.3"], delay: Duration.infinity },
+  "cancel.test": { a: ["192.0.2.4"], delay: Duration.infinity },
+  "cached.test": { a: ["192.0.2.5"], ttl: 60 }
+}
+
+let server: DnsServer
+
+beforeAll(async () => {
+  server = await start({ zones })
+})
+
+afterAll(async () => {
+  await server.close()
+})
+
+const live = (options: Dns.LayerOptions = {}) => Dns.layer({ servers: [server.server], timeout: "2 seconds", ...options })
+
+const reasonOf = (exit: Exit.Exit<unknown, Dns.DnsError>) =>
+  Exit.match(exit, {
+    onSuccess: () => "success",
+    onFailure: (cause) => cause._tag === "Fail" ? cause.error.reason : cause._tag
+  })
+
+describe("Dns.layer against a real DNS server on 127.0.0.1", () => {
+  it.live("answers MX, A (with TTL), AAAA and TXT (character-strings joined)", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      expect(yield* dns.mx("example.test")).toEqual([
+        { exchange: "mx1.example.test", priority: 10 },
+        { exchange: "mx2.example.test", priority: 20 }
+      ])
+      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 90 })
+      expect(yield* dns.aaaa("mx1.example.test")).toEqual(["2001:db8::1"])
+      expect(yield* dns.txt("example.test")).toEqual(["v=spf1 -all", "x".repeat(300)])
+    }).pipe(Effect.provide(live({ cache: false }))))
+
+  it.live("NXDOMAIN → NotFound, NODATA → NoData, SERVFAIL → Temporary", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const nx = yield* Effect.flip(dns.a("nowhere.test"))
+      expect(nx).toEqual(
+        new Dns.DnsError({ reason: "NotFound", name: "nowhere.test", rrtype: "A", message: "A nowhere.test: no such domain" })
+      )
+      expect(reasonOf(yield* Effect.exit(dns.mx("mx1.example.test")))).toBe("NoData")
+      const servfail = yield* Effect.flip(dns.mx("servfail.test"))
+      expect(servfail).toEqual(
+        new Dns.DnsError({ reason: "Temporary", name: "servfail.test", rrtype: "MX", message: "MX servfail.test: ESERVFAIL" })
+      )
+    }).pipe(Effect.provide(live({ cache: false }))))
+
+  it.live("a server that does not answer: Temporary after the query's timeout", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const started = Date.now()
+      const error = yield* Effect.flip(dns.a("silent.test"))
+      const elapsed = Date.now() - started
+      expect(error.reason).toBe("Temporary")
+      expect(error.name).toBe("silent.test")
+      expect(elapsed).toBeGreaterThanOrEqual(250)
+      expect(elapsed).toBeLessThan(2000)
+      expect(server.count("silent.test", "A")).toBe(1)
+    }).pipe(Effect.provide(live({ timeout: "400 millis", tries: 1, cache: false }))))
+
+  it.live("interruption cancels the query: no retransmission follows, other queries go on", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      // c-ares would retransmit every 500 ms (2 s budget / 4 tries) if the query were still alive
+      const fiber = yield* Effect.fork(dns.a("cancel.test"))
+      yield* Effect.sleep("150 millis")
+      const interruptStarted = Date.now()
+      yield* Fiber.interrupt(fiber)
+      expect(Date.now() - interruptStarted).toBeLessThan(100)
+      yield* Effect.sleep("1200 millis")
+      expect(server.count("cancel.test", "A")).toBe(1)
+      // the resolver the cancelled query borrowed is reusable
+      expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
+    }).pipe(Effect.provide(live({ timeout: "2 seconds", tries: 4, cache: false }))))
+
+  it.live("the cache is on by default: a second lookup makes no query", () =>
+    Effect.gen(function*() {
+      const before = server.count("cached.test", "A")
+      const dns = yield* Dns.Dns
+      const results = yield* Effect.all(Array.from({ length: 10 }, () => dns.a("cached.test")), {
+        concurrency: "unbounded"
+      })
+      expect(results).toEqual(Array.from({ length: 10 }, () => ["192.0.2.5"]))
+      expect(yield* dns.answer!("A", "cached.test")).toMatchObject({ records: ["192.0.2.5"] })
+      expect(server.count("cached.test", "A") - before).toBe(1)
+    }).pipe(Effect.provide(live())))
+
+  it.live("without the cache every lookup is a query (Node's resolver caches nothing)", () =>
+    Effect.gen(function*() {
+      const before = server.count("cached.test", "A")
+      const dns = yield* Dns.Dns
+      yield* dns.a("cached.test")
+      yield* dns.a("cached.test")
+      expect(server.count("cached.test", "A") - before).toBe(2)
+    }).pipe(Effect.provide(live({ cache: false }))))
+
+  it.live("MxPlan over the live layer: ordering, and Node's rendering of a null MX", () =>
+    Effect.gen(function*() {
+      const plan = yield* MxPlan.plan("Example.Test.", 5)
+      expect(plan.hosts.map((h) => h.name)).toEqual(["mx1.example.test", "mx2.example.test"])
+      const nullMx = yield* Effect.flip(MxPlan.plan("nullmx.test", 5))
+      expect(nullMx).toEqual(TransportError.make("dns", "dns", MxPlan.nullMxMessage, true))
+      const implicit = yield* MxPlan.plan("nowhere.test", 5)
+      expect(implicit.hosts).toEqual([{ name: "nowhere.test", preference: 0, implicit: true, literal: false }])
+    }).pipe(Effect.provide(live())))
+})
+
+describe("dnsServer fixture", () => {
+  it.live("an answer due after close() is dropped, not sent (dns2 would crash the process)", () =>
+    Effect.gen(function*() {
+      const own = yield* Effect.promise(() => start({ zones: { "late.test": { a: ["192.0.2.8"], delay: "150 millis" } } }))
+      const fiber = yield* Effect.fork(
+        Effect.flatMap(Dns.Dns, (dns) => Effect.exit(dns.a("late.test"))).pipe(
+          Effect.provide(Dns.layer({ servers: [own.server], timeout: "600 millis", tries: 1, cache: false }))
+        )
+      )
+      yield* Effect.sleep("50 millis")
+      expect(own.queries).toEqual([{ name: "late.test", type: "A", transport: "udp" }])
+      yield* Effect.promise(() => own.close())
+      expect(reasonOf(yield* Fiber.join(fiber))).toBe("Temporary")
+      yield* Effect.sleep("200 millis")
+      expect(own.count("late.test")).toBe(1)
+    }))
+})

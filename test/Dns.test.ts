@@ -1,0 +1,336 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as TestClock from "effect/TestClock"
+import * as Dns from "../src/Dns.js"
+
+const zones: Dns.Zones = {
+  "example.test": {
+    mx: [{ exchange: "mx1.example.test", priority: 10 }, { exchange: "mx2.example.test", priority: 20 }],
+    txt: ["v=spf1 -all"]
+  },
+  "MX1.Example.Test.": { a: ["192.0.2.1", "192.0.2.2"], aaaa: ["2001:db8::1"], ttl: 60 },
+  "nodata.test": { a: "NODATA", aaaa: [] },
+  "broken.test": { mx: "SERVFAIL", a: "NXDOMAIN" },
+  "down.test": { rcode: "SERVFAIL", a: ["192.0.2.9"] },
+  "gone.test": { rcode: "NXDOMAIN", a: ["192.0.2.9"] },
+  "slow.test": { a: ["192.0.2.3"], delay: "10 seconds", ttl: 30 },
+  "never.test": { a: ["192.0.2.4"], delay: Duration.infinity }
+}
+
+const reasonOf = (exit: Exit.Exit<unknown, Dns.DnsError>) =>
+  Exit.match(exit, {
+    onSuccess: () => "success",
+    onFailure: (cause) => cause._tag === "Fail" ? cause.error.reason : cause._tag
+  })
+
+const queries = Effect.flatMap(Dns.TestDns, (t) => t.queries)
+
+describe("Dns.layerTest", () => {
+  it.effect("answers records, NXDOMAIN, NODATA and SERVFAIL from the zones", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      expect(yield* dns.mx("example.test")).toEqual([
+        { exchange: "mx1.example.test", priority: 10 },
+        { exchange: "mx2.example.test", priority: 20 }
+      ])
+      expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
+      expect(yield* dns.aaaa("MX1.EXAMPLE.TEST.")).toEqual(["2001:db8::1"])
+      expect(yield* dns.txt("example.test")).toEqual(["v=spf1 -all"])
+      expect(yield* dns.aaaa("nodata.test")).toEqual([])
+      const error = yield* Effect.flip(dns.a("nowhere.test"))
+      expect(error).toEqual(
+        new Dns.DnsError({ reason: "NotFound", name: "nowhere.test", rrtype: "A", message: "A nowhere.test: no such domain" })
+      )
+      expect(reasonOf(yield* Effect.exit(dns.mx("mx1.example.test")))).toBe("NoData")
+      expect(reasonOf(yield* Effect.exit(dns.a("nodata.test")))).toBe("NoData")
+      expect(reasonOf(yield* Effect.exit(dns.mx("broken.test")))).toBe("Temporary")
+      expect(reasonOf(yield* Effect.exit(dns.a("broken.test")))).toBe("NotFound")
+      expect(reasonOf(yield* Effect.exit(dns.a("down.test")))).toBe("Temporary")
+      expect(reasonOf(yield* Effect.exit(dns.a("gone.test")))).toBe("NotFound")
+      expect(yield* queries).toEqual([
+        { rrtype: "MX", name: "example.test" },
+        { rrtype: "A", name: "mx1.example.test" },
+        { rrtype: "AAAA", name: "mx1.example.test" },
+        { rrtype: "TXT", name: "example.test" },
+        { rrtype: "AAAA", name: "nodata.test" },
+        { rrtype: "A", name: "nowhere.test" },
+        { rrtype: "MX", name: "mx1.example.test" },
+        { rrtype: "A", name: "nodata.test" },
+        { rrtype: "MX", name: "broken.test" },
+        { rrtype: "A", name: "broken.test" },
+        { rrtype: "A", name: "down.test" },
+        { rrtype: "A", name: "gone.test" }
+      ])
+      yield* Effect.flatMap(Dns.TestDns, (t) => t.reset)
+      expect(yield* queries).toEqual([])
+    }).pipe(Effect.provide(Dns.layerTest(zones))))
+
+  it.effect("answer() carries the zone's TTL, or null without one", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 60 })
+      expect(yield* dns.answer!("MX", "example.test")).toEqual({
+        records: [{ exchange: "mx1.example.test", priority: 10 }, { exchange: "mx2.example.test", priority: 20 }],
+        ttl: null
+      })
+    }).pipe(Effect.provide(Dns.layerTest(zones))))
+
+  it.effect("a per-name delay runs on the TestClock", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const fiber = yield* Effect.fork(dns.a("slow.test"))
+      yield* TestClock.adjust("9999 millis")
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      expect(yield* queries).toEqual([{ rrtype: "A", name: "slow.test" }])
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Fiber.join(fiber)).toEqual(["192.0.2.3"])
+    }).pipe(Effect.provide(Dns.layerTest(zones))))
+})
+
+describe("Dns timeout", () => {
+  it.effect("a slow resolver is cut by its timeout on virtual time", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const fiber = yield* Effect.fork(Effect.exit(dns.a("slow.test")))
+      yield* TestClock.adjust("4999 millis")
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      yield* TestClock.adjust("1 millis")
+      const exit = yield* Fiber.join(fiber)
+      expect(exit).toEqual(
+        Exit.fail(
+          new Dns.DnsError({ reason: "Temporary", name: "slow.test", rrtype: "A", message: "A slow.test: no answer within 5s" })
+        )
+      )
+      // a fast name is unaffected
+      expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
+    }).pipe(Effect.provide(Dns.layerTest(zones, { timeout: "5 seconds" }))))
+
+  it.effect("withTimeout wraps any Dns, and a never-answering name times out", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const fiber = yield* Effect.fork(Effect.exit(dns.a("never.test")))
+      yield* TestClock.adjust("2 seconds")
+      expect(reasonOf(yield* Fiber.join(fiber))).toBe("Temporary")
+    }).pipe(Effect.provide(Dns.withTimeout("2 seconds").pipe(Layer.provide(Dns.layerTest(zones))))))
+})
+
+describe("Dns cache", () => {
+  const cachedZones = Dns.layerTest(zones, { cache: {} })
+
+  it.effect("serves an answer without a query until its TTL passes on virtual time", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 60 })
+      yield* TestClock.adjust("30 seconds")
+      // the remaining TTL is handed on
+      expect(yield* dns.answer!("A", "MX1.example.test.")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 30 })
+      yield* TestClock.adjust("29999 millis")
+      expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
+      expect((yield* queries).length).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
+      expect(yield* queries).toEqual([{ rrtype: "A", name: "mx1.example.test" }, { rrtype: "A", name: "mx1.example.test" }])
+      // each type is its own entry
+      yield* dns.aaaa("mx1.example.test")
+      expect((yield* queries).length).toBe(3)
+    }).pipe(Effect.provide(cachedZones)))
+
+  it.effect("answers without a TTL (MX, TXT) are kept for the default 5 minutes", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      yield* dns.mx("example.test")
+      yield* TestClock.adjust("299 seconds")
+      yield* dns.mx("example.test")
+      expect((yield* queries).length).toBe(1)
+      yield* TestClock.adjust("1 second")
+      yield* dns.mx("example.test")
+      expect((yield* queries).length).toBe(2)
+    }).pipe(Effect.provide(cachedZones)))
+
+  it.effect("TTLs are capped by maxTtl", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      yield* dns.a("long.test")
+      yield* TestClock.adjust("9 seconds")
+      yield* dns.a("long.test")
+      expect((yield* queries).length).toBe(1)
+      yield* TestClock.adjust("1 second")
+      yield* dns.a("long.test")
+      expect((yield* queries).length).toBe(2)
+    }).pipe(
+      Effect.provide(Dns.layerTest({ "long.test": { a: ["192.0.2.5"], ttl: 86400 } }, { cache: { maxTtl: "10 seconds" } }))
+    ))
+
+  it.effect("ten concurrent lookups of one name make one query", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const fiber = yield* Effect.fork(Effect.all(Array.from({ length: 10 }, () => dns.a("slow.test")), {
+        concurrency: "unbounded"
+      }))
+      yield* TestClock.adjust("10 seconds")
+      const results = yield* Fiber.join(fiber)
+      expect(results).toEqual(Array.from({ length: 10 }, () => ["192.0.2.3"]))
+      expect(yield* queries).toEqual([{ rrtype: "A", name: "slow.test" }])
+    }).pipe(Effect.provide(cachedZones)))
+
+  it.effect("NXDOMAIN and NODATA are cached for the negative TTL; SERVFAIL is not cached", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const lookups = Effect.all([
+        Effect.exit(dns.a("nowhere.test")),
+        Effect.exit(dns.mx("mx1.example.test")),
+        Effect.exit(dns.a("down.test"))
+      ])
+      expect((yield* lookups).map(reasonOf)).toEqual(["NotFound", "NoData", "Temporary"])
+      yield* TestClock.adjust("59 seconds")
+      expect((yield* lookups).map(reasonOf)).toEqual(["NotFound", "NoData", "Temporary"])
+      expect(yield* queries).toEqual([
+        { rrtype: "A", name: "nowhere.test" },
+        { rrtype: "MX", name: "mx1.example.test" },
+        { rrtype: "A", name: "down.test" },
+        { rrtype: "A", name: "down.test" }
+      ])
+      yield* TestClock.adjust("1 second")
+      yield* lookups
+      expect((yield* queries).length).toBe(7)
+    }).pipe(Effect.provide(cachedZones)))
+
+  it.effect("the negative TTL is configurable", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      yield* Effect.exit(dns.a("nowhere.test"))
+      yield* TestClock.adjust("9 seconds")
+      yield* Effect.exit(dns.a("nowhere.test"))
+      expect((yield* queries).length).toBe(1)
+      yield* TestClock.adjust("1 second")
+      yield* Effect.exit(dns.a("nowhere.test"))
+      expect((yield* queries).length).toBe(2)
+    }).pipe(Effect.provide(Dns.layerTest(zones, { cache: { negativeTtl: "10 seconds" } }))))
+
+  it.effect("concurrent lookups share a temporary failure, which a later lookup retries", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const fiber = yield* Effect.fork(
+        Effect.all(Array.from({ length: 3 }, () => Effect.exit(dns.a("slowfail.test"))), { concurrency: "unbounded" })
+      )
+      yield* TestClock.adjust("1 second")
+      expect((yield* Fiber.join(fiber)).map(reasonOf)).toEqual(["Temporary", "Temporary", "Temporary"])
+      expect((yield* queries).length).toBe(1)
+      const again = yield* Effect.fork(Effect.exit(dns.a("slowfail.test")))
+      yield* TestClock.adjust("1 second")
+      expect(reasonOf(yield* Fiber.join(again))).toBe("Temporary")
+      expect((yield* queries).length).toBe(2)
+    }).pipe(
+      Effect.provide(Dns.layerTest({ "slowfail.test": { a: "SERVFAIL", delay: "1 second" } }, { cache: {} }))
+    ))
+
+  it.effect("an interrupted waiter leaves the others their answer; the last one leaving interrupts the query", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const first = yield* Effect.fork(dns.a("slow.test"))
+      const second = yield* Effect.fork(dns.a("slow.test"))
+      yield* TestClock.adjust("5 seconds")
+      yield* Fiber.interrupt(first)
+      yield* TestClock.adjust("5 seconds")
+      expect(yield* Fiber.join(second)).toEqual(["192.0.2.3"])
+      expect((yield* queries).length).toBe(1)
+
+      // nobody waits any more: the query is abandoned and the next lookup starts afresh
+      const lone = yield* Effect.fork(dns.a("never.test"))
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(lone)
+      const next = yield* Effect.fork(dns.a("never.test"))
+      yield* TestClock.adjust("1 second")
+      expect(Option.isNone(yield* Fiber.poll(next))).toBe(true)
+      expect(yield* queries).toEqual([
+        { rrtype: "A", name: "slow.test" },
+        { rrtype: "A", name: "never.test" },
+        { rrtype: "A", name: "never.test" }
+      ])
+      yield* Fiber.interrupt(next)
+    }).pipe(Effect.provide(cachedZones)))
+
+  it.effect("the underlying query is interrupted once its last waiter is gone", () =>
+    Effect.gen(function*() {
+      let started = 0
+      let interrupted = 0
+      const hanging: Dns.Dns.Service = {
+        mx: () => Effect.succeed([]),
+        a: () =>
+          Effect.sync(() => {
+            started += 1
+          }).pipe(
+            Effect.zipRight(Effect.never),
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                interrupted += 1
+              })
+            )
+          ),
+        aaaa: () => Effect.succeed([]),
+        txt: () => Effect.succeed([])
+      }
+      yield* Effect.gen(function*() {
+        const dns = yield* Dns.Dns
+        const one = yield* Effect.fork(dns.a("hang.test"))
+        const two = yield* Effect.fork(dns.a("hang.test"))
+        yield* TestClock.adjust("1 second")
+        expect(started).toBe(1)
+        yield* Fiber.interrupt(one)
+        expect(interrupted).toBe(0)
+        yield* Fiber.interrupt(two)
+        expect(interrupted).toBe(1)
+      }).pipe(Effect.provide(Dns.cached().pipe(Layer.provide(Layer.succeed(Dns.Dns, hanging)))))
+    }))
+
+  it.effect("the cache is bounded: the least recently used entry goes first", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      yield* dns.a("a.test")
+      yield* dns.a("b.test")
+      yield* dns.a("a.test") // hit: a is now the most recent
+      yield* dns.a("c.test") // evicts b
+      expect((yield* queries).map((q) => q.name)).toEqual(["a.test", "b.test", "c.test"])
+      yield* dns.a("a.test")
+      yield* dns.a("b.test")
+      expect((yield* queries).map((q) => q.name)).toEqual(["a.test", "b.test", "c.test", "b.test"])
+    }).pipe(
+      Effect.provide(
+        Dns.layerTest({ "a.test": { a: ["192.0.2.1"] }, "b.test": { a: ["192.0.2.2"] }, "c.test": { a: ["192.0.2.3"] } }, {
+          cache: { maxEntries: 2 }
+        })
+      )
+    ))
+
+  it.effect("Dns.cached works over a hand-written Dns without TTLs", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const plain: Dns.Dns.Service = {
+        mx: () => Effect.succeed([]),
+        a: (host) =>
+          Effect.sync(() => {
+            calls += 1
+            return [host === "x.test" ? "192.0.2.7" : "192.0.2.8"]
+          }),
+        aaaa: () => Effect.succeed([]),
+        txt: () => Effect.succeed([])
+      }
+      const program = Effect.gen(function*() {
+        const dns = yield* Dns.Dns
+        expect(yield* dns.a("x.test")).toEqual(["192.0.2.7"])
+        expect(yield* dns.answer!("A", "x.test")).toEqual({ records: ["192.0.2.7"], ttl: 60 })
+        expect(calls).toBe(1)
+        yield* TestClock.adjust("60 seconds")
+        expect(yield* dns.a("x.test")).toEqual(["192.0.2.7"])
+        expect(calls).toBe(2)
+      })
+      yield* program.pipe(
+        Effect.provide(Dns.cached({ defaultTtl: "60 seconds" }).pipe(Layer.provide(Layer.succeed(Dns.Dns, plain))))
+      )
+    }))
+})
