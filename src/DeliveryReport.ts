@@ -84,6 +84,25 @@ export interface HostPlan {
   /** Addresses dropped by `limits.multihomed`. */
   readonly truncated: ReadonlyArray<string>
   readonly sourceIps: { readonly v4: ReadonlyArray<string>; readonly v6: ReadonlyArray<string> }
+  /** Whether the host is listed in the domain's MTA-STS policy; `null` when no policy applies. */
+  readonly mtaSts: "match" | "mismatch" | null
+  readonly error: ReportError | null
+}
+
+/**
+ * The MTA-STS lookup of a domain (RFC 8461) and where the policy came from.
+ *
+ * @since 0.1.0
+ */
+export interface MtaStsPlan {
+  readonly status: "disabled" | "none" | "invalid" | "failed" | "found"
+  readonly source: "cache" | "fetched" | "stale-cache" | null
+  readonly id: string | null
+  readonly policy: {
+    readonly mode: "enforce" | "testing" | "none"
+    readonly mx: ReadonlyArray<string>
+    readonly maxAge: number
+  } | null
   readonly error: ReportError | null
 }
 
@@ -99,6 +118,8 @@ export interface DomainPlan {
   /** Hosts cut by `limits.mx`. */
   readonly dropped: ReadonlyArray<string>
   readonly limits: { readonly mx: number; readonly multihomed: number }
+  /** `null` when `tls.mta-sts = disable` or the domain is an address literal. */
+  readonly mtaSts: MtaStsPlan | null
   readonly error: ReportError | null
 }
 

@@ -1,0 +1,32 @@
+/**
+ * effect-smtp-transport: the outbound transport of a mail server, as an Effect library.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Candidates from "./Candidates.js"
+/** @since 0.1.0 */
+export * as Connector from "./Connector.js"
+/** @since 0.1.0 */
+export * as DeliveryReport from "./DeliveryReport.js"
+/** @since 0.1.0 */
+export * as Dns from "./Dns.js"
+/** @since 0.1.0 */
+export * as Expression from "./Expression.js"
+/** @since 0.1.0 */
+export * as HappyEyeballs from "./HappyEyeballs.js"
+/** @since 0.1.0 */
+export * as MxPlan from "./MxPlan.js"
+/** @since 0.1.0 */
+export * as OutboundConfig from "./OutboundConfig.js"
+/** @since 0.1.0 */
+export * as SmtpReply from "./SmtpReply.js"
+/** @since 0.1.0 */
+export * as SmtpSession from "./SmtpSession.js"
+/** @since 0.1.0 */
+export * as SourceIp from "./SourceIp.js"
+/** @since 0.1.0 */
+export * as Transport from "./Transport.js"
+/** @since 0.1.0 */
+export * as TransportError from "./TransportError.js"
