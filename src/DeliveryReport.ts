@@ -132,3 +132,49 @@ export interface DeliveryReport {
   readonly plan: { readonly domains: ReadonlyArray<DomainPlan> }
   readonly warnings: ReadonlyArray<string>
 }
+
+/**
+ * A host as {@link ExplainReport} shows it: its plan, and every setting evaluated for it. `settings` is `null` for
+ * a host an enforced MTA-STS policy excludes.
+ *
+ * @since 0.1.0
+ */
+export interface ExplainedHost extends HostPlan {
+  readonly settings: {
+    readonly ehlo: string
+    readonly starttls: "optional" | "require" | "disable"
+    readonly allowInvalidCerts: boolean
+    /** TLS is required whatever `starttls` says: REQUIRETLS, or an enforced MTA-STS policy. */
+    readonly requireTls: boolean
+    /** `null`: strictly one address at a time. */
+    readonly connectionAttemptDelayMs: number | null
+    readonly timeouts: {
+      readonly connect: number
+      readonly greeting: number
+      readonly tls: number
+      readonly ehlo: number
+      readonly mailFrom: number
+      readonly rcptTo: number
+      readonly data: number
+    }
+  } | null
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ExplainedDomain extends Omit<DomainPlan, "hosts"> {
+  readonly hosts: ReadonlyArray<ExplainedHost>
+  readonly mtaStsTimeoutMs: number
+  readonly warnings: ReadonlyArray<string>
+}
+
+/**
+ * What a delivery would do, as `Transport.explain` and `smtp-transport plan` tell it; nothing is sent.
+ *
+ * @since 0.1.0
+ */
+export interface ExplainReport {
+  readonly domains: ReadonlyArray<ExplainedDomain>
+  readonly warnings: ReadonlyArray<string>
+}

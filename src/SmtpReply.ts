@@ -3,6 +3,12 @@
  *
  * @since 0.1.0
  */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type { Connection } from "./Connector.js"
+import { MAX_LINE_BYTES, toTransportError } from "./Connector.js"
+import type { Phase } from "./TransportError.js"
+import * as TransportError from "./TransportError.js"
 
 /**
  * One complete reply: the three-digit code, the enhanced status code when the server gave one (`"5.1.1"`), and the
@@ -15,3 +21,169 @@ export interface Reply {
   readonly enhanced: string | null
   readonly lines: ReadonlyArray<string>
 }
+
+/**
+ * The most a single reply may weigh, line endings included; past it the reply is a protocol error rather than
+ * memory a server can make the client hold.
+ *
+ * @since 0.1.0
+ */
+export const MAX_REPLY_BYTES = 64 * 1024
+
+/**
+ * The most lines a single reply may have.
+ *
+ * @since 0.1.0
+ */
+export const MAX_REPLY_LINES = 512
+
+/**
+ * The longest line, in bytes without CRLF (the connection enforces it too).
+ *
+ * @since 0.1.0
+ */
+export const MAX_LINE = MAX_LINE_BYTES
+
+/**
+ * One line of a reply: `250-text` (more follow) or `250 text` / `250` (the last).
+ *
+ * @since 0.1.0
+ */
+export interface ReplyLine {
+  readonly code: number
+  readonly last: boolean
+  readonly text: string
+}
+
+// RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39
+const LINE = /^([2-5][0-5][0-9])(?:([ -])(.*))?$/s
+// RFC 3463 §2: class "." subject "." detail, subject and detail 1–3 digits
+const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
+
+/**
+ * Parses one line, or says why it is not a reply line.
+ *
+ * @since 0.1.0
+ */
+export const parseLine = (line: string): Either.Either<ReplyLine, string> => {
+  if (Buffer.byteLength(line, "utf8") > MAX_LINE) return Either.left(`reply line longer than ${MAX_LINE} bytes`)
+  const match = LINE.exec(line)
+  if (match === null) return Either.left(`malformed reply line ${JSON.stringify(truncate(line))}`)
+  const code = Number(match[1])
+  const separator = match[2]
+  return Either.right({ code, last: separator !== "-", text: match[3] ?? "" })
+}
+
+const truncate = (line: string) => line.length > 80 ? `${line.slice(0, 80)}…` : line
+
+/**
+ * Accumulates the lines of one reply; shared by {@link parse} and {@link read} so both apply the same limits.
+ */
+class Accumulator {
+  private code: number | null = null
+  private readonly texts: Array<string> = []
+  private bytes = 0
+
+  /** `Right(null)`: more lines to come. */
+  push(raw: string): Either.Either<Reply | null, string> {
+    const parsed = parseLine(raw)
+    if (Either.isLeft(parsed)) return Either.left(parsed.left)
+    const line = parsed.right
+    if (this.code !== null && line.code !== this.code) {
+      return Either.left(`reply code changed from ${this.code} to ${line.code} within one reply`)
+    }
+    this.code = line.code
+    this.bytes += Buffer.byteLength(raw, "utf8") + 2
+    this.texts.push(line.text)
+    if (this.bytes > MAX_REPLY_BYTES) return Either.left(`reply longer than ${MAX_REPLY_BYTES} bytes`)
+    if (this.texts.length > MAX_REPLY_LINES) return Either.left(`reply longer than ${MAX_REPLY_LINES} lines`)
+    return Either.right(line.last ? build(line.code, this.texts) : null)
+  }
+}
+
+/**
+ * The enhanced code counts only on a 2xx/4xx/5xx reply whose class matches the reply's first digit (RFC 3463 §2,
+ * RFC 2034 §4). It is taken from the first line and removed from every line that repeats it.
+ */
+const build = (code: number, texts: ReadonlyArray<string>): Reply => {
+  const first = texts[0] ?? ""
+  const match = ENHANCED.exec(first)
+  const enhanced = match !== null && Number(match[1]) === Math.floor(code / 100) ? match[0] : null
+  if (enhanced === null) return { code, enhanced, lines: [...texts] }
+  const lines = texts.map((text) =>
+    text === enhanced ? "" : text.startsWith(`${enhanced} `) ? text.slice(enhanced.length + 1) : text
+  )
+  return { code, enhanced, lines }
+}
+
+/**
+ * Parses the lines of one complete reply, as received without their CRLF.
+ *
+ * @since 0.1.0
+ */
+export const parse = (lines: ReadonlyArray<string>): Either.Either<Reply, string> => {
+  const accumulator = new Accumulator()
+  for (let i = 0; i < lines.length; i++) {
+    const result = accumulator.push(lines[i]!)
+    if (Either.isLeft(result)) return Either.left(result.left)
+    if (result.right !== null) {
+      return i === lines.length - 1 ? Either.right(result.right) : Either.left("lines after the last reply line")
+    }
+  }
+  return Either.left("reply ends without a last line")
+}
+
+/**
+ * Reads one reply from the connection. Socket failures and malformed or oversized replies become a
+ * `TransportError` of the given phase (temporary; `protocol` for the reply itself).
+ *
+ * @since 0.1.0
+ */
+export const read = (connection: Connection, phase: Phase): Effect.Effect<Reply, TransportError.TransportError> =>
+  Effect.suspend(() => {
+    const accumulator = new Accumulator()
+    const next: Effect.Effect<Reply, TransportError.TransportError> = Effect.flatMap(
+      Effect.mapError(connection.readLine, (e) => toTransportError(e, phase)),
+      (raw) => {
+        const result = accumulator.push(raw)
+        if (Either.isLeft(result)) {
+          return Effect.fail(TransportError.make(phase, "protocol", `${phase}: ${result.left}`))
+        }
+        return result.right === null ? next : Effect.succeed(result.right)
+      }
+    )
+    return next
+  }).pipe(Effect.tap((reply) => Effect.logDebug(`S: ${format(reply)}`)))
+
+/**
+ * The reply as the server sent it, one line per line, without CRLF.
+ *
+ * @since 0.1.0
+ */
+export const format = (reply: Reply): string =>
+  reply.lines.map((text, i) => {
+    const separator = i === reply.lines.length - 1 ? " " : "-"
+    const body = reply.enhanced === null ? text : text === "" ? reply.enhanced : `${reply.enhanced} ${text}`
+    return `${reply.code}${separator}${body}`.trimEnd()
+  }).join("\n")
+
+/**
+ * 2xx.
+ *
+ * @since 0.1.0
+ */
+export const isPositive = (reply: Reply): boolean => reply.code >= 200 && reply.code < 300
+
+/**
+ * 5xx.
+ *
+ * @since 0.1.0
+ */
+export const isPermanent = (reply: Reply): boolean => reply.code >= 500 && reply.code < 600
+
+/**
+ * 4xx.
+ *
+ * @since 0.1.0
+ */
+export const isTransient = (reply: Reply): boolean => reply.code >= 400 && reply.code < 500

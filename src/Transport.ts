@@ -10,17 +10,22 @@
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Candidates from "./Candidates.js"
-import type { Connector } from "./Connector.js"
-import type { Dns } from "./Dns.js"
+import * as Connector from "./Connector.js"
+import * as Dns from "./Dns.js"
 import type {
   AttemptRecord,
   DeliveryReport,
   DomainPlan,
+  ExplainedDomain,
+  ExplainedHost,
+  ExplainReport,
   HostPlan,
   MtaStsPlan,
   RecipientResult,
@@ -33,7 +38,7 @@ import * as address from "./internal/address.js"
 import * as MtaSts from "./MtaSts.js"
 import * as MxPlan from "./MxPlan.js"
 import { OutboundConfig, type Setting } from "./OutboundConfig.js"
-import type { PolicyCache } from "./PolicyCache.js"
+import * as PolicyCache from "./PolicyCache.js"
 import * as SmtpSession from "./SmtpSession.js"
 import type { Reply } from "./SmtpReply.js"
 import * as TransportError from "./TransportError.js"
@@ -141,6 +146,19 @@ export const deliver = Effect.fn("Transport.deliver")(function*(request: Deliver
   return report
 })
 
+/**
+ * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
+ * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory.
+ *
+ * @since 0.1.0
+ */
+export const layer = (
+  options: { readonly dns?: Dns.LayerOptions | undefined; readonly ca?: ReadonlyArray<string> | undefined } = {}
+): Layer.Layer<Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
+  Layer.mergeAll(Connector.layer, PolicyCache.layer, MtaSts.layer({ ca: options.ca })).pipe(
+    Layer.provideMerge(Dns.layer(options.dns))
+  )
+
 interface Group {
   readonly domain: string
   readonly target: string
@@ -237,7 +255,7 @@ interface DomainStage {
 const domainStage = (
   ctx: Pick<Run, "config" | "options" | "base">,
   group: Group
-): Effect.Effect<DomainStage, never, Dns | MtaSts.PolicyFetcher | PolicyCache> =>
+): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
   Effect.gen(function*() {
     const { config } = ctx
     const domainEval = new Evaluator({ ...ctx.base, rcpt: group.recipients[0]!, rcpt_domain: group.domain })
@@ -318,7 +336,7 @@ const excludedHostPlan = ([host, error]: readonly [MxPlan.MxHost, TransportError
 const deliverDomain = (
   ctx: Run,
   group: Group
-): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
+): Effect.Effect<DomainRun, never, Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
   Effect.gen(function*() {
     const { config } = ctx
     const stage = yield* domainStage(ctx, group)
@@ -370,6 +388,78 @@ const deliverDomain = (
     return { recipients: final, attempts, plan: domainPlanOf(group, stage, hostPlans, null), warnings: domainEval.warnings }
   }).pipe(Effect.withSpan("Transport.deliverDomain", { attributes: { domain: group.domain } }))
 
+/**
+ * Explains what {@link deliver} would do, without connecting anywhere: per domain the MTA-STS policy, the MX
+ * records, the hosts kept by `limits.mx`, and for every kept host (all of them, not only those a delivery would
+ * reach) the strategy, the addresses after `limits.multihomed`, the source lists, and every setting as evaluated.
+ * Connection-stage settings (EHLO name, timeouts) are evaluated for the host's first address with no source bound.
+ *
+ * @since 0.1.0
+ */
+export const explain = Effect.fn("Transport.explain")(function*(request: DeliveryRequest) {
+  const { groups, sender } = yield* validate(request)
+  const config = yield* OutboundConfig
+  const options = yield* TransportOptions
+  const base = baseVariables(request, sender)
+  const domains = yield* Effect.forEach(groups, (group) =>
+    Effect.gen(function*() {
+      const stage = yield* domainStage({ config, options, base }, group)
+      const hosts: Array<ExplainedHost> = stage.excluded.map((excluded) => ({
+        ...excludedHostPlan(excluded),
+        settings: null
+      }))
+      for (const host of stage.plan?.hosts ?? []) {
+        const hostEval = stage.domainEval.with({ mx: host.name })
+        const strategy = hostEval.get(config.ipStrategy)
+        const sourceIps = { v4: hostEval.get(config.sourceIp.v4), v6: hostEval.get(config.sourceIp.v6) }
+        const resolved = yield* Effect.either(Candidates.resolveHost(host, strategy, stage.limits.multihomed))
+        const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
+        const connEval = hostEval.with({ remote_ip: addresses[0] ?? "0.0.0.0", local_ip: "0.0.0.0" })
+        const policy = stage.mtaSts?.policy ?? null
+        const ms = (setting: Setting<Duration.Duration>) => Duration.toMillis(connEval.get(setting))
+        hosts.push({
+          host: host.name,
+          preference: host.preference,
+          implicit: host.implicit,
+          strategy,
+          addresses,
+          truncated: Either.match(resolved, { onLeft: () => [], onRight: (r) => r.truncated }),
+          sourceIps,
+          mtaSts: policy === null || policy.mode === "none" ? null : MtaSts.matches(policy, host.name) ? "match" : "mismatch",
+          error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
+          settings: {
+            ehlo: connEval.get(config.hostname),
+            starttls: hostEval.get(config.tls.starttls),
+            allowInvalidCerts: hostEval.get(config.tls.allowInvalidCerts) && !MtaSts.enforced(policy),
+            requireTls: request.requireTls === true || MtaSts.enforced(policy),
+            connectionAttemptDelayMs: Option.getOrNull(Option.map(hostEval.get(config.connectionAttemptDelay), Duration.toMillis)),
+            timeouts: {
+              connect: ms(config.timeouts.connect),
+              greeting: ms(config.timeouts.greeting),
+              tls: ms(config.timeouts.tls),
+              ehlo: ms(config.timeouts.ehlo),
+              mailFrom: ms(config.timeouts.mailFrom),
+              rcptTo: ms(config.timeouts.rcptTo),
+              data: ms(config.timeouts.data)
+            }
+          }
+        })
+      }
+      const explained: ExplainedDomain = {
+        ...domainPlanOf(group, stage, hosts, stage.error),
+        hosts,
+        mtaStsTimeoutMs: Duration.toMillis(stage.domainEval.get(config.timeouts.mtaSts)),
+        warnings: stage.domainEval.warnings
+      }
+      return explained
+    }), { concurrency: options.domainConcurrency })
+  const report: ExplainReport = {
+    domains,
+    warnings: Array.from(new Set([...config.warnings, ...domains.flatMap((d) => d.warnings)]))
+  }
+  return report
+})
+
 type HostOutcome =
   | { readonly _tag: "NextHost"; readonly error: TransportError }
   | { readonly _tag: "Done"; readonly recipients: ReadonlyArray<RecipientResult> }
@@ -392,7 +482,7 @@ const tryHost = (
   attempts: Array<AttemptRecord>,
   /** An enforced MTA-STS policy applies: verified TLS or nothing (RFC 8461 §5). */
   enforced: boolean
-): Effect.Effect<HostOutcome, never, Connector> =>
+): Effect.Effect<HostOutcome, never, Connector.Connector> =>
   Effect.scoped(Effect.gen(function*() {
     const { config } = ctx
     const tlsPolicy = {
@@ -501,14 +591,17 @@ const tryHost = (
     return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
   }))
 
-/** A timeout, reset or protocol error inside the transaction: the connection is not trustworthy for a QUIT. */
+/**
+ * A timeout, reset or protocol error inside the transaction makes the attempt `failed`; replies and policy
+ * refusals (SMTPUTF8 or REQUIRETLS not offered, message over SIZE) are answers, and the attempt `completed`.
+ */
 const firstTransportError = (t: SmtpSession.TransactionResult): TransportError | null => {
   const errors = [
     Either.isLeft(t.mailFrom) ? t.mailFrom.left : null,
     ...t.recipients.map((r) => r.error),
     t.data !== null && Either.isLeft(t.data) ? t.data.left : null
   ]
-  return errors.find((e): e is TransportError => e !== null && e.kind !== "reply") ?? null
+  return errors.find((e): e is TransportError => e !== null && !SmtpSession.canQuitAfter(e)) ?? null
 }
 
 /**
@@ -517,9 +610,10 @@ const firstTransportError = (t: SmtpSession.TransactionResult): TransportError |
  */
 const recipientResults = (host: string, t: SmtpSession.TransactionResult): ReadonlyArray<RecipientResult> =>
   t.recipients.map((r): RecipientResult => {
-    if (Either.isLeft(t.mailFrom)) return failedBy(r.address, t.mailFrom.left, host)
     if (!r.accepted) {
+      // The recipient's own reason first: its reply, or the refusal that kept it from being sent.
       if (r.error !== null) return failedBy(r.address, r.error, host)
+      if (Either.isLeft(t.mailFrom)) return failedBy(r.address, t.mailFrom.left, host)
       return {
         address: r.address,
         status: r.reply !== null && r.reply.code >= 500 ? "failed" : "deferred",

@@ -1,0 +1,279 @@
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Exit, Scope } from "effect"
+import { spawn } from "node:child_process"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import * as Connector from "../src/Connector.js"
+import { type Certificates, makeCertificates } from "./fixtures/certs.js"
+
+// Real sockets on loopback only, on real time.
+
+const connect = (options: Connector.ConnectOptions) =>
+  Effect.flatMap(Connector.Connector, (c) => c.connect(options)).pipe(Effect.provide(Connector.layer))
+
+interface RawServer {
+  readonly port: number
+  /** Remote addresses of the accepted connections. */
+  readonly remotes: Array<string>
+}
+
+/** A node:net server on a loopback address, with a handler per connection; closed (with its sockets) by the scope. */
+const rawServer = (handler: (socket: net.Socket) => void, host = "127.0.0.1") =>
+  Effect.acquireRelease(
+    Effect.async<RawServer & { readonly server: net.Server; readonly sockets: Set<net.Socket> }>((resume) => {
+      const remotes: Array<string> = []
+      const sockets = new Set<net.Socket>()
+      const server = net.createServer((socket) => {
+        sockets.add(socket)
+        socket.on("close", () => sockets.delete(socket))
+        socket.on("error", () => {})
+        remotes.push(socket.remoteAddress ?? "")
+        handler(socket)
+      })
+      server.listen(0, host, () => resume(Effect.succeed({ port: (server.address() as net.AddressInfo).port, remotes, server, sockets })))
+    }),
+    ({ server, sockets }) =>
+      Effect.async<void>((resume) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+/** Lines the server received on a socket, delivered one by one to `onLine`. */
+const onLines = (socket: net.Socket | tls.TLSSocket, onLine: (line: string) => void) => {
+  let pending = ""
+  const listener = (chunk: Buffer) => {
+    pending += chunk.toString("utf8")
+    for (let i = pending.indexOf("\r\n"); i >= 0; i = pending.indexOf("\r\n")) {
+      const line = pending.slice(0, i)
+      pending = pending.slice(i + 2)
+      onLine(line)
+    }
+  }
+  socket.on("data", listener)
+  return () => socket.off("data", listener)
+}
+
+const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+const openCount = Connector.openConnections
+
+let certs: Certificates
+beforeAll(() => {
+  certs = makeCertificates({ hostnames: ["mx.test", "127.0.0.1"] })
+})
+
+describe("Connector.layer (node:net / node:tls)", () => {
+  it.scopedLive("reads lines on demand, keeping the bytes past a line buffered", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((socket) => {
+        socket.write("220 a\r\n250-b\r\n250 c")
+        onLines(socket, (line) => {
+          if (line === "X") socket.write("\r\n")
+        })
+      })
+      const lines = yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* connect({ ip: "127.0.0.1", port: server.port })
+        expect(yield* openCount).toBe(1)
+        expect([connection.remoteAddress, connection.localAddress, connection.isTls]).toEqual([
+          "127.0.0.1",
+          "127.0.0.1",
+          false
+        ])
+        const first = [yield* connection.readLine, yield* connection.readLine]
+        // "250 c" has no line ending yet: the read waits until the server sends it
+        yield* connection.write("X\r\n")
+        return [...first, yield* connection.readLine]
+      }))
+      expect(lines).toEqual(["220 a", "250-b", "250 c"])
+      expect(yield* openCount).toBe(0)
+    }))
+
+  it.scopedLive("a line over 4096 bytes is a protocol error, end of input is closed", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((socket) => {
+        socket.write(`${"x".repeat(4096)}\r\n`)
+        socket.write(`${"y".repeat(4097)}\r\n`)
+      })
+      const exits = yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* connect({ ip: "127.0.0.1", port: server.port })
+        const ok = yield* connection.readLine
+        const tooLong = yield* Effect.flip(connection.readLine)
+        return [ok.length, tooLong.kind, tooLong.message]
+      }))
+      expect(exits).toEqual([4096, "protocol", "line longer than 4096 bytes"])
+
+      const closing = yield* rawServer((socket) => socket.end("221 bye\r\npartial"))
+      const closed = yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* connect({ ip: "127.0.0.1", port: closing.port })
+        const line = yield* connection.readLine
+        const error = yield* Effect.flip(connection.readLine)
+        return [line, error.kind]
+      }))
+      expect(closed).toEqual(["221 bye", "closed"])
+      expect(yield* openCount).toBe(0)
+    }))
+
+  it.scopedLive("a server that floods without a line ending fails the read after 4 KiB", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((socket) => {
+        const chunk = Buffer.alloc(64 * 1024, 0x41)
+        for (let i = 0; i < 64; i++) socket.write(chunk)
+      })
+      const error = yield* Effect.scoped(
+        Effect.flatMap(connect({ ip: "127.0.0.1", port: server.port }), (c) => Effect.flip(c.readLine))
+      )
+      expect([error.kind, error.message]).toEqual(["protocol", "line longer than 4096 bytes"])
+      expect(yield* openCount).toBe(0)
+    }))
+
+  it.scopedLive("connection refused", () =>
+    Effect.gen(function*() {
+      const port = yield* freePort
+      const error = yield* Effect.flip(Effect.scoped(connect({ ip: "127.0.0.1", port })))
+      expect(error.kind).toBe("refused")
+      expect(error.message).toBe(`connect ECONNREFUSED 127.0.0.1:${port}`)
+      expect(yield* openCount).toBe(0)
+    }))
+
+  it.scopedLive("binds the source address: the server sees 127.0.0.2; an address not on this host is a bind error", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer(() => {})
+      const local = yield* Effect.scoped(
+        Effect.map(connect({ ip: "127.0.0.1", port: server.port, localAddress: "127.0.0.2" }), (c) => c.localAddress)
+      )
+      expect(local).toBe("127.0.0.2")
+      expect(server.remotes).toEqual(["127.0.0.2"])
+      // TEST-NET-1 is on no interface: bind fails locally, no packet leaves the host
+      const error = yield* Effect.flip(
+        Effect.scoped(connect({ ip: "127.0.0.1", port: server.port, localAddress: "192.0.2.1" }))
+      )
+      expect([error.kind, error.message]).toEqual(["bind", "bind EADDRNOTAVAIL 192.0.2.1"])
+      const family = yield* Effect.flip(
+        Effect.scoped(connect({ ip: "127.0.0.1", port: server.port, localAddress: "::1" }))
+      )
+      expect(family.kind).toBe("bind")
+      expect(yield* openCount).toBe(0)
+    }))
+
+  it.scopedLive("refuses a host name (the connector takes addresses, never resolves)", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(connect({ ip: "localhost", port: 25 })))
+      expect([error.kind, error.message]).toEqual(["unreachable", "not an IP address: localhost"])
+      expect(yield* openCount).toBe(0)
+    }))
+
+  describe("a connect that never completes", () => {
+    // A listener with a full accept queue: the kernel drops further SYNs, so those connects hang.
+    let python: ReturnType<typeof spawn> | undefined
+    let port = 0
+    const fill: Array<net.Socket> = []
+    beforeAll(async () => {
+      python = spawn("/usr/bin/python3", [
+        "-c",
+        "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)"
+      ])
+      port = await new Promise<number>((resolve) => python!.stdout!.once("data", (d) => resolve(Number(String(d).trim()))))
+      const first = net.connect({ host: "127.0.0.1", port })
+      fill.push(first)
+      await new Promise<void>((resolve) => first.once("connect", () => resolve()))
+    })
+    afterAll(() => {
+      for (const s of fill) s.destroy()
+      python?.kill()
+    })
+
+    it.scopedLive("is interrupted by a timeout and its socket freed", () =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const exit = yield* connect({ ip: "127.0.0.1", port }).pipe(
+          Effect.timeout(Duration.millis(200)),
+          Scope.extend(scope),
+          Effect.exit
+        )
+        expect(Exit.isFailure(exit)).toBe(true)
+        // the finalizer registered before the connect still owns the (destroyed) socket until the scope closes
+        yield* Scope.close(scope, Exit.void)
+        expect(yield* openCount).toBe(0)
+      }))
+  })
+
+  describe("STARTTLS", () => {
+    /** A server that answers STARTTLS with `reply`, then (unless told not to) upgrades and answers PING with PONG. */
+    const starttlsServer = (reply: string, upgrade = true) =>
+      rawServer((socket) => {
+        socket.write("220 ready\r\n")
+        const off = onLines(socket, (line) => {
+          if (line !== "STARTTLS") return
+          off()
+          socket.write(reply)
+          if (!upgrade) return
+          const secure = new tls.TLSSocket(socket, { isServer: true, key: certs.keyPem, cert: certs.certPem })
+          secure.on("error", () => {})
+          onLines(secure, (l) => {
+            if (l === "PING") secure.write(`PONG ${secure.servername || "-"}\r\n`)
+          })
+        })
+      })
+
+    const upgrade = (port: number, options: Connector.StartTlsOptions) =>
+      Effect.scoped(Effect.gen(function*() {
+        const connection = yield* connect({ ip: "127.0.0.1", port })
+        expect(yield* connection.readLine).toBe("220 ready")
+        yield* connection.write("STARTTLS\r\n")
+        expect(yield* connection.readLine).toBe("220 go")
+        yield* connection.startTls(options)
+        expect(connection.isTls).toBe(true)
+        yield* connection.write("PING\r\n")
+        return yield* connection.readLine
+      }))
+
+    it.scopedLive("upgrades in place, verifying the certificate against the given CA and sending SNI", () =>
+      Effect.gen(function*() {
+        const server = yield* starttlsServer("220 go\r\n")
+        expect(yield* upgrade(server.port, { servername: "mx.test", ca: [certs.caPem], rejectUnauthorized: true }))
+          .toBe("PONG mx.test")
+        // an IP as the name: checked against the IP SAN, and no SNI (RFC 6066 §3)
+        expect(yield* upgrade(server.port, { servername: "127.0.0.1", ca: [certs.caPem], rejectUnauthorized: true }))
+          .toBe("PONG -")
+        expect(yield* openCount).toBe(0)
+      }))
+
+    it.scopedLive("an untrusted CA or a wrong name fails with kind tls; allow-invalid-certs accepts it", () =>
+      Effect.gen(function*() {
+        const server = yield* starttlsServer("220 go\r\n")
+        const untrusted = yield* Effect.flip(
+          upgrade(server.port, { servername: "mx.test", ca: [certs.wrongCaPem], rejectUnauthorized: true })
+        )
+        expect(untrusted.kind).toBe("tls")
+        expect(untrusted.message).toMatch(/^TLS handshake failed: /)
+        const wrongName = yield* Effect.flip(
+          upgrade(server.port, { servername: "other.test", ca: [certs.caPem], rejectUnauthorized: true })
+        )
+        expect(wrongName.kind).toBe("tls")
+        expect(wrongName.message).toMatch(/other\.test/)
+        expect(yield* upgrade(server.port, { servername: "mx.test", ca: [certs.wrongCaPem], rejectUnauthorized: false }))
+          .toBe("PONG mx.test")
+        expect(yield* openCount).toBe(0)
+      }))
+
+    it.scopedLive("refuses to upgrade when bytes follow the 220 (CVE-2011-0411)", () =>
+      Effect.gen(function*() {
+        const server = yield* starttlsServer("220 go\r\n250 injected\r\n", false)
+        const error = yield* Effect.flip(
+          upgrade(server.port, { servername: "mx.test", ca: [certs.caPem], rejectUnauthorized: true })
+        )
+        expect([error.kind, error.message]).toEqual([
+          "protocol",
+          "the server sent 14 bytes after its reply to STARTTLS"
+        ])
+        expect(yield* openCount).toBe(0)
+      }))
+  })
+})

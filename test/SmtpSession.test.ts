@@ -1,0 +1,1191 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Cause, Duration, Effect, Either, Exit, Fiber, Option, TestClock } from "effect"
+import * as fc from "fast-check"
+import * as Connector from "../src/Connector.js"
+import { ConnectorTest, Script } from "../src/Connector.js"
+import * as dotStuff from "../src/internal/dotStuff.js"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as SmtpSession from "../src/SmtpSession.js"
+import type { TransportError } from "../src/TransportError.js"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------------------------
+
+const IP = "192.0.2.10"
+// Distinct values, so that a phase running under another phase's timeout shows.
+const T = { connect: 1_000, greeting: 2_000, ehlo: 3_000, tls: 4_000, mailFrom: 5_000, rcptTo: 6_000, data: 7_000 }
+const timeouts: SmtpSession.SessionTimeouts = {
+  greeting: Duration.millis(T.greeting),
+  ehlo: Duration.millis(T.ehlo),
+  tls: Duration.millis(T.tls),
+  mailFrom: Duration.millis(T.mailFrom),
+  rcptTo: Duration.millis(T.rcptTo),
+  data: Duration.millis(T.data)
+}
+const settings = (over: Partial<SmtpSession.SessionSettings> = {}): SmtpSession.SessionSettings => ({
+  hostname: "client.test",
+  servername: "mx.test",
+  starttls: "optional",
+  allowInvalidCerts: false,
+  requireTls: false,
+  timeouts,
+  ...over
+})
+
+const multi = (code: number, texts: ReadonlyArray<string>) =>
+  texts.map((t, i) => `${code}${i === texts.length - 1 ? " " : "-"}${t}`)
+const ehloReply = (...caps: ReadonlyArray<string>) => Script.reply(...multi(250, ["mx.test greets client.test", ...caps]))
+const GREET = Script.reply("220 mx.test ESMTP")
+const EHLO = Script.expect("EHLO client.test")
+const hello = (...caps: ReadonlyArray<string>) => [GREET, EHLO, ehloReply(...caps)]
+const QUIT = [Script.expect("QUIT"), Script.reply("221 bye")]
+const tlsUp = (...caps: ReadonlyArray<string>) => [
+  Script.expect("STARTTLS"),
+  Script.reply("220 2.0.0 go ahead"),
+  Script.handshake,
+  EHLO,
+  ehloReply(...caps)
+]
+
+const peer = (script: ReadonlyArray<Connector.Step>, extra: Omit<Connector.TestPeer, "script"> = {}) =>
+  Effect.provide(Connector.layerTest({ [IP]: { script, ...extra } }))
+
+const records = Effect.flatMap(ConnectorTest, (t) => t.connections)
+const record = Effect.map(records, (all) => all[0]!)
+
+const openSession = (s: SmtpSession.SessionSettings = settings()) =>
+  Effect.gen(function*() {
+    const connection = yield* SmtpSession.connect({ ip: IP, port: 25 }, Duration.millis(T.connect))
+    return yield* SmtpSession.open(connection, s)
+  })
+
+const message = new TextEncoder().encode("Subject: hi\r\n\r\nHello\r\n")
+const envelope = (recipients: ReadonlyArray<string> = ["b@y.test"], over: Partial<SmtpSession.Envelope> = {}) => ({
+  sender: "a@x.test",
+  recipients,
+  ...over
+})
+
+/** open, transaction, and QUIT when the result allows it; the connection closes with the scope. */
+const deliver = (
+  env: SmtpSession.Envelope = envelope(),
+  body: Uint8Array = message,
+  s: SmtpSession.SessionSettings = settings()
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const session = yield* openSession(s)
+    const result = yield* SmtpSession.transaction(session, env, body, s)
+    if (result.canQuit) yield* SmtpSession.quit(session)
+    return { session, result }
+  }))
+
+const failure = <A>(exit: Exit.Exit<A, TransportError>): TransportError =>
+  Option.getOrThrow(Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none())
+
+const summary = (e: TransportError | null) =>
+  e === null ? null : { phase: e.phase, kind: e.kind, permanent: e.permanent, code: e.reply?.code ?? null }
+
+/** Runs `effect` on virtual time: not finished at `ms - 1`, finished at `ms`. */
+const finishesAt = <A, E, R>(effect: Effect.Effect<A, E, R>, ms: number) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.fork(effect)
+    yield* TestClock.adjust(Duration.millis(ms - 1))
+    expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+    yield* TestClock.adjust(Duration.millis(1))
+    const exit = yield* Fiber.poll(fiber)
+    expect(Option.isSome(exit)).toBe(true)
+    return Option.getOrThrow(exit)
+  })
+
+/** Runs `effect` on virtual time: finished once `ms` have passed (and not before `ms - 1`, when `ms > 1`). */
+const finishedBy = <A, E, R>(effect: Effect.Effect<A, E, R>, ms: number) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.fork(effect)
+    if (ms > 1) {
+      yield* TestClock.adjust(Duration.millis(ms - 1))
+      expect(Option.isNone(yield* Fiber.poll(fiber))).toBe(true)
+      yield* TestClock.adjust(Duration.millis(1))
+    } else {
+      yield* TestClock.adjust(Duration.millis(ms))
+    }
+    const exit = yield* Fiber.poll(fiber)
+    expect(Option.isSome(exit)).toBe(true)
+    return Option.getOrThrow(exit)
+  })
+
+const timeoutOf = (phase: string, ms: number) => ({
+  phase,
+  kind: "timeout",
+  permanent: false,
+  code: null,
+  message: `${phase} timed out after ${Duration.format(Duration.millis(ms))}`
+})
+const asTimeout = (e: TransportError) => ({ ...summary(e), message: e.message })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Timeouts, phase by phase
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("timeouts", () => {
+  it.effect("connect: a peer accepting just under the timeout connects", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishedBy(Effect.scoped(SmtpSession.connect({ ip: IP, port: 25 }, T.connect)), T.connect - 1)
+      expect(Exit.isSuccess(exit)).toBe(true)
+    }).pipe(peer([Script.stall], { delay: T.connect - 1 })))
+
+  it.effect("connect: a stalled connect fails at exactly timeouts.connect and is released", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(SmtpSession.connect({ ip: IP, port: 25 }, T.connect)), T.connect)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("connect", T.connect))
+      expect((yield* record).closed).toBe(true)
+    }).pipe(peer([], { connect: "stall" })))
+
+  it.effect("greeting: just under succeeds", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishedBy(Effect.scoped(openSession()), T.greeting - 1)
+      expect(Exit.isSuccess(exit)).toBe(true)
+    }).pipe(peer([Script.delay(T.greeting - 1), ...hello()])))
+
+  it.effect("greeting: a silent server fails at exactly timeouts.greeting", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession()), T.greeting)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("greeting", T.greeting))
+      const r = yield* record
+      expect([r.written, r.closed]).toEqual(["", true])
+    }).pipe(peer([Script.stall])))
+
+  it.effect("ehlo: just under succeeds", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishedBy(Effect.scoped(openSession()), T.ehlo - 1)
+      expect(Exit.isSuccess(exit)).toBe(true)
+    }).pipe(peer([GREET, EHLO, Script.delay(T.ehlo - 1), ehloReply()])))
+
+  it.effect("ehlo: a stall fails at exactly timeouts.ehlo", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession()), T.ehlo)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("ehlo", T.ehlo))
+    }).pipe(peer([GREET, EHLO, Script.stall])))
+
+  it.effect("ehlo: the second EHLO after STARTTLS has its own timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession()), T.ehlo)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("ehlo", T.ehlo))
+    }).pipe(peer([
+      ...hello("STARTTLS"),
+      Script.expect("STARTTLS"),
+      Script.reply("220 go"),
+      Script.handshake,
+      EHLO,
+      Script.stall
+    ])))
+
+  it.effect("tls: just under succeeds (command and handshake)", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishedBy(Effect.scoped(openSession()), T.tls - 1)
+      expect(Exit.map(exit, (s) => s.tls)).toEqual(Exit.succeed(true))
+    }).pipe(peer([
+      ...hello("STARTTLS"),
+      Script.expect("STARTTLS"),
+      Script.delay(T.tls - 2),
+      Script.reply("220 go"),
+      Script.delay(1),
+      Script.handshake,
+      EHLO,
+      ehloReply()
+    ])))
+
+  it.effect("tls: no reply to STARTTLS fails at exactly timeouts.tls", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession()), T.tls)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("tls", T.tls))
+    }).pipe(peer([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.stall])))
+
+  it.effect("tls: one bound covers the command and a stalled handshake", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession()), T.tls)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("tls", T.tls))
+    }).pipe(peer([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.delay(T.tls - 10), Script.reply("220 go"), Script.stall])))
+
+  it.effect("mail-from: just under succeeds", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishedBy(deliver(), T.mailFrom - 1)
+      const { result } = yield* exit
+      expect(Either.isRight(result.mailFrom)).toBe(true)
+      expect(result.data !== null && Either.isRight(result.data)).toBe(true)
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.delay(T.mailFrom - 1),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.reply("250 queued"),
+      ...QUIT
+    ])))
+
+  it.effect("mail-from: a stall fails at exactly timeouts.mail-from; no QUIT, the socket is closed", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(deliver(), T.mailFrom)
+      const { result } = yield* exit
+      const error = Either.getLeft(result.mailFrom).pipe(Option.getOrThrow)
+      expect(asTimeout(error)).toEqual(timeoutOf("mail-from", T.mailFrom))
+      expect(result.recipients).toEqual([{ address: "b@y.test", accepted: false, reply: null, error }])
+      expect([result.data, result.phase, result.canQuit]).toEqual([null, "mail-from", false])
+      const r = yield* record
+      expect(r.written.endsWith("MAIL FROM:<a@x.test>\r\n")).toBe(true)
+      expect(r.closed).toBe(true)
+    }).pipe(peer([...hello(), Script.expect("MAIL FROM:<a@x.test>"), Script.stall])))
+
+  it.effect("rcpt-to: just under succeeds, and each RCPT has its own timeout", () =>
+    Effect.gen(function*() {
+      // first reply at rcptTo - 1, second stalls: it fails rcptTo later, not at 2 × rcptTo from MAIL
+      const exit = yield* finishesAt(deliver(envelope(["b@y.test", "c@y.test"])), 2 * T.rcptTo - 1)
+      const { result } = yield* exit
+      expect(result.recipients[0]).toMatchObject({ address: "b@y.test", accepted: true, error: null })
+      expect(result.recipients[0]!.reply?.code).toBe(250)
+      expect(asTimeout(result.recipients[1]!.error!)).toEqual(timeoutOf("rcpt-to", T.rcptTo))
+      expect([result.data, result.phase, result.canQuit]).toEqual([null, "rcpt-to", false])
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.delay(T.rcptTo - 1),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<c@y.test>"),
+      Script.stall
+    ])))
+
+  it.effect("rcpt-to: a stall fails at exactly timeouts.rcpt-to; later recipients get the same error", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(deliver(envelope(["b@y.test", "c@y.test"])), T.rcptTo)
+      const { result } = yield* exit
+      const error = result.recipients[0]!.error!
+      expect(asTimeout(error)).toEqual(timeoutOf("rcpt-to", T.rcptTo))
+      expect(result.recipients[1]).toEqual({ address: "c@y.test", accepted: false, reply: null, error })
+      expect((yield* record).written).not.toContain("c@y.test")
+    }).pipe(peer([...hello(), Script.expect("MAIL FROM:<a@x.test>"), Script.reply("250 ok"), Script.stall])))
+
+  it.effect("data: 354, body and final reply in one bound; just under succeeds", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishedBy(deliver(), T.data - 1)
+      const { result } = yield* exit
+      expect(result.data).toEqual(Either.right({ code: 250, enhanced: "2.0.0", lines: ["queued"] }))
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.delay(T.data - 10),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.delay(9),
+      Script.reply("250 2.0.0 queued"),
+      ...QUIT
+    ])))
+
+  it.effect("data: a final reply that never comes fails at exactly timeouts.data from DATA", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(deliver(), T.data)
+      const { result } = yield* exit
+      const error = Option.getOrThrow(Either.getLeft(result.data!))
+      expect(asTimeout(error)).toEqual(timeoutOf("data", T.data))
+      expect([result.phase, result.canQuit]).toEqual(["data", false])
+      expect(result.recipients[0]!.accepted).toBe(true)
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.delay(T.data - 10),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.stall
+    ])))
+
+  it.effect("data: no 354 fails at exactly timeouts.data", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(deliver(), T.data)
+      const { result } = yield* exit
+      expect(asTimeout(Option.getOrThrow(Either.getLeft(result.data!)))).toEqual(timeoutOf("data", T.data))
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.stall
+    ])))
+
+  it.effect("a timeout given by an expression (shorter when retry_num > 0) is honoured", () =>
+    Effect.gen(function*() {
+      const config = Either.getOrThrow(OutboundConfig.parse(`
+[queue.outbound.timeouts]
+greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
+`))
+      for (const [retryNum, ms] of [[1, 2_000], [0, 10_000]] as const) {
+        const greeting = config.timeouts.greeting.evaluate({ retry_num: retryNum }).value
+        const exit = yield* finishesAt(Effect.scoped(openSession(settings({ timeouts: { ...timeouts, greeting } }))), ms)
+        expect(asTimeout(failure(exit))).toEqual(timeoutOf("greeting", ms))
+      }
+    }).pipe(Effect.provide(Connector.layerTest({ [IP]: [{ script: [Script.stall] }, { script: [Script.stall] }] }))))
+
+  it.effect("quit: capped at 2 s, and its failures are ignored", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(
+        Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s))),
+        Duration.toMillis(SmtpSession.QUIT_TIMEOUT)
+      )
+      expect(exit).toEqual(Exit.void)
+      const reset = yield* Effect.exit(Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s))))
+      expect(reset).toEqual(Exit.void)
+      const [stalled, wasReset] = yield* records
+      expect(stalled!.written.endsWith("QUIT\r\n")).toBe(true)
+      expect(wasReset!.written.endsWith("QUIT\r\n")).toBe(true)
+    }).pipe(Effect.provide(Connector.layerTest({
+      [IP]: [
+        { script: [...hello(), Script.expect("QUIT"), Script.stall] },
+        { script: [...hello(), Script.expect("QUIT"), Script.reset] }
+      ]
+    }))))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Connect
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("connect", () => {
+  it.effect("maps each connect failure to its kind, all temporary", () =>
+    Effect.gen(function*() {
+      const kinds = []
+      for (const ip of ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"]) {
+        const error = yield* Effect.flip(
+          Effect.scoped(SmtpSession.connect({ ip, port: 25, localAddress: "198.51.100.1" }, T.connect))
+        )
+        kinds.push([error.phase, error.kind, error.permanent])
+      }
+      expect(kinds).toEqual([
+        ["connect", "refused", false],
+        ["connect", "unreachable", false],
+        ["connect", "bind", false],
+        ["connect", "reset", false],
+        ["connect", "unreachable", false]
+      ])
+      const all = yield* records
+      expect(all.map((r) => [r.outcome, r.localAddress, r.closed])).toEqual([
+        ["refuse", "198.51.100.1", true],
+        ["unreachable", "198.51.100.1", true],
+        ["bind", "198.51.100.1", true],
+        ["reset", "198.51.100.1", true],
+        ["unreachable", "198.51.100.1", true]
+      ])
+    }).pipe(Effect.provide(Connector.layerTest({
+      "192.0.2.1": { connect: "refuse" },
+      "192.0.2.2": { connect: "unreachable" },
+      "192.0.2.3": { connect: "bind" },
+      "192.0.2.4": { connect: "reset" }
+    }))))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Replies at every phase
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("replies classified", () => {
+  const openWith = (script: ReadonlyArray<Connector.Step>, s = settings()) =>
+    Effect.flip(Effect.scoped(openSession(s))).pipe(Effect.map(summary), peer(script))
+
+  it.effect("greeting 421 is temporary, 554 permanent, anything but 220 an error", () =>
+    Effect.gen(function*() {
+      expect(yield* openWith([Script.reply("421 4.3.2 busy")])).toEqual({
+        phase: "greeting",
+        kind: "reply",
+        permanent: false,
+        code: 421
+      })
+      expect(yield* openWith([Script.reply("554 5.7.1 go away")])).toEqual({
+        phase: "greeting",
+        kind: "reply",
+        permanent: true,
+        code: 554
+      })
+      expect(yield* openWith([Script.reply("250 what")])).toEqual({
+        phase: "greeting",
+        kind: "reply",
+        permanent: false,
+        code: 250
+      })
+      expect(yield* openWith([Script.raw("garbage\r\n")])).toEqual({
+        phase: "greeting",
+        kind: "protocol",
+        permanent: false,
+        code: null
+      })
+      expect(yield* openWith([Script.close])).toEqual({
+        phase: "greeting",
+        kind: "reset",
+        permanent: false,
+        code: null
+      })
+    }))
+
+  it.effect("EHLO 421 is temporary, 554 permanent, and neither falls back to HELO", () =>
+    Effect.gen(function*() {
+      expect(yield* openWith([GREET, EHLO, Script.reply("421 4.3.2 busy")])).toEqual({
+        phase: "ehlo",
+        kind: "reply",
+        permanent: false,
+        code: 421
+      })
+      const error = yield* Effect.flip(Effect.scoped(openSession())).pipe(
+        Effect.zip(record),
+        peer([GREET, EHLO, Script.reply("554 5.7.1 no")])
+      )
+      expect(summary(error[0])).toEqual({ phase: "ehlo", kind: "reply", permanent: true, code: 554 })
+      expect(error[1].written).toBe("EHLO client.test\r\n")
+      expect(SmtpSession.canQuitAfter(error[0])).toBe(true)
+    }))
+
+  it.effect("STARTTLS refusal under require: by its digit", () =>
+    Effect.gen(function*() {
+      const require = settings({ starttls: "require" })
+      expect(yield* openWith([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("454 4.7.0 later")], require))
+        .toEqual({ phase: "tls", kind: "reply", permanent: false, code: 454 })
+      expect(yield* openWith([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("554 5.7.0 no")], require))
+        .toEqual({ phase: "tls", kind: "reply", permanent: true, code: 554 })
+    }))
+
+  const transact = (script: ReadonlyArray<Connector.Step>, env = envelope()) =>
+    Effect.map(deliver(env), ({ result }) => result).pipe(peer(script))
+  const through = (...steps: ReadonlyArray<Connector.Step>) => [...hello(), ...steps]
+
+  it.effect("MAIL 451 temporary, 550 permanent: every recipient gets it, nothing more is sent, QUIT follows", () =>
+    Effect.gen(function*() {
+      for (const [code, permanent] of [[451, false], [550, true]] as const) {
+        const result = yield* transact(
+          through(Script.expect("MAIL FROM:<a@x.test>"), Script.reply(`${code} no`), ...QUIT),
+          envelope(["b@y.test", "c@y.test"])
+        )
+        const error = Option.getOrThrow(Either.getLeft(result.mailFrom))
+        expect(summary(error)).toEqual({ phase: "mail-from", kind: "reply", permanent, code })
+        expect(result.recipients.map((r) => [r.accepted, r.reply, r.error])).toEqual([
+          [false, null, error],
+          [false, null, error]
+        ])
+        expect([result.data, result.phase, result.canQuit]).toEqual([null, "mail-from", true])
+      }
+    }))
+
+  it.effect("RCPT 450 temporary, 550 permanent, per recipient; no recipient accepted means no DATA", () =>
+    Effect.gen(function*() {
+      const result = yield* transact(
+        through(
+          Script.expect("MAIL FROM:<a@x.test>"),
+          Script.reply("250 ok"),
+          Script.expect("RCPT TO:<b@y.test>"),
+          Script.reply("450 4.2.1 mailbox busy"),
+          Script.expect("RCPT TO:<c@y.test>"),
+          Script.reply("550 5.1.1 no such user"),
+          ...QUIT
+        ),
+        envelope(["b@y.test", "c@y.test"])
+      )
+      expect(result.recipients.map((r) => [r.address, r.accepted, r.reply?.enhanced, summary(r.error)])).toEqual([
+        ["b@y.test", false, "4.2.1", { phase: "rcpt-to", kind: "reply", permanent: false, code: 450 }],
+        ["c@y.test", false, "5.1.1", { phase: "rcpt-to", kind: "reply", permanent: true, code: 550 }]
+      ])
+      expect([result.data, result.phase, result.canQuit]).toEqual([null, "rcpt-to", true])
+    }))
+
+  it.effect("DATA refused (451/554) and the final reply (452/554) by digit", () =>
+    Effect.gen(function*() {
+      const accepted = [
+        Script.expect("MAIL FROM:<a@x.test>"),
+        Script.reply("250 ok"),
+        Script.expect("RCPT TO:<b@y.test>"),
+        Script.reply("250 ok"),
+        Script.expect("DATA")
+      ]
+      const cases = [
+        [[Script.reply("451 4.3.0 later"), ...QUIT], 451, false],
+        [[Script.reply("554 5.5.1 no"), ...QUIT], 554, true],
+        [[Script.reply("354 go"), Script.expectData, Script.reply("452 4.3.1 full"), ...QUIT], 452, false],
+        [[Script.reply("354 go"), Script.expectData, Script.reply("554 5.6.0 spam"), ...QUIT], 554, true]
+      ] as const
+      for (const [steps, code, permanent] of cases) {
+        const result = yield* transact(through(...accepted, ...steps))
+        expect(summary(Option.getOrThrow(Either.getLeft(result.data!)))).toEqual({
+          phase: "data",
+          kind: "reply",
+          permanent,
+          code
+        })
+        expect([result.phase, result.canQuit]).toEqual(["data", true])
+      }
+    }))
+
+  it.effect("a reset during RCPT: answered recipients keep their reply, the rest get the reset; no QUIT", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(envelope(["b@y.test", "c@y.test", "d@y.test"]))
+      expect(result.recipients.map((x) => [x.address, x.accepted, summary(x.error)])).toEqual([
+        ["b@y.test", true, null],
+        ["c@y.test", false, { phase: "rcpt-to", kind: "reset", permanent: false, code: null }],
+        ["d@y.test", false, { phase: "rcpt-to", kind: "reset", permanent: false, code: null }]
+      ])
+      expect([result.data, result.phase, result.canQuit]).toEqual([null, "rcpt-to", false])
+      const r = yield* record
+      expect(r.written).not.toContain("QUIT")
+      expect(r.closed).toBe(true)
+    }).pipe(peer(through(
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<c@y.test>"),
+      Script.reset
+    ))))
+
+  it.effect("a reset after the body: the data result is the reset, no QUIT", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver()
+      expect(summary(Option.getOrThrow(Either.getLeft(result.data!)))).toEqual({
+        phase: "data",
+        kind: "reset",
+        permanent: false,
+        code: null
+      })
+      expect([result.recipients[0]!.accepted, result.canQuit]).toEqual([true, false])
+      expect((yield* record).written).not.toContain("QUIT")
+    }).pipe(peer(through(
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.reset
+    ))))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// EHLO / HELO
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("EHLO and HELO", () => {
+  it.effect("parses the capabilities", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(settings({ starttls: "disable" })))
+      expect(session.capabilities).toEqual({
+        size: 35882577,
+        eightBitMime: true,
+        smtpUtf8: true,
+        pipelining: true,
+        startTls: true,
+        dsn: true,
+        chunking: true,
+        requireTls: true,
+        enhancedStatusCodes: true,
+        keywords: [
+          "SIZE 35882577",
+          "8BITMIME",
+          "STARTTLS",
+          "ENHANCEDSTATUSCODES",
+          "pipelining",
+          "CHUNKING",
+          "SMTPUTF8",
+          "DSN",
+          "REQUIRETLS",
+          "AUTH LOGIN PLAIN"
+        ]
+      })
+      expect([session.helo, session.tls, session.ehloName, session.greeting.code]).toEqual([
+        false,
+        false,
+        "client.test",
+        220
+      ])
+    }).pipe(peer(hello(
+      "SIZE 35882577",
+      "8BITMIME",
+      "STARTTLS",
+      "ENHANCEDSTATUSCODES",
+      "pipelining",
+      "CHUNKING",
+      "SMTPUTF8",
+      "DSN",
+      "REQUIRETLS",
+      "AUTH LOGIN PLAIN"
+    ))))
+
+  it.effect("SIZE without a number is SIZE 0 (no declared limit)", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession())
+      expect(session.capabilities.size).toBe(0)
+    }).pipe(peer(hello("SIZE"))))
+
+  for (const code of [500, 502]) {
+    it.effect(`falls back to HELO after EHLO ${code}`, () =>
+      Effect.gen(function*() {
+        const { result, session } = yield* deliver()
+        expect([session.helo, session.ehlo.code, session.capabilities.pipelining, session.capabilities.size])
+          .toEqual([true, 250, false, null])
+        expect(Either.isRight(result.data!)).toBe(true)
+        expect((yield* record).mismatches).toEqual([])
+      }).pipe(peer([
+        GREET,
+        EHLO,
+        Script.reply(`${code} 5.5.1 unrecognized command`),
+        Script.expect("HELO client.test"),
+        Script.reply("250 mx.test"),
+        Script.expect("MAIL FROM:<a@x.test>"),
+        Script.reply("250 ok"),
+        Script.expect("RCPT TO:<b@y.test>"),
+        Script.reply("250 ok"),
+        Script.expect("DATA"),
+        Script.reply("354 go"),
+        Script.expectData,
+        Script.reply("250 ok"),
+        ...QUIT
+      ])))
+  }
+
+  it.effect("a HELO that is refused too fails the ehlo phase by its digit", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession()))
+      expect(summary(error)).toEqual({ phase: "ehlo", kind: "reply", permanent: true, code: 550 })
+    }).pipe(peer([GREET, EHLO, Script.reply("502 no"), Script.expect("HELO client.test"), Script.reply("550 no")])))
+
+  it.effect("refuses an EHLO name that could inject a command, before sending anything", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession(settings({ hostname: "a\r\nRSET" }))))
+      expect(summary(error)).toEqual({ phase: "ehlo", kind: "policy", permanent: true, code: null })
+      expect((yield* record).written).toBe("")
+    }).pipe(peer(hello())))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// STARTTLS policy
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("STARTTLS", () => {
+  type Offer = "offered" | "not offered" | "refused"
+  const scripts: Record<Offer, ReadonlyArray<Connector.Step>> = {
+    offered: [...hello("STARTTLS", "PIPELINING"), ...tlsUp("PIPELINING")],
+    "not offered": hello("PIPELINING"),
+    refused: [...hello("STARTTLS", "PIPELINING"), Script.expect("STARTTLS"), Script.reply("454 4.7.0 TLS not available")]
+  }
+  const expected: Record<
+    SmtpSession.TlsPolicy,
+    Record<Offer, { tls: boolean; sent: boolean } | { phase: string; kind: string; permanent: boolean }>
+  > = {
+    disable: {
+      offered: { tls: false, sent: false },
+      "not offered": { tls: false, sent: false },
+      refused: { tls: false, sent: false }
+    },
+    optional: {
+      offered: { tls: true, sent: true },
+      "not offered": { tls: false, sent: false },
+      refused: { tls: false, sent: true }
+    },
+    require: {
+      offered: { tls: true, sent: true },
+      "not offered": { phase: "tls", kind: "policy", permanent: true },
+      refused: { phase: "tls", kind: "reply", permanent: false }
+    }
+  }
+  for (const policy of ["disable", "optional", "require"] as const) {
+    for (const offer of ["offered", "not offered", "refused"] as const) {
+      it.effect(`${policy} × ${offer}`, () =>
+        Effect.gen(function*() {
+          const exit = yield* Effect.exit(Effect.scoped(openSession(settings({ starttls: policy }))))
+          const r = yield* record
+          const want = expected[policy][offer]
+          if ("tls" in want) {
+            const session = yield* exit
+            expect({ tls: session.tls, sent: r.written.includes("STARTTLS") }).toEqual(want)
+            expect(session.connection.isTls).toBe(want.tls)
+            // EHLO again after TLS, never after a refusal
+            expect(r.commands.filter((c) => c === "EHLO client.test").length).toBe(want.tls ? 2 : 1)
+            expect(session.capabilities.pipelining).toBe(true)
+          } else {
+            const error = failure(exit)
+            expect({ phase: error.phase, kind: error.kind, permanent: error.permanent }).toEqual(want)
+          }
+          expect(r.mismatches).toEqual([])
+        }).pipe(peer(scripts[offer])))
+    }
+  }
+
+  it.effect("hands SNI, CAs and verification to the connection", () =>
+    Effect.gen(function*() {
+      yield* Effect.scoped(openSession(settings({ ca: ["PEM"] })))
+      yield* Effect.scoped(openSession(settings({ allowInvalidCerts: true })))
+      const all = yield* records
+      expect(all.map((r) => r.startTls)).toEqual([
+        [{ servername: "mx.test", ca: ["PEM"], rejectUnauthorized: true }],
+        [{ servername: "mx.test", ca: undefined, rejectUnauthorized: false }]
+      ])
+    }).pipe(Effect.provide(Connector.layerTest({
+      [IP]: [{ script: [...hello("STARTTLS"), ...tlsUp()] }, { script: [...hello("STARTTLS"), ...tlsUp()] }]
+    }))))
+
+  it.effect("requireTls acts as require even when tls.starttls is disable", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(settings({ starttls: "disable", requireTls: true })))
+      expect(session.tls).toBe(true)
+      const error = yield* Effect.flip(Effect.scoped(openSession(settings({ starttls: "optional", requireTls: true }))))
+      expect(summary(error)).toEqual({ phase: "tls", kind: "policy", permanent: true, code: null })
+      const refused = yield* Effect.flip(Effect.scoped(openSession(settings({ starttls: "disable", requireTls: true }))))
+      expect(summary(refused)).toEqual({ phase: "tls", kind: "reply", permanent: false, code: 454 })
+    }).pipe(Effect.provide(Connector.layerTest({
+      [IP]: [
+        { script: [...hello("STARTTLS"), ...tlsUp()] },
+        { script: hello() },
+        { script: scripts.refused }
+      ]
+    }))))
+
+  it.effect("a failed handshake is a temporary tls error, with no plaintext retry", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession()))
+      expect(summary(error)).toEqual({ phase: "tls", kind: "tls", permanent: false, code: null })
+      expect(SmtpSession.canQuitAfter(error)).toBe(false)
+      const r = yield* record
+      expect(r.written).toBe("EHLO client.test\r\nSTARTTLS\r\n")
+    }).pipe(peer([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("220 go"), Script.handshakeFails])))
+
+  it.effect("refuses to upgrade when the server sent bytes after its 220 (CVE-2011-0411)", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession()))
+      expect([error.phase, error.kind, error.permanent, error.message]).toEqual([
+        "tls",
+        "protocol",
+        false,
+        "tls: the server sent 30 bytes after its reply to STARTTLS"
+      ])
+      const r = yield* record
+      expect(r.startTls.length).toBe(1)
+      expect(r.written).toBe("EHLO client.test\r\nSTARTTLS\r\n")
+    }).pipe(peer([
+      ...hello("STARTTLS"),
+      Script.expect("STARTTLS"),
+      Script.raw("220 go ahead\r\n250-injected\r\n250 PIPELINING\r\n"),
+      Script.handshake
+    ])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// The transaction
+// ---------------------------------------------------------------------------------------------------------------
+
+const accept = (...rcpts: ReadonlyArray<string>) => [
+  ...rcpts.flatMap((r) => [Script.expect(`RCPT TO:<${r}>`), Script.reply("250 ok")]),
+  Script.expect("DATA"),
+  Script.reply("354 go"),
+  Script.expectData,
+  Script.reply("250 queued"),
+  ...QUIT
+]
+
+describe("MAIL parameters", () => {
+  const mailLine = (caps: ReadonlyArray<string>, env: SmtpSession.Envelope, body: Uint8Array, rcpt = /^RCPT /) =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(env, body)
+      const r = yield* record
+      expect(r.mismatches).toEqual([])
+      return { mail: r.commands.find((c) => c.startsWith("MAIL "))!, rcpt: r.commands.find((c) => rcpt.test(c)), result }
+    }).pipe(peer([
+      ...hello(...caps),
+      Script.expect(/^MAIL /),
+      Script.reply("250 ok"),
+      ...env.recipients.flatMap(() => [Script.expect(/^RCPT /), Script.reply("250 ok")]),
+      Script.expect("DATA"),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.reply("250 queued"),
+      ...QUIT
+    ]))
+
+  const eightBit = new TextEncoder().encode("Subject: x\r\n\r\ncafé\r\n")
+  const utf8Header = new TextEncoder().encode("Subject: café\r\n\r\nx\r\n")
+
+  it.effect("SIZE when advertised, with the normalised size", () =>
+    Effect.gen(function*() {
+      const body = new TextEncoder().encode("Subject: a\n\nb") // 13 bytes, 17 normalised
+      expect((yield* mailLine(["SIZE 1000"], envelope(), body)).mail).toBe("MAIL FROM:<a@x.test> SIZE=17")
+      expect((yield* mailLine([], envelope(), body)).mail).toBe("MAIL FROM:<a@x.test>")
+    }))
+
+  it.effect("BODY=8BITMIME for 8-bit content when advertised only", () =>
+    Effect.gen(function*() {
+      expect((yield* mailLine(["8BITMIME"], envelope(), eightBit)).mail).toBe("MAIL FROM:<a@x.test> BODY=8BITMIME")
+      expect((yield* mailLine(["8BITMIME"], envelope(), message)).mail).toBe("MAIL FROM:<a@x.test>")
+      expect((yield* mailLine([], envelope(), eightBit)).mail).toBe("MAIL FROM:<a@x.test>")
+    }))
+
+  it.effect("SMTPUTF8 when an address or a header needs it", () =>
+    Effect.gen(function*() {
+      expect((yield* mailLine(["SMTPUTF8", "8BITMIME"], envelope(["jösé@y.test"]), message)).mail).toBe(
+        "MAIL FROM:<a@x.test> SMTPUTF8"
+      )
+      expect((yield* mailLine(["SMTPUTF8"], envelope(["b@y.test"], { sender: "ñ@x.test" }), message)).mail).toBe(
+        "MAIL FROM:<ñ@x.test> SMTPUTF8"
+      )
+      expect((yield* mailLine(["SMTPUTF8", "8BITMIME"], envelope(), utf8Header)).mail).toBe(
+        "MAIL FROM:<a@x.test> BODY=8BITMIME SMTPUTF8"
+      )
+      // 8-bit in the body only: no SMTPUTF8
+      expect((yield* mailLine(["SMTPUTF8", "8BITMIME"], envelope(), eightBit)).mail).toBe(
+        "MAIL FROM:<a@x.test> BODY=8BITMIME"
+      )
+    }))
+
+  it.effect("DSN RET/ENVID/NOTIFY/ORCPT when advertised and asked for", () =>
+    Effect.gen(function*() {
+      const dsn: SmtpSession.Dsn = { ret: "HDRS", envid: "id+1 =x", notify: ["FAILURE", "SUCCESS"], orcpt: true }
+      const withDsn = yield* mailLine(["DSN"], envelope(["b@y.test"], { dsn }), message)
+      expect([withDsn.mail, withDsn.rcpt]).toEqual([
+        "MAIL FROM:<a@x.test> RET=HDRS ENVID=id+2B1+20+3Dx",
+        "RCPT TO:<b@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y.test"
+      ])
+      const never = yield* mailLine(["DSN"], envelope(["b@y.test"], { dsn: { notify: "NEVER" } }), message)
+      expect([never.mail, never.rcpt]).toEqual(["MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test> NOTIFY=NEVER"])
+      const without = yield* mailLine([], envelope(["b@y.test"], { dsn }), message)
+      expect([without.mail, without.rcpt]).toEqual(["MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test>"])
+    }))
+
+  it.effect("the null sender", () =>
+    Effect.gen(function*() {
+      expect((yield* mailLine([], envelope(["b@y.test"], { sender: "" }), message)).mail).toBe("MAIL FROM:<>")
+    }))
+
+  const refusedBeforeMail = (
+    caps: ReadonlyArray<string>,
+    env: SmtpSession.Envelope,
+    body: Uint8Array,
+    why: string,
+    s = settings()
+  ) =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(env, body, s)
+      const error = Option.getOrThrow(Either.getLeft(result.mailFrom))
+      expect([error.phase, error.kind, error.permanent, error.message]).toEqual(["mail-from", "policy", true, why])
+      expect(result.recipients.every((r) => r.error === error && !r.accepted)).toBe(true)
+      expect([result.data, result.canQuit]).toEqual([null, true])
+      const r = yield* record
+      expect(r.commands.filter((c) => !c.startsWith("EHLO"))).toEqual(["QUIT"])
+    }).pipe(peer([...hello(...caps), ...QUIT]))
+
+  it.effect("SMTPUTF8 needed and not advertised: permanent, before MAIL", () =>
+    refusedBeforeMail(
+      ["8BITMIME"],
+      envelope(["jösé@y.test"]),
+      message,
+      "mail-from: the message needs SMTPUTF8 and the server does not advertise it"
+    ))
+
+  it.effect("SIZE over the server's limit: permanent, before MAIL", () =>
+    refusedBeforeMail(
+      ["SIZE 10"],
+      envelope(),
+      message,
+      `mail-from: message of ${message.length} bytes exceeds the server's SIZE 10`
+    ))
+
+  it.effect("a sender that could inject a command: permanent, nothing sent", () =>
+    refusedBeforeMail([], envelope(["b@y.test"], { sender: "a@x>\r\nRSET" }), message, `mail-from: sender "a@x>\\r\\nRSET" cannot be sent`))
+
+  it.effect("REQUIRETLS: sent over TLS when advertised; not advertised or plaintext: permanent before MAIL", () =>
+    Effect.gen(function*() {
+      const s = settings({ requireTls: true })
+      const env = envelope(["b@y.test"], { requireTls: true })
+      const { result } = yield* deliver(env, message, s)
+      expect(Either.isRight(result.data!)).toBe(true)
+      const [first] = yield* records
+      expect(first!.commands.find((c) => c.startsWith("MAIL"))).toBe("MAIL FROM:<a@x.test> REQUIRETLS")
+
+      const notAdvertised = yield* deliver(env, message, s)
+      expect(Option.getOrThrow(Either.getLeft(notAdvertised.result.mailFrom)).message).toBe(
+        "mail-from: REQUIRETLS message and the server does not advertise REQUIRETLS"
+      )
+      const plaintext = yield* deliver(env, message, settings({ starttls: "disable" }))
+      expect(Option.getOrThrow(Either.getLeft(plaintext.result.mailFrom)).message).toBe(
+        "mail-from: REQUIRETLS message over a plaintext connection"
+      )
+      const all = yield* records
+      expect(all.map((r) => r.commands.some((c) => c.startsWith("MAIL")))).toEqual([true, false, false])
+    }).pipe(Effect.provide(Connector.layerTest({
+      [IP]: [
+        {
+          script: [
+            ...hello("STARTTLS"),
+            ...tlsUp("REQUIRETLS"),
+            Script.expect("MAIL FROM:<a@x.test> REQUIRETLS"),
+            Script.reply("250 ok"),
+            ...accept("b@y.test")
+          ]
+        },
+        { script: [...hello("STARTTLS"), ...tlsUp(), ...QUIT] },
+        { script: [...hello("REQUIRETLS"), ...QUIT] }
+      ]
+    }))))
+
+  it.effect("a recipient that could inject a command is refused alone", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(envelope(["bad>@y.test", "b@y.test"]))
+      expect(result.recipients.map((r) => [r.address, r.accepted, summary(r.error)])).toEqual([
+        ["bad>@y.test", false, { phase: "rcpt-to", kind: "policy", permanent: true, code: null }],
+        ["b@y.test", true, null]
+      ])
+      expect(Either.isRight(result.data!)).toBe(true)
+      expect((yield* record).written).not.toContain("bad")
+    }).pipe(peer([...hello(), Script.expect("MAIL FROM:<a@x.test>"), Script.reply("250 ok"), ...accept("b@y.test")])))
+})
+
+describe("no recipient can be sent", () => {
+  it.effect("no MAIL at all; each recipient keeps its own refusal", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(envelope(["a b@y.test", ""]))
+      expect(Option.getOrThrow(Either.getLeft(result.mailFrom)).message).toBe("mail-from: no recipient can be sent")
+      expect(result.recipients.map((r) => [r.address, r.accepted, r.error?.message])).toEqual([
+        ["a b@y.test", false, "rcpt-to: recipient \"a b@y.test\" cannot be sent"],
+        ["", false, "rcpt-to: recipient \"\" cannot be sent"]
+      ])
+      expect([result.data, result.canQuit]).toEqual([null, true])
+      expect((yield* record).commands).toEqual(["EHLO client.test", "QUIT"])
+    }).pipe(peer([...hello(), ...QUIT])))
+})
+
+describe("PIPELINING", () => {
+  it.effect("one write for MAIL, every RCPT and DATA; replies mapped in order", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(envelope(["b@y.test", "c@y.test", "d@y.test"]))
+      expect(result.pipelined).toBe(true)
+      expect(Either.map(result.mailFrom, (r) => r.code)).toEqual(Either.right(250))
+      expect(result.recipients.map((r) => [r.address, r.accepted, r.reply?.code, r.reply?.lines])).toEqual([
+        ["b@y.test", true, 250, ["b ok"]],
+        ["c@y.test", false, 550, ["c unknown"]],
+        ["d@y.test", false, 451, ["d later"]]
+      ])
+      expect(result.data).toEqual(Either.right({ code: 250, enhanced: "2.0.0", lines: ["queued as X"] }))
+      const r = yield* record
+      expect(r.writes[1]).toBe(
+        "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\nRCPT TO:<d@y.test>\r\nDATA\r\n"
+      )
+      expect(r.mismatches).toEqual([])
+    }).pipe(peer([
+      ...hello("PIPELINING"),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.expect("RCPT TO:<c@y.test>"),
+      Script.expect("RCPT TO:<d@y.test>"),
+      Script.expect("DATA"),
+      Script.reply("250 ok", "250 b ok", "550 5.1.1 c unknown", "451 4.2.0 d later", "354 go"),
+      Script.expectData,
+      Script.reply("250 2.0.0 queued as X"),
+      ...QUIT
+    ])))
+
+  it.effect("a rejected MAIL makes the RCPT replies moot and nothing is sent after DATA's refusal", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver(envelope(["b@y.test", "c@y.test"]))
+      const error = Option.getOrThrow(Either.getLeft(result.mailFrom))
+      expect(summary(error)).toEqual({ phase: "mail-from", kind: "reply", permanent: true, code: 550 })
+      expect(result.recipients).toEqual([
+        { address: "b@y.test", accepted: false, reply: null, error },
+        { address: "c@y.test", accepted: false, reply: null, error }
+      ])
+      expect([result.data, result.phase, result.canQuit]).toEqual([null, "data", true])
+      const r = yield* record
+      expect(r.writes.slice(2)).toEqual(["QUIT\r\n"])
+      expect(r.mismatches).toEqual([])
+    }).pipe(peer([
+      ...hello("PIPELINING"),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.expect("RCPT TO:<c@y.test>"),
+      Script.expect("DATA"),
+      Script.reply("550 5.7.1 sender denied", "503 5.5.1 need MAIL", "503 5.5.1 need MAIL", "503 5.5.1 need RCPT"),
+      ...QUIT
+    ])))
+
+  it.effect("a 354 after a rejected MAIL (or no accepted RCPT) gets an empty message: a lone dot (RFC 2920 §3.1)", () =>
+    Effect.gen(function*() {
+      const rejectedMail = yield* deliver(envelope(["b@y.test"]))
+      expect([rejectedMail.result.data, rejectedMail.result.canQuit]).toEqual([null, true])
+      const noRecipient = yield* deliver(envelope(["b@y.test"]))
+      expect([noRecipient.result.data, noRecipient.result.phase, noRecipient.result.canQuit]).toEqual([
+        null,
+        "data",
+        true
+      ])
+      expect(noRecipient.result.recipients[0]!.reply?.code).toBe(550)
+      const all = yield* records
+      for (const r of all) {
+        expect(r.writes.slice(2)).toEqual([".\r\n", "QUIT\r\n"])
+        expect(r.mismatches).toEqual([])
+      }
+    }).pipe(Effect.provide(Connector.layerTest({
+      [IP]: [
+        {
+          script: [
+            ...hello("PIPELINING"),
+            Script.expect("MAIL FROM:<a@x.test>"),
+            Script.expect("RCPT TO:<b@y.test>"),
+            Script.expect("DATA"),
+            Script.reply("550 no", "250 sloppy", "354 go"),
+            Script.expect("."),
+            Script.reply("554 no valid recipients"),
+            ...QUIT
+          ]
+        },
+        {
+          script: [
+            ...hello("PIPELINING"),
+            Script.expect("MAIL FROM:<a@x.test>"),
+            Script.expect("RCPT TO:<b@y.test>"),
+            Script.expect("DATA"),
+            Script.reply("250 ok", "550 no", "354 go"),
+            Script.expect("."),
+            Script.reply("554 no valid recipients"),
+            ...QUIT
+          ]
+        }
+      ]
+    }))))
+
+  it.effect("each pipelined reply is read under its own phase's timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(deliver(envelope(["b@y.test", "c@y.test"])), T.mailFrom - 1 + T.rcptTo)
+      const { result } = yield* exit
+      expect(result.recipients.map((r) => [r.accepted, r.error === null ? null : asTimeout(r.error)])).toEqual([
+        [true, null],
+        [false, timeoutOf("rcpt-to", T.rcptTo)]
+      ])
+    }).pipe(peer([
+      ...hello("PIPELINING"),
+      Script.expect(/^MAIL/),
+      Script.delay(T.mailFrom - 1),
+      Script.reply("250 ok"),
+      Script.reply("250 ok"),
+      Script.stall
+    ])))
+
+  it.effect("CHUNKING with PIPELINING: MAIL and RCPTs pipelined, then BDAT LAST with the raw message", () =>
+    Effect.gen(function*() {
+      const body = new TextEncoder().encode(".leading dot\nbare LF\r\n.\r\n")
+      const { result } = yield* deliver(envelope(["b@y.test"]), body)
+      expect([result.pipelined, result.chunking]).toEqual([true, true])
+      expect(result.data).toEqual(Either.right({ code: 250, enhanced: null, lines: ["got it"] }))
+      const r = yield* record
+      const normalized = ".leading dot\r\nbare LF\r\n.\r\n"
+      expect(r.writes.slice(1)).toEqual([
+        "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n",
+        `BDAT ${normalized.length} LAST\r\n${normalized}`,
+        "QUIT\r\n"
+      ])
+      expect(new TextDecoder().decode(r.data[0])).toBe(normalized)
+      expect(r.mismatches).toEqual([])
+    }).pipe(peer([
+      ...hello("PIPELINING", "CHUNKING"),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok", "250 ok"),
+      Script.expect("BDAT 26 LAST"),
+      Script.expectBytes(26),
+      Script.reply("250 got it"),
+      ...QUIT
+    ])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// The message on the wire
+// ---------------------------------------------------------------------------------------------------------------
+
+const bytes = (s: string) => new TextEncoder().encode(s)
+const text = (b: Uint8Array) => Buffer.from(b).toString("latin1")
+
+describe("dot-stuffing and line endings", () => {
+  it("normalises bare LF and bare CR to CRLF, and ends the message with CRLF", () => {
+    expect(text(dotStuff.normalize(bytes("a\nb")))).toBe("a\r\nb\r\n")
+    expect(text(dotStuff.normalize(bytes("a\rb\r\n")))).toBe("a\r\nb\r\n")
+    expect(text(dotStuff.normalize(bytes("a\r\r\nb\n\n")))).toBe("a\r\n\r\nb\r\n\r\n")
+    expect(text(dotStuff.normalize(bytes("\n")))).toBe("\r\n")
+    expect(text(dotStuff.normalize(bytes("a\r")))).toBe("a\r\n")
+    expect(text(dotStuff.normalize(bytes("")))).toBe("")
+    const already = bytes("a\r\nb\r\n")
+    expect(dotStuff.normalize(already)).toBe(already)
+  })
+
+  it("stuffs every leading dot, including on the first line, and terminates", () => {
+    expect(text(dotStuff.toData(bytes(".\r\n")))).toBe("..\r\n.\r\n")
+    expect(text(dotStuff.toData(bytes(".hidden\r\nx\r\n..two\r\n")))).toBe("..hidden\r\nx\r\n...two\r\n.\r\n")
+    expect(text(dotStuff.toData(bytes("")))).toBe(".\r\n")
+    expect(text(dotStuff.toData(bytes("no end")))).toBe("no end\r\n.\r\n")
+  })
+
+  it("closes the smuggling forms (CVE-2023-51764): \\n.\\r\\n, \\r\\n.\\r, \\n.\\n", () => {
+    expect(text(dotStuff.toData(bytes("a\n.\r\nMAIL FROM:<x>\r\n")))).toBe("a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n")
+    expect(text(dotStuff.toData(bytes("a\r\n.\rRSET\r\n")))).toBe("a\r\n..\r\nRSET\r\n.\r\n")
+    expect(text(dotStuff.toData(bytes("a\n.\nRSET\n")))).toBe("a\r\n..\r\nRSET\r\n.\r\n")
+  })
+
+  it("unstuff inverts stuff, and the payload has one terminator and no bare CR or LF (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 200 }).map((a) =>
+          Uint8Array.from(a, (b) => [0x2e, 0x0d, 0x0a, 0x41][b % 4]!)
+        ),
+        (message) => {
+          const normalized = dotStuff.normalize(message)
+          const payload = dotStuff.stuff(normalized)
+          expect(text(dotStuff.unstuff(payload))).toBe(text(normalized))
+          const wire = text(payload)
+          expect(wire.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/)
+          // read as a receiver does, from the start of a line: the only terminator is the last line
+          const lines = `\r\n${wire}`
+          expect(lines.indexOf("\r\n.\r\n")).toBe(lines.length - 5)
+        }
+      ),
+      { numRuns: 500, seed: 42 }
+    )
+  })
+
+  it("detects 8-bit content, and non-ASCII in the header section only", () => {
+    expect(dotStuff.has8Bit(bytes("abc"))).toBe(false)
+    expect(dotStuff.has8Bit(bytes("é"))).toBe(true)
+    expect(dotStuff.headerHas8Bit(bytes("Subject: é\r\n\r\nx"))).toBe(true)
+    expect(dotStuff.headerHas8Bit(bytes("Subject: e\r\n\r\né"))).toBe(false)
+    expect(dotStuff.headerHas8Bit(bytes("Subject: e\n\né"))).toBe(false)
+    expect(dotStuff.headerHas8Bit(bytes("\r\né"))).toBe(false)
+  })
+
+  it.effect("the DATA payload on the wire: normalised, stuffed, first line '.', smuggling sequence defused", () =>
+    Effect.gen(function*() {
+      const body = bytes(".\nline\n.\r\nMAIL FROM:<evil@x>\r\nbare\rcr\r\n..two")
+      const { result } = yield* deliver(envelope(), body)
+      expect(Either.isRight(result.data!)).toBe(true)
+      const r = yield* record
+      const wire = "..\r\nline\r\n..\r\nMAIL FROM:<evil@x>\r\nbare\r\ncr\r\n...two\r\n.\r\n"
+      expect(text(r.data[0]!)).toBe(wire)
+      expect(r.writes.slice(1, 5)).toEqual(["MAIL FROM:<a@x.test>\r\n", "RCPT TO:<b@y.test>\r\n", "DATA\r\n", wire])
+      expect(text(dotStuff.unstuff(r.data[0]!))).toBe(text(dotStuff.normalize(body)))
+      expect(r.mismatches).toEqual([])
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      ...accept("b@y.test")
+    ])))
+})
