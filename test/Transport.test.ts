@@ -451,3 +451,37 @@ mta-sts = "require"
 `))
     ))
 })
+
+describe("Transport.explain", () => {
+  it.effect("evaluates every setting per domain and host without connecting", () =>
+    Effect.gen(function*() {
+      const report = yield* Transport.explain({ ...request("rcpt@a.test"), attempt: { retryNum: 1 } })
+      const domain = report.domains[0]!
+      expect(domain.hosts.map((h) => [h.host, h.strategy, h.addresses, h.settings?.ehlo, h.settings?.timeouts.connect]))
+        .toEqual([
+          ["mx1.a.test", "ipv4_only", ["192.0.2.1"], "retry.client.test", 5_000],
+          ["mx2.a.test", "ipv4_only", ["192.0.2.3"], "retry.client.test", 5_000]
+        ])
+      expect(domain.hosts[0]!.truncated).toEqual(["192.0.2.2"])
+      expect(domain.hosts[0]!.settings).toMatchObject({
+        starttls: "optional",
+        allowInvalidCerts: false,
+        requireTls: false,
+        connectionAttemptDelayMs: 250,
+        timeouts: { greeting: 300_000, tls: 180_000, data: 600_000 }
+      })
+      expect(domain.limits).toEqual({ mx: 5, multihomed: 1 })
+      expect(domain.mtaStsTimeoutMs).toBe(600_000)
+      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      expect(connections).toEqual([])
+    }).pipe(
+      Effect.provide(layers(twoHosts, {}, `
+[queue.outbound]
+hostname = [ { if = "retry_num > 0", then = "'retry.client.test'" }, { else = "'client.test'" } ]
+ip-strategy = [ { if = "retry_num == 0", then = "ipv6_only" }, { else = "ipv4_only" } ]
+limits.multihomed = 1
+[queue.outbound.timeouts]
+connect = [ { if = "retry_num > 0", then = "5s" }, { else = "1m" } ]
+`))
+    ))
+})
