@@ -185,8 +185,17 @@ const bounded = (phase: Phase, duration: Duration.Duration, attributes: Record<s
 <A, R>(effect: Effect.Effect<A, TransportError.TransportError, R>): Effect.Effect<A, TransportError.TransportError, R> =>
   effect.pipe(
     Effect.timeoutFail({ duration, onTimeout: () => TransportError.timeout(phase, duration) }),
-    Effect.withSpan(`smtp.${phase}`, { attributes: { ...attributes, "smtp.timeout_ms": Duration.toMillis(duration) } })
+    Effect.withSpan(`smtp.${phase}`, {
+      attributes: { ...attributes, "smtp.phase": phase, "smtp.timeout_ms": Duration.toMillis(duration) }
+    })
   )
+
+/** What identifies a phase's span: the MX host, the remote and the source address. */
+const spanAttributes = (connection: Connection, settings: SessionSettings) => ({
+  "smtp.host": settings.servername,
+  "smtp.remote_ip": connection.remoteAddress,
+  "smtp.local_ip": connection.localAddress ?? ""
+})
 
 const send = (connection: Connection, phase: Phase, lines: ReadonlyArray<string>) =>
   Effect.zipRight(
@@ -227,9 +236,11 @@ interface Hello {
 }
 
 /** EHLO, then HELO when the server does not know EHLO (500/502, RFC 5321 §3.2); each under the EHLO timeout. */
-const hello = (connection: Connection, name: string, timeout: Duration.Duration) =>
+const hello = (connection: Connection, settings: SessionSettings) =>
   Effect.gen(function*() {
-    const attributes = { "smtp.remote_ip": connection.remoteAddress, "smtp.ehlo": name }
+    const name = settings.hostname
+    const timeout = settings.timeouts.ehlo
+    const attributes = { ...spanAttributes(connection, settings), "smtp.ehlo": name }
     const reply = yield* command(connection, "ehlo", `EHLO ${name}`).pipe(bounded("ehlo", timeout, attributes))
     if (SmtpReply.isPositive(reply)) {
       return { reply, capabilities: capabilities.fromEhlo(reply), helo: false } satisfies Hello
@@ -282,12 +293,12 @@ export const open = (
         true
       )
     }
-    const attributes = { "smtp.remote_ip": connection.remoteAddress }
+    const attributes = spanAttributes(connection, settings)
 
     const greeting = yield* SmtpReply.read(connection, "greeting").pipe(bounded("greeting", timeouts.greeting, attributes))
     if (greeting.code !== 220) return yield* TransportError.fromReply("greeting", greeting)
 
-    let hi = yield* hello(connection, settings.hostname, timeouts.ehlo)
+    let hi = yield* hello(connection, settings)
 
     // A REQUIRETLS message or an enforced MTA-STS policy never goes in plaintext, whatever tls.starttls says.
     const policy: TlsPolicy = settings.requireTls ? "require" : settings.starttls
@@ -310,7 +321,7 @@ export const open = (
           "smtp.servername": settings.servername,
           "smtp.tls_policy": policy
         }))
-        if (secure) hi = yield* hello(connection, settings.hostname, timeouts.ehlo)
+        if (secure) hi = yield* hello(connection, settings)
       }
     }
 
@@ -445,7 +456,7 @@ export const transaction = (
     const caps = session.capabilities
     const pipelined = caps.pipelining
     const chunking = caps.chunking
-    const attributes = { "smtp.remote_ip": connection.remoteAddress }
+    const attributes = spanAttributes(connection, settings)
     const outcomes: Array<RecipientOutcome | undefined> = envelope.recipients.map(() => undefined)
     const everyone = (error: TransportError.TransportError): ReadonlyArray<RecipientOutcome> =>
       envelope.recipients.map((address) => ({ address, accepted: false, reply: null, error }))

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, TestClock } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, TestClock, Tracer } from "effect"
 import * as Connector from "../src/Connector.js"
 import { Script, type Step, type TestPeer } from "../src/Connector.js"
 import type { AttemptRecord, DeliveryReport } from "../src/DeliveryReport.js"
@@ -484,4 +484,39 @@ limits.multihomed = 1
 connect = [ { if = "retry_num > 0", then = "5s" }, { else = "1m" } ]
 `))
     ))
+})
+
+describe("Transport.deliver: observability", () => {
+  it.effect("one span per phase, with host, addresses and phase as attributes", () =>
+    Effect.gen(function*() {
+      const spans: Array<Tracer.Span> = []
+      const inner = yield* Effect.tracer
+      const recording = Tracer.make({
+        span: (...args) => {
+          const span = inner.span(...args)
+          spans.push(span)
+          return span
+        },
+        context: (f, fiber) => inner.context(f, fiber)
+      })
+      yield* run(request("rcpt@a.test")).pipe(Effect.withTracer(recording))
+      const smtp = spans.filter((s) => s.name.startsWith("smtp."))
+      expect(smtp.map((s) => s.name)).toEqual([
+        "smtp.connect",
+        "smtp.greeting",
+        "smtp.ehlo",
+        "smtp.mail-from",
+        "smtp.rcpt-to",
+        "smtp.data",
+        "smtp.quit"
+      ])
+      const greetingSpan = smtp[1]!
+      expect(Object.fromEntries(greetingSpan.attributes)).toMatchObject({
+        "smtp.host": "mx1.a.test",
+        "smtp.remote_ip": "192.0.2.1",
+        "smtp.phase": "greeting",
+        "smtp.timeout_ms": 20_000
+      })
+      expect(spans.map((s) => s.name)).toContain("Transport.deliverDomain")
+    }).pipe(Effect.provide(layers(twoHosts, { "192.0.2.1": accept(session([["rcpt@a.test", "250 ok"]])) }))))
 })
