@@ -17,9 +17,13 @@ export * as Expression from "./Expression.js"
 /** @since 0.1.0 */
 export * as HappyEyeballs from "./HappyEyeballs.js"
 /** @since 0.1.0 */
+export * as MtaSts from "./MtaSts.js"
+/** @since 0.1.0 */
 export * as MxPlan from "./MxPlan.js"
 /** @since 0.1.0 */
 export * as OutboundConfig from "./OutboundConfig.js"
+/** @since 0.1.0 */
+export * as PolicyCache from "./PolicyCache.js"
 /** @since 0.1.0 */
 export * as SmtpReply from "./SmtpReply.js"
 /** @since 0.1.0 */
