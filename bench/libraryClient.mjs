@@ -1,0 +1,91 @@
+// The library under test: Transport.deliver on the live layers (OutboundConfig from text, Transport.layer with DNS at the
+// bench's DNS server), TransportOptions.port = the sink's port. A batch is one Effect.forEach with
+// `concurrency` = the fan-out level, as an application embedding the library would run it.
+import { Effect, Layer, ManagedRuntime } from "effect"
+import { MESSAGE, recipientOf, SENDER } from "./common.mjs"
+
+// BENCH_DIST points at another build of the library (a directory inside this checkout, so that "effect" resolves).
+const dist = process.env.BENCH_DIST
+  ? new URL(`file://${process.env.BENCH_DIST.replace(/\/?$/, "/")}`)
+  : new URL("../dist/", import.meta.url)
+const load = (name) => import(new URL(`${name}.js`, dist).href)
+
+/** The `[queue.outbound]` text for a run; every knob the bench varies is an option. */
+export const configText = (opts = {}) => {
+  const lines = [
+    "[queue.outbound]",
+    `hostname = "'client.bench.test'"`,
+    `ip-strategy = "${opts.ipStrategy ?? "ipv4_only"}"`
+  ]
+  if (opts.attemptDelay !== undefined) {
+    lines.push(`connection-attempt-delay = "${opts.attemptDelay === false ? "false" : opts.attemptDelay}"`)
+  }
+  lines.push(
+    "[queue.outbound.tls]",
+    `starttls = "disable"`,
+    `mta-sts = "disable"`,
+    "[queue.outbound.timeouts]",
+    `connect = "${opts.connectTimeout ?? "30s"}"`,
+    `greeting = "30s"`,
+    `ehlo = "30s"`,
+    `mail-from = "30s"`,
+    `rcpt-to = "30s"`,
+    `data = "30s"`
+  )
+  if (opts.sourceIps?.length) {
+    lines.push("[queue.outbound.source-ip]", `v4 = "[${opts.sourceIps.map((ip) => `'${ip}'`).join(", ")}]"`)
+  }
+  return lines.join("\n") + "\n"
+}
+
+const describe = (report) => {
+  const bad = report.recipients.find((r) => r.status !== "delivered")
+  if (bad === undefined) return null
+  const e = bad.error
+  return e ? `${bad.status}: ${e.phase}/${e.kind}: ${e.message}` : `${bad.status}: ${bad.reply?.code} ${bad.reply?.text}`
+}
+
+/**
+ * @param {{ dns: string, port: number, sourceIps?: string[], prefix?: string, ipStrategy?: string,
+ *   attemptDelay?: string | false, connectTimeout?: string }} opts
+ */
+export const create = async (opts) => {
+  const [Transport, OutboundConfig] = await Promise.all(["Transport", "OutboundConfig"].map(load))
+  const layer = Layer.mergeAll(
+    OutboundConfig.layerFromText(configText(opts), "bench.toml"),
+    Transport.layer({ dns: { servers: [opts.dns] } })
+  )
+  const runtime = ManagedRuntime.make(layer)
+  const config = await runtime.runPromise(OutboundConfig.OutboundConfig)
+  const warnings = config.warnings
+  const options = { port: opts.port, ca: undefined, domainConcurrency: 8, mtaStsPort: 443 }
+  const one = (i) =>
+    Transport.deliver({ message: MESSAGE, sender: SENDER, recipients: [recipientOf(i, opts.prefix)] }).pipe(
+      Effect.map(describe),
+      Effect.catchAll((e) => Effect.succeed(`InvalidRequest: ${e.message}`))
+    )
+  return {
+    warnings,
+    /** One delivery (the Happy Eyeballs figure); rejects with the report's first failure. */
+    deliver: (i) =>
+      runtime.runPromise(Effect.provideService(one(i), Transport.TransportOptions, options)).then((failure) => {
+        if (failure !== null) throw new Error(failure)
+      }),
+    /** `count` deliveries at `concurrency`; `record(startedAt, error | null)` after each; none starts after `deadline`. */
+    runBatch: ({ start, count, concurrency, deadline, record }) => {
+      const indices = Array.from({ length: count }, (_, k) => start + k)
+      const batch = Effect.forEach(
+        indices,
+        (i) =>
+          Effect.suspend(() => {
+            if (performance.now() > deadline) return Effect.void
+            const t = performance.now()
+            return Effect.map(one(i), (failure) => record(t, failure === null ? null : new Error(failure)))
+          }),
+        { concurrency, discard: true }
+      )
+      return runtime.runPromise(Effect.provideService(batch, Transport.TransportOptions, options))
+    },
+    close: () => runtime.dispose()
+  }
+}
