@@ -7,8 +7,10 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import { Dns, type DnsError } from "./Dns.js"
+import * as lazyStream from "./internal/lazyStream.js"
 import type { MxHost, MxPlan } from "./MxPlan.js"
 import type { IpStrategy } from "./OutboundConfig.js"
 import * as SourceIp from "./SourceIp.js"
@@ -135,35 +137,52 @@ export const resolveHost: (
   host: MxHost,
   strategy: IpStrategy,
   multihomed: number
-) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = Effect.fn("Candidates.resolveHost")(
-  function*(host: MxHost, strategy: IpStrategy, multihomed: number) {
+) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, strategy, multihomed) =>
+  Effect.gen(function*() {
     if (host.literal) return { host, strategy, addresses: [host.name], truncated: [], lookups: [] }
     const limit = Math.max(1, Number.isNaN(multihomed) ? 1 : Math.floor(multihomed))
     const dns = yield* Dns
-    const lookups = yield* Effect.forEach(families(strategy), (rrtype) => lookupFamily(dns, rrtype, host.name), {
-      concurrency: "unbounded"
-    })
+    const lookups = yield* lookupAll(dns, families(strategy), host.name)
     const all = lookups.flatMap((l) => l.addresses)
     if (all.length === 0) return yield* noAddress(host, lookups)
     return { host, strategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups }
-  }
-)
+  }).pipe(Effect.withSpan("Candidates.resolveHost", { captureStackTrace: false }))
+
+/**
+ * The families' lookups, together. With two, the second runs in a fiber of its own while the first runs here: one
+ * fork rather than a fiber per family and the machinery of a concurrent `forEach`.
+ */
+const lookupAll = (
+  dns: Dns.Service,
+  rrtypes: ReadonlyArray<"A" | "AAAA">,
+  name: string
+): Effect.Effect<ReadonlyArray<FamilyLookup>> => {
+  const [first, second] = rrtypes
+  if (second === undefined) return Effect.map(lookupFamily(dns, first!, name), (lookup) => [lookup])
+  return Effect.flatMap(Effect.fork(lookupFamily(dns, second, name)), (fiber) =>
+    Effect.onInterrupt(
+      Effect.flatMap(
+        lookupFamily(dns, first!, name),
+        // `await` rather than `join`: nothing to merge back from a lookup's FiberRefs.
+        (one) => Effect.map(Effect.flatten(Fiber.await(fiber)), (two) => [one, two])
+      ),
+      () => Fiber.interrupt(fiber)
+    ))
+}
 
 const candidateStream = (
   host: MxHost,
   settings: HostSettings,
   resolution: Either.Either<HostResolution, TransportError.TransportError>
-): Stream.Stream<Candidate> =>
-  Either.isLeft(resolution)
-    ? Stream.empty
-    : Stream.fromIterable(resolution.right.addresses).pipe(
-      Stream.mapEffect((ip) =>
-        Effect.map(
-          SourceIp.pick(ip, { v4: settings.sourceV4, v6: settings.sourceV6 }),
-          (source): Candidate => ({ host, ip, family: SourceIp.family(ip) ?? 4, source })
-        )
-      )
-    )
+): Stream.Stream<Candidate> => {
+  if (Either.isLeft(resolution)) return Stream.empty
+  const lists = { v4: settings.sourceV4, v6: settings.sourceV6 }
+  return lazyStream.make(resolution.right.addresses, (ip) =>
+    Effect.map(
+      SourceIp.pick(ip, lists),
+      (source): Candidate => ({ host, ip, family: SourceIp.family(ip) ?? 4, source })
+    ))
+}
 
 /**
  * The plan as a Stream of hosts, lazily: a host's settings are evaluated and its addresses looked up only when the
@@ -176,12 +195,14 @@ export const hosts = (
   plan: MxPlan,
   perHost: (host: MxHost) => Effect.Effect<HostSettings>
 ): Stream.Stream<HostCandidates, never, Dns> =>
-  Stream.fromIterable(plan.hosts).pipe(
-    Stream.mapEffect((host) =>
-      Effect.gen(function*() {
-        const settings = yield* perHost(host)
-        const resolution = yield* Effect.either(resolveHost(host, settings.strategy, settings.multihomed))
-        return { host, settings, resolution, candidates: candidateStream(host, settings, resolution) }
-      })
-    )
-  )
+  lazyStream.make(plan.hosts, (host) =>
+    Effect.flatMap(perHost(host), (settings) =>
+      Effect.map(
+        Effect.either(resolveHost(host, settings.strategy, settings.multihomed)),
+        (resolution): HostCandidates => ({
+          host,
+          settings,
+          resolution,
+          candidates: candidateStream(host, settings, resolution)
+        })
+      )))

@@ -11,11 +11,12 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import { LineBuffer } from "./internal/lineBuffer.js"
+import * as phaseDeadline from "./internal/phaseDeadline.js"
+import { Waits } from "./internal/phaseDeadline.js"
 import type { Phase } from "./TransportError.js"
 import * as TransportError from "./TransportError.js"
 
@@ -75,6 +76,11 @@ export interface Connection {
    */
   readonly startTls: (options: StartTlsOptions) => Effect.Effect<void, SocketError>
   readonly isTls: boolean
+  /**
+   * Bytes received and not yet read. Non-zero where the dialogue expects the server to be silent (after its 354,
+   * before the message is sent) means it answered a command it has not received.
+   */
+  readonly buffered: number
 }
 
 /**
@@ -107,6 +113,9 @@ const overflow = (limit: number) =>
   new SocketError({ kind: "protocol", message: `line longer than ${limit} bytes` })
 
 const closedByPeer = () => new SocketError({ kind: "closed", message: "connection closed by the peer" })
+
+// What a wait fails with when its phase's deadline passes; the session reports the phase's own timeout error.
+const phaseExpired = () => new SocketError({ kind: "timeout", message: "the phase's deadline passed" })
 
 /**
  * The same failure seen from a phase of the session. Every network failure is temporary.
@@ -172,7 +181,7 @@ interface Sockets {
   secure: tls.TLSSocket | null
 }
 
-const makeLiveConnection = (sockets: Sockets, options: ConnectOptions): Connection => {
+const makeLiveConnection = (sockets: Sockets, options: ConnectOptions, waits: Waits<SocketError>): Connection => {
   const socket = sockets.plain
   const buffer = new LineBuffer<SocketError>(MAX_LINE_BYTES, overflow)
   let current: net.Socket = socket
@@ -212,9 +221,9 @@ const makeLiveConnection = (sockets: Sockets, options: ConnectOptions): Connecti
   return {
     remoteAddress: options.ip,
     localAddress: socket.localAddress ?? null,
-    readLine: buffer.await((b) => b.takeLine(), resume),
+    readLine: buffer.await((b) => b.takeLine(), resume, waits),
     write: (data) =>
-      Effect.async<void, SocketError>((resumeWrite) => {
+      waits.wait<void, SocketError>((resumeWrite) => {
         if (current.destroyed || !current.writable) {
           resumeWrite(Effect.fail(new SocketError({ kind: "reset", message: "write on a closed connection" })))
           return
@@ -224,7 +233,7 @@ const makeLiveConnection = (sockets: Sockets, options: ConnectOptions): Connecti
         })
       }),
     startTls: (tlsOptions) =>
-      Effect.async<void, SocketError>((resumeTls) => {
+      waits.wait<void, SocketError>((resumeTls) => {
         if (current !== socket) {
           resumeTls(Effect.fail(new SocketError({ kind: "protocol", message: "TLS is already active" })))
           return
@@ -272,21 +281,32 @@ const makeLiveConnection = (sockets: Sockets, options: ConnectOptions): Connecti
         }
         secure.once("secureConnect", onSecure)
         secure.once("error", onFail)
-        return Effect.sync(() => {
+        return () => {
           secure.off("secureConnect", onSecure)
           secure.off("error", onFail)
           secure.on("error", () => {})
           buffer.abort(new SocketError({ kind: "tls", message: "TLS handshake interrupted" }))
           secure.destroy()
-        })
+        }
       }),
     get isTls() {
       return current !== socket
+    },
+    get buffered() {
+      return buffer.size + current.readableLength
     }
   }
 }
 
 const liveConnect = (options: ConnectOptions): Effect.Effect<Connection, SocketError, Scope.Scope> =>
+  timedLiveConnect(options, Infinity, () => new SocketError({ kind: "timeout", message: "unreachable" }))
+
+/** The live connect, its connect phase timed by the connection's own `Waits` (see internal/phaseDeadline). */
+const timedLiveConnect = <E2>(
+  options: ConnectOptions,
+  millis: number,
+  onTimeout: () => E2
+): Effect.Effect<Connection, SocketError | E2, Scope.Scope> =>
   Effect.gen(function*() {
     if (net.isIP(options.ip) === 0) {
       return yield* new SocketError({ kind: "unreachable", message: `not an IP address: ${options.ip}` })
@@ -305,15 +325,17 @@ const liveConnect = (options: ConnectOptions): Effect.Effect<Connection, SocketE
     })
     // The finalizer comes first so that a connect interrupted half-way (timeout, lost race) still frees the socket,
     // and it waits for 'close' so that the socket is really gone when the scope has closed.
+    const waits = new Waits(phaseExpired)
     yield* Effect.addFinalizer(() =>
       Effect.async<void>((resume) => {
+        waits.close()
         sockets.secure?.destroy()
         if (closed) return resume(Effect.void)
         onClosed.push(() => resume(Effect.void))
         socket.destroy()
       })
     )
-    yield* Effect.async<void, SocketError>((resume) => {
+    const connecting = waits.wait<void, SocketError>((resume) => {
       const onError = (error: unknown) => resume(Effect.fail(fromNodeError(error, "connect")))
       socket.once("error", onError)
       socket.connect(
@@ -327,22 +349,31 @@ const liveConnect = (options: ConnectOptions): Effect.Effect<Connection, SocketE
           resume(Effect.void)
         }
       )
-      return Effect.sync(() => {
+      return () => {
         socket.off("error", onError)
         socket.on("error", () => {})
         socket.destroy()
-      })
+      }
     })
+    yield* waits.within(connecting, millis, onTimeout)
     socket.setNoDelay(true)
-    return makeLiveConnection(sockets, options)
-  }).pipe(Effect.withSpan("Connector.connect", { attributes: { ip: options.ip, port: options.port } }))
+    return phaseDeadline.register(makeLiveConnection(sockets, options, waits), waits)
+  }).pipe(
+    Effect.withSpan("Connector.connect", {
+      attributes: { ip: options.ip, port: options.port },
+      captureStackTrace: false
+    })
+  )
 
 /**
  * Connections over `node:net`, upgraded with `node:tls`.
  *
  * @since 0.1.0
  */
-export const layer: Layer.Layer<Connector> = Layer.succeed(Connector, Connector.of({ connect: liveConnect }))
+export const layer: Layer.Layer<Connector> = Layer.succeed(
+  Connector,
+  phaseDeadline.registerConnector(Connector.of({ connect: liveConnect }), timedLiveConnect)
+)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test layer
@@ -467,7 +498,7 @@ const testConnection = (
   record: MutableRecord,
   script: ReadonlyArray<Step>,
   scope: Scope.Scope
-): Effect.Effect<Connection> =>
+): Effect.Effect<Connection, never, Scope.Scope> =>
   Effect.gen(function*() {
     // What the peer sent the client, and what the client sent the peer. The peer side has no line limit: it
     // reads DATA bodies, which are the client's to bound.
@@ -477,7 +508,11 @@ const testConnection = (
     let reset = false
     let tls = false
     const tlsRequest = yield* Deferred.make<void>()
-    const tlsAnswer = yield* Deferred.make<boolean>()
+    // The script's answer to startTls, waited for through `waits` like every wait of the client.
+    let tlsAnswer: boolean | null = null
+    let onTlsAnswer: ((ok: boolean) => void) | null = null
+    const waits = new Waits(phaseExpired)
+    yield* Effect.addFinalizer(() => Effect.sync(() => waits.close()))
 
     const mismatch = (message: string) =>
       Effect.sync(() => {
@@ -528,7 +563,8 @@ const testConnection = (
             return
           case "Handshake": {
             yield* Deferred.await(tlsRequest)
-            yield* Deferred.succeed(tlsAnswer, step.ok)
+            tlsAnswer = step.ok
+            onTlsAnswer?.(step.ok)
             if (!step.ok) {
               reset = true
               return
@@ -547,7 +583,7 @@ const testConnection = (
     const connection: Connection = {
       remoteAddress: record.ip,
       localAddress: record.localAddress,
-      readLine: toClient.await((b) => b.takeLine()),
+      readLine: toClient.await((b) => b.takeLine(), undefined, waits),
       write: (data) =>
         Effect.suspend(() => {
           if (reset) return Effect.fail(new SocketError({ kind: "reset", message: "connection reset by the peer" }))
@@ -571,7 +607,13 @@ const testConnection = (
           }
           if (tls) return yield* new SocketError({ kind: "protocol", message: "TLS is already active" })
           yield* Deferred.succeed(tlsRequest, undefined)
-          const ok = yield* Deferred.await(tlsAnswer)
+          const ok = yield* waits.wait<boolean, never>((resume) => {
+            if (tlsAnswer !== null) return resume(Effect.succeed(tlsAnswer))
+            onTlsAnswer = (answer) => resume(Effect.succeed(answer))
+            return () => {
+              onTlsAnswer = null
+            }
+          })
           if (!ok) {
             const error = new SocketError({ kind: "tls", message: "TLS handshake failed: scripted failure" })
             toClient.abort(error)
@@ -581,9 +623,12 @@ const testConnection = (
         }),
       get isTls() {
         return tls
+      },
+      get buffered() {
+        return toClient.size
       }
     }
-    return connection
+    return phaseDeadline.register(connection, waits)
   })
 
 /**
@@ -594,7 +639,8 @@ const testConnection = (
  */
 export const layerTest = (peers: TestPeers): Layer.Layer<Connector | ConnectorTest> =>
   Layer.effectContext(Effect.gen(function*() {
-    const records = yield* Ref.make<ReadonlyArray<MutableRecord>>([])
+    // Appended to in place: copying the log on every connect made a long-lived layer quadratic.
+    const records: Array<MutableRecord> = []
     const counts = new Map<string, number>()
 
     const connect = (options: ConnectOptions): Effect.Effect<Connection, SocketError, Scope.Scope> =>
@@ -622,7 +668,7 @@ export const layerTest = (peers: TestPeers): Layer.Layer<Connector | ConnectorTe
           mismatches: [],
           closed: false
         }
-        yield* Ref.update(records, (all) => [...all, record])
+        records.push(record)
         yield* Effect.addFinalizer(() => Effect.sync(() => record.closed = true))
         if (peer.delay !== undefined) yield* Effect.sleep(peer.delay)
         switch (outcome) {
@@ -644,8 +690,8 @@ export const layerTest = (peers: TestPeers): Layer.Layer<Connector | ConnectorTe
         }
       })
 
-    const snapshot = Effect.map(Ref.get(records), (all) =>
-      all.map((r): TestConnectionRecord => ({
+    const snapshot = Effect.sync(() =>
+      records.map((r): TestConnectionRecord => ({
         ...r,
         writes: [...r.writes],
         commands: [...r.commands],

@@ -2,9 +2,9 @@
  * DNS as a service: the four lookups the transport needs (MX, A, AAAA, TXT), a live layer on `node:dns`, an
  * in-memory layer for tests, and a resolver cache that both can sit behind.
  *
- * Every wait goes through Effect's Clock: the live layer's query deadline is an `Effect.timeoutFail`, the test
- * layer's per-name delay is an `Effect.sleep`, and cache entries expire on `Clock.currentTimeMillis`, so TestClock
- * drives all three.
+ * Every wait goes through Effect's Clock: the live layer's query deadlines are kept by one sleeper fiber on it, the
+ * test layer's per-name delay is an `Effect.sleep`, `withTimeout` is an `Effect.timeoutFail`, and cache entries expire
+ * on `Clock.currentTimeMillis`, so TestClock drives them all.
  *
  * @since 0.1.0
  */
@@ -14,6 +14,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { promises as NodeDns } from "node:dns"
+import { DeadlineTimer } from "./internal/deadlineTimer.js"
 import * as dnsCache from "./internal/dnsCache.js"
 import * as dnsName from "./internal/dnsName.js"
 
@@ -175,17 +176,16 @@ export const cached = (options?: CacheOptions): Layer.Layer<Dns, never, Dns> =>
 export const timeoutAnswerer = (answer: Answerer, duration: Duration.DurationInput): Answerer => {
   const limit = Duration.decode(duration)
   return (rrtype, name) =>
-    Effect.timeoutFail(answer(rrtype, name), {
-      duration: limit,
-      onTimeout: () =>
-        new DnsError({
-          reason: "Temporary",
-          name,
-          rrtype,
-          message: `${rrtype} ${name}: no answer within ${Duration.format(limit)}`
-        })
-    })
+    Effect.timeoutFail(answer(rrtype, name), { duration: limit, onTimeout: () => noAnswer(rrtype, name, limit) })
 }
+
+const noAnswer = (rrtype: RRType, name: string, limit: Duration.Duration) =>
+  new DnsError({
+    reason: "Temporary",
+    name,
+    rrtype,
+    message: `${rrtype} ${name}: no answer within ${Duration.format(limit)}`
+  })
 
 /**
  * A per-query deadline in front of any `Dns`.
@@ -276,15 +276,21 @@ const query = async (
   }
 }
 
-const maxIdleResolvers = 16
+// Enough idle resolvers for the queries a busy transport has in flight (up to two per delivery under way): each is
+// a c-ares channel with its own socket, and making one per query cost more than the query.
+const maxIdleResolvers = 256
 
 /**
  * Queries through c-ares. `Resolver.cancel()` cancels every outstanding query of a resolver, so each query borrows a
- * resolver of its own from a small pool: interrupting one lookup never cancels another.
+ * resolver of its own from a pool: interrupting one lookup never cancels another.
+ *
+ * The query's deadline is an entry of the layer's `timer` rather than an `Effect.timeoutFail` (two forked fibers per
+ * query): when it passes, the query is cancelled and the lookup fails as `timeoutAnswerer` would fail it.
  */
-const nodeAnswerer = (options: LayerOptions): Answerer => {
+const nodeAnswerer = (options: LayerOptions, timer: DeadlineTimer): Answerer => {
   const tries = Math.max(1, Math.floor(options.tries ?? 2))
-  const budget = Duration.toMillis(Duration.decode(options.timeout ?? "5 seconds"))
+  const limit = Duration.decode(options.timeout ?? "5 seconds")
+  const budget = Duration.toMillis(limit)
   // c-ares retransmits on its own interval; -1 keeps its default when there is no finite budget to divide.
   const perTry = Number.isFinite(budget) ? Math.max(1, Math.floor(budget / tries)) : -1
   const servers = options.servers === undefined ? undefined : [...options.servers]
@@ -301,25 +307,44 @@ const nodeAnswerer = (options: LayerOptions): Answerer => {
   }
   if (servers !== undefined) release(acquire()) // an invalid server address fails here, at layer construction
   return <T extends RRType>(rrtype: T, name: string) =>
-    Effect.async<Answer<T>, DnsError>((resume) => {
-      const resolver = acquire()
-      let settled = false
-      query(resolver, rrtype, name).then(
-        (answer) => {
-          settled = true
-          release(resolver)
-          resume(Effect.succeed(answer as Answer<T>))
-        },
-        (error: unknown) => {
-          settled = true
-          release(resolver)
-          resume(Effect.fail(fromNodeError(error, rrtype, name)))
-        }
-      )
-      return Effect.sync(() => {
-        if (!settled) resolver.cancel()
+    Effect.clockWith((clock) =>
+      Effect.suspend(() => {
+        let expire: (() => void) | null = null
+        const [entry, start] = Number.isFinite(budget)
+          ? timer.schedule(clock, clock.unsafeCurrentTimeMillis() + budget, () => expire?.())
+          : [null, Effect.void]
+        const lookup = Effect.async<Answer<T>, DnsError>((resume) => {
+          const resolver = acquire()
+          // Answered, timed out or interrupted: a later outcome is that of the cancelled query, and only frees its
+          // resolver.
+          let settled = false
+          const done = (outcome: Effect.Effect<Answer<T>, DnsError>) => {
+            release(resolver)
+            if (settled) return
+            settled = true
+            if (entry !== null) timer.cancel(entry)
+            resume(outcome)
+          }
+          query(resolver, rrtype, name).then(
+            (answer) => done(Effect.succeed(answer as Answer<T>)),
+            (error: unknown) => done(Effect.fail(fromNodeError(error, rrtype, name)))
+          )
+          expire = () => {
+            if (settled) return
+            settled = true
+            resolver.cancel()
+            resume(Effect.fail(noAnswer(rrtype, name, limit)))
+          }
+          return Effect.sync(() => {
+            if (entry !== null) timer.cancel(entry)
+            if (settled) return
+            settled = true
+            resolver.cancel()
+          })
+        })
+        return Effect.zipRight(start, lookup)
       })
-    })
+    )
 }
 
 /**
@@ -332,7 +357,9 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<Dns> =>
   Layer.scoped(
     Dns,
     Effect.gen(function*() {
-      const live = timeoutAnswerer(nodeAnswerer(options), options.timeout ?? "5 seconds")
+      const timer = new DeadlineTimer()
+      yield* Effect.addFinalizer(() => Effect.sync(() => timer.close()))
+      const live = nodeAnswerer(options, timer)
       const answer = options.cache === false ? live : yield* dnsCache.make(live, options.cache)
       return fromAnswerer(answer)
     })

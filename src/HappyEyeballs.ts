@@ -9,17 +9,16 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
-import * as Chunk from "effect/Chunk"
-import * as Clock from "effect/Clock"
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
+import type * as Stream from "effect/Stream"
+import * as lazyStream from "./internal/lazyStream.js"
 
 /**
  * @since 0.1.0
@@ -87,6 +86,9 @@ interface Settled<A, E> {
   readonly exit: Exit.Exit<A, E>
 }
 
+// The delay elapsed: what the wait for the next event returns instead of a settled attempt.
+const ELAPSED = Symbol.for("effect-smtp-transport/HappyEyeballs/elapsed")
+
 /**
  * Runs the race. Candidates are pulled from the Stream only when an attempt is about to start, so a race that is
  * won early never evaluates the rest of the Stream. The winner's resources live in the caller's `Scope`.
@@ -99,98 +101,200 @@ interface Settled<A, E> {
 export const race = <C, A, E, R>(
   options: RaceOptions<C, A, E, R>
 ): Effect.Effect<RaceResult<C, A, E>, never, R | Scope.Scope> =>
-  Effect.gen(function*() {
-    const outer = yield* Effect.scope
-    const delay = Option.map(options.delay, Duration.decode)
-    const running = new Map<number, Running<C>>()
-    const losers: Array<Loser<C, E>> = []
+  Effect.flatMap(Effect.scope, (outer) =>
+    Effect.clockWith((clock) =>
+      Effect.suspend(() => {
+        const delay = Option.map(options.delay, Duration.decode)
+        const losers: Array<Loser<C, E>> = []
+        const body = Option.isNone(delay)
+          ? sequential(options, outer, clock, losers)
+          : staggered(options, outer, clock, delay.value, losers)
+        return Effect.map(body, (winner) => ({ winner, losers: losers.sort((a, b) => a.index - b.index) }))
+      })
+    ))
 
-    const cancelAll = Effect.gen(function*() {
+/** No delay: one attempt at a time, each run in the race's own fiber, so nothing needs forking. */
+const sequential = <C, A, E, R>(
+  options: RaceOptions<C, A, E, R>,
+  outer: Scope.Scope,
+  clock: Clock.Clock,
+  losers: Array<Loser<C, E>>
+): Effect.Effect<Option.Option<Winner<C, A>>, never, R> =>
+  lazyStream.pulling(options.candidates, (puller) => {
+    let index = 0
+    const loop: Effect.Effect<Option.Option<Winner<C, A>>, never, R> = Effect.flatMap(puller.next, (next) => {
+      if (Option.isNone(next)) return Effect.succeed(Option.none())
+      const candidate = next.value
+      const i = index++
+      return Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
+        const startMs = clock.unsafeCurrentTimeMillis()
+        const attempt = Effect.onInterrupt(
+          Effect.exit(Scope.extend(options.attempt(candidate, i), scope)),
+          () => Scope.close(scope, Exit.void)
+        )
+        return Effect.flatMap(attempt, (exit) => {
+          const endMs = clock.unsafeCurrentTimeMillis()
+          if (Exit.isSuccess(exit)) {
+            return Effect.succeed(Option.some<Winner<C, A>>({ candidate, index: i, startMs, endMs, value: exit.value }))
+          }
+          const failure = Cause.failureOption(exit.cause)
+          if (Option.isNone(failure)) {
+            return Effect.zipRight(Scope.close(scope, exit), Effect.failCause(exit.cause as Cause.Cause<never>))
+          }
+          losers.push({ _tag: "Failed", candidate, index: i, startMs, endMs, error: failure.value })
+          return Effect.zipRight(Scope.close(scope, exit), loop)
+        })
+      })
+    })
+    return loop
+  }).pipe(Effect.orDie)
+
+/**
+ * With a delay: every attempt runs in its own fiber and reports its exit through a callback; the race's fiber
+ * waits for the next exit or for the delay, whichever comes first, timed by a sleeper fiber on Effect's Clock.
+ */
+const staggered = <C, A, E, R>(
+  options: RaceOptions<C, A, E, R>,
+  outer: Scope.Scope,
+  clock: Clock.Clock,
+  delay: Duration.Duration,
+  losers: Array<Loser<C, E>>
+): Effect.Effect<Option.Option<Winner<C, A>>, never, R> =>
+  Effect.suspend(() => {
+    const running = new Map<number, Running<C>>()
+    const settled: Array<Settled<A, E>> = []
+    // The pending wait, if any; `null` while the race's fiber is busy.
+    let wake: ((event: Settled<A, E> | typeof ELAPSED) => void) | null = null
+    // The sleeper timing the pending wait; it has nothing left to do once the wait is over, so it is told to stop
+    // (not waited for).
+    let timer: Fiber.RuntimeFiber<void> | null = null
+    // Tells a sleeper whether it still times the current wait: a stopped one may already be past its sleep.
+    let timerId = 0
+    let nextIndex = 0
+
+    const stopTimer = () => {
+      timerId++
+      if (timer !== null) {
+        timer.unsafeInterruptAsFork(timer.id())
+        timer = null
+      }
+    }
+
+    const onSettled = (index: number, exit: Exit.Exit<A, E>) => {
+      const event = { index, exit }
+      if (wake !== null) wake(event)
+      else settled.push(event)
+    }
+
+    /** The next settled attempt, or ELAPSED when the sleeper fires first. */
+    const nextEvent = Effect.async<Settled<A, E> | typeof ELAPSED>((resume) => {
+      if (settled.length > 0) {
+        stopTimer()
+        return resume(Effect.succeed(settled.shift()!))
+      }
+      wake = (event) => {
+        wake = null
+        if (event !== ELAPSED) stopTimer()
+        resume(Effect.succeed(event))
+      }
+      return Effect.sync(() => {
+        wake = null
+        stopTimer()
+      })
+    })
+
+    const sleeper = (id: number) =>
+      Effect.zipRight(
+        clock.sleep(delay),
+        Effect.sync(() => {
+          if (id !== timerId) return
+          timer = null
+          if (wake !== null) wake(ELAPSED)
+        })
+      )
+
+    const cancelAll = Effect.suspend(() => {
       const all = Array.from(running.values())
       running.clear()
-      for (const r of all) {
-        yield* Fiber.interrupt(r.fiber)
-        yield* Scope.close(r.scope, Exit.void)
-        losers.push({ _tag: "Cancelled", candidate: r.candidate, index: r.index, startMs: r.startMs, endMs: yield* Clock.currentTimeMillis })
-      }
+      return Effect.forEach(all, (r) =>
+        Effect.zipRight(
+          Fiber.interrupt(r.fiber),
+          Effect.zipRight(
+            Scope.close(r.scope, Exit.void),
+            Effect.sync(() => {
+              losers.push({
+                _tag: "Cancelled",
+                candidate: r.candidate,
+                index: r.index,
+                startMs: r.startMs,
+                endMs: clock.unsafeCurrentTimeMillis()
+              })
+            })
+          )
+        ), { discard: true })
     })
 
-    const body = Effect.gen(function*() {
-      const pull = yield* Stream.toPull(options.candidates)
-      const settled = yield* Queue.unbounded<Settled<A, E>>()
-      let buffer: Array<C> = []
-      let exhausted = false
-      let nextIndex = 0
-
-      // A pull may bring a whole chunk; keep the rest for later attempts instead of pulling again.
-      const next: Effect.Effect<Option.Option<C>, never, R> = Effect.suspend(() => {
-        if (buffer.length > 0) return Effect.succeed(Option.some(buffer.shift()!))
-        if (exhausted) return Effect.succeed(Option.none())
-        return pull.pipe(
-          Effect.map((chunk) => {
-            buffer = Chunk.toArray(chunk)
-            return buffer.length > 0 ? Option.some(buffer.shift()!) : Option.none<C>()
-          }),
-          Effect.catchAll(() => {
-            exhausted = true
-            return Effect.succeed(Option.none<C>())
-          }),
-          Effect.flatMap((c) => Option.isNone(c) && !exhausted ? next : Effect.succeed(c))
-        )
-      })
-
-      const startNext = Effect.gen(function*() {
-        const candidate = yield* next
-        if (Option.isNone(candidate)) return false
+    const body = (puller: lazyStream.Puller<C, R>) => {
+      const startNext: Effect.Effect<boolean, never, R> = Effect.flatMap(puller.next, (next) => {
+        if (Option.isNone(next)) return Effect.succeed(false)
+        const candidate = next.value
         const index = nextIndex++
-        const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
-        const startMs = yield* Clock.currentTimeMillis
-        const fiber = yield* options.attempt(candidate.value, index).pipe(
-          Scope.extend(scope),
-          Effect.exit,
-          Effect.flatMap((exit) => Queue.offer(settled, { index, exit })),
-          Effect.asVoid,
-          Effect.forkScoped
-        )
-        running.set(index, { candidate: candidate.value, index, startMs, scope, fiber })
-        return true
+        return Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
+          const startMs = clock.unsafeCurrentTimeMillis()
+          return Effect.map(
+            Effect.fork(
+              Effect.flatMap(Effect.exit(Scope.extend(options.attempt(candidate, index), scope)), (exit) =>
+                Effect.sync(() => onSettled(index, exit)))
+            ),
+            (fiber) => {
+              running.set(index, { candidate, index, startMs, scope, fiber })
+              return true
+            }
+          )
+        })
       })
 
-      while (true) {
+      const loop: Effect.Effect<Option.Option<Winner<C, A>>, never, R> = Effect.suspend(() => {
         if (running.size === 0) {
-          if (!(yield* startNext)) return Option.none<Winner<C, A>>()
-          continue
+          return Effect.flatMap(startNext, (started) => started ? loop : Effect.succeed(Option.none()))
         }
-        const mayStagger = Option.isSome(delay) && !(exhausted && buffer.length === 0)
-        const event = mayStagger
-          ? yield* Effect.timeoutOption(Queue.take(settled), delay.value)
-          : Option.some(yield* Queue.take(settled))
-        if (Option.isNone(event)) {
-          // The delay elapsed with every running attempt still pending: stagger in the next candidate.
-          yield* startNext
-          continue
-        }
-        const { exit, index } = event.value
-        const r = running.get(index)!
-        running.delete(index)
-        const endMs = yield* Clock.currentTimeMillis
-        if (Exit.isSuccess(exit)) {
-          yield* cancelAll
-          return Option.some<Winner<C, A>>({ candidate: r.candidate, index, startMs: r.startMs, endMs, value: exit.value })
-        }
-        yield* Scope.close(r.scope, exit)
-        const cause = exit.cause
-        const failure = Cause.failureOption(cause)
-        if (Option.isNone(failure)) {
-          yield* cancelAll
-          return yield* Effect.failCause(cause)
-        }
-        losers.push({ _tag: "Failed", candidate: r.candidate, index, startMs: r.startMs, endMs, error: failure.value })
-        // A failure frees a slot at once: no reason to sit out the rest of the delay (RFC 8305 §5).
-        yield* startNext
-      }
-    })
+        const wait = puller.done ? nextEvent : Effect.flatMap(Effect.fork(sleeper(++timerId)), (fiber) => {
+          timer = fiber
+          return nextEvent
+        })
+        return Effect.flatMap(wait, (event) => {
+          if (event === ELAPSED) {
+            // The delay elapsed with every running attempt still pending: stagger in the next candidate.
+            return Effect.zipRight(startNext, loop)
+          }
+          const { exit, index } = event
+          const r = running.get(index)!
+          running.delete(index)
+          const endMs = clock.unsafeCurrentTimeMillis()
+          if (Exit.isSuccess(exit)) {
+            return Effect.as(
+              cancelAll,
+              Option.some<Winner<C, A>>({ candidate: r.candidate, index, startMs: r.startMs, endMs, value: exit.value })
+            )
+          }
+          const failure = Cause.failureOption(exit.cause)
+          if (Option.isNone(failure)) {
+            return Effect.zipRight(
+              Scope.close(r.scope, exit),
+              Effect.zipRight(cancelAll, Effect.failCause(exit.cause as Cause.Cause<never>))
+            )
+          }
+          const { candidate, startMs } = r
+          losers.push({ _tag: "Failed", candidate, index, startMs, endMs, error: failure.value })
+          // A failure frees a slot at once: no reason to sit out the rest of the delay (RFC 8305 §5).
+          return Effect.zipRight(Scope.close(r.scope, exit), Effect.zipRight(startNext, loop))
+        })
+      })
+      return loop
+    }
 
-    const winner = yield* Effect.scoped(body).pipe(Effect.ensuring(cancelAll), Effect.orDie)
-    return { winner, losers: losers.sort((a, b) => a.index - b.index) }
+    return lazyStream.pulling(options.candidates, body).pipe(
+      Effect.ensuring(cancelAll),
+      Effect.orDie
+    )
   })

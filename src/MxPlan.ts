@@ -80,10 +80,16 @@ const orderHosts = (records: ReadonlyArray<MxRecord>): Effect.Effect<ReadonlyArr
     else group.push(name)
   }
   const preferences = [...groups.keys()].sort((a, b) => a - b)
+  const hostsOf = (preference: number, names: Iterable<string>) =>
+    Array.from(names, (name): MxHost => ({ name, preference, implicit: false, literal: false }))
+  // A group of one has nothing to shuffle, and shuffling it would draw no random number either.
+  if (preferences.every((preference) => groups.get(preference)!.length === 1)) {
+    return Effect.succeed(preferences.flatMap((preference) => hostsOf(preference, groups.get(preference)!)))
+  }
   return Effect.map(
     Effect.forEach(preferences, (preference) =>
-      Effect.map(Random.shuffle(groups.get(preference)!), (names) =>
-        Chunk.toReadonlyArray(names).map((name): MxHost => ({ name, preference, implicit: false, literal: false })))),
+      Effect.map(Random.shuffle(groups.get(preference)!), (names) => hostsOf(preference, Chunk.toReadonlyArray(names)))
+    ),
     (ordered) => ordered.flat()
   )
 }
@@ -103,8 +109,8 @@ const isNullMx = (records: ReadonlyArray<MxRecord>): boolean => {
 export const plan: (
   domain: string,
   limitMx: number
-) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = Effect.fn("MxPlan.plan")(
-  function*(rawDomain: string, limitMx: number) {
+) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, limitMx) =>
+  Effect.gen(function*() {
     const domain = dnsName.normalize(rawDomain)
     // Stalwart never stops at 0 (it compares after pushing); a limit below 1 would plan no host, so 1 is the floor.
     const limit = Math.max(1, Number.isNaN(limitMx) ? 1 : Math.floor(limitMx))
@@ -131,5 +137,4 @@ export const plan: (
     const ordered = yield* orderHosts(records)
     if (ordered.length === 0) return yield* dnsError(`${domain}: the MX records name no host`, true)
     return { domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit) }
-  }
-)
+  }).pipe(Effect.withSpan("MxPlan.plan", { captureStackTrace: false }))

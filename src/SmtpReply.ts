@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type { Connection } from "./Connector.js"
 import { MAX_LINE_BYTES, toTransportError } from "./Connector.js"
+import * as log from "./internal/log.js"
 import type { Phase } from "./TransportError.js"
 import * as TransportError from "./TransportError.js"
 
@@ -57,6 +58,10 @@ export interface ReplyLine {
 
 // RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39
 const LINE = /^([2-5][0-5][0-9])(?:([ -])(.*))?$/s
+// RFC 5321 §4.2: textstring = 1*(%d09 / %d32-126) (UTF-8 beyond, RFC 6531). A NUL, a bare CR or an escape in a
+// reply would travel on into reports, logs and bounces.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/
 // RFC 3463 §2: class "." subject "." detail, subject and detail 1–3 digits
 const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
 
@@ -67,7 +72,7 @@ const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
  */
 export const parseLine = (line: string): Either.Either<ReplyLine, string> => {
   if (Buffer.byteLength(line, "utf8") > MAX_LINE) return Either.left(`reply line longer than ${MAX_LINE} bytes`)
-  const match = LINE.exec(line)
+  const match = CONTROL.test(line) ? null : LINE.exec(line)
   if (match === null) return Either.left(`malformed reply line ${JSON.stringify(truncate(line))}`)
   const code = Number(match[1])
   const separator = match[2]
@@ -153,7 +158,7 @@ export const read = (connection: Connection, phase: Phase): Effect.Effect<Reply,
       }
     )
     return next
-  }).pipe(Effect.tap((reply) => Effect.logDebug(`S: ${format(reply)}`)))
+  }).pipe(Effect.tap((reply) => log.debug(() => `S: ${format(reply)}`)))
 
 /**
  * The reply as the server sent it, one line per line, without CRLF.

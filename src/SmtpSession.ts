@@ -13,9 +13,11 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import type { ConnectOptions, Connection } from "./Connector.js"
-import { Connector, toTransportError } from "./Connector.js"
+import { Connector, SocketError, toTransportError } from "./Connector.js"
 import * as capabilities from "./internal/capabilities.js"
 import * as dotStuff from "./internal/dotStuff.js"
+import * as log from "./internal/log.js"
+import * as phaseDeadline from "./internal/phaseDeadline.js"
 import type { TlsPolicy } from "./OutboundConfig.js"
 import type { Reply } from "./SmtpReply.js"
 import * as SmtpReply from "./SmtpReply.js"
@@ -180,14 +182,27 @@ export const QUIT_TIMEOUT: Duration.Duration = Duration.seconds(2)
 
 // ---------------------------------------------------------------------------------------------------------------
 
-/** One phase: its own timeout, its own span. */
-const bounded = (phase: Phase, duration: Duration.Duration, attributes: Record<string, unknown> = {}) =>
+/** A phase's span. */
+const phaseSpan = (phase: Phase, duration: Duration.Duration, attributes: Record<string, unknown>) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withSpan(effect, `smtp.${phase}`, {
+    attributes: { ...attributes, "smtp.phase": phase, "smtp.timeout_ms": Duration.toMillis(duration) },
+    captureStackTrace: false
+  })
+
+/**
+ * One phase: its own timeout, its own span. The timeout is that of `Effect.timeoutFail`; on a connection of this
+ * library's connectors it is kept without forking the phase (see internal/phaseDeadline).
+ */
+const bounded = (
+  connection: Connection,
+  phase: Phase,
+  duration: Duration.Duration,
+  attributes: Record<string, unknown> = {}
+) =>
 <A, R>(effect: Effect.Effect<A, TransportError.TransportError, R>): Effect.Effect<A, TransportError.TransportError, R> =>
-  effect.pipe(
-    Effect.timeoutFail({ duration, onTimeout: () => TransportError.timeout(phase, duration) }),
-    Effect.withSpan(`smtp.${phase}`, {
-      attributes: { ...attributes, "smtp.phase": phase, "smtp.timeout_ms": Duration.toMillis(duration) }
-    })
+  phaseDeadline.timeoutFail(connection, effect, duration, () => TransportError.timeout(phase, duration)).pipe(
+    phaseSpan(phase, duration, attributes)
   )
 
 /** What identifies a phase's span: the MX host, the remote and the source address. */
@@ -199,7 +214,7 @@ const spanAttributes = (connection: Connection, settings: SessionSettings) => ({
 
 const send = (connection: Connection, phase: Phase, lines: ReadonlyArray<string>) =>
   Effect.zipRight(
-    Effect.forEach(lines, (line) => Effect.logDebug(`C: ${line}`), { discard: true }),
+    log.whenDebug(() => Effect.forEach(lines, (line) => Effect.logDebug(`C: ${line}`), { discard: true })),
     Effect.mapError(connection.write(lines.map((l) => `${l}\r\n`).join("")), (e) => toTransportError(e, phase))
   )
 
@@ -215,16 +230,30 @@ const command = (connection: Connection, phase: Phase, line: string) =>
 export const connect = (
   options: ConnectOptions,
   timeout: Duration.DurationInput
-): Effect.Effect<Connection, TransportError.TransportError, Connector | Scope.Scope> =>
-  Effect.flatMap(Connector, (connector) => connector.connect(options)).pipe(
-    Effect.mapError((e) => toTransportError(e, "connect")),
-    Effect.tap((c) => Effect.logDebug(`connected to ${c.remoteAddress}:${options.port} from ${c.localAddress}`)),
-    bounded("connect", Duration.decode(timeout), {
+): Effect.Effect<Connection, TransportError.TransportError, Connector | Scope.Scope> => {
+  const duration = Duration.decode(timeout)
+  const onTimeout = () => TransportError.timeout("connect", duration)
+  return Effect.flatMap(Connector, (connector) => {
+    // This library's connectors time the connect with the connection's own deadline (no fibers forked for it).
+    const timed = phaseDeadline.timedConnect<ConnectOptions, Connection, SocketError>(connector)
+    return timed === undefined
+      ? Effect.timeoutFail(Effect.mapError(connector.connect(options), (e) => toTransportError(e, "connect")), {
+        duration,
+        onTimeout
+      })
+      : Effect.mapError(
+        timed(options, Duration.toMillis(duration), onTimeout),
+        (e) => (e instanceof SocketError ? toTransportError(e, "connect") : e)
+      )
+  }).pipe(
+    Effect.tap((c) => log.debug(() => `connected to ${c.remoteAddress}:${options.port} from ${c.localAddress}`)),
+    phaseSpan("connect", duration, {
       "smtp.remote_ip": options.ip,
       "smtp.port": options.port,
       "smtp.local_ip": options.localAddress ?? ""
     })
   )
+}
 
 // An EHLO argument is a domain or an address literal: printable ASCII, no space (RFC 5321 §4.1.1.1).
 const EHLO_NAME = /^[\x21-\x7e]+$/
@@ -241,13 +270,13 @@ const hello = (connection: Connection, settings: SessionSettings) =>
     const name = settings.hostname
     const timeout = settings.timeouts.ehlo
     const attributes = { ...spanAttributes(connection, settings), "smtp.ehlo": name }
-    const reply = yield* command(connection, "ehlo", `EHLO ${name}`).pipe(bounded("ehlo", timeout, attributes))
+    const reply = yield* command(connection, "ehlo", `EHLO ${name}`).pipe(bounded(connection, "ehlo", timeout, attributes))
     if (SmtpReply.isPositive(reply)) {
       return { reply, capabilities: capabilities.fromEhlo(reply), helo: false } satisfies Hello
     }
     if (reply.code !== 500 && reply.code !== 502) return yield* TransportError.fromReply("ehlo", reply)
     const helo = yield* command(connection, "ehlo", `HELO ${name}`).pipe(
-      bounded("ehlo", timeout, { ...attributes, "smtp.helo": true })
+      bounded(connection, "ehlo", timeout, { ...attributes, "smtp.helo": true })
     )
     if (!SmtpReply.isPositive(helo)) return yield* TransportError.fromReply("ehlo", helo)
     return { reply: helo, capabilities: capabilities.none, helo: true } satisfies Hello
@@ -295,7 +324,7 @@ export const open = (
     }
     const attributes = spanAttributes(connection, settings)
 
-    const greeting = yield* SmtpReply.read(connection, "greeting").pipe(bounded("greeting", timeouts.greeting, attributes))
+    const greeting = yield* SmtpReply.read(connection, "greeting").pipe(bounded(connection, "greeting", timeouts.greeting, attributes))
     if (greeting.code !== 220) return yield* TransportError.fromReply("greeting", greeting)
 
     let hi = yield* hello(connection, settings)
@@ -316,7 +345,7 @@ export const open = (
           )
         }
       } else {
-        secure = yield* startTls(connection, settings, policy).pipe(bounded("tls", timeouts.tls, {
+        secure = yield* startTls(connection, settings, policy).pipe(bounded(connection, "tls", timeouts.tls, {
           ...attributes,
           "smtp.servername": settings.servername,
           "smtp.tls_policy": policy
@@ -498,7 +527,7 @@ export const transaction = (
         SmtpReply.read(connection, "mail-from")
       )
       : command(connection, "mail-from", mail)
-    const mailReply = yield* Effect.either(mailExchange.pipe(bounded("mail-from", timeouts.mailFrom, attributes)))
+    const mailReply = yield* Effect.either(mailExchange.pipe(bounded(connection, "mail-from", timeouts.mailFrom, attributes)))
     if (Either.isLeft(mailReply)) {
       return result({ mailFrom: mailReply, data: null, phase: "mail-from", canQuit: false }, everyone(mailReply.left))
     }
@@ -518,7 +547,7 @@ export const transaction = (
       }
       const exchange = pipelined ? SmtpReply.read(connection, "rcpt-to") : command(connection, "rcpt-to", line)
       const reply = yield* Effect.either(
-        exchange.pipe(bounded("rcpt-to", timeouts.rcptTo, { ...attributes, "smtp.rcpt": address }))
+        exchange.pipe(bounded(connection, "rcpt-to", timeouts.rcptTo, { ...attributes, "smtp.rcpt": address }))
       )
       if (Either.isLeft(reply)) {
         broken = reply.left
@@ -553,7 +582,7 @@ export const transaction = (
     const transfer = chunking
       ? sendBdat(connection, normalized)
       : sendData(connection, normalized, dataInPipeline)
-    const data = yield* Effect.either(transfer.pipe(bounded("data", timeouts.data, {
+    const data = yield* Effect.either(transfer.pipe(bounded(connection, "data", timeouts.data, {
       ...attributes,
       "smtp.bytes": normalized.length,
       "smtp.chunking": chunking
@@ -570,13 +599,27 @@ export const transaction = (
     })
   }).pipe(Effect.annotateLogs("smtp.remote_ip", session.connection.remoteAddress))
 
+/**
+ * Every command sent so far has had its reply, so nothing may be waiting to be read. Bytes there now are a reply to
+ * the message before it was sent (a desynchronised or hostile server): taken as the end-of-data reply, they would
+ * report a delivery the server never confirmed.
+ */
+const refuseEarlyReply = (connection: Connection, after: string) =>
+  Effect.suspend(() => {
+    const early = connection.buffered
+    return early === 0 ? Effect.void : Effect.fail(
+      TransportError.make("data", "protocol", `data: the server sent ${early} bytes after ${after}, before the message`)
+    )
+  })
+
 /** DATA (unless already pipelined), 354, the stuffed body; the end-of-data reply, whatever its code. */
 const sendData = (connection: Connection, normalized: Uint8Array, pipelined: boolean) =>
   Effect.gen(function*() {
     const go = pipelined ? SmtpReply.read(connection, "data") : command(connection, "data", "DATA")
     const reply = yield* go
     if (reply.code !== 354) return yield* TransportError.fromReply("data", reply)
-    yield* Effect.logDebug(`C: <${normalized.length} bytes of message, dot-stuffed>`)
+    yield* refuseEarlyReply(connection, "its 354")
+    yield* log.debug(() => `C: <${normalized.length} bytes of message, dot-stuffed>`)
     yield* Effect.mapError(connection.write(dotStuff.stuff(normalized)), (e) => toTransportError(e, "data"))
     return yield* SmtpReply.read(connection, "data")
   })
@@ -584,9 +627,14 @@ const sendData = (connection: Connection, normalized: Uint8Array, pipelined: boo
 /** RFC 3030: the whole message as one last chunk, no stuffing. */
 const sendBdat = (connection: Connection, normalized: Uint8Array) =>
   Effect.gen(function*() {
+    yield* refuseEarlyReply(connection, "the last RCPT reply")
     const header = Buffer.from(`BDAT ${normalized.length} LAST\r\n`, "ascii")
-    yield* Effect.logDebug(`C: BDAT ${normalized.length} LAST`)
-    yield* Effect.logDebug(`C: <${normalized.length} bytes of message>`)
+    yield* log.whenDebug(() =>
+      Effect.zipRight(
+        Effect.logDebug(`C: BDAT ${normalized.length} LAST`),
+        Effect.logDebug(`C: <${normalized.length} bytes of message>`)
+      )
+    )
     yield* Effect.mapError(connection.write(Buffer.concat([header, normalized])), (e) => toTransportError(e, "data"))
     return yield* SmtpReply.read(connection, "data")
   })
@@ -601,7 +649,7 @@ const drainData = (connection: Connection, timeout: Duration.Duration, attribute
     if (reply.code !== 354) return
     yield* send(connection, "data", ["."])
     yield* SmtpReply.read(connection, "data")
-  }).pipe(bounded("data", timeout, { ...attributes, "smtp.drain": true }))
+  }).pipe(bounded(connection, "data", timeout, { ...attributes, "smtp.drain": true }))
 
 /**
  * QUIT, capped at {@link QUIT_TIMEOUT}; every failure is ignored. Takes a session, or just its connection.
@@ -609,9 +657,12 @@ const drainData = (connection: Connection, timeout: Duration.Duration, attribute
  * @since 0.1.0
  */
 export const quit = (session: { readonly connection: Connection }): Effect.Effect<void> =>
-  command(session.connection, "quit", "QUIT").pipe(
-    Effect.timeoutFail({ duration: QUIT_TIMEOUT, onTimeout: () => TransportError.timeout("quit", QUIT_TIMEOUT) }),
-    Effect.tapError((e) => Effect.logDebug(`QUIT: ${e.message}`)),
+  phaseDeadline.timeoutFail(session.connection, command(session.connection, "quit", "QUIT"), QUIT_TIMEOUT, () =>
+    TransportError.timeout("quit", QUIT_TIMEOUT)).pipe(
+    Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
     Effect.ignore,
-    Effect.withSpan("smtp.quit", { attributes: { "smtp.remote_ip": session.connection.remoteAddress } })
+    Effect.withSpan("smtp.quit", {
+      attributes: { "smtp.remote_ip": session.connection.remoteAddress },
+      captureStackTrace: false
+    })
   )

@@ -15,7 +15,6 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import * as Candidates from "./Candidates.js"
 import * as Connector from "./Connector.js"
 import * as Dns from "./Dns.js"
@@ -35,6 +34,7 @@ import type {
 import type { Value, Variables } from "./Expression.js"
 import * as HappyEyeballs from "./HappyEyeballs.js"
 import * as address from "./internal/address.js"
+import * as lazyStream from "./internal/lazyStream.js"
 import * as MtaSts from "./MtaSts.js"
 import * as MxPlan from "./MxPlan.js"
 import { OutboundConfig, type Setting } from "./OutboundConfig.js"
@@ -118,33 +118,38 @@ export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{
   }
 }
 
+// Spans without the stack capture `Effect.fn` and `withSpan` do by default: an Error and its stack per call, up to
+// half the cost of the span, for a source location the span's name already gives.
+const spanOptions = { captureStackTrace: false } as const
+
 /**
  * Delivers a message: groups the recipients by domain, delivers every domain independently (concurrently, bounded
  * by `TransportOptions.domainConcurrency`), and reports per recipient.
  *
  * @since 0.1.0
  */
-export const deliver = Effect.fn("Transport.deliver")(function*(request: DeliveryRequest) {
-  const { groups, message, sender } = yield* validate(request)
-  const config = yield* OutboundConfig
-  const options = yield* TransportOptions
-  const startMs = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-  const base = baseVariables(request, sender)
-  const runs = yield* Effect.forEach(
-    groups,
-    (group) => deliverDomain({ config, options, startMs, base, message, sender, requireTls: request.requireTls === true }, group),
-    { concurrency: options.domainConcurrency }
-  )
-  const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
-  const warnings = Array.from(new Set([...config.warnings, ...runs.flatMap((run) => run.warnings)]))
-  const report: DeliveryReport = {
-    recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
-    attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
-    plan: { domains: runs.map((run) => run.plan) },
-    warnings
-  }
-  return report
-})
+export const deliver = (request: DeliveryRequest) =>
+  Effect.gen(function*() {
+    const { groups, message, sender } = yield* validate(request)
+    const config = yield* OutboundConfig
+    const options = yield* TransportOptions
+    const startMs = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+    const base = baseVariables(request, sender)
+    const ctx: Run = { config, options, startMs, base, message, sender, requireTls: request.requireTls === true }
+    // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
+    const runs = groups.length === 1
+      ? [yield* deliverDomain(ctx, groups[0]!)]
+      : yield* Effect.forEach(groups, (group) => deliverDomain(ctx, group), { concurrency: options.domainConcurrency })
+    const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+    const warnings = Array.from(new Set([...config.warnings, ...runs.flatMap((run) => run.warnings)]))
+    const report: DeliveryReport = {
+      recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
+      attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
+      plan: { domains: runs.map((run) => run.plan) },
+      warnings
+    }
+    return report
+  }).pipe(Effect.withSpan("Transport.deliver", spanOptions))
 
 /**
  * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
@@ -368,7 +373,7 @@ const deliverDomain = (
         }
       })
 
-    yield* Stream.runForEachWhile(Candidates.hosts(plan, perHost), (host) =>
+    yield* lazyStream.forEachWhile(Candidates.hosts(plan, perHost), (host) =>
       Effect.gen(function*() {
         hostPlans.push(hostPlan(host, policy))
         if (Either.isLeft(host.resolution)) {
@@ -386,7 +391,9 @@ const deliverDomain = (
 
     const final = results ?? allHostsFailed(group.recipients, hostErrors)
     return { recipients: final, attempts, plan: domainPlanOf(group, stage, hostPlans, null), warnings: domainEval.warnings }
-  }).pipe(Effect.withSpan("Transport.deliverDomain", { attributes: { domain: group.domain } }))
+  }).pipe(
+    Effect.withSpan("Transport.deliverDomain", { ...spanOptions, attributes: { domain: group.domain } })
+  )
 
 /**
  * Explains what {@link deliver} would do, without connecting anywhere: per domain the MTA-STS policy, the MX

@@ -1,4 +1,5 @@
 import * as Effect from "effect/Effect"
+import type { Register, Waits } from "./phaseDeadline.js"
 
 /**
  * What a peer sent and nobody has read yet, with pull-based line and byte reads. Shared by the live and the test
@@ -83,9 +84,12 @@ export class LineBuffer<E> {
     return pending
   }
 
-  /** Waits, through `Effect.async`, until `take` yields a value or an error. */
-  await<A>(take: (buffer: this) => Take<A, E>, onWait?: () => void): Effect.Effect<A, E> {
-    return Effect.async<A, E>((resume) => {
+  /**
+   * Waits, through `Effect.async`, until `take` yields a value or an error; through `waits` when given, so that a
+   * phase deadline can cut the wait short.
+   */
+  await<A>(take: (buffer: this) => Take<A, E>, onWait?: () => void, waits?: Waits<E>): Effect.Effect<A, E> {
+    const register: Register<A, E> = (resume) => {
       const attempt = (): boolean => {
         const result = take(this)
         switch (result._tag) {
@@ -105,9 +109,14 @@ export class LineBuffer<E> {
       }
       this.waiter = waiter
       onWait?.()
-      return Effect.sync(() => {
+      return () => {
         if (this.waiter === waiter) this.waiter = null
-      })
+      }
+    }
+    if (waits !== undefined) return waits.wait(register)
+    return Effect.async<A, E>((resume) => {
+      const cleanup = register(resume)
+      return cleanup === undefined ? undefined : Effect.sync(cleanup)
     })
   }
 

@@ -1,0 +1,26 @@
+/**
+ * Debug logging at the cost of one check when Debug is off (the default minimum level is Info): the messages, which
+ * format replies and commands, are built only when they will be logged.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as LogLevel from "effect/LogLevel"
+
+/**
+ * Runs `log()` only when the fiber's minimum log level lets Debug through.
+ *
+ * @internal
+ */
+export const whenDebug = (log: () => Effect.Effect<void>): Effect.Effect<void> =>
+  Effect.withFiberRuntime((fiber) =>
+    LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel)) ? Effect.void : log()
+  )
+
+/**
+ * `Effect.logDebug(message())`, with `message` called only when Debug is enabled.
+ *
+ * @internal
+ */
+export const debug = (message: () => string): Effect.Effect<void> => whenDebug(() => Effect.logDebug(message()))

@@ -1,0 +1,279 @@
+/**
+ * Property tests (npm fast-check, 10,000 runs each) for the code that meets hostile bytes first: the reply parser and
+ * the line reader under it, dot-stuffing, and the checks that keep CR, LF and NUL off the wire.
+ *
+ * The expression parser's properties (compiles, or returns an error positioned inside the source; never throws; a
+ * well-formed expression always compiles and evaluates to a value) live with it in test/Expression.test.ts, each at
+ * 10,000 runs.
+ */
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Option } from "effect"
+import * as fc from "fast-check"
+import type { Connection } from "../src/Connector.js"
+import { MAX_LINE_BYTES, SocketError } from "../src/Connector.js"
+import * as address from "../src/internal/address.js"
+import { hostnameProblem } from "../src/internal/config/convert.js"
+import * as dotStuff from "../src/internal/dotStuff.js"
+import { LineBuffer } from "../src/internal/lineBuffer.js"
+import * as SmtpReply from "../src/SmtpReply.js"
+import { watchProcess } from "./fixtures/hostilePeer.js"
+
+const watch = watchProcess()
+afterAll(() => {
+  expect(watch.stop()).toEqual([])
+})
+
+const RUNS = { numRuns: 10_000 }
+
+const bytesOf = (s: string) => Buffer.byteLength(s, "utf8")
+// A reply as it may be kept: no control character but HT (RFC 5321 §4.2 textstring).
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/
+
+/** Everything a parsed reply must satisfy, whatever the input. */
+const withinLimits = (reply: SmtpReply.Reply, raw: ReadonlyArray<string>) => {
+  expect(reply.code).toBeGreaterThanOrEqual(200)
+  expect(reply.code).toBeLessThan(560)
+  expect(Math.floor(reply.code / 10) % 10).toBeLessThanOrEqual(5)
+  expect(reply.lines.length).toBe(raw.length)
+  expect(reply.lines.length).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_LINES)
+  expect(raw.reduce((n, line) => n + bytesOf(line) + 2, 0)).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_BYTES)
+  expect(Math.max(...raw.map(bytesOf))).toBeLessThanOrEqual(SmtpReply.MAX_LINE)
+  expect(reply.lines.filter((t) => CONTROL.test(t))).toEqual([])
+  if (reply.enhanced !== null) {
+    expect(reply.enhanced).toMatch(/^[245]\.[0-9]{1,3}\.[0-9]{1,3}$/)
+    expect(reply.enhanced[0]).toBe(String(reply.code)[0])
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Replies
+// ---------------------------------------------------------------------------------------------------------------
+
+const code = fc.oneof(
+  fc.constantFrom("220", "250", "354", "421", "451", "550", "554", "199", "260", "600", "2500", "25", "abc", ""),
+  fc.integer({ min: 0, max: 999 }).map(String)
+)
+const separator = fc.constantFrom(" ", "-", "", "_", "\t", "\r", "\u0000")
+const text = fc.oneof(
+  fc.string(),
+  fc.string({ unit: "binary" }),
+  fc.string({ unit: "grapheme" }),
+  fc.constantFrom("2.0.0 ok", "5.1.1 no such user", "4.7.1", "2.0.0.1 x", "5.1.1234", "ok\u0000nul", "a\rb", "é"),
+  fc.integer({ min: 4_000, max: 4_200 }).map((n) => "x".repeat(n))
+)
+const line = fc.oneof(
+  { weight: 5, arbitrary: fc.tuple(code, separator, text).map(([c, s, t]) => c + s + t) },
+  { weight: 1, arbitrary: fc.string({ unit: "binary" }) }
+)
+/** Short replies of anything, and replies built to sit on either side of the line and byte limits. */
+const reply = fc.oneof(
+  { weight: 8, arbitrary: fc.array(line, { maxLength: 12 }) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(fc.constantFrom("250", "451"), fc.integer({ min: 505, max: 520 }), text)
+      .map(([c, n, last]) => [...Array.from({ length: n }, () => `${c}-x`), `${c} ${last}`])
+  },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(fc.integer({ min: 12, max: 20 }), fc.integer({ min: 3_000, max: 4_092 }))
+      .map(([n, len]) => [...Array.from({ length: n - 1 }, () => `250-${"y".repeat(len)}`), "250 end"])
+  }
+)
+
+describe("the reply parser", () => {
+  it("never throws, and what it accepts is within every limit", () => {
+    fc.assert(
+      fc.property(reply, (raw) => {
+        const parsed = SmtpReply.parse(raw)
+        if (parsed._tag === "Right") withinLimits(parsed.right, raw)
+        else expect(parsed.left.length).toBeGreaterThan(0)
+      }),
+      RUNS
+    )
+  })
+
+  /** A connection over the shared line buffer, fed `chunks` and then ended: every read completes synchronously. */
+  const connectionOf = (chunks: ReadonlyArray<Uint8Array>) => {
+    const buffer = new LineBuffer<SocketError>(MAX_LINE_BYTES, (limit) =>
+      new SocketError({ kind: "protocol", message: `line longer than ${limit} bytes` }))
+    for (const chunk of chunks) buffer.push(chunk)
+    buffer.end(new SocketError({ kind: "closed", message: "closed" }))
+    const connection: Connection = {
+      remoteAddress: "192.0.2.1",
+      localAddress: null,
+      readLine: buffer.await((b) => b.takeLine()),
+      write: () => Effect.void,
+      startTls: () => Effect.void,
+      isTls: false,
+      get buffered() {
+        return buffer.size
+      }
+    }
+    return { buffer, connection }
+  }
+
+  const wire = fc.oneof(
+    reply.map((lines) => [Buffer.from(lines.map((l) => `${l}\r\n`).join(""), "utf8")]),
+    fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }),
+    fc.integer({ min: 1, max: 3 }).map((n) => [Buffer.alloc(n * 5_000, 0x32)])
+  )
+
+  it("reading from the wire: a reply within the limits or a typed protocol/reset error, never a defect", () => {
+    fc.assert(
+      fc.property(wire, (chunks) => {
+        const { buffer, connection } = connectionOf(chunks)
+        const exit = Effect.runSyncExit(SmtpReply.read(connection, "ehlo"))
+        if (Exit.isSuccess(exit)) {
+          expect(exit.value.lines.length).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_LINES)
+          expect(exit.value.lines.reduce((n, t) => n + bytesOf(t) + 6, 0)).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_BYTES)
+          expect(exit.value.lines.filter((t) => CONTROL.test(t))).toEqual([])
+        } else {
+          const failure = Cause.failureOption(exit.cause)
+          expect(Option.isSome(failure)).toBe(true)
+          const error = Option.getOrThrow(failure)
+          expect(error.phase).toBe("ehlo")
+          expect(["protocol", "reset"]).toContain(error.kind)
+          expect(error.permanent).toBe(false)
+          // an over-long line drops what was buffered: a flood is not held in memory
+          if (error.message.endsWith(`line longer than ${MAX_LINE_BYTES} bytes`)) expect(buffer.size).toBe(0)
+        }
+      }),
+      RUNS
+    )
+  })
+
+  it("the line reader never returns a line over 4096 bytes, and drops a flood, however the bytes are split", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(
+            fc.uint8Array({ maxLength: 300 }).map((a) => Uint8Array.from(a, (b) => (b % 7 === 0 ? 0x0a : b))),
+            fc.integer({ min: 1, max: 6_000 }).map((n) => new Uint8Array(n).fill(0x41))
+          ),
+          { maxLength: 10 }
+        ),
+        (chunks) => {
+          const buffer = new LineBuffer<string>(MAX_LINE_BYTES, () => "overflow")
+          for (const chunk of chunks) {
+            buffer.push(chunk)
+            for (;;) {
+              const taken = buffer.takeLine()
+              if (taken._tag !== "Value") {
+                if (taken._tag === "Error") expect([taken.error, buffer.size]).toEqual(["overflow", 0])
+                // pending: at most one maximal line (and its CR) waits without a LF
+                else expect(buffer.size).toBeLessThanOrEqual(MAX_LINE_BYTES + 1)
+                break
+              }
+              // the limit is on the wire's bytes; decoded, an invalid byte becomes one U+FFFD, so the string holds
+              // at most as many UTF-16 units as the line had bytes
+              expect(taken.value.length).toBeLessThanOrEqual(MAX_LINE_BYTES)
+            }
+          }
+        }
+      ),
+      RUNS
+    )
+  })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dot-stuffing
+// ---------------------------------------------------------------------------------------------------------------
+
+const latin1 = (b: Uint8Array) => Buffer.from(b).toString("latin1")
+/** Bytes biased towards the ones that matter: CR, LF and the dot. */
+const body = fc.array(
+  fc.oneof({ weight: 3, arbitrary: fc.constantFrom(0x0d, 0x0a, 0x2e) }, { weight: 2, arbitrary: fc.integer({ min: 0, max: 255 }) }),
+  { maxLength: 300 }
+).map((a) => Uint8Array.from(a))
+
+/** A payload as a strict receiver reads it: CRLF-delimited lines, the first line "." ending DATA. */
+const receiverLines = (payload: string) => payload.split("\r\n")
+
+describe("dot-stuffing", () => {
+  it("the payload of any message has no bare CR or LF and exactly one end-of-data line, the last", () => {
+    fc.assert(
+      fc.property(body, (message) => {
+        const normalized = dotStuff.normalize(message)
+        const payload = latin1(dotStuff.stuff(normalized))
+        expect(payload.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/)
+        const lines = receiverLines(payload)
+        // "…\r\n.\r\n" splits into […, ".", ""]
+        expect(lines[lines.length - 1]).toBe("")
+        expect(lines.indexOf(".")).toBe(lines.length - 2)
+        // no early terminator anywhere, read from the start of the stream
+        expect(`\r\n${payload}`.indexOf("\r\n.\r\n")).toBe(payload.length - 3)
+      }),
+      RUNS
+    )
+  })
+
+  it("un-stuffing the payload gives back the CRLF-normalised message; normalising is idempotent", () => {
+    fc.assert(
+      fc.property(body, (message) => {
+        const normalized = dotStuff.normalize(message)
+        expect(latin1(dotStuff.normalize(normalized))).toBe(latin1(normalized))
+        expect(latin1(dotStuff.unstuff(dotStuff.stuff(normalized)))).toBe(latin1(normalized))
+      }),
+      RUNS
+    )
+  })
+
+  it("on a body already CRLF-normalised, normalise then stuff then un-stuff is the identity", () => {
+    const lineText = fc.array(
+      fc.oneof({ weight: 2, arbitrary: fc.constantFrom(".", "..", "x", " ", "é") }, { weight: 1, arbitrary: fc.string() }),
+      { maxLength: 6 }
+    ).map((parts) => parts.join("").replace(/[\r\n]/g, ""))
+    fc.assert(
+      fc.property(fc.array(lineText, { maxLength: 20 }), (lines) => {
+        const text = lines.map((l) => `${l}\r\n`).join("")
+        const bytes = new TextEncoder().encode(text)
+        expect(dotStuff.normalize(bytes)).toBe(bytes)
+        expect(Buffer.from(dotStuff.unstuff(dotStuff.toData(bytes))).toString("utf8")).toBe(text)
+      }),
+      RUNS
+    )
+  })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Nothing injected through an address or the EHLO name
+// ---------------------------------------------------------------------------------------------------------------
+
+const hostile = fc.array(
+  fc.oneof(
+    { weight: 4, arbitrary: fc.constantFrom("a", "b", "z", "0", "-", ".", "@", "_", "+", "é", "ü") },
+    { weight: 1, arbitrary: fc.constantFrom("\r", "\n", "\u0000", " ", "\t", "<", ">", "\u007f", "\r\nRSET\r\n", "[", "]", "IPv6:") },
+    { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 4 }) }
+  ),
+  { maxLength: 40 }
+).map((parts) => parts.join(""))
+
+describe("what may reach the wire", () => {
+  it("an address the validator accepts makes exactly one command line, within RFC 5321's sizes", () => {
+    fc.assert(
+      fc.property(fc.oneof(hostile, fc.string({ unit: "binary" })), (raw) => {
+        const parsed = address.parse(raw)
+        if (typeof parsed === "string") return
+        const command = `RCPT TO:<${parsed.address}>\r\n`
+        expect(command.indexOf("\r")).toBe(command.length - 2)
+        expect(command.indexOf("\n")).toBe(command.length - 1)
+        // eslint-disable-next-line no-control-regex
+        expect(parsed.address).not.toMatch(/[\x00-\x20\x7f<>]/)
+        expect(bytesOf(parsed.address)).toBeLessThanOrEqual(254)
+        expect(bytesOf(parsed.local)).toBeLessThanOrEqual(64)
+      }),
+      RUNS
+    )
+  })
+
+  it("an EHLO name the configuration accepts is one printable token", () => {
+    fc.assert(
+      fc.property(fc.oneof(hostile, fc.string({ unit: "binary" })), (name) => {
+        if (hostnameProblem(name) === null) expect(name).toMatch(/^[A-Za-z0-9.-]{1,255}$/)
+      }),
+      RUNS
+    )
+  })
+})
