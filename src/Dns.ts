@@ -310,10 +310,16 @@ const nodeAnswerer = (options: LayerOptions, timer: DeadlineTimer): Answerer => 
     Effect.clockWith((clock) =>
       Effect.suspend(() => {
         let expire: (() => void) | null = null
+        // The deadline passed before the query was sent (the fiber yielded in between).
+        let expiredEarly = false
         const [entry, start] = Number.isFinite(budget)
-          ? timer.schedule(clock, clock.unsafeCurrentTimeMillis() + budget, () => expire?.())
+          ? timer.schedule(clock, clock.unsafeCurrentTimeMillis() + budget, () => {
+            if (expire === null) expiredEarly = true
+            else expire()
+          })
           : [null, Effect.void]
         const lookup = Effect.async<Answer<T>, DnsError>((resume) => {
+          if (expiredEarly) return resume(Effect.fail(noAnswer(rrtype, name, limit)))
           const resolver = acquire()
           // Answered, timed out or interrupted: a later outcome is that of the cancelled query, and only frees its
           // resolver.

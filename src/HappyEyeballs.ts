@@ -170,10 +170,13 @@ const staggered = <C, A, E, R>(
     let timer: Fiber.RuntimeFiber<void> | null = null
     // Tells a sleeper whether it still times the current wait: a stopped one may already be past its sleep.
     let timerId = 0
+    // The sleeper fired before the wait was registered (the race's fiber yielded in between).
+    let elapsed = false
     let nextIndex = 0
 
     const stopTimer = () => {
       timerId++
+      elapsed = false
       if (timer !== null) {
         timer.unsafeInterruptAsFork(timer.id())
         timer = null
@@ -191,6 +194,10 @@ const staggered = <C, A, E, R>(
       if (settled.length > 0) {
         stopTimer()
         return resume(Effect.succeed(settled.shift()!))
+      }
+      if (elapsed) {
+        elapsed = false
+        return resume(Effect.succeed(ELAPSED))
       }
       wake = (event) => {
         wake = null
@@ -210,6 +217,7 @@ const staggered = <C, A, E, R>(
           if (id !== timerId) return
           timer = null
           if (wake !== null) wake(ELAPSED)
+          else elapsed = true
         })
       )
 

@@ -339,6 +339,40 @@ greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
       }
     }).pipe(Effect.provide(Connector.layerTest({ [IP]: [{ script: [Script.stall] }, { script: [Script.stall] }] }))))
 
+  it.effect("a later phase with a shorter timeout than the one before is cut at its own deadline", () =>
+    Effect.gen(function*() {
+      // greeting allows 10 min and is answered at 1 s; EHLO allows 2 s and stalls: the failure is at 3 s, not
+      // when the greeting's deadline would have been.
+      const short = settings({ timeouts: { ...timeouts, greeting: Duration.minutes(10), ehlo: Duration.seconds(2) } })
+      const exit = yield* finishesAt(Effect.scoped(openSession(short)), 3_000)
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("ehlo", 2_000))
+    }).pipe(peer([Script.delay("1 second"), GREET, EHLO, Script.stall])))
+
+  it.effect("each RCPT gets its own deadline, shorter or longer than MAIL's", () =>
+    Effect.gen(function*() {
+      const mixed = settings({ timeouts: { ...timeouts, mailFrom: Duration.seconds(30), rcptTo: Duration.seconds(1) } })
+      const run = Effect.scoped(Effect.flatMap(openSession(mixed), (s) =>
+        SmtpSession.transaction(s, envelope(["a@y.test", "b@y.test"]), message, mixed)))
+      // MAIL answered at 20 s (under its 30 s), the first RCPT at 0.5 s, the second stalls: done at 21.5 s
+      const result = yield* finishesAt(run, 21_500)
+      expect(Exit.isSuccess(result)).toBe(true)
+      const t = Exit.isSuccess(result) ? result.value : null
+      expect(t!.recipients.map((r) => [r.accepted, r.error?.kind ?? null, r.error?.phase ?? null])).toEqual([
+        [true, null, null],
+        [false, "timeout", "rcpt-to"]
+      ])
+    }).pipe(peer([
+      ...hello(),
+      Script.expect(/^MAIL FROM:/),
+      Script.delay("20 seconds"),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO:<a@y.test>/),
+      Script.delay("500 millis"),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO:<b@y.test>/),
+      Script.stall
+    ])))
+
   it.effect("quit: capped at 2 s, and its failures are ignored", () =>
     Effect.gen(function*() {
       const exit = yield* finishesAt(
