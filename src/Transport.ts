@@ -421,7 +421,8 @@ export const explain = Effect.fn("Transport.explain")(function*(request: Deliver
         const sourceIps = { v4: hostEval.get(config.sourceIp.v4), v6: hostEval.get(config.sourceIp.v6) }
         const resolved = yield* Effect.either(Candidates.resolveHost(host, strategy, stage.limits.multihomed))
         const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
-        const connEval = hostEval.with({ remote_ip: addresses[0] ?? "0.0.0.0", local_ip: "0.0.0.0" })
+        const remote = addresses[0] ?? "0.0.0.0"
+        const connEval = hostEval.with({ remote_ip: remote, local_ip: unbound(remote) })
         const policy = stage.mtaSts?.policy ?? null
         const ms = (setting: Setting<Duration.Duration>) => Duration.toMillis(connEval.get(setting))
         hosts.push({
@@ -502,7 +503,7 @@ const tryHost = (
     const race = yield* HappyEyeballs.race({
       candidates: host.candidates,
       attempt: (candidate: Candidates.Candidate) => {
-        const evaluator = hostEval.with({ remote_ip: candidate.ip, local_ip: candidate.source ?? "0.0.0.0" })
+        const evaluator = hostEval.with({ remote_ip: candidate.ip, local_ip: candidate.source ?? unbound(candidate.ip) })
         const timeout = evaluator.get(config.timeouts.connect)
         return SmtpSession.connect(
           { ip: candidate.ip, port: ctx.options.port, localAddress: candidate.source ?? undefined },
@@ -693,3 +694,6 @@ const noAddress = (host: string) => TransportError.make("connect", "unreachable"
 
 // Accepted at RCPT yet no DATA: the session ended between the two; the server never took the message.
 const noDataError = TransportError.make("data", "protocol", "the transaction ended before DATA")
+
+/** `local_ip` when no source address is bound: the unspecified address of the remote's family (Stalwart: 0.0.0.0). */
+const unbound = (remoteIp: string) => (remoteIp.includes(":") ? "::" : "0.0.0.0")

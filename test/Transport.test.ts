@@ -520,3 +520,35 @@ describe("Transport.deliver: observability", () => {
       expect(spans.map((s) => s.name)).toContain("Transport.deliverDomain")
     }).pipe(Effect.provide(layers(twoHosts, { "192.0.2.1": accept(session([["rcpt@a.test", "250 ok"]])) }))))
 })
+
+describe("Transport.deliver: per-connection variables", () => {
+  it.effect("local_ip is the bound source, or the unspecified address of the remote's family", () =>
+    Effect.gen(function*() {
+      const report = yield* run(request("rcpt@a.test"))
+      expect(statuses(report)).toEqual([["rcpt@a.test", "delivered"]])
+      // The IPv6 attempt had no source bound (no v6 list): local_ip "::" made its connect timeout 1 s.
+      expect(report.attempts.map((a) => [a.ip, a.source, a.outcome, a.durationMs])).toEqual([
+        ["2001:db8::1", null, "failed", 1_000],
+        ["192.0.2.1", "192.0.2.77", "completed", 0]
+      ])
+      expect(report.attempts[1]!.ehlo).toBe("from-192.0.2.77.client.test")
+    }).pipe(
+      Effect.provide(layers(oneHost, {
+        "2001:db8::1": { connect: "stall" },
+        "192.0.2.1": accept([
+          ...greeting,
+          Script.expect("EHLO from-192.0.2.77.client.test"),
+          Script.reply("250 mx.test"),
+          ...session([["rcpt@a.test", "250 ok"]]).slice(greeting.length + ehlo.length)
+        ])
+      }, `
+[queue.outbound]
+ip-strategy = "ipv6_then_ipv4"
+connection-attempt-delay = false
+hostname = [ { if = "local_ip == '192.0.2.77'", then = "'from-192.0.2.77.client.test'" }, { else = "'client.test'" } ]
+source-ip.v4 = "['192.0.2.77']"
+[queue.outbound.timeouts]
+connect = [ { if = "local_ip == '::'", then = "1s" }, { else = "30s" } ]
+`))
+    ))
+})
