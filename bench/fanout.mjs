@@ -8,6 +8,7 @@
 // Flags: --quick  --reps=N  --levels=1,10,100,1000  --impls=raw,nodemailer,smtp-source,library
 //        --no-he  --no-source  --no-profile  --profile (also in --quick)  --collapse-demo  --no-pin
 //        --budget=SECONDS (hard stop of the whole bench; default 900, quick 300)
+//        --source-limit=SECONDS (time cap of each source-address run; default 120, quick 60)
 //
 // Processes: the DNS server (bench/dns.mjs) and the sinks (bench/sink.mjs) run pinned to core 0, every client in
 // its own process pinned to core 1 (taskset, when present), so CPU time and peak RSS are per client. Everything is
@@ -67,7 +68,7 @@ const plan = {
     concurrency: 100,
     sourceIps: ["127.0.0.5", "127.0.0.6"],
     warmup: quick ? 200 : 500,
-    timeLimitMs: quick ? 60_000 : 120_000
+    timeLimitMs: args["source-limit"] !== undefined ? Number(args["source-limit"]) * 1000 : quick ? 60_000 : 120_000
   },
   profile: { concurrency: 100, count: quick ? 2000 : 5000 }
 }
