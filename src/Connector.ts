@@ -16,6 +16,7 @@ import * as net from "node:net"
 import * as tls from "node:tls"
 import { LineBuffer } from "./internal/lineBuffer.js"
 import * as phaseDeadline from "./internal/phaseDeadline.js"
+import * as scopeFinalizer from "./internal/scopeFinalizer.js"
 import { Waits } from "./internal/phaseDeadline.js"
 import type { Phase } from "./TransportError.js"
 import * as TransportError from "./TransportError.js"
@@ -326,7 +327,7 @@ const timedLiveConnect = <E2>(
     // The finalizer comes first so that a connect interrupted half-way (timeout, lost race) still frees the socket,
     // and it waits for 'close' so that the socket is really gone when the scope has closed.
     const waits = new Waits(phaseExpired)
-    yield* Effect.addFinalizer(() =>
+    yield* scopeFinalizer.add(() =>
       Effect.async<void>((resume) => {
         waits.close()
         sockets.secure?.destroy()
@@ -512,7 +513,7 @@ const testConnection = (
     let tlsAnswer: boolean | null = null
     let onTlsAnswer: ((ok: boolean) => void) | null = null
     const waits = new Waits(phaseExpired)
-    yield* Effect.addFinalizer(() => Effect.sync(() => waits.close()))
+    yield* scopeFinalizer.add(() => Effect.sync(() => waits.close()))
 
     const mismatch = (message: string) =>
       Effect.sync(() => {
@@ -669,7 +670,7 @@ export const layerTest = (peers: TestPeers): Layer.Layer<Connector | ConnectorTe
           closed: false
         }
         records.push(record)
-        yield* Effect.addFinalizer(() => Effect.sync(() => record.closed = true))
+        yield* scopeFinalizer.add(() => Effect.sync(() => record.closed = true))
         if (peer.delay !== undefined) yield* Effect.sleep(peer.delay)
         switch (outcome) {
           case "accept":

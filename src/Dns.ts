@@ -17,6 +17,7 @@ import { promises as NodeDns } from "node:dns"
 import { DeadlineTimer } from "./internal/deadlineTimer.js"
 import * as dnsCache from "./internal/dnsCache.js"
 import * as dnsName from "./internal/dnsName.js"
+import * as scopeFinalizer from "./internal/scopeFinalizer.js"
 
 /**
  * @since 0.1.0
@@ -364,7 +365,7 @@ export const layer = (options: LayerOptions = {}): Layer.Layer<Dns> =>
     Dns,
     Effect.gen(function*() {
       const timer = new DeadlineTimer()
-      yield* Effect.addFinalizer(() => Effect.sync(() => timer.close()))
+      yield* scopeFinalizer.add(() => Effect.sync(() => timer.close()))
       const live = nodeAnswerer(options, timer)
       const answer = options.cache === false ? live : yield* dnsCache.make(live, options.cache)
       return fromAnswerer(answer)
