@@ -7,12 +7,13 @@
 //
 // Flags: --quick  --reps=N  --levels=1,10,100,1000  --impls=raw,nodemailer,smtp-source,library
 //        --no-he  --no-source  --no-profile  --profile (also in --quick)  --collapse-demo  --no-pin
-//        --budget=SECONDS (hard stop of the whole bench; default 900, quick 300)
-//        --source-limit=SECONDS (time cap of each source-address run; default 120, quick 60)
+//        --budget=SECONDS (hard stop of the whole bench; default 1200, quick 300)
+//        --source-limit=SECONDS (time cap of each source-address run; default 300, quick 60)
+//        --out=NAME (results as bench/results/NAME.json and NAME.md; default latest)
 //
 // Processes: the DNS server (bench/dns.mjs) and the sinks (bench/sink.mjs) run pinned to core 0, every client in
 // its own process pinned to core 1 (taskset, when present), so CPU time and peak RSS are per client. Everything is
-// on loopback. Results: bench/results/latest.json and latest.md (and profile.md when profiled).
+// on loopback. Results: bench/results/latest.json and latest.md (or --out's name; and profile.md when profiled).
 import { spawn, spawnSync } from "node:child_process"
 import fs from "node:fs"
 import os from "node:os"
@@ -25,12 +26,14 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, "..")
 const resultsDir = path.join(here, "results")
 const args = parseArgs(process.argv.slice(2))
+// A partial run (one figure, one client) writes under its own name rather than over the full run's results.
+const outName = args.out ?? "latest"
 const quick = args.quick === "true"
 const flagOff = (name) => args[`no-${name}`] === "true"
 const list = (s, d) => (s === undefined ? d : s.split(",").map((x) => x.trim()).filter(Boolean))
 
 const startedAt = Date.now()
-const budgetMs = Number(args.budget ?? (quick ? 300 : 900)) * 1000
+const budgetMs = Number(args.budget ?? (quick ? 300 : 1200)) * 1000
 const hardDeadline = startedAt + budgetMs
 const overBudget = () => Date.now() > hardDeadline
 
@@ -68,7 +71,7 @@ const plan = {
     concurrency: 100,
     sourceIps: ["127.0.0.5", "127.0.0.6"],
     warmup: quick ? 200 : 500,
-    timeLimitMs: args["source-limit"] !== undefined ? Number(args["source-limit"]) * 1000 : quick ? 60_000 : 120_000
+    timeLimitMs: args["source-limit"] !== undefined ? Number(args["source-limit"]) * 1000 : quick ? 60_000 : 300_000
   },
   profile: { concurrency: 100, count: quick ? 2000 : 5000 }
 }
@@ -583,8 +586,8 @@ const markdown = () => {
 
 const write = () => {
   fs.mkdirSync(resultsDir, { recursive: true })
-  fs.writeFileSync(path.join(resultsDir, "latest.json"), JSON.stringify(results, null, 2) + "\n")
-  fs.writeFileSync(path.join(resultsDir, "latest.md"), markdown())
+  fs.writeFileSync(path.join(resultsDir, `${outName}.json`), JSON.stringify(results, null, 2) + "\n")
+  fs.writeFileSync(path.join(resultsDir, `${outName}.md`), markdown())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -642,7 +645,7 @@ const main = async () => {
   }
   if (overBudget()) results.partial = true
   write()
-  log(`done in ${((Date.now() - startedAt) / 1000).toFixed(0)} s: ${path.relative(root, path.join(resultsDir, "latest.md"))}`)
+  log(`done in ${((Date.now() - startedAt) / 1000).toFixed(0)} s: ${path.relative(root, path.join(resultsDir, `${outName}.md`))}`)
   cleanup()
   process.exit(0)
 }

@@ -358,13 +358,9 @@ const timedLiveConnect = <E2>(
     })
     yield* waits.within(connecting, millis, onTimeout)
     socket.setNoDelay(true)
+    // No span of its own: `SmtpSession.connect`'s `smtp.connect` span covers this with the same addresses.
     return phaseDeadline.register(makeLiveConnection(sockets, options, waits), waits)
-  }).pipe(
-    Effect.withSpan("Connector.connect", {
-      attributes: { ip: options.ip, port: options.port },
-      captureStackTrace: false
-    })
-  )
+  })
 
 /**
  * Connections over `node:net`, upgraded with `node:tls`.

@@ -363,7 +363,7 @@ export const open = (
       ehlo: hi.reply,
       helo: hi.helo
     } satisfies Session
-  }).pipe(Effect.annotateLogs("smtp.remote_ip", connection.remoteAddress))
+  }).pipe(log.annotateWhenDebug("smtp.remote_ip", connection.remoteAddress))
 
 /**
  * Whether QUIT makes sense after an error from {@link open}: after a reply-level refusal or a policy refusal the
@@ -597,7 +597,7 @@ export const transaction = (
       phase: "data",
       canQuit: true
     })
-  }).pipe(Effect.annotateLogs("smtp.remote_ip", session.connection.remoteAddress))
+  }).pipe(log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress))
 
 /**
  * Every command sent so far has had its reply, so nothing may be waiting to be read. Bytes there now are a reply to
@@ -661,6 +661,7 @@ export const quit = (session: { readonly connection: Connection }): Effect.Effec
     TransportError.timeout("quit", QUIT_TIMEOUT)).pipe(
     Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
     Effect.ignore,
+    log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress),
     Effect.withSpan("smtp.quit", {
       attributes: { "smtp.remote_ip": session.connection.remoteAddress },
       captureStackTrace: false

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Either, Exit, Fiber, Option, TestClock } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, TestClock } from "effect"
 import * as fc from "fast-check"
 import * as Connector from "../src/Connector.js"
 import { ConnectorTest, Script } from "../src/Connector.js"
@@ -1222,4 +1222,38 @@ describe("dot-stuffing and line endings", () => {
       Script.reply("250 ok"),
       ...accept("b@y.test")
     ])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("logging", () => {
+  const script = [...hello(), Script.expect("MAIL FROM:<a@x.test>"), Script.reply("250 ok"), ...accept("b@y.test")]
+  /** The session's log lines, with their `smtp.remote_ip` annotation, at the given minimum level. */
+  const logged = (level: LogLevel.LogLevel) =>
+    Effect.gen(function*() {
+      const lines: Array<{ message: unknown; remoteIp: unknown }> = []
+      const capture = Logger.make(({ annotations, message }) => {
+        lines.push({ message: Array.isArray(message) ? message[0] : message, remoteIp: HashMap.get(annotations, "smtp.remote_ip").pipe(Option.getOrNull) })
+      })
+      yield* deliver().pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)), Logger.withMinimumLogLevel(level))
+      return lines
+    }).pipe(peer(script))
+
+  it.effect("at Debug: the transcript, each line annotated with the remote address", () =>
+    Effect.gen(function*() {
+      const lines = yield* logged(LogLevel.Debug)
+      expect(lines.map((l) => l.message)).toContain("C: EHLO client.test")
+      expect(lines.map((l) => l.message)).toContain("C: MAIL FROM:<a@x.test>")
+      // The connect line comes before the session opens; every line of the session itself carries the annotation.
+      const session = lines.filter((l) => String(l.message).startsWith("C: "))
+      expect(session.length).toBeGreaterThan(3)
+      expect(session.filter((l) => l.remoteIp !== IP)).toEqual([])
+    }))
+
+  it.effect("at Info (the default): nothing", () =>
+    Effect.gen(function*() {
+      expect(yield* logged(LogLevel.Info)).toEqual([])
+    }))
 })
