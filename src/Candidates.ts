@@ -146,7 +146,10 @@ export const resolveHost: (
     const all = lookups.flatMap((l) => l.addresses)
     if (all.length === 0) return yield* noAddress(host, lookups)
     return { host, strategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups }
-  }).pipe(Effect.withSpan("Candidates.resolveHost", { captureStackTrace: false }))
+  }).pipe((effect) =>
+    // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
+    Effect.useSpan("Candidates.resolveHost", { captureStackTrace: false }, () => effect)
+  )
 
 /**
  * The families' lookups, together. With two, the second runs in a fiber of its own while the first runs here: one

@@ -113,6 +113,38 @@ export const race = <C, A, E, R>(
       })
     ))
 
+/**
+ * One attempt run in the race's own fiber: its winner, or `None` once it has failed (recorded in `losers`, its scope
+ * closed). A defect closes its scope and dies.
+ */
+const inFiber = <C, A, E, R>(
+  options: RaceOptions<C, A, E, R>,
+  outer: Scope.Scope,
+  clock: Clock.Clock,
+  losers: Array<Loser<C, E>>,
+  candidate: C,
+  index: number
+): Effect.Effect<Option.Option<Winner<C, A>>, never, R> =>
+  Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
+    const startMs = clock.unsafeCurrentTimeMillis()
+    const attempt = Effect.onInterrupt(
+      Effect.exit(Scope.extend(options.attempt(candidate, index), scope)),
+      () => Scope.close(scope, Exit.void)
+    )
+    return Effect.flatMap(attempt, (exit) => {
+      const endMs = clock.unsafeCurrentTimeMillis()
+      if (Exit.isSuccess(exit)) {
+        return Effect.succeed(Option.some<Winner<C, A>>({ candidate, index, startMs, endMs, value: exit.value }))
+      }
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isNone(failure)) {
+        return Effect.zipRight(Scope.close(scope, exit), Effect.failCause(exit.cause as Cause.Cause<never>))
+      }
+      losers.push({ _tag: "Failed", candidate, index, startMs, endMs, error: failure.value })
+      return Effect.as(Scope.close(scope, exit), Option.none())
+    })
+  })
+
 /** No delay: one attempt at a time, each run in the race's own fiber, so nothing needs forking. */
 const sequential = <C, A, E, R>(
   options: RaceOptions<C, A, E, R>,
@@ -124,27 +156,10 @@ const sequential = <C, A, E, R>(
     let index = 0
     const loop: Effect.Effect<Option.Option<Winner<C, A>>, never, R> = Effect.flatMap(puller.next, (next) => {
       if (Option.isNone(next)) return Effect.succeed(Option.none())
-      const candidate = next.value
-      const i = index++
-      return Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
-        const startMs = clock.unsafeCurrentTimeMillis()
-        const attempt = Effect.onInterrupt(
-          Effect.exit(Scope.extend(options.attempt(candidate, i), scope)),
-          () => Scope.close(scope, Exit.void)
-        )
-        return Effect.flatMap(attempt, (exit) => {
-          const endMs = clock.unsafeCurrentTimeMillis()
-          if (Exit.isSuccess(exit)) {
-            return Effect.succeed(Option.some<Winner<C, A>>({ candidate, index: i, startMs, endMs, value: exit.value }))
-          }
-          const failure = Cause.failureOption(exit.cause)
-          if (Option.isNone(failure)) {
-            return Effect.zipRight(Scope.close(scope, exit), Effect.failCause(exit.cause as Cause.Cause<never>))
-          }
-          losers.push({ _tag: "Failed", candidate, index: i, startMs, endMs, error: failure.value })
-          return Effect.zipRight(Scope.close(scope, exit), loop)
-        })
-      })
+      return Effect.flatMap(
+        inFiber(options, outer, clock, losers, next.value, index++),
+        (won) => Option.isSome(won) ? Effect.succeed(won) : loop
+      )
     })
     return loop
   }).pipe(Effect.orDie)
@@ -243,9 +258,10 @@ const staggered = <C, A, E, R>(
     })
 
     const body = (puller: lazyStream.Puller<C, R>) => {
-      const startNext: Effect.Effect<boolean, never, R> = Effect.flatMap(puller.next, (next) => {
-        if (Option.isNone(next)) return Effect.succeed(false)
-        const candidate = next.value
+      const startNext: Effect.Effect<boolean, never, R> = Effect.flatMap(puller.next, (next) =>
+        Option.isNone(next) ? Effect.succeed(false) : Effect.as(start(next.value), true))
+
+      const start = (candidate: C): Effect.Effect<void, never, R> => {
         const index = nextIndex++
         return Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) => {
           const startMs = clock.unsafeCurrentTimeMillis()
@@ -256,15 +272,20 @@ const staggered = <C, A, E, R>(
             ),
             (fiber) => {
               running.set(index, { candidate, index, startMs, scope, fiber })
-              return true
             }
           )
         })
-      })
+      }
 
       const loop: Effect.Effect<Option.Option<Winner<C, A>>, never, R> = Effect.suspend(() => {
         if (running.size === 0) {
-          return Effect.flatMap(startNext, (started) => started ? loop : Effect.succeed(Option.none()))
+          return Effect.flatMap(puller.next, (next) => {
+            if (Option.isNone(next)) return Effect.succeed(Option.none())
+            // The last candidate with nothing else running has no one to race and nothing to stagger in after it:
+            // it runs in this fiber, as without a delay (the one-address host, the usual case, forks nothing).
+            if (puller.done) return inFiber(options, outer, clock, losers, next.value, nextIndex++)
+            return Effect.zipRight(start(next.value), loop)
+          })
         }
         const wait = puller.done ? nextEvent : Effect.flatMap(Effect.fork(sleeper(++timerId)), (fiber) => {
           timer = fiber

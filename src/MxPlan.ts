@@ -137,4 +137,7 @@ export const plan: (
     const ordered = yield* orderHosts(records)
     if (ordered.length === 0) return yield* dnsError(`${domain}: the MX records name no host`, true)
     return { domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit) }
-  }).pipe(Effect.withSpan("MxPlan.plan", { captureStackTrace: false }))
+  }).pipe((effect) =>
+    // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
+    Effect.useSpan("MxPlan.plan", { captureStackTrace: false }, () => effect)
+  )

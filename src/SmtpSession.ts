@@ -182,13 +182,18 @@ export const QUIT_TIMEOUT: Duration.Duration = Duration.seconds(2)
 
 // ---------------------------------------------------------------------------------------------------------------
 
-/** A phase's span. */
+/**
+ * A phase's span. A leaf: `Effect.useSpan` times the phase and records its exit like `withSpan`, but does not make
+ * the span the parent of what runs inside (nothing inside opens a span, and debug lines stay on the delivery's
+ * span), which spares the context switch in and out that is most of a span's cost: about 25 of its 35 run-loop
+ * steps, eight phases per delivery.
+ */
 const phaseSpan = (phase: Phase, duration: Duration.Duration, attributes: Record<string, unknown>) =>
 <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.withSpan(effect, `smtp.${phase}`, {
+  Effect.useSpan(`smtp.${phase}`, {
     attributes: { ...attributes, "smtp.phase": phase, "smtp.timeout_ms": Duration.toMillis(duration) },
     captureStackTrace: false
-  })
+  }, () => effect)
 
 /**
  * One phase: its own timeout, its own span. The timeout is that of `Effect.timeoutFail`; on a connection of this
@@ -662,8 +667,9 @@ export const quit = (session: { readonly connection: Connection }): Effect.Effec
     Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
     Effect.ignore,
     log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress),
-    Effect.withSpan("smtp.quit", {
-      attributes: { "smtp.remote_ip": session.connection.remoteAddress },
-      captureStackTrace: false
-    })
+    (effect) =>
+      Effect.useSpan("smtp.quit", {
+        attributes: { "smtp.remote_ip": session.connection.remoteAddress },
+        captureStackTrace: false
+      }, () => effect)
   )

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Option, Ref, Scope, Stream, TestClock } from "effect"
+import { Duration, Effect, Exit, Fiber, Option, Ref, Scope, Stream, Supervisor, TestClock } from "effect"
 import * as HappyEyeballs from "../src/HappyEyeballs.js"
+import * as internalLazyStream from "../src/internal/lazyStream.js"
 
 interface Peer {
   readonly name: string
@@ -154,5 +155,62 @@ describe("HappyEyeballs.race", () => {
       yield* TestClock.adjust(Duration.millis(300))
       yield* Fiber.interrupt(fiber)
       expect(yield* Ref.get(log)).toEqual(["0 start a", "250 start b", "300 close a", "300 close b"])
+    }))
+})
+
+describe("HappyEyeballs.race: the last candidate", () => {
+  /** Counts the fibers forked while `effect` runs. */
+  const forks = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.gen(function*() {
+      let started = 0
+      class Count extends Supervisor.AbstractSupervisor<void> {
+        value = Effect.void
+        override onStart() {
+          started++
+        }
+      }
+      const fiber = yield* Effect.fork(Effect.supervised(effect, new Count()))
+      return { fiber, started: () => started }
+    })
+
+  it.scoped("with nothing else running, runs in the race's fiber (a one-address host forks nothing)", () =>
+    Effect.gen(function*() {
+      const { attempt, log } = yield* harness
+      const { fiber, started } = yield* forks(HappyEyeballs.race({
+        candidates: internalLazyStream.make([{ name: "only", after: 30, ok: true }], Effect.succeed),
+        attempt,
+        delay: Option.some(250)
+      }))
+      yield* TestClock.adjust(Duration.millis(30))
+      const result = yield* Fiber.join(fiber)
+      expect(Option.map(result.winner, (w) => [w.value, w.startMs, w.endMs])).toEqual(Option.some(["only", 0, 30]))
+      expect(started()).toBe(0)
+      expect(yield* Ref.get(log)).toEqual(["0 start only"])
+    }))
+
+  it.effect("after the others failed, still fails over, records its failure and is released when interrupted", () =>
+    Effect.gen(function*() {
+      const { attempt, log } = yield* harness
+      const failing = yield* HappyEyeballs.race({
+        candidates: internalLazyStream.make<Peer, Peer, never>([
+          { name: "a", after: 10, ok: false },
+          { name: "b", after: 5, ok: false }
+        ], Effect.succeed),
+        attempt,
+        delay: Option.some(250)
+      }).pipe(Effect.scoped, Effect.fork)
+      yield* TestClock.adjust(Duration.millis(15))
+      const result = yield* Fiber.join(failing)
+      expect(Option.isNone(result.winner)).toBe(true)
+      expect(result.losers.map((l) => [l._tag, l.index, l.startMs, l.endMs])).toEqual([["Failed", 0, 0, 10], ["Failed", 1, 10, 15]])
+
+      const stalled = yield* HappyEyeballs.race({
+        candidates: internalLazyStream.make<Peer, Peer, never>([{ name: "c", ok: true }], Effect.succeed),
+        attempt,
+        delay: Option.some(250)
+      }).pipe(Effect.scoped, Effect.fork)
+      yield* TestClock.adjust(Duration.millis(100))
+      yield* Fiber.interrupt(stalled)
+      expect((yield* Ref.get(log)).slice(-2)).toEqual(["15 start c", "115 close c"])
     }))
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, TestClock, Tracer } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, TestClock, Tracer } from "effect"
 import * as Connector from "../src/Connector.js"
 import { Script, type Step, type TestPeer } from "../src/Connector.js"
 import type { AttemptRecord, DeliveryReport } from "../src/DeliveryReport.js"
@@ -518,6 +518,13 @@ describe("Transport.deliver: observability", () => {
         "smtp.timeout_ms": 20_000
       })
       expect(spans.map((s) => s.name)).toContain("Transport.deliverDomain")
+      // Phases are leaves under the domain's span, each ended with its exit.
+      const domainSpan = spans.find((s) => s.name === "Transport.deliverDomain")!
+      for (const s of smtp) {
+        expect(Option.getOrNull(s.parent)).toBe(domainSpan)
+        expect(s.status._tag).toBe("Ended")
+      }
+      expect(spans.find((s) => s.name === "MxPlan.plan")?.parent).toEqual(Option.some(domainSpan))
     }).pipe(Effect.provide(layers(twoHosts, { "192.0.2.1": accept(session([["rcpt@a.test", "250 ok"]])) }))))
 })
 
