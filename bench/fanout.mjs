@@ -2,7 +2,7 @@
 // The fan-out benchmark: the library's Transport.deliver measured side by side with a raw node:net client,
 // nodemailer without a pool and Postfix's smtp-source, in the same run, as ratios.
 //
-//   npm run bench                       full run (≥ 5 interleaved repetitions, ~10 minutes at most)
+//   npm run bench                       full run (≥ 5 interleaved repetitions, ~10 minutes, 20 at most)
 //   node bench/fanout.mjs --quick       a short run (2 repetitions, small counts, short figures)
 //
 // Flags: --quick  --reps=N  --levels=1,10,100,1000  --impls=raw,nodemailer,smtp-source,library
