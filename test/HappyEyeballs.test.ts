@@ -202,7 +202,8 @@ describe("HappyEyeballs.race: the last candidate", () => {
       yield* TestClock.adjust(Duration.millis(15))
       const result = yield* Fiber.join(failing)
       expect(Option.isNone(result.winner)).toBe(true)
-      expect(result.losers.map((l) => [l._tag, l.index, l.startMs, l.endMs])).toEqual([["Failed", 0, 0, 10], ["Failed", 1, 10, 15]])
+      expect(result.losers.map((l) => [l._tag, l.index, l.startMs, l.endMs]))
+        .toEqual([["Failed", 0, 0, 10], ["Failed", 1, 10, 15]])
 
       const stalled = yield* HappyEyeballs.race({
         candidates: internalLazyStream.make<Peer, Peer, never>([{ name: "c", ok: true }], Effect.succeed),

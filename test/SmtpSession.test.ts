@@ -1235,9 +1235,15 @@ describe("logging", () => {
     Effect.gen(function*() {
       const lines: Array<{ message: unknown; remoteIp: unknown }> = []
       const capture = Logger.make(({ annotations, message }) => {
-        lines.push({ message: Array.isArray(message) ? message[0] : message, remoteIp: HashMap.get(annotations, "smtp.remote_ip").pipe(Option.getOrNull) })
+        lines.push({
+          message: Array.isArray(message) ? message[0] : message,
+          remoteIp: Option.getOrNull(HashMap.get(annotations, "smtp.remote_ip"))
+        })
       })
-      yield* deliver().pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)), Logger.withMinimumLogLevel(level))
+      yield* deliver().pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+        Logger.withMinimumLogLevel(level)
+      )
       return lines
     }).pipe(peer(script))
 

@@ -533,8 +533,10 @@ describe("Transport.deliver: a long-lived caller", () => {
   // released by the caller; `Effect.addFinalizer` would leave the attempt fiber's FiberRef entries in the caller's
   // stacks, one more per delivery, each holding the connect span and through it the connection (12 KB a delivery
   // in the 60,000-delivery bench). FiberRefs keeps its stacks internal, hence the cast.
-  const deepestStack = Effect.map(Effect.getFiberRefs, (refs) =>
-    Math.max(...[...(refs as unknown as { locals: Map<unknown, ReadonlyArray<unknown>> }).locals.values()].map((s) => s.length)))
+  const deepestStack = Effect.map(Effect.getFiberRefs, (refs) => {
+    const stacks = (refs as unknown as { locals: Map<unknown, ReadonlyArray<unknown>> }).locals.values()
+    return Math.max(...[...stacks].map((stack) => stack.length))
+  })
 
   it.effect("keeps its FiberRefs flat however many deliveries it makes", () =>
     Effect.gen(function*() {
