@@ -229,9 +229,14 @@ const makeLiveConnection = (sockets: Sockets, options: ConnectOptions, waits: Wa
           resumeWrite(Effect.fail(new SocketError({ kind: "reset", message: "write on a closed connection" })))
           return
         }
-        current.write(data, (error) => {
+        // Below the high-water mark the socket has taken the bytes: go on at once (a later write error ends the
+        // line buffer, and the phase's next read fails with it). Above it, wait until they are flushed, so that a
+        // peer that stops reading holds the phase, under its timeout.
+        // (A resume after the first is ignored.)
+        const accepted = current.write(data, (error) => {
           resumeWrite(error ? Effect.fail(fromNodeError(error, "io")) : Effect.void)
         })
+        if (accepted) resumeWrite(Effect.void)
       }),
     startTls: (tlsOptions) =>
       waits.wait<void, SocketError>((resumeTls) => {

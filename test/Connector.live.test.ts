@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -276,4 +276,22 @@ describe("Connector.layer (node:net / node:tls)", () => {
         expect(yield* openCount).toBe(0)
       }))
   })
+
+  it.scopedLive("a write the socket takes returns at once; one past its buffer waits for a peer that stopped reading", () =>
+    Effect.gen(function*() {
+      let peer: net.Socket | null = null
+      const server = yield* rawServer((socket) => {
+        peer = socket
+        socket.pause()
+      })
+      const connection = yield* connect({ ip: "127.0.0.1", port: server.port })
+      // Small: taken below the high-water mark, nothing to wait for even though the peer reads nothing.
+      yield* connection.write("NOOP\r\n")
+      // 64 MiB: far past what the socket and the kernel buffer while the peer is paused.
+      const big = yield* Effect.fork(connection.write("z".repeat(64 * 1024 * 1024)))
+      yield* Effect.sleep(Duration.millis(300))
+      expect(big.unsafePoll()).toBeNull()
+      peer!.resume()
+      expect(Exit.isSuccess(yield* Effect.exit(Fiber.join(big)))).toBe(true)
+    }), 20_000)
 })
