@@ -69,7 +69,10 @@ export interface Connection {
    * {@link MAX_LINE_BYTES} is a `protocol` error, and end of input is `closed`.
    */
   readonly readLine: Effect.Effect<string, SocketError>
-  /** Resolves once the data is handed to the OS (Node's write callback), which is the back-pressure there is. */
+  /**
+   * Resolves once the socket has taken the data: at once below its high-water mark, after the flush (Node's write
+   * callback) above it, which is the back-pressure there is. A later write error ends the input with that error.
+   */
   readonly write: (data: string | Uint8Array) => Effect.Effect<void, SocketError>
   /**
    * Upgrades the connection in place. Refused with a `protocol` error when the server sent anything after its reply

@@ -180,6 +180,19 @@ export interface TransactionResult {
  */
 export const QUIT_TIMEOUT: Duration.Duration = Duration.seconds(2)
 
+/**
+ * After the server's 221, how long QUIT waits for the server to close the connection before the socket is destroyed.
+ * The side that closes first keeps the connection in TIME_WAIT for a minute; a server closes right after its 221,
+ * and a client that destroys its socket before that close arrives takes the TIME_WAIT on its own address. With
+ * bound source addresses those run out of ports (about 14,000 connections per address, then the rate collapses).
+ *
+ * @since 0.1.0
+ */
+export const QUIT_CLOSE_WAIT: Duration.Duration = Duration.millis(200)
+
+/** Bound on the lines read while waiting for the close: a server that talks after its 221 is not waited for. */
+const MAX_LINES_AFTER_QUIT = 16
+
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
@@ -656,14 +669,31 @@ const drainData = (connection: Connection, timeout: Duration.Duration, attribute
     yield* SmtpReply.read(connection, "data")
   }).pipe(bounded(connection, "data", timeout, { ...attributes, "smtp.drain": true }))
 
+/** Reads until the server closes (end of input), at most {@link MAX_LINES_AFTER_QUIT} lines. */
+const peerClosed = (connection: Connection): Effect.Effect<void, TransportError.TransportError> => {
+  const loop = (left: number): Effect.Effect<void, TransportError.TransportError> =>
+    Effect.matchEffect(connection.readLine, {
+      onFailure: (e) => e.kind === "closed" ? Effect.void : Effect.fail(toTransportError(e, "quit")),
+      onSuccess: () => left > 1 ? loop(left - 1) : Effect.void
+    })
+  return loop(MAX_LINES_AFTER_QUIT)
+}
+
 /**
- * QUIT, capped at {@link QUIT_TIMEOUT}; every failure is ignored. Takes a session, or just its connection.
+ * QUIT, capped at {@link QUIT_TIMEOUT}; after a 221, up to {@link QUIT_CLOSE_WAIT} more for the server to close
+ * first. Every failure is ignored. Takes a session, or just its connection.
  *
  * @since 0.1.0
  */
 export const quit = (session: { readonly connection: Connection }): Effect.Effect<void> =>
   phaseDeadline.timeoutFail(session.connection, command(session.connection, "quit", "QUIT"), QUIT_TIMEOUT, () =>
     TransportError.timeout("quit", QUIT_TIMEOUT)).pipe(
+    Effect.flatMap((reply) =>
+      reply.code === 221
+        ? phaseDeadline.timeoutFail(session.connection, peerClosed(session.connection), QUIT_CLOSE_WAIT, () =>
+          TransportError.timeout("quit", QUIT_CLOSE_WAIT))
+        : Effect.void
+    ),
     Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
     Effect.ignore,
     log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress),

@@ -239,6 +239,28 @@ describe("many deliveries to misbehaving peers leave nothing behind", () => {
     }))
 })
 
+describe("closing order", () => {
+  it.scopedLive("after its 221 the server closes first: the client waits for that close before it lets go", () =>
+    Effect.gen(function*() {
+      const peer = yield* hostilePeer(async (c) => {
+        if (!(await hello(c)) || !(await answer(c, "250 ok")) || !(await answer(c, "250 ok"))) return
+        if (!(await answer(c, "354 go")) || !(await c.until(`${CRLF}.${CRLF}`))) return
+        c.write(`250 queued${CRLF}`)
+        if (!(await answer(c, "221 bye"))) return
+        // A server a little slow to close: a client that closed first would have sent its FIN by now, and that
+        // side keeps the TIME_WAIT (on a bound source address, a minute per connection).
+        await c.sleep(50)
+        c.emit(c.socket.readableEnded ? "client closed first" : "client waited")
+        c.socket.end()
+      })
+      const report = yield* delivery({ ip: peer.host, port: peer.port })
+      expect(report.recipients.map((r) => r.status)).toEqual(["delivered"])
+      yield* peer.settled
+      expect(peer.connections.map((c) => c.events)).toEqual([["client waited"]])
+      expect(yield* Connector.openConnections).toBe(0)
+    }))
+})
+
 describe("the leak checks themselves", () => {
   it.scopedLive("see a socket left open on either side, and nothing once it is closed", () =>
     Effect.gen(function*() {

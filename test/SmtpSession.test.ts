@@ -391,6 +391,23 @@ greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
         { script: [...hello(), Script.expect("QUIT"), Script.reset] }
       ]
     }))))
+
+  it.effect("quit: after the 221, waits for the server to close first, at most QUIT_CLOSE_WAIT", () =>
+    Effect.gen(function*() {
+      const quitAfterOpen = Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s)))
+      // closes 50 ms after its 221: QUIT returns with the close
+      expect(yield* finishesAt(quitAfterOpen, 50)).toEqual(Exit.void)
+      // never closes: QUIT gives up waiting after QUIT_CLOSE_WAIT, and succeeds all the same
+      expect(yield* finishesAt(quitAfterOpen, Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT))).toEqual(Exit.void)
+      // answers something else than 221: nothing to wait for
+      expect(yield* finishedBy(quitAfterOpen, 0)).toEqual(Exit.void)
+    }).pipe(Effect.provide(Connector.layerTest({
+      [IP]: [
+        { script: [...hello(), Script.expect("QUIT"), Script.reply("221 bye"), Script.delay("50 millis"), Script.close] },
+        { script: [...hello(), Script.expect("QUIT"), Script.reply("221 bye"), Script.stall] },
+        { script: [...hello(), Script.expect("QUIT"), Script.reply("500 what"), Script.stall] }
+      ]
+    }))))
 })
 
 // ---------------------------------------------------------------------------------------------------------------
