@@ -9,10 +9,8 @@
  * @internal
  */
 import type * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
+import { Sleeper } from "./sleeper.js"
 
 /** @internal */
 export interface Entry {
@@ -26,11 +24,7 @@ export class DeadlineTimer {
   /** Pending entries by deadline (cancelled ones are dropped lazily), from `head` on. */
   private entries: Array<Entry> = []
   private head = 0
-  /** When the sleeper, if any, wakes up next. */
-  private wakeAt = Infinity
-  private sleeper: Fiber.RuntimeFiber<void> | null = null
-  /** Tells a sleeper whether it is still the timer's sleeper (a replaced one may be past its sleep). */
-  private sleeperId = 0
+  private readonly sleeper = new Sleeper((now) => this.fireDue(now))
   private closed = false
 
   /**
@@ -42,10 +36,8 @@ export class DeadlineTimer {
   schedule(clock: Clock.Clock, at: number, fire: () => void): readonly [Entry, Effect.Effect<void>] {
     const entry: Entry = { at, fire }
     this.insert(entry)
-    if (this.closed || (this.sleeper !== null && this.sleeper.unsafePoll() === null && this.wakeAt <= at)) {
-      return [entry, Effect.void]
-    }
-    return [entry, this.startSleeper(clock)]
+    if (this.closed || this.sleeper.covers(at)) return [entry, Effect.void]
+    return [entry, this.sleeper.start(clock, this.entries[this.head]?.at ?? Infinity)]
   }
 
   /** @internal */
@@ -59,7 +51,7 @@ export class DeadlineTimer {
     this.closed = true
     this.entries = []
     this.head = 0
-    this.stopSleeper()
+    this.sleeper.stop()
   }
 
   private insert(entry: Entry): void {
@@ -83,49 +75,16 @@ export class DeadlineTimer {
     }
   }
 
-  private stopSleeper(): void {
-    this.sleeperId++
-    this.wakeAt = Infinity
-    if (this.sleeper !== null) {
-      this.sleeper.unsafeInterruptAsFork(FiberId.none)
-      this.sleeper = null
+  /** Fires every entry due at `now`; the next deadline to sleep to, `Infinity` when none is left. */
+  private fireDue(now: number): number {
+    // `fire` may cancel or add entries, which moves `head` and may replace `entries`: both re-read each time.
+    while (this.head < this.entries.length && this.entries[this.head]!.at <= now) {
+      const entry = this.entries[this.head++]!
+      const fire = entry.fire
+      entry.fire = null
+      fire?.()
     }
-  }
-
-  private startSleeper(clock: Clock.Clock): Effect.Effect<void> {
-    this.stopSleeper()
-    const id = this.sleeperId
-    this.wakeAt = this.entries[this.head]?.at ?? Infinity
-    // A daemon: the timer outlives whichever fiber scheduled the entry that started it; `close` stops it.
-    return Effect.map(Effect.forkDaemon(this.sleep(clock, id)), (fiber) => {
-      if (id === this.sleeperId) this.sleeper = fiber
-    })
-  }
-
-  private sleep(clock: Clock.Clock, id: number): Effect.Effect<void> {
-    const loop: Effect.Effect<void> = Effect.suspend(() =>
-      Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.wakeAt - clock.unsafeCurrentTimeMillis()))), () => {
-        if (id !== this.sleeperId) return Effect.void
-        const now = clock.unsafeCurrentTimeMillis()
-        // `fire` may cancel or add entries, which moves `head` and may replace `entries`: both re-read each time.
-        while (this.head < this.entries.length && this.entries[this.head]!.at <= now) {
-          const entry = this.entries[this.head++]!
-          const fire = entry.fire
-          entry.fire = null
-          fire?.()
-        }
-        this.dropDead()
-        const next = this.entries[this.head]
-        if (next === undefined) {
-          this.sleeperId++
-          this.sleeper = null
-          this.wakeAt = Infinity
-          return Effect.void
-        }
-        this.wakeAt = next.at
-        return loop
-      })
-    )
-    return loop
+    this.dropDead()
+    return this.entries[this.head]?.at ?? Infinity
   }
 }

@@ -16,12 +16,10 @@
  * @internal
  */
 import * as Cause from "effect/Cause"
-import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
 import type * as Scope from "effect/Scope"
+import { Sleeper } from "./sleeper.js"
 
 /**
  * What a connector's blocking wait registers: it calls `resume` once (possibly at once), and may return the
@@ -46,11 +44,7 @@ export class Waits<E> {
   private phases = 0
   /** Clock time (ms) at which the current phase expires; Infinity with no phase running. */
   private deadline = Infinity
-  /** When the sleeper, if any, wakes up next. */
-  private wakeAt = Infinity
-  private sleeper: Fiber.RuntimeFiber<void> | null = null
-  /** Tells a sleeper whether it is still the connection's sleeper (a replaced one may be past its sleep). */
-  private sleeperId = 0
+  private readonly sleeper = new Sleeper((now) => this.onWake(now))
   private closed = false
 
   /** @param timeoutError the error a wait fails with when its phase's deadline passes */
@@ -114,7 +108,10 @@ export class Waits<E> {
               this.end(phase) ? Effect.fail(onTimeout()) : Effect.succeed(a)
           })
         )
-        return this.sleeperCovers() ? timed : Effect.zipRight(this.startSleeper(clock), timed)
+        // A running sleeper that wakes no later than this deadline will see to it.
+        return this.closed || this.sleeper.covers(this.deadline)
+          ? timed
+          : Effect.zipRight(this.sleeper.start(clock, this.deadline), timed)
       })
     )
   }
@@ -127,7 +124,7 @@ export class Waits<E> {
   close(): void {
     this.closed = true
     this.deadline = Infinity
-    this.stopSleeper()
+    this.sleeper.stop()
   }
 
   private begin(deadline: number): number {
@@ -147,49 +144,12 @@ export class Waits<E> {
     return expired
   }
 
-  /** A live sleeper wakes no later than the current deadline: it will see to it. */
-  private sleeperCovers(): boolean {
-    return this.closed || (this.sleeper !== null && this.sleeper.unsafePoll() === null && this.wakeAt <= this.deadline)
-  }
-
-  private stopSleeper(): void {
-    this.sleeperId++
-    this.wakeAt = Infinity
-    if (this.sleeper !== null) {
-      this.sleeper.unsafeInterruptAsFork(FiberId.none)
-      this.sleeper = null
-    }
-  }
-
-  /** A sleeper for the current deadline, in place of any that would wake later. */
-  private startSleeper(clock: Clock.Clock): Effect.Effect<void> {
-    this.stopSleeper()
-    const id = this.sleeperId
-    this.wakeAt = this.deadline
-    // A daemon, stopped by the connection's finalizer, rather than a child of whichever fiber runs the phase.
-    return Effect.map(Effect.forkDaemon(this.sleep(clock, id)), (fiber) => {
-      if (id === this.sleeperId) this.sleeper = fiber
-    })
-  }
-
-  private sleep(clock: Clock.Clock, id: number): Effect.Effect<void> {
-    const loop: Effect.Effect<void> = Effect.suspend(() =>
-      Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.wakeAt - clock.unsafeCurrentTimeMillis()))), () => {
-        if (id !== this.sleeperId) return Effect.void
-        const now = clock.unsafeCurrentTimeMillis()
-        if (now < this.deadline && this.deadline < Infinity) {
-          // The phase it slept for ended and a later one began: sleep on to that one's deadline.
-          this.wakeAt = this.deadline
-          return loop
-        }
-        this.sleeperId++
-        this.sleeper = null
-        this.wakeAt = Infinity
-        if (this.deadline <= now) this.expire()
-        return Effect.void
-      })
-    )
-    return loop
+  /** The sleeper woke: sleep on to a later phase's deadline, or expire the phase whose deadline has passed. */
+  private onWake(now: number): number {
+    // The phase it slept for ended and a later one began: sleep on to that one's deadline.
+    if (now < this.deadline && this.deadline < Infinity) return this.deadline
+    if (this.deadline <= now) this.expire()
+    return Infinity
   }
 
   private expire(): void {
