@@ -1,0 +1,156 @@
+/**
+ * The settings vocabulary every stage of a delivery speaks: one name per concept, from the configuration file to the
+ * report. A leaf: it imports nothing of the library. The configuration loader produces these values, each stage
+ * consumes the ones of its stage, and `explain` prints them.
+ *
+ * | concept | Stalwart keys (v0.7–v0.12) | here |
+ * |---|---|---|
+ * | IP strategy | `ip-strategy` | `ipStrategy` |
+ * | source addresses | `source-ip.v4`, `source-ip.v6` | `sourceIp` |
+ * | EHLO name | `hostname` | `ehloName` |
+ * | timeouts | `timeouts.<phase>` | `timeouts[phase]` |
+ * | limits | `limits.mx`, `limits.multihomed` | `limits.mx`, `limits.multihomed` |
+ *
+ * @since 0.2.0
+ */
+import type * as Duration from "effect/Duration"
+import type * as Option from "effect/Option"
+
+/**
+ * Which address families to try, in which order.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type IpStrategy = "ipv4_only" | "ipv6_only" | "ipv6_then_ipv4" | "ipv4_then_ipv6"
+
+/**
+ * A TLS requirement (`tls.starttls`, `tls.mta-sts`): `disable` never uses it, `optional` uses it where it can,
+ * `require` fails without it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type TlsPolicy = "optional" | "require" | "disable"
+
+/**
+ * When a key is evaluated, which decides the variables it may use: `domain` knows the message and recipient
+ * variables, `host` adds `mx`, `connection` adds `remote_ip` and `local_ip`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Stage = "domain" | "host" | "connection"
+
+/**
+ * Where in a delivery something happens: the phases of the pipeline, in order.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Phase =
+  | "dns"
+  | "mta-sts"
+  | "connect"
+  | "greeting"
+  | "ehlo"
+  | "tls"
+  | "mail-from"
+  | "rcpt-to"
+  | "data"
+  | "quit"
+
+/**
+ * The phases of one connection that have a configured timeout, in dialogue order.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const sessionPhases = ["connect", "greeting", "ehlo", "tls", "mail-from", "rcpt-to", "data"] as const
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type SessionPhase = typeof sessionPhases[number]
+
+/**
+ * Every phase with a configured timeout: the session's, and the MTA-STS policy fetch.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type TimedPhase = SessionPhase | "mta-sts"
+
+/**
+ * Timeouts by phase (Postfix's `xfer_timeouts[state]`): `timeouts[phase]` bounds that whole phase. `tls` covers the
+ * STARTTLS command and the handshake; `rcpt-to` each RCPT on its own; `data` the DATA command, its 354, the message
+ * and the end-of-data reply together (or BDAT and its reply).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Timeouts<P extends TimedPhase = TimedPhase> = { readonly [K in P]: Duration.Duration }
+
+/**
+ * Source addresses to bind, by family; one is picked at random for each connection. Empty: the OS picks.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface SourceIp {
+  readonly v4: ReadonlyArray<string>
+  readonly v6: ReadonlyArray<string>
+}
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface Limits {
+  /** How many MX hosts of a domain are tried. */
+  readonly mx: number
+  /** How many addresses of one MX host are tried. */
+  readonly multihomed: number
+}
+
+/**
+ * The settings evaluated once per destination domain.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface DomainSettings {
+  readonly limits: Limits
+  readonly tls: { readonly mtaSts: TlsPolicy }
+  readonly timeouts: Timeouts<"mta-sts">
+}
+
+/**
+ * The settings evaluated once per MX host.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface HostSettings {
+  readonly ipStrategy: IpStrategy
+  readonly sourceIp: SourceIp
+  readonly tls: {
+    readonly starttls: TlsPolicy
+    /** `tls.allow-invalid-certs`: accept a certificate that does not verify even where TLS is required. */
+    readonly allowInvalidCerts: boolean
+  }
+  /** RFC 8305's connection-attempt delay; `None`: one attempt at a time. */
+  readonly connectionAttemptDelay: Option.Option<Duration.Duration>
+}
+
+/**
+ * The settings evaluated once per connection.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ConnectionSettings {
+  readonly ehloName: string
+  readonly timeouts: Timeouts<SessionPhase>
+}
