@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import type { IpStrategy } from "./OutboundConfig.js"
+import type { IpStrategy, SessionPhase, TlsPolicy } from "./Settings.js"
 import type { Kind, Phase } from "./TransportError.js"
 
 /**
@@ -142,23 +142,25 @@ export interface DeliveryReport {
 export interface ExplainedHost extends HostPlan {
   readonly settings: {
     readonly ehlo: string
-    readonly starttls: "optional" | "require" | "disable"
+    readonly starttls: TlsPolicy
     readonly allowInvalidCerts: boolean
     /** TLS is required whatever `starttls` says: REQUIRETLS, or an enforced MTA-STS policy. */
     readonly requireTls: boolean
     /** `null`: strictly one address at a time. */
     readonly connectionAttemptDelayMs: number | null
-    readonly timeouts: {
-      readonly connect: number
-      readonly greeting: number
-      readonly tls: number
-      readonly ehlo: number
-      readonly mailFrom: number
-      readonly rcptTo: number
-      readonly data: number
-    }
+    readonly timeouts: ExplainedTimeouts
   } | null
 }
+
+type CamelCase<S extends string> = S extends `${infer A}-${infer B}` ? `${A}${Capitalize<CamelCase<B>>}` : S
+
+/**
+ * A connection's timeouts in milliseconds, one field per session phase in camelCase (`timeouts["mail-from"]` is
+ * `mailFrom`): `connect`, `greeting`, `tls`, `ehlo`, `mailFrom`, `rcptTo`, `data`.
+ *
+ * @since 0.2.0
+ */
+export type ExplainedTimeouts = { readonly [P in SessionPhase as CamelCase<P>]: number }
 
 /**
  * @since 0.1.0

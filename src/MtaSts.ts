@@ -22,7 +22,7 @@ import { domainToASCII } from "node:url"
 import { Dns } from "./Dns.js"
 import { readCapped } from "./internal/mtaSts/body.js"
 import * as NodeFetcher from "./internal/mtaSts/nodeFetcher.js"
-import type { TlsPolicy } from "./OutboundConfig.js"
+import type { TlsPolicy } from "./Settings.js"
 import { type Entry, PolicyCache } from "./PolicyCache.js"
 import * as TransportError from "./TransportError.js"
 

@@ -31,14 +31,16 @@ import type {
   ReportError,
   ReportReply
 } from "./DeliveryReport.js"
-import type { Value, Variables } from "./Expression.js"
+import type { Variables } from "./Expression.js"
 import * as HappyEyeballs from "./HappyEyeballs.js"
 import * as address from "./internal/address.js"
 import * as lazyStream from "./internal/lazyStream.js"
+import { explainedSettings } from "./internal/settings/explain.js"
 import * as MtaSts from "./MtaSts.js"
 import * as MxPlan from "./MxPlan.js"
-import { OutboundConfig, type Setting } from "./OutboundConfig.js"
+import { evaluateConnection, evaluateDomain, evaluateHost, OutboundConfig } from "./OutboundConfig.js"
 import * as PolicyCache from "./PolicyCache.js"
+import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
 import * as SmtpSession from "./SmtpSession.js"
 import type { Reply } from "./SmtpReply.js"
 import * as TransportError from "./TransportError.js"
@@ -230,26 +232,25 @@ interface DomainRun {
   readonly warnings: ReadonlyArray<string>
 }
 
-/** Keys evaluated at one stage, warnings collected on the way (a fallback to a default is worth telling). */
-class Evaluator {
-  readonly warnings: Array<string> = []
-  constructor(readonly variables: Variables) {}
-  get<A>(setting: Setting<A>): A {
-    const evaluated = setting.evaluate(this.variables)
-    if (evaluated.warning !== null) this.warnings.push(evaluated.warning)
-    return evaluated.value
-  }
-  with(extra: Record<string, Value>): Evaluator {
-    const child = new Evaluator({ ...this.variables, ...extra })
-    ;(child as { warnings: Array<string> }).warnings = this.warnings
-    return child
-  }
-}
+// The variables of each stage: the delivery's, then the domain's, + `mx`, + the connection's addresses.
+const domainVariables = (base: Variables, group: Group): Variables => ({
+  ...base,
+  rcpt: group.recipients[0]!,
+  rcpt_domain: group.domain
+})
+const hostVariables = (domain: Variables, host: MxPlan.MxHost): Variables => ({ ...domain, mx: host.name })
+const connectionVariables = (host: Variables, remoteIp: string, source: string | null): Variables => ({
+  ...host,
+  remote_ip: remoteIp,
+  local_ip: source ?? unbound(remoteIp)
+})
 
 /** What the domain stage decided: the MTA-STS policy, the MX plan with the hosts a policy excludes taken out. */
 interface DomainStage {
-  readonly domainEval: Evaluator
-  readonly limits: { readonly mx: number; readonly multihomed: number }
+  readonly variables: Variables
+  readonly settings: DomainSettings
+  /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */
+  readonly warnings: Array<string>
   readonly mtaSts: MtaSts.Outcome | null
   readonly plan: MxPlan.MxPlan | null
   /** Hosts an enforced MTA-STS policy does not list: never contacted, a permanent policy error each. */
@@ -262,26 +263,26 @@ const domainStage = (
   group: Group
 ): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
   Effect.gen(function*() {
-    const { config } = ctx
-    const domainEval = new Evaluator({ ...ctx.base, rcpt: group.recipients[0]!, rcpt_domain: group.domain })
-    const limits = { mx: domainEval.get(config.limits.mx), multihomed: domainEval.get(config.limits.multihomed) }
-    const mode = domainEval.get(config.tls.mtaSts)
-    const stage = { domainEval, limits, mtaSts: null, plan: null, excluded: [], error: null }
+    const variables = domainVariables(ctx.base, group)
+    const { settings, warnings: evaluationWarnings } = evaluateDomain(ctx.config, variables)
+    const warnings = [...evaluationWarnings]
+    const mode = settings.tls.mtaSts
+    const stage = { variables, settings, warnings, mtaSts: null, plan: null, excluded: [], error: null }
     // An address literal has no policy to publish; `disable` means not even asking.
     let mtaSts: MtaSts.Outcome | null = null
     if (!group.literal && mode !== "disable") {
       const resolved = yield* Effect.either(MtaSts.resolve(group.target, {
         mode,
-        timeout: domainEval.get(config.timeouts.mtaSts),
+        timeout: settings.timeouts["mta-sts"],
         port: ctx.options.mtaStsPort,
         ca: ctx.options.ca
       }))
       if (Either.isLeft(resolved)) return { ...stage, error: resolved.left }
       mtaSts = resolved.right
-      if (mtaSts.warning !== null) domainEval.warnings.push(mtaSts.warning)
+      if (mtaSts.warning !== null) warnings.push(mtaSts.warning)
     }
     // An address literal goes to MxPlan as written so that it skips DNS; a name goes in its A-label form.
-    const planned = yield* Effect.either(MxPlan.plan(group.literal ? group.domain : group.target, limits.mx))
+    const planned = yield* Effect.either(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx))
     if (Either.isLeft(planned)) return { ...stage, mtaSts, error: planned.left }
     const policy = mtaSts?.policy ?? null
     const listed = (host: MxPlan.MxHost) => policy === null || MtaSts.hostAllowed(policy, host.name)
@@ -290,7 +291,7 @@ const domainStage = (
       : []
     if (policy !== null && policy.mode === "testing") {
       for (const host of planned.right.hosts.filter((h) => !listed(h))) {
-        domainEval.warnings.push(`MTA-STS (testing): ${host.name} is not listed in the policy of ${group.target}`)
+        warnings.push(`MTA-STS (testing): ${host.name} is not listed in the policy of ${group.target}`)
       }
     }
     const plan = { ...planned.right, hosts: planned.right.hosts.filter((h) => !MtaSts.enforced(policy) || listed(h)) }
@@ -311,7 +312,7 @@ const domainPlanOf = (
   mx: stage.plan?.records.map((r) => ({ exchange: r.exchange, priority: r.priority })) ?? [],
   hosts,
   dropped: stage.plan?.dropped.map((h) => h.name) ?? [],
-  limits: stage.limits,
+  limits: stage.settings.limits,
   mtaSts: stage.mtaSts === null ? null : mtaStsPlan(stage.mtaSts),
   error: error === null ? null : reportError(error)
 })
@@ -345,7 +346,7 @@ const deliverDomain = (
   Effect.gen(function*() {
     const { config } = ctx
     const stage = yield* domainStage(ctx, group)
-    const { domainEval, limits, plan } = stage
+    const { plan, warnings } = stage
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
     const hostErrors: Array<TransportError> = stage.excluded.map(([, error]) => error)
@@ -355,21 +356,27 @@ const deliverDomain = (
         recipients: group.recipients.map((rcpt) => failedBy(rcpt, error!, null)),
         attempts,
         plan: domainPlanOf(group, stage, hostPlans, error),
-        warnings: domainEval.warnings
+        warnings
       }
     }
     const policy = stage.mtaSts?.policy ?? null
     const enforced = MtaSts.enforced(policy)
 
     let results: ReadonlyArray<RecipientResult> | null = null
+    // Each host's settings, evaluated once when Candidates reaches the host, read again by tryHost.
+    const hostSettings = new Map<MxPlan.MxHost, { readonly variables: Variables; readonly settings: HostSettings }>()
     const perHost = (host: MxPlan.MxHost) =>
       Effect.sync((): Candidates.HostSettings => {
-        const hostEval = domainEval.with({ mx: host.name })
+        const variables = hostVariables(stage.variables, host)
+        const evaluated = evaluateHost(config, variables)
+        warnings.push(...evaluated.warnings)
+        hostSettings.set(host, { variables, settings: evaluated.settings })
+        const { ipStrategy, sourceIp } = evaluated.settings
         return {
-          strategy: hostEval.get(config.ipStrategy),
-          multihomed: limits.multihomed,
-          sourceV4: hostEval.get(config.sourceIp.v4),
-          sourceV6: hostEval.get(config.sourceIp.v6)
+          strategy: ipStrategy,
+          multihomed: stage.settings.limits.multihomed,
+          sourceV4: sourceIp.v4,
+          sourceV6: sourceIp.v6
         }
       })
 
@@ -380,7 +387,7 @@ const deliverDomain = (
           hostErrors.push(host.resolution.left)
           return true
         }
-        const outcome = yield* tryHost(ctx, group, domainEval.with({ mx: host.host.name }), host, attempts, enforced)
+        const outcome = yield* tryHost(ctx, group, hostSettings.get(host.host)!, host, attempts, enforced, warnings)
         if (outcome._tag === "NextHost") {
           hostErrors.push(outcome.error)
           return true
@@ -390,7 +397,7 @@ const deliverDomain = (
       }))
 
     const final = results ?? allHostsFailed(group.recipients, hostErrors)
-    return { recipients: final, attempts, plan: domainPlanOf(group, stage, hostPlans, null), warnings: domainEval.warnings }
+    return { recipients: final, attempts, plan: domainPlanOf(group, stage, hostPlans, null), warnings }
   }).pipe(
     Effect.withSpan("Transport.deliverDomain", { ...spanOptions, attributes: { domain: group.domain } })
   )
@@ -415,49 +422,42 @@ export const explain = Effect.fn("Transport.explain")(function*(request: Deliver
         ...excludedHostPlan(excluded),
         settings: null
       }))
+      const policy = stage.mtaSts?.policy ?? null
+      const enforced = MtaSts.enforced(policy)
       for (const host of stage.plan?.hosts ?? []) {
-        const hostEval = stage.domainEval.with({ mx: host.name })
-        const strategy = hostEval.get(config.ipStrategy)
-        const sourceIps = { v4: hostEval.get(config.sourceIp.v4), v6: hostEval.get(config.sourceIp.v6) }
-        const resolved = yield* Effect.either(Candidates.resolveHost(host, strategy, stage.limits.multihomed))
+        // The same stage evaluations as deliver's; the connection's for the host's first address, nothing bound.
+        const variables = hostVariables(stage.variables, host)
+        const hostEval = evaluateHost(config, variables)
+        stage.warnings.push(...hostEval.warnings)
+        const { ipStrategy, sourceIp } = hostEval.settings
+        const resolved = yield* Effect.either(
+          Candidates.resolveHost(host, ipStrategy, stage.settings.limits.multihomed)
+        )
         const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
         const remote = addresses[0] ?? "0.0.0.0"
-        const connEval = hostEval.with({ remote_ip: remote, local_ip: unbound(remote) })
-        const policy = stage.mtaSts?.policy ?? null
-        const ms = (setting: Setting<Duration.Duration>) => Duration.toMillis(connEval.get(setting))
+        const connection = evaluateConnection(config, connectionVariables(variables, remote, null))
+        stage.warnings.push(...connection.warnings)
         hosts.push({
           host: host.name,
           preference: host.preference,
           implicit: host.implicit,
-          strategy,
+          strategy: ipStrategy,
           addresses,
           truncated: Either.match(resolved, { onLeft: () => [], onRight: (r) => r.truncated }),
-          sourceIps,
+          sourceIps: sourceIp,
           mtaSts: policy === null || policy.mode === "none" ? null : MtaSts.matches(policy, host.name) ? "match" : "mismatch",
           error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
-          settings: {
-            ehlo: connEval.get(config.hostname),
-            starttls: hostEval.get(config.tls.starttls),
-            allowInvalidCerts: hostEval.get(config.tls.allowInvalidCerts) && !MtaSts.enforced(policy),
-            requireTls: request.requireTls === true || MtaSts.enforced(policy),
-            connectionAttemptDelayMs: Option.getOrNull(Option.map(hostEval.get(config.connectionAttemptDelay), Duration.toMillis)),
-            timeouts: {
-              connect: ms(config.timeouts.connect),
-              greeting: ms(config.timeouts.greeting),
-              tls: ms(config.timeouts.tls),
-              ehlo: ms(config.timeouts.ehlo),
-              mailFrom: ms(config.timeouts.mailFrom),
-              rcptTo: ms(config.timeouts.rcptTo),
-              data: ms(config.timeouts.data)
-            }
-          }
+          settings: explainedSettings(hostEval.settings, connection.settings, {
+            allowInvalidCerts: hostEval.settings.tls.allowInvalidCerts && !enforced,
+            requireTls: request.requireTls === true || enforced
+          })
         })
       }
       const explained: ExplainedDomain = {
         ...domainPlanOf(group, stage, hosts, stage.error),
         hosts,
-        mtaStsTimeoutMs: Duration.toMillis(stage.domainEval.get(config.timeouts.mtaSts)),
-        warnings: stage.domainEval.warnings
+        mtaStsTimeoutMs: Duration.toMillis(stage.settings.timeouts["mta-sts"]),
+        warnings: stage.warnings
       }
       return explained
     }), { concurrency: options.domainConcurrency })
@@ -475,7 +475,7 @@ type HostOutcome =
 interface Connected {
   readonly connection: SmtpSession.Connected
   readonly candidate: Candidates.Candidate
-  readonly evaluator: Evaluator
+  readonly settings: ConnectionSettings
 }
 
 /**
@@ -485,30 +485,35 @@ interface Connected {
 const tryHost = (
   ctx: Run,
   group: Group,
-  hostEval: Evaluator,
+  hostStage: { readonly variables: Variables; readonly settings: HostSettings },
   host: Candidates.HostCandidates,
   attempts: Array<AttemptRecord>,
   /** An enforced MTA-STS policy applies: verified TLS or nothing (RFC 8461 §5). */
-  enforced: boolean
+  enforced: boolean,
+  warnings: Array<string>
 ): Effect.Effect<HostOutcome, never, Connector.Connector> =>
   Effect.scoped(Effect.gen(function*() {
     const { config } = ctx
     const tlsPolicy = {
-      starttls: hostEval.get(config.tls.starttls),
-      allowInvalidCerts: hostEval.get(config.tls.allowInvalidCerts) && !enforced
+      starttls: hostStage.settings.tls.starttls,
+      allowInvalidCerts: hostStage.settings.tls.allowInvalidCerts && !enforced
     }
-    const delay = hostEval.get(config.connectionAttemptDelay)
+    const delay = hostStage.settings.connectionAttemptDelay
     const since = (ms: number) => ms - ctx.startMs
 
     const race = yield* HappyEyeballs.race({
       candidates: host.candidates,
       attempt: (candidate: Candidates.Candidate) => {
-        const evaluator = hostEval.with({ remote_ip: candidate.ip, local_ip: candidate.source ?? unbound(candidate.ip) })
-        const timeout = evaluator.get(config.timeouts.connect)
+        const evaluated = evaluateConnection(
+          config,
+          connectionVariables(hostStage.variables, candidate.ip, candidate.source)
+        )
+        if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
+        const settings = evaluated.settings
         return SmtpSession.connect(
           { ip: candidate.ip, port: ctx.options.port, localAddress: candidate.source ?? undefined },
-          timeout
-        ).pipe(Effect.map((connection): Connected => ({ connection, candidate, evaluator })))
+          settings.timeouts.connect
+        ).pipe(Effect.map((connection): Connected => ({ connection, candidate, settings })))
       },
       delay
     })
@@ -533,21 +538,22 @@ const tryHost = (
       return { _tag: "NextHost", error: last?.error ?? noAddress(host.host.name) } as const
     }
     const winner = race.winner.value
-    const { candidate, connection, evaluator } = winner.value
+    const { candidate, connection, settings: connectionSettings } = winner.value
+    const { timeouts } = connectionSettings
     const settings: SmtpSession.SessionSettings = {
-      hostname: evaluator.get(config.hostname),
+      hostname: connectionSettings.ehloName,
       servername: host.host.name,
       starttls: tlsPolicy.starttls,
       allowInvalidCerts: tlsPolicy.allowInvalidCerts,
       ca: ctx.options.ca,
       requireTls: ctx.requireTls || enforced,
       timeouts: {
-        greeting: evaluator.get(config.timeouts.greeting),
-        ehlo: evaluator.get(config.timeouts.ehlo),
-        tls: evaluator.get(config.timeouts.tls),
-        mailFrom: evaluator.get(config.timeouts.mailFrom),
-        rcptTo: evaluator.get(config.timeouts.rcptTo),
-        data: evaluator.get(config.timeouts.data)
+        greeting: timeouts.greeting,
+        ehlo: timeouts.ehlo,
+        tls: timeouts.tls,
+        mailFrom: timeouts["mail-from"],
+        rcptTo: timeouts["rcpt-to"],
+        data: timeouts.data
       }
     }
     const record = (

@@ -96,14 +96,14 @@ describe("defaults", () => {
   // The machine's name is the default EHLO name when it is a valid host name (it is on any sane machine).
   const machine = hostnameProblem(os.hostname()) === null ? os.hostname() : "localhost"
   const check = (config: Config) => {
-    expect(get(config.hostname)).toBe(machine)
+    expect(get(config.ehloName)).toBe(machine)
     expect(get(config.ipStrategy)).toBe("ipv4_then_ipv6")
     expect(get(config.sourceIp.v4)).toEqual([])
     expect(get(config.sourceIp.v6)).toEqual([])
     expect(get(config.limits.mx)).toBe(5)
     expect(get(config.limits.multihomed)).toBe(2)
     const t = config.timeouts
-    expect([t.connect, t.greeting, t.tls, t.ehlo, t.mailFrom, t.rcptTo, t.data, t.mtaSts].map((s) => millis(s)))
+    expect([t.connect, t.greeting, t.tls, t.ehlo, t["mail-from"], t["rcpt-to"], t.data, t["mta-sts"]].map((s) => millis(s)))
       .toEqual([300_000, 300_000, 180_000, 300_000, 300_000, 300_000, 600_000, 600_000])
     expect(get(config.tls.starttls)).toBe("optional")
     expect(get(config.tls.mtaSts)).toBe("optional")
@@ -126,7 +126,7 @@ describe("defaults", () => {
   it("names every key and its stage", () => {
     const c = OutboundConfig.defaults
     const all = [
-      c.hostname,
+      c.ehloName,
       c.ipStrategy,
       c.sourceIp.v4,
       c.sourceIp.v6,
@@ -136,10 +136,10 @@ describe("defaults", () => {
       c.timeouts.greeting,
       c.timeouts.tls,
       c.timeouts.ehlo,
-      c.timeouts.mailFrom,
-      c.timeouts.rcptTo,
+      c.timeouts["mail-from"],
+      c.timeouts["rcpt-to"],
       c.timeouts.data,
-      c.timeouts.mtaSts,
+      c.timeouts["mta-sts"],
       c.tls.starttls,
       c.tls.mtaSts,
       c.tls.allowInvalidCerts,
@@ -169,11 +169,11 @@ describe("defaults", () => {
 
   it("takes the hostname default from [lookup.default] of the same file", () => {
     const config = ok("[lookup.default]\nhostname = \"mail.example.net\"\n")
-    expect(get(config.hostname)).toBe("mail.example.net")
+    expect(get(config.ehloName)).toBe("mail.example.net")
     const viaExpression = ok(
       "[lookup.default]\nhostname = \"mail.example.net\"\n[queue.outbound]\nhostname = \"'relay.' + key_get('default', 'hostname')\"\n"
     )
-    expect(get(viaExpression.hostname)).toBe("relay.mail.example.net")
+    expect(get(viaExpression.ehloName)).toBe("relay.mail.example.net")
   })
 
   it("refuses an invalid [lookup.default] hostname", () => {
@@ -231,7 +231,7 @@ v6 = "'2001:db8::a'"
   })
 
   it("hostname as a quoted string literal", () => {
-    expect(get(ok("[queue.outbound]\nhostname = \"'mx.example.org'\"").hostname)).toBe("mx.example.org")
+    expect(get(ok("[queue.outbound]\nhostname = \"'mx.example.org'\"").ehloName)).toBe("mx.example.org")
   })
 
   it("limits 7 and 2", () => {
@@ -259,10 +259,10 @@ mta-sts = "2m"
     expect(millis(t.greeting)).toBe(180_000)
     expect(millis(t.tls)).toBe(120_000)
     expect(millis(t.ehlo)).toBe(180_000)
-    expect(millis(t.mailFrom)).toBe(180_000)
-    expect(millis(t.rcptTo)).toBe(180_000)
+    expect(millis(t["mail-from"])).toBe(180_000)
+    expect(millis(t["rcpt-to"])).toBe(180_000)
     expect(millis(t.data)).toBe(600_000)
-    expect(millis(t.mtaSts)).toBe(120_000)
+    expect(millis(t["mta-sts"])).toBe(120_000)
   })
 
   it("durations as integers (milliseconds), unit-less strings, uppercase units and string results", () => {
@@ -275,7 +275,7 @@ ehlo = "'45s'"
 mail-from = "1m + 30s"
 `)
     const t = config.timeouts
-    expect([t.connect, t.greeting, t.tls, t.ehlo, t.mailFrom].map((s) => millis(s)))
+    expect([t.connect, t.greeting, t.tls, t.ehlo, t["mail-from"]].map((s) => millis(s)))
       .toEqual([1500, 250, 120_000, 45_000, 90_000])
   })
 
@@ -299,7 +299,7 @@ hostname = "'badtls.foobar.org'"
 starttls = [ { if = "retry_num > 0 && last_error == 'tls'", then = "disable"},
              { else = "optional" }]
 `)
-    expect(get(config.hostname)).toBe("badtls.foobar.org")
+    expect(get(config.ehloName)).toBe("badtls.foobar.org")
     expect(get(config.tls.starttls, { retry_num: 0, last_error: "none" })).toBe("optional")
     expect(get(config.tls.starttls, { retry_num: 1, last_error: "tls" })).toBe("disable")
     const policy = (value: string) => get(ok(`[queue.outbound.tls]\nmta-sts = ${value}`).tls.mtaSts)
@@ -340,8 +340,8 @@ connection-attempt-delay = [ { if = "mx == 'legacy.example'", then = false }, { 
 hostname = [ { if = "matches('^(.+)\\\\.example\\\\.com$', rcpt_domain)", then = "'out.' + $1 + '.example.net'" },
              { else = "'mx.example.net'" } ]
 `)
-    expect(get(config.hostname, { rcpt_domain: "eu.example.com" })).toBe("out.eu.example.net")
-    expect(get(config.hostname, { rcpt_domain: "other.org" })).toBe("mx.example.net")
+    expect(get(config.ehloName, { rcpt_domain: "eu.example.com" })).toBe("out.eu.example.net")
+    expect(get(config.ehloName, { rcpt_domain: "other.org" })).toBe("mx.example.net")
   })
 
   it("stage variables: mx per host, remote_ip per connection", () => {
@@ -352,8 +352,8 @@ ip-strategy = "if_then(ends_with(mx, '.v6only.example'), ipv6_only, ipv4_then_ip
 [queue.outbound.limits]
 mx = "if_then(rcpt_domain == 'big.example', 10, 5)"
 `)
-    expect(get(config.hostname, { remote_ip: "2001:db8::1" })).toBe("v6.example.org")
-    expect(get(config.hostname, { remote_ip: "192.0.2.1" })).toBe("v4.example.org")
+    expect(get(config.ehloName, { remote_ip: "2001:db8::1" })).toBe("v6.example.org")
+    expect(get(config.ehloName, { remote_ip: "192.0.2.1" })).toBe("v4.example.org")
     expect(get(config.ipStrategy, { mx: "a.v6only.example" })).toBe("ipv6_only")
     expect(get(config.limits.mx, { rcpt_domain: "big.example" })).toBe(10)
   })
@@ -765,13 +765,13 @@ allow-invalid-certs = "starts_with(rcpt)"
 describe("run-time fallback", () => {
   it("a hostname computed with a space falls back to the default with a warning", () => {
     const config = ok("[lookup.default]\nhostname = \"mx.default.example\"\n[queue.outbound]\nhostname = \"rcpt_domain\"\n")
-    expect(config.hostname.evaluate({ rcpt_domain: "ok.example" })).toEqual({ value: "ok.example", warning: null })
-    expect(config.hostname.evaluate({ rcpt_domain: "evil.example\r\nRSET" })).toEqual({
+    expect(config.ehloName.evaluate({ rcpt_domain: "ok.example" })).toEqual({ value: "ok.example", warning: null })
+    expect(config.ehloName.evaluate({ rcpt_domain: "evil.example\r\nRSET" })).toEqual({
       value: "mx.default.example",
       warning: "queue.outbound.hostname: the expression \"rcpt_domain\" gave the string \"evil.example\\r\\nRSET\", " +
         "expected " + HOST + " (it contains CR, LF or NUL); used the default \"mx.default.example\" instead"
     })
-    expect(config.hostname.evaluate({ rcpt_domain: "a b" }).value).toBe("mx.default.example")
+    expect(config.ehloName.evaluate({ rcpt_domain: "a b" }).value).toBe("mx.default.example")
   })
 
   it("a source list with a bad element falls back to no source address", () => {
@@ -823,7 +823,7 @@ starttls = "if_then(retry_num > 0, 'disable', optional)"
 
   it("a constant value is the same object on every evaluation (no work per delivery)", () => {
     const config = ok("[queue.outbound]\nhostname = \"'mx.example.org'\"")
-    expect(config.hostname.evaluate({})).toBe(config.hostname.evaluate({ rcpt: "x" }))
+    expect(config.ehloName.evaluate({})).toBe(config.ehloName.evaluate({ rcpt: "x" }))
   })
 })
 
@@ -855,7 +855,7 @@ describe("load, layers and the file", () => {
       const first = { retry_num: 0, last_error: "none", mx: "mx1.example.net", remote_ip: "2001:db8::25" }
       const retry = { retry_num: 1, last_error: "tls", mx: "mx1.example.net", remote_ip: "192.0.2.25" }
       expect([config.file, config.warnings]).toEqual([file, []])
-      expect([get(config.hostname, first), get(config.hostname, retry)]).toEqual(["mx6.example.org", "mx.example.org"])
+      expect([get(config.ehloName, first), get(config.ehloName, retry)]).toEqual(["mx6.example.org", "mx.example.org"])
       expect([get(config.ipStrategy, first), get(config.ipStrategy, retry)]).toEqual(["ipv6_then_ipv4", "ipv4_only"])
       expect(get(config.connectionAttemptDelay, first)).toEqual(Option.some(Duration.millis(250)))
       expect(get(config.sourceIp.v4)).toEqual(["192.0.2.10", "192.0.2.11"])
@@ -863,7 +863,7 @@ describe("load, layers and the file", () => {
       expect([get(config.limits.mx), get(config.limits.multihomed)]).toEqual([7, 2])
       const t = config.timeouts
       expect([millis(t.connect, first), millis(t.connect, retry)]).toEqual([180_000, 30_000])
-      expect([t.greeting, t.tls, t.ehlo, t.mailFrom, t.rcptTo, t.data, t.mtaSts].map((s) => millis(s)))
+      expect([t.greeting, t.tls, t.ehlo, t["mail-from"], t["rcpt-to"], t.data, t["mta-sts"]].map((s) => millis(s)))
         .toEqual([180_000, 120_000, 180_000, 180_000, 180_000, 600_000, 120_000])
       expect([get(config.tls.starttls, first), get(config.tls.starttls, retry)]).toEqual(["optional", "disable"])
       expect([get(config.tls.mtaSts), get(config.tls.allowInvalidCerts)]).toEqual(["optional", false])
@@ -915,4 +915,139 @@ describe("load, layers and the file", () => {
       const defaults = yield* Effect.provide(OutboundConfig.OutboundConfig, OutboundConfig.layerDefault)
       expect(defaults).toBe(OutboundConfig.defaults)
     }))
+})
+
+describe("stage evaluation", () => {
+  const config = ok(`
+[lookup.default]
+hostname = "mx.default.example"
+[queue.outbound]
+hostname = [ { if = "remote_ip == '2001:db8::1'", then = "'v6.example.org'" }, { else = "rcpt_domain" } ]
+ip-strategy = [ { if = "mx == 'v6.example'", then = "ipv6_only" }, { else = "ipv4_only" } ]
+connection-attempt-delay = [ { if = "mx == 'slow.example'", then = false }, { else = "100ms" } ]
+[queue.outbound.source-ip]
+v4 = "[mx]"
+[queue.outbound.limits]
+mx = "retry_num - 1"
+[queue.outbound.timeouts]
+mail-from = [ { if = "retry_num > 0", then = "30s" }, { else = "2m" } ]
+mta-sts = "1m"
+[queue.outbound.tls]
+starttls = [ { if = "retry_num > 0", then = "disable" }, { else = "require" } ]
+allow-invalid-certs = true
+`)
+  const domain = { rcpt: "a@b.example", rcpt_domain: "b.example", retry_num: 1 }
+
+  it("evaluateDomain: limits, the MTA-STS policy and its timeout, in the vocabulary", () => {
+    const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 3 })
+    expect(settings).toEqual({
+      limits: { mx: 2, multihomed: 2 },
+      tls: { mtaSts: "optional" },
+      timeouts: { "mta-sts": Duration.minutes(1) }
+    })
+    expect(warnings).toEqual([])
+  })
+
+  it("evaluateDomain: a value that cannot be used falls back to the default with a warning", () => {
+    const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 0 })
+    expect(settings.limits.mx).toBe(5)
+    expect(warnings).toEqual([
+      "queue.outbound.limits.mx: the expression \"retry_num - 1\" gave the number -1, expected a positive integer " +
+      "(it is not at least 1); used the default 5 instead"
+    ])
+  })
+
+  it("evaluateHost: strategy, sources, TLS and the attempt delay per MX host", () => {
+    expect(OutboundConfig.evaluateHost(config, { ...domain, mx: "v6.example" })).toEqual({
+      settings: {
+        ipStrategy: "ipv6_only",
+        sourceIp: { v4: [], v6: [] },
+        tls: { starttls: "disable", allowInvalidCerts: true },
+        connectionAttemptDelay: Option.some(Duration.millis(100))
+      },
+      warnings: [
+        "queue.outbound.source-ip.v4: the expression \"[mx]\" gave the list [\"v6.example\"], expected a list of IPv4 " +
+        "addresses (element 1 (\"v6.example\") is not an IPv4 address); used the default [] (no source address) instead"
+      ]
+    })
+    const slow = OutboundConfig.evaluateHost(config, { ...domain, retry_num: 0, mx: "slow.example" }).settings
+    expect([slow.ipStrategy, slow.tls.starttls, slow.connectionAttemptDelay]).toEqual(["ipv4_only", "require", Option.none()])
+  })
+
+  it("evaluateConnection: the EHLO name and every session timeout, keyed by phase", () => {
+    const host = { ...domain, mx: "mx.b.example" }
+    const v6 = OutboundConfig.evaluateConnection(config, { ...host, remote_ip: "2001:db8::1", local_ip: "::" })
+    expect(v6.warnings).toEqual([])
+    expect(v6.settings.ehloName).toBe("v6.example.org")
+    expect(Object.keys(v6.settings.timeouts)).toEqual(["connect", "greeting", "tls", "ehlo", "mail-from", "rcpt-to", "data"])
+    expect(Duration.toMillis(v6.settings.timeouts["mail-from"])).toBe(30_000)
+    expect(Duration.toMillis(v6.settings.timeouts.data)).toBe(600_000)
+    const v4 = OutboundConfig.evaluateConnection(config, { ...host, retry_num: 0, remote_ip: "192.0.2.1", local_ip: "0.0.0.0" })
+    expect([v4.settings.ehloName, Duration.toMillis(v4.settings.timeouts["mail-from"])]).toEqual(["b.example", 120_000])
+  })
+
+  it("every key belongs to exactly one stage's settings", () => {
+    const vars = { ...domain, mx: "m.example", remote_ip: "192.0.2.1", local_ip: "0.0.0.0" }
+    const leaves = (value: object, prefix = ""): Array<string> =>
+      Object.entries(value).flatMap(([k, v]) =>
+        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v)
+          ? leaves(v, `${prefix}${k}.`)
+          : [`${prefix}${k}`]
+      )
+    const evaluated = [
+      ...leaves(OutboundConfig.evaluateDomain(OutboundConfig.defaults, vars).settings),
+      ...leaves(OutboundConfig.evaluateHost(OutboundConfig.defaults, vars).settings),
+      ...leaves(OutboundConfig.evaluateConnection(OutboundConfig.defaults, vars).settings)
+    ]
+    const configured = leaves(OutboundConfig.defaults)
+      .filter((k) => k.endsWith(".key"))
+      .map((k) => k.slice(0, -".key".length))
+    expect(evaluated.sort()).toEqual(configured.sort())
+  })
+})
+
+describe("renderReference", () => {
+  const reference = OutboundConfig.renderReference()
+  const rows = reference.split("\n").filter((line) => line.startsWith("| `"))
+
+  it("lists every key of the configuration, with its name in code, stage, default and meaning", () => {
+    const keys = rows.map((row) => row.split(" | ")[0]!.slice(3, -1))
+    expect(keys).toEqual([
+      "hostname",
+      "ip-strategy",
+      "source-ip.v4",
+      "source-ip.v6",
+      "limits.mx",
+      "limits.multihomed",
+      "timeouts.connect",
+      "timeouts.greeting",
+      "timeouts.tls",
+      "timeouts.ehlo",
+      "timeouts.mail-from",
+      "timeouts.rcpt-to",
+      "timeouts.data",
+      "timeouts.mta-sts",
+      "tls.starttls",
+      "tls.mta-sts",
+      "tls.allow-invalid-certs",
+      "connection-attempt-delay"
+    ])
+    // The same keys the loader builds: every Setting's key is in the reference.
+    const settings: Array<string> = []
+    const walk = (node: object) =>
+      Object.values(node).forEach((v) =>
+        typeof v === "object" && v !== null && !Array.isArray(v) && ("evaluate" in v ? settings.push(v.key) : walk(v))
+      )
+    walk(OutboundConfig.defaults)
+    expect(settings.map((k) => k.replace("queue.outbound.", "")).sort()).toEqual([...keys].sort())
+    expect(rows.find((r) => r.startsWith("| `timeouts.mail-from`"))).toBe(
+      "| `timeouts.mail-from` | `timeouts.mail-from` | connection (+ `remote_ip`, `local_ip`) | `5m` | " +
+        "a duration: digits and one unit of ms, s, m, h or d (e.g. \"3m\", \"500ms\"; bare digits are milliseconds), " +
+        "greater than zero | Bounds MAIL FROM and its reply. |"
+    )
+    expect(rows[0]).toContain("| `ehloName` | connection")
+    expect(rows[0]).toContain("`[lookup.default] hostname` of the same file")
+    expect(reference).toContain("- `queue.outbound.next-hop`: relay routing")
+    expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
+  })
 })

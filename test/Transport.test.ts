@@ -486,6 +486,45 @@ connect = [ { if = "retry_num > 0", then = "5s" }, { else = "1m" } ]
     ))
 })
 
+describe("Transport: deliver and explain share one evaluation per stage", () => {
+  const zones: Dns.Zones = {
+    "a.test": { mx: [{ exchange: "mx1.a.test", priority: 10 }] },
+    "mx1.a.test": { a: ["192.0.2.1"] },
+    "b.test": { mx: [{ exchange: "mx1.b.test", priority: 10 }] },
+    "mx1.b.test": { a: ["192.0.2.5"] }
+  }
+  const fallback = "queue.outbound.limits.mx: the expression \"retry_num - 1\" gave the number -1, expected a positive " +
+    "integer (it is not at least 1); used the default 5 instead"
+  const config = CONFIG + "[queue.outbound.limits]\nmx = \"retry_num - 1\"\n"
+  const peers = {
+    "192.0.2.1": accept(session([["rcpt@a.test", "250 ok"]])),
+    "192.0.2.5": accept(session([["rcpt@b.test", "250 ok"]]))
+  }
+
+  it.effect("a fallback met by every domain is one warning of the report; explain shows what deliver used", () =>
+    Effect.gen(function*() {
+      const delivered = yield* run(request("rcpt@a.test", "rcpt@b.test"))
+      expect(statuses(delivered)).toEqual([["rcpt@a.test", "delivered"], ["rcpt@b.test", "delivered"]])
+      expect(delivered.warnings).toEqual([fallback])
+      expect(delivered.plan.domains.map((d) => d.limits)).toEqual([{ mx: 5, multihomed: 2 }, { mx: 5, multihomed: 2 }])
+
+      const explained = yield* Transport.explain(request("rcpt@a.test", "rcpt@b.test"))
+      expect(explained.warnings).toEqual([fallback])
+      expect(explained.domains.map((d) => d.warnings)).toEqual([[fallback], [fallback]])
+      const settings = explained.domains.map((d) => d.hosts[0]!.settings!)
+      expect(settings.map((s) => s.ehlo)).toEqual(delivered.attempts.map((a) => a.ehlo))
+      expect(settings[0]!.timeouts).toEqual({
+        connect: 30_000,
+        greeting: 20_000,
+        tls: 180_000,
+        ehlo: 300_000,
+        mailFrom: 300_000,
+        rcptTo: 300_000,
+        data: 600_000
+      })
+    }).pipe(Effect.provide(layers(zones, peers, config))))
+})
+
 describe("Transport.deliver: observability", () => {
   it.effect("one span per phase, with host, addresses and phase as attributes", () =>
     Effect.gen(function*() {

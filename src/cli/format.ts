@@ -136,10 +136,10 @@ export const report = (report: DeliveryReport): string => {
   return lines.join("\n")
 }
 
+/** Every timeout the report carries, in its order, by its phase's name: `mailFrom` reads `mail-from`. */
 const timeoutsText = (t: NonNullable<ExplainedHost["settings"]>["timeouts"]) =>
-  `connect ${duration(t.connect)}, greeting ${duration(t.greeting)}, tls ${duration(t.tls)}, ehlo ${
-    duration(t.ehlo)
-  }, mail-from ${duration(t.mailFrom)}, rcpt-to ${duration(t.rcptTo)}, data ${duration(t.data)}`
+  Object.entries(t).map(([field, ms]) => `${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${duration(ms)}`)
+    .join(", ")
 
 const list = (items: ReadonlyArray<string>, empty: string) => (items.length === 0 ? empty : items.join(", "))
 

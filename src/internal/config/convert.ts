@@ -6,7 +6,7 @@
 import { Duration, Either, Option } from "effect"
 import { isIPv4, isIPv6 } from "node:net"
 import { Constant, type Value } from "../../Expression.js"
-import type { IpStrategy, TlsPolicy } from "../../OutboundConfig.js"
+import type { IpStrategy, TlsPolicy } from "../../Settings.js"
 import { DURATION_SYNTAX, parseDuration } from "../duration.js"
 import { render } from "./describe.js"
 

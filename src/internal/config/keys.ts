@@ -1,65 +1,260 @@
 /**
- * The `[queue.outbound]` keys this library implements: where each lives, when it is evaluated, what it converts to,
- * and the default it falls back to.
+ * The one key table of `[queue.outbound]`: per key its place in the file, its name in the settings vocabulary
+ * (`src/Settings.ts`), the stage that evaluates it, its converter, its default and one line of documentation.
+ *
+ * Everything else is generated from it: the `Config` type (`ConfigSettings`, by mapped types), the tables and
+ * unknown-key checks of the loader (`TABLES`), the settings of each stage (`StageSettings`, checked against the
+ * vocabulary below), `explain`'s output and the reference page. A new key, a ninth timeout, is one entry here.
  */
-import { Duration, Option } from "effect"
-import type { IpStrategy, Stage, TlsPolicy } from "../../OutboundConfig.js"
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
+import type { Variables } from "../../Expression.js"
+import type {
+  ConnectionSettings,
+  DomainSettings,
+  HostSettings,
+  IpStrategy,
+  SessionPhase,
+  Stage,
+  TlsPolicy
+} from "../../Settings.js"
 import * as Convert from "./convert.js"
+
+/**
+ * A setting's value for one delivery. `warning` is set when the configured expression gave a value that could not be
+ * used and the key's default was used instead; it names the key, what was found and the default.
+ *
+ * @internal
+ */
+export interface Evaluated<A> {
+  readonly value: A
+  readonly warning: string | null
+}
+
+/**
+ * One configured key, ready to evaluate. Constant values were converted and checked at load and cost nothing to
+ * evaluate; expressions are evaluated without re-parsing.
+ *
+ * @internal
+ */
+export interface Setting<A> {
+  /** The full key, e.g. `queue.outbound.timeouts.data`. */
+  readonly key: string
+  readonly stage: Stage
+  readonly evaluate: (vars: Variables) => Evaluated<A>
+}
 
 /** What a key holds; decides how native TOML values and duration-looking strings are read. @internal */
 export type Kind = "hostname" | "strategy" | "ipv4" | "ipv6" | "count" | "duration" | "delay" | "tls" | "bool"
 
-/** @internal */
-export interface KeySpec<A> {
-  /** Below `queue.outbound`. */
-  readonly path: ReadonlyArray<string>
-  readonly stage: Stage
-  readonly kind: Kind
-  readonly converter: Convert.Converter<A>
-  readonly fallback: A
+/** What a default may depend on besides the key: the file's `[lookup.default] hostname` and the machine. @internal */
+export interface DefaultContext {
+  readonly hostname: string
 }
 
-const spec = <A>(
-  path: ReadonlyArray<string>,
-  stage: Stage,
+/** @internal */
+export interface KeySpec<A, S extends Stage = Stage> {
+  /** Below `queue.outbound`, e.g. `["timeouts", "mail-from"]`. */
+  readonly path: ReadonlyArray<string>
+  readonly stage: S
+  readonly kind: Kind
+  readonly converter: Convert.Converter<A>
+  /** The default; a function when it depends on the file or the machine. */
+  readonly fallback: A | ((context: DefaultContext) => A)
+  /** The default in words for the reference, when it is not a plain value. */
+  readonly fallbackDoc?: string
+  /** One line for the reference. */
+  readonly doc: string
+}
+
+const key = <A, S extends Stage>(
+  path: string,
+  stage: S,
   kind: Kind,
   converter: Convert.Converter<A>,
-  fallback: A
-): KeySpec<A> => ({ path, stage, kind, converter, fallback })
+  fallback: KeySpec<A>["fallback"],
+  doc: string,
+  fallbackDoc?: string
+): KeySpec<A, S> => ({
+  path: path.split("."),
+  stage,
+  kind,
+  converter,
+  fallback,
+  doc,
+  ...(fallbackDoc === undefined ? {} : { fallbackDoc })
+})
 
-const timeout = (name: string, stage: Stage, minutes: number) =>
-  spec(["timeouts", name], stage, "duration", Convert.duration, Duration.minutes(minutes))
+const timeout = <S extends Stage>(phase: string, stage: S, minutes: number, doc: string) =>
+  key(`timeouts.${phase}`, stage, "duration", Convert.duration, Duration.minutes(minutes), doc)
 
-/** The hostname's default depends on the file (`[lookup.default] hostname`) and the machine; see OutboundConfig. */
-export const hostname = (fallback: string): KeySpec<string> =>
-  spec(["hostname"], "connection", "hostname", Convert.hostname, fallback)
-
-/** @internal */
+/**
+ * The table, in file order (which is the order of every listing generated from it). The property is the key's name in
+ * the settings vocabulary, dotted where it nests: `"timeouts.mail-from"` is `settings.timeouts["mail-from"]`.
+ *
+ * @internal
+ */
 export const KEYS = {
-  ipStrategy: spec<IpStrategy>(["ip-strategy"], "host", "strategy", Convert.ipStrategy, "ipv4_then_ipv6"),
-  sourceIpV4: spec<ReadonlyArray<string>>(["source-ip", "v4"], "host", "ipv4", Convert.ipv4List, []),
-  sourceIpV6: spec<ReadonlyArray<string>>(["source-ip", "v6"], "host", "ipv6", Convert.ipv6List, []),
-  limitsMx: spec(["limits", "mx"], "domain", "count", Convert.positiveInteger, 5),
-  limitsMultihomed: spec(["limits", "multihomed"], "domain", "count", Convert.positiveInteger, 2),
-  timeoutConnect: timeout("connect", "connection", 5),
-  timeoutGreeting: timeout("greeting", "connection", 5),
-  timeoutTls: timeout("tls", "connection", 3),
-  timeoutEhlo: timeout("ehlo", "connection", 5),
-  timeoutMailFrom: timeout("mail-from", "connection", 5),
-  timeoutRcptTo: timeout("rcpt-to", "connection", 5),
-  timeoutData: timeout("data", "connection", 10),
-  timeoutMtaSts: timeout("mta-sts", "domain", 10),
-  tlsStarttls: spec<TlsPolicy>(["tls", "starttls"], "host", "tls", Convert.tlsPolicy, "optional"),
-  tlsMtaSts: spec<TlsPolicy>(["tls", "mta-sts"], "domain", "tls", Convert.tlsPolicy, "optional"),
-  tlsAllowInvalidCerts: spec(["tls", "allow-invalid-certs"], "host", "bool", Convert.boolean, false),
-  connectionAttemptDelay: spec<Option.Option<Duration.Duration>>(
-    ["connection-attempt-delay"],
+  ehloName: key(
+    "hostname",
+    "connection",
+    "hostname",
+    Convert.hostname,
+    (context: DefaultContext) => context.hostname,
+    "The EHLO name.",
+    "`[lookup.default] hostname` of the same file, else the machine's host name, else `localhost`"
+  ),
+  ipStrategy: key<IpStrategy, "host">(
+    "ip-strategy",
+    "host",
+    "strategy",
+    Convert.ipStrategy,
+    "ipv4_then_ipv6",
+    "Which address families of an MX host are tried, in which order."
+  ),
+  "sourceIp.v4": key<ReadonlyArray<string>, "host">(
+    "source-ip.v4",
+    "host",
+    "ipv4",
+    Convert.ipv4List,
+    [],
+    "IPv4 source addresses to bind, one picked at random per connection; empty: the OS picks."
+  ),
+  "sourceIp.v6": key<ReadonlyArray<string>, "host">(
+    "source-ip.v6",
+    "host",
+    "ipv6",
+    Convert.ipv6List,
+    [],
+    "IPv6 source addresses to bind, one picked at random per connection; empty: the OS picks."
+  ),
+  "limits.mx": key(
+    "limits.mx",
+    "domain",
+    "count",
+    Convert.positiveInteger,
+    5,
+    "How many MX hosts of a domain are tried."
+  ),
+  "limits.multihomed": key(
+    "limits.multihomed",
+    "domain",
+    "count",
+    Convert.positiveInteger,
+    2,
+    "How many addresses of one MX host are tried."
+  ),
+  "timeouts.connect": timeout("connect", "connection", 5, "Bounds the TCP connection to one address."),
+  "timeouts.greeting": timeout("greeting", "connection", 5, "Bounds the wait for the server's 220 greeting."),
+  "timeouts.tls": timeout("tls", "connection", 3, "Bounds STARTTLS and the TLS handshake together."),
+  "timeouts.ehlo": timeout("ehlo", "connection", 5, "Bounds EHLO (or HELO) and its reply."),
+  "timeouts.mail-from": timeout("mail-from", "connection", 5, "Bounds MAIL FROM and its reply."),
+  "timeouts.rcpt-to": timeout("rcpt-to", "connection", 5, "Bounds each RCPT TO and its reply."),
+  "timeouts.data": timeout("data", "connection", 10, "Bounds DATA, its 354, the message and the final reply."),
+  "timeouts.mta-sts": timeout("mta-sts", "domain", 10, "Bounds the MTA-STS policy lookup (TXT and HTTPS fetch)."),
+  "tls.starttls": key<TlsPolicy, "host">(
+    "tls.starttls",
+    "host",
+    "tls",
+    Convert.tlsPolicy,
+    "optional",
+    "Whether STARTTLS is used: optional, require or disable."
+  ),
+  "tls.mtaSts": key<TlsPolicy, "domain">(
+    "tls.mta-sts",
+    "domain",
+    "tls",
+    Convert.tlsPolicy,
+    "optional",
+    "Whether MTA-STS (RFC 8461) is consulted and enforced: optional, require or disable."
+  ),
+  "tls.allowInvalidCerts": key(
+    "tls.allow-invalid-certs",
+    "host",
+    "bool",
+    Convert.boolean,
+    false,
+    "Accept a certificate that does not verify (never under an enforced MTA-STS policy)."
+  ),
+  connectionAttemptDelay: key<Option.Option<Duration.Duration>, "host">(
+    "connection-attempt-delay",
     "host",
     "delay",
     Convert.attemptDelay,
-    Option.some(Duration.millis(250))
+    Option.some(Duration.millis(250)),
+    "RFC 8305's delay between staggered connection attempts; false: one address at a time."
   )
 } as const
+
+/** @internal */
+export type Table = typeof KEYS
+
+/** @internal */
+export type Name = keyof Table
+
+/** The value type of a table entry. @internal */
+export type ValueOf<N extends Name> = Table[N] extends KeySpec<infer A, any> ? A : never
+
+type Head<K extends string> = K extends `${infer H}.${string}` ? H : K
+
+/** `{ "a.b": X, c: Y }` → `{ a: { b: X }, c: Y }` */
+type Nest<T> = {
+  readonly [H in Head<keyof T & string>]: H extends keyof T ? T[H]
+    : Nest<{ [K in keyof T & string as K extends `${H}.${infer R}` ? R : never]: T[K] }>
+}
+
+/**
+ * The configured keys in the shape of the vocabulary: `config.timeouts["mail-from"]` is a `Setting<Duration>`.
+ *
+ * @internal
+ */
+export type ConfigSettings = Nest<{ [N in Name]: Setting<ValueOf<N>> }>
+
+/**
+ * The settings a stage evaluates, in the shape of the vocabulary.
+ *
+ * @internal
+ */
+export type StageSettings<S extends Stage> = Nest<
+  { [N in Name as Table[N]["stage"] extends S ? N : never]: ValueOf<N> }
+>
+
+// The table speaks the vocabulary: every stage's keys are exactly that stage's settings in src/Settings.ts, so a key
+// added here without its setting there (or the reverse) fails to compile.
+type Same<X, Y> = [X] extends [Y] ? [Y] extends [X] ? true : false : false
+type SameKeys<X, Y> = Same<keyof X, keyof Y>
+type Check<T extends true> = T
+/** @internal */
+export type VocabularyCheck = [
+  Check<Same<StageSettings<"domain">, DomainSettings>>,
+  Check<SameKeys<StageSettings<"domain">, DomainSettings>>,
+  Check<SameKeys<StageSettings<"domain">["timeouts"], DomainSettings["timeouts"]>>,
+  Check<SameKeys<StageSettings<"domain">["tls"], DomainSettings["tls"]>>,
+  Check<Same<StageSettings<"host">, HostSettings>>,
+  Check<SameKeys<StageSettings<"host">, HostSettings>>,
+  Check<SameKeys<StageSettings<"host">["tls"], HostSettings["tls"]>>,
+  Check<Same<StageSettings<"connection">, ConnectionSettings>>,
+  Check<SameKeys<StageSettings<"connection">, ConnectionSettings>>,
+  Check<Same<keyof StageSettings<"connection">["timeouts"], SessionPhase>>
+]
+
+/** One table entry with its name. @internal */
+export interface Entry {
+  readonly name: Name
+  /** `name` split at its dots: where the setting sits in `Config` and in the stage's settings. */
+  readonly at: ReadonlyArray<string>
+  readonly spec: KeySpec<unknown>
+}
+
+/** @internal */
+export const ENTRIES: ReadonlyArray<Entry> = (Object.keys(KEYS) as Array<Name>).map((name) => ({
+  name,
+  at: name.split("."),
+  spec: KEYS[name] as KeySpec<unknown>
+}))
+
+/** The entries of a stage, in table order. @internal */
+export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filter((e) => e.spec.stage === stage)
 
 /** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
 export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = [
@@ -67,14 +262,25 @@ export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>
   { path: ["tls", "dane"], why: "DANE is not implemented: TLSA records are not consulted" }
 ]
 
-/** Sub-keys per table below `queue.outbound` ("" is the section itself), for unknown-key messages. @internal */
-export const TABLES: { readonly [table: string]: ReadonlyArray<string> } = {
-  "": ["hostname", "ip-strategy", "source-ip", "limits", "timeouts", "tls", "connection-attempt-delay", "next-hop"],
-  "source-ip": ["v4", "v6"],
-  limits: ["mx", "multihomed"],
-  timeouts: ["connect", "greeting", "tls", "ehlo", "mail-from", "rcpt-to", "data", "mta-sts"],
-  tls: ["starttls", "mta-sts", "allow-invalid-certs", "dane"]
-}
+/**
+ * Sub-keys per table below `queue.outbound` ("" is the section itself), in table order, for the structure check and
+ * unknown-key messages; the unimplemented keys are known too (they warn, they are not errors).
+ *
+ * @internal
+ */
+export const TABLES: { readonly [table: string]: ReadonlyArray<string> } = (() => {
+  const tables: { [table: string]: Array<string> } = { "": [] }
+  const add = (path: ReadonlyArray<string>) => {
+    for (let depth = 0; depth < path.length; depth++) {
+      const table = path.slice(0, depth).join(".")
+      const names = (tables[table] ??= [])
+      if (!names.includes(path[depth]!)) names.push(path[depth]!)
+    }
+  }
+  for (const { spec } of ENTRIES) add(spec.path)
+  for (const { path } of UNIMPLEMENTED) add(path)
+  return tables
+})()
 
 const DOMAIN_VARIABLES = [
   "sender",

@@ -13,10 +13,9 @@ import {
   type Value,
   type Variables
 } from "../../Expression.js"
-import type { Evaluated, Setting } from "../../OutboundConfig.js"
 import { looksLikeDuration, parseDuration } from "../duration.js"
 import { describe, describeToml, render } from "./describe.js"
-import type { KeySpec } from "./keys.js"
+import type { Evaluated, KeySpec, Setting } from "./keys.js"
 import { STAGE_VARIABLES, STAGE_WORDS } from "./keys.js"
 import type { Segment } from "./locate.js"
 import { ipProblem } from "./convert.js"
@@ -70,18 +69,20 @@ export interface Built<A> {
 }
 
 /**
+ * @param fallback the key's default, resolved for this file
  * @param keyPath the full path (`["queue", "outbound", "timeouts", "data"]`)
  * @param raw the TOML value, undefined when the key is absent
  */
 export const build = <A>(
   spec: KeySpec<A>,
+  fallbackValue: A,
   keyPath: ReadonlyArray<string>,
   raw: unknown,
   options: CompileOptions
 ): Built<A> => {
   const key = keyPath.join(".")
   const issues: Array<RawIssue> = []
-  const fallback = constant(key, spec.stage, spec.fallback)
+  const fallback = constant(key, spec.stage, fallbackValue)
   if (raw === undefined) return { setting: fallback, issues }
 
   const { converter } = spec
@@ -224,9 +225,9 @@ export const build = <A>(
   }
 
   const compiled = expression
-  const defaultText = renderDefault(spec.fallback)
+  const defaultText = renderDefault(fallbackValue)
   const fallBack = (found: string, why: string): Evaluated<A> => ({
-    value: spec.fallback,
+    value: fallbackValue,
     warning: `${key}: ${label} gave ${found}, expected ${converter.expected}${
       why === "" ? "" : ` (${why})`
     }; used the default ${defaultText} instead`

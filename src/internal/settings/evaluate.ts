@@ -1,0 +1,64 @@
+/**
+ * One evaluation per stage, from the key table: every key of the stage evaluated with the stage's variables and put
+ * where its name says. `deliver` and `explain` both call these, so what a plan shows is what a delivery uses.
+ */
+import type { Variables } from "../../Expression.js"
+import type { ConnectionSettings, DomainSettings, HostSettings, Stage } from "../../Settings.js"
+import * as Keys from "../config/keys.js"
+
+/**
+ * A stage's settings and the warnings met evaluating them (a computed value that could not be used, replaced by the
+ * key's default).
+ *
+ * @internal
+ */
+export interface Evaluation<A> {
+  readonly settings: A
+  readonly warnings: ReadonlyArray<string>
+}
+
+const noWarnings: ReadonlyArray<string> = []
+
+const evaluator = <S extends Stage>(stage: S) => {
+  const entries = Keys.stageEntries(stage)
+  return (config: Keys.ConfigSettings, variables: Variables): Evaluation<Keys.StageSettings<S>> => {
+    const settings: { [name: string]: any } = {}
+    let warnings: Array<string> | null = null
+    for (const { at } of entries) {
+      let setting: any = config
+      let node = settings
+      for (let i = 0; i < at.length - 1; i++) {
+        setting = setting[at[i]!]
+        node = node[at[i]!] ??= {}
+      }
+      const evaluated = (setting[at[at.length - 1]!] as Keys.Setting<unknown>).evaluate(variables)
+      if (evaluated.warning !== null) (warnings ??= []).push(evaluated.warning)
+      node[at[at.length - 1]!] = evaluated.value
+    }
+    return { settings: settings as Keys.StageSettings<S>, warnings: warnings ?? noWarnings }
+  }
+}
+
+/**
+ * The settings evaluated once per destination domain, with the domain variables (message, `rcpt`, `rcpt_domain`).
+ *
+ * @internal
+ */
+export const evaluateDomain: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<DomainSettings> =
+  evaluator("domain")
+
+/**
+ * The settings evaluated once per MX host: the domain variables and `mx`.
+ *
+ * @internal
+ */
+export const evaluateHost: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<HostSettings> =
+  evaluator("host")
+
+/**
+ * The settings evaluated once per connection: the host's variables, `remote_ip` and `local_ip`.
+ *
+ * @internal
+ */
+export const evaluateConnection: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<ConnectionSettings> =
+  evaluator("connection")
