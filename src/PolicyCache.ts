@@ -10,7 +10,8 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type { Policy } from "./MtaSts.js"
+import { Lru } from "./internal/lru.js"
+import type { Policy } from "./MtaStsPolicy.js"
 
 /**
  * One cached policy with the TXT `id` it was fetched under and when (Effect's Clock, epoch milliseconds). It is plain
@@ -56,28 +57,10 @@ export declare namespace PolicyCache {
  */
 export const makeMemory = (options?: { readonly capacity?: number }): Effect.Effect<PolicyCache.Service> =>
   Effect.sync(() => {
-    const capacity = Math.max(1, Math.floor(options?.capacity ?? 10_000))
-    // A Map iterates in insertion order; re-inserting on every touch makes the first key the least recently used.
-    const entries = new Map<string, Entry>()
+    const entries = new Lru<string, Entry>(Math.max(1, Math.floor(options?.capacity ?? 10_000)))
     return PolicyCache.of({
-      get: (domain) =>
-        Effect.sync(() => {
-          const entry = entries.get(domain)
-          if (entry === undefined) return Option.none()
-          entries.delete(domain)
-          entries.set(domain, entry)
-          return Option.some(entry)
-        }),
-      set: (domain, entry) =>
-        Effect.sync(() => {
-          entries.delete(domain)
-          entries.set(domain, entry)
-          while (entries.size > capacity) {
-            const oldest = entries.keys().next()
-            if (oldest.done === true) break
-            entries.delete(oldest.value)
-          }
-        })
+      get: (domain) => Effect.sync(() => Option.fromNullable(entries.get(domain))),
+      set: (domain, entry) => Effect.sync(() => entries.set(domain, entry))
     })
   })
 

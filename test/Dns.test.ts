@@ -7,6 +7,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Dns from "../src/Dns.js"
+import * as dnsName from "../src/internal/dnsName.js"
 import { Lru } from "../src/internal/lru.js"
 
 const zones: Dns.Zones = {
@@ -395,4 +396,42 @@ describe("internal/lru (the one LRU: resolver cache and MTA-STS policy store)", 
       yield* dns.a("mx1.example.test")
       expect((yield* queries).length).toBe(3)
     }).pipe(Effect.provide(Dns.layerTest(zones, { cache: { maxEntries: 0 } }))))
+})
+
+describe("internal/dnsName (the one host-name validator)", () => {
+  it("hostnameProblem: RFC 1123 host names, with the reason when not one", () => {
+    expect(dnsName.hostnameProblem("mx1.example.org")).toBeNull()
+    expect(dnsName.hostnameProblem("MX-1.Example.ORG")).toBeNull()
+    expect(dnsName.hostnameProblem("localhost")).toBeNull()
+    expect(dnsName.hostnameProblem(`${"a".repeat(63)}.test`)).toBeNull()
+    expect(dnsName.hostnameProblem("")).toBe("it is empty")
+    expect(dnsName.hostnameProblem("mx.example.org\r\nQUIT")).toBe("it contains CR, LF or NUL")
+    expect(dnsName.hostnameProblem("mx example.org")).toBe("it contains white space")
+    expect(dnsName.hostnameProblem(`${"a.".repeat(128)}a`)).toBe("it is longer than 255 characters")
+    expect(dnsName.hostnameProblem("mx_1.example.org")).toBe("it contains the character \"_\"")
+    expect(dnsName.hostnameProblem("bücher.example")).toBe("it contains the character \"ü\"")
+    expect(dnsName.hostnameProblem("mx.example.org.")).toBe("it has an empty label (leading, trailing or double dot)")
+    expect(dnsName.hostnameProblem("mx..example.org")).toBe("it has an empty label (leading, trailing or double dot)")
+    expect(dnsName.hostnameProblem(`${"a".repeat(64)}.test`)).toBe(
+      `its label "${"a".repeat(20)}…" is longer than 63 characters`
+    )
+    expect(dnsName.hostnameProblem("-mx.example.org")).toBe("its label \"-mx\" starts or ends with a hyphen")
+  })
+
+  it("isHostname accepts one trailing dot (a fully qualified name); toAscii gives the A-label form", () => {
+    expect(dnsName.isHostname("mx.example.org.")).toBe(true)
+    expect(dnsName.isHostname("mx.example.org..")).toBe(false)
+    expect(dnsName.isHostname("[192.0.2.1]")).toBe(false)
+    expect(dnsName.toAscii("Bücher.Example")).toBe("xn--bcher-kva.example")
+    expect(dnsName.toAscii("a b.example")).toBeNull()
+  })
+
+  it("addressLiteral: IPv4 and IPv6 literals, null for a bracketed text that is neither, undefined for a name", () => {
+    expect(dnsName.addressLiteral("[192.0.2.1]")).toBe("192.0.2.1")
+    expect(dnsName.addressLiteral("[IPv6:2001:DB8::1]")).toBe("2001:db8::1")
+    expect(dnsName.addressLiteral("[2001:db8::1]")).toBeNull()
+    expect(dnsName.addressLiteral("[IPv6:192.0.2.1]")).toBeNull()
+    expect(dnsName.addressLiteral("[192.0.2.1")).toBeNull()
+    expect(dnsName.addressLiteral("example.org")).toBeUndefined()
+  })
 })
