@@ -16,6 +16,7 @@ import * as dnsName from "./internal/dnsName.js"
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export type Mode = "enforce" | "testing" | "none"
 
@@ -24,6 +25,7 @@ export type Mode = "enforce" | "testing" | "none"
  * `maxAge` is in seconds.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Policy {
   readonly version: "STSv1"
@@ -36,6 +38,7 @@ export interface Policy {
  * The largest policy body accepted, in bytes (RFC 8461 §3.3 lets senders cap it; 64 KiB is far above any real one).
  *
  * @since 0.1.0
+ * @category constants
  */
 export const MAX_POLICY_BYTES = 65_536
 
@@ -43,6 +46,7 @@ export const MAX_POLICY_BYTES = 65_536
  * The largest `max_age` the RFC allows (about one year).
  *
  * @since 0.1.0
+ * @category constants
  */
 export const MAX_AGE_LIMIT = 31_557_600
 
@@ -50,6 +54,7 @@ export const MAX_AGE_LIMIT = 31_557_600
  * Why a policy body or a TXT record is not valid. `line` is 1-based, for policy bodies.
  *
  * @since 0.1.0
+ * @category errors
  */
 export class PolicyError extends Data.TaggedError("MtaStsPolicyError")<{
   readonly message: string
@@ -64,6 +69,7 @@ const controlPattern = /[\x00-\x08\x0a-\x1f\x7f]/
  * A host name as MTA-STS compares it: lowercase A-labels, no trailing dot.
  *
  * @since 0.1.0
+ * @category utils
  */
 export const normalizeName = (name: string): string => {
   const trimmed = name.trim().replace(/\.$/, "").toLowerCase()
@@ -86,6 +92,7 @@ const normalizePattern = (value: string): Option.Option<string> => {
  * one `mx` unless the mode is `none`. Keys and the `version`/`mode` values are case-sensitive, as the RFC's ABNF says.
  *
  * @since 0.1.0
+ * @category parsing
  */
 export const parse = (text: string): Either.Either<Policy, PolicyError> => {
   if (new TextEncoder().encode(text).length > MAX_POLICY_BYTES) {
@@ -173,6 +180,7 @@ export const parse = (text: string): Either.Either<Policy, PolicyError> => {
  * ignored on both sides.
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const matchesPattern = (pattern: string, mxHost: string): boolean => {
   const host = normalizeName(mxHost)
@@ -189,6 +197,7 @@ export const matchesPattern = (pattern: string, mxHost: string): boolean => {
  * Whether an MX host name matches any of the policy's patterns (whatever its mode).
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const matches = (policy: Policy, mxHost: string): boolean =>
   policy.mx.some((pattern) => matchesPattern(pattern, mxHost))
@@ -198,6 +207,7 @@ export const matches = (policy: Policy, mxHost: string): boolean =>
  * pattern matches. Under `testing` a `false` is to be recorded, not enforced (see `enforced`).
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const hostAllowed = (policy: Policy | null, mxHost: string): boolean =>
   policy === null || policy.mode === "none" || matches(policy, mxHost)
@@ -206,6 +216,7 @@ export const hostAllowed = (policy: Policy | null, mxHost: string): boolean =>
  * Whether the policy must be enforced: MX hosts outside it dropped, and verified TLS with no plaintext fallback.
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const enforced = (policy: Policy | null): boolean => policy !== null && policy.mode === "enforce"
 
@@ -217,6 +228,7 @@ export const enforced = (policy: Policy | null): boolean => policy !== null && p
  * A valid `_mta-sts` TXT record (RFC 8461 §3.1).
  *
  * @since 0.1.0
+ * @category models
  */
 export interface TxtRecord {
   readonly id: string
@@ -229,6 +241,7 @@ const recordPrefix = /^v=STSv1[ \t]*(?:;|$)/
  * MTA-STS.
  *
  * @since 0.2.0
+ * @category parsing
  */
 export const isStsRecord = (text: string): boolean => recordPrefix.test(text)
 const extensionValue = /^[\x21-\x3a\x3c\x3e-\x7e]+$/
@@ -238,6 +251,7 @@ const extensionValue = /^[\x21-\x3a\x3c\x3e-\x7e]+$/
  * digits among them (the first one counts), and an optional trailing `;`.
  *
  * @since 0.1.0
+ * @category parsing
  */
 export const parseRecord = (text: string): Either.Either<TxtRecord, PolicyError> => {
   const invalid = (message: string) => Either.left(new PolicyError({ message, line: null }))
@@ -266,6 +280,7 @@ export const parseRecord = (text: string): Either.Either<TxtRecord, PolicyError>
  * remain and be valid (RFC 8461 §3.1), otherwise the domain has no available policy.
  *
  * @since 0.1.0
+ * @category parsing
  */
 export const selectRecord = (records: ReadonlyArray<string>): Either.Either<TxtRecord, PolicyError> => {
   const candidates = records.filter((record) => recordPrefix.test(record))
@@ -284,6 +299,7 @@ export const selectRecord = (records: ReadonlyArray<string>): Either.Either<TxtR
  * The URL of a domain's policy.
  *
  * @since 0.1.0
+ * @category utils
  */
 export const policyUrl = (domain: string, port = 443): string =>
   `https://mta-sts.${normalizeName(domain)}${port === 443 ? "" : `:${port}`}/.well-known/mta-sts.txt`

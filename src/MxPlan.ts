@@ -19,6 +19,7 @@ import * as TransportError from "./TransportError.js"
  * address from an address-literal domain, used as it is.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface MxHost {
   readonly name: string
@@ -32,6 +33,7 @@ export interface MxHost {
  * kept in the order they will be tried, and the hosts `limits.mx` dropped.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface MxPlan {
   readonly domain: string
@@ -44,6 +46,7 @@ export interface MxPlan {
  * The message of the permanent error a null MX gives.
  *
  * @since 0.1.0
+ * @category constants
  */
 export const nullMxMessage = "domain does not accept mail (null MX, RFC 7505)"
 
@@ -92,6 +95,7 @@ const isNullMx = (records: ReadonlyArray<MxRecord>): boolean => {
  * the implicit MX instead.
  *
  * @since 0.1.0
+ * @category planning
  */
 export const plan: (
   domain: string,

@@ -18,6 +18,7 @@ import type { Policy } from "./MtaStsPolicy.js"
  * data, so a persistent store can serialise it with `JSON.stringify`.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Entry {
   readonly id: string
@@ -27,6 +28,7 @@ export interface Entry {
 
 /**
  * @since 0.1.0
+ * @category tags
  */
 export class PolicyCache extends Context.Tag("effect-smtp-transport/PolicyCache")<
   PolicyCache,
@@ -35,6 +37,7 @@ export class PolicyCache extends Context.Tag("effect-smtp-transport/PolicyCache"
 
 /**
  * @since 0.1.0
+ * @category tags
  */
 export declare namespace PolicyCache {
   /**
@@ -54,6 +57,7 @@ export declare namespace PolicyCache {
  * is evicted. An entry is kept past its `max_age`: an expired policy is still the fallback when a refresh fails.
  *
  * @since 0.1.0
+ * @category constructors
  */
 export const makeMemory = (options?: { readonly capacity?: number }): Effect.Effect<PolicyCache.Service> =>
   Effect.sync(() => {
@@ -66,6 +70,7 @@ export const makeMemory = (options?: { readonly capacity?: number }): Effect.Eff
 
 /**
  * @since 0.1.0
+ * @category layers
  */
 export const layerMemory = (options?: { readonly capacity?: number }): Layer.Layer<PolicyCache> =>
   Layer.effect(PolicyCache, makeMemory(options))
@@ -74,5 +79,6 @@ export const layerMemory = (options?: { readonly capacity?: number }): Layer.Lay
  * The default store: in memory, 10 000 domains.
  *
  * @since 0.1.0
+ * @category layers
  */
 export const layer: Layer.Layer<PolicyCache> = layerMemory()
