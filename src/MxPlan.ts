@@ -9,9 +9,9 @@
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
-import { isIP } from "node:net"
 import { Dns, type MxRecord } from "./Dns.js"
 import * as dnsName from "./internal/dnsName.js"
+import type { Limits } from "./Settings.js"
 import * as TransportError from "./TransportError.js"
 
 /**
@@ -19,6 +19,7 @@ import * as TransportError from "./TransportError.js"
  * address from an address-literal domain, used as it is.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface MxHost {
   readonly name: string
@@ -32,6 +33,7 @@ export interface MxHost {
  * kept in the order they will be tried, and the hosts `limits.mx` dropped.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface MxPlan {
   readonly domain: string
@@ -44,23 +46,11 @@ export interface MxPlan {
  * The message of the permanent error a null MX gives.
  *
  * @since 0.1.0
+ * @category constants
  */
 export const nullMxMessage = "domain does not accept mail (null MX, RFC 7505)"
 
 const dnsError = (message: string, permanent: boolean) => TransportError.make("dns", "dns", message, permanent)
-
-/**
- * `[192.0.2.1]` → "192.0.2.1", `[IPv6:2001:db8::1]` → "2001:db8::1" (RFC 5321 §4.1.3); `undefined` for a domain
- * name; an error for a bracketed text that is no usable address.
- */
-const addressLiteral = (domain: string): string | TransportError.TransportError | undefined => {
-  if (!domain.startsWith("[")) return undefined
-  const inner = domain.endsWith("]") ? domain.slice(1, -1) : ""
-  const v6 = /^ipv6:/i.exec(inner) !== null
-  const address = v6 ? inner.slice(5) : inner
-  if (isIP(address) === (v6 ? 6 : 4)) return address.toLowerCase()
-  return dnsError(`${domain}: not a usable address literal`, true)
-}
 
 /**
  * Hosts in try order: groups by ascending preference, each group shuffled. A name listed twice is kept once, at its
@@ -100,23 +90,24 @@ const isNullMx = (records: ReadonlyArray<MxRecord>): boolean => {
 }
 
 /**
- * Plans a domain's hosts. Fails (phase "dns", kind "dns") permanently on a null MX, an invalid address literal or
+ * Plans a domain's hosts, at most `mx` of them (the domain stage's `limits.mx`, see `Settings.Limits`). Fails (phase "dns", kind "dns") permanently on a null MX, an invalid address literal or
  * MX records that name no host; temporarily when the MX lookup fails for any reason but NXDOMAIN/NODATA, which give
  * the implicit MX instead.
  *
  * @since 0.1.0
+ * @category planning
  */
 export const plan: (
   domain: string,
-  limitMx: number
-) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, limitMx) =>
+  mx: Limits["mx"]
+) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, mx) =>
   Effect.gen(function*() {
     const domain = dnsName.normalize(rawDomain)
     // Stalwart never stops at 0 (it compares after pushing); a limit below 1 would plan no host, so 1 is the floor.
-    const limit = Math.max(1, Number.isNaN(limitMx) ? 1 : Math.floor(limitMx))
+    const limit = Math.max(1, Number.isNaN(mx) ? 1 : Math.floor(mx))
     if (domain === "") return yield* dnsError("empty recipient domain", true)
-    const literal = addressLiteral(domain)
-    if (literal instanceof TransportError.TransportError) return yield* literal
+    const literal = dnsName.addressLiteral(domain)
+    if (literal === null) return yield* dnsError(`${domain}: not a usable address literal`, true)
     if (literal !== undefined) {
       const host: MxHost = { name: literal, preference: 0, implicit: false, literal: true }
       return { domain, records: [], hosts: [host], dropped: [] }

@@ -10,13 +10,15 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import type { Policy } from "./MtaSts.js"
+import { Lru } from "./internal/lru.js"
+import type { Policy } from "./MtaStsPolicy.js"
 
 /**
  * One cached policy with the TXT `id` it was fetched under and when (Effect's Clock, epoch milliseconds). It is plain
  * data, so a persistent store can serialise it with `JSON.stringify`.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Entry {
   readonly id: string
@@ -26,6 +28,7 @@ export interface Entry {
 
 /**
  * @since 0.1.0
+ * @category tags
  */
 export class PolicyCache extends Context.Tag("effect-smtp-transport/PolicyCache")<
   PolicyCache,
@@ -34,6 +37,7 @@ export class PolicyCache extends Context.Tag("effect-smtp-transport/PolicyCache"
 
 /**
  * @since 0.1.0
+ * @category tags
  */
 export declare namespace PolicyCache {
   /**
@@ -53,36 +57,20 @@ export declare namespace PolicyCache {
  * is evicted. An entry is kept past its `max_age`: an expired policy is still the fallback when a refresh fails.
  *
  * @since 0.1.0
+ * @category constructors
  */
 export const makeMemory = (options?: { readonly capacity?: number }): Effect.Effect<PolicyCache.Service> =>
   Effect.sync(() => {
-    const capacity = Math.max(1, Math.floor(options?.capacity ?? 10_000))
-    // A Map iterates in insertion order; re-inserting on every touch makes the first key the least recently used.
-    const entries = new Map<string, Entry>()
+    const entries = new Lru<string, Entry>(Math.max(1, Math.floor(options?.capacity ?? 10_000)))
     return PolicyCache.of({
-      get: (domain) =>
-        Effect.sync(() => {
-          const entry = entries.get(domain)
-          if (entry === undefined) return Option.none()
-          entries.delete(domain)
-          entries.set(domain, entry)
-          return Option.some(entry)
-        }),
-      set: (domain, entry) =>
-        Effect.sync(() => {
-          entries.delete(domain)
-          entries.set(domain, entry)
-          while (entries.size > capacity) {
-            const oldest = entries.keys().next()
-            if (oldest.done === true) break
-            entries.delete(oldest.value)
-          }
-        })
+      get: (domain) => Effect.sync(() => Option.fromNullable(entries.get(domain))),
+      set: (domain, entry) => Effect.sync(() => entries.set(domain, entry))
     })
   })
 
 /**
  * @since 0.1.0
+ * @category layers
  */
 export const layerMemory = (options?: { readonly capacity?: number }): Layer.Layer<PolicyCache> =>
   Layer.effect(PolicyCache, makeMemory(options))
@@ -91,5 +79,6 @@ export const layerMemory = (options?: { readonly capacity?: number }): Layer.Lay
  * The default store: in memory, 10 000 domains.
  *
  * @since 0.1.0
+ * @category layers
  */
 export const layer: Layer.Layer<PolicyCache> = layerMemory()

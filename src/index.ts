@@ -18,6 +18,8 @@ export * as Expression from "./Expression.js"
 export * as HappyEyeballs from "./HappyEyeballs.js"
 /** @since 0.1.0 */
 export * as MtaSts from "./MtaSts.js"
+/** @since 0.2.0 */
+export * as MtaStsPolicy from "./MtaStsPolicy.js"
 /** @since 0.1.0 */
 export * as MxPlan from "./MxPlan.js"
 /** @since 0.1.0 */

@@ -7,6 +7,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
 import * as Dns from "../src/Dns.js"
+import * as dnsName from "../src/internal/dnsName.js"
+import { Lru } from "../src/internal/lru.js"
 
 const zones: Dns.Zones = {
   "example.test": {
@@ -229,33 +231,49 @@ describe("Dns cache", () => {
       Effect.provide(Dns.layerTest({ "slowfail.test": { a: "SERVFAIL", delay: "1 second" } }, { cache: {} }))
     ))
 
-  it.effect("an interrupted waiter leaves the others their answer; the last one leaving interrupts the query", () =>
+  it.effect("an interrupted waiter leaves the query running for the others", () =>
     Effect.gen(function*() {
       const dns = yield* Dns.Dns
       const first = yield* Effect.fork(dns.a("slow.test"))
       const second = yield* Effect.fork(dns.a("slow.test"))
       yield* TestClock.adjust("5 seconds")
-      yield* Fiber.interrupt(first)
+      yield* Fiber.interrupt(second)
       yield* TestClock.adjust("5 seconds")
-      expect(yield* Fiber.join(second)).toEqual(["192.0.2.3"])
-      expect((yield* queries).length).toBe(1)
+      expect(yield* Fiber.join(first)).toEqual(["192.0.2.3"])
+      expect(yield* queries).toEqual([{ rrtype: "A", name: "slow.test" }])
+    }).pipe(Effect.provide(cachedZones)))
 
-      // nobody waits any more: the query is abandoned and the next lookup starts afresh
+  it.effect("an interrupted first caller hands over: a waiter runs the query again and gets its answer", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const first = yield* Effect.fork(dns.a("slow.test"))
+      const second = yield* Effect.fork(dns.a("slow.test"))
+      const third = yield* Effect.fork(dns.a("slow.test"))
+      yield* TestClock.adjust("5 seconds")
+      yield* Fiber.interrupt(first)
+      // the query went with its runner; the two waiters share one new query, started now
+      yield* TestClock.adjust("9999 millis")
+      expect(Option.isNone(yield* Fiber.poll(second))).toBe(true)
+      yield* TestClock.adjust("1 millis")
+      expect(yield* Fiber.join(second)).toEqual(["192.0.2.3"])
+      expect(yield* Fiber.join(third)).toEqual(["192.0.2.3"])
+      expect(yield* queries).toEqual([{ rrtype: "A", name: "slow.test" }, { rrtype: "A", name: "slow.test" }])
+      // and the answer is cached
+      expect(yield* dns.a("slow.test")).toEqual(["192.0.2.3"])
+      expect((yield* queries).length).toBe(2)
+
+      // nobody waits: the query is abandoned and the next lookup starts afresh
       const lone = yield* Effect.fork(dns.a("never.test"))
       yield* TestClock.adjust("1 second")
       yield* Fiber.interrupt(lone)
       const next = yield* Effect.fork(dns.a("never.test"))
       yield* TestClock.adjust("1 second")
       expect(Option.isNone(yield* Fiber.poll(next))).toBe(true)
-      expect(yield* queries).toEqual([
-        { rrtype: "A", name: "slow.test" },
-        { rrtype: "A", name: "never.test" },
-        { rrtype: "A", name: "never.test" }
-      ])
+      expect((yield* queries).slice(2)).toEqual([{ rrtype: "A", name: "never.test" }, { rrtype: "A", name: "never.test" }])
       yield* Fiber.interrupt(next)
     }).pipe(Effect.provide(cachedZones)))
 
-  it.effect("the underlying query is interrupted once its last waiter is gone", () =>
+  it.effect("the underlying query is interrupted with the caller running it, never with a waiter", () =>
     Effect.gen(function*() {
       let started = 0
       let interrupted = 0
@@ -279,12 +297,20 @@ describe("Dns cache", () => {
         const dns = yield* Dns.Dns
         const one = yield* Effect.fork(dns.a("hang.test"))
         const two = yield* Effect.fork(dns.a("hang.test"))
+        const three = yield* Effect.fork(dns.a("hang.test"))
         yield* TestClock.adjust("1 second")
         expect(started).toBe(1)
-        yield* Fiber.interrupt(one)
+        yield* Fiber.interrupt(three) // a waiter
         expect(interrupted).toBe(0)
-        yield* Fiber.interrupt(two)
+        yield* Fiber.interrupt(one) // the runner: its query goes, and the waiter left runs it again
+        yield* TestClock.adjust("1 second")
         expect(interrupted).toBe(1)
+        expect(started).toBe(2)
+        yield* Fiber.interrupt(two)
+        expect(interrupted).toBe(2)
+        // no fiber keeps a query alive in the background
+        yield* TestClock.adjust("1 second")
+        expect(started).toBe(2)
       }).pipe(Effect.provide(Dns.cached().pipe(Layer.provide(Layer.succeed(Dns.Dns, hanging)))))
     }))
 
@@ -333,4 +359,79 @@ describe("Dns cache", () => {
         Effect.provide(Dns.cached({ defaultTtl: "60 seconds" }).pipe(Layer.provide(Layer.succeed(Dns.Dns, plain))))
       )
     }))
+})
+
+describe("internal/lru (the one LRU: resolver cache and MTA-STS policy store)", () => {
+  it("evicts the least recently used key beyond its capacity; get and set both count as a use", () => {
+    const lru = new Lru<string, number>(2)
+    lru.set("a", 1)
+    lru.set("b", 2)
+    expect(lru.get("a")).toBe(1) // a is now the most recent
+    lru.set("c", 3) // evicts b
+    expect([...lru.keys()]).toEqual(["a", "c"])
+    expect(lru.get("b")).toBeUndefined()
+    lru.set("a", 10) // an update is a use too
+    lru.set("d", 4) // evicts c
+    expect([...lru.keys()]).toEqual(["a", "d"])
+    expect(lru.get("a")).toBe(10)
+    lru.delete("a")
+    expect(lru.size).toBe(1)
+  })
+
+  it("capacity 0 keeps nothing", () => {
+    const lru = new Lru<string, number>(0)
+    lru.set("a", 1)
+    expect(lru.get("a")).toBeUndefined()
+    expect(lru.size).toBe(0)
+  })
+
+  it.effect("maxEntries 0 turns the resolver cache's storage off but still coalesces", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const fiber = yield* Effect.fork(Effect.all([dns.a("slow.test"), dns.a("slow.test")], { concurrency: 2 }))
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.join(fiber)
+      expect((yield* queries).length).toBe(1)
+      yield* dns.a("mx1.example.test")
+      yield* dns.a("mx1.example.test")
+      expect((yield* queries).length).toBe(3)
+    }).pipe(Effect.provide(Dns.layerTest(zones, { cache: { maxEntries: 0 } }))))
+})
+
+describe("internal/dnsName (the one host-name validator)", () => {
+  it("hostnameProblem: RFC 1123 host names, with the reason when not one", () => {
+    expect(dnsName.hostnameProblem("mx1.example.org")).toBeNull()
+    expect(dnsName.hostnameProblem("MX-1.Example.ORG")).toBeNull()
+    expect(dnsName.hostnameProblem("localhost")).toBeNull()
+    expect(dnsName.hostnameProblem(`${"a".repeat(63)}.test`)).toBeNull()
+    expect(dnsName.hostnameProblem("")).toBe("it is empty")
+    expect(dnsName.hostnameProblem("mx.example.org\r\nQUIT")).toBe("it contains CR, LF or NUL")
+    expect(dnsName.hostnameProblem("mx example.org")).toBe("it contains white space")
+    expect(dnsName.hostnameProblem(`${"a.".repeat(128)}a`)).toBe("it is longer than 255 characters")
+    expect(dnsName.hostnameProblem("mx_1.example.org")).toBe("it contains the character \"_\"")
+    expect(dnsName.hostnameProblem("bücher.example")).toBe("it contains the character \"ü\"")
+    expect(dnsName.hostnameProblem("mx.example.org.")).toBe("it has an empty label (leading, trailing or double dot)")
+    expect(dnsName.hostnameProblem("mx..example.org")).toBe("it has an empty label (leading, trailing or double dot)")
+    expect(dnsName.hostnameProblem(`${"a".repeat(64)}.test`)).toBe(
+      `its label "${"a".repeat(20)}…" is longer than 63 characters`
+    )
+    expect(dnsName.hostnameProblem("-mx.example.org")).toBe("its label \"-mx\" starts or ends with a hyphen")
+  })
+
+  it("isHostname accepts one trailing dot (a fully qualified name); toAscii gives the A-label form", () => {
+    expect(dnsName.isHostname("mx.example.org.")).toBe(true)
+    expect(dnsName.isHostname("mx.example.org..")).toBe(false)
+    expect(dnsName.isHostname("[192.0.2.1]")).toBe(false)
+    expect(dnsName.toAscii("Bücher.Example")).toBe("xn--bcher-kva.example")
+    expect(dnsName.toAscii("a b.example")).toBeNull()
+  })
+
+  it("addressLiteral: IPv4 and IPv6 literals, null for a bracketed text that is neither, undefined for a name", () => {
+    expect(dnsName.addressLiteral("[192.0.2.1]")).toBe("192.0.2.1")
+    expect(dnsName.addressLiteral("[IPv6:2001:DB8::1]")).toBe("2001:db8::1")
+    expect(dnsName.addressLiteral("[2001:db8::1]")).toBeNull()
+    expect(dnsName.addressLiteral("[IPv6:192.0.2.1]")).toBeNull()
+    expect(dnsName.addressLiteral("[192.0.2.1")).toBeNull()
+    expect(dnsName.addressLiteral("example.org")).toBeUndefined()
+  })
 })

@@ -10,6 +10,7 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
+import * as MtaStsPolicy from "../src/MtaStsPolicy.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as TransportError from "../src/TransportError.js"
 
@@ -693,4 +694,29 @@ describe("PolicyCache", () => {
       yield* cache.set("a.example", entry("a2"))
       expect(yield* cache.get("a.example")).toStrictEqual(Option.some(entry("a2")))
     }))
+})
+
+describe("MtaStsPolicy (the pure model MtaSts re-exports)", () => {
+  it("is the same model: MtaSts's names are MtaStsPolicy's", () => {
+    expect(MtaSts.parse).toBe(MtaStsPolicy.parse)
+    expect(MtaSts.hostAllowed).toBe(MtaStsPolicy.hostAllowed)
+    expect(MtaSts.PolicyError).toBe(MtaStsPolicy.PolicyError)
+  })
+
+  it("isStsRecord tells an MTA-STS TXT record from the others at the name", () => {
+    expect(MtaStsPolicy.isStsRecord("v=STSv1; id=1")).toBe(true)
+    expect(MtaStsPolicy.isStsRecord("v=STSv1")).toBe(true)
+    expect(MtaStsPolicy.isStsRecord("v=STSv1 \t;id=1")).toBe(true)
+    expect(MtaStsPolicy.isStsRecord("v=STSv10; id=1")).toBe(false)
+    expect(MtaStsPolicy.isStsRecord("v=spf1 -all")).toBe(false)
+  })
+
+  it("an mx pattern's domain is at most 253 characters and a valid host name", () => {
+    const long = `${"a".repeat(60)}.`.repeat(4) + "a".repeat(9) // 253 characters
+    const policy = (mx: string) => MtaStsPolicy.parse(`version: STSv1\nmode: enforce\nmx: ${mx}\nmax_age: 60\n`)
+    expect(Either.isRight(policy(long))).toBe(true)
+    expect(Either.isLeft(policy(long + "a"))).toBe(true)
+    expect(Either.isLeft(policy("mx_1.example.org"))).toBe(true)
+    expect(Either.isLeft(policy("*.-bad.example.org"))).toBe(true)
+  })
 })

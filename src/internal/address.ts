@@ -1,5 +1,4 @@
-import { isIP } from "node:net"
-import { domainToASCII } from "node:url"
+import * as dnsName from "./dnsName.js"
 
 /**
  * An envelope address checked for what may safely go on the wire inside `MAIL FROM:<…>` / `RCPT TO:<…>`.
@@ -22,7 +21,6 @@ export interface Address {
 const MAX_LOCAL = 64
 const MAX_DOMAIN = 255
 const MAX_PATH = 256
-const MAX_LABEL = 63
 
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN = /[\u0000-\u0020\u007f<>]/
@@ -39,33 +37,11 @@ export const parse = (address: string): Address | string => {
   const domain = address.slice(at + 1).toLowerCase()
   if (Buffer.byteLength(local) > MAX_LOCAL) return `has a local part longer than ${MAX_LOCAL} octets`
   const utf8 = !/^[\x21-\x7e]*$/.test(address)
-  if (domain.startsWith("[")) {
-    const literal = parseLiteral(domain)
-    if (literal === null) return "has an address literal that is not an IPv4 or IPv6 address"
-    return { address, local, domain, target: literal, literal: true, utf8 }
-  }
+  const literal = dnsName.addressLiteral(domain)
+  if (literal === null) return "has an address literal that is not an IPv4 or IPv6 address"
+  if (literal !== undefined) return { address, local, domain, target: literal, literal: true, utf8 }
   if (Buffer.byteLength(domain) > MAX_DOMAIN) return `has a domain longer than ${MAX_DOMAIN} octets`
-  const ascii = domainToASCII(domain)
-  if (ascii === "" || !validHostname(ascii)) return "has a domain that is not a valid host name"
+  const ascii = dnsName.toAscii(domain)
+  if (ascii === null || !dnsName.isHostname(ascii)) return "has a domain that is not a valid host name"
   return { address, local, domain, target: ascii, literal: false, utf8 }
-}
-
-/** `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3); null when it is neither. */
-const parseLiteral = (domain: string): string | null => {
-  if (!domain.endsWith("]")) return null
-  const inner = domain.slice(1, -1)
-  if (inner.startsWith("ipv6:")) {
-    const ip = inner.slice(5)
-    return isIP(ip) === 6 ? ip : null
-  }
-  return isIP(inner) === 4 ? inner : null
-}
-
-/** Letters, digits and hyphens in labels of at most 63 octets, no empty label, no hyphen at either end. */
-export const validHostname = (name: string): boolean => {
-  const bare = name.endsWith(".") ? name.slice(0, -1) : name
-  if (bare.length === 0 || bare.length > MAX_DOMAIN) return false
-  return bare.split(".").every((label) =>
-    label.length > 0 && label.length <= MAX_LABEL && /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/i.test(label)
-  )
 }

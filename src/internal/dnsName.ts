@@ -1,6 +1,17 @@
 /**
+ * The one module that says what a host name is and how names are spelled, for every stage: DNS keys and logs, the
+ * MX plan, envelope domains, MTA-STS patterns, the EHLO name and the configuration's host-name keys.
+ *
  * DNS names compare case-insensitively and a trailing dot only marks them as fully qualified (RFC 4343, RFC 1034
  * §3.1), so every key, log entry and report value uses one spelling: lowercase, no trailing dot.
+ *
+ * @internal
+ */
+import { isIP } from "node:net"
+import { domainToASCII } from "node:url"
+
+/**
+ * Lowercase, trimmed, without the trailing dots.
  *
  * @internal
  */
@@ -12,3 +23,63 @@ export const normalize = (name: string): string => name.trim().toLowerCase().rep
  * @internal
  */
 export const isRoot = (name: string): boolean => normalize(name) === ""
+
+/** RFC 1035 §2.3.4, counted in characters of the A-label form. */
+const MAX_HOSTNAME = 255
+const MAX_LABEL = 63
+
+/**
+ * Why a string is not a host name (RFC 1123 §2.1: letters, digits and hyphens in labels of 1 to 63 characters, no
+ * hyphen at either end, at most 255 characters, no trailing dot), or `null` when it is one. The sentence reads after
+ * "not a valid host name because", e.g. "it contains white space".
+ *
+ * @internal
+ */
+export const hostnameProblem = (name: string): string | null => {
+  if (name === "") return "it is empty"
+  // eslint-disable-next-line no-control-regex
+  if (/[\r\n\u0000]/.test(name)) return "it contains CR, LF or NUL"
+  if (/\s/.test(name)) return "it contains white space"
+  if (name.length > MAX_HOSTNAME) return `it is longer than ${MAX_HOSTNAME} characters`
+  const bad = /[^A-Za-z0-9.-]/.exec(name)
+  if (bad !== null) return `it contains the character ${JSON.stringify(bad[0])}`
+  for (const label of name.split(".")) {
+    if (label === "") return "it has an empty label (leading, trailing or double dot)"
+    if (label.length > MAX_LABEL) return `its label "${label.slice(0, 20)}…" is longer than ${MAX_LABEL} characters`
+    if (label.startsWith("-") || label.endsWith("-")) return `its label "${label}" starts or ends with a hyphen`
+  }
+  return null
+}
+
+/**
+ * A host name, fully qualified (one trailing dot) or not.
+ *
+ * @internal
+ */
+export const isHostname = (name: string): boolean =>
+  hostnameProblem(name.endsWith(".") ? name.slice(0, -1) : name) === null
+
+/**
+ * The A-label form of a name (IDNA, UTS #46, lowercased), `null` when it has none.
+ *
+ * @internal
+ */
+export const toAscii = (name: string): string | null => {
+  const ascii = domainToASCII(name)
+  return ascii === "" ? null : ascii
+}
+
+/**
+ * The address of an address literal (RFC 5321 §4.1.3): `[192.0.2.1]` → "192.0.2.1", `[IPv6:2001:DB8::1]` →
+ * "2001:db8::1"; `null` for a bracketed text that is neither; `undefined` for a name that is no literal.
+ *
+ * @internal
+ */
+export const addressLiteral = (domain: string): string | null | undefined => {
+  if (!domain.startsWith("[")) return undefined
+  if (!domain.endsWith("]")) return null
+  const inner = domain.slice(1, -1)
+  const v6 = /^ipv6:/i.test(inner)
+  const address = v6 ? inner.slice(5) : inner
+  return isIP(address) === (v6 ? 6 : 4) ? address.toLowerCase() : null
+}

@@ -12,7 +12,7 @@ import type { LookupAddress } from "node:dns"
 import type * as Https from "node:https"
 import * as Tls from "node:tls"
 import type { Dns, DnsError } from "../../Dns.js"
-import type { FetchRequest, FetchResponse } from "../../MtaSts.js"
+import type { FetchRequest, FetchResponse } from "./fetcher.js"
 import * as TransportError from "../../TransportError.js"
 
 type Lookup = NonNullable<Https.AgentOptions["lookup"]>

@@ -1,0 +1,144 @@
+/**
+ * The DNS service's vocabulary: records, answers, the error, the tag. A leaf under `Dns.ts`, so that the cache, the
+ * live layer and the test layer can build on it without importing the public module that re-exports them.
+ *
+ * @internal
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+
+/** @internal */
+export interface MxRecord {
+  readonly exchange: string
+  readonly priority: number
+}
+
+/** @internal */
+export type RRType = "MX" | "A" | "AAAA" | "TXT"
+
+/**
+ * The record shape each query type yields: TXT records are the record's character-strings joined.
+ *
+ * @internal
+ */
+export interface RecordOf {
+  readonly MX: MxRecord
+  readonly A: string
+  readonly AAAA: string
+  readonly TXT: string
+}
+
+/**
+ * Records with the time they may be kept, in seconds; `null` when the source does not know it (Node reports no TTL
+ * for MX and TXT), in which case a cache applies its default.
+ *
+ * @internal
+ */
+export interface Answer<T extends RRType> {
+  readonly records: ReadonlyArray<RecordOf[T]>
+  readonly ttl: number | null
+}
+
+/**
+ * One lookup of any type, with its TTL.
+ *
+ * @internal
+ */
+export type Answerer = <T extends RRType>(rrtype: T, name: string) => Effect.Effect<Answer<T>, DnsError>
+
+/**
+ * `NotFound` is NXDOMAIN (the name does not exist), `NoData` is a name that exists without records of the type,
+ * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error.
+ *
+ * @internal
+ */
+export class DnsError extends Data.TaggedError("DnsError")<{
+  readonly reason: "NotFound" | "NoData" | "Temporary"
+  readonly name: string
+  readonly rrtype: RRType
+  readonly message: string
+}> {}
+
+/** @internal */
+export class Dns extends Context.Tag("effect-smtp-transport/Dns")<Dns, Dns.Service>() {}
+
+/** @internal */
+export declare namespace Dns {
+  /** @internal */
+  export interface Service {
+    readonly mx: (domain: string) => Effect.Effect<ReadonlyArray<MxRecord>, DnsError>
+    readonly a: (host: string) => Effect.Effect<ReadonlyArray<string>, DnsError>
+    readonly aaaa: (host: string) => Effect.Effect<ReadonlyArray<string>, DnsError>
+    /** Each TXT record's character-strings joined into one string. */
+    readonly txt: (name: string) => Effect.Effect<ReadonlyArray<string>, DnsError>
+    /**
+     * The same lookups with their TTL. Optional so that a hand-written `Dns` needs only the four methods above; a
+     * cache over a service without it uses its default TTL.
+     */
+    readonly answer?: Answerer | undefined
+  }
+}
+
+/**
+ * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: Node
+ * reports none for MX and TXT), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
+ * (NXDOMAIN and NODATA, RFC 2308; Node does not expose the SOA that would give the zone's own value).
+ *
+ * @internal
+ */
+export interface CacheOptions {
+  readonly maxEntries?: number | undefined
+  readonly defaultTtl?: Duration.DurationInput | undefined
+  readonly maxTtl?: Duration.DurationInput | undefined
+  readonly negativeTtl?: Duration.DurationInput | undefined
+}
+
+/** @internal */
+export const fromAnswerer = (answer: Answerer): Dns.Service => ({
+  mx: (domain) => Effect.map(answer("MX", domain), (a) => a.records),
+  a: (host) => Effect.map(answer("A", host), (a) => a.records),
+  aaaa: (host) => Effect.map(answer("AAAA", host), (a) => a.records),
+  txt: (name) => Effect.map(answer("TXT", name), (a) => a.records),
+  answer
+})
+
+/** @internal */
+export const toAnswerer = (service: Dns.Service): Answerer => {
+  if (service.answer !== undefined) return service.answer
+  const records = (rrtype: RRType, name: string): Effect.Effect<ReadonlyArray<unknown>, DnsError> => {
+    switch (rrtype) {
+      case "MX":
+        return service.mx(name)
+      case "A":
+        return service.a(name)
+      case "AAAA":
+        return service.aaaa(name)
+      case "TXT":
+        return service.txt(name)
+    }
+  }
+  return <T extends RRType>(rrtype: T, name: string) =>
+    Effect.map(records(rrtype, name), (rs): Answer<T> => ({ records: rs as ReadonlyArray<RecordOf[T]>, ttl: null }))
+}
+
+/**
+ * The failure of a query that got no answer within its budget, the same from every layer.
+ *
+ * @internal
+ */
+export const noAnswer = (rrtype: RRType, name: string, limit: Duration.Duration): DnsError =>
+  new DnsError({
+    reason: "Temporary",
+    name,
+    rrtype,
+    message: `${rrtype} ${name}: no answer within ${Duration.format(limit)}`
+  })
+
+/** @internal */
+export const timeoutAnswerer = (answer: Answerer, duration: Duration.DurationInput): Answerer => {
+  const limit = Duration.decode(duration)
+  return (rrtype, name) =>
+    Effect.timeoutFail(answer(rrtype, name), { duration: limit, onTimeout: () => noAnswer(rrtype, name, limit) })
+}
