@@ -1,37 +1,37 @@
 /**
  * The IP strategy: each MX host's addresses, in the order the strategy gives them and cut to `limits.multihomed`,
- * and the whole plan as a lazy Stream of hosts, each with a Stream of connection candidates
- * `{ host, ip, family, source }`.
+ * and the whole plan as a lazy pull of hosts, each with a pull of connection candidates
+ * `{ host, ip, family, source }` (see `Pull` for why a pull rather than a Stream, and `Pull.toStream` for a Stream).
  *
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
-import * as Stream from "effect/Stream"
 import { Dns, type DnsError } from "./Dns.js"
-import * as lazyStream from "./internal/lazyStream.js"
 import type { MxHost, MxPlan } from "./MxPlan.js"
-import type { IpStrategy } from "./OutboundConfig.js"
+import * as Pull from "./Pull.js"
+import type * as Settings from "./Settings.js"
 import * as SourceIp from "./SourceIp.js"
 import * as TransportError from "./TransportError.js"
 
 /**
- * The host-stage settings, evaluated for one MX host (`ip-strategy`, `limits.multihomed`, `source-ip.v4/v6`).
+ * What this stage reads of a host's settings: its `ipStrategy` and `sourceIp`, and the domain's
+ * `limits.multihomed`. A wider value (the whole `Settings.HostSettings` plus `multihomed`) is handed back as it was
+ * given, in {@link HostCandidates}.
  *
  * @since 0.1.0
+ * @category models
  */
-export interface HostSettings {
-  readonly strategy: IpStrategy
+export interface HostSettings extends Pick<Settings.HostSettings, "ipStrategy" | "sourceIp"> {
   readonly multihomed: number
-  readonly sourceV4: ReadonlyArray<string>
-  readonly sourceV6: ReadonlyArray<string>
 }
 
 /**
  * One connection to attempt. `source` is the local address to bind, `null` to let the OS pick.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Candidate {
   readonly host: MxHost
@@ -44,6 +44,7 @@ export interface Candidate {
  * One address lookup and its outcome; an error is kept even when the other family made it irrelevant.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface FamilyLookup {
   readonly rrtype: "A" | "AAAA"
@@ -56,34 +57,40 @@ export interface FamilyLookup {
  * `limits.multihomed` cut, and each lookup made (none for a literal).
  *
  * @since 0.1.0
+ * @category models
  */
 export interface HostResolution {
   readonly host: MxHost
-  readonly strategy: IpStrategy
+  readonly ipStrategy: Settings.IpStrategy
   readonly addresses: ReadonlyArray<string>
   readonly truncated: ReadonlyArray<string>
   readonly lookups: ReadonlyArray<FamilyLookup>
 }
 
 /**
- * One host of the plan, resolved when the Stream reached it.
+ * One host of the plan, resolved when the pull reached it.
  *
  * @since 0.1.0
+ * @category models
  */
-export interface HostCandidates {
+export interface HostCandidates<S extends HostSettings = HostSettings> {
   readonly host: MxHost
-  readonly settings: HostSettings
+  readonly settings: S
   readonly resolution: Either.Either<HostResolution, TransportError.TransportError>
-  /** The addresses in strategy order; the source address is picked anew each time one is pulled. Empty on error. */
-  readonly candidates: Stream.Stream<Candidate>
+  /**
+   * A fresh pull over the addresses in strategy order at each call; the source address is picked anew each time
+   * one is pulled. Empty on error.
+   */
+  readonly candidates: () => Pull.Pull<Candidate>
 }
 
 /**
  * The families a strategy queries, preferred first.
  *
  * @since 0.1.0
+ * @category utils
  */
-export const families = (strategy: IpStrategy): ReadonlyArray<"A" | "AAAA"> => {
+export const families = (strategy: Settings.IpStrategy): ReadonlyArray<"A" | "AAAA"> => {
   switch (strategy) {
     case "ipv4_only":
       return ["A"]
@@ -132,20 +139,21 @@ const lookupFamily = (dns: Dns.Service, rrtype: "A" | "AAAA", name: string): Eff
  * the strategy: the sender named that address.
  *
  * @since 0.1.0
+ * @category resolving
  */
 export const resolveHost: (
   host: MxHost,
-  strategy: IpStrategy,
+  ipStrategy: Settings.IpStrategy,
   multihomed: number
-) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, strategy, multihomed) =>
+) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, ipStrategy, multihomed) =>
   Effect.gen(function*() {
-    if (host.literal) return { host, strategy, addresses: [host.name], truncated: [], lookups: [] }
+    if (host.literal) return { host, ipStrategy, addresses: [host.name], truncated: [], lookups: [] }
     const limit = Math.max(1, Number.isNaN(multihomed) ? 1 : Math.floor(multihomed))
     const dns = yield* Dns
-    const lookups = yield* lookupAll(dns, families(strategy), host.name)
+    const lookups = yield* lookupAll(dns, families(ipStrategy), host.name)
     const all = lookups.flatMap((l) => l.addresses)
     if (all.length === 0) return yield* noAddress(host, lookups)
-    return { host, strategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups }
+    return { host, ipStrategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups }
   }).pipe((effect) =>
     // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
     Effect.useSpan("Candidates.resolveHost", { captureStackTrace: false }, () => effect)
@@ -173,39 +181,43 @@ const lookupAll = (
     ))
 }
 
-const candidateStream = (
+const noCandidates = (): Pull.Pull<Candidate> => Pull.fromIterable([])
+
+const candidatesOf = (
   host: MxHost,
-  settings: HostSettings,
+  sourceIp: Settings.SourceIp,
   resolution: Either.Either<HostResolution, TransportError.TransportError>
-): Stream.Stream<Candidate> => {
-  if (Either.isLeft(resolution)) return Stream.empty
-  const lists = { v4: settings.sourceV4, v6: settings.sourceV6 }
-  return lazyStream.make(resolution.right.addresses, (ip) =>
-    Effect.map(
-      SourceIp.pick(ip, lists),
-      (source): Candidate => ({ host, ip, family: SourceIp.family(ip) ?? 4, source })
-    ))
+): () => Pull.Pull<Candidate> => {
+  if (Either.isLeft(resolution)) return noCandidates
+  const { addresses } = resolution.right
+  return () =>
+    Pull.make(addresses, (ip) =>
+      Effect.map(
+        SourceIp.pick(ip, sourceIp),
+        (source): Candidate => ({ host, ip, family: SourceIp.family(ip) ?? 4, source })
+      ))
 }
 
 /**
- * The plan as a Stream of hosts, lazily: a host's settings are evaluated and its addresses looked up only when the
- * Stream is pulled for it, so a later host costs nothing while an earlier one is being tried. A host that fails to
- * resolve is still emitted (with its error and no candidates) so the caller records it and moves on.
+ * The plan as a pull of hosts, lazily: a host's settings are evaluated and its addresses looked up only when it is
+ * pulled, so a later host costs nothing while an earlier one is being tried. A host that fails to resolve is still
+ * handed out (with its error and no candidates) so the caller records it and moves on.
  *
  * @since 0.1.0
+ * @category resolving
  */
-export const hosts = (
+export const hosts = <S extends HostSettings, R = never>(
   plan: MxPlan,
-  perHost: (host: MxHost) => Effect.Effect<HostSettings>
-): Stream.Stream<HostCandidates, never, Dns> =>
-  lazyStream.make(plan.hosts, (host) =>
-    Effect.flatMap(perHost(host), (settings) =>
+  settingsOf: (host: MxHost) => Effect.Effect<S, never, R>
+): Pull.Pull<HostCandidates<S>, Dns | R> =>
+  Pull.make(plan.hosts, (host) =>
+    Effect.flatMap(settingsOf(host), (settings) =>
       Effect.map(
-        Effect.either(resolveHost(host, settings.strategy, settings.multihomed)),
-        (resolution): HostCandidates => ({
+        Effect.either(resolveHost(host, settings.ipStrategy, settings.multihomed)),
+        (resolution): HostCandidates<S> => ({
           host,
           settings,
           resolution,
-          candidates: candidateStream(host, settings, resolution)
+          candidates: candidatesOf(host, settings.sourceIp, resolution)
         })
       )))

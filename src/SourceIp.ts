@@ -7,20 +7,14 @@
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import { isIP } from "node:net"
-
-/**
- * @since 0.1.0
- */
-export interface SourceLists {
-  readonly v4: ReadonlyArray<string>
-  readonly v6: ReadonlyArray<string>
-}
+import type * as Settings from "./Settings.js"
 
 /**
  * The address family of an IP address, `null` for anything else. An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`)
  * is IPv6 here, as it is to the socket that connects to it.
  *
  * @since 0.1.0
+ * @category utils
  */
 export const family = (ip: string): 4 | 6 | null => {
   const f = isIP(ip)
@@ -32,8 +26,9 @@ export const family = (ip: string): 4 | 6 | null => {
  * is empty. There is no fallback to the other family's list: a socket cannot bind an address of another family.
  *
  * @since 0.1.0
+ * @category utils
  */
-export const pick = (remoteIp: string, lists: SourceLists): Effect.Effect<string | null> => {
+export const pick = (remoteIp: string, lists: Settings.SourceIp): Effect.Effect<string | null> => {
   const f = family(remoteIp)
   const list = f === 4 ? lists.v4 : f === 6 ? lists.v6 : []
   if (list.length === 0) return Effect.succeed(null)

@@ -14,7 +14,9 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as Candidates from "./Candidates.js"
 import * as Connector from "./Connector.js"
 import * as Dns from "./Dns.js"
@@ -34,7 +36,6 @@ import type {
 import type { Variables } from "./Expression.js"
 import * as HappyEyeballs from "./HappyEyeballs.js"
 import * as address from "./internal/address.js"
-import * as lazyStream from "./internal/lazyStream.js"
 import { explainedSettings } from "./internal/settings/explain.js"
 import * as MtaSts from "./MtaSts.js"
 import * as MxPlan from "./MxPlan.js"
@@ -373,28 +374,26 @@ const deliverDomain = (
         hostSettings.set(host, { variables, settings: evaluated.settings })
         const { ipStrategy, sourceIp } = evaluated.settings
         return {
-          strategy: ipStrategy,
+          ipStrategy,
           multihomed: stage.settings.limits.multihomed,
-          sourceV4: sourceIp.v4,
-          sourceV6: sourceIp.v6
+          sourceIp
         }
       })
 
-    yield* lazyStream.forEachWhile(Candidates.hosts(plan, perHost), (host) =>
-      Effect.gen(function*() {
-        hostPlans.push(hostPlan(host, policy))
-        if (Either.isLeft(host.resolution)) {
-          hostErrors.push(host.resolution.left)
-          return true
-        }
-        const outcome = yield* tryHost(ctx, group, hostSettings.get(host.host)!, host, attempts, enforced, warnings)
-        if (outcome._tag === "NextHost") {
-          hostErrors.push(outcome.error)
-          return true
-        }
-        results = outcome.recipients
-        return false
-      }))
+    const hosts = Candidates.hosts(plan, perHost)
+    while (results === null) {
+      const next = yield* hosts.next
+      if (Option.isNone(next)) break
+      const host = next.value
+      hostPlans.push(hostPlan(host, policy))
+      if (Either.isLeft(host.resolution)) {
+        hostErrors.push(host.resolution.left)
+        continue
+      }
+      const outcome = yield* tryHost(ctx, group, hostSettings.get(host.host)!, host, attempts, enforced, warnings)
+      if (outcome._tag === "NextHost") hostErrors.push(outcome.error)
+      else results = outcome.recipients
+    }
 
     const final = results ?? allHostsFailed(group.recipients, hostErrors)
     return { recipients: final, attempts, plan: domainPlanOf(group, stage, hostPlans, null), warnings }
@@ -474,13 +473,28 @@ type HostOutcome =
 
 interface Connected {
   readonly connection: SmtpSession.Connected
+  /** Closes the connection: the race's `release` for a success that did not win, `raceUse`'s for the winner. */
+  readonly close: Effect.Effect<void>
   readonly candidate: Candidates.Candidate
   readonly settings: ConnectionSettings
 }
 
 /**
- * One MX host: race its addresses, then run the session on the winner. The connection lives in this function's
- * scope, so whatever happens it is closed before the next host is tried.
+ * Connects, the connection owned by the caller: closed by `close`, or at once when the connect fails or is
+ * interrupted. The connect's own Scope stands in for a `close` on the connection until the Connector offers one.
+ */
+const connectOwned = (options: Connector.ConnectOptions, timeout: Duration.Duration) =>
+  Effect.flatMap(Scope.make(), (scope) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.matchCauseEffect(restore(Scope.extend(SmtpSession.connect(options, timeout), scope)), {
+        onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), Effect.failCause(cause)),
+        onSuccess: (connection) => Effect.succeed({ connection, close: Scope.close(scope, Exit.void) })
+      })
+    ))
+
+/**
+ * One MX host: race its addresses, then run the session on the winner. The winner's connection is closed when the
+ * session is done, whatever happens, before the next host is tried.
  */
 const tryHost = (
   ctx: Run,
@@ -492,7 +506,7 @@ const tryHost = (
   enforced: boolean,
   warnings: Array<string>
 ): Effect.Effect<HostOutcome, never, Connector.Connector> =>
-  Effect.scoped(Effect.gen(function*() {
+  Effect.suspend(() => {
     const { config } = ctx
     const tlsPolicy = {
       starttls: hostStage.settings.tls.starttls,
@@ -501,8 +515,8 @@ const tryHost = (
     const delay = hostStage.settings.connectionAttemptDelay
     const since = (ms: number) => ms - ctx.startMs
 
-    const race = yield* HappyEyeballs.race({
-      candidates: host.candidates,
+    return HappyEyeballs.raceUse({
+      candidates: host.candidates(),
       attempt: (candidate: Candidates.Candidate) => {
         const evaluated = evaluateConnection(
           config,
@@ -510,100 +524,102 @@ const tryHost = (
         )
         if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
         const settings = evaluated.settings
-        return SmtpSession.connect(
+        return connectOwned(
           { ip: candidate.ip, port: ctx.options.port, localAddress: candidate.source ?? undefined },
           settings.timeouts.connect
-        ).pipe(Effect.map((connection): Connected => ({ connection, candidate, settings })))
+        ).pipe(Effect.map(({ close, connection }): Connected => ({ connection, close, candidate, settings })))
       },
+      release: (connected) => connected.close,
       delay
-    })
-    for (const loser of race.losers) {
-      attempts.push({
-        domain: group.domain,
-        host: host.host.name,
-        ip: loser.candidate.ip,
-        source: loser.candidate.source,
-        ehlo: null,
-        tls: false,
-        startMs: since(loser.startMs),
-        durationMs: loser.endMs - loser.startMs,
-        phase: "connect",
-        outcome: loser._tag === "Failed" ? "failed" : "cancelled",
-        error: loser._tag === "Failed" ? reportError(loser.error) : null
-      })
-    }
-    if (Option.isNone(race.winner)) {
-      const failures = race.losers.flatMap((l) => l._tag === "Failed" ? [l] : []).sort((a, b) => a.endMs - b.endMs)
-      const last = failures[failures.length - 1]
-      return { _tag: "NextHost", error: last?.error ?? noAddress(host.host.name) } as const
-    }
-    const winner = race.winner.value
-    const { candidate, connection, settings: connectionSettings } = winner.value
-    const { timeouts } = connectionSettings
-    const settings: SmtpSession.SessionSettings = {
-      hostname: connectionSettings.ehloName,
-      servername: host.host.name,
-      starttls: tlsPolicy.starttls,
-      allowInvalidCerts: tlsPolicy.allowInvalidCerts,
-      ca: ctx.options.ca,
-      requireTls: ctx.requireTls || enforced,
-      timeouts: {
-        greeting: timeouts.greeting,
-        ehlo: timeouts.ehlo,
-        tls: timeouts.tls,
-        mailFrom: timeouts["mail-from"],
-        rcptTo: timeouts["rcpt-to"],
-        data: timeouts.data
-      }
-    }
-    const record = (
-      fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
-    ) =>
-      Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => {
+    }, (race) => Effect.gen(function*() {
+      for (const loser of race.losers) {
         attempts.push({
           domain: group.domain,
           host: host.host.name,
-          ip: candidate.ip,
-          source: candidate.source,
-          startMs: since(winner.startMs),
-          durationMs: now - winner.startMs,
-          ...fields
+          ip: loser.candidate.ip,
+          source: loser.candidate.source,
+          ehlo: null,
+          tls: false,
+          startMs: since(loser.startMs),
+          durationMs: loser.endMs - loser.startMs,
+          phase: "connect",
+          outcome: loser._tag === "Failed" ? "failed" : "cancelled",
+          error: loser._tag === "Failed" ? reportError(loser.error) : null
         })
-      })
+      }
+      if (Option.isNone(race.winner)) {
+        const failures = race.losers.flatMap((l) => l._tag === "Failed" ? [l] : []).sort((a, b) => a.endMs - b.endMs)
+        const last = failures[failures.length - 1]
+        return { _tag: "NextHost", error: last?.error ?? noAddress(host.host.name) } as const
+      }
+      const winner = race.winner.value
+      const { candidate, connection, settings: connectionSettings } = winner.value
+      const { timeouts } = connectionSettings
+      const settings: SmtpSession.SessionSettings = {
+        hostname: connectionSettings.ehloName,
+        servername: host.host.name,
+        starttls: tlsPolicy.starttls,
+        allowInvalidCerts: tlsPolicy.allowInvalidCerts,
+        ca: ctx.options.ca,
+        requireTls: ctx.requireTls || enforced,
+        timeouts: {
+          greeting: timeouts.greeting,
+          ehlo: timeouts.ehlo,
+          tls: timeouts.tls,
+          mailFrom: timeouts["mail-from"],
+          rcptTo: timeouts["rcpt-to"],
+          data: timeouts.data
+        }
+      }
+      const record = (
+        fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
+      ) =>
+        Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => {
+          attempts.push({
+            domain: group.domain,
+            host: host.host.name,
+            ip: candidate.ip,
+            source: candidate.source,
+            startMs: since(winner.startMs),
+            durationMs: now - winner.startMs,
+            ...fields
+          })
+        })
 
-    const opened = yield* Effect.either(SmtpSession.open(connection, settings))
-    if (Either.isLeft(opened)) {
-      const error = opened.left
-      // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
-      // after a timeout or a reset just close.
-      if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection })
+      const opened = yield* Effect.either(SmtpSession.open(connection, settings))
+      if (Either.isLeft(opened)) {
+        const error = opened.left
+        // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
+        // after a timeout or a reset just close.
+        if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection })
+        yield* record({
+          phase: error.phase,
+          outcome: "failed",
+          error: reportError(error),
+          tls: false,
+          ehlo: error.phase === "greeting" ? null : settings.hostname
+        })
+        return { _tag: "NextHost", error } as const
+      }
+      const session = opened.right
+      const envelope: SmtpSession.Envelope = {
+        sender: ctx.sender?.address ?? "",
+        recipients: group.recipients,
+        requireTls: ctx.requireTls
+      }
+      const transaction = yield* SmtpSession.transaction(session, envelope, ctx.message, settings)
+      const transportError = firstTransportError(transaction)
+      if (transaction.canQuit) yield* SmtpSession.quit(session)
       yield* record({
-        phase: error.phase,
-        outcome: "failed",
-        error: reportError(error),
-        tls: false,
-        ehlo: error.phase === "greeting" ? null : settings.hostname
+        phase: transportError === null ? "quit" : transaction.phase,
+        outcome: transportError === null ? "completed" : "failed",
+        error: transportError === null ? null : reportError(transportError),
+        tls: session.tls,
+        ehlo: session.ehloName
       })
-      return { _tag: "NextHost", error } as const
-    }
-    const session = opened.right
-    const envelope: SmtpSession.Envelope = {
-      sender: ctx.sender?.address ?? "",
-      recipients: group.recipients,
-      requireTls: ctx.requireTls
-    }
-    const transaction = yield* SmtpSession.transaction(session, envelope, ctx.message, settings)
-    const transportError = firstTransportError(transaction)
-    if (transaction.canQuit) yield* SmtpSession.quit(session)
-    yield* record({
-      phase: transportError === null ? "quit" : transaction.phase,
-      outcome: transportError === null ? "completed" : "failed",
-      error: transportError === null ? null : reportError(transportError),
-      tls: session.tls,
-      ehlo: session.ehloName
-    })
-    return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
-  }))
+      return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
+    }))
+  })
 
 /**
  * A timeout, reset or protocol error inside the transaction makes the attempt `failed`; replies and policy
@@ -688,10 +704,10 @@ const hostPlan = (host: Candidates.HostCandidates, policy: MtaSts.Policy | null)
   host: host.host.name,
   preference: host.host.preference,
   implicit: host.host.implicit,
-  strategy: host.settings.strategy,
+  strategy: host.settings.ipStrategy,
   addresses: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.addresses }),
   truncated: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.truncated }),
-  sourceIps: { v4: host.settings.sourceV4, v6: host.settings.sourceV6 },
+  sourceIps: { v4: host.settings.sourceIp.v4, v6: host.settings.sourceIp.v6 },
   mtaSts: policy === null || policy.mode === "none" ? null : MtaSts.matches(policy, host.host.name) ? "match" : "mismatch",
   error: Either.match(host.resolution, { onLeft: reportError, onRight: () => null })
 })

@@ -26,6 +26,8 @@ export * as MxPlan from "./MxPlan.js"
 export * as OutboundConfig from "./OutboundConfig.js"
 /** @since 0.1.0 */
 export * as PolicyCache from "./PolicyCache.js"
+/** @since 0.2.0 */
+export * as Pull from "./Pull.js"
 /** @since 0.1.0 */
 export * as SmtpReply from "./SmtpReply.js"
 /** @since 0.1.0 */

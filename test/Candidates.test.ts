@@ -10,6 +10,8 @@ import * as Candidates from "../src/Candidates.js"
 import * as Dns from "../src/Dns.js"
 import type * as MxPlan from "../src/MxPlan.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as Pull from "../src/Pull.js"
+import type * as Settings from "../src/Settings.js"
 import * as TransportError from "../src/TransportError.js"
 
 const mxHost = (name: string, preference = 10): MxPlan.MxHost => ({ name, preference, implicit: false, literal: false })
@@ -38,7 +40,7 @@ describe("Candidates.resolveHost", () => {
       const resolution = yield* Candidates.resolveHost(mxHost("dual.test"), "ipv4_then_ipv6", 2)
       expect(resolution).toEqual({
         host: mxHost("dual.test"),
-        strategy: "ipv4_then_ipv6",
+        ipStrategy: "ipv4_then_ipv6",
         addresses: ["192.0.2.1", "192.0.2.2"],
         truncated: ["2001:db8::1", "2001:db8::2"],
         lookups: [
@@ -81,7 +83,7 @@ describe("Candidates.resolveHost", () => {
 
   it.effect("both families failing: NXDOMAIN is permanent (explicit and implicit host), the rest temporary", () =>
     Effect.gen(function*() {
-      const resolve = (host: MxPlan.MxHost, strategy: OutboundConfig.IpStrategy = "ipv4_then_ipv6") =>
+      const resolve = (host: MxPlan.MxHost, strategy: Settings.IpStrategy = "ipv4_then_ipv6") =>
         Effect.map(Effect.exit(Candidates.resolveHost(host, strategy, 2)), failure)
       expect(yield* resolve(mxHost("gone.test"))).toEqual(
         TransportError.make(
@@ -124,7 +126,7 @@ describe("Candidates.resolveHost", () => {
       const host: MxPlan.MxHost = { name: "2001:db8::99", preference: 0, implicit: false, literal: true }
       expect(yield* Candidates.resolveHost(host, "ipv4_only", 2)).toEqual({
         host,
-        strategy: "ipv4_only",
+        ipStrategy: "ipv4_only",
         addresses: ["2001:db8::99"],
         truncated: [],
         lookups: []
@@ -140,56 +142,68 @@ const plan3: MxPlan.MxPlan = {
   dropped: []
 }
 
-const settings = (strategy: OutboundConfig.IpStrategy, extra: Partial<Candidates.HostSettings> = {}) =>
+const settings = (ipStrategy: Settings.IpStrategy, extra: Partial<Candidates.HostSettings> = {}) =>
 (): Effect.Effect<Candidates.HostSettings> =>
-  Effect.succeed({ strategy, multihomed: 2, sourceV4: [], sourceV6: [], ...extra })
+  Effect.succeed({ ipStrategy, multihomed: 2, sourceIp: { v4: [], v6: [] }, ...extra })
+
+/** The hosts of a plan as a Stream, and every host's candidates after it. */
+const allCandidates = (pull: Pull.Pull<Candidates.HostCandidates, Dns.Dns>) =>
+  Pull.toStream(pull).pipe(Stream.flatMap((h) => Pull.toStream(h.candidates)))
+
+const drain = <A, R>(pull: Pull.Pull<A, R>) =>
+  Effect.map(Stream.runCollect(Pull.toStream(pull)), Chunk.toReadonlyArray)
 
 describe("Candidates.hosts", () => {
   it.effect("is lazy: the second host's lookups do not run when the first host's first candidate is taken", () =>
     Effect.gen(function*() {
       const evaluated: Array<string> = []
       const perHost = (host: MxPlan.MxHost) =>
-        Effect.sync(() => {
+        Effect.sync((): Candidates.HostSettings => {
           evaluated.push(host.name)
-          return { strategy: "ipv4_then_ipv6" as const, multihomed: 2, sourceV4: [], sourceV6: [] }
+          return { ipStrategy: "ipv4_then_ipv6", multihomed: 2, sourceIp: { v4: [], v6: [] } }
         })
-      const first = yield* Candidates.hosts(plan3, perHost).pipe(
-        Stream.flatMap((h) => h.candidates),
-        Stream.take(1),
-        Stream.runCollect
-      )
+      const first = yield* allCandidates(Candidates.hosts(plan3, perHost)).pipe(Stream.take(1), Stream.runCollect)
       expect(Chunk.toReadonlyArray(first).map((c) => c.ip)).toEqual(["192.0.2.11"])
       expect(evaluated).toEqual(["mx1.plan.test"])
       expect(yield* queries).toEqual([{ rrtype: "A", name: "mx1.plan.test" }, { rrtype: "AAAA", name: "mx1.plan.test" }])
+
+      // and pulled directly, the same
+      evaluated.length = 0
+      const hosts = Candidates.hosts(plan3, perHost)
+      const one = Option.getOrThrow(yield* hosts.next)
+      expect(Option.map(yield* one.candidates().next, (c) => c.ip)).toEqual(Option.some("192.0.2.11"))
+      expect(evaluated).toEqual(["mx1.plan.test"])
     }).pipe(Effect.provide(Dns.layerTest(zones))))
 
-  it.effect("resolves host by host as the Stream is pulled, a failed host emitted with its error", () =>
-    Effect.scoped(Effect.gen(function*() {
-      const pull = yield* Stream.toPull(Candidates.hosts(plan3, settings("ipv4_then_ipv6")))
-      const next = Effect.map(pull, Chunk.toReadonlyArray)
-      const [one] = yield* next
-      expect(one!.host.name).toBe("mx1.plan.test")
-      expect(Either.getOrThrow(one!.resolution).addresses).toEqual(["192.0.2.11", "2001:db8::11"])
+  it.effect("resolves host by host as it is pulled, a failed host handed out with its error", () =>
+    Effect.gen(function*() {
+      const hosts = Candidates.hosts(plan3, settings("ipv4_then_ipv6"))
+      const next = Effect.map(hosts.next, Option.getOrThrow)
+      const one = yield* next
+      expect(one.host.name).toBe("mx1.plan.test")
+      expect(Either.getOrThrow(one.resolution).addresses).toEqual(["192.0.2.11", "2001:db8::11"])
       expect((yield* queries).map((q) => q.name)).toEqual(["mx1.plan.test", "mx1.plan.test"])
 
-      const [two] = yield* next
-      expect(two!.host.name).toBe("missing.plan.test")
-      expect(Either.isLeft(two!.resolution) && two!.resolution.left.permanent).toBe(true)
-      expect(Chunk.toReadonlyArray(yield* Stream.runCollect(two!.candidates))).toEqual([])
+      const two = yield* next
+      expect(two.host.name).toBe("missing.plan.test")
+      expect(Either.isLeft(two.resolution) && two.resolution.left.permanent).toBe(true)
+      expect(yield* drain(two.candidates())).toEqual([])
       expect((yield* queries).map((q) => q.name).slice(2)).toEqual(["missing.plan.test", "missing.plan.test"])
 
-      const [three] = yield* next
-      expect(three!.host.name).toBe("mx3.plan.test")
-      expect(Either.getOrThrow(three!.resolution).addresses).toEqual(["192.0.2.13"])
-      expect(yield* Effect.either(next)).toEqual(Either.left(Option.none()))
+      expect(hosts.isDone()).toBe(false)
+      const three = yield* next
+      expect(three.host.name).toBe("mx3.plan.test")
+      expect(Either.getOrThrow(three.resolution).addresses).toEqual(["192.0.2.13"])
+      expect(hosts.isDone()).toBe(true)
+      expect(yield* hosts.next).toEqual(Option.none())
       expect((yield* queries).length).toBe(6)
-    })).pipe(Effect.provide(Dns.layerTest(zones))))
+    }).pipe(Effect.provide(Dns.layerTest(zones))))
 
   it.effect("candidates carry host, ip, family and a source of the remote's family", () =>
     Effect.gen(function*() {
       const plan: MxPlan.MxPlan = { domain: "dual.test", records: [], hosts: [mxHost("mostly6.test")], dropped: [] }
-      const perHost = settings("ipv6_then_ipv4", { multihomed: 3, sourceV4: ["192.0.2.100"], sourceV6: [] })
-      const all = yield* Candidates.hosts(plan, perHost).pipe(Stream.flatMap((h) => h.candidates), Stream.runCollect)
+      const perHost = settings("ipv6_then_ipv4", { multihomed: 3, sourceIp: { v4: ["192.0.2.100"], v6: [] } })
+      const all = yield* Stream.runCollect(allCandidates(Candidates.hosts(plan, perHost)))
       expect(Chunk.toReadonlyArray(all)).toEqual([
         { host: mxHost("mostly6.test"), ip: "2001:db8::3", family: 6, source: null },
         { host: mxHost("mostly6.test"), ip: "2001:db8::4", family: 6, source: null },
@@ -201,18 +215,25 @@ describe("Candidates.hosts", () => {
     Effect.gen(function*() {
       const plan: MxPlan.MxPlan = { domain: "x", records: [], hosts: [mxHost("mx3.plan.test")], dropped: [] }
       const sources = ["192.0.2.100", "192.0.2.101", "192.0.2.102", "192.0.2.103"]
-      const [host] = Chunk.toReadonlyArray(
-        yield* Stream.runCollect(Candidates.hosts(plan, settings("ipv4_only", { sourceV4: sources })))
-      )
+      const [host] = yield* drain(Candidates.hosts(plan, settings("ipv4_only", { sourceIp: { v4: sources, v6: [] } })))
       const seen: Array<string | null> = []
       for (let i = 0; i < 40; i++) {
-        const [candidate] = Chunk.toReadonlyArray(yield* Stream.runCollect(host!.candidates))
+        const [candidate] = yield* drain(host!.candidates())
         seen.push(candidate!.source)
       }
       expect(new Set(seen)).toEqual(new Set(sources))
       // one resolution, many pulls
       expect((yield* queries).length).toBe(1)
     }).pipe(Effect.withRandom(Random.make(11)), Effect.provide(Dns.layerTest(zones))))
+
+  it.effect("hands back the settings it was given, whatever else they hold", () =>
+    Effect.gen(function*() {
+      const plan: MxPlan.MxPlan = { domain: "x", records: [], hosts: [mxHost("mx3.plan.test")], dropped: [] }
+      const wide = { ipStrategy: "ipv4_only" as const, multihomed: 1, sourceIp: { v4: [], v6: [] }, ehloName: "me.test" }
+      const [host] = yield* drain(Candidates.hosts(plan, () => Effect.succeed(wide)))
+      expect(host!.settings).toBe(wide)
+      expect(host!.settings.ehloName).toBe("me.test")
+    }).pipe(Effect.provide(Dns.layerTest(zones))))
 
   it.effect("`retry_num == 0 → ipv6_only, else ipv4_only`, evaluated from the configuration, switches families", () =>
     Effect.gen(function*() {
@@ -225,16 +246,14 @@ limits.multihomed = 4
         Effect.sync(() => {
           const vars = { retry_num: retryNum, mx: host.name }
           return {
-            strategy: config.ipStrategy.evaluate(vars).value,
+            ipStrategy: config.ipStrategy.evaluate(vars).value,
             multihomed: config.limits.multihomed.evaluate(vars).value,
-            sourceV4: config.sourceIp.v4.evaluate(vars).value,
-            sourceV6: config.sourceIp.v6.evaluate(vars).value
+            sourceIp: { v4: config.sourceIp.v4.evaluate(vars).value, v6: config.sourceIp.v6.evaluate(vars).value }
           }
         })
       const plan: MxPlan.MxPlan = { domain: "dual.test", records: [], hosts: [mxHost("dual.test")], dropped: [] }
       const ips = (retryNum: number) =>
-        Candidates.hosts(plan, perHost(retryNum)).pipe(
-          Stream.flatMap((h) => h.candidates),
+        allCandidates(Candidates.hosts(plan, perHost(retryNum))).pipe(
           Stream.map((c) => c.ip),
           Stream.runCollect,
           Effect.map(Chunk.toReadonlyArray)
