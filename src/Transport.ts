@@ -505,9 +505,9 @@ const tryHost = (
       attempt: (candidate: Candidates.Candidate) => {
         const evaluator = hostEval.with({ remote_ip: candidate.ip, local_ip: candidate.source ?? unbound(candidate.ip) })
         const timeout = evaluator.get(config.timeouts.connect)
-        return SmtpSession.connect(
+        return SmtpSession.connectScoped(
           { ip: candidate.ip, port: ctx.options.port, localAddress: candidate.source ?? undefined },
-          timeout
+          { timeouts: { connect: timeout }, servername: host.host.name, phaseSpans: true }
         ).pipe(Effect.map((connection): Connected => ({ connection, candidate, evaluator })))
       },
       delay
@@ -535,20 +535,25 @@ const tryHost = (
     const winner = race.winner.value
     const { candidate, connection, evaluator } = winner.value
     const settings: SmtpSession.SessionSettings = {
-      hostname: evaluator.get(config.hostname),
+      ehloName: evaluator.get(config.hostname),
       servername: host.host.name,
-      starttls: tlsPolicy.starttls,
-      allowInvalidCerts: tlsPolicy.allowInvalidCerts,
-      ca: ctx.options.ca,
-      requireTls: ctx.requireTls || enforced,
+      tls: {
+        starttls: tlsPolicy.starttls,
+        allowInvalidCerts: tlsPolicy.allowInvalidCerts,
+        ca: ctx.options.ca,
+        required: ctx.requireTls || enforced
+      },
       timeouts: {
+        connect: evaluator.get(config.timeouts.connect),
         greeting: evaluator.get(config.timeouts.greeting),
         ehlo: evaluator.get(config.timeouts.ehlo),
         tls: evaluator.get(config.timeouts.tls),
-        mailFrom: evaluator.get(config.timeouts.mailFrom),
-        rcptTo: evaluator.get(config.timeouts.rcptTo),
+        "mail-from": evaluator.get(config.timeouts.mailFrom),
+        "rcpt-to": evaluator.get(config.timeouts.rcptTo),
         data: evaluator.get(config.timeouts.data)
-      }
+      },
+      // One span per phase, as before; the transport's rewrite moves to one span per attempt with phase events.
+      phaseSpans: true
     }
     const record = (
       fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
@@ -570,13 +575,13 @@ const tryHost = (
       const error = opened.left
       // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
       // after a timeout or a reset just close.
-      if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection })
+      if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection, settings })
       yield* record({
         phase: error.phase,
         outcome: "failed",
         error: reportError(error),
         tls: false,
-        ehlo: error.phase === "greeting" ? null : settings.hostname
+        ehlo: error.phase === "greeting" ? null : settings.ehloName
       })
       return { _tag: "NextHost", error } as const
     }
@@ -593,7 +598,7 @@ const tryHost = (
       phase: transportError === null ? "quit" : transaction.phase,
       outcome: transportError === null ? "completed" : "failed",
       error: transportError === null ? null : reportError(transportError),
-      tls: session.tls,
+      tls: session.tls !== null,
       ehlo: session.ehloName
     })
     return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const

@@ -1,5 +1,5 @@
-import type { Reply } from "../SmtpReply.js"
-import type { Capabilities } from "../SmtpSession.js"
+import type { Reply } from "../../SmtpReply.js"
+import type { Capabilities } from "../../SmtpSession.js"
 
 /** What a server that answered HELO offers: nothing beyond RFC 5321's base. */
 export const none: Capabilities = {
