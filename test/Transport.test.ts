@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Layer, Option, TestClock, Tracer } from "effect"
-import * as Connector from "../src/Connector.js"
-import { Script, type Step, type TestPeer } from "../src/Connector.js"
+import * as ConnectorTest from "../src/ConnectorTest.js"
+import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
 import type { AttemptRecord, DeliveryReport } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
@@ -43,11 +43,11 @@ const accept = (script: ReadonlyArray<Step>): TestPeer => ({ script })
 /** MTA-STS policies by domain, served by the in-memory fetcher. */
 const noPolicies: Record<string, string> = {}
 
-const layers = (zones: Dns.Zones, peers: Connector.TestPeers, config = CONFIG, policies = noPolicies) =>
+const layers = (zones: Dns.Zones, peers: ConnectorTest.TestPeers, config = CONFIG, policies = noPolicies) =>
   Layer.mergeAll(
     Layer.orDie(OutboundConfig.layerFromText(config)),
     Dns.layerTest(zones),
-    Connector.layerTest(peers),
+    ConnectorTest.layer(peers),
     PolicyCache.layer,
     MtaSts.layerTest((request) =>
       Effect.succeed(
@@ -93,7 +93,7 @@ describe("Transport.deliver: racing (RFC 8305)", () => {
         ["mx1.a.test", "2001:db8::1", 0, "connect", "cancelled", null],
         ["mx1.a.test", "192.0.2.1", 250, "quit", "completed", null]
       ])
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections.map((c) => [c.ip, c.outcome, c.closed])).toEqual([
         ["2001:db8::1", "stall", true],
         ["192.0.2.1", "accept", true]
@@ -162,7 +162,7 @@ describe("Transport.deliver: fallback rules", () => {
         ["mx2.a.test", "192.0.2.3", 0, "quit", "completed", null]
       ])
       expect(report.recipients[0]!.host).toBe("mx2.a.test")
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections.map((c) => c.ip)).toEqual(["192.0.2.1", "192.0.2.3"])
     }).pipe(
       Effect.provide(layers(twoHosts, {
@@ -182,7 +182,7 @@ describe("Transport.deliver: fallback rules", () => {
         reply: { code: 451, enhanced: "4.3.0", text: "try later" },
         error: expect.objectContaining({ phase: "mail-from", kind: "reply", permanent: false, code: 451 })
       }])
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections.map((c) => c.ip)).toEqual(["192.0.2.1"])
       expect(report.attempts.map(summary)).toEqual([["mx1.a.test", "192.0.2.1", 0, "quit", "completed", null]])
     }).pipe(
@@ -308,7 +308,7 @@ describe("Transport.deliver: per-recipient results", () => {
       ]])
       expect(report.recipients[2]!.error).toMatchObject({ phase: "dns", permanent: true })
       expect(report.plan.domains.map((d) => d.domain)).toEqual(["a.test", "b.test", "c.test"])
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections.map((c) => c.ip)).toEqual(["192.0.2.1", "192.0.2.1"])
     }).pipe(
       Effect.provide(layers({
@@ -324,7 +324,7 @@ describe("Transport.deliver: per-recipient results", () => {
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Transport.deliver(request("ok@a.test", "evil@a.test>\r\nRSET")))
       expect(Exit.isFailure(exit)).toBe(true)
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections).toEqual([])
     }).pipe(Effect.provide(layers(twoHosts, {}))))
 })
@@ -380,7 +380,7 @@ describe("Transport.deliver: MTA-STS", () => {
     return Effect.gen(function*() {
       const report = yield* run(request("rcpt@a.test"))
       expect(statuses(report)).toEqual([["rcpt@a.test", "delivered"]])
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections.map((c) => c.ip)).toEqual(["192.0.2.3"])
       expect(connections[0]!.startTls.map((o) => [o.servername, o.rejectUnauthorized])).toEqual([["mx2.a.test", true]])
       const plan = report.plan.domains[0]!
@@ -404,7 +404,7 @@ allow-invalid-certs = true
       const report = yield* run(request("rcpt@a.test"))
       expect(statuses(report)).toEqual([["rcpt@a.test", "failed"]])
       expect(report.recipients[0]!.error).toMatchObject({ phase: "tls", permanent: true })
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections[0]!.written).not.toMatch(/MAIL FROM/)
     }).pipe(
       Effect.provide(layers(zones, { "192.0.2.3": accept([...greeting, ...ehlo, ...quit]) }, CONFIG, policies))
@@ -416,7 +416,7 @@ allow-invalid-certs = true
       const report = yield* run(request("rcpt@a.test"))
       expect(statuses(report)).toEqual([["rcpt@a.test", "failed"]])
       expect(report.recipients[0]!.error).toMatchObject({ phase: "mta-sts", kind: "policy", permanent: true })
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections).toEqual([])
     }).pipe(
       Effect.provide(layers({
@@ -472,7 +472,7 @@ describe("Transport.explain", () => {
       })
       expect(domain.limits).toEqual({ mx: 5, multihomed: 1 })
       expect(domain.mtaStsTimeoutMs).toBe(600_000)
-      const connections = yield* Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+      const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections).toEqual([])
     }).pipe(
       Effect.provide(layers(twoHosts, {}, `
@@ -512,8 +512,8 @@ describe("Transport.deliver: observability", () => {
       ])
       const greetingSpan = smtp[1]!
       expect(Object.fromEntries(greetingSpan.attributes)).toMatchObject({
-        "smtp.host": "mx1.a.test",
-        "smtp.remote_ip": "192.0.2.1",
+        "server.address": "mx1.a.test",
+        "network.peer.address": "192.0.2.1",
         "smtp.phase": "greeting",
         "smtp.timeout_ms": 20_000
       })

@@ -4,13 +4,13 @@
  * live here, so the live connector (node:net) and the scripted test connector differ only in their `Io`, and the
  * TestClock suites run production's timing and framing code.
  *
- * Deadlines: one timer fiber per connection, on Effect's Clock, kept in a `FiberHandle` in the connection's own
- * `Scope` (closed by `close`). Every operation (connect, exchange, TLS handshake, close wait) carries an absolute
+ * Deadlines: one timer fiber per connection, on Effect's Clock, forked into the connection's own `Scope` (closed
+ * by `close`). Every operation (connect, exchange, TLS handshake, close wait) carries an absolute
  * deadline in Clock milliseconds; at most one is pending at a time. The timer sleeps until the earliest deadline it
  * was asked for; when it wakes it fails the pending operation if that one's deadline has passed, sleeps on when the
  * pending operation's deadline is later (phases usually end well before their deadline, so it rarely wakes), and
  * ends when nothing is pending. An operation whose deadline is earlier than the timer's target restarts it
- * (`FiberHandle.run` interrupts the old one). No fiber is forked per phase: a session of seven phases under default
+ * (the old one is interrupted). No fiber is forked per phase: a session of seven phases under default
  * timeouts forks the timer once or twice.
  *
  * @internal
@@ -19,7 +19,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as FiberHandle from "effect/FiberHandle"
+import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import type {
   ConnectOptions,
@@ -71,12 +71,12 @@ class Wire implements Connection, IoEvents {
   private readonly onReleased: Array<() => void> = []
   private timerAt = Infinity
   private timerGen = 0
+  private timer: Fiber.RuntimeFiber<void> | null = null
 
   constructor(
     readonly remoteAddress: string,
     readonly remotePort: number,
-    private readonly scope: Scope.CloseableScope,
-    private readonly timer: FiberHandle.FiberHandle<void, never>
+    private readonly scope: Scope.CloseableScope
   ) {}
 
   get isTls(): boolean {
@@ -124,7 +124,16 @@ class Wire implements Connection, IoEvents {
       if (!(deadline < this.timerAt) || this.closing) return effect
       this.timerAt = deadline
       const gen = ++this.timerGen
-      return Effect.zipRight(FiberHandle.run(this.timer, this.sleep(gen)), effect)
+      // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without
+      // capturing the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber.
+      const start = Effect.flatMap(Effect.forkIn(this.sleep(gen), this.scope), (fiber) => {
+        if (gen === this.timerGen) this.timer = fiber
+        return effect
+      })
+      const old = this.timer
+      this.timer = null
+      // A timer waking later than this deadline is replaced (it would find itself stale when it woke anyway).
+      return old === null ? start : Effect.zipRight(Effect.fiberIdWith((id) => Fiber.interruptAsFork(old, id)), start)
     })
   }
 
@@ -142,6 +151,7 @@ class Wire implements Connection, IoEvents {
             return loop
           }
           this.timerAt = Infinity
+          this.timer = null
           return Effect.void
         })
       )
@@ -404,11 +414,10 @@ class CloseWaitOp extends BaseOp<void> {
  * @internal
  */
 export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<Connection, SocketError> =>
-  Effect.flatMap(Scope.make(), (scope) =>
-    Effect.flatMap(Scope.extend(FiberHandle.make<void, never>(), scope), (timer) => {
-      const wire = new Wire(options.ip, options.port, scope, timer)
-      return Effect.matchCauseEffect(open(options, wire, scope), {
-        onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
-        onSuccess: (io) => wire.connect(io, options.deadline)
-      })
-    }))
+  Effect.flatMap(Scope.make(), (scope) => {
+    const wire = new Wire(options.ip, options.port, scope)
+    return Effect.matchCauseEffect(open(options, wire, scope), {
+      onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
+      onSuccess: (io) => wire.connect(io, options.deadline)
+    })
+  })
