@@ -107,6 +107,17 @@ describe("SmtpReply.parse", () => {
   })
 })
 
+describe("SmtpReply.Accumulator", () => {
+  it("takes lines one at a time, and starts over after each complete reply", () => {
+    const accumulator = new SmtpReply.Accumulator()
+    expect(accumulator.push("250-mx")).toEqual(Either.right(null))
+    expect(accumulator.push("250 2.0.0 ok")).toEqual(Either.right({ code: 250, enhanced: null, lines: ["mx", "2.0.0 ok"] }))
+    expect(accumulator.push("354 go")).toEqual(Either.right({ code: 354, enhanced: null, lines: ["go"] }))
+    expect(accumulator.push("250-a")).toEqual(Either.right(null))
+    expect(accumulator.push("251 b")).toEqual(Either.left("reply code changed from 250 to 251 within one reply"))
+  })
+})
+
 describe("replies read by the connection (Connection.exchange)", () => {
   const readAll = (script: ReadonlyArray<ConnectorTest.Step>, count: number) =>
     Effect.gen(function*() {

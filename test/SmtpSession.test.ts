@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, TestClock } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, TestClock, Tracer } from "effect"
 import * as fc from "fast-check"
+import * as Connector from "../src/Connector.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script } from "../src/ConnectorTest.js"
 import * as dotStuff from "../src/internal/session/dotStuff.js"
@@ -1294,4 +1295,164 @@ describe("logging", () => {
     Effect.gen(function*() {
       expect(yield* logged(LogLevel.Info)).toEqual([])
     }))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Spans
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("spans and span events", () => {
+  interface Recorded {
+    readonly spans: Array<Tracer.Span>
+    readonly events: Array<{ readonly span: string; readonly name: string; readonly attributes: Record<string, unknown> }>
+  }
+  /** A tracer that records the spans it makes and the events added to them. */
+  const recorder = Effect.map(Effect.tracer, (inner) => {
+    const recorded: Recorded = { spans: [], events: [] }
+    const tracer = Tracer.make({
+      span: (...args) => {
+        const span = inner.span(...args)
+        recorded.spans.push(span)
+        const event = span.event.bind(span)
+        span.event = (name, time, attributes) => {
+          recorded.events.push({ span: span.name, name, attributes: attributes ?? {} })
+          event(name, time, attributes)
+        }
+        return span
+      },
+      context: (f, fiber) => inner.context(f, fiber)
+    })
+    return { recorded, tracer }
+  })
+
+  const attempt = (s: SmtpSession.SessionSettings) =>
+    Effect.scoped(Effect.gen(function*() {
+      const connection = yield* SmtpSession.connectScoped({ ip: IP, port: 25 }, s)
+      const session = yield* SmtpSession.open(connection, s)
+      const result = yield* SmtpSession.transaction(session, envelope(), message, s)
+      if (result.canQuit) yield* SmtpSession.quit(session)
+      return result
+    })).pipe(SmtpSession.attemptSpan({ servername: "mx.test", ip: IP, port: 25 }))
+
+  const script = [
+    ...hello(),
+    Script.expect("MAIL FROM:<a@x.test>"),
+    Script.delay("5 millis"),
+    Script.reply("250 ok"),
+    Script.expect("RCPT TO:<b@y.test>"),
+    Script.reply("250 ok"),
+    Script.expect("DATA"),
+    Script.reply("354 go"),
+    Script.expectData,
+    Script.reply("250 queued"),
+    ...QUIT
+  ]
+  const phases = ["connect", "greeting", "ehlo", "mail-from", "rcpt-to", "data", "quit"].map((p) => `smtp.${p}`)
+
+  it.effect("default: one span for the attempt, each phase an event on it with duration and outcome", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const fiber = yield* Effect.fork(attempt(settings()).pipe(Effect.withTracer(tracer)))
+      yield* TestClock.adjust(Duration.millis(5))
+      yield* Fiber.join(fiber)
+      expect(recorded.spans.map((s) => s.name)).toEqual(["smtp.attempt"])
+      expect(Object.fromEntries(recorded.spans[0]!.attributes)).toMatchObject({
+        "server.address": "mx.test",
+        "server.port": 25,
+        "network.peer.address": IP,
+        "network.peer.port": 25
+      })
+      expect(recorded.events.map((e) => [e.span, e.name, e.attributes["smtp.outcome"]])).toEqual(
+        phases.map((p) => ["smtp.attempt", p, "ok"])
+      )
+      const mail = recorded.events.find((e) => e.name === "smtp.mail-from")!
+      expect(mail.attributes).toMatchObject({
+        "smtp.phase": "mail-from",
+        "smtp.duration_ms": 5,
+        "server.address": "mx.test",
+        "network.peer.address": IP
+      })
+      expect(recorded.events.find((e) => e.name === "smtp.ehlo")!.attributes["smtp.ehlo_name"]).toBe("client.test")
+    }).pipe(peer(script)))
+
+  it.effect("phaseSpans: a span per phase as well, a leaf under the attempt's span, ended with its exit", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const fiber = yield* Effect.fork(attempt(settings({ phaseSpans: true })).pipe(Effect.withTracer(tracer)))
+      yield* TestClock.adjust(Duration.millis(5))
+      yield* Fiber.join(fiber)
+      const [attemptSpan, ...phaseSpans] = recorded.spans
+      expect(attemptSpan!.name).toBe("smtp.attempt")
+      expect(phaseSpans.map((s) => s.name)).toEqual(phases)
+      for (const span of phaseSpans) {
+        expect(Option.getOrNull(span.parent)).toBe(attemptSpan)
+        expect(span.status._tag).toBe("Ended")
+      }
+      expect(Object.fromEntries(phaseSpans[1]!.attributes)).toMatchObject({
+        "smtp.phase": "greeting",
+        "smtp.timeout_ms": T.greeting,
+        "server.address": "mx.test",
+        "network.peer.address": IP
+      })
+      // the events are still there, on the attempt's span
+      expect(recorded.events.map((e) => [e.span, e.name])).toEqual(phases.map((p) => ["smtp.attempt", p]))
+    }).pipe(peer(script)))
+
+  it.effect("a failed phase's event carries the error's kind", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const fiber = yield* Effect.fork(Effect.exit(attempt(settings()).pipe(Effect.withTracer(tracer))))
+      yield* TestClock.adjust(Duration.millis(T.greeting))
+      expect(Exit.isFailure(yield* Fiber.join(fiber))).toBe(true)
+      expect(recorded.events.map((e) => [e.name, e.attributes["smtp.outcome"], e.attributes["smtp.duration_ms"]]))
+        .toEqual([["smtp.connect", "ok", 0], ["smtp.greeting", "timeout", T.greeting]])
+    }).pipe(peer([Script.stall])))
+
+  it.effect("no current span: no event, nothing recorded", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      yield* Effect.scoped(Effect.flatMap(openSession(), SmtpSession.quit)).pipe(Effect.withTracer(tracer))
+      expect([recorded.spans, recorded.events]).toEqual([[], []])
+    }).pipe(peer([...hello(), ...QUIT])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// A connector wrapped by a third party
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("a wrapped Connector", () => {
+  it.effect("keeps the same timing: the deadlines travel in the interface", () =>
+    Effect.gen(function*() {
+      const inner = yield* Connector.Connector
+      let exchanges = 0
+      // A wrapper that counts exchanges, delegating everything else.
+      const wrapped: Connector.Connector.Service = {
+        connect: (options) =>
+          Effect.map(inner.connect(options), (c): Connector.Connection => ({
+            remoteAddress: c.remoteAddress,
+            remotePort: c.remotePort,
+            localAddress: c.localAddress,
+            exchange: (request) => Effect.suspend(() => (exchanges++, c.exchange(request))),
+            startTls: (options, deadline) => c.startTls(options, deadline),
+            awaitClose: (options) => c.awaitClose(options),
+            get isTls() {
+              return c.isTls
+            },
+            get tls() {
+              return c.tls
+            },
+            get buffered() {
+              return c.buffered
+            },
+            close: c.close
+          }))
+      }
+      const exit = yield* finishesAt(
+        Effect.scoped(openSession()).pipe(Effect.provideService(Connector.Connector, wrapped)),
+        T.greeting
+      )
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("greeting", T.greeting))
+      expect(exchanges).toBe(1)
+      expect((yield* record).closed).toBe(true)
+    }).pipe(peer([Script.stall])))
 })
