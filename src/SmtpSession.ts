@@ -18,6 +18,7 @@ import type * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import type { Connection, Connector, TlsInfo } from "./Connector.js"
+import type * as capabilities from "./internal/session/capabilities.js"
 import * as internal from "./internal/session/session.js"
 import type { ConnectionSettings, Phase, SessionPhase, Timeouts, TlsPolicy } from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
@@ -81,7 +82,7 @@ export interface SessionConnectOptions {
  * @since 0.1.0
  * @category models
  */
-export interface Capabilities {
+export interface Capabilities extends capabilities.Capabilities {
   /** `SIZE` (RFC 1870): the declared limit, `0` when none is declared; `null` when not advertised. */
   readonly size: number | null
   readonly eightBitMime: boolean
