@@ -1,15 +1,10 @@
 /**
- * SMTP replies (RFC 5321 §4.2) and their RFC 3463 enhanced status codes.
+ * SMTP replies (RFC 5321 §4.2) and their RFC 3463 enhanced status codes: the model, the parser and the incremental
+ * accumulator the connection feeds line by line. Pure: nothing here touches a socket.
  *
  * @since 0.1.0
  */
-import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import type { Connection } from "./Connector.js"
-import { MAX_LINE_BYTES, toTransportError } from "./Connector.js"
-import * as log from "./internal/log.js"
-import type { Phase } from "./TransportError.js"
-import * as TransportError from "./TransportError.js"
 
 /**
  * One complete reply: the three-digit code, the enhanced status code when the server gave one (`"5.1.1"`), and the
@@ -39,11 +34,12 @@ export const MAX_REPLY_BYTES = 64 * 1024
 export const MAX_REPLY_LINES = 512
 
 /**
- * The longest line, in bytes without CRLF (the connection enforces it too).
+ * The longest line, in bytes without CRLF, that the connection accepts from a server (RFC 5321 §4.5.3.1.5 allows
+ * 512 octets; servers exceed it in practice, and 4 KiB bounds what one line can make the client buffer).
  *
  * @since 0.1.0
  */
-export const MAX_LINE = MAX_LINE_BYTES
+export const MAX_LINE = 4096
 
 /**
  * One line of a reply: `250-text` (more follow) or `250 text` / `250` (the last).
@@ -69,6 +65,7 @@ const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
  * Parses one line, or says why it is not a reply line.
  *
  * @since 0.1.0
+ * @category parsing
  */
 export const parseLine = (line: string): Either.Either<ReplyLine, string> => {
   if (Buffer.byteLength(line, "utf8") > MAX_LINE) return Either.left(`reply line longer than ${MAX_LINE} bytes`)
@@ -82,14 +79,18 @@ export const parseLine = (line: string): Either.Either<ReplyLine, string> => {
 const truncate = (line: string) => line.length > 80 ? `${line.slice(0, 80)}…` : line
 
 /**
- * Accumulates the lines of one reply; shared by {@link parse} and {@link read} so both apply the same limits.
+ * Accumulates the lines of one reply, as they arrive; shared by {@link parse} and the connection, so both apply the
+ * same limits. After a complete reply it starts over for the next one.
+ *
+ * @since 0.2.0
+ * @category parsing
  */
-class Accumulator {
+export class Accumulator {
   private code: number | null = null
-  private readonly texts: Array<string> = []
+  private texts: Array<string> = []
   private bytes = 0
 
-  /** `Right(null)`: more lines to come. */
+  /** `Right(null)`: more lines to come; `Right(reply)`: the reply is complete; `Left`: why it is not a reply. */
   push(raw: string): Either.Either<Reply | null, string> {
     const parsed = parseLine(raw)
     if (Either.isLeft(parsed)) return Either.left(parsed.left)
@@ -102,7 +103,12 @@ class Accumulator {
     this.texts.push(line.text)
     if (this.bytes > MAX_REPLY_BYTES) return Either.left(`reply longer than ${MAX_REPLY_BYTES} bytes`)
     if (this.texts.length > MAX_REPLY_LINES) return Either.left(`reply longer than ${MAX_REPLY_LINES} lines`)
-    return Either.right(line.last ? build(line.code, this.texts) : null)
+    if (!line.last) return Either.right(null)
+    const reply = build(line.code, this.texts)
+    this.code = null
+    this.texts = []
+    this.bytes = 0
+    return Either.right(reply)
   }
 }
 
@@ -110,11 +116,11 @@ class Accumulator {
  * The enhanced code counts only on a 2xx/4xx/5xx reply whose class matches the reply's first digit (RFC 3463 §2,
  * RFC 2034 §4). It is taken from the first line and removed from every line that repeats it.
  */
-const build = (code: number, texts: ReadonlyArray<string>): Reply => {
+const build = (code: number, texts: Array<string>): Reply => {
   const first = texts[0] ?? ""
   const match = ENHANCED.exec(first)
   const enhanced = match !== null && Number(match[1]) === Math.floor(code / 100) ? match[0] : null
-  if (enhanced === null) return { code, enhanced, lines: [...texts] }
+  if (enhanced === null) return { code, enhanced, lines: texts }
   const lines = texts.map((text) =>
     text === enhanced ? "" : text.startsWith(`${enhanced} `) ? text.slice(enhanced.length + 1) : text
   )
@@ -125,6 +131,7 @@ const build = (code: number, texts: ReadonlyArray<string>): Reply => {
  * Parses the lines of one complete reply, as received without their CRLF.
  *
  * @since 0.1.0
+ * @category parsing
  */
 export const parse = (lines: ReadonlyArray<string>): Either.Either<Reply, string> => {
   const accumulator = new Accumulator()
@@ -137,28 +144,6 @@ export const parse = (lines: ReadonlyArray<string>): Either.Either<Reply, string
   }
   return Either.left("reply ends without a last line")
 }
-
-/**
- * Reads one reply from the connection. Socket failures and malformed or oversized replies become a
- * `TransportError` of the given phase (temporary; `protocol` for the reply itself).
- *
- * @since 0.1.0
- */
-export const read = (connection: Connection, phase: Phase): Effect.Effect<Reply, TransportError.TransportError> =>
-  Effect.suspend(() => {
-    const accumulator = new Accumulator()
-    const next: Effect.Effect<Reply, TransportError.TransportError> = Effect.flatMap(
-      Effect.mapError(connection.readLine, (e) => toTransportError(e, phase)),
-      (raw) => {
-        const result = accumulator.push(raw)
-        if (Either.isLeft(result)) {
-          return Effect.fail(TransportError.make(phase, "protocol", `${phase}: ${result.left}`))
-        }
-        return result.right === null ? next : Effect.succeed(result.right)
-      }
-    )
-    return next
-  }).pipe(Effect.tap((reply) => log.debug(() => `S: ${format(reply)}`)))
 
 /**
  * The reply as the server sent it, one line per line, without CRLF.

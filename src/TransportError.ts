@@ -5,24 +5,15 @@
  * @since 0.1.0
  */
 import { Data, Duration } from "effect"
+import type { Phase } from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
 
 /**
- * Where in a delivery the error happened.
+ * Where in a delivery the error happened (the settings vocabulary's `Phase`).
  *
  * @since 0.1.0
  */
-export type Phase =
-  | "dns"
-  | "mta-sts"
-  | "connect"
-  | "greeting"
-  | "ehlo"
-  | "tls"
-  | "mail-from"
-  | "rcpt-to"
-  | "data"
-  | "quit"
+export type { Phase } from "./Settings.js"
 
 /**
  * What went wrong, independent of the phase.

@@ -8,6 +8,8 @@
 export * as Candidates from "./Candidates.js"
 /** @since 0.1.0 */
 export * as Connector from "./Connector.js"
+/** @since 0.2.0 */
+export * as ConnectorTest from "./ConnectorTest.js"
 /** @since 0.1.0 */
 export * as DeliveryReport from "./DeliveryReport.js"
 /** @since 0.1.0 */

@@ -1,15 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Scope } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber } from "effect"
 import { spawn } from "node:child_process"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import * as Connector from "../src/Connector.js"
+import * as SmtpReply from "../src/SmtpReply.js"
 import { type Certificates, makeCertificates } from "./fixtures/certs.js"
 
 // Real sockets on loopback only, on real time.
 
-const connect = (options: Connector.ConnectOptions) =>
-  Effect.flatMap(Connector.Connector, (c) => c.connect(options)).pipe(Effect.provide(Connector.layer))
+/** A connection owned by the scope, no connect deadline unless given. */
+const connect = (options: Omit<Connector.ConnectOptions, "deadline"> & { readonly deadline?: number }) =>
+  Connector.scoped({ deadline: Infinity, ...options }).pipe(Effect.provide(Connector.layer))
+
+/** Reads `replies` replies, without a deadline. */
+const read = (connection: Connector.Connection, replies = 1, write?: string | Uint8Array) =>
+  Effect.map(connection.exchange({ write, replies, deadline: Infinity }), (got) => got.map(SmtpReply.format))
 
 interface RawServer {
   readonly port: number
@@ -70,7 +76,7 @@ beforeAll(() => {
 })
 
 describe("Connector.layer (node:net / node:tls)", () => {
-  it.scopedLive("reads lines on demand, keeping the bytes past a line buffered", () =>
+  it.scopedLive("reads replies on demand, keeping the bytes past the last one buffered", () =>
     Effect.gen(function*() {
       const server = yield* rawServer((socket) => {
         socket.write("220 a\r\n250-b\r\n250 c")
@@ -78,43 +84,45 @@ describe("Connector.layer (node:net / node:tls)", () => {
           if (line === "X") socket.write("\r\n")
         })
       })
-      const lines = yield* Effect.scoped(Effect.gen(function*() {
+      const replies = yield* Effect.scoped(Effect.gen(function*() {
         const connection = yield* connect({ ip: "127.0.0.1", port: server.port })
         expect(yield* openCount).toBe(1)
-        expect([connection.remoteAddress, connection.localAddress, connection.isTls]).toEqual([
+        expect([connection.remoteAddress, connection.remotePort, connection.localAddress, connection.isTls]).toEqual([
           "127.0.0.1",
+          server.port,
           "127.0.0.1",
           false
         ])
-        const first = [yield* connection.readLine, yield* connection.readLine]
-        // "250 c" has no line ending yet: the read waits until the server sends it
-        yield* connection.write("X\r\n")
-        return [...first, yield* connection.readLine]
+        const first = yield* read(connection)
+        // "250 c" has no line ending yet: the exchange writes X and waits until the server sends it
+        yield* Effect.sleep(Duration.millis(20))
+        expect(connection.buffered).toBe("250-b\r\n250 c".length)
+        return [...first, ...yield* read(connection, 1, "X\r\n")]
       }))
-      expect(lines).toEqual(["220 a", "250-b", "250 c"])
+      expect(replies).toEqual(["220 a", "250-b\n250 c"])
       expect(yield* openCount).toBe(0)
     }))
 
   it.scopedLive("a line over 4096 bytes is a protocol error, end of input is closed", () =>
     Effect.gen(function*() {
       const server = yield* rawServer((socket) => {
-        socket.write(`${"x".repeat(4096)}\r\n`)
-        socket.write(`${"y".repeat(4097)}\r\n`)
+        socket.write(`250 ${"x".repeat(4092)}\r\n`)
+        socket.write(`250 ${"y".repeat(4093)}\r\n`)
       })
       const exits = yield* Effect.scoped(Effect.gen(function*() {
         const connection = yield* connect({ ip: "127.0.0.1", port: server.port })
-        const ok = yield* connection.readLine
-        const tooLong = yield* Effect.flip(connection.readLine)
-        return [ok.length, tooLong.kind, tooLong.message]
+        const ok = yield* read(connection)
+        const tooLong = yield* Effect.flip(read(connection))
+        return [ok[0]!.length, tooLong.kind, tooLong.message]
       }))
       expect(exits).toEqual([4096, "protocol", "line longer than 4096 bytes"])
 
       const closing = yield* rawServer((socket) => socket.end("221 bye\r\npartial"))
       const closed = yield* Effect.scoped(Effect.gen(function*() {
         const connection = yield* connect({ ip: "127.0.0.1", port: closing.port })
-        const line = yield* connection.readLine
-        const error = yield* Effect.flip(connection.readLine)
-        return [line, error.kind]
+        const reply = yield* read(connection)
+        const error = yield* Effect.flip(read(connection))
+        return [...reply, error.kind]
       }))
       expect(closed).toEqual(["221 bye", "closed"])
       expect(yield* openCount).toBe(0)
@@ -127,7 +135,7 @@ describe("Connector.layer (node:net / node:tls)", () => {
         for (let i = 0; i < 64; i++) socket.write(chunk)
       })
       const error = yield* Effect.scoped(
-        Effect.flatMap(connect({ ip: "127.0.0.1", port: server.port }), (c) => Effect.flip(c.readLine))
+        Effect.flatMap(connect({ ip: "127.0.0.1", port: server.port }), (c) => Effect.flip(read(c)))
       )
       expect([error.kind, error.message]).toEqual(["protocol", "line longer than 4096 bytes"])
       expect(yield* openCount).toBe(0)
@@ -189,17 +197,25 @@ describe("Connector.layer (node:net / node:tls)", () => {
       python?.kill()
     })
 
-    it.scopedLive("is interrupted by a timeout and its socket freed", () =>
+    it.scopedLive("is interrupted by a timeout and its socket freed before the interruption returns", () =>
       Effect.gen(function*() {
-        const scope = yield* Scope.make()
-        const exit = yield* connect({ ip: "127.0.0.1", port }).pipe(
+        const connector = yield* Effect.provide(Connector.Connector, Connector.layer)
+        const exit = yield* connector.connect({ ip: "127.0.0.1", port, deadline: Infinity }).pipe(
           Effect.timeout(Duration.millis(200)),
-          Scope.extend(scope),
           Effect.exit
         )
         expect(Exit.isFailure(exit)).toBe(true)
-        // the finalizer registered before the connect still owns the (destroyed) socket until the scope closes
-        yield* Scope.close(scope, Exit.void)
+        expect(yield* openCount).toBe(0)
+      }))
+
+    it.scopedLive("fails with kind timeout at its deadline, its socket freed", () =>
+      Effect.gen(function*() {
+        const connector = yield* Effect.provide(Connector.Connector, Connector.layer)
+        const start = Date.now()
+        const deadline = (yield* Clock.currentTimeMillis) + 200
+        const error = yield* Effect.flip(connector.connect({ ip: "127.0.0.1", port, deadline }))
+        expect([error.kind, error.message]).toEqual(["timeout", "the deadline passed"])
+        expect(Date.now() - start).toBeGreaterThanOrEqual(190)
         expect(yield* openCount).toBe(0)
       }))
   })
@@ -217,7 +233,7 @@ describe("Connector.layer (node:net / node:tls)", () => {
           const secure = new tls.TLSSocket(socket, { isServer: true, key: certs.keyPem, cert: certs.certPem })
           secure.on("error", () => {})
           onLines(secure, (l) => {
-            if (l === "PING") secure.write(`PONG ${secure.servername || "-"}\r\n`)
+            if (l === "PING") secure.write(`250 PONG ${secure.servername || "-"}\r\n`)
           })
         })
       })
@@ -225,23 +241,24 @@ describe("Connector.layer (node:net / node:tls)", () => {
     const upgrade = (port: number, options: Connector.StartTlsOptions) =>
       Effect.scoped(Effect.gen(function*() {
         const connection = yield* connect({ ip: "127.0.0.1", port })
-        expect(yield* connection.readLine).toBe("220 ready")
-        yield* connection.write("STARTTLS\r\n")
-        expect(yield* connection.readLine).toBe("220 go")
-        yield* connection.startTls(options)
+        expect(yield* read(connection)).toEqual(["220 ready"])
+        expect(yield* read(connection, 1, "STARTTLS\r\n")).toEqual(["220 go"])
+        const info = yield* connection.startTls(options, Infinity)
         expect(connection.isTls).toBe(true)
-        yield* connection.write("PING\r\n")
-        return yield* connection.readLine
+        expect(connection.tls).toEqual(info)
+        expect(info.version).toMatch(/^TLSv1\.[23]$/)
+        expect(info.verified).toBe(options.rejectUnauthorized || info.reason === null)
+        return (yield* read(connection, 1, "PING\r\n"))[0]
       }))
 
     it.scopedLive("upgrades in place, verifying the certificate against the given CA and sending SNI", () =>
       Effect.gen(function*() {
         const server = yield* starttlsServer("220 go\r\n")
         expect(yield* upgrade(server.port, { servername: "mx.test", ca: [certs.caPem], rejectUnauthorized: true }))
-          .toBe("PONG mx.test")
+          .toBe("250 PONG mx.test")
         // an IP as the name: checked against the IP SAN, and no SNI (RFC 6066 §3)
         expect(yield* upgrade(server.port, { servername: "127.0.0.1", ca: [certs.caPem], rejectUnauthorized: true }))
-          .toBe("PONG -")
+          .toBe("250 PONG -")
         expect(yield* openCount).toBe(0)
       }))
 
@@ -259,7 +276,7 @@ describe("Connector.layer (node:net / node:tls)", () => {
         expect(wrongName.kind).toBe("tls")
         expect(wrongName.message).toMatch(/other\.test/)
         expect(yield* upgrade(server.port, { servername: "mx.test", ca: [certs.wrongCaPem], rejectUnauthorized: false }))
-          .toBe("PONG mx.test")
+          .toBe("250 PONG mx.test")
         expect(yield* openCount).toBe(0)
       }))
 
@@ -285,10 +302,11 @@ describe("Connector.layer (node:net / node:tls)", () => {
         socket.pause()
       })
       const connection = yield* connect({ ip: "127.0.0.1", port: server.port })
+      const write = (data: string) => connection.exchange({ write: data, replies: 0, deadline: Infinity })
       // Small: taken below the high-water mark, nothing to wait for even though the peer reads nothing.
-      yield* connection.write("NOOP\r\n")
+      yield* write("NOOP\r\n")
       // 64 MiB: far past what the socket and the kernel buffer while the peer is paused.
-      const big = yield* Effect.fork(connection.write("z".repeat(64 * 1024 * 1024)))
+      const big = yield* Effect.fork(write("z".repeat(64 * 1024 * 1024)))
       yield* Effect.sleep(Duration.millis(300))
       expect(big.unsafePoll()).toBeNull()
       peer!.resume()

@@ -8,8 +8,8 @@
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Exit, Fiber, Layer, Option, TestClock } from "effect"
-import * as Connector from "../src/Connector.js"
-import { Script, type Step, type TestConnectionRecord } from "../src/Connector.js"
+import * as ConnectorTest from "../src/ConnectorTest.js"
+import { Script, type Step, type TestConnectionRecord } from "../src/ConnectorTest.js"
 import type { DeliveryReport, RecipientStatus } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
@@ -63,11 +63,11 @@ interface Setup {
   readonly fetch?: Parameters<typeof MtaSts.layerTest>[0]
 }
 
-const layers = (peers: Connector.TestPeers, setup: Setup = {}) =>
+const layers = (peers: ConnectorTest.TestPeers, setup: Setup = {}) =>
   Layer.mergeAll(
     Layer.orDie(OutboundConfig.layerFromText(setup.config ?? CONFIG)),
     Dns.layerTest(setup.zones ?? ZONES, setup.dns ?? {}),
-    Connector.layerTest(peers),
+    ConnectorTest.layer(peers),
     PolicyCache.layer,
     MtaSts.layerTest(setup.fetch ?? ((request) =>
       Effect.succeed(
@@ -78,7 +78,7 @@ const layers = (peers: Connector.TestPeers, setup: Setup = {}) =>
     ))
   )
 
-const one = (script: ReadonlyArray<Step>): Connector.TestPeers => ({ [MX_IP]: { script } })
+const one = (script: ReadonlyArray<Step>): ConnectorTest.TestPeers => ({ [MX_IP]: { script } })
 
 const MESSAGE = "From: sender@origin.test\r\nSubject: hostile\r\n\r\nbody line\r\n"
 
@@ -128,7 +128,7 @@ const outcome = ({ ms, report }: { report: DeliveryReport; ms: number }): Requir
 const expectOutcome = (result: { report: DeliveryReport; ms: number }, expected: Expected) =>
   expect(outcome(result)).toEqual({ code: null, ...expected })
 
-const connections = Effect.flatMap(Connector.ConnectorTest, (t) => t.connections)
+const connections = Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
 
 /** Every connection the delivery opened is closed once `deliver` returns. */
 const allClosed = Effect.map(connections, (all) => {

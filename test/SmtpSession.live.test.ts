@@ -1,7 +1,8 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Option } from "effect"
 import * as Connector from "../src/Connector.js"
-import * as dotStuff from "../src/internal/dotStuff.js"
+import * as dotStuff from "../src/internal/session/dotStuff.js"
+import type { TlsPolicy } from "../src/Settings.js"
 import * as SmtpSession from "../src/SmtpSession.js"
 import { type Certificates, makeCertificates } from "./fixtures/certs.js"
 import { startSmtpServer, type TestSmtpServer } from "./fixtures/smtpServer.js"
@@ -9,14 +10,30 @@ import { startSmtpServer, type TestSmtpServer } from "./fixtures/smtpServer.js"
 // npm smtp-server on 127.0.0.1 (random port), real sockets, real time, short timeouts.
 
 const second = Duration.seconds(5)
-const settings = (over: Partial<SmtpSession.SessionSettings> = {}): SmtpSession.SessionSettings => ({
-  hostname: "client.test",
+interface Over {
+  readonly starttls?: TlsPolicy
+  readonly allowInvalidCerts?: boolean
+  readonly ca?: ReadonlyArray<string>
+}
+const settings = (over: Over = {}): SmtpSession.SessionSettings => ({
+  ehloName: "client.test",
   servername: "mx.test",
-  starttls: "optional",
-  allowInvalidCerts: false,
-  requireTls: false,
-  timeouts: { greeting: second, ehlo: second, tls: second, mailFrom: second, rcptTo: second, data: second },
-  ...over
+  tls: {
+    starttls: over.starttls ?? "optional",
+    allowInvalidCerts: over.allowInvalidCerts ?? false,
+    ca: over.ca,
+    required: false
+  },
+  timeouts: {
+    connect: second,
+    greeting: second,
+    ehlo: second,
+    tls: second,
+    "mail-from": second,
+    "rcpt-to": second,
+    data: second
+  },
+  phaseSpans: false
 })
 
 let certs: Certificates
@@ -35,7 +52,7 @@ const deliver = (
   localAddress?: string
 ) =>
   Effect.scoped(Effect.gen(function*() {
-    const connection = yield* SmtpSession.connect({ ip: server.host, port: server.port, localAddress }, second)
+    const connection = yield* SmtpSession.connectScoped({ ip: server.host, port: server.port, localAddress }, second)
     const session = yield* SmtpSession.open(connection, s)
     const result = yield* SmtpSession.transaction(session, envelope, message, s)
     if (result.canQuit) yield* SmtpSession.quit(session)
@@ -71,7 +88,7 @@ describe("SmtpSession against smtp-server", () => {
         tricky,
         settings({ starttls: "require", ca: [certs.caPem] })
       )
-      expect([session.tls, session.connection.isTls, session.capabilities.startTls]).toEqual([true, true, false])
+      expect([session.tls?.verified, session.connection.isTls, session.capabilities.startTls]).toEqual([true, true, false])
       expect(result.recipients.map((r) => [r.address, r.accepted, r.reply?.code])).toEqual([
         ["b@y.test", true, 250],
         ["c@y.test", true, 250]
@@ -100,7 +117,8 @@ describe("SmtpSession against smtp-server", () => {
         utf8("x\r\n"),
         settings({ ca: [certs.wrongCaPem], allowInvalidCerts: true })
       )
-      expect(session.tls).toBe(true)
+      // up, but unverified, and the report can say why
+      expect([session.tls !== null, session.tls?.verified, session.tls?.reason !== null]).toEqual([true, false, true])
       const sessions = yield* closedSessions(server, 2)
       expect(sessions.map((s) => [s.secure, s.transactions.length])).toEqual([[false, 0], [true, 1]])
       expect(yield* Connector.openConnections).toBe(0)
@@ -110,7 +128,7 @@ describe("SmtpSession against smtp-server", () => {
     Effect.gen(function*() {
       const server = yield* startSmtpServer()
       const { session } = yield* deliver(server, { sender: "a@x.test", recipients: ["b@y.test"] }, utf8("x\r\n"))
-      expect(session.tls).toBe(false)
+      expect(session.tls).toBe(null)
       const error = yield* Effect.flip(
         deliver(server, { sender: "a@x.test", recipients: ["b@y.test"] }, utf8("x\r\n"), settings({ starttls: "require" }))
       )

@@ -1,10 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, TestClock } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, TestClock, Tracer } from "effect"
 import * as fc from "fast-check"
 import * as Connector from "../src/Connector.js"
-import { ConnectorTest, Script } from "../src/Connector.js"
-import * as dotStuff from "../src/internal/dotStuff.js"
+import * as ConnectorTest from "../src/ConnectorTest.js"
+import { Script } from "../src/ConnectorTest.js"
+import * as dotStuff from "../src/internal/session/dotStuff.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
+import type { SessionPhase, Timeouts, TlsPolicy } from "../src/Settings.js"
 import * as SmtpSession from "../src/SmtpSession.js"
 import type { TransportError } from "../src/TransportError.js"
 
@@ -15,22 +17,35 @@ import type { TransportError } from "../src/TransportError.js"
 const IP = "192.0.2.10"
 // Distinct values, so that a phase running under another phase's timeout shows.
 const T = { connect: 1_000, greeting: 2_000, ehlo: 3_000, tls: 4_000, mailFrom: 5_000, rcptTo: 6_000, data: 7_000 }
-const timeouts: SmtpSession.SessionTimeouts = {
+const timeouts: Timeouts<SessionPhase> = {
+  connect: Duration.millis(T.connect),
   greeting: Duration.millis(T.greeting),
   ehlo: Duration.millis(T.ehlo),
   tls: Duration.millis(T.tls),
-  mailFrom: Duration.millis(T.mailFrom),
-  rcptTo: Duration.millis(T.rcptTo),
+  "mail-from": Duration.millis(T.mailFrom),
+  "rcpt-to": Duration.millis(T.rcptTo),
   data: Duration.millis(T.data)
 }
-const settings = (over: Partial<SmtpSession.SessionSettings> = {}): SmtpSession.SessionSettings => ({
-  hostname: "client.test",
+interface Over {
+  readonly ehloName?: string
+  readonly starttls?: TlsPolicy
+  readonly allowInvalidCerts?: boolean
+  readonly ca?: ReadonlyArray<string>
+  readonly required?: boolean
+  readonly timeouts?: Timeouts<SessionPhase>
+  readonly phaseSpans?: boolean
+}
+const settings = (over: Over = {}): SmtpSession.SessionSettings => ({
+  ehloName: over.ehloName ?? "client.test",
   servername: "mx.test",
-  starttls: "optional",
-  allowInvalidCerts: false,
-  requireTls: false,
-  timeouts,
-  ...over
+  tls: {
+    starttls: over.starttls ?? "optional",
+    allowInvalidCerts: over.allowInvalidCerts ?? false,
+    ca: over.ca,
+    required: over.required ?? false
+  },
+  timeouts: over.timeouts ?? timeouts,
+  phaseSpans: over.phaseSpans ?? false
 })
 
 const multi = (code: number, texts: ReadonlyArray<string>) =>
@@ -48,15 +63,15 @@ const tlsUp = (...caps: ReadonlyArray<string>) => [
   ehloReply(...caps)
 ]
 
-const peer = (script: ReadonlyArray<Connector.Step>, extra: Omit<Connector.TestPeer, "script"> = {}) =>
-  Effect.provide(Connector.layerTest({ [IP]: { script, ...extra } }))
+const peer = (script: ReadonlyArray<ConnectorTest.Step>, extra: Omit<ConnectorTest.TestPeer, "script"> = {}) =>
+  Effect.provide(ConnectorTest.layer({ [IP]: { script, ...extra } }))
 
-const records = Effect.flatMap(ConnectorTest, (t) => t.connections)
+const records = Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
 const record = Effect.map(records, (all) => all[0]!)
 
 const openSession = (s: SmtpSession.SessionSettings = settings()) =>
   Effect.gen(function*() {
-    const connection = yield* SmtpSession.connect({ ip: IP, port: 25 }, Duration.millis(T.connect))
+    const connection = yield* SmtpSession.connectScoped({ ip: IP, port: 25 }, Duration.millis(T.connect))
     return yield* SmtpSession.open(connection, s)
   })
 
@@ -130,13 +145,13 @@ const asTimeout = (e: TransportError) => ({ ...summary(e), message: e.message })
 describe("timeouts", () => {
   it.effect("connect: a peer accepting just under the timeout connects", () =>
     Effect.gen(function*() {
-      const exit = yield* finishedBy(Effect.scoped(SmtpSession.connect({ ip: IP, port: 25 }, T.connect)), T.connect - 1)
+      const exit = yield* finishedBy(Effect.scoped(SmtpSession.connectScoped({ ip: IP, port: 25 }, T.connect)), T.connect - 1)
       expect(Exit.isSuccess(exit)).toBe(true)
     }).pipe(peer([Script.stall], { delay: T.connect - 1 })))
 
   it.effect("connect: a stalled connect fails at exactly timeouts.connect and is released", () =>
     Effect.gen(function*() {
-      const exit = yield* finishesAt(Effect.scoped(SmtpSession.connect({ ip: IP, port: 25 }, T.connect)), T.connect)
+      const exit = yield* finishesAt(Effect.scoped(SmtpSession.connectScoped({ ip: IP, port: 25 }, T.connect)), T.connect)
       expect(asTimeout(failure(exit))).toEqual(timeoutOf("connect", T.connect))
       expect((yield* record).closed).toBe(true)
     }).pipe(peer([], { connect: "stall" })))
@@ -183,7 +198,7 @@ describe("timeouts", () => {
   it.effect("tls: just under succeeds (command and handshake)", () =>
     Effect.gen(function*() {
       const exit = yield* finishedBy(Effect.scoped(openSession()), T.tls - 1)
-      expect(Exit.map(exit, (s) => s.tls)).toEqual(Exit.succeed(true))
+      expect(Exit.map(exit, (s) => s.tls?.verified)).toEqual(Exit.succeed(true))
     }).pipe(peer([
       ...hello("STARTTLS"),
       Script.expect("STARTTLS"),
@@ -337,7 +352,7 @@ greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
         const exit = yield* finishesAt(Effect.scoped(openSession(settings({ timeouts: { ...timeouts, greeting } }))), ms)
         expect(asTimeout(failure(exit))).toEqual(timeoutOf("greeting", ms))
       }
-    }).pipe(Effect.provide(Connector.layerTest({ [IP]: [{ script: [Script.stall] }, { script: [Script.stall] }] }))))
+    }).pipe(Effect.provide(ConnectorTest.layer({ [IP]: [{ script: [Script.stall] }, { script: [Script.stall] }] }))))
 
   it.effect("a later phase with a shorter timeout than the one before is cut at its own deadline", () =>
     Effect.gen(function*() {
@@ -350,7 +365,7 @@ greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
 
   it.effect("each RCPT gets its own deadline, shorter or longer than MAIL's", () =>
     Effect.gen(function*() {
-      const mixed = settings({ timeouts: { ...timeouts, mailFrom: Duration.seconds(30), rcptTo: Duration.seconds(1) } })
+      const mixed = settings({ timeouts: { ...timeouts, "mail-from": Duration.seconds(30), "rcpt-to": Duration.seconds(1) } })
       const run = Effect.scoped(Effect.flatMap(openSession(mixed), (s) =>
         SmtpSession.transaction(s, envelope(["a@y.test", "b@y.test"]), message, mixed)))
       // MAIL answered at 20 s (under its 30 s), the first RCPT at 0.5 s, the second stalls: done at 21.5 s
@@ -385,7 +400,7 @@ greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
       const [stalled, wasReset] = yield* records
       expect(stalled!.written.endsWith("QUIT\r\n")).toBe(true)
       expect(wasReset!.written.endsWith("QUIT\r\n")).toBe(true)
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       [IP]: [
         { script: [...hello(), Script.expect("QUIT"), Script.stall] },
         { script: [...hello(), Script.expect("QUIT"), Script.reset] }
@@ -401,7 +416,7 @@ greeting = [ { if = "retry_num > 0", then = "2s" }, { else = "10s" } ]
       expect(yield* finishesAt(quitAfterOpen, Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT))).toEqual(Exit.void)
       // answers something else than 221: nothing to wait for
       expect(yield* finishedBy(quitAfterOpen, 0)).toEqual(Exit.void)
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       [IP]: [
         { script: [...hello(), Script.expect("QUIT"), Script.reply("221 bye"), Script.delay("50 millis"), Script.close] },
         { script: [...hello(), Script.expect("QUIT"), Script.reply("221 bye"), Script.stall] },
@@ -420,7 +435,7 @@ describe("connect", () => {
       const kinds = []
       for (const ip of ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"]) {
         const error = yield* Effect.flip(
-          Effect.scoped(SmtpSession.connect({ ip, port: 25, localAddress: "198.51.100.1" }, T.connect))
+          Effect.scoped(SmtpSession.connectScoped({ ip, port: 25, localAddress: "198.51.100.1" }, T.connect))
         )
         kinds.push([error.phase, error.kind, error.permanent])
       }
@@ -439,7 +454,7 @@ describe("connect", () => {
         ["reset", "198.51.100.1", true],
         ["unreachable", "198.51.100.1", true]
       ])
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       "192.0.2.1": { connect: "refuse" },
       "192.0.2.2": { connect: "unreachable" },
       "192.0.2.3": { connect: "bind" },
@@ -452,7 +467,7 @@ describe("connect", () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe("replies classified", () => {
-  const openWith = (script: ReadonlyArray<Connector.Step>, s = settings()) =>
+  const openWith = (script: ReadonlyArray<ConnectorTest.Step>, s = settings()) =>
     Effect.flip(Effect.scoped(openSession(s))).pipe(Effect.map(summary), peer(script))
 
   it.effect("greeting 421 is temporary, 554 permanent, anything but 220 an error", () =>
@@ -515,9 +530,9 @@ describe("replies classified", () => {
         .toEqual({ phase: "tls", kind: "reply", permanent: true, code: 554 })
     }))
 
-  const transact = (script: ReadonlyArray<Connector.Step>, env = envelope()) =>
+  const transact = (script: ReadonlyArray<ConnectorTest.Step>, env = envelope()) =>
     Effect.map(deliver(env), ({ result }) => result).pipe(peer(script))
-  const through = (...steps: ReadonlyArray<Connector.Step>) => [...hello(), ...steps]
+  const through = (...steps: ReadonlyArray<ConnectorTest.Step>) => [...hello(), ...steps]
 
   it.effect("MAIL 451 temporary, 550 permanent: every recipient gets it, nothing more is sent, QUIT follows", () =>
     Effect.gen(function*() {
@@ -659,7 +674,7 @@ describe("EHLO and HELO", () => {
           "AUTH LOGIN PLAIN"
         ]
       })
-      expect([session.helo, session.tls, session.ehloName, session.greeting.code]).toEqual([
+      expect([session.helo, session.tls !== null, session.ehloName, session.greeting.code]).toEqual([
         false,
         false,
         "client.test",
@@ -718,7 +733,7 @@ describe("EHLO and HELO", () => {
 
   it.effect("refuses an EHLO name that could inject a command, before sending anything", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(Effect.scoped(openSession(settings({ hostname: "a\r\nRSET" }))))
+      const error = yield* Effect.flip(Effect.scoped(openSession(settings({ ehloName: "a\r\nRSET" }))))
       expect(summary(error)).toEqual({ phase: "ehlo", kind: "policy", permanent: true, code: null })
       expect((yield* record).written).toBe("")
     }).pipe(peer(hello())))
@@ -730,7 +745,7 @@ describe("EHLO and HELO", () => {
 
 describe("STARTTLS", () => {
   type Offer = "offered" | "not offered" | "refused"
-  const scripts: Record<Offer, ReadonlyArray<Connector.Step>> = {
+  const scripts: Record<Offer, ReadonlyArray<ConnectorTest.Step>> = {
     offered: [...hello("STARTTLS", "PIPELINING"), ...tlsUp("PIPELINING")],
     "not offered": hello("PIPELINING"),
     refused: [...hello("STARTTLS", "PIPELINING"), Script.expect("STARTTLS"), Script.reply("454 4.7.0 TLS not available")]
@@ -764,7 +779,7 @@ describe("STARTTLS", () => {
           const want = expected[policy][offer]
           if ("tls" in want) {
             const session = yield* exit
-            expect({ tls: session.tls, sent: r.written.includes("STARTTLS") }).toEqual(want)
+            expect({ tls: session.tls !== null, sent: r.written.includes("STARTTLS") }).toEqual(want)
             expect(session.connection.isTls).toBe(want.tls)
             // EHLO again after TLS, never after a refusal
             expect(r.commands.filter((c) => c === "EHLO client.test").length).toBe(want.tls ? 2 : 1)
@@ -787,19 +802,19 @@ describe("STARTTLS", () => {
         [{ servername: "mx.test", ca: ["PEM"], rejectUnauthorized: true }],
         [{ servername: "mx.test", ca: undefined, rejectUnauthorized: false }]
       ])
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       [IP]: [{ script: [...hello("STARTTLS"), ...tlsUp()] }, { script: [...hello("STARTTLS"), ...tlsUp()] }]
     }))))
 
   it.effect("requireTls acts as require even when tls.starttls is disable", () =>
     Effect.gen(function*() {
-      const session = yield* Effect.scoped(openSession(settings({ starttls: "disable", requireTls: true })))
-      expect(session.tls).toBe(true)
-      const error = yield* Effect.flip(Effect.scoped(openSession(settings({ starttls: "optional", requireTls: true }))))
+      const session = yield* Effect.scoped(openSession(settings({ starttls: "disable", required: true })))
+      expect(session.tls?.verified).toBe(true)
+      const error = yield* Effect.flip(Effect.scoped(openSession(settings({ starttls: "optional", required: true }))))
       expect(summary(error)).toEqual({ phase: "tls", kind: "policy", permanent: true, code: null })
-      const refused = yield* Effect.flip(Effect.scoped(openSession(settings({ starttls: "disable", requireTls: true }))))
+      const refused = yield* Effect.flip(Effect.scoped(openSession(settings({ starttls: "disable", required: true }))))
       expect(summary(refused)).toEqual({ phase: "tls", kind: "reply", permanent: false, code: 454 })
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       [IP]: [
         { script: [...hello("STARTTLS"), ...tlsUp()] },
         { script: hello() },
@@ -826,7 +841,8 @@ describe("STARTTLS", () => {
         "tls: the server sent 30 bytes after its reply to STARTTLS"
       ])
       const r = yield* record
-      expect(r.startTls.length).toBe(1)
+      // refused before the transport: no handshake was started
+      expect(r.startTls.length).toBe(0)
       expect(r.written).toBe("EHLO client.test\r\nSTARTTLS\r\n")
     }).pipe(peer([
       ...hello("STARTTLS"),
@@ -959,7 +975,7 @@ describe("MAIL parameters", () => {
 
   it.effect("REQUIRETLS: sent over TLS when advertised; not advertised or plaintext: permanent before MAIL", () =>
     Effect.gen(function*() {
-      const s = settings({ requireTls: true })
+      const s = settings({ required: true })
       const env = envelope(["b@y.test"], { requireTls: true })
       const { result } = yield* deliver(env, message, s)
       expect(Either.isRight(result.data!)).toBe(true)
@@ -976,7 +992,7 @@ describe("MAIL parameters", () => {
       )
       const all = yield* records
       expect(all.map((r) => r.commands.some((c) => c.startsWith("MAIL")))).toEqual([true, false, false])
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       [IP]: [
         {
           script: [
@@ -1087,7 +1103,7 @@ describe("PIPELINING", () => {
         expect(r.writes.slice(2)).toEqual([".\r\n", "QUIT\r\n"])
         expect(r.mismatches).toEqual([])
       }
-    }).pipe(Effect.provide(Connector.layerTest({
+    }).pipe(Effect.provide(ConnectorTest.layer({
       [IP]: [
         {
           script: [
@@ -1279,4 +1295,164 @@ describe("logging", () => {
     Effect.gen(function*() {
       expect(yield* logged(LogLevel.Info)).toEqual([])
     }))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Spans
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("spans and span events", () => {
+  interface Recorded {
+    readonly spans: Array<Tracer.Span>
+    readonly events: Array<{ readonly span: string; readonly name: string; readonly attributes: Record<string, unknown> }>
+  }
+  /** A tracer that records the spans it makes and the events added to them. */
+  const recorder = Effect.map(Effect.tracer, (inner) => {
+    const recorded: Recorded = { spans: [], events: [] }
+    const tracer = Tracer.make({
+      span: (...args) => {
+        const span = inner.span(...args)
+        recorded.spans.push(span)
+        const event = span.event.bind(span)
+        span.event = (name, time, attributes) => {
+          recorded.events.push({ span: span.name, name, attributes: attributes ?? {} })
+          event(name, time, attributes)
+        }
+        return span
+      },
+      context: (f, fiber) => inner.context(f, fiber)
+    })
+    return { recorded, tracer }
+  })
+
+  const attempt = (s: SmtpSession.SessionSettings) =>
+    Effect.scoped(Effect.gen(function*() {
+      const connection = yield* SmtpSession.connectScoped({ ip: IP, port: 25 }, s)
+      const session = yield* SmtpSession.open(connection, s)
+      const result = yield* SmtpSession.transaction(session, envelope(), message, s)
+      if (result.canQuit) yield* SmtpSession.quit(session)
+      return result
+    })).pipe(SmtpSession.attemptSpan({ servername: "mx.test", ip: IP, port: 25 }))
+
+  const script = [
+    ...hello(),
+    Script.expect("MAIL FROM:<a@x.test>"),
+    Script.delay("5 millis"),
+    Script.reply("250 ok"),
+    Script.expect("RCPT TO:<b@y.test>"),
+    Script.reply("250 ok"),
+    Script.expect("DATA"),
+    Script.reply("354 go"),
+    Script.expectData,
+    Script.reply("250 queued"),
+    ...QUIT
+  ]
+  const phases = ["connect", "greeting", "ehlo", "mail-from", "rcpt-to", "data", "quit"].map((p) => `smtp.${p}`)
+
+  it.effect("default: one span for the attempt, each phase an event on it with duration and outcome", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const fiber = yield* Effect.fork(attempt(settings()).pipe(Effect.withTracer(tracer)))
+      yield* TestClock.adjust(Duration.millis(5))
+      yield* Fiber.join(fiber)
+      expect(recorded.spans.map((s) => s.name)).toEqual(["smtp.attempt"])
+      expect(Object.fromEntries(recorded.spans[0]!.attributes)).toMatchObject({
+        "server.address": "mx.test",
+        "server.port": 25,
+        "network.peer.address": IP,
+        "network.peer.port": 25
+      })
+      expect(recorded.events.map((e) => [e.span, e.name, e.attributes["smtp.outcome"]])).toEqual(
+        phases.map((p) => ["smtp.attempt", p, "ok"])
+      )
+      const mail = recorded.events.find((e) => e.name === "smtp.mail-from")!
+      expect(mail.attributes).toMatchObject({
+        "smtp.phase": "mail-from",
+        "smtp.duration_ms": 5,
+        "server.address": "mx.test",
+        "network.peer.address": IP
+      })
+      expect(recorded.events.find((e) => e.name === "smtp.ehlo")!.attributes["smtp.ehlo_name"]).toBe("client.test")
+    }).pipe(peer(script)))
+
+  it.effect("phaseSpans: a span per phase as well, a leaf under the attempt's span, ended with its exit", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const fiber = yield* Effect.fork(attempt(settings({ phaseSpans: true })).pipe(Effect.withTracer(tracer)))
+      yield* TestClock.adjust(Duration.millis(5))
+      yield* Fiber.join(fiber)
+      const [attemptSpan, ...phaseSpans] = recorded.spans
+      expect(attemptSpan!.name).toBe("smtp.attempt")
+      expect(phaseSpans.map((s) => s.name)).toEqual(phases)
+      for (const span of phaseSpans) {
+        expect(Option.getOrNull(span.parent)).toBe(attemptSpan)
+        expect(span.status._tag).toBe("Ended")
+      }
+      expect(Object.fromEntries(phaseSpans[1]!.attributes)).toMatchObject({
+        "smtp.phase": "greeting",
+        "smtp.timeout_ms": T.greeting,
+        "server.address": "mx.test",
+        "network.peer.address": IP
+      })
+      // the events are still there, on the attempt's span
+      expect(recorded.events.map((e) => [e.span, e.name])).toEqual(phases.map((p) => ["smtp.attempt", p]))
+    }).pipe(peer(script)))
+
+  it.effect("a failed phase's event carries the error's kind", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const fiber = yield* Effect.fork(Effect.exit(attempt(settings()).pipe(Effect.withTracer(tracer))))
+      yield* TestClock.adjust(Duration.millis(T.greeting))
+      expect(Exit.isFailure(yield* Fiber.join(fiber))).toBe(true)
+      expect(recorded.events.map((e) => [e.name, e.attributes["smtp.outcome"], e.attributes["smtp.duration_ms"]]))
+        .toEqual([["smtp.connect", "ok", 0], ["smtp.greeting", "timeout", T.greeting]])
+    }).pipe(peer([Script.stall])))
+
+  it.effect("no current span: no event, nothing recorded", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      yield* Effect.scoped(Effect.flatMap(openSession(), SmtpSession.quit)).pipe(Effect.withTracer(tracer))
+      expect([recorded.spans, recorded.events]).toEqual([[], []])
+    }).pipe(peer([...hello(), ...QUIT])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// A connector wrapped by a third party
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("a wrapped Connector", () => {
+  it.effect("keeps the same timing: the deadlines travel in the interface", () =>
+    Effect.gen(function*() {
+      const inner = yield* Connector.Connector
+      let exchanges = 0
+      // A wrapper that counts exchanges, delegating everything else.
+      const wrapped: Connector.Connector.Service = {
+        connect: (options) =>
+          Effect.map(inner.connect(options), (c): Connector.Connection => ({
+            remoteAddress: c.remoteAddress,
+            remotePort: c.remotePort,
+            localAddress: c.localAddress,
+            exchange: (request) => Effect.suspend(() => (exchanges++, c.exchange(request))),
+            startTls: (options, deadline) => c.startTls(options, deadline),
+            awaitClose: (options) => c.awaitClose(options),
+            get isTls() {
+              return c.isTls
+            },
+            get tls() {
+              return c.tls
+            },
+            get buffered() {
+              return c.buffered
+            },
+            close: c.close
+          }))
+      }
+      const exit = yield* finishesAt(
+        Effect.scoped(openSession()).pipe(Effect.provideService(Connector.Connector, wrapped)),
+        T.greeting
+      )
+      expect(asTimeout(failure(exit))).toEqual(timeoutOf("greeting", T.greeting))
+      expect(exchanges).toBe(1)
+      expect((yield* record).closed).toBe(true)
+    }).pipe(peer([Script.stall])))
 })

@@ -1,10 +1,10 @@
-import * as Effect from "effect/Effect"
-import type { Register, Waits } from "./phaseDeadline.js"
-
 /**
- * What a peer sent and nobody has read yet, with pull-based line and byte reads. Shared by the live and the test
- * connector so that the limits and the STARTTLS buffered-bytes check behave the same on both.
+ * What a peer sent and nobody has read yet, with pull-based line and byte reads: the framing under every connection
+ * (internal/connection/wire.ts), and the scripted test peer's view of what the client wrote.
+ *
+ * @internal
  */
+import * as Effect from "effect/Effect"
 
 /** @internal */
 export type Take<A, E> =
@@ -35,6 +35,11 @@ export class LineBuffer<E> {
 
   get isEnded(): boolean {
     return this.ended !== null
+  }
+
+  /** What ended the input, once it has ended. */
+  get error(): E | null {
+    return this.ended
   }
 
   push(chunk: Uint8Array): void {
@@ -85,11 +90,10 @@ export class LineBuffer<E> {
   }
 
   /**
-   * Waits, through `Effect.async`, until `take` yields a value or an error; through `waits` when given, so that a
-   * phase deadline can cut the wait short.
+   * Waits until `take` yields a value or an error. One waiter at a time (the test peer's reads).
    */
-  await<A>(take: (buffer: this) => Take<A, E>, onWait?: () => void, waits?: Waits<E>): Effect.Effect<A, E> {
-    const register: Register<A, E> = (resume) => {
+  await<A>(take: (buffer: this) => Take<A, E>): Effect.Effect<A, E> {
+    return Effect.async<A, E>((resume) => {
       const attempt = (): boolean => {
         const result = take(this)
         switch (result._tag) {
@@ -108,15 +112,9 @@ export class LineBuffer<E> {
         if (attempt()) this.waiter = null
       }
       this.waiter = waiter
-      onWait?.()
-      return () => {
+      return Effect.sync(() => {
         if (this.waiter === waiter) this.waiter = null
-      }
-    }
-    if (waits !== undefined) return waits.wait(register)
-    return Effect.async<A, E>((resume) => {
-      const cleanup = register(resume)
-      return cleanup === undefined ? undefined : Effect.sync(cleanup)
+      })
     })
   }
 

@@ -1,0 +1,74 @@
+/**
+ * The socket layer's one error type and the one errno → kind map. Nothing here knows SMTP phases: the session maps
+ * a `SocketError` to its phase's `TransportError`.
+ *
+ * @internal
+ */
+import * as Data from "effect/Data"
+
+/** @internal */
+export type SocketErrorKind = "refused" | "unreachable" | "reset" | "timeout" | "bind" | "tls" | "protocol" | "closed"
+
+/** @internal */
+export class SocketError extends Data.TaggedError("SocketError")<{
+  readonly kind: SocketErrorKind
+  readonly message: string
+}> {}
+
+/** @internal */
+export const closedByPeer = (): SocketError =>
+  new SocketError({ kind: "closed", message: "connection closed by the peer" })
+
+/** @internal */
+export const lineTooLong = (limit: number): SocketError =>
+  new SocketError({ kind: "protocol", message: `line longer than ${limit} bytes` })
+
+const DEADLINE = "the deadline passed"
+
+/** What an operation fails with when its deadline passes; the session reports its phase's own timeout error. */
+export const deadlinePassed = (): SocketError => new SocketError({ kind: "timeout", message: DEADLINE })
+
+/** The operation's deadline passed (not an OS timeout such as ETIMEDOUT). */
+export const isDeadline = (error: SocketError): boolean => error.kind === "timeout" && error.message === DEADLINE
+
+/** @internal */
+export const closedLocally = (): SocketError => new SocketError({ kind: "reset", message: "the connection is closed" })
+
+const errorCode = (error: unknown): string | undefined =>
+  typeof error === "object" && error !== null && "code" in error && typeof error.code === "string"
+    ? error.code
+    : undefined
+
+/** @internal */
+export const errorMessage = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/**
+ * Maps an OS socket error (Node's `code` / `syscall`) to its kind; `bind` comes from the failed bind syscall before
+ * the connect. An unknown code is `unreachable` while connecting, `reset` once connected.
+ *
+ * @internal
+ */
+export const fromErrno = (error: unknown, during: "connect" | "io"): SocketError => {
+  const code = errorCode(error)
+  const syscall = typeof error === "object" && error !== null && "syscall" in error ? error.syscall : undefined
+  const message = errorMessage(error)
+  if (syscall === "bind") return new SocketError({ kind: "bind", message })
+  switch (code) {
+    case "ECONNREFUSED":
+      return new SocketError({ kind: "refused", message })
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+    case "EADDRNOTAVAIL":
+    case "EHOSTDOWN":
+    case "ENETDOWN":
+      return new SocketError({ kind: "unreachable", message })
+    case "ETIMEDOUT":
+      return new SocketError({ kind: "timeout", message })
+    case "ECONNRESET":
+    case "EPIPE":
+    case "ECONNABORTED":
+      return new SocketError({ kind: "reset", message })
+    default:
+      return new SocketError({ kind: during === "connect" ? "unreachable" : "reset", message })
+  }
+}

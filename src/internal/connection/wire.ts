@@ -1,0 +1,423 @@
+/**
+ * The one connection core under every connector: it turns a byte pipe (`Io`) into a `Connection`. Line framing,
+ * reply accumulation and their limits, back-pressure, the STARTTLS buffered-bytes refusal and the deadlines all
+ * live here, so the live connector (node:net) and the scripted test connector differ only in their `Io`, and the
+ * TestClock suites run production's timing and framing code.
+ *
+ * Deadlines: one timer fiber per connection, on Effect's Clock, forked into the connection's own `Scope` (closed
+ * by `close`). Every operation (connect, exchange, TLS handshake, close wait) carries an absolute
+ * deadline in Clock milliseconds; at most one is pending at a time. The timer sleeps until the earliest deadline it
+ * was asked for; when it wakes it fails the pending operation if that one's deadline has passed, sleeps on when the
+ * pending operation's deadline is later (phases usually end well before their deadline, so it rarely wakes), and
+ * ends when nothing is pending. An operation whose deadline is earlier than the timer's target restarts it
+ * (the old one is interrupted). No fiber is forked per phase: a session of seven phases under default
+ * timeouts forks the timer once or twice.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
+import type {
+  ConnectOptions,
+  Connection,
+  Exchange,
+  Io,
+  IoEvents,
+  Open,
+  StartTlsOptions,
+  TlsInfo
+} from "../../Connector.js"
+import * as SmtpReply from "../../SmtpReply.js"
+import { LineBuffer } from "../lineBuffer.js"
+import { closedLocally, deadlinePassed, lineTooLong, SocketError } from "./socketError.js"
+
+/**
+ * Kept high enough that the pause never bites a well-behaved server, and bounded so that a server that floods
+ * cannot make the client buffer without end while nobody reads.
+ *
+ * @internal
+ */
+export const HIGH_WATER_MARK = 64 * 1024
+
+/** What the timer fails when its deadline passes. */
+interface Op {
+  readonly deadline: number
+  /** Input arrived or ended. */
+  progress(): void
+  /** The deadline passed. */
+  expire(): void
+  /** The connection is being closed under it. */
+  abandon(error: SocketError): void
+}
+
+type Resume<A> = (effect: Effect.Effect<A, SocketError>) => void
+
+const busy = () => new SocketError({ kind: "protocol", message: "another operation is in progress on the connection" })
+
+class Wire implements Connection, IoEvents {
+  readonly lines = new LineBuffer<SocketError>(SmtpReply.MAX_LINE, lineTooLong)
+  readonly accumulator = new SmtpReply.Accumulator()
+  io: Io | null = null
+  op: Op | null = null
+  localAddress: string | null = null
+  tls: TlsInfo | null = null
+  private paused = false
+  private closing = false
+  private released = false
+  private readonly onReleased: Array<() => void> = []
+  private timerAt = Infinity
+  private timerGen = 0
+  private timer: Fiber.RuntimeFiber<void> | null = null
+
+  constructor(
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    private readonly scope: Scope.CloseableScope
+  ) {}
+
+  get isTls(): boolean {
+    return this.tls !== null
+  }
+
+  get buffered(): number {
+    return this.lines.size + (this.io?.readableLength ?? 0)
+  }
+
+  // IoEvents ------------------------------------------------------------------------------------------------------
+
+  readonly data = (chunk: Uint8Array): void => {
+    this.lines.push(chunk)
+    if (this.lines.size >= HIGH_WATER_MARK && !this.paused && this.io !== null) {
+      this.paused = true
+      this.io.pause()
+    }
+    this.op?.progress()
+  }
+
+  readonly end = (error?: SocketError): void => {
+    this.lines.end(error ?? new SocketError({ kind: "closed", message: "connection closed by the peer" }))
+    this.op?.progress()
+  }
+
+  readonly reset = (error: SocketError): void => {
+    this.lines.abort(error)
+    this.op?.progress()
+  }
+
+  /** A read is waiting: let the bytes in again. */
+  resumeInput(): void {
+    if (this.paused && this.io !== null) {
+      this.paused = false
+      this.io.resume()
+    }
+  }
+
+  // Deadlines -----------------------------------------------------------------------------------------------------
+
+  /** `effect`, with the timer armed for `deadline` unless it already wakes by then. */
+  timed<A>(deadline: number, effect: Effect.Effect<A, SocketError>): Effect.Effect<A, SocketError> {
+    return Effect.suspend(() => {
+      if (!(deadline < this.timerAt) || this.closing) return effect
+      this.timerAt = deadline
+      const gen = ++this.timerGen
+      // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without
+      // capturing the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber.
+      const start = Effect.flatMap(Effect.forkIn(this.sleep(gen), this.scope), (fiber) => {
+        if (gen === this.timerGen) this.timer = fiber
+        return effect
+      })
+      const old = this.timer
+      this.timer = null
+      // A timer waking later than this deadline is replaced (it would find itself stale when it woke anyway).
+      return old === null ? start : Effect.zipRight(Effect.fiberIdWith((id) => Fiber.interruptAsFork(old, id)), start)
+    })
+  }
+
+  private sleep(gen: number): Effect.Effect<void> {
+    return Effect.clockWith((clock) => {
+      const loop: Effect.Effect<void> = Effect.suspend(() =>
+        Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.timerAt - clock.unsafeCurrentTimeMillis()))), () => {
+          // Replaced by a timer with an earlier target: that one owns the state now.
+          if (gen !== this.timerGen) return Effect.void
+          const now = clock.unsafeCurrentTimeMillis()
+          if (this.op !== null && this.op.deadline <= now) this.op.expire()
+          const next = this.op?.deadline ?? Infinity
+          if (now < next && next < Infinity) {
+            this.timerAt = next
+            return loop
+          }
+          this.timerAt = Infinity
+          this.timer = null
+          return Effect.void
+        })
+      )
+      return loop
+    })
+  }
+
+  /** Runs `op` as the pending operation: `start` returns `true` when it completed at once. */
+  pending<A>(
+    deadline: number,
+    make: (resume: Resume<A>) => BaseOp<A>
+  ): Effect.Effect<A, SocketError> {
+    return this.timed(
+      deadline,
+      Effect.async<A, SocketError>((resume) => {
+        if (this.closing) return resume(Effect.fail(closedLocally()))
+        if (this.op !== null) return resume(Effect.fail(busy()))
+        const op = make(resume)
+        this.op = op
+        op.start()
+        if (op.done) return
+        return Effect.sync(() => op.cancel())
+      })
+    )
+  }
+
+  // Connection ----------------------------------------------------------------------------------------------------
+
+  exchange(request: Exchange): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> {
+    return this.pending(request.deadline, (resume) => new ExchangeOp(this, request, resume))
+  }
+
+  startTls(options: StartTlsOptions, deadline: number): Effect.Effect<TlsInfo, SocketError> {
+    return this.pending(deadline, (resume) => new TlsOp(this, options, deadline, resume))
+  }
+
+  awaitClose(options: { readonly deadline: number; readonly maxLines: number }): Effect.Effect<void, SocketError> {
+    return this.pending(options.deadline, (resume) => new CloseWaitOp(this, options, resume))
+  }
+
+  readonly close: Effect.Effect<void> = Effect.suspend(() => {
+    if (!this.closing) {
+      this.closing = true
+      const error = closedLocally()
+      const op = this.op
+      this.op = null
+      op?.abandon(error)
+      this.lines.abort(error)
+    }
+    return Effect.zipRight(this.release, Scope.close(this.scope, Exit.void))
+  })
+
+  /** Destroys the transport and waits until its resource is released. */
+  private readonly release: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.released || this.io === null) return resume(Effect.void)
+    this.onReleased.push(() => resume(Effect.void))
+    if (this.onReleased.length > 1) return
+    this.io.destroy(() => {
+      this.released = true
+      for (const f of this.onReleased.splice(0)) f()
+    })
+  })
+
+  /** Connects `io` under `deadline`; a failure, a timeout or an interruption closes everything. */
+  connect(io: Io, deadline: number): Effect.Effect<Connection, SocketError> {
+    this.io = io
+    return this.timed(
+      deadline,
+      Effect.async<Connection, SocketError>((resume) => {
+        let done = false
+        const fail = (error: SocketError) => {
+          if (done) return
+          done = true
+          this.op = null
+          resume(Effect.zipRight(this.close, Effect.fail(error)))
+        }
+        this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
+        io.connect((error) => {
+          if (done) return
+          if (error !== null) return fail(error)
+          done = true
+          this.op = null
+          this.localAddress = io.localAddress
+          resume(Effect.succeed(this))
+        })
+        if (done) return
+        return Effect.suspend(() => {
+          done = true
+          this.op = null
+          return this.close
+        })
+      })
+    )
+  }
+}
+
+abstract class BaseOp<A> implements Op {
+  done = false
+  constructor(readonly wire: Wire, readonly deadline: number, private readonly resume: Resume<A>) {}
+  abstract start(): void
+  abstract progress(): void
+  /** Lets go of what the operation holds (a handshake in flight); bytes read so far stay buffered. */
+  cleanup(): void {}
+  finish(effect: Effect.Effect<A, SocketError>): void {
+    if (this.done) return
+    this.done = true
+    if (this.wire.op === this) this.wire.op = null
+    this.resume(effect)
+  }
+  expire(): void {
+    this.abandon(deadlinePassed())
+  }
+  abandon(error: SocketError): void {
+    if (this.done) return
+    this.cleanup()
+    this.finish(Effect.fail(error))
+  }
+  /** Interrupted. */
+  cancel(): void {
+    if (this.done) return
+    this.done = true
+    if (this.wire.op === this) this.wire.op = null
+    this.cleanup()
+  }
+}
+
+/** Writes, then reads `replies` complete replies. */
+class ExchangeOp extends BaseOp<ReadonlyArray<SmtpReply.Reply>> {
+  private readonly replies: Array<SmtpReply.Reply> = []
+  private flushed = true
+
+  constructor(wire: Wire, private readonly request: Exchange, resume: Resume<ReadonlyArray<SmtpReply.Reply>>) {
+    super(wire, request.deadline, resume)
+  }
+
+  start(): void {
+    const { write } = this.request
+    if (write !== undefined && this.wire.io !== null) {
+      this.flushed = false
+      let sync = true
+      // Below the transport's high-water mark it has taken the bytes: go on at once. Above it, an exchange that
+      // reads nothing waits for the flush, so a peer that stops reading holds the phase, under its deadline.
+      const accepted = this.wire.io.write(write, (error) => {
+        if (error !== null) {
+          this.wire.end(error)
+          if (this.request.replies === 0) return this.finish(Effect.fail(error))
+        }
+        this.flushed = true
+        if (!sync) this.progress()
+      })
+      sync = false
+      if (accepted) this.flushed = true
+      if (this.done) return
+    }
+    this.progress()
+  }
+
+  progress(): void {
+    if (this.done) return
+    const { lines, accumulator } = this.wire
+    const wanted = this.request.replies
+    while (this.replies.length < wanted) {
+      const taken = lines.takeLine()
+      if (taken._tag === "Pending") break
+      if (taken._tag === "Error") return this.finish(Effect.fail(taken.error))
+      const pushed = accumulator.push(taken.value)
+      if (Either.isLeft(pushed)) {
+        // The stream cannot be resynchronised after a malformed reply.
+        const error = new SocketError({ kind: "protocol", message: pushed.left })
+        lines.abort(error)
+        return this.finish(Effect.fail(error))
+      }
+      if (pushed.right !== null) this.replies.push(pushed.right)
+    }
+    if (this.replies.length < wanted) return this.wire.resumeInput()
+    if (this.flushed) this.finish(Effect.succeed(this.replies))
+  }
+}
+
+/** The in-place TLS upgrade. */
+class TlsOp extends BaseOp<TlsInfo> {
+  private stop: (() => void) | null = null
+
+  constructor(wire: Wire, private readonly options: StartTlsOptions, deadline: number, resume: Resume<TlsInfo>) {
+    super(wire, deadline, resume)
+  }
+
+  start(): void {
+    const wire = this.wire
+    const io = wire.io!
+    if (wire.tls !== null) return this.finish(Effect.fail(new SocketError({ kind: "protocol", message: "TLS is already active" })))
+    // CVE-2011-0411: bytes after the reply to STARTTLS would otherwise be read as if they came over TLS.
+    const early = wire.lines.size + io.readableLength
+    if (early > 0) {
+      const error = new SocketError({
+        kind: "protocol",
+        message: `the server sent ${early} bytes after its reply to STARTTLS`
+      })
+      wire.lines.abort(error)
+      return this.finish(Effect.fail(error))
+    }
+    const ended = wire.lines.error
+    if (ended !== null) return this.finish(Effect.fail(ended))
+    this.stop = io.upgrade(this.options, (result) => {
+      if (this.done) return
+      this.stop = null
+      if (result instanceof SocketError) {
+        wire.lines.abort(result)
+        return this.finish(Effect.fail(result))
+      }
+      wire.tls = result
+      this.finish(Effect.succeed(result))
+    })
+  }
+
+  progress(): void {
+    const ended = this.wire.lines.error
+    if (!this.done && ended !== null) this.abandon(ended)
+  }
+
+  override cleanup(): void {
+    const stop = this.stop
+    this.stop = null
+    if (stop !== null) {
+      stop()
+      this.wire.lines.abort(new SocketError({ kind: "tls", message: "TLS handshake interrupted" }))
+    }
+  }
+}
+
+/** Reads and drops lines until the peer closes, at most `maxLines`. */
+class CloseWaitOp extends BaseOp<void> {
+  private seen = 0
+
+  constructor(wire: Wire, private readonly options: { readonly deadline: number; readonly maxLines: number }, resume: Resume<void>) {
+    super(wire, options.deadline, resume)
+  }
+
+  start(): void {
+    this.progress()
+  }
+
+  progress(): void {
+    while (!this.done) {
+      const taken = this.wire.lines.takeLine()
+      if (taken._tag === "Pending") return this.wire.resumeInput()
+      if (taken._tag === "Error") {
+        return this.finish(taken.error.kind === "closed" ? Effect.void : Effect.fail(taken.error))
+      }
+      if (++this.seen >= this.options.maxLines) return this.finish(Effect.void)
+    }
+  }
+}
+
+/**
+ * A connector's `connect` from its `open`: the connection gets its own Scope and deadline timer, the pipe is
+ * opened (an `open` failure fails the connect), then connected under `options.deadline`. Interruption, failure and
+ * timeout all release the pipe before the connect returns.
+ *
+ * @internal
+ */
+export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<Connection, SocketError> =>
+  Effect.flatMap(Scope.make(), (scope) => {
+    const wire = new Wire(options.ip, options.port, scope)
+    return Effect.matchCauseEffect(open(options, wire, scope), {
+      onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
+      onSuccess: (io) => wire.connect(io, options.deadline)
+    })
+  })

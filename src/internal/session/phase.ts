@@ -1,0 +1,135 @@
+/**
+ * One phase of a session: its deadline on Effect's Clock, its span event, its span when asked for, and the mapping
+ * of the socket layer's errors to the phase's `TransportError`.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import type { Connection, SocketError } from "../../Connector.js"
+import type { Phase } from "../../Settings.js"
+import * as SmtpReply from "../../SmtpReply.js"
+import * as TransportError from "../../TransportError.js"
+import * as socketError from "../connection/socketError.js"
+
+/** What a phase's body gets. */
+export interface Step {
+  readonly deadline: number
+  /** Debug is enabled: the transcript is logged. */
+  readonly debug: boolean
+  readonly clock: Clock.Clock
+}
+
+/** What identifies a phase in spans and events, by OpenTelemetry's conventions. */
+export type Attributes = Record<string, unknown>
+
+export interface PhaseOptions {
+  readonly phase: Phase
+  readonly timeoutMs: number
+  readonly phaseSpans: boolean
+  /** Built only when a span or an event will carry them. */
+  readonly attributes: () => Attributes
+}
+
+/** The socket layer's failure as the phase's error; every network failure is temporary. */
+export const fromSocket = (error: SocketError, phase: Phase, timeoutMs: number): TransportError.TransportError =>
+  socketError.isDeadline(error)
+    ? TransportError.timeout(phase, timeoutMs)
+    : TransportError.make(phase, error.kind === "closed" ? "reset" : error.kind, `${phase}: ${error.message}`)
+
+/**
+ * Runs `body` as the phase. Default: a span event `smtp.<phase>` on the current span (duration and outcome), no
+ * span of its own; with `phaseSpans` the phase also runs in `Effect.useSpan` (a leaf: nothing inside opens a span,
+ * so it need not become the current span, which spares most of a span's cost).
+ */
+export const run = <A, R>(
+  options: PhaseOptions,
+  body: (step: Step) => Effect.Effect<A, TransportError.TransportError, R>
+): Effect.Effect<A, TransportError.TransportError, R> =>
+  Effect.withFiberRuntime((fiber) => {
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    const startMs = clock.unsafeCurrentTimeMillis()
+    const debug = !LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel))
+    const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
+    const span = fiber.currentSpan
+    const withEvent = span === undefined || span._tag !== "Span" ? effect : Effect.onExit(effect, (exit) =>
+      Effect.sync(() => {
+        const end = clock.unsafeCurrentTimeNanos()
+        span.event(`smtp.${options.phase}`, end, {
+          ...options.attributes(),
+          "smtp.phase": options.phase,
+          "smtp.duration_ms": clock.unsafeCurrentTimeMillis() - startMs,
+          "smtp.outcome": Exit.isSuccess(exit)
+            ? "ok"
+            : Option.match(Cause.failureOption(exit.cause), { onNone: () => "interrupted", onSome: (e) => e.kind })
+        })
+      }))
+    if (!options.phaseSpans) return withEvent
+    return Effect.useSpan(`smtp.${options.phase}`, {
+      attributes: { ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs },
+      captureStackTrace: false
+    }, () => withEvent)
+  })
+
+const crlf = (lines: ReadonlyArray<string>) => {
+  let out = ""
+  for (const line of lines) out += `${line}\r\n`
+  return out
+}
+
+/**
+ * Writes `lines` (or `bytes`) and reads `replies` replies under the step's deadline, logging the transcript when
+ * Debug is on.
+ */
+export const exchange = (
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array | undefined,
+  replies: number,
+  /** What the transcript says of a byte payload. */
+  describe?: string
+): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, TransportError.TransportError> => {
+  const request = {
+    write: write === undefined || write instanceof Uint8Array ? write : crlf(write),
+    replies,
+    deadline: step.deadline
+  }
+  const wire = Effect.mapError(connection.exchange(request), (e) => fromSocket(e, phase, timeoutMs))
+  if (!step.debug) return wire
+  const sent = write === undefined
+    ? Effect.void
+    : write instanceof Uint8Array
+    ? Effect.logDebug(`C: ${describe ?? `<${write.length} bytes>`}`)
+    : Effect.forEach(write, (line) => Effect.logDebug(`C: ${line}`), { discard: true })
+  return Effect.zipRight(
+    sent,
+    Effect.tap(wire, (got) => Effect.forEach(got, (reply) => Effect.logDebug(`S: ${SmtpReply.format(reply)}`), { discard: true }))
+  )
+}
+
+/** One command, one reply. */
+export const command = (
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  line: string
+): Effect.Effect<SmtpReply.Reply, TransportError.TransportError> =>
+  Effect.map(exchange(connection, phase, timeoutMs, step, [line], 1), (replies) => replies[0]!)
+
+/** The next reply, to a command already sent. */
+export const reply = (
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step
+): Effect.Effect<SmtpReply.Reply, TransportError.TransportError> =>
+  Effect.map(exchange(connection, phase, timeoutMs, step, undefined, 1), (replies) => replies[0]!)

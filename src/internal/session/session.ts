@@ -1,0 +1,498 @@
+/**
+ * The SMTP client dialogue: each phase one `exchange` on the connection (its commands written and its replies read
+ * in one async step) under the phase's deadline.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
+import type { Connection } from "../../Connector.js"
+import * as Connector from "../../Connector.js"
+import type { SessionPhase, TlsPolicy } from "../../Settings.js"
+import type {
+  ConnectSettings,
+  Envelope,
+  Hello,
+  RecipientOutcome,
+  Session,
+  SessionConnectOptions,
+  SessionSettings,
+  TransactionResult
+} from "../../SmtpSession.js"
+import type { Reply } from "../../SmtpReply.js"
+import * as SmtpReply from "../../SmtpReply.js"
+import * as TransportError from "../../TransportError.js"
+import * as log from "../log.js"
+import * as capabilities from "./capabilities.js"
+import * as dotStuff from "./dotStuff.js"
+import * as phase from "./phase.js"
+import { prepare, policyError } from "./prepare.js"
+
+export const QUIT_TIMEOUT: Duration.Duration = Duration.seconds(2)
+export const QUIT_CLOSE_WAIT: Duration.Duration = Duration.millis(200)
+/** Bound on the lines read while waiting for the close: a server that talks after its 221 is not waited for. */
+const MAX_LINES_AFTER_QUIT = 16
+
+const millis = (timeouts: SessionSettings["timeouts"], p: SessionPhase) => Duration.toMillis(timeouts[p])
+
+/** The attempt's identity by OpenTelemetry's conventions. */
+const connectionAttributes = (connection: Connection, servername: string | undefined): phase.Attributes => ({
+  ...(servername === undefined ? {} : { "server.address": servername }),
+  "server.port": connection.remotePort,
+  "network.peer.address": connection.remoteAddress,
+  "network.peer.port": connection.remotePort,
+  "network.local.address": connection.localAddress ?? ""
+})
+
+const phaseOf = (
+  connection: Connection,
+  settings: SessionSettings,
+  p: SessionPhase,
+  extra?: phase.Attributes
+): phase.PhaseOptions => ({
+  phase: p,
+  timeoutMs: millis(settings.timeouts, p),
+  phaseSpans: settings.phaseSpans,
+  attributes: () => ({ ...connectionAttributes(connection, settings.servername), ...extra })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Connect
+// ---------------------------------------------------------------------------------------------------------------
+
+const connectTimeout = (settings: ConnectSettings | Duration.DurationInput): Duration.Duration =>
+  typeof settings === "object" && settings !== null && "timeouts" in settings
+    ? Duration.decode(settings.timeouts.connect)
+    : Duration.decode(settings as Duration.DurationInput)
+
+export const connect = (
+  options: SessionConnectOptions,
+  settings: ConnectSettings | Duration.DurationInput
+): Effect.Effect<Connection, TransportError.TransportError, Connector.Connector> => {
+  const timeoutMs = Duration.toMillis(connectTimeout(settings))
+  const full = typeof settings === "object" && settings !== null && "timeouts" in settings ? settings : undefined
+  return Effect.flatMap(Connector.Connector, (connector) =>
+    phase.run({
+      phase: "connect",
+      timeoutMs,
+      phaseSpans: full?.phaseSpans === true,
+      attributes: () => ({
+        ...(full?.servername === undefined ? {} : { "server.address": full.servername }),
+        "server.port": options.port,
+        "network.peer.address": options.ip,
+        "network.peer.port": options.port,
+        "network.local.address": options.localAddress ?? ""
+      })
+    }, (step) =>
+      Effect.mapError(
+        connector.connect({
+          ip: options.ip,
+          port: options.port,
+          localAddress: options.localAddress,
+          deadline: step.deadline
+        }),
+        (e) => phase.fromSocket(e, "connect", timeoutMs)
+      ).pipe(
+        Effect.tap((c) =>
+          step.debug ? Effect.logDebug(`connected to ${c.remoteAddress}:${options.port} from ${c.localAddress}`) : Effect.void
+        )
+      )))
+}
+
+export const connectScoped = (
+  options: SessionConnectOptions,
+  settings: ConnectSettings | Duration.DurationInput
+): Effect.Effect<Connection, TransportError.TransportError, Connector.Connector | Scope.Scope> =>
+  Connector.own(connect(options, settings))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Open
+// ---------------------------------------------------------------------------------------------------------------
+
+// An EHLO argument is a domain or an address literal: printable ASCII, no space (RFC 5321 §4.1.1.1).
+const EHLO_NAME = /^[\x21-\x7e]+$/
+
+/** EHLO, then HELO when the server does not know EHLO (500/502, RFC 5321 §3.2); each under the EHLO timeout. */
+const hello = (connection: Connection, settings: SessionSettings): Effect.Effect<Hello, TransportError.TransportError> => {
+  const name = settings.ehloName
+  const timeoutMs = millis(settings.timeouts, "ehlo")
+  return Effect.flatMap(
+    phase.run(
+      phaseOf(connection, settings, "ehlo", { "smtp.ehlo_name": name }),
+      (step) => phase.command(connection, "ehlo", timeoutMs, step, `EHLO ${name}`)
+    ),
+    (reply): Effect.Effect<Hello, TransportError.TransportError> => {
+      if (SmtpReply.isPositive(reply)) {
+        return Effect.succeed({ reply, capabilities: capabilities.fromEhlo(reply), helo: false })
+      }
+      if (reply.code !== 500 && reply.code !== 502) return Effect.fail(TransportError.fromReply("ehlo", reply))
+      return Effect.flatMap(
+        phase.run(
+          phaseOf(connection, settings, "ehlo", { "smtp.ehlo_name": name, "smtp.helo": true }),
+          (step) => phase.command(connection, "ehlo", timeoutMs, step, `HELO ${name}`)
+        ),
+        (helo) =>
+          SmtpReply.isPositive(helo)
+            ? Effect.succeed({ reply: helo, capabilities: capabilities.none, helo: true })
+            : Effect.fail(TransportError.fromReply("ehlo", helo))
+      )
+    }
+  )
+}
+
+/** The TLS session; `null` when an `optional` policy goes on in plaintext after a refusal. */
+const startTls = (connection: Connection, settings: SessionSettings, policy: "optional" | "require") => {
+  const timeoutMs = millis(settings.timeouts, "tls")
+  return phase.run(
+    phaseOf(connection, settings, "tls", { "smtp.tls_policy": policy }),
+    (step) =>
+      Effect.flatMap(phase.command(connection, "tls", timeoutMs, step, "STARTTLS"), (reply) => {
+        if (reply.code !== 220) {
+          if (policy === "require") return Effect.fail(TransportError.fromReply("tls", reply))
+          return Effect.as(Effect.logDebug("STARTTLS refused, going on in plaintext (tls.starttls = optional)"), null)
+        }
+        return Effect.mapError(
+          connection.startTls({
+            servername: settings.servername,
+            ca: settings.tls.ca,
+            rejectUnauthorized: !settings.tls.allowInvalidCerts
+          }, step.deadline),
+          (e) => phase.fromSocket(e, "tls", timeoutMs)
+        ).pipe(Effect.tap(() => step.debug ? Effect.logDebug(`TLS established with ${settings.servername}`) : Effect.void))
+      })
+  )
+}
+
+export const open = (
+  connection: Connection,
+  settings: SessionSettings
+): Effect.Effect<Session, TransportError.TransportError> =>
+  Effect.gen(function*() {
+    if (!EHLO_NAME.test(settings.ehloName)) {
+      return yield* TransportError.make(
+        "ehlo",
+        "policy",
+        `ehlo: invalid EHLO name ${JSON.stringify(settings.ehloName)}`,
+        true
+      )
+    }
+    const greetingMs = millis(settings.timeouts, "greeting")
+    const greeting = yield* phase.run(
+      phaseOf(connection, settings, "greeting"),
+      (step) => phase.reply(connection, "greeting", greetingMs, step)
+    )
+    if (greeting.code !== 220) return yield* TransportError.fromReply("greeting", greeting)
+
+    let hi = yield* hello(connection, settings)
+
+    // A REQUIRETLS message or an enforced MTA-STS policy never goes in plaintext, whatever tls.starttls says.
+    const policy: TlsPolicy = settings.tls.required ? "require" : settings.tls.starttls
+    let tls = null
+    if (policy !== "disable") {
+      if (!hi.capabilities.startTls) {
+        if (policy === "require") {
+          return yield* TransportError.make(
+            "tls",
+            "policy",
+            settings.tls.required
+              ? "tls: STARTTLS not advertised, and TLS is required for this message"
+              : "tls: STARTTLS not advertised (tls.starttls = require)",
+            true
+          )
+        }
+      } else {
+        tls = yield* startTls(connection, settings, policy)
+        if (tls !== null) hi = yield* hello(connection, settings)
+      }
+    }
+
+    const session: Session = {
+      connection,
+      settings,
+      capabilities: hi.capabilities,
+      tls,
+      greeting,
+      ehloName: settings.ehloName,
+      ehlo: hi.reply,
+      helo: hi.helo
+    }
+    return session
+  }).pipe(log.annotateWhenDebug("smtp.remote_ip", connection.remoteAddress))
+
+export const canQuitAfter = (error: TransportError.TransportError): boolean =>
+  error.kind === "reply" || error.kind === "policy"
+
+// ---------------------------------------------------------------------------------------------------------------
+// The transaction
+// ---------------------------------------------------------------------------------------------------------------
+
+export const transaction = (
+  session: Session,
+  envelope: Envelope,
+  message: Uint8Array,
+  settings: SessionSettings
+): Effect.Effect<TransactionResult> =>
+  Effect.gen(function*() {
+    const { connection } = session
+    const caps = session.capabilities
+    const pipelined = caps.pipelining
+    const chunking = caps.chunking
+    const outcomes: Array<RecipientOutcome | undefined> = envelope.recipients.map(() => undefined)
+    const everyone = (error: TransportError.TransportError): ReadonlyArray<RecipientOutcome> =>
+      envelope.recipients.map((address) => ({ address, accepted: false, reply: null, error }))
+    const result = (
+      fields: Pick<TransactionResult, "mailFrom" | "data" | "phase" | "canQuit">,
+      recipients?: ReadonlyArray<RecipientOutcome>
+    ): TransactionResult => ({
+      ...fields,
+      recipients: recipients ??
+        outcomes.map((o, i) => o ?? { address: envelope.recipients[i]!, accepted: false, reply: null, error: null }),
+      pipelined,
+      chunking
+    })
+
+    const prepared = prepare(session, envelope, message)
+    if (Either.isLeft(prepared)) {
+      yield* Effect.logDebug(prepared.left.message)
+      return result(
+        { mailFrom: Either.left(prepared.left), data: null, phase: "mail-from", canQuit: true },
+        everyone(prepared.left)
+      )
+    }
+    const { mail, normalized, rcpts, refused } = prepared.right
+    for (const { error, index } of refused) {
+      outcomes[index] = { address: envelope.recipients[index]!, accepted: false, reply: null, error }
+    }
+    if (rcpts.length === 0) {
+      // Nothing is sent: each recipient keeps its own refusal, MAIL carries the reason there is no transaction.
+      const error = policyError("mail-from", "no recipient can be sent")
+      return result({ mailFrom: Either.left(error), data: null, phase: "mail-from", canQuit: true })
+    }
+    // DATA goes last in the pipeline (RFC 2920 §3.1); BDAT waits for the RCPT replies so that no message is sent
+    // when every recipient is refused.
+    const dataInPipeline = pipelined && !chunking
+
+    // MAIL (with every RCPT and DATA when pipelining): one write, MAIL's reply under its own deadline
+    const mailMs = millis(settings.timeouts, "mail-from")
+    const mailReply = yield* Effect.either(phase.run(
+      phaseOf(connection, settings, "mail-from"),
+      (step) =>
+        pipelined
+          ? Effect.map(
+            phase.exchange(connection, "mail-from", mailMs, step, [
+              mail,
+              ...rcpts.map((r) => r.line),
+              ...(dataInPipeline ? ["DATA"] : [])
+            ], 1),
+            (replies) => replies[0]!
+          )
+          : phase.command(connection, "mail-from", mailMs, step, mail)
+    ))
+    if (Either.isLeft(mailReply)) {
+      return result({ mailFrom: mailReply, data: null, phase: "mail-from", canQuit: false }, everyone(mailReply.left))
+    }
+    const mailError = SmtpReply.isPositive(mailReply.right)
+      ? null
+      : TransportError.fromReply("mail-from", mailReply.right)
+    const mailFrom = mailError === null ? Either.right(mailReply.right) : Either.left(mailError)
+    if (mailError !== null && !pipelined) {
+      return result({ mailFrom, data: null, phase: "mail-from", canQuit: true }, everyone(mailError))
+    }
+
+    // RCPT, one reply per recipient in order, each under its own deadline
+    const rcptMs = millis(settings.timeouts, "rcpt-to")
+    let broken: TransportError.TransportError | null = null
+    for (const { index, line } of rcpts) {
+      const address = envelope.recipients[index]!
+      if (broken !== null) {
+        outcomes[index] = { address, accepted: false, reply: null, error: broken }
+        continue
+      }
+      const reply = yield* Effect.either(phase.run(
+        phaseOf(connection, settings, "rcpt-to", { "smtp.rcpt": address }),
+        (step) =>
+          pipelined
+            ? phase.reply(connection, "rcpt-to", rcptMs, step)
+            : phase.command(connection, "rcpt-to", rcptMs, step, line)
+      ))
+      if (Either.isLeft(reply)) {
+        broken = reply.left
+        outcomes[index] = { address, accepted: false, reply: null, error: broken }
+      } else {
+        const accepted = SmtpReply.isPositive(reply.right)
+        outcomes[index] = {
+          address,
+          accepted,
+          reply: reply.right,
+          error: accepted ? null : TransportError.fromReply("rcpt-to", reply.right)
+        }
+      }
+    }
+    if (mailError !== null) {
+      // Pipelined and MAIL refused: the RCPT replies are moot (RFC 2920 §3.2), every recipient has MAIL's error.
+      const recipients = everyone(mailError)
+      if (broken !== null) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: false }, recipients)
+      if (!dataInPipeline) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: true }, recipients)
+      const drained = yield* Effect.either(drainData(connection, settings))
+      return result({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) }, recipients)
+    }
+    if (broken !== null) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: false })
+
+    if (!outcomes.some((o) => o?.accepted === true)) {
+      if (!dataInPipeline) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: true })
+      const drained = yield* Effect.either(drainData(connection, settings))
+      return result({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) })
+    }
+
+    // The message
+    const dataMs = millis(settings.timeouts, "data")
+    const data = yield* Effect.either(phase.run(
+      phaseOf(connection, settings, "data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
+      (step) =>
+        chunking
+          ? sendBdat(connection, dataMs, step, normalized)
+          : sendData(connection, dataMs, step, normalized, dataInPipeline)
+    ))
+    if (Either.isLeft(data)) {
+      return result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
+    }
+    const final = data.right
+    return result({
+      mailFrom,
+      data: SmtpReply.isPositive(final) ? Either.right(final) : Either.left(TransportError.fromReply("data", final)),
+      phase: "data",
+      canQuit: true
+    })
+  }).pipe(log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress))
+
+/**
+ * Every command sent so far has had its reply, so nothing may be waiting to be read. Bytes there now are a reply to
+ * the message before it was sent (a desynchronised or hostile server): taken as the end-of-data reply, they would
+ * report a delivery the server never confirmed.
+ */
+const refuseEarlyReply = (connection: Connection, after: string) =>
+  Effect.suspend(() => {
+    const early = connection.buffered
+    return early === 0 ? Effect.void : Effect.fail(
+      TransportError.make("data", "protocol", `data: the server sent ${early} bytes after ${after}, before the message`)
+    )
+  })
+
+/** DATA (unless already pipelined), 354, the stuffed body; the end-of-data reply, whatever its code. */
+const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, normalized: Uint8Array, pipelined: boolean) =>
+  Effect.flatMap(
+    pipelined
+      ? phase.reply(connection, "data", timeoutMs, step)
+      : phase.command(connection, "data", timeoutMs, step, "DATA"),
+    (reply): Effect.Effect<Reply, TransportError.TransportError> =>
+      reply.code !== 354
+        ? Effect.fail(TransportError.fromReply("data", reply))
+        : Effect.zipRight(
+          refuseEarlyReply(connection, "its 354"),
+          Effect.map(
+            phase.exchange(
+              connection,
+              "data",
+              timeoutMs,
+              step,
+              dotStuff.stuff(normalized),
+              1,
+              `<${normalized.length} bytes of message, dot-stuffed>`
+            ),
+            (replies) => replies[0]!
+          )
+        )
+  )
+
+/** RFC 3030: the whole message as one last chunk, no stuffing. */
+const sendBdat = (connection: Connection, timeoutMs: number, step: phase.Step, normalized: Uint8Array) =>
+  Effect.zipRight(
+    refuseEarlyReply(connection, "the last RCPT reply"),
+    Effect.suspend(() => {
+      const header = Buffer.from(`BDAT ${normalized.length} LAST\r\n`, "ascii")
+      return Effect.map(
+        phase.exchange(
+          connection,
+          "data",
+          timeoutMs,
+          step,
+          Buffer.concat([header, normalized]),
+          1,
+          `BDAT ${normalized.length} LAST, then <${normalized.length} bytes of message>`
+        ),
+        (replies) => replies[0]!
+      )
+    })
+  )
+
+/**
+ * The pipelined DATA of a transaction that has nothing to send: its reply is read, and a 354 is answered with an
+ * empty message (a lone `.`), as RFC 2920 §3.1 asks; the server's verdict on it is only logged.
+ */
+const drainData = (connection: Connection, settings: SessionSettings) => {
+  const timeoutMs = millis(settings.timeouts, "data")
+  return phase.run(
+    phaseOf(connection, settings, "data", { "smtp.drain": true }),
+    (step) =>
+      Effect.flatMap(phase.reply(connection, "data", timeoutMs, step), (reply) =>
+        reply.code !== 354
+          ? Effect.void
+          : Effect.asVoid(phase.exchange(connection, "data", timeoutMs, step, ["."], 1)))
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// QUIT
+// ---------------------------------------------------------------------------------------------------------------
+
+export const quit = (
+  session: {
+    readonly connection: Connection
+    readonly settings?: Pick<SessionSettings, "servername" | "phaseSpans"> | undefined
+  }
+): Effect.Effect<void> => {
+  const { connection } = session
+  const quitMs = Duration.toMillis(QUIT_TIMEOUT)
+  const waitMs = Duration.toMillis(QUIT_CLOSE_WAIT)
+  return phase.run({
+    phase: "quit",
+    timeoutMs: quitMs,
+    phaseSpans: session.settings?.phaseSpans === true,
+    attributes: () => connectionAttributes(connection, session.settings?.servername)
+  }, (step) =>
+    Effect.flatMap(phase.command(connection, "quit", quitMs, step, "QUIT"), (reply) =>
+      // After the 221 the server closes: waiting for that close (bounded) leaves the TIME_WAIT on its side.
+      reply.code !== 221 ? Effect.void : Effect.mapError(
+        connection.awaitClose({
+          deadline: step.clock.unsafeCurrentTimeMillis() + waitMs,
+          maxLines: MAX_LINES_AFTER_QUIT
+        }),
+        (e) => phase.fromSocket(e, "quit", waitMs)
+      ))).pipe(
+      Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
+      Effect.ignore,
+      log.annotateWhenDebug("smtp.remote_ip", connection.remoteAddress)
+    )
+}
+
+export const attemptSpan = (attributes: {
+  readonly servername: string
+  readonly ip: string
+  readonly port: number
+  readonly localAddress?: string | null | undefined
+}) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withSpan(effect, "smtp.attempt", {
+    attributes: {
+      "server.address": attributes.servername,
+      "server.port": attributes.port,
+      "network.peer.address": attributes.ip,
+      "network.peer.port": attributes.port,
+      ...(attributes.localAddress === undefined || attributes.localAddress === null
+        ? {}
+        : { "network.local.address": attributes.localAddress })
+    },
+    captureStackTrace: false
+  })

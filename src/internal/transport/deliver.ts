@@ -1,0 +1,89 @@
+/**
+ * One destination domain, delivered: the domain stage, then its MX hosts in order, each raced and tried until one
+ * takes the transaction.
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Candidates from "../../Candidates.js"
+import type { Connector } from "../../Connector.js"
+import type { AttemptRecord, DomainPlan, HostPlan, RecipientResult } from "../../DeliveryReport.js"
+import type { Dns } from "../../Dns.js"
+import * as MtaSts from "../../MtaSts.js"
+import type { MxHost } from "../../MxPlan.js"
+import type { PolicyCache } from "../../PolicyCache.js"
+import type * as TransportError from "../../TransportError.js"
+import { evaluateHost } from "../settings/evaluate.js"
+import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { type Delivery, type HostStage, tryHost } from "./host.js"
+import { allHostsFailed, failedBy, hostPlan } from "./report.js"
+import { type Group, hostVariables } from "./request.js"
+import type { Variables } from "../../Expression.js"
+
+/** @internal */
+export interface DomainRun {
+  readonly recipients: ReadonlyArray<RecipientResult>
+  readonly attempts: ReadonlyArray<AttemptRecord>
+  readonly plan: DomainPlan
+  readonly warnings: ReadonlyArray<string>
+}
+
+/** @internal */
+export const deliverDomain = (
+  delivery: Delivery,
+  requestVariables: Variables,
+  group: Group
+): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
+  Effect.gen(function*() {
+    const stage = yield* domainStage(delivery.config, delivery.options, requestVariables, group)
+    const { plan, warnings } = stage
+    const attempts: Array<AttemptRecord> = []
+    const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
+    const hostErrors: Array<TransportError.TransportError> = stage.excluded.map(([, error]) => error)
+    const error = stage.error ?? (plan !== null && plan.hosts.length === 0 ? hostErrors[0]! : null)
+    if (plan === null || error !== null) {
+      return {
+        recipients: group.recipients.map((rcpt) => failedBy(rcpt, error!, null)),
+        attempts,
+        plan: domainPlanOf(group, stage, hostPlans, error),
+        warnings
+      }
+    }
+    const policy = policyOf(stage)
+    const enforced = MtaSts.enforced(policy)
+
+    // A host's settings are evaluated when the pull reaches it, and kept for its race and session.
+    const hostStages = new Map<MxHost, HostStage>()
+    const settingsOf = (host: MxHost) =>
+      Effect.sync(() => {
+        const variables = hostVariables(stage.variables, host)
+        const evaluated = evaluateHost(delivery.config, variables)
+        warnings.push(...evaluated.warnings)
+        hostStages.set(host, { variables, settings: evaluated.settings })
+        const { ipStrategy, sourceIp } = evaluated.settings
+        return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
+      })
+
+    let results: ReadonlyArray<RecipientResult> | null = null
+    const hosts = Candidates.hosts(plan, settingsOf)
+    while (results === null) {
+      const next = yield* hosts.next
+      if (Option.isNone(next)) break
+      const host = next.value
+      hostPlans.push(hostPlan(host, policy))
+      if (Either.isLeft(host.resolution)) {
+        hostErrors.push(host.resolution.left)
+        continue
+      }
+      const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings)
+      if (outcome._tag === "NextHost") hostErrors.push(outcome.error)
+      else results = outcome.recipients
+    }
+
+    return {
+      recipients: results ?? allHostsFailed(group.recipients, hostErrors),
+      attempts,
+      plan: domainPlanOf(group, stage, hostPlans, null),
+      warnings
+    }
+  })

@@ -1,0 +1,125 @@
+/**
+ * The domain stage: the domain's settings, its MTA-STS policy and its MX plan, with the hosts an enforced policy
+ * excludes taken out. Shared by `deliver` and `explain`.
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type { DomainPlan, HostPlan, MtaStsPlan } from "../../DeliveryReport.js"
+import type * as Dns from "../../Dns.js"
+import type { Variables } from "../../Expression.js"
+import * as MtaSts from "../../MtaSts.js"
+import * as MxPlan from "../../MxPlan.js"
+import type { Config } from "../../OutboundConfig.js"
+import type * as PolicyCache from "../../PolicyCache.js"
+import type { DomainSettings } from "../../Settings.js"
+import type { TransportOptions } from "../../Transport.js"
+import * as TransportError from "../../TransportError.js"
+import { evaluateDomain } from "../settings/evaluate.js"
+import { reportError } from "./report.js"
+import { domainVariables, type Group } from "./request.js"
+
+/** What the domain stage decided. @internal */
+export interface DomainStage {
+  readonly variables: Variables
+  readonly settings: DomainSettings
+  /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */
+  readonly warnings: Array<string>
+  readonly mtaSts: MtaSts.Outcome | null
+  readonly plan: MxPlan.MxPlan | null
+  /** Hosts an enforced MTA-STS policy does not list: never contacted, a permanent policy error each. */
+  readonly excluded: ReadonlyArray<readonly [MxPlan.MxHost, TransportError.TransportError]>
+  readonly error: TransportError.TransportError | null
+}
+
+/** @internal */
+export const domainStage = (
+  config: Config,
+  options: TransportOptions.Service,
+  requestVariables: Variables,
+  group: Group
+): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
+  Effect.gen(function*() {
+    const variables = domainVariables(requestVariables, group)
+    const evaluated = evaluateDomain(config, variables)
+    const { settings } = evaluated
+    const warnings = [...evaluated.warnings]
+    const mode = settings.tls.mtaSts
+    const stage = { variables, settings, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    // An address literal has no policy to publish; `disable` means not even asking.
+    let mtaSts: MtaSts.Outcome | null = null
+    if (!group.literal && mode !== "disable") {
+      const resolved = yield* Effect.either(MtaSts.resolve(group.target, {
+        mode,
+        timeout: settings.timeouts["mta-sts"],
+        port: options.mtaStsPort,
+        ca: options.ca
+      }))
+      if (Either.isLeft(resolved)) return { ...stage, error: resolved.left }
+      mtaSts = resolved.right
+      if (mtaSts.warning !== null) warnings.push(mtaSts.warning)
+    }
+    // An address literal goes to MxPlan as written so that it skips DNS; a name goes in its A-label form.
+    const planned = yield* Effect.either(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx))
+    if (Either.isLeft(planned)) return { ...stage, mtaSts, error: planned.left }
+    const policy = mtaSts?.policy ?? null
+    const listed = (host: MxPlan.MxHost) => policy === null || MtaSts.hostAllowed(policy, host.name)
+    const enforced = MtaSts.enforced(policy)
+    const excluded = enforced
+      ? planned.right.hosts.filter((h) => !listed(h)).map((h) => [h, notListed(h.name)] as const)
+      : []
+    if (policy !== null && policy.mode === "testing") {
+      for (const host of planned.right.hosts.filter((h) => !listed(h))) {
+        warnings.push(`MTA-STS (testing): ${host.name} is not listed in the policy of ${group.target}`)
+      }
+    }
+    const plan = { ...planned.right, hosts: planned.right.hosts.filter((h) => !enforced || listed(h)) }
+    return { ...stage, mtaSts, plan, excluded }
+  })
+
+const notListed = (host: string) =>
+  TransportError.make("mta-sts", "policy", `${host} is not listed in the domain's enforced MTA-STS policy`, true)
+
+/** The MTA-STS policy in force, if any. @internal */
+export const policyOf = (stage: DomainStage): MtaSts.Policy | null => stage.mtaSts?.policy ?? null
+
+/** @internal */
+export const domainPlanOf = (
+  group: Group,
+  stage: DomainStage,
+  hosts: ReadonlyArray<HostPlan>,
+  error: TransportError.TransportError | null
+): DomainPlan => ({
+  domain: group.domain,
+  recipients: group.recipients,
+  mx: stage.plan?.records.map((r) => ({ exchange: r.exchange, priority: r.priority })) ?? [],
+  hosts,
+  dropped: stage.plan?.dropped.map((h) => h.name) ?? [],
+  limits: stage.settings.limits,
+  mtaSts: stage.mtaSts === null ? null : mtaStsPlan(stage.mtaSts),
+  error: error === null ? null : reportError(error)
+})
+
+const mtaStsPlan = (outcome: MtaSts.Outcome): MtaStsPlan => ({
+  status: outcome.status,
+  source: outcome.source,
+  id: outcome.id,
+  policy: outcome.policy === null
+    ? null
+    : { mode: outcome.policy.mode, mx: outcome.policy.mx, maxAge: outcome.policy.maxAge },
+  error: outcome.error === null ? null : reportError(outcome.error)
+})
+
+/** A host an enforced MTA-STS policy excludes, as the plan shows it. @internal */
+export const excludedHostPlan = (
+  [host, error]: readonly [MxPlan.MxHost, TransportError.TransportError]
+): HostPlan => ({
+  host: host.name,
+  preference: host.preference,
+  implicit: host.implicit,
+  strategy: null,
+  addresses: [],
+  truncated: [],
+  sourceIps: { v4: [], v6: [] },
+  mtaSts: "mismatch",
+  error: reportError(error)
+})

@@ -1,0 +1,73 @@
+/**
+ * What a delivery would do for one domain, without connecting: the same domain, host and connection stages as a
+ * delivery, for every kept host (not only the ones a delivery would reach).
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Candidates from "../../Candidates.js"
+import type { ExplainedDomain, ExplainedHost } from "../../DeliveryReport.js"
+import type { Dns } from "../../Dns.js"
+import type { Variables } from "../../Expression.js"
+import * as MtaSts from "../../MtaSts.js"
+import type { Config } from "../../OutboundConfig.js"
+import type { PolicyCache } from "../../PolicyCache.js"
+import type { TransportOptions } from "../../Transport.js"
+import { evaluateConnection, evaluateHost } from "../settings/evaluate.js"
+import { explainedSettings } from "../settings/explain.js"
+import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { mtaStsMatch, reportError } from "./report.js"
+import { connectionVariables, type Group, hostVariables } from "./request.js"
+
+/**
+ * Connection-stage settings (EHLO name, timeouts) are evaluated for the host's first address with no source bound.
+ *
+ * @internal
+ */
+export const explainDomain = (
+  config: Config,
+  options: TransportOptions.Service,
+  requestVariables: Variables,
+  group: Group,
+  requireTls: boolean
+): Effect.Effect<ExplainedDomain, never, Dns | MtaSts.PolicyFetcher | PolicyCache> =>
+  Effect.gen(function*() {
+    const stage = yield* domainStage(config, options, requestVariables, group)
+    const hosts: Array<ExplainedHost> = stage.excluded.map((excluded) => ({
+      ...excludedHostPlan(excluded),
+      settings: null
+    }))
+    const policy = policyOf(stage)
+    const enforced = MtaSts.enforced(policy)
+    for (const host of stage.plan?.hosts ?? []) {
+      const variables = hostVariables(stage.variables, host)
+      const hostEval = evaluateHost(config, variables)
+      stage.warnings.push(...hostEval.warnings)
+      const { ipStrategy, sourceIp } = hostEval.settings
+      const resolved = yield* Effect.either(Candidates.resolveHost(host, ipStrategy, stage.settings.limits.multihomed))
+      const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
+      const connection = evaluateConnection(config, connectionVariables(variables, addresses[0] ?? "0.0.0.0", null))
+      stage.warnings.push(...connection.warnings)
+      hosts.push({
+        host: host.name,
+        preference: host.preference,
+        implicit: host.implicit,
+        strategy: ipStrategy,
+        addresses,
+        truncated: Either.match(resolved, { onLeft: () => [], onRight: (r) => r.truncated }),
+        sourceIps: sourceIp,
+        mtaSts: mtaStsMatch(policy, host.name),
+        error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
+        settings: explainedSettings(hostEval.settings, connection.settings, {
+          allowInvalidCerts: hostEval.settings.tls.allowInvalidCerts && !enforced,
+          requireTls: requireTls || enforced
+        })
+      })
+    }
+    return {
+      ...domainPlanOf(group, stage, hosts, stage.error),
+      hosts,
+      mtaStsTimeoutMs: Duration.toMillis(stage.settings.timeouts["mta-sts"]),
+      warnings: stage.warnings
+    }
+  })

@@ -1,0 +1,220 @@
+/**
+ * One MX host: race its addresses (RFC 8305), run the session on the winner, and record every connection attempt.
+ * Each connection attempt is one span, `smtp.attempt`, from its connect to its close; the session's phases are
+ * events on it (or spans of their own under it, with `TransportOptions.phaseSpans`).
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import type * as Tracer from "effect/Tracer"
+import type * as Candidates from "../../Candidates.js"
+import type { Connection, Connector } from "../../Connector.js"
+import type { AttemptRecord, RecipientResult } from "../../DeliveryReport.js"
+import type { Variables } from "../../Expression.js"
+import * as HappyEyeballs from "../../HappyEyeballs.js"
+import type { Config } from "../../OutboundConfig.js"
+import type { ConnectionSettings, HostSettings } from "../../Settings.js"
+import * as SmtpSession from "../../SmtpSession.js"
+import type { TransportOptions } from "../../Transport.js"
+import * as TransportError from "../../TransportError.js"
+import { evaluateConnection } from "../settings/evaluate.js"
+import { firstTransportError, recipientResults, reportError } from "./report.js"
+import { connectionVariables, type Group } from "./request.js"
+
+/** What the stages below the domain need of the delivery. @internal */
+export interface Delivery {
+  readonly config: Config
+  readonly options: TransportOptions.Service
+  /** Clock time (ms) the delivery started at: attempts are timed from it. */
+  readonly startMs: number
+  readonly message: Uint8Array
+  /** The envelope sender, `""` for the null sender. */
+  readonly sender: string
+  readonly requireTls: boolean
+}
+
+/** A host's settings and the variables they were evaluated with. @internal */
+export interface HostStage {
+  readonly variables: Variables
+  readonly settings: HostSettings
+}
+
+/** @internal */
+export type HostOutcome =
+  | { readonly _tag: "NextHost"; readonly error: TransportError.TransportError }
+  | { readonly _tag: "Done"; readonly recipients: ReadonlyArray<RecipientResult> }
+
+interface Connected {
+  readonly connection: Connection
+  readonly candidate: Candidates.Candidate
+  readonly settings: ConnectionSettings
+  readonly span: Tracer.Span
+}
+
+const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>) =>
+  Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
+
+/** The connect of one candidate, in the attempt's own span. Interruptible; a failure or interruption closes both. */
+const connect = (
+  delivery: Delivery,
+  host: Candidates.HostCandidates,
+  hostStage: HostStage,
+  warnings: Array<string>,
+  candidate: Candidates.Candidate
+): Effect.Effect<Connected, TransportError.TransportError, Connector> => {
+  const evaluated = evaluateConnection(
+    delivery.config,
+    connectionVariables(hostStage.variables, candidate.ip, candidate.source)
+  )
+  if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
+  const { settings } = evaluated
+  const { options } = delivery
+  return Effect.flatMap(
+    Effect.makeSpan("smtp.attempt", {
+      kind: "client",
+      captureStackTrace: false,
+      attributes: {
+        "server.address": host.host.name,
+        "server.port": options.port,
+        "network.peer.address": candidate.ip,
+        "network.peer.port": options.port,
+        "network.local.address": candidate.source ?? ""
+      }
+    }),
+    (span) =>
+      SmtpSession.connect(
+        { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
+        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true }
+      ).pipe(
+        Effect.withParentSpan(span),
+        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : endSpan(span, exit)),
+        Effect.map((connection): Connected => ({ connection, candidate, settings, span }))
+      )
+  )
+}
+
+/** Closes a connection and ends its attempt's span. */
+const release = (connected: Connected) => Effect.zipRight(connected.connection.close, endSpan(connected.span, Exit.void))
+
+/**
+ * Races the host's addresses, then runs the session on the winner; the winner's connection is closed when the session
+ * is done, whatever happens, before the next host is tried.
+ *
+ * @internal
+ */
+export const tryHost = (
+  delivery: Delivery,
+  group: Group,
+  hostStage: HostStage,
+  host: Candidates.HostCandidates,
+  attempts: Array<AttemptRecord>,
+  /** An enforced MTA-STS policy applies: verified TLS or nothing (RFC 8461 §5). */
+  enforced: boolean,
+  warnings: Array<string>
+): Effect.Effect<HostOutcome, never, Connector> =>
+  HappyEyeballs.raceUse({
+    candidates: host.candidates(),
+    attempt: (candidate: Candidates.Candidate) => connect(delivery, host, hostStage, warnings, candidate),
+    release,
+    delay: hostStage.settings.connectionAttemptDelay
+  }, (race) => {
+    const since = (ms: number) => ms - delivery.startMs
+    for (const loser of race.losers) {
+      attempts.push({
+        domain: group.domain,
+        host: host.host.name,
+        ip: loser.candidate.ip,
+        source: loser.candidate.source,
+        ehlo: null,
+        tls: false,
+        startMs: since(loser.startMs),
+        durationMs: loser.endMs - loser.startMs,
+        phase: "connect",
+        outcome: loser._tag === "Failed" ? "failed" : "cancelled",
+        error: loser._tag === "Failed" ? reportError(loser.error) : null
+      })
+    }
+    if (Option.isNone(race.winner)) {
+      const failures = race.losers.flatMap((l) => l._tag === "Failed" ? [l] : []).sort((a, b) => a.endMs - b.endMs)
+      const last = failures[failures.length - 1]
+      return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: last?.error ?? noAddress(host.host.name) })
+    }
+    const winner = race.winner.value
+    const record = (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        attempts.push({
+          domain: group.domain,
+          host: host.host.name,
+          ip: winner.candidate.ip,
+          source: winner.candidate.source,
+          startMs: since(winner.startMs),
+          durationMs: now - winner.startMs,
+          ...fields
+        })
+      })
+    return session(delivery, group, host, hostStage, enforced, winner.value, record).pipe(
+      Effect.withParentSpan(winner.value.span)
+    )
+  })
+
+/** The session on the race's winner: open, one transaction, QUIT. */
+const session = (
+  delivery: Delivery,
+  group: Group,
+  host: Candidates.HostCandidates,
+  hostStage: HostStage,
+  enforced: boolean,
+  connected: Connected,
+  record: (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) => Effect.Effect<void>
+): Effect.Effect<HostOutcome> =>
+  Effect.gen(function*() {
+    const { connection } = connected
+    const settings: SmtpSession.SessionSettings = {
+      ...connected.settings,
+      servername: host.host.name,
+      tls: {
+        starttls: hostStage.settings.tls.starttls,
+        allowInvalidCerts: hostStage.settings.tls.allowInvalidCerts && !enforced,
+        ca: delivery.options.ca,
+        required: delivery.requireTls || enforced
+      },
+      phaseSpans: delivery.options.phaseSpans === true
+    }
+    const opened = yield* Effect.either(SmtpSession.open(connection, settings))
+    if (Either.isLeft(opened)) {
+      const error = opened.left
+      // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
+      // after a timeout or a reset just close.
+      if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection, settings })
+      yield* record({
+        phase: error.phase,
+        outcome: "failed",
+        error: reportError(error),
+        tls: false,
+        ehlo: error.phase === "greeting" ? null : settings.ehloName
+      })
+      return { _tag: "NextHost", error } as const
+    }
+    const opening = opened.right
+    const envelope: SmtpSession.Envelope = {
+      sender: delivery.sender,
+      recipients: group.recipients,
+      requireTls: delivery.requireTls
+    }
+    const transaction = yield* SmtpSession.transaction(opening, envelope, delivery.message, settings)
+    const transportError = firstTransportError(transaction)
+    if (transaction.canQuit) yield* SmtpSession.quit(opening)
+    yield* record({
+      phase: transportError === null ? "quit" : transaction.phase,
+      outcome: transportError === null ? "completed" : "failed",
+      error: transportError === null ? null : reportError(transportError),
+      tls: opening.tls !== null,
+      ehlo: opening.ehloName
+    })
+    return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
+  })
+
+const noAddress = (host: string) =>
+  TransportError.make("connect", "unreachable", `no address of ${host} could be tried`)
