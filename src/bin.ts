@@ -32,8 +32,10 @@ const text = (u: unknown) => (typeof u === "string" ? u : Inspectable.toStringUn
 const logger = Logger.make(({ annotations, date, logLevel, message }) => {
   const parts = Array.isArray(message) ? message.map(text) : [text(message)]
   const notes = HashMap.reduce(annotations, "", (acc, value, key) => `${acc} ${key}=${text(value)}`)
-  const time = date.toISOString().slice(11, 23)
-  globalThis.console.error(`smtp-transport: ${time} ${logLevel.label.toLowerCase()} ${parts.join(" ")}${notes}`)
+  const head = `smtp-transport: ${date.toISOString().slice(11, 23)} ${logLevel.label.toLowerCase()}`
+  // A multi-line message (a server's EHLO reply) keeps the head on every line, so that each line says whose it is.
+  const lines = `${parts.join(" ")}${notes}`.split(/\r?\n/)
+  globalThis.console.error(lines.map((line) => `${head} ${line}`).join("\n"))
 })
 
 main(process.argv).pipe(
