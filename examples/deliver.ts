@@ -1,6 +1,7 @@
 /**
- * Embedding the transport in an Effect program: load the configuration, deliver, read the report.
- * Run after `npm run build` with: node --experimental-strip-types examples/deliver.ts (Node ≥ 22.6), or compile it.
+ * The README's "Use it as a library" example, as an application has it once the package is installed (this copy
+ * imports the sources, so that the project typechecks it). test/Package.test.ts packs the library, installs it in a
+ * fresh project with the README's install line, and runs this file there against servers on loopback.
  */
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Layer } from "effect"
@@ -16,9 +17,6 @@ const program = Effect.gen(function*() {
   })
   for (const r of report.recipients) {
     yield* Console.log(`${r.address}: ${r.status} ${r.reply?.code ?? ""} ${r.error?.message ?? ""}`)
-  }
-  for (const a of report.attempts) {
-    yield* Console.log(`  ${a.host} ${a.ip} from ${a.source ?? "-"}: ${a.outcome} at ${a.phase}`)
   }
 })
 

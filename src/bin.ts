@@ -9,6 +9,8 @@ import type { Teardown } from "@effect/platform/Runtime"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as HashMap from "effect/HashMap"
+import * as Inspectable from "effect/Inspectable"
 import * as Logger from "effect/Logger"
 import { main } from "./cli/main.js"
 import { ExitCode } from "./cli/exit.js"
@@ -23,7 +25,20 @@ const teardown: Teardown = (exit, onExit) =>
       : ExitCode.software
   )
 
-// Logs (`--log-level debug` shows the SMTP dialogue) go to stderr, so that `--json` output stays clean.
-const logger = Logger.replace(Logger.defaultLogger, Logger.prettyLogger({ stderr: true }))
+const text = (u: unknown) => (typeof u === "string" ? u : Inspectable.toStringUnknown(u))
 
-main(process.argv).pipe(Effect.provide(logger), NodeRuntime.runMain({ disablePrettyLogger: true, teardown }))
+// Logs (`--log-level debug` shows the SMTP dialogue) go to stderr, so that `--json` output stays clean; one plain
+// line each, led by the program's name like every other message: `smtp-transport: 12:00:00.123 debug C: EHLO …`.
+const logger = Logger.make(({ annotations, date, logLevel, message }) => {
+  const parts = Array.isArray(message) ? message.map(text) : [text(message)]
+  const notes = HashMap.reduce(annotations, "", (acc, value, key) => `${acc} ${key}=${text(value)}`)
+  const head = `smtp-transport: ${date.toISOString().slice(11, 23)} ${logLevel.label.toLowerCase()}`
+  // A multi-line message (a server's EHLO reply) keeps the head on every line, so that each line says whose it is.
+  const lines = `${parts.join(" ")}${notes}`.split(/\r?\n/)
+  globalThis.console.error(lines.map((line) => `${head} ${line}`).join("\n"))
+})
+
+main(process.argv).pipe(
+  Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+  NodeRuntime.runMain({ disablePrettyLogger: true, teardown })
+)

@@ -5,6 +5,10 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Args from "../src/cli/args.js"
+import * as Help from "../src/cli/help.js"
+import * as Plan from "../src/cli/plan.js"
+import * as Send from "../src/cli/send.js"
 import type { DeliveryReport, ExplainReport } from "../src/DeliveryReport.js"
 import { makeCertificates } from "./fixtures/certs.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
@@ -110,7 +114,8 @@ const zones: DnsServer.StartOptions["zones"] = {
   "silent.test": { mx: [{ exchange: "mx.silent.test", priority: 10 }] },
   "mx.silent.test": { a: ["127.0.0.7"] },
   "tls.test": { mx: [{ exchange: "mx.tls.test", priority: 10 }] },
-  "mx.tls.test": { a: ["127.0.0.8"] }
+  "mx.tls.test": { a: ["127.0.0.8"] },
+  "servfail.test": { rcode: "SERVFAIL" }
 }
 
 interface Fixtures {
@@ -298,11 +303,9 @@ describe("smtp-transport send", () => {
 
   it.live("--log-level debug: the SMTP dialogue on stderr, the JSON on stdout untouched", () =>
     Effect.gen(function*() {
-      // @effect/cli reads its built-in options only right after the command name.
+      // A global option goes anywhere on the line, in either spelling.
       const run = yield* runCli([
         "send",
-        "--log-level",
-        "debug",
         "--dns",
         fx.dns.server,
         "--port",
@@ -310,11 +313,19 @@ describe("smtp-transport send", () => {
         "--message",
         messageFile,
         "--json",
-        "log@two.test"
+        "log@two.test",
+        "--log-level=debug"
       ])
       expect(run.code, run.stderr).toBe(0)
       expect(json<DeliveryReport>(run).recipients.map((r) => r.status)).toEqual(["delivered"])
       expect(run.stderr).toContain("C: RCPT TO:<log@two.test>")
+      // Every line on stderr is the program's, and says so.
+      const lines = run.stderr.split("\n").filter((l) => l !== "")
+      expect(lines.length).toBeGreaterThan(5)
+      expect(lines.filter((l) => !l.startsWith("smtp-transport: "))).toEqual([])
+      const before = yield* runCli(["--log-level", "debug", "send", "--dns", fx.dns.server, "--port", String(fx.port), "--message", messageFile, "log2@two.test"])
+      expect(before.code, before.stderr).toBe(0)
+      expect(before.stderr).toContain("C: RCPT TO:<log2@two.test>")
     }), 60_000)
 
   it.live("a permanent RCPT rejection fails that recipient only: exit 69", () =>
@@ -517,9 +528,13 @@ describe("exit statuses", () => {
       for (const args of cases) {
         const run = yield* runCli(args)
         expect([args, run.code]).toEqual([args, 64])
-        expect(run.stderr.trim().length, args.join(" ")).toBeGreaterThan(0)
+        expect(run.stderr, args.join(" ")).toMatch(/^smtp-transport: \S/)
         expect(run.stdout, args.join(" ")).toBe("")
       }
+      const port = yield* runCli(["send", "--port", "abc", "x@two.test"])
+      expect(port.stderr).toBe(`smtp-transport: --port must be a port number from 1 to 65535, not "abc"\n`)
+      const retry = yield* runCli(["send", "--retry-num", "1.5", "x@two.test"])
+      expect(retry.stderr).toBe(`smtp-transport: --retry-num must be an integer, 0 or more, not "1.5"\n`)
       const invalid = yield* runCli(["send", "--message", messageFile, "not-an-address"])
       expect(invalid.stderr).toContain(`recipients[0] "not-an-address" is not of the form local@domain`)
     }), 120_000)
@@ -653,6 +668,165 @@ describe("smtp-transport plan", () => {
         ""
       ])
     }), 60_000)
+})
+
+describe("the command line", () => {
+  it.live("an unknown option is a usage error naming it and the closest option, never a recipient", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<readonly [ReadonlyArray<string>, string]> = [
+        [["--bogus"], "smtp-transport: unknown option --bogus (see smtp-transport send --help)"],
+        [["--mesage", messageFile], "smtp-transport: unknown option --mesage: did you mean --message?"],
+        [["--form", "s@origin.test"], "smtp-transport: unknown option --form: did you mean --from?"],
+        [["--retry=1"], "smtp-transport: unknown option --retry: did you mean --retry-num?"],
+        [["--last_error", "tls"], "smtp-transport: unknown option --last_error: did you mean --last-error?"],
+        [["-x"], "smtp-transport: unknown option -x"]
+      ]
+      for (const [extra, message] of cases) {
+        // The unknown option comes after the recipient too: it must not be read as a second one.
+        const run = yield* send(["--message", messageFile, "unknown-option@two.test", ...extra])
+        expect([extra, run.code]).toEqual([extra, 64])
+        expect(run.stderr.startsWith(message), run.stderr).toBe(true)
+        expect(run.stdout).toBe("")
+      }
+      const planned = yield* plan(["--mesage", "x", "unknown-option@two.test"])
+      expect(planned.code).toBe(64)
+      expect(planned.stderr).toContain("unknown option --mesage (see smtp-transport plan --help)")
+      const command = yield* runCli(["sned", "x@two.test"])
+      expect(command.code).toBe(64)
+      expect(command.stderr).toContain(`unknown command "sned": did you mean send?`)
+      expect((yield* sessionsFor(fx.v4, "unknown-option@two.test")).length).toBe(0)
+    }), 60_000)
+
+  it.live("--opt=value works for every option, --dns included; -- ends the options", () =>
+    Effect.gen(function*() {
+      const cfg = config("equals.toml", `ip-strategy = "ipv4_only"\n`)
+      const run = yield* runCli([
+        "send",
+        `--dns=${fx.dns.server}`,
+        `--port=${fx.port}`,
+        `--config=${cfg}`,
+        "--from=equals@origin.test",
+        `--message=${messageFile}`,
+        "--retry-num=2",
+        "--last-error=connection",
+        `--tls-ca=${fx.caFile}`,
+        "--json=true",
+        "--",
+        "equals@two.test"
+      ])
+      expect(run.code, run.stderr).toBe(0)
+      expect(summary(json<DeliveryReport>(run)).recipients).toEqual([["equals@two.test", "delivered", "mx.two.test", 250]])
+      const [session] = yield* sessionsFor(fx.v4, "equals@two.test")
+      expect(session?.transactions[0]?.mailFrom?.address).toBe("equals@origin.test")
+      const planned = yield* runCli(["plan", `--dns=${fx.dns.server}`, "--json=false", "equals@two.test"])
+      expect(planned.code, planned.stderr).toBe(0)
+      expect(planned.stdout).toContain("host mx.two.test")
+    }), 60_000)
+
+  it.live("--last-error feeds last_error, as --retry-num feeds retry_num", () =>
+    Effect.gen(function*() {
+      const cfg = config(
+        "last-error.toml",
+        `ip-strategy = [ { if = "retry_num > 0 && last_error == 'tls'", then = "ipv6_only" }, { else = "ipv4_only" } ]\n`
+      )
+      const strategy = (args: ReadonlyArray<string>) =>
+        Effect.map(plan(["--config", cfg, "--json", ...args, "x@dual.test"]), (run) =>
+          json<ExplainReport>(run).domains[0]!.hosts[0]!.strategy)
+      expect(yield* strategy([])).toBe("ipv4_only")
+      expect(yield* strategy(["--retry-num", "1"])).toBe("ipv4_only")
+      expect(yield* strategy(["--retry-num", "1", "--last-error", "tls"])).toBe("ipv6_only")
+      expect(yield* strategy(["--retry-num=1", "--last-error=dns"])).toBe("ipv4_only")
+      const bad = yield* plan(["--last-error", "TLS!", "x@dual.test"])
+      expect(bad.code).toBe(64)
+      expect(bad.stderr).toMatch(/^smtp-transport: --last-error must be a category/)
+    }), 60_000)
+
+  it.live("plan exits as send would when a domain has no deliverable host: 69 for good, 75 for now", () =>
+    Effect.gen(function*() {
+      const missing = yield* plan(["nobody@nxdomain.test"])
+      expect(missing.code, missing.stderr).toBe(69)
+      expect(missing.stderr).toBe("smtp-transport: no host to deliver to for nxdomain.test: send would fail\n")
+      const servfail = yield* plan(["nobody@servfail.test"])
+      expect(servfail.code, servfail.stderr).toBe(75)
+      expect(servfail.stderr).toBe("smtp-transport: no host to deliver to for servfail.test: send would defer\n")
+      const both = yield* plan(["--json", "a@servfail.test", "b@nxdomain.test", "c@two.test"])
+      expect(both.code).toBe(69)
+      expect(json<ExplainReport>(both).domains.map((d) => d.domain)).toEqual(["servfail.test", "nxdomain.test", "two.test"])
+      // send agrees.
+      const sent = yield* send(["--message", messageFile, "nobody@servfail.test"])
+      expect(sent.code).toBe(75)
+      const failed = yield* send(["--message", messageFile, "nobody@nxdomain.test"])
+      expect(failed.code).toBe(69)
+    }), 60_000)
+
+  it.live("help: a sentence for every option, a synopsis with optional options in brackets, examples, exit statuses; no colour in a pipe", () =>
+    Effect.gen(function*() {
+      for (const command of [Send, Plan] as const) {
+        const name = command.help.name
+        const run = yield* runCli([name, "--help"])
+        expect(run.code).toBe(0)
+        expect(run.stderr).toBe("")
+        const out = run.stdout
+        expect(out).not.toContain("\u001b")
+        expect(out).not.toContain("A user-defined piece of text")
+        expect(out).toMatch(new RegExp(`^  smtp-transport ${name} \\[--config <file>\\] \\[--from <address>\\]`, "m"))
+        expect(out).toContain("<recipient>...")
+        for (const option of command.options) {
+          expect(option.description).toMatch(/^[A-Z].*\.$/)
+          const label = `--${option.name}${option.value === null ? "" : ` <${option.value}>`}`
+          expect(out).toContain(`[${label}]`)
+          expect(out).toContain(`  ${label}`)
+          expect(out.replace(/\s+/g, " ")).toContain(option.description)
+        }
+        expect(out).toContain("Examples")
+        expect(out).toMatch(/^  smtp-transport \w+ --/m)
+        for (const code of [0, 64, 69, 75, 78]) expect(out).toMatch(new RegExp(`^ +${code}  `, "m"))
+        // Every way of asking gives the same page.
+        expect((yield* runCli(["help", name])).stdout).toBe(out)
+        expect((yield* runCli([name, "-h"])).stdout).toBe(out)
+        expect((yield* runCli(["--help", name])).stdout).toBe(out)
+      }
+      const top = yield* runCli(["--help"])
+      expect(top.code).toBe(0)
+      expect(top.stdout).toMatch(/^  send +deliver/m)
+      expect(top.stdout).toMatch(/^  plan +explain/m)
+      expect(top.stdout).toMatch(/^  demo +deliver a sample/m)
+      const demo = yield* runCli(["demo", "--help"])
+      expect(demo.stdout).toContain("  smtp-transport demo\n")
+      const version = yield* runCli(["--version"])
+      expect(version.stdout).toMatch(/^smtp-transport \d+\.\d+\.\d+\n$/)
+    }), 60_000)
+
+  it("colour only on a terminal, and never with NO_COLOR set", () => {
+    expect(Help.colourFor({ isTTY: true }, {})).toBe(true)
+    expect(Help.colourFor({ isTTY: true }, { NO_COLOR: "1" })).toBe(false)
+    expect(Help.colourFor({ isTTY: true }, { NO_COLOR: "" })).toBe(true)
+    expect(Help.colourFor({ isTTY: false }, {})).toBe(false)
+    expect(Help.colourFor({}, {})).toBe(false)
+    expect(Help.render(Send.help, true)).toContain("\u001b[1mUsage\u001b[0m")
+    expect(Help.render(Send.help, false)).not.toContain("\u001b")
+  })
+
+  it("the closest option: a prefix, a transposition or a few edits; nothing when far off", () => {
+    const names = Send.options.map((o) => o.name)
+    expect(Args.closest("mess", names)).toBe("message")
+    expect(Args.closest("form", names)).toBe("from")
+    expect(Args.closest("retrynum", names)).toBe("retry-num")
+    expect(Args.closest("tlsca", names)).toBe("tls-ca")
+    expect(Args.closest("zzzzzzzz", names)).toBe(null)
+    expect(Args.parse(["--from", "-x", "a@b.test"], Send.options, "h")).toEqual({
+      values: new Map([["from", ["-x"]]]),
+      positionals: ["a@b.test"]
+    })
+    expect(Args.parse(["--port", "1", "--port=2"], Send.options, "h")).toEqual({
+      _tag: "ParseError",
+      message: "--port is given more than once"
+    })
+    expect(Args.parse(["--dns", "a", "--dns=b", "-", "--", "--json"], Send.options, "h")).toEqual({
+      values: new Map([["dns", ["a", "b"]]]),
+      positionals: ["-", "--json"]
+    })
+  })
 })
 
 describe("smtp-transport demo", () => {

@@ -4,7 +4,6 @@
  *
  * @since 0.1.0
  */
-import * as Options from "@effect/cli/Options"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -18,50 +17,54 @@ import type * as MtaSts from "../MtaSts.js"
 import type * as PolicyCache from "../PolicyCache.js"
 import * as Transport from "../Transport.js"
 import { InvalidRequest, TransportOptions } from "../Transport.js"
+import type { OptionSpec, Parsed } from "./args.js"
 import { CliExit, ExitCode, usage } from "./exit.js"
 
-const port = (name: string, fallback: number, description: string) =>
-  Options.integer(name).pipe(
-    Options.filterMap(
-      (n) => (n >= 1 && n <= 65_535 ? Option.some(n) : Option.none()),
-      `--${name} must be a port number from 1 to 65535`
-    ),
-    Options.withDefault(fallback),
-    Options.withDescription(description)
-  )
-
 /**
+ * The options `send` and `plan` share, in the order the help lists them.
+ *
  * @since 0.1.0
  */
-export const common = {
-  config: Options.text("config").pipe(
-    Options.withPseudoName("file"),
-    Options.optional,
-    Options.withDescription("TOML file with a [queue.outbound] section (default: every key at its default)")
-  ),
-  from: Options.text("from").pipe(
-    Options.withPseudoName("address"),
-    Options.withDefault(""),
-    Options.withDescription("envelope sender; empty or absent: the null sender <>")
-  ),
-  dns: Options.text("dns").pipe(
-    Options.withPseudoName("ip[:port]"),
-    Options.repeated,
-    Options.withDescription("DNS server to query instead of the system's; repeat for more ([v6]:port for IPv6 with a port)")
-  ),
-  port: port("port", 25, "remote SMTP port (25; another one for test set-ups)"),
-  retryNum: Options.integer("retry-num").pipe(
-    Options.filterMap((n) => (n >= 0 ? Option.some(n) : Option.none()), "--retry-num must be 0 or more"),
-    Options.withDefault(0),
-    Options.withDescription("the attempt number expressions see as retry_num")
-  ),
-  tlsCa: Options.text("tls-ca").pipe(
-    Options.withPseudoName("file"),
-    Options.optional,
-    Options.withDescription("extra trusted CA certificates (PEM) for STARTTLS and MTA-STS")
-  ),
-  json: Options.boolean("json").pipe(Options.withDescription("print the report as JSON on stdout"))
-} as const
+export const common: ReadonlyArray<OptionSpec> = [
+  {
+    name: "config",
+    value: "file",
+    description: "The TOML file with a [queue.outbound] section. Without it, every key has its default."
+  },
+  {
+    name: "from",
+    value: "address",
+    description: "The envelope sender. Leave it out, or give --from \"\", for the null sender <>."
+  },
+  {
+    name: "dns",
+    value: "ip[:port]",
+    repeated: true,
+    description: "A DNS server to query instead of the system's: 192.0.2.53, 192.0.2.53:5353, 2001:db8::53 or " +
+      "[2001:db8::53]:5353. Repeat the option for more servers."
+  },
+  {
+    name: "port",
+    value: "n",
+    description: "The remote SMTP port, for every MX host. The default is 25; another port is for test set-ups."
+  },
+  {
+    name: "retry-num",
+    value: "n",
+    description: "The attempt number, as expressions see it in retry_num. The default is 0, the first attempt."
+  },
+  {
+    name: "last-error",
+    value: "category",
+    description: "The category of the previous attempt's failure, as expressions see it in last_error: none (the " +
+      "default), dns, connection, tls and so on."
+  },
+  {
+    name: "tls-ca",
+    value: "file",
+    description: "A PEM file of CA certificates to trust besides the system's, for STARTTLS and for MTA-STS policies."
+  }
+]
 
 /**
  * The parsed shared options.
@@ -74,9 +77,67 @@ export interface Common {
   readonly dns: ReadonlyArray<string>
   readonly port: number
   readonly retryNum: number
+  readonly lastError: string
   readonly tlsCa: Option.Option<string>
   readonly json: boolean
 }
+
+/**
+ * The last value given for an option, if any.
+ *
+ * @since 0.1.0
+ */
+export const value = (parsed: Parsed, name: string): Option.Option<string> => {
+  const values = parsed.values.get(name)
+  return values === undefined || values.length === 0 ? Option.none() : Option.some(values[values.length - 1]!)
+}
+
+/**
+ * A flag's value: absent or `false` is false.
+ *
+ * @since 0.1.0
+ */
+export const flag = (parsed: Parsed, name: string): boolean => Option.getOrElse(value(parsed, name), () => "") === "true"
+
+const integer = (name: string, text: string, check: (n: number) => boolean, expected: string) => {
+  const n = /^[+-]?\d{1,15}$/.test(text.trim()) ? Number(text) : NaN
+  return Number.isInteger(n) && check(n)
+    ? Effect.succeed(n)
+    : Effect.fail(usage(`--${name} must be ${expected}, not ${JSON.stringify(text)}`))
+}
+
+/**
+ * The shared options, checked and typed; a bad value is a usage error that names the option and what it wants.
+ *
+ * @since 0.1.0
+ */
+export const readCommon = (parsed: Parsed): Effect.Effect<Common, CliExit> =>
+  Effect.gen(function*() {
+    const port = yield* Option.match(value(parsed, "port"), {
+      onNone: () => Effect.succeed(25),
+      onSome: (text) => integer("port", text, (n) => n >= 1 && n <= 65_535, "a port number from 1 to 65535")
+    })
+    const retryNum = yield* Option.match(value(parsed, "retry-num"), {
+      onNone: () => Effect.succeed(0),
+      onSome: (text) => integer("retry-num", text, (n) => n >= 0, "an integer, 0 or more")
+    })
+    const lastError = Option.getOrElse(value(parsed, "last-error"), () => "none")
+    if (!/^[a-z][a-z0-9_-]*$/.test(lastError)) {
+      return yield* usage(
+        `--last-error must be a category in lower case, such as none, dns, connection or tls, not ${JSON.stringify(lastError)}`
+      )
+    }
+    return {
+      config: value(parsed, "config"),
+      from: Option.getOrElse(value(parsed, "from"), () => ""),
+      dns: parsed.values.get("dns") ?? [],
+      port,
+      retryNum,
+      lastError,
+      tlsCa: value(parsed, "tls-ca"),
+      json: flag(parsed, "json")
+    }
+  })
 
 /**
  * A `--dns` value as node's resolver takes it: `192.0.2.1`, `192.0.2.1:5353`, `2001:db8::1`, `[2001:db8::1]:5353`.
@@ -175,6 +236,18 @@ export const checkAddresses = (sender: string, recipients: ReadonlyArray<string>
   })
   return issues.length === 0 ? Effect.void : Effect.fail(new InvalidRequest({ issues }))
 }
+
+/**
+ * At least one recipient, or a usage error that says so.
+ *
+ * @since 0.1.0
+ */
+export const requireRecipients = (command: string, positionals: ReadonlyArray<string>): Effect.Effect<void, CliExit> =>
+  positionals.length > 0
+    ? Effect.void
+    : Effect.fail(
+      usage(`${command} needs at least one recipient: smtp-transport ${command} [options] <recipient>... (see smtp-transport ${command} --help)`)
+    )
 
 /**
  * An invalid request is a usage error: one line per problem.
