@@ -220,6 +220,24 @@ describe("Connector.layer (node:net / node:tls)", () => {
       }))
   })
 
+  it.scopedLive("a connection opened in an uninterruptible region (acquireUseRelease) still closes at once", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((socket) => socket.write("220 ready\r\n"))
+      const connector = yield* Effect.provide(Connector.Connector, Connector.layer)
+      const far = (yield* Clock.currentTimeMillis) + 60_000
+      const start = Date.now()
+      const greeting = yield* Effect.acquireUseRelease(
+        // The connect arms the connection's timer for a minute from now, from inside acquire's uninterruptible
+        // region; close must not wait for that timer.
+        connector.connect({ ip: "127.0.0.1", port: server.port, deadline: far }),
+        (connection) => read(connection),
+        (connection) => connection.close
+      )
+      expect(greeting).toEqual(["220 ready"])
+      expect(Date.now() - start).toBeLessThan(2_000)
+      expect(yield* openCount).toBe(0)
+    }).pipe(Effect.timeout(Duration.seconds(10))))
+
   describe("STARTTLS", () => {
     /** A server that answers STARTTLS with `reply`, then (unless told not to) upgrades and answers PING with PONG. */
     const starttlsServer = (reply: string, upgrade = true) =>

@@ -125,8 +125,10 @@ class Wire implements Connection, IoEvents {
       this.timerAt = deadline
       const gen = ++this.timerGen
       // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without
-      // capturing the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber.
-      const start = Effect.flatMap(Effect.forkIn(this.sleep(gen), this.scope), (fiber) => {
+      // capturing the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is
+      // interruptible whatever region it was started from (a connect run as `acquireUseRelease`'s acquire is
+      // uninterruptible): otherwise closing the connection would wait for its sleep to end.
+      const start = Effect.flatMap(Effect.forkIn(Effect.interruptible(this.sleep(gen)), this.scope), (fiber) => {
         if (gen === this.timerGen) this.timer = fiber
         return effect
       })
