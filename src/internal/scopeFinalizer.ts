@@ -9,7 +9,8 @@
  * concurrent `Effect.forEach` worker) grew by about 12 KB per delivery: every entry held the span current at the
  * connect, whose exit held the connection, its socket and buffers. Over a 60,000-delivery run that was hundreds of
  * MB of heap and a rate that halved as garbage collection slowed. Our finalizers close sockets and timers: they
- * need none of the acquiring fiber's FiberRefs. (Test: Transport › a long-lived caller.)
+ * need none of the acquiring fiber's FiberRefs. (Test: Transport › a long-lived caller. Reported upstream with a
+ * reproduction: docs/upstream/effect-addFinalizer-fiberRefs.md.)
  *
  * @internal
  */
