@@ -7,6 +7,7 @@ import { Duration, Either, Option } from "effect"
 import { isIPv4, isIPv6 } from "node:net"
 import { Constant, type Value } from "../../Expression.js"
 import type { IpStrategy, TlsPolicy } from "../../Settings.js"
+import * as dnsName from "../dnsName.js"
 import { DURATION_SYNTAX, parseDuration } from "../duration.js"
 import { render } from "./describe.js"
 
@@ -18,25 +19,8 @@ export interface Converter<A> {
   readonly convert: (value: Value) => Either.Either<A, string>
 }
 
-const MAX_HOSTNAME = 255
-const MAX_LABEL = 63
-
-/** Why a string cannot be an EHLO name, or null when it can. */
-export const hostnameProblem = (name: string): string | null => {
-  if (name === "") return "it is empty"
-  // eslint-disable-next-line no-control-regex
-  if (/[\r\n\u0000]/.test(name)) return "it contains CR, LF or NUL"
-  if (/\s/.test(name)) return "it contains white space"
-  if (name.length > MAX_HOSTNAME) return `it is longer than ${MAX_HOSTNAME} characters`
-  const bad = /[^A-Za-z0-9.-]/.exec(name)
-  if (bad !== null) return `it contains the character ${JSON.stringify(bad[0])}`
-  for (const label of name.split(".")) {
-    if (label === "") return "it has an empty label (leading, trailing or double dot)"
-    if (label.length > MAX_LABEL) return `its label "${label.slice(0, 20)}…" is longer than ${MAX_LABEL} characters`
-    if (label.startsWith("-") || label.endsWith("-")) return `its label "${label}" starts or ends with a hyphen`
-  }
-  return null
-}
+/** Why a string cannot be an EHLO name, or null when it can: the one host-name check (internal/dnsName). */
+export const hostnameProblem = dnsName.hostnameProblem
 
 /** @internal */
 export const hostname: Converter<string> = {

@@ -7,6 +7,7 @@ import * as Schema from "effect/Schema"
 import * as os from "node:os"
 import * as Toml from "smol-toml"
 import type { CompileOptions, Value } from "../../Expression.js"
+import * as editDistance from "../editDistance.js"
 import { hostnameProblem } from "./convert.js"
 import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
@@ -66,19 +67,6 @@ const Section = Schema.Struct(Object.fromEntries(Keys.TABLES[""]!.map((k) => [
 ])))
 const decodeSection = Schema.decodeUnknownEither(Section, { errors: "all", onExcessProperty: "error" })
 
-const distance = (a: string, b: string): number => {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let previous = row[0]!
-    row[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j]!
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1))
-      previous = current
-    }
-  }
-  return row[b.length]!
-}
 
 /** Unknown keys and tables that are not tables, with Schema doing the walk. */
 const structureIssues = (section: unknown): ReadonlyArray<RawIssue> => {
@@ -90,7 +78,7 @@ const structureIssues = (section: unknown): ReadonlyArray<RawIssue> => {
     if (error._tag === "Unexpected") {
       const name = path[path.length - 1]!
       const known = Keys.TABLES[path.slice(0, -1).join(".")] ?? []
-      const near = known.filter((k) => distance(k, name) <= 2 || k.replace(/-/g, "_") === name)
+      const near = known.filter((k) => editDistance.distance(k, name) <= 2 || k.replace(/-/g, "_") === name)
       const hint = near.length > 0 ? ` (did you mean ${near.map((k) => JSON.stringify(k)).join(" or ")}?)` : ""
       return {
         path: full,
