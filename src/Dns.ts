@@ -115,7 +115,7 @@ export type CacheOptions = model.CacheOptions
  * @category layers
  */
 export const cached = (options?: CacheOptions): Layer.Layer<model.Dns, never, model.Dns> =>
-  Layer.effect(model.Dns, Effect.map(model.Dns, (service) => model.fromAnswerer(cache.make(model.toAnswerer(service), options))))
+  Layer.effect(model.Dns, Effect.map(model.Dns, (service) => cache.make(model.toAnswerer(service), options)))
 
 /**
  * Bounds every query of an answerer by `duration` on Effect's Clock; the query is interrupted (and, on the live
@@ -167,8 +167,8 @@ export interface LayerOptions {
  */
 export const layer = (options: LayerOptions = {}): Layer.Layer<model.Dns> =>
   Layer.sync(model.Dns, () => {
-    const answer = live.make(options)
-    return model.fromAnswerer(options.cache === false ? answer : cache.make(answer, options.cache))
+    const query = live.make(options)
+    return options.cache === false ? model.fromAnswerer(live.answererOf(query)) : cache.make({ query }, options.cache)
   })
 
 // -----------------------------------------------------------------------------
