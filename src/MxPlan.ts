@@ -89,6 +89,49 @@ const isNullMx = (records: ReadonlyArray<MxRecord>): boolean => {
   return first.length > 0 && first.every((r) => dnsName.isRoot(r.exchange))
 }
 
+const implicitPlan = (domain: string, records: ReadonlyArray<MxRecord>): MxPlan => ({
+  domain,
+  records,
+  hosts: [{ name: domain, preference: 0, implicit: true, literal: false }],
+  dropped: []
+})
+
+const fromRecords = (
+  domain: string,
+  answer: ReadonlyArray<MxRecord>,
+  limit: number
+): Effect.Effect<MxPlan, TransportError.TransportError> => {
+  const records = answer.map((r) => ({ exchange: dnsName.normalize(r.exchange), priority: r.priority }))
+  if (records.length === 0) return Effect.succeed(implicitPlan(domain, records))
+  if (isNullMx(records)) return dnsError(nullMxMessage, true)
+  return Effect.flatMap(orderHosts(records), (ordered) =>
+    ordered.length === 0
+      ? dnsError(`${domain}: the MX records name no host`, true)
+      : Effect.succeed({ domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit) }))
+}
+
+// Without Effect.gen: a plan is on every delivery's path, and each `yield*` is a run-loop step or two.
+const planOf = (rawDomain: string, mx: Limits["mx"]): Effect.Effect<MxPlan, TransportError.TransportError, Dns> => {
+  const domain = dnsName.normalize(rawDomain)
+  // Stalwart never stops at 0 (it compares after pushing); a limit below 1 would plan no host, so 1 is the floor.
+  const limit = Math.max(1, Number.isNaN(mx) ? 1 : Math.floor(mx))
+  if (domain === "") return dnsError("empty recipient domain", true)
+  const literal = dnsName.addressLiteral(domain)
+  if (literal === null) return dnsError(`${domain}: not a usable address literal`, true)
+  if (literal !== undefined) {
+    const host: MxHost = { name: literal, preference: 0, implicit: false, literal: true }
+    return Effect.succeed({ domain, records: [], hosts: [host], dropped: [] })
+  }
+  return Effect.flatMap(Dns, (dns) =>
+    Effect.matchEffect(dns.mx(domain), {
+      onFailure: (error) =>
+        error.reason === "Temporary"
+          ? dnsError(`MX lookup for ${domain} failed: ${error.message}`, false)
+          : Effect.succeed(implicitPlan(domain, [])),
+      onSuccess: (records) => fromRecords(domain, records, limit)
+    }))
+}
+
 /**
  * Plans a domain's hosts, at most `mx` of them (the domain stage's `limits.mx`, see `Settings.Limits`). Fails (phase "dns", kind "dns") permanently on a null MX, an invalid address literal or
  * MX records that name no host; temporarily when the MX lookup fails for any reason but NXDOMAIN/NODATA, which give
@@ -101,34 +144,5 @@ export const plan: (
   domain: string,
   mx: Limits["mx"]
 ) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, mx) =>
-  Effect.gen(function*() {
-    const domain = dnsName.normalize(rawDomain)
-    // Stalwart never stops at 0 (it compares after pushing); a limit below 1 would plan no host, so 1 is the floor.
-    const limit = Math.max(1, Number.isNaN(mx) ? 1 : Math.floor(mx))
-    if (domain === "") return yield* dnsError("empty recipient domain", true)
-    const literal = dnsName.addressLiteral(domain)
-    if (literal === null) return yield* dnsError(`${domain}: not a usable address literal`, true)
-    if (literal !== undefined) {
-      const host: MxHost = { name: literal, preference: 0, implicit: false, literal: true }
-      return { domain, records: [], hosts: [host], dropped: [] }
-    }
-    const dns = yield* Dns
-    const answer = yield* dns.mx(domain).pipe(
-      Effect.map((records) => ({ records, missing: records.length === 0 })),
-      Effect.catchTag("DnsError", (error) =>
-        error.reason === "Temporary"
-          ? dnsError(`MX lookup for ${domain} failed: ${error.message}`, false)
-          : Effect.succeed({ records: [] as ReadonlyArray<MxRecord>, missing: true }))
-    )
-    const records = answer.records.map((r) => ({ exchange: dnsName.normalize(r.exchange), priority: r.priority }))
-    if (answer.missing) {
-      return { domain, records, hosts: [{ name: domain, preference: 0, implicit: true, literal: false }], dropped: [] }
-    }
-    if (isNullMx(records)) return yield* dnsError(nullMxMessage, true)
-    const ordered = yield* orderHosts(records)
-    if (ordered.length === 0) return yield* dnsError(`${domain}: the MX records name no host`, true)
-    return { domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit) }
-  }).pipe((effect) =>
-    // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
-    Effect.useSpan("MxPlan.plan", { captureStackTrace: false }, () => effect)
-  )
+  // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
+  Effect.useSpan("MxPlan.plan", { captureStackTrace: false }, () => planOf(rawDomain, mx))

@@ -19,7 +19,9 @@ const zones: Dns.Zones = {
   "servfail.test": { rcode: "SERVFAIL" },
   "silent.test": { a: ["192.0.2.3"], delay: Duration.infinity },
   "cancel.test": { a: ["192.0.2.4"], delay: Duration.infinity },
-  "cached.test": { a: ["192.0.2.5"], ttl: 60 }
+  "cached.test": { a: ["192.0.2.5"], ttl: 60 },
+  "slow.test": { a: ["192.0.2.6"], delay: "300 millis" },
+  "slow2.test": { a: ["192.0.2.7"], delay: "300 millis" }
 }
 
 let server: DnsServer
@@ -95,6 +97,32 @@ describe("Dns.layer against a real DNS server on 127.0.0.1", () => {
       expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
     }).pipe(Effect.provide(live({ timeout: "2 seconds", tries: 4, cache: false }))))
 
+  it.live("queries share channels: interrupting one cancels it alone, the others in flight still answer", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const before = server.count("cancel.test", "A")
+      const cancelled = yield* Effect.fork(dns.a("cancel.test"))
+      const other = yield* Effect.fork(dns.a("slow.test"))
+      yield* Effect.sleep("150 millis")
+      yield* Fiber.interrupt(cancelled)
+      // sent again on another channel (the server sees it twice), answered within its own budget
+      expect(yield* Fiber.join(other)).toEqual(["192.0.2.6"])
+      expect(server.count("slow.test", "A")).toBe(2)
+      yield* Effect.sleep("1200 millis")
+      expect(server.count("cancel.test", "A") - before).toBe(1)
+    }).pipe(Effect.provide(live({ timeout: "2 seconds", tries: 4, cache: false }))))
+
+  it.live("a query that times out cancels its channel without failing the others in flight", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const silent = yield* Effect.fork(Effect.flip(dns.a("silent.test")))
+      yield* Effect.sleep("800 millis")
+      // due at 1.1 s; the silent query times out at 1 s, which sends this one again (answer at 1.3 s, budget 1.8 s)
+      const other = yield* Effect.fork(dns.a("slow2.test"))
+      expect((yield* Fiber.join(silent)).reason).toBe("Temporary")
+      expect(yield* Fiber.join(other)).toEqual(["192.0.2.7"])
+    }).pipe(Effect.provide(live({ timeout: "1 second", tries: 1, cache: false }))))
+
   it.live("the cache is on by default: a second lookup makes no query", () =>
     Effect.gen(function*() {
       const before = server.count("cached.test", "A")
@@ -105,6 +133,22 @@ describe("Dns.layer against a real DNS server on 127.0.0.1", () => {
       expect(results).toEqual(Array.from({ length: 10 }, () => ["192.0.2.5"]))
       expect(yield* dns.answer!("A", "cached.test")).toMatchObject({ records: ["192.0.2.5"] })
       expect(server.count("cached.test", "A") - before).toBe(1)
+    }).pipe(Effect.provide(live())))
+
+  it.live("the cache: when the caller running a query is interrupted, a waiter runs it again and gets the answer", () =>
+    Effect.gen(function*() {
+      const dns = yield* Dns.Dns
+      const before = server.count("slow.test", "A")
+      const runner = yield* Effect.fork(dns.a("slow.test"))
+      yield* Effect.sleep("20 millis")
+      const waiter = yield* Effect.fork(dns.answer!("A", "slow.test"))
+      yield* Effect.sleep("100 millis")
+      yield* Fiber.interrupt(runner)
+      expect(yield* Fiber.join(waiter)).toEqual({ records: ["192.0.2.6"], ttl: 300 })
+      expect(server.count("slow.test", "A") - before).toBe(2)
+      // the answer the waiter's query got is cached
+      expect(yield* dns.a("slow.test")).toEqual(["192.0.2.6"])
+      expect(server.count("slow.test", "A") - before).toBe(2)
     }).pipe(Effect.provide(live())))
 
   it.live("without the cache every lookup is a query (Node's resolver caches nothing)", () =>

@@ -49,6 +49,20 @@ export interface Answer<T extends RRType> {
 export type Answerer = <T extends RRType>(rrtype: T, name: string) => Effect.Effect<Answer<T>, DnsError>
 
 /**
+ * A query in callback form, the shape `node:dns` has: `done` is called once with the error or the answer, unless the
+ * returned canceller runs first, after which it is never called. The resolver cache builds one `Effect.async` per
+ * miss on it (its canceller both cancels the query and hands the lookup over to the waiters), where wrapping an
+ * `Answerer` would cost an interruption region of its own per query.
+ *
+ * @internal
+ */
+export type Query = (
+  rrtype: RRType,
+  name: string,
+  done: (error: DnsError | null, answer: Answer<RRType> | null) => void
+) => () => void
+
+/**
  * `NotFound` is NXDOMAIN (the name does not exist), `NoData` is a name that exists without records of the type,
  * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error.
  *

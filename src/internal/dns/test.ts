@@ -95,8 +95,8 @@ export const layer = (zones: Zones, options: TestOptions = {}): Layer.Layer<Dns 
         return zone?.delay === undefined ? answer : Effect.zipRight(Effect.sleep(zone.delay), answer)
       })
     const timed = options.timeout === undefined ? zoneAnswerer : timeoutAnswerer(zoneAnswerer, options.timeout)
-    const answer = options.cache === undefined ? timed : cache.make(timed, options.cache)
-    return Context.make(Dns, fromAnswerer(answer)).pipe(
+    const service = options.cache === undefined ? fromAnswerer(timed) : cache.make(timed, options.cache)
+    return Context.make(Dns, service).pipe(
       Context.add(TestDns, {
         queries: Effect.sync(() => [...log]),
         reset: Effect.sync(() => {
