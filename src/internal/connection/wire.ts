@@ -187,7 +187,11 @@ class Wire implements Connection, IoEvents {
         const op = make(resume)
         this.op = op
         op.start()
-        if (op.done) return
+        // A canceler costs every operation an interruption handler (an uninterruptible region and an exit match,
+        // about six run-loop steps): only an operation that holds something gets one. An exchange interrupted stays
+        // the pending operation, ended by its deadline or by `close`, which the owner runs: its replies would
+        // arrive unread and desynchronise the dialogue anyway.
+        if (op.done || !op.holds) return
         return Effect.sync(() => op.cancel())
       })
     )
@@ -264,6 +268,10 @@ class Wire implements Connection, IoEvents {
 
 abstract class BaseOp<A> implements Op {
   done = false
+  /** Holds a resource that interruption must let go of at once. */
+  get holds(): boolean {
+    return false
+  }
   constructor(readonly wire: Wire, readonly deadline: number, private readonly resume: Resume<A>) {}
   abstract start(): void
   abstract progress(): void
@@ -387,6 +395,10 @@ class TlsOp extends BaseOp<TlsInfo> {
   progress(): void {
     const ended = this.wire.lines.error
     if (!this.done && ended !== null) this.abandon(ended)
+  }
+
+  override get holds(): boolean {
+    return true
   }
 
   override cleanup(): void {
