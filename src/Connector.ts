@@ -105,7 +105,8 @@ export interface Connection {
   /**
    * One async step: writes `write` (if any), then reads `replies` complete replies. Lines over
    * {@link MAX_LINE_BYTES}, malformed or oversized replies are `protocol` errors, end of input is `closed`. Bytes
-   * past the last reply stay buffered.
+   * past the last reply stay buffered. An exchange interrupted stays the connection's pending operation until its
+   * deadline or `close` (its replies would desynchronise the dialogue): another exchange before then fails.
    */
   readonly exchange: (request: Exchange) => Effect.Effect<ReadonlyArray<Reply>, SocketError>
   /**
@@ -140,6 +141,7 @@ export interface Connection {
  * @category builders
  */
 export interface IoEvents {
+  /** The core may keep `chunk` until it is read: the pipe must not reuse its memory. */
   readonly data: (chunk: Uint8Array) => void
   /** End of input: the peer closed (no error) or the transport failed; complete lines stay readable. */
   readonly end: (error?: SocketError) => void

@@ -52,14 +52,39 @@ export interface ReplyLine {
   readonly text: string
 }
 
-// RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39
-const LINE = /^([2-5][0-5][0-9])(?:([ -])(.*))?$/s
 // RFC 5321 §4.2: textstring = 1*(%d09 / %d32-126) (UTF-8 beyond, RFC 6531). A NUL, a bare CR or an escape in a
 // reply would travel on into reports, logs and bounces.
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/
 // RFC 3463 §2: class "." subject "." detail, subject and detail 1–3 digits
 const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
+
+// A UTF-16 code unit is at most 3 bytes of UTF-8: shorter strings need no byte count.
+const byteLength = (line: string): number => line.length * 3 <= MAX_LINE ? -1 : Buffer.byteLength(line, "utf8")
+
+/** The line, or why it is not a reply line; `bytes` its UTF-8 length when known to matter (else -1). */
+const parseWith = (line: string, bytes: number): ReplyLine | string => {
+  if (bytes > MAX_LINE) return `reply line longer than ${MAX_LINE} bytes`
+  // RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39, then " " or "-" and the text, or nothing.
+  const c0 = line.charCodeAt(0)
+  const c1 = line.charCodeAt(1)
+  const c2 = line.charCodeAt(2)
+  const separator = line.length > 3 ? line.charCodeAt(3) : SPACE
+  if (
+    !(c0 >= 0x32 && c0 <= 0x35 && c1 >= 0x30 && c1 <= 0x35 && c2 >= 0x30 && c2 <= 0x39) ||
+    (separator !== SPACE && separator !== DASH) || CONTROL.test(line)
+  ) {
+    return `malformed reply line ${JSON.stringify(truncate(line))}`
+  }
+  return {
+    code: (c0 - 0x30) * 100 + (c1 - 0x30) * 10 + (c2 - 0x30),
+    last: separator !== DASH,
+    text: line.length > 4 ? line.slice(4) : ""
+  }
+}
+
+const SPACE = 0x20
+const DASH = 0x2d
 
 /**
  * Parses one line, or says why it is not a reply line.
@@ -68,12 +93,8 @@ const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
  * @category parsing
  */
 export const parseLine = (line: string): Either.Either<ReplyLine, string> => {
-  if (Buffer.byteLength(line, "utf8") > MAX_LINE) return Either.left(`reply line longer than ${MAX_LINE} bytes`)
-  const match = CONTROL.test(line) ? null : LINE.exec(line)
-  if (match === null) return Either.left(`malformed reply line ${JSON.stringify(truncate(line))}`)
-  const code = Number(match[1])
-  const separator = match[2]
-  return Either.right({ code, last: separator !== "-", text: match[3] ?? "" })
+  const parsed = parseWith(line, byteLength(line))
+  return typeof parsed === "string" ? Either.left(parsed) : Either.right(parsed)
 }
 
 const truncate = (line: string) => line.length > 80 ? `${line.slice(0, 80)}…` : line
@@ -92,23 +113,34 @@ export class Accumulator {
 
   /** `Right(null)`: more lines to come; `Right(reply)`: the reply is complete; `Left`: why it is not a reply. */
   push(raw: string): Either.Either<Reply | null, string> {
-    const parsed = parseLine(raw)
-    if (Either.isLeft(parsed)) return Either.left(parsed.left)
-    const line = parsed.right
+    const pushed = this.add(raw)
+    return typeof pushed === "string" ? Either.left(pushed) : Either.right(pushed)
+  }
+
+  /**
+   * {@link push} without the `Either`, for the connection's per-line loop: `null` more lines to come, a `Reply` when
+   * complete, a string why it is not a reply.
+   *
+   * @since 0.3.0
+   */
+  add(raw: string): Reply | string | null {
+    const counted = byteLength(raw)
+    const line = parseWith(raw, counted)
+    if (typeof line === "string") return line
     if (this.code !== null && line.code !== this.code) {
-      return Either.left(`reply code changed from ${this.code} to ${line.code} within one reply`)
+      return `reply code changed from ${this.code} to ${line.code} within one reply`
     }
     this.code = line.code
-    this.bytes += Buffer.byteLength(raw, "utf8") + 2
+    this.bytes += (counted < 0 ? Buffer.byteLength(raw, "utf8") : counted) + 2
     this.texts.push(line.text)
-    if (this.bytes > MAX_REPLY_BYTES) return Either.left(`reply longer than ${MAX_REPLY_BYTES} bytes`)
-    if (this.texts.length > MAX_REPLY_LINES) return Either.left(`reply longer than ${MAX_REPLY_LINES} lines`)
-    if (!line.last) return Either.right(null)
+    if (this.bytes > MAX_REPLY_BYTES) return `reply longer than ${MAX_REPLY_BYTES} bytes`
+    if (this.texts.length > MAX_REPLY_LINES) return `reply longer than ${MAX_REPLY_LINES} lines`
+    if (!line.last) return null
     const reply = build(line.code, this.texts)
     this.code = null
     this.texts = []
     this.bytes = 0
-    return Either.right(reply)
+    return reply
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, TestClock, Tracer } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, Supervisor, TestClock, Tracer } from "effect"
 import * as fc from "fast-check"
 import * as Connector from "../src/Connector.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
@@ -1455,4 +1455,66 @@ describe("a wrapped Connector", () => {
       expect(exchanges).toBe(1)
       expect((yield* record).closed).toBe(true)
     }).pipe(peer([Script.stall])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// The connection's timer: one fiber for a session that ends before its first wake
+// ---------------------------------------------------------------------------------------------------------------
+
+class ForkCounter extends Supervisor.AbstractSupervisor<number> {
+  started = 0
+  get value() {
+    return Effect.sync(() => this.started)
+  }
+  override onStart() {
+    this.started++
+  }
+}
+
+/** Fibers started while `effect` runs (the scripted peer's included). */
+const forks = <A extends object, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.suspend(() => {
+    const counter = new ForkCounter()
+    return Effect.map(Effect.supervised(effect, counter), (a) => ({ ...a, forks: counter.started }))
+  })
+
+describe("the connection's timer", () => {
+  const transaction = [
+    Script.expect(/^MAIL FROM:/),
+    Script.reply("250 ok"),
+    Script.expect(/^RCPT TO:/),
+    Script.reply("250 ok"),
+    Script.expect("DATA"),
+    Script.reply("354 go"),
+    Script.expectData,
+    Script.reply("250 queued")
+  ]
+
+  it.effect("a session that ends within the timer's first wake: the transaction and QUIT fork nothing", () =>
+    Effect.gen(function*() {
+      // The first session starts what the TestClock forks once, when a fiber first sleeps on it.
+      yield* deliver()
+      const opened = yield* forks(Effect.scoped(openSession()))
+      const whole = yield* forks(deliver())
+      expect(whole.result.data).toEqual(Either.right(expect.objectContaining({ code: 250 })))
+      expect(whole.forks).toBe(opened.forks)
+    }).pipe(Effect.provide(ConnectorTest.layer({
+      [IP]: [
+        { script: [...hello(), ...transaction, ...QUIT] },
+        { script: hello() },
+        { script: [...hello(), ...transaction, ...QUIT] }
+      ]
+    }))))
+
+  it.effect("after a slow session, QUIT still fails at exactly its 2 s", () =>
+    Effect.gen(function*() {
+      const slow = Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s)))
+      expect(yield* finishesAt(slow, 1_000 + Duration.toMillis(SmtpSession.QUIT_TIMEOUT))).toEqual(Exit.void)
+    }).pipe(peer([Script.delay("1 second"), ...hello(), Script.expect("QUIT"), Script.stall])))
+
+  it.effect("after a slow session, the wait for the close after the 221 still ends at exactly QUIT_CLOSE_WAIT", () =>
+    Effect.gen(function*() {
+      const slow = Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s)))
+      expect(yield* finishesAt(slow, 1_000 + Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT))).toEqual(Exit.void)
+    }).pipe(peer([Script.delay("1 second"), ...hello(), ...QUIT, Script.stall])))
 })

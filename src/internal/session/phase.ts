@@ -78,10 +78,57 @@ export const run = <A, R>(
   })
 
 const crlf = (lines: ReadonlyArray<string>) => {
+  if (lines.length === 1) return `${lines[0]}\r\n`
   let out = ""
   for (const line of lines) out += `${line}\r\n`
   return out
 }
+
+const first = (replies: ReadonlyArray<SmtpReply.Reply>) => replies[0]!
+
+/** The exchange, its failure as the phase's error, its replies mapped by `f`: one continuation, not two. */
+const wire = <B>(
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array | undefined,
+  replies: number,
+  f: (replies: ReadonlyArray<SmtpReply.Reply>) => B,
+  describe: string | undefined
+): Effect.Effect<B, TransportError.TransportError> => {
+  const request = {
+    write: write === undefined || write instanceof Uint8Array ? write : crlf(write),
+    replies,
+    deadline: step.deadline
+  }
+  const effect = Effect.mapBoth(
+    connection.exchange(request),
+    { onFailure: (e) => fromSocket(e, phase, timeoutMs), onSuccess: f }
+  )
+  if (!step.debug) return effect
+  const sent = write === undefined
+    ? Effect.void
+    : write instanceof Uint8Array
+    ? Effect.logDebug(`C: ${describe ?? `<${write.length} bytes>`}`)
+    : Effect.forEach(write, (line) => Effect.logDebug(`C: ${line}`), { discard: true })
+  return Effect.zipRight(
+    sent,
+    Effect.flatMap(
+      Effect.mapError(
+        connection.exchange(request),
+        (e) => fromSocket(e, phase, timeoutMs)
+      ),
+      (got) =>
+        Effect.as(
+          Effect.forEach(got, (reply) => Effect.logDebug(`S: ${SmtpReply.format(reply)}`), { discard: true }),
+          f(got)
+        )
+    )
+  )
+}
+
+const all = <A>(a: A) => a
 
 /**
  * Writes `lines` (or `bytes`) and reads `replies` replies under the step's deadline, logging the transcript when
@@ -96,24 +143,19 @@ export const exchange = (
   replies: number,
   /** What the transcript says of a byte payload. */
   describe?: string
-): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, TransportError.TransportError> => {
-  const request = {
-    write: write === undefined || write instanceof Uint8Array ? write : crlf(write),
-    replies,
-    deadline: step.deadline
-  }
-  const wire = Effect.mapError(connection.exchange(request), (e) => fromSocket(e, phase, timeoutMs))
-  if (!step.debug) return wire
-  const sent = write === undefined
-    ? Effect.void
-    : write instanceof Uint8Array
-    ? Effect.logDebug(`C: ${describe ?? `<${write.length} bytes>`}`)
-    : Effect.forEach(write, (line) => Effect.logDebug(`C: ${line}`), { discard: true })
-  return Effect.zipRight(
-    sent,
-    Effect.tap(wire, (got) => Effect.forEach(got, (reply) => Effect.logDebug(`S: ${SmtpReply.format(reply)}`), { discard: true }))
-  )
-}
+): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, TransportError.TransportError> =>
+  wire(connection, phase, timeoutMs, step, write, replies, all, describe)
+
+/** `exchange`, its first reply. */
+export const exchangeFirst = (
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array | undefined,
+  describe?: string
+): Effect.Effect<SmtpReply.Reply, TransportError.TransportError> =>
+  wire(connection, phase, timeoutMs, step, write, 1, first, describe)
 
 /** One command, one reply. */
 export const command = (
@@ -123,7 +165,7 @@ export const command = (
   step: Step,
   line: string
 ): Effect.Effect<SmtpReply.Reply, TransportError.TransportError> =>
-  Effect.map(exchange(connection, phase, timeoutMs, step, [line], 1), (replies) => replies[0]!)
+  wire(connection, phase, timeoutMs, step, [line], 1, first, undefined)
 
 /** The next reply, to a command already sent. */
 export const reply = (
@@ -132,4 +174,4 @@ export const reply = (
   timeoutMs: number,
   step: Step
 ): Effect.Effect<SmtpReply.Reply, TransportError.TransportError> =>
-  Effect.map(exchange(connection, phase, timeoutMs, step, undefined, 1), (replies) => replies[0]!)
+  wire(connection, phase, timeoutMs, step, undefined, 1, first, undefined)

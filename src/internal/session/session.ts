@@ -46,17 +46,20 @@ const connectionAttributes = (connection: Connection, servername: string | undef
   "network.local.address": connection.localAddress ?? ""
 })
 
-const phaseOf = (
-  connection: Connection,
-  settings: SessionSettings,
-  p: SessionPhase,
-  extra?: phase.Attributes
-): phase.PhaseOptions => ({
-  phase: p,
-  timeoutMs: millis(settings.timeouts, p),
-  phaseSpans: settings.phaseSpans,
-  attributes: () => ({ ...connectionAttributes(connection, settings.servername), ...extra })
-})
+/**
+ * The phases of one dialogue (open, a transaction, QUIT) as span-event options: the connection's attributes are
+ * built once, when the first event or span needs them, and each phase adds only its own.
+ */
+const phasesOf = (connection: Connection, settings: SessionSettings) => {
+  let base: phase.Attributes | null = null
+  const attributes = () => base ??= connectionAttributes(connection, settings.servername)
+  return (p: SessionPhase, extra?: phase.Attributes): phase.PhaseOptions => ({
+    phase: p,
+    timeoutMs: millis(settings.timeouts, p),
+    phaseSpans: settings.phaseSpans,
+    attributes: extra === undefined ? attributes : () => ({ ...attributes(), ...extra })
+  })
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Connect
@@ -115,12 +118,18 @@ export const connectScoped = (
 const EHLO_NAME = /^[\x21-\x7e]+$/
 
 /** EHLO, then HELO when the server does not know EHLO (500/502, RFC 5321 §3.2); each under the EHLO timeout. */
-const hello = (connection: Connection, settings: SessionSettings): Effect.Effect<Hello, TransportError.TransportError> => {
+type Phases = ReturnType<typeof phasesOf>
+
+const hello = (
+  connection: Connection,
+  settings: SessionSettings,
+  phases: Phases
+): Effect.Effect<Hello, TransportError.TransportError> => {
   const name = settings.ehloName
   const timeoutMs = millis(settings.timeouts, "ehlo")
   return Effect.flatMap(
     phase.run(
-      phaseOf(connection, settings, "ehlo", { "smtp.ehlo_name": name }),
+      phases("ehlo", { "smtp.ehlo_name": name }),
       (step) => phase.command(connection, "ehlo", timeoutMs, step, `EHLO ${name}`)
     ),
     (reply): Effect.Effect<Hello, TransportError.TransportError> => {
@@ -130,7 +139,7 @@ const hello = (connection: Connection, settings: SessionSettings): Effect.Effect
       if (reply.code !== 500 && reply.code !== 502) return Effect.fail(TransportError.fromReply("ehlo", reply))
       return Effect.flatMap(
         phase.run(
-          phaseOf(connection, settings, "ehlo", { "smtp.ehlo_name": name, "smtp.helo": true }),
+          phases("ehlo", { "smtp.ehlo_name": name, "smtp.helo": true }),
           (step) => phase.command(connection, "ehlo", timeoutMs, step, `HELO ${name}`)
         ),
         (helo) =>
@@ -143,10 +152,15 @@ const hello = (connection: Connection, settings: SessionSettings): Effect.Effect
 }
 
 /** The TLS session; `null` when an `optional` policy goes on in plaintext after a refusal. */
-const startTls = (connection: Connection, settings: SessionSettings, policy: "optional" | "require") => {
+const startTls = (
+  connection: Connection,
+  settings: SessionSettings,
+  phases: Phases,
+  policy: "optional" | "require"
+) => {
   const timeoutMs = millis(settings.timeouts, "tls")
   return phase.run(
-    phaseOf(connection, settings, "tls", { "smtp.tls_policy": policy }),
+    phases("tls", { "smtp.tls_policy": policy }),
     (step) =>
       Effect.flatMap(phase.command(connection, "tls", timeoutMs, step, "STARTTLS"), (reply) => {
         if (reply.code !== 220) {
@@ -178,14 +192,15 @@ export const open = (
         true
       )
     }
+    const phases = phasesOf(connection, settings)
     const greetingMs = millis(settings.timeouts, "greeting")
     const greeting = yield* phase.run(
-      phaseOf(connection, settings, "greeting"),
+      phases("greeting"),
       (step) => phase.reply(connection, "greeting", greetingMs, step)
     )
     if (greeting.code !== 220) return yield* TransportError.fromReply("greeting", greeting)
 
-    let hi = yield* hello(connection, settings)
+    let hi = yield* hello(connection, settings, phases)
 
     // A REQUIRETLS message or an enforced MTA-STS policy never goes in plaintext, whatever tls.starttls says.
     const policy: TlsPolicy = settings.tls.required ? "require" : settings.tls.starttls
@@ -203,8 +218,8 @@ export const open = (
           )
         }
       } else {
-        tls = yield* startTls(connection, settings, policy)
-        if (tls !== null) hi = yield* hello(connection, settings)
+        tls = yield* startTls(connection, settings, phases, policy)
+        if (tls !== null) hi = yield* hello(connection, settings, phases)
       }
     }
 
@@ -236,6 +251,7 @@ export const transaction = (
 ): Effect.Effect<TransactionResult> =>
   Effect.gen(function*() {
     const { connection } = session
+    const phases = phasesOf(connection, settings)
     const caps = session.capabilities
     const pipelined = caps.pipelining
     const chunking = caps.chunking
@@ -277,17 +293,14 @@ export const transaction = (
     // MAIL (with every RCPT and DATA when pipelining): one write, MAIL's reply under its own deadline
     const mailMs = millis(settings.timeouts, "mail-from")
     const mailReply = yield* Effect.either(phase.run(
-      phaseOf(connection, settings, "mail-from"),
+      phases("mail-from"),
       (step) =>
         pipelined
-          ? Effect.map(
-            phase.exchange(connection, "mail-from", mailMs, step, [
-              mail,
-              ...rcpts.map((r) => r.line),
-              ...(dataInPipeline ? ["DATA"] : [])
-            ], 1),
-            (replies) => replies[0]!
-          )
+          ? phase.exchangeFirst(connection, "mail-from", mailMs, step, [
+            mail,
+            ...rcpts.map((r) => r.line),
+            ...(dataInPipeline ? ["DATA"] : [])
+          ])
           : phase.command(connection, "mail-from", mailMs, step, mail)
     ))
     if (Either.isLeft(mailReply)) {
@@ -311,7 +324,7 @@ export const transaction = (
         continue
       }
       const reply = yield* Effect.either(phase.run(
-        phaseOf(connection, settings, "rcpt-to", { "smtp.rcpt": address }),
+        phases("rcpt-to", { "smtp.rcpt": address }),
         (step) =>
           pipelined
             ? phase.reply(connection, "rcpt-to", rcptMs, step)
@@ -335,21 +348,21 @@ export const transaction = (
       const recipients = everyone(mailError)
       if (broken !== null) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: false }, recipients)
       if (!dataInPipeline) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: true }, recipients)
-      const drained = yield* Effect.either(drainData(connection, settings))
+      const drained = yield* Effect.either(drainData(connection, settings, phases))
       return result({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) }, recipients)
     }
     if (broken !== null) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: false })
 
     if (!outcomes.some((o) => o?.accepted === true)) {
       if (!dataInPipeline) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: true })
-      const drained = yield* Effect.either(drainData(connection, settings))
+      const drained = yield* Effect.either(drainData(connection, settings, phases))
       return result({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) })
     }
 
     // The message
     const dataMs = millis(settings.timeouts, "data")
     const data = yield* Effect.either(phase.run(
-      phaseOf(connection, settings, "data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
+      phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
       (step) =>
         chunking
           ? sendBdat(connection, dataMs, step, normalized)
@@ -391,17 +404,13 @@ const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, n
         ? Effect.fail(TransportError.fromReply("data", reply))
         : Effect.zipRight(
           refuseEarlyReply(connection, "its 354"),
-          Effect.map(
-            phase.exchange(
-              connection,
-              "data",
-              timeoutMs,
-              step,
-              dotStuff.stuff(normalized),
-              1,
-              `<${normalized.length} bytes of message, dot-stuffed>`
-            ),
-            (replies) => replies[0]!
+          phase.exchangeFirst(
+            connection,
+            "data",
+            timeoutMs,
+            step,
+            dotStuff.stuff(normalized),
+            `<${normalized.length} bytes of message, dot-stuffed>`
           )
         )
   )
@@ -412,17 +421,13 @@ const sendBdat = (connection: Connection, timeoutMs: number, step: phase.Step, n
     refuseEarlyReply(connection, "the last RCPT reply"),
     Effect.suspend(() => {
       const header = Buffer.from(`BDAT ${normalized.length} LAST\r\n`, "ascii")
-      return Effect.map(
-        phase.exchange(
-          connection,
-          "data",
-          timeoutMs,
-          step,
-          Buffer.concat([header, normalized]),
-          1,
-          `BDAT ${normalized.length} LAST, then <${normalized.length} bytes of message>`
-        ),
-        (replies) => replies[0]!
+      return phase.exchangeFirst(
+        connection,
+        "data",
+        timeoutMs,
+        step,
+        Buffer.concat([header, normalized]),
+        `BDAT ${normalized.length} LAST, then <${normalized.length} bytes of message>`
       )
     })
   )
@@ -431,10 +436,10 @@ const sendBdat = (connection: Connection, timeoutMs: number, step: phase.Step, n
  * The pipelined DATA of a transaction that has nothing to send: its reply is read, and a 354 is answered with an
  * empty message (a lone `.`), as RFC 2920 §3.1 asks; the server's verdict on it is only logged.
  */
-const drainData = (connection: Connection, settings: SessionSettings) => {
+const drainData = (connection: Connection, settings: SessionSettings, phases: Phases) => {
   const timeoutMs = millis(settings.timeouts, "data")
   return phase.run(
-    phaseOf(connection, settings, "data", { "smtp.drain": true }),
+    phases("data", { "smtp.drain": true }),
     (step) =>
       Effect.flatMap(phase.reply(connection, "data", timeoutMs, step), (reply) =>
         reply.code !== 354
