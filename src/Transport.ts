@@ -191,7 +191,7 @@ export const explain = (
   request: DeliveryRequest
 ): Effect.Effect<ExplainReport, InvalidRequest, OutboundConfig | Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
   Effect.gen(function*() {
-    const { groups, message, variables } = yield* request_.validate(request)
+    const { groups, variables } = yield* request_.validate(request)
     const config = yield* OutboundConfig
     const options = yield* TransportOptions
     const domains = yield* Effect.forEach(
@@ -201,7 +201,7 @@ export const explain = (
     )
     const report: ExplainReport = {
       domains,
-      warnings: messageWarnings(config.warnings, message, domains.flatMap((d) => d.warnings))
+      warnings: Array.from(new Set([...config.warnings, ...domains.flatMap((d) => d.warnings)]))
     }
     return report
   }).pipe(Effect.withSpan("Transport.explain", spanOptions))

@@ -174,11 +174,13 @@ const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
   tls === null ? null : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason }
 
 /**
- * A handshake that failed outright (alert, protocol mismatch, reset or silence during it) where nothing requires
- * TLS: Postfix's `may` level goes on in plaintext, on a new connection since this one is lost.
+ * A handshake that failed outright (an alert, no common protocol, a reset during it) where nothing requires TLS:
+ * Postfix's `may` level goes on in plaintext, on a new connection since this one is lost. Not after a timeout (a
+ * silent server would cost a second timeout) nor bytes injected after the 220 (CVE-2011-0411: not a TLS failure,
+ * a server to leave).
  */
 const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
-  error.phase === "tls" && error.kind !== "reply" && error.kind !== "policy" && !settings.tls.required &&
+  error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
   settings.tls.starttls === "optional"
 
 /**
