@@ -36,8 +36,12 @@ export type Step =
   | { readonly _tag: "Close" }
   /** Reset the connection: what the client has not read is dropped, reads and writes fail with `reset`. */
   | { readonly _tag: "Reset" }
-  /** Answer the client's `startTls`: complete the handshake, or fail it. */
-  | { readonly _tag: "Handshake"; readonly ok: boolean }
+  /**
+   * Answer the client's `startTls`: complete the handshake, or fail it. With `unverified` the certificate does not
+   * verify, for that reason: the handshake fails when the client rejects such certificates, as Node's does, and
+   * completes with `verified: false` otherwise.
+   */
+  | { readonly _tag: "Handshake"; readonly ok: boolean; readonly unverified?: string | undefined }
 
 const encoder = new TextEncoder()
 
@@ -65,7 +69,9 @@ export const Script = {
   close: { _tag: "Close" } as Step,
   reset: { _tag: "Reset" } as Step,
   handshake: { _tag: "Handshake", ok: true } as Step,
-  handshakeFails: { _tag: "Handshake", ok: false } as Step
+  handshakeFails: { _tag: "Handshake", ok: false } as Step,
+  /** A certificate that does not verify (`self-signed`, `name-mismatch`, …). */
+  handshakeUnverified: (reason: string): Step => ({ _tag: "Handshake", ok: true, unverified: reason })
 } as const
 
 /**
@@ -76,7 +82,7 @@ export const Script = {
  * @category models
  */
 export interface TestPeer {
-  readonly connect?: "accept" | "refuse" | "unreachable" | "bind" | "reset" | "stall" | undefined
+  readonly connect?: "accept" | "refuse" | "unreachable" | "bind" | "local-address" | "reset" | "stall" | undefined
   readonly delay?: Duration.DurationInput | undefined
   readonly script?: ReadonlyArray<Step> | undefined
 }
@@ -100,7 +106,7 @@ export interface TestConnectionRecord {
   readonly ip: string
   readonly port: number
   readonly localAddress: string | null
-  readonly outcome: "accept" | "refuse" | "unreachable" | "bind" | "reset" | "stall"
+  readonly outcome: "accept" | "refuse" | "unreachable" | "bind" | "local-address" | "reset" | "stall"
   /** Everything the client wrote, decoded as UTF-8. */
   readonly written: string
   /** Each write of the client on its own (a pipelined group is one write). */

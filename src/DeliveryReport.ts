@@ -41,15 +41,37 @@ export interface ReportError {
 export interface RecipientResult {
   readonly address: string
   readonly status: RecipientStatus
-  /** The MX host whose answer decided the status, when a host was reached. */
+  /**
+   * The MX host whose answer decided the status, whenever a host answered (also when it failed at greeting, EHLO or
+   * TLS); `null` when no host was reached.
+   */
   readonly host: string | null
   readonly reply: ReportReply | null
   readonly error: ReportError | null
 }
 
 /**
+ * The TLS session of an attempt. Under opportunistic TLS (`tls.starttls = optional`, nothing requiring
+ * authenticated TLS) a certificate that does not verify does not stop the delivery: `verified` is `false` and
+ * `reason` says why: `self-signed`, `name-mismatch`, `expired`, `untrusted-root`, or OpenSSL's code otherwise.
+ *
+ * @since 0.3.0
+ */
+export interface AttemptTls {
+  /** `TLSv1.3`, … */
+  readonly version: string | null
+  readonly cipher: string | null
+  readonly verified: boolean
+  readonly reason: string | null
+}
+
+/**
  * One connection attempt: a race loser is `cancelled`, a connection that carried a transaction to its end is
- * `completed` whatever the server answered inside it.
+ * `completed` whatever the server answered inside it; a connection refused before MAIL (a greeting, EHLO or TLS
+ * failure, or a transaction refused before it was sent) is `failed` at the phase that stopped it.
+ *
+ * A TLS handshake that fails outright under opportunistic TLS is an attempt of its own (`phase: "tls"`, `failed`),
+ * followed at once by the plaintext attempt to the same address that delivers instead (`tls: null`).
  *
  * @since 0.1.0
  */
@@ -59,7 +81,8 @@ export interface AttemptRecord {
   readonly ip: string
   readonly source: string | null
   readonly ehlo: string | null
-  readonly tls: boolean
+  /** The TLS session; `null` for a plaintext connection. */
+  readonly tls: AttemptTls | null
   /** Milliseconds since the delivery started (Effect's Clock). */
   readonly startMs: number
   readonly durationMs: number
@@ -112,6 +135,7 @@ export interface MtaStsPlan {
 export interface DomainPlan {
   readonly domain: string
   readonly recipients: ReadonlyArray<string>
+  /** The MX records in preference order. */
   readonly mx: ReadonlyArray<{ readonly exchange: string; readonly priority: number }>
   /** Hosts in the order they are tried, after the shuffle and `limits.mx`; only the hosts reached are resolved. */
   readonly hosts: ReadonlyArray<HostPlan>

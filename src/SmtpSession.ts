@@ -25,8 +25,9 @@ import type { Reply } from "./SmtpReply.js"
 import type * as TransportError from "./TransportError.js"
 
 /**
- * `tls.starttls`: `disable` never sends STARTTLS, `optional` uses it when offered and goes on in plaintext when it
- * is not offered or refused, `require` fails without it.
+ * `tls.starttls`: `disable` never sends STARTTLS; `optional` uses it when offered whatever the certificate (RFC 7435:
+ * `Session.tls.verified` says whether it verified) and goes on in plaintext when it is not offered or refused;
+ * `require` fails without it (a temporary failure) and verifies the certificate.
  *
  * @since 0.1.0
  * @category models
@@ -44,6 +45,7 @@ export interface SessionSettings extends ConnectionSettings {
   readonly servername: string
   readonly tls: {
     readonly starttls: TlsPolicy
+    /** Accept a certificate that does not verify where TLS is required (`optional` accepts any anyway). */
     readonly allowInvalidCerts: boolean
     /** Trusted CAs (PEM) in place of Node's bundled roots. */
     readonly ca?: ReadonlyArray<string> | undefined

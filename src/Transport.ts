@@ -20,6 +20,8 @@ import { deliverDomain } from "./internal/transport/deliver.js"
 import { explainDomain } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
 import * as request_ from "./internal/transport/request.js"
+import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
+import * as warnings from "./internal/transport/warnings.js"
 import * as MtaSts from "./MtaSts.js"
 import { OutboundConfig } from "./OutboundConfig.js"
 import * as PolicyCache from "./PolicyCache.js"
@@ -84,7 +86,10 @@ export declare namespace TransportOptions {
   export interface Service {
     /** Remote SMTP port: 25 for MX delivery; another one for test set-ups. */
     readonly port: number
-    /** Extra trusted CA certificates (PEM) for STARTTLS and MTA-STS, added to the system's. */
+    /**
+     * Extra trusted CA certificates (PEM) for STARTTLS and MTA-STS, added to Node's roots: the same as
+     * `Transport.layer({ ca })` (the documented way), for set-ups that assemble their own layers.
+     */
     readonly ca: ReadonlyArray<string> | undefined
     /** How many recipient domains are delivered at once. */
     readonly domainConcurrency: number
@@ -114,6 +119,16 @@ export const InvalidRequest: typeof request_.InvalidRequest = request_.InvalidRe
  */
 export type InvalidRequest = request_.InvalidRequest
 
+/** The configuration's warnings, the message's, then the stages', each once. */
+const messageWarnings = (
+  config: ReadonlyArray<string>,
+  message: Uint8Array,
+  stages: ReadonlyArray<string>
+): ReadonlyArray<string> => {
+  const empty = warnings.emptyMessage(message)
+  return Array.from(new Set([...config, ...(empty === null ? [] : [empty]), ...stages]))
+}
+
 // Spans without the stack capture `Effect.fn` and `withSpan` do by default: an Error and its stack per call, up to
 // half the cost of the span, for a source location the span's name already gives.
 const spanOptions = { captureStackTrace: false } as const
@@ -142,7 +157,8 @@ export const deliver = (
       startMs: yield* Clock.currentTimeMillis,
       message,
       sender: sender?.address ?? "",
-      requireTls: request.requireTls === true
+      requireTls: request.requireTls === true,
+      ca: startTlsCa(yield* TrustedCa, options.ca)
     }
     const domain = (group: request_.Group) =>
       deliverDomain(delivery, variables, group).pipe(
@@ -157,7 +173,7 @@ export const deliver = (
       recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
       attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
       plan: { domains: runs.map((run) => run.plan) },
-      warnings: Array.from(new Set([...config.warnings, ...runs.flatMap((run) => run.warnings)]))
+      warnings: messageWarnings(config.warnings, message, runs.flatMap((run) => run.warnings))
     }
     return report
   }).pipe(Effect.withSpan("Transport.deliver", spanOptions))
@@ -194,12 +210,18 @@ export const explain = (
  * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
  * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory.
  *
+ * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
+ * alike. This is the way to trust a private CA.
+ *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   options: { readonly dns?: Dns.LayerOptions | undefined; readonly ca?: ReadonlyArray<string> | undefined } = {}
 ): Layer.Layer<Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
-  Layer.mergeAll(Connector.layer, PolicyCache.layer, MtaSts.layer({ ca: options.ca })).pipe(
-    Layer.provideMerge(Dns.layer(options.dns))
-  )
+  Layer.mergeAll(
+    Connector.layer,
+    PolicyCache.layer,
+    MtaSts.layer({ ca: options.ca }),
+    Layer.succeed(TrustedCa, options.ca ?? [])
+  ).pipe(Layer.provideMerge(Dns.layer(options.dns)))

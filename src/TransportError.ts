@@ -31,6 +31,7 @@ export type Kind =
   | "policy"
   | "dns"
   | "bind"
+  | "local-address"
 
 /**
  * @since 0.1.0

@@ -468,7 +468,8 @@ describe("expressions and limits", () => {
       expect(run.code, run.stderr).toBe(75)
       const report = json<DeliveryReport>(run)
       expect(summary(report)).toEqual({
-        recipients: [["quiet@silent.test", "deferred", null, null]],
+        // the host answered the connect: it is the host of the result, though it never greeted
+        recipients: [["quiet@silent.test", "deferred", "mx.silent.test", null]],
         attempts: [["mx.silent.test", "127.0.0.7", "greeting", "failed", "timeout"]]
       })
       expect(report.recipients[0]!.error).toMatchObject({ phase: "greeting", kind: "timeout" })
@@ -483,8 +484,8 @@ describe("expressions and limits", () => {
       const cfg = config("tls.toml", `ip-strategy = "ipv4_only"\n[queue.outbound.tls]\nstarttls = "require"\nmta-sts = "disable"\n`)
       const trusted = yield* send(["--config", cfg, "--tls-ca", fx.caFile, "--message", messageFile, "--json", "t1@tls.test"])
       expect(trusted.code, trusted.stderr).toBe(0)
-      expect(json<DeliveryReport>(trusted).attempts.map((a) => [a.ip, a.tls, a.outcome])).toEqual([
-        ["127.0.0.8", true, "completed"]
+      expect(json<DeliveryReport>(trusted).attempts.map((a) => [a.ip, a.tls?.verified, a.tls?.reason, a.outcome])).toEqual([
+        ["127.0.0.8", true, null, "completed"]
       ])
       expect((yield* sessionsFor(fx.tls, "t1@tls.test")).map((s) => [s.secure, s.servername])).toEqual([
         [true, "mx.tls.test"]
@@ -494,6 +495,14 @@ describe("expressions and limits", () => {
       expect(summary(json<DeliveryReport>(untrusted)).attempts).toEqual([
         ["mx.tls.test", "127.0.0.8", "tls", "failed", "tls"]
       ])
+      // opportunistic (the default starttls = optional): delivered over TLS, recorded as unverified
+      const optional = config("tls-optional.toml", `ip-strategy = "ipv4_only"
+[queue.outbound.tls]
+mta-sts = "disable"
+`)
+      const opportunistic = yield* send(["--config", optional, "--message", messageFile, "t3@tls.test"])
+      expect(opportunistic.code, opportunistic.stderr).toBe(0)
+      expect(opportunistic.stdout).toMatch(/mx\.tls\.test +127\.0\.0\.8 +- +quit +completed +TLSv1\.3 unverified \(untrusted-root\)/)
     }), 60_000)
 })
 
@@ -607,10 +616,11 @@ describe("smtp-transport plan", () => {
         {
           domain: "many.test",
           recipients: ["p@many.test"],
+          // in preference order, whatever the DNS answer's order
           mx: [
-            { exchange: "mx-c.many.test", priority: 30 },
             { exchange: "mx-a.many.test", priority: 10 },
-            { exchange: "mx-b.many.test", priority: 20 }
+            { exchange: "mx-b.many.test", priority: 20 },
+            { exchange: "mx-c.many.test", priority: 30 }
           ],
           hosts: [
             host("mx-a.many.test", 10, "ipv6_then_ipv4", ["127.0.0.9"], []),
@@ -663,7 +673,7 @@ describe("smtp-transport plan", () => {
         "  host mx.two.test (preference 10)",
         "    strategy ipv4_only; addresses 127.0.0.1",
         "    source IPs: v4 (OS picks); v6 (OS picks)",
-        "    EHLO words.client.test; starttls optional; allow-invalid-certs false; addresses raced 250ms apart",
+        "    EHLO words.client.test; starttls optional: opportunistic, any certificate (RFC 7435); addresses raced 250ms apart",
         "    timeouts: connect 5m, greeting 5m, tls 3m, ehlo 5m, mail-from 5m, rcpt-to 5m, data 10m",
         ""
       ])

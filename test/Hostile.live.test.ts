@@ -47,7 +47,7 @@ const SLACK = 2_500
 
 type Timeouts = Partial<Record<"connect" | "greeting" | "ehlo" | "tls" | "mail-from" | "rcpt-to" | "data", number>>
 
-const config = (strategy: string, short: Timeouts = {}) => `
+const config = (strategy: string, short: Timeouts = {}, starttls = "optional") => `
 [queue.outbound]
 hostname = "'client.test'"
 ip-strategy = "${strategy}"
@@ -55,6 +55,7 @@ ip-strategy = "${strategy}"
 ${(["connect", "greeting", "ehlo", "tls", "mail-from", "rcpt-to", "data"] as const).map((k) => `${k} = "${short[k] ?? LONG}ms"`).join("\n")}
 [queue.outbound.tls]
 mta-sts = "disable"
+starttls = "${starttls}"
 `
 
 const MESSAGE = "From: sender@origin.test\r\nSubject: hostile\r\n\r\nbody line\r\n"
@@ -72,6 +73,8 @@ interface Live {
   readonly ca?: ReadonlyArray<string>
   /** Live DNS (the given servers) instead of in-memory zones naming the peer. */
   readonly dns?: Dns.LayerOptions
+  /** `tls.starttls`; `optional` (the default) goes on in plaintext after a failed handshake. */
+  readonly starttls?: "optional" | "require"
 }
 
 /** The delivery, on the live connector, to the peer as the one MX of hostile.test. */
@@ -87,7 +90,7 @@ const deliverTo = (peer: { readonly host: string; readonly port: number }, live:
     const started = Date.now()
     const report = yield* Transport.deliver(live.request ?? request).pipe(
       Effect.provide(Layer.mergeAll(
-        Layer.orDie(OutboundConfig.layerFromText(config(family === "a" ? "ipv4_only" : "ipv6_only", live.short))),
+        Layer.orDie(OutboundConfig.layerFromText(config(family === "a" ? "ipv4_only" : "ipv6_only", live.short, live.starttls))),
         dns,
         Connector.layer,
         PolicyCache.layer,
@@ -379,22 +382,45 @@ describe("STARTTLS and TLS on real sockets", () => {
       expect(peer.connections[0]!.plain).toBe("EHLO client.test\r\nSTARTTLS\r\n")
     }))
 
-  it.scopedLive("a TLS alert (handshake failure) in answer to the ClientHello: tls error, no plaintext retry", () =>
+  const alert = async (c: PeerConnection) => {
+    if (!(await hello(c, "STARTTLS")) || !(await answer(c, "220 go ahead")) || !(await c.bytes(1))) return
+    // TLS 1.2 record: alert, fatal (2), handshake_failure (40)
+    c.write(Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]))
+    c.socket.end()
+  }
+
+  it.scopedLive("a TLS alert (handshake failure) in answer to the ClientHello under require: tls error, no plaintext retry", () =>
     Effect.gen(function*() {
-      const peer = yield* hostilePeer(async (c) => {
-        if (!(await hello(c, "STARTTLS")) || !(await answer(c, "220 go ahead")) || !(await c.bytes(1))) return
-        // TLS 1.2 record: alert, fatal (2), handshake_failure (40)
-        c.write(Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]))
-        c.socket.end()
-      })
-      const result = yield* against(peer, deliverTo(peer))
+      const peer = yield* hostilePeer(alert)
+      const result = yield* against(peer, deliverTo(peer, { starttls: "require" }))
       expectOutcome(result, { status: "deferred", phase: "tls", kind: "tls", permanent: false, within: SLACK })
       expect(result.report.recipients[0]!.error!.message).toMatch(/^tls: TLS handshake failed: .*alert handshake failure/)
       expect(peer.connections).toHaveLength(1)
       expect(peer.connections[0]!.plain).not.toMatch(/MAIL FROM/)
     }))
 
-  it.scopedLive("a certificate for another name: tls error before any MAIL FROM; the right name is accepted", () =>
+  it.scopedLive("the same alert under optional (RFC 7435): plaintext on a new connection, delivered", () =>
+    Effect.gen(function*() {
+      let n = 0
+      const peer = yield* hostilePeer(async (c) => {
+        if (n++ === 0) return alert(c)
+        if (!(await hello(c, "STARTTLS"))) return
+        for (const reply of ["250 ok", "250 ok", "354 go"]) if (!(await answer(c, reply))) return
+        if (!(await c.until(`${CRLF}.${CRLF}`))) return
+        c.write(`250 2.0.0 queued${CRLF}`)
+        await answer(c, "221 bye")
+        c.socket.end()
+      })
+      const result = yield* against(peer, deliverTo(peer))
+      expectOutcome(result, { status: "delivered", phase: null, kind: null, permanent: null, within: SLACK })
+      expect(result.report.attempts.map((a) => [a.phase, a.outcome, a.error?.kind ?? null, a.tls])).toEqual([
+        ["tls", "failed", "tls", null],
+        ["quit", "completed", null, null]
+      ])
+      expect(peer.connections.map((c) => /MAIL FROM/.test(c.plain))).toEqual([false, true])
+    }))
+
+  it.scopedLive("a certificate for another name under require: tls error before any MAIL FROM; the right name is accepted", () =>
     Effect.gen(function*() {
       const wrong = yield* hostilePeer(async (c) => {
         if (!(await hello(c, "STARTTLS")) || (await c.line()) === null) return
@@ -402,7 +428,7 @@ describe("STARTTLS and TLS on real sockets", () => {
         c.startTls({ key: otherName.keyPem, cert: otherName.certPem })
         await c.line()
       })
-      const refused = yield* against(wrong, deliverTo(wrong, { ca: [otherName.caPem] }))
+      const refused = yield* against(wrong, deliverTo(wrong, { ca: [otherName.caPem], starttls: "require" }))
       expectOutcome(refused, { status: "deferred", phase: "tls", kind: "tls", permanent: false, within: SLACK })
       expect(refused.report.recipients[0]!.error!.message).toMatch(/Hostname\/IP does not match certificate's altnames/)
       expect(wrong.connections.map((c) => [c.secure, /MAIL FROM/.test(c.plain)])).toEqual([["", false]])
@@ -419,9 +445,9 @@ describe("STARTTLS and TLS on real sockets", () => {
         await answer(c, "221 bye")
         c.socket.end()
       })
-      const delivered = yield* against(right, deliverTo(right, { ca: [certs.caPem] }))
+      const delivered = yield* against(right, deliverTo(right, { ca: [certs.caPem], starttls: "require" }))
       expectOutcome(delivered, { status: "delivered", phase: null, kind: null, permanent: null, within: SLACK })
-      expect(delivered.report.attempts.map((a) => [a.tls, a.outcome])).toEqual([[true, "completed"]])
+      expect(delivered.report.attempts.map((a) => [a.tls?.verified, a.outcome])).toEqual([[true, "completed"]])
       expect(right.connections[0]!.secure).toMatch(/^EHLO client\.test\r\nMAIL FROM:<sender@origin\.test>/)
     }))
 })

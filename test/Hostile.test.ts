@@ -450,14 +450,39 @@ describe("STARTTLS attacks: no TLS on a tainted buffer, no plaintext after a fai
       ])))
     ))
 
-  it.effect("a failed handshake under tls.starttls = optional: temporary tls error, no plaintext retry", () =>
+  it.effect("a failed handshake under tls.starttls = optional: plaintext on a new connection to the same address (RFC 7435)", () =>
+    Effect.gen(function*() {
+      const result = yield* run()
+      expectOutcome(result, { status: "delivered", phase: "none" as Phase, kind: "none" as Kind, permanent: false, ms: 0, code: 250 })
+      expect(result.report.recipients[0]!.host).toBe("mx.hostile.test")
+      expect(result.report.attempts.map((a) => [a.ip, a.phase, a.outcome, a.error?.kind ?? null, a.tls])).toEqual([
+        [MX_IP, "tls", "failed", "tls", null],
+        [MX_IP, "quit", "completed", null, null]
+      ])
+      const [failed, plain] = yield* allClosed
+      expect(failed!.writes).toEqual(["EHLO client.test\r\n", "STARTTLS\r\n"])
+      expect(wrote(plain!, /STARTTLS/)).toBe(false)
+      expect(wrote(plain!, /MAIL FROM/)).toBe(true)
+    }).pipe(
+      Effect.provide(layers({
+        [MX_IP]: [
+          { script: [...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("220 go"), Script.handshakeFails] },
+          { script: [...hello("STARTTLS"), MAIL, OK, RCPT, OK, DATA, GO, Script.expectData, OK, ...QUIT] }
+        ]
+      }))
+    ))
+
+  it.effect("a failed handshake where TLS is required: deferred, never plaintext", () =>
     Effect.gen(function*() {
       const result = yield* run()
       expectOutcome(result, { status: "deferred", phase: "tls", kind: "tls", permanent: false, ms: 0 })
       const c = yield* onlyConnection
       expect(c.writes).toEqual(["EHLO client.test\r\n", "STARTTLS\r\n"])
     }).pipe(
-      Effect.provide(layers(one([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("220 go"), Script.handshakeFails])))
+      Effect.provide(layers(
+        one([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("220 go"), Script.handshakeFails]),
+        { config: CONFIG.replace("[queue.outbound.tls]\n", "[queue.outbound.tls]\nstarttls = \"require\"\n") }
+      ))
     ))
 })
 
@@ -565,10 +590,11 @@ describe("hostile MTA-STS: the lookup and the fetch bounded together by timeouts
 describe("policy: TLS required means no MAIL FROM in plaintext, ever", () => {
   const withTls = CONFIG.replace("[queue.outbound.tls]\n", "[queue.outbound.tls]\nstarttls = \"require\"\n")
 
-  it.effect("tls.starttls = require and STARTTLS not offered: permanent tls policy error", () =>
+  it.effect("tls.starttls = require and STARTTLS not offered: a temporary tls policy error (a stripped STARTTLS never bounces)", () =>
     Effect.gen(function*() {
       const result = yield* run()
-      expectOutcome(result, { status: "failed", phase: "tls", kind: "policy", permanent: true, ms: 0 })
+      expectOutcome(result, { status: "deferred", phase: "tls", kind: "policy", permanent: false, ms: 0 })
+      expect(result.report.recipients[0]!.host).toBe("mx.hostile.test")
       const c = yield* onlyConnection
       expect(c.writes).toEqual(["EHLO client.test\r\n", "QUIT\r\n"])
     }).pipe(Effect.provide(layers(one([...hello("PIPELINING"), ...QUIT]), { config: withTls }))))
@@ -619,10 +645,10 @@ describe("policy: TLS required means no MAIL FROM in plaintext, ever", () => {
     policies: { "hostile.test": "version: STSv1\nmode: enforce\nmx: mx.hostile.test\nmax_age: 86400\n" }
   }
 
-  it.effect("an enforce MTA-STS policy and STARTTLS not offered: permanent, no MAIL FROM", () =>
+  it.effect("an enforce MTA-STS policy and STARTTLS not offered: temporary, no MAIL FROM", () =>
     Effect.gen(function*() {
       const result = yield* run()
-      expectOutcome(result, { status: "failed", phase: "tls", kind: "policy", permanent: true, ms: 0 })
+      expectOutcome(result, { status: "deferred", phase: "tls", kind: "policy", permanent: false, ms: 0 })
       expect(result.report.plan.domains[0]!.mtaSts).toMatchObject({ status: "found", policy: { mode: "enforce" } })
       const c = yield* onlyConnection
       expect(c.writes).toEqual(["EHLO client.test\r\n", "QUIT\r\n"])

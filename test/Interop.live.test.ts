@@ -1,5 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Transport from "../src/Transport.js"
 import { aiosmtpd } from "./fixtures/aiosmtpd.js"
@@ -32,11 +36,12 @@ const deliver = (
   Transport.deliver(request).pipe(
     Effect.provide(Layer.mergeAll(
       Layer.orDie(OutboundConfig.layerFromText(options.config ?? config())),
-      Transport.layer({ dns: { servers: [options.dns] } })
+      // The one way to trust a private CA, for STARTTLS as for MTA-STS.
+      Transport.layer({ dns: { servers: [options.dns] }, ca: options.ca })
     )),
     Effect.provideService(Transport.TransportOptions, {
       port: options.port,
-      ca: options.ca,
+      ca: undefined,
       domainConcurrency: 8,
       mtaStsPort: 443
     })
@@ -85,7 +90,9 @@ describe("Postfix (Debian) as the receiving MTA", () => {
         ["alice@postfix.test", "delivered", 250, "2.0.0"],
         ["nobody@postfix.test", "failed", 550, "5.1.1"]
       ])
-      expect(report.attempts.map((a) => [a.ip, a.outcome, a.tls])).toEqual([["127.0.0.20", "completed", true]])
+      expect(report.attempts.map((a) => [a.ip, a.outcome, a.tls?.verified, a.tls?.reason])).toEqual([
+        ["127.0.0.20", "completed", true, null]
+      ])
       const stored = yield* mta.awaitMessages("alice@postfix.test", 1)
       expect(stored).toHaveLength(1)
       expect(endsWith(stored[0]!, sent)).toBe(true)
@@ -114,12 +121,83 @@ describe("Postfix (Debian) as the receiving MTA", () => {
         { dns: dns.server, port: mta.port, config: config("starttls = \"disable\"") }
       )
       expect(report.recipients.map((r) => [r.status, r.reply?.code])).toEqual([["delivered", 250]])
-      expect(report.attempts.map((a) => a.tls)).toEqual([false])
+      expect(report.attempts.map((a) => a.tls)).toEqual([null])
       const stored = yield* mta.awaitMessages("bob@postfix.test", 1)
       expect(endsWith(stored[0]!, sent)).toBe(true)
       // The null sender arrives as such.
       expect(stored[0]!.toString("utf8")).toMatch(/^Return-Path: <>\r?\n/)
       expect(yield* mta.awaitLog(/disconnect from .* quit=1/)).toMatch(/disconnect from .* ehlo=1 mail=1 rcpt=1 bdat=1 quit=1 commands=5/)
+    }))
+})
+
+/** A self-signed certificate for `name`, made with the openssl CLI (no CA): what Debian's Postfix offers. */
+const selfSigned = (name: string) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "self-signed-"))
+  try {
+    execFileSync("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+      "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"), "-days", "2",
+      "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`
+    ], { stdio: "ignore" })
+    return {
+      certPem: fs.readFileSync(path.join(dir, "cert.pem"), "utf8"),
+      keyPem: fs.readFileSync(path.join(dir, "key.pem"), "utf8")
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+describe("Postfix: opportunistic TLS and a stripped STARTTLS", () => {
+  it.scopedLive("a self-signed certificate under the default settings: delivered over TLS, recorded as unverified", () =>
+    Effect.gen(function*() {
+      const mta = yield* postfix({
+        host: "127.0.0.24",
+        domain: "postfix.test",
+        users: ["carol"],
+        tls: selfSigned("mx.postfix.test")
+      })
+      const dns = yield* DnsServer.scoped({
+        zones: {
+          "postfix.test": { mx: [{ exchange: "mx.postfix.test", priority: 10 }] },
+          "mx.postfix.test": { a: ["127.0.0.24"] }
+        }
+      })
+      const sent = message("carol@postfix.test")
+      const report = yield* deliver(
+        { message: sent, sender: "s@origin.test", recipients: ["carol@postfix.test"] },
+        { dns: dns.server, port: mta.port }
+      )
+      expect(report.recipients.map((r) => [r.status, r.host, r.reply?.code])).toEqual([["delivered", "mx.postfix.test", 250]])
+      expect(report.attempts.map((a) => [a.outcome, a.tls?.verified, a.tls?.reason])).toEqual([
+        ["completed", false, "self-signed"]
+      ])
+      expect(report.attempts[0]!.tls!.version).toMatch(/^TLSv1\.[23]$/)
+      const stored = yield* mta.awaitMessages("carol@postfix.test", 1)
+      expect(endsWith(stored[0]!, sent)).toBe(true)
+      expect(yield* mta.awaitLog(/disconnect from .* quit=1/)).toMatch(/disconnect from .* ehlo=2 starttls=1 mail=1 rcpt=1 bdat=1 quit=1/)
+    }))
+
+  it.scopedLive("STARTTLS not offered under starttls = require: deferred (temporary), never failed, no MAIL sent", () =>
+    Effect.gen(function*() {
+      const mta = yield* postfix({ host: "127.0.0.25", domain: "postfix.test", users: ["dave"] })
+      const dns = yield* DnsServer.scoped({
+        zones: {
+          "postfix.test": { mx: [{ exchange: "mx.postfix.test", priority: 10 }] },
+          "mx.postfix.test": { a: ["127.0.0.25"] }
+        }
+      })
+      const report = yield* deliver(
+        { message: message("dave@postfix.test"), sender: "s@origin.test", recipients: ["dave@postfix.test"] },
+        { dns: dns.server, port: mta.port, config: config("starttls = \"require\"") }
+      )
+      expect(report.recipients.map((r) => [r.status, r.host, r.error?.phase, r.error?.kind, r.error?.permanent])).toEqual([
+        ["deferred", "mx.postfix.test", "tls", "policy", false]
+      ])
+      expect(report.attempts.map((a) => [a.phase, a.outcome, a.tls])).toEqual([["tls", "failed", null]])
+      // The session ended after EHLO: the log's counters show no MAIL.
+      expect(yield* mta.awaitLog(/disconnect from .* quit=1/)).toMatch(/disconnect from .* ehlo=1 quit=1 commands=2/)
+      expect(yield* mta.mailbox("dave@postfix.test")).toEqual([])
     }))
 })
 
@@ -167,11 +245,36 @@ describe("aiosmtpd as the receiving MTA", () => {
         { dns: dns.server, port: mta.port, ca: [certs.caPem] }
       )
       expect(report.recipients.map((r) => [r.status, r.reply?.code])).toEqual([["delivered", 250]])
-      expect(report.attempts.map((a) => a.tls)).toEqual([true])
+      expect(report.attempts.map((a) => a.tls?.verified)).toEqual([true])
       const received = yield* mta.received
       expect(received).toHaveLength(1)
       expect(received[0]).toMatchObject({ mailFrom: "s@origin.test", rcptTos: ["jörg@aiosmtpd.test"], smtputf8: true, tls: true })
       expect(received[0]!.mailOptions).toContain("SMTPUTF8")
+      expect(received[0]!.content.equals(sent)).toBe(true)
+    }))
+
+  it.scopedLive("UTF-8 in a header only, to an ASCII address: delivered, SMTPUTF8 asked for since offered", () =>
+    Effect.gen(function*() {
+      const mta = yield* aiosmtpd({ host: "127.0.0.26" })
+      const dns = yield* DnsServer.scoped({
+        zones: {
+          "aiosmtpd.test": { mx: [{ exchange: "mx.aiosmtpd.test", priority: 10 }] },
+          "mx.aiosmtpd.test": { a: ["127.0.0.26"] }
+        }
+      })
+      const sent = Buffer.concat([
+        Buffer.from("From: Jörg <j@example.org>\r\n", "utf8"),
+        message("erin@aiosmtpd.test")
+      ])
+      const report = yield* deliver(
+        { message: sent, sender: "j@example.org", recipients: ["erin@aiosmtpd.test"] },
+        { dns: dns.server, port: mta.port }
+      )
+      expect(report.recipients.map((r) => [r.status, r.reply?.code])).toEqual([["delivered", 250]])
+      expect(report.attempts.map((a) => a.tls)).toEqual([null])
+      const received = yield* mta.received
+      expect(received).toHaveLength(1)
+      expect(received[0]).toMatchObject({ mailFrom: "j@example.org", rcptTos: ["erin@aiosmtpd.test"], smtputf8: true })
       expect(received[0]!.content.equals(sent)).toBe(true)
     }))
 })

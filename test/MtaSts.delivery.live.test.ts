@@ -110,16 +110,16 @@ describe("MTA-STS in a delivery (live)", () => {
         ["mx1.enforce.test", "mismatch", "policy"],
         ["mx2.enforce.test", "match", null]
       ])
-      expect(report.attempts.map((a) => [a.host, a.tls, a.outcome])).toEqual([["mx2.enforce.test", true, "completed"]])
+      expect(report.attempts.map((a) => [a.host, a.tls?.verified, a.outcome])).toEqual([["mx2.enforce.test", true, "completed"]])
       expect(policyRequests).toContain("mta-sts.enforce.test")
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("enforce: STARTTLS not offered means no delivery in plaintext", () =>
+  it.scopedLive("enforce: STARTTLS not offered means no delivery in plaintext; deferred, never bounced", () =>
     Effect.gen(function*() {
       const { mx1, mx2, report } = yield* deliverTo("notls.test", { tls: false })
-      expect(report.recipients.map((r) => r.status)).toEqual(["failed"])
-      expect(report.recipients[0]!.error).toMatchObject({ phase: "tls", permanent: true })
+      expect(report.recipients.map((r) => [r.status, r.host])).toEqual([["deferred", "mx2.notls.test"]])
+      expect(report.recipients[0]!.error).toMatchObject({ phase: "tls", kind: "policy", permanent: false })
       expect(mx1).toEqual([])
       // mx2 was reached, but no transaction ever started on it
       expect(mx2.flatMap((s) => s.transactions)).toEqual([])

@@ -101,30 +101,38 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("an untrusted CA fails the tls phase with kind tls; allow-invalid-certs goes through", () =>
+  it.scopedLive("require: an untrusted CA fails the tls phase with kind tls; allow-invalid-certs goes through; optional goes through", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer({ tls: { key: certs.keyPem, cert: certs.certPem } })
       const error = yield* Effect.flip(deliver(
         server,
         { sender: "a@x.test", recipients: ["b@y.test"] },
         utf8("x\r\n"),
-        settings({ ca: [certs.wrongCaPem] })
+        settings({ ca: [certs.wrongCaPem], starttls: "require" })
       ))
       expect([error.phase, error.kind, error.permanent]).toEqual(["tls", "tls", false])
       const { session } = yield* deliver(
         server,
         { sender: "a@x.test", recipients: ["b@y.test"] },
         utf8("x\r\n"),
-        settings({ ca: [certs.wrongCaPem], allowInvalidCerts: true })
+        settings({ ca: [certs.wrongCaPem], allowInvalidCerts: true, starttls: "require" })
       )
       // up, but unverified, and the report can say why
-      expect([session.tls !== null, session.tls?.verified, session.tls?.reason !== null]).toEqual([true, false, true])
-      const sessions = yield* closedSessions(server, 2)
-      expect(sessions.map((s) => [s.secure, s.transactions.length])).toEqual([[false, 0], [true, 1]])
+      expect([session.tls !== null, session.tls?.verified, session.tls?.reason]).toEqual([true, false, "untrusted-root"])
+      // opportunistic (RFC 7435): the same certificate is used, and said to be unverified
+      const optional = yield* deliver(
+        server,
+        { sender: "a@x.test", recipients: ["b@y.test"] },
+        utf8("x\r\n"),
+        settings({ ca: [certs.wrongCaPem], starttls: "optional" })
+      )
+      expect([optional.session.tls?.verified, optional.session.tls?.reason]).toEqual([false, "untrusted-root"])
+      const sessions = yield* closedSessions(server, 3)
+      expect(sessions.map((s) => [s.secure, s.transactions.length])).toEqual([[false, 0], [true, 1], [true, 1]])
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("STARTTLS not offered: optional goes in plaintext, require fails permanently", () =>
+  it.scopedLive("STARTTLS not offered: optional goes in plaintext, require fails temporarily (4.7.4)", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer()
       const { session } = yield* deliver(server, { sender: "a@x.test", recipients: ["b@y.test"] }, utf8("x\r\n"))
@@ -132,7 +140,7 @@ describe("SmtpSession against smtp-server", () => {
       const error = yield* Effect.flip(
         deliver(server, { sender: "a@x.test", recipients: ["b@y.test"] }, utf8("x\r\n"), settings({ starttls: "require" }))
       )
-      expect([error.phase, error.kind, error.permanent]).toEqual(["tls", "policy", true])
+      expect([error.phase, error.kind, error.permanent]).toEqual(["tls", "policy", false])
       expect(yield* Connector.openConnections).toBe(0)
     }))
 

@@ -356,7 +356,7 @@ describe("Transport.deliver: the plan and the trace", () => {
         mtaSts: { status: "none", source: null, id: null, policy: null, error: null },
         error: null
       }])
-      expect(report.attempts[0]).toMatchObject({ ehlo: "client.test", tls: false, source: null })
+      expect(report.attempts[0]).toMatchObject({ ehlo: "client.test", tls: null, source: null })
     }).pipe(Effect.provide(layers(twoHosts, { "192.0.2.1": accept(session([["rcpt@a.test", "250 ok"]])) }))))
 })
 
@@ -392,7 +392,10 @@ describe("Transport.deliver: MTA-STS", () => {
         ["mx1.a.test", "mismatch", "policy", true],
         ["mx2.a.test", "match", null, null]
       ])
-      expect(report.attempts[0]).toMatchObject({ host: "mx2.a.test", tls: true })
+      expect(report.attempts[0]).toMatchObject({
+        host: "mx2.a.test",
+        tls: { version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", verified: true, reason: null }
+      })
     }).pipe(
       Effect.provide(layers(zones, { "192.0.2.3": accept(tlsSession("rcpt@a.test")) }, CONFIG + `
 [queue.outbound.tls]
@@ -401,12 +404,13 @@ allow-invalid-certs = true
     )
   })
 
-  it.effect("enforce: no delivery in plaintext when STARTTLS is not offered", () => {
+  it.effect("enforce: no delivery in plaintext when STARTTLS is not offered; deferred, never bounced", () => {
     const [zones, policies] = stsZones("enforce")
     return Effect.gen(function*() {
       const report = yield* run(request("rcpt@a.test"))
-      expect(statuses(report)).toEqual([["rcpt@a.test", "failed"]])
-      expect(report.recipients[0]!.error).toMatchObject({ phase: "tls", permanent: true })
+      expect(statuses(report)).toEqual([["rcpt@a.test", "deferred"]])
+      expect(report.recipients[0]!.error).toMatchObject({ phase: "tls", kind: "policy", permanent: false })
+      expect(report.recipients[0]!.host).toBe("mx2.a.test")
       const connections = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
       expect(connections[0]!.written).not.toMatch(/MAIL FROM/)
     }).pipe(

@@ -93,6 +93,19 @@ const planLines = (domain: DomainPlan): ReadonlyArray<string> => {
   return lines
 }
 
+/** `no` for plaintext; else the version, and whether the certificate verified (why not, when it did not). */
+const tlsText = (tls: AttemptRecord["tls"]): string =>
+  tls === null ? "no" : `${tls.version ?? "TLS"} ${tls.verified ? "verified" : `unverified (${tls.reason ?? "unknown"})`}`
+
+/** What a host's TLS settings amount to: opportunistic (RFC 7435), or a certificate that must verify. */
+const tlsPolicyText = (s: NonNullable<ExplainedHost["settings"]>): string => {
+  const head = `starttls ${s.starttls}${s.requireTls ? " (TLS required)" : ""}`
+  if (s.starttls === "require" || s.requireTls) {
+    return `${head}: ${s.allowInvalidCerts ? "any certificate (allow-invalid-certs)" : "verified certificate"}`
+  }
+  return s.starttls === "disable" ? `${head}: plaintext` : `${head}: opportunistic, any certificate (RFC 7435)`
+}
+
 /**
  * The attempts as a timeline: start (ms since the delivery began), duration, host, address, source, last phase,
  * outcome, TLS, error.
@@ -110,7 +123,7 @@ export const timeline = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<
     a.source ?? "-",
     a.phase,
     a.outcome,
-    a.tls ? "yes" : "no",
+    tlsText(a.tls),
     a.error === null ? "" : errorText(a.error)
   ])
   return table([header, ...rows], ["right", "right"])
@@ -185,7 +198,7 @@ const hostLines = (h: ExplainedHost): ReadonlyArray<string> => {
       ? "one address at a time"
       : `addresses raced ${duration(s.connectionAttemptDelayMs)} apart`
     lines.push(
-      `    EHLO ${s.ehlo}; starttls ${s.starttls}${s.requireTls ? " (TLS required)" : ""}; allow-invalid-certs ${s.allowInvalidCerts}; ${delay}`,
+      `    EHLO ${s.ehlo}; ${tlsPolicyText(s)}; ${delay}`,
       `    timeouts: ${timeoutsText(s.timeouts)}`
     )
   }

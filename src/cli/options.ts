@@ -215,7 +215,8 @@ export const environment = (options: Common): Effect.Effect<Environment, CliExit
       Layer.succeed(OutboundConfig.OutboundConfig, config),
       Transport.layer({ dns: servers.length === 0 ? {} : { servers }, ca })
     )
-    return { config, layer, options: { ...defaults, port: options.port, ca } }
+    // The CAs go through Transport.layer alone, which hands them to STARTTLS and MTA-STS.
+    return { config, layer, options: { ...defaults, port: options.port } }
   })
 
 /**

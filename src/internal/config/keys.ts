@@ -158,7 +158,7 @@ export const KEYS = {
     "tls",
     Convert.tlsPolicy,
     "optional",
-    "Whether STARTTLS is used: optional, require or disable."
+    "Whether STARTTLS is used: optional (any certificate, RFC 7435), require (a verified one) or disable."
   ),
   "tls.mtaSts": key<TlsPolicy, "domain">(
     "tls.mta-sts",
@@ -174,7 +174,7 @@ export const KEYS = {
     "bool",
     Convert.boolean,
     false,
-    "Accept a certificate that does not verify (never under an enforced MTA-STS policy)."
+    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy)."
   ),
   connectionAttemptDelay: key<Option.Option<Duration.Duration>, "host">(
     "connection-attempt-delay",

@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import type { ConnectOptions, Io, IoEvents, StartTlsOptions, TlsInfo } from "../../Connector.js"
-import { errorMessage, fromErrno, SocketError } from "./socketError.js"
+import { errorMessage, fromErrno, SocketError, tlsReason } from "./socketError.js"
 
 let openSockets = 0
 
@@ -126,7 +126,10 @@ class LiveIo implements Io {
         version: secure.getProtocol() ?? null,
         cipher: cipher?.name ?? null,
         verified: secure.authorized,
-        reason: reason === undefined || reason === null ? null : String(reason)
+        // Node gives OpenSSL's code (or ERR_TLS_CERT_ALTNAME_INVALID) as a string, an Error in older versions.
+        reason: reason === undefined || reason === null
+          ? null
+          : tlsReason(typeof reason === "object" && "code" in reason ? String(reason.code) : String(reason))
       })
     }
     const onFail = (error: unknown) => {

@@ -10,7 +10,7 @@ import type * as Scope from "effect/Scope"
 import type { ConnectOptions, Io, IoEvents, StartTlsOptions, TlsInfo } from "../../Connector.js"
 import type { Step, TestConnectionRecord, TestPeer } from "../../ConnectorTest.js"
 import { LineBuffer } from "../lineBuffer.js"
-import { SocketError } from "./socketError.js"
+import { notLocal, SocketError } from "./socketError.js"
 
 /** @internal */
 export type MutableRecord = {
@@ -23,6 +23,19 @@ const decoder = new TextDecoder()
 
 const SCRIPTED_TLS: TlsInfo = { version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", verified: true, reason: null }
 
+/** The peer's side of a handshake: it completes, fails, or completes with a certificate that does not verify. */
+type TlsAnswer = { readonly ok: boolean; readonly unverified?: string | undefined }
+
+/** A certificate that does not verify fails the handshake when the client rejects unauthorized ones, as Node does. */
+const handshakeResult = (tls: TlsAnswer, options: StartTlsOptions | null): TlsInfo | SocketError => {
+  if (!tls.ok) return new SocketError({ kind: "tls", message: "TLS handshake failed: scripted failure" })
+  if (tls.unverified === undefined) return SCRIPTED_TLS
+  if (options === null || options.rejectUnauthorized) {
+    return new SocketError({ kind: "tls", message: `TLS handshake failed: certificate not verified (${tls.unverified})` })
+  }
+  return { ...SCRIPTED_TLS, verified: false, reason: tls.unverified }
+}
+
 const resetByPeer = () => new SocketError({ kind: "reset", message: "connection reset by the peer" })
 
 class ScriptedIo implements Io {
@@ -33,8 +46,9 @@ class ScriptedIo implements Io {
   private connected: SocketError | null | undefined = undefined
   private onConnected: ((error: SocketError | null) => void) | null = null
   readonly tlsRequest: Deferred.Deferred<void>
-  private onTls: ((ok: boolean) => void) | null = null
-  private tlsAnswer: boolean | null = null
+  private onTls: ((tls: TlsAnswer) => void) | null = null
+  private tlsAnswer: TlsAnswer | null = null
+  private tlsOptions: StartTlsOptions | null = null
 
   constructor(readonly record: MutableRecord, readonly events: IoEvents, tlsRequest: Deferred.Deferred<void>) {
     this.tlsRequest = tlsRequest
@@ -77,22 +91,25 @@ class ScriptedIo implements Io {
 
   upgrade(options: StartTlsOptions, done: (result: TlsInfo | SocketError) => void): () => void {
     this.record.startTls.push(options)
-    const answer = (ok: boolean) =>
-      done(ok ? SCRIPTED_TLS : new SocketError({ kind: "tls", message: "TLS handshake failed: scripted failure" }))
+    const answer = (tls: TlsAnswer) => done(handshakeResult(tls, options))
     if (this.tlsAnswer !== null) {
       answer(this.tlsAnswer)
       return () => {}
     }
     this.onTls = answer
+    this.tlsOptions = options
     Deferred.unsafeDone(this.tlsRequest, Effect.void)
     return () => {
       this.onTls = null
     }
   }
 
-  answerTls(ok: boolean): void {
-    this.tlsAnswer = ok
-    this.onTls?.(ok)
+  /** Whether the handshake succeeds for the options the client asked with. */
+  answerTls(tls: TlsAnswer): boolean {
+    this.tlsAnswer = tls
+    const ok = !(handshakeResult(tls, this.tlsOptions) instanceof SocketError)
+    this.onTls?.(tls)
+    return ok
   }
 
   reset(message: string): void {
@@ -154,9 +171,8 @@ const script = (io: ScriptedIo, steps: ReadonlyArray<Step>): Effect.Effect<void>
           return
         case "Handshake":
           yield* Deferred.await(io.tlsRequest)
-          io.answerTls(step.ok)
-          if (!step.ok) {
-            io.reset("TLS handshake failed: scripted failure")
+          if (!io.answerTls(step)) {
+            io.reset("TLS handshake failed")
             return
           }
           break
@@ -201,6 +217,9 @@ export const open = (
           return null
         case "bind":
           io.settle(new SocketError({ kind: "bind", message: `bind EADDRNOTAVAIL ${options.localAddress ?? "0.0.0.0"}` }))
+          return null
+        case "local-address":
+          io.settle(new SocketError({ kind: "local-address", message: notLocal(options.localAddress ?? "0.0.0.0") }))
           return null
         case "reset":
           io.settle(new SocketError({ kind: "reset", message: `connect ECONNRESET ${options.ip}` }))

@@ -7,13 +7,51 @@
 import * as Data from "effect/Data"
 
 /** @internal */
-export type SocketErrorKind = "refused" | "unreachable" | "reset" | "timeout" | "bind" | "tls" | "protocol" | "closed"
+export type SocketErrorKind =
+  | "refused"
+  | "unreachable"
+  | "reset"
+  | "timeout"
+  | "bind"
+  | "local-address"
+  | "tls"
+  | "protocol"
+  | "closed"
 
 /** @internal */
 export class SocketError extends Data.TaggedError("SocketError")<{
   readonly kind: SocketErrorKind
   readonly message: string
 }> {}
+
+/** @internal */
+export const notLocal = (address: string): string => `${address} is not an address of this machine`
+
+/**
+ * Why a certificate did not verify, from OpenSSL's or Node's code: one of a few words a reader knows, or the code
+ * itself.
+ *
+ * @internal
+ */
+export const tlsReason = (code: string): string => {
+  switch (code) {
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+      return "self-signed"
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+    case "HOSTNAME_MISMATCH":
+      return "name-mismatch"
+    case "CERT_HAS_EXPIRED":
+      return "expired"
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "UNABLE_TO_GET_ISSUER_CERT":
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "CERT_UNTRUSTED":
+      return "untrusted-root"
+    default:
+      return code
+  }
+}
 
 /** @internal */
 export const closedByPeer = (): SocketError =>
@@ -52,7 +90,17 @@ export const fromErrno = (error: unknown, during: "connect" | "io"): SocketError
   const code = errorCode(error)
   const syscall = typeof error === "object" && error !== null && "syscall" in error ? error.syscall : undefined
   const message = errorMessage(error)
-  if (syscall === "bind") return new SocketError({ kind: "bind", message })
+  if (syscall === "bind") {
+    // The kernel's word that the configured source is on no interface of this machine: a setting that cannot work.
+    if (code === "EADDRNOTAVAIL") {
+      const address = typeof error === "object" && error !== null && "address" in error ? String(error.address) : null
+      return new SocketError({
+        kind: "local-address",
+        message: address === null ? message : notLocal(address)
+      })
+    }
+    return new SocketError({ kind: "bind", message })
+  }
   switch (code) {
     case "ECONNREFUSED":
       return new SocketError({ kind: "refused", message })

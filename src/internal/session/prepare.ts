@@ -55,11 +55,17 @@ export const prepare = (
     return Either.left(policyError("mail-from", `sender ${JSON.stringify(envelope.sender)} cannot be sent`))
   }
   const normalized = dotStuff.normalize(message)
-  const needsUtf8 = NON_ASCII.test(envelope.sender) || envelope.recipients.some((r) => NON_ASCII.test(r)) ||
-    dotStuff.headerHas8Bit(normalized)
-  if (needsUtf8 && !caps.smtpUtf8) {
-    return Either.left(policyError("mail-from", "the message needs SMTPUTF8 and the server does not advertise it"))
+  // As Postfix decides: only an envelope address makes SMTPUTF8 a must; UTF-8 in the headers alone asks for it where
+  // offered and goes as 8-bit data elsewhere, since refusing it would bounce mail every receiver reads.
+  const utf8Address = NON_ASCII.test(envelope.sender)
+    ? envelope.sender
+    : envelope.recipients.find((r) => NON_ASCII.test(r))
+  if (utf8Address !== undefined && !caps.smtpUtf8) {
+    return Either.left(
+      policyError("mail-from", `${utf8Address} needs SMTPUTF8 and the server does not advertise it`)
+    )
   }
+  const needsUtf8 = utf8Address !== undefined || (caps.smtpUtf8 && dotStuff.headerHas8Bit(normalized))
   if (envelope.requireTls === true) {
     if (session.tls === null) return Either.left(policyError("mail-from", "REQUIRETLS message over a plaintext connection"))
     if (!caps.requireTls) {

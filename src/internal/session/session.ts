@@ -171,7 +171,9 @@ const startTls = (
           connection.startTls({
             servername: settings.servername,
             ca: settings.tls.ca,
-            rejectUnauthorized: !settings.tls.allowInvalidCerts
+            // RFC 7435: where nothing asks for authenticated TLS, any certificate beats plaintext; the attempt
+            // records whether it verified. Where TLS is required, verification as configured.
+            rejectUnauthorized: policy === "require" && !settings.tls.allowInvalidCerts
           }, step.deadline),
           (e) => phase.fromSocket(e, "tls", timeoutMs)
         ).pipe(Effect.tap(() => step.debug ? Effect.logDebug(`TLS established with ${settings.servername}`) : Effect.void))
@@ -208,13 +210,13 @@ export const open = (
     if (policy !== "disable") {
       if (!hi.capabilities.startTls) {
         if (policy === "require") {
+          // Temporary, as Postfix's 4.7.4: a STARTTLS stripped from the EHLO reply delays mail, never bounces it.
           return yield* TransportError.make(
             "tls",
             "policy",
             settings.tls.required
               ? "tls: STARTTLS not advertised, and TLS is required for this message"
-              : "tls: STARTTLS not advertised (tls.starttls = require)",
-            true
+              : "tls: STARTTLS not advertised (tls.starttls = require)"
           )
         }
       } else {

@@ -12,11 +12,10 @@ import type { Dns } from "../../Dns.js"
 import * as MtaSts from "../../MtaSts.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { PolicyCache } from "../../PolicyCache.js"
-import type * as TransportError from "../../TransportError.js"
 import { evaluateHost } from "../settings/evaluate.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
-import { allHostsFailed, failedBy, hostPlan } from "./report.js"
+import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
 import type { Variables } from "../../Expression.js"
 
@@ -39,8 +38,8 @@ export const deliverDomain = (
     const { plan, warnings } = stage
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
-    const hostErrors: Array<TransportError.TransportError> = stage.excluded.map(([, error]) => error)
-    const error = stage.error ?? (plan !== null && plan.hosts.length === 0 ? hostErrors[0]! : null)
+    const hostErrors: Array<HostFailure> = stage.excluded.map(([, error]) => ({ error, host: null }))
+    const error = stage.error ?? (plan !== null && plan.hosts.length === 0 ? hostErrors[0]!.error : null)
     if (plan === null || error !== null) {
       return {
         recipients: group.recipients.map((rcpt) => failedBy(rcpt, error!, null)),
@@ -72,11 +71,11 @@ export const deliverDomain = (
       const host = next.value
       hostPlans.push(hostPlan(host, policy))
       if (Either.isLeft(host.resolution)) {
-        hostErrors.push(host.resolution.left)
+        hostErrors.push({ error: host.resolution.left, host: null })
         continue
       }
       const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings)
-      if (outcome._tag === "NextHost") hostErrors.push(outcome.error)
+      if (outcome._tag === "NextHost") hostErrors.push(outcome)
       else results = outcome.recipients
     }
 

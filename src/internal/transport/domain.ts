@@ -91,7 +91,9 @@ export const domainPlanOf = (
 ): DomainPlan => ({
   domain: group.domain,
   recipients: group.recipients,
-  mx: stage.plan?.records.map((r) => ({ exchange: r.exchange, priority: r.priority })) ?? [],
+  // In preference order, as a reader expects them; DNS answers in any order.
+  mx: stage.plan?.records.map((r) => ({ exchange: r.exchange, priority: r.priority }))
+    .sort((a, b) => a.priority - b.priority) ?? [],
   hosts,
   dropped: stage.plan?.dropped.map((h) => h.name) ?? [],
   limits: stage.settings.limits,

@@ -18,6 +18,7 @@ import { explainedSettings } from "../settings/explain.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { mtaStsMatch, reportError } from "./report.js"
 import { connectionVariables, type Group, hostVariables } from "./request.js"
+import * as settingWarnings from "./warnings.js"
 
 /**
  * Connection-stage settings (EHLO name, timeouts) are evaluated for the host's first address with no source bound.
@@ -48,6 +49,11 @@ export const explainDomain = (
       const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
       const connection = evaluateConnection(config, connectionVariables(variables, addresses[0] ?? "0.0.0.0", null))
       stage.warnings.push(...connection.warnings)
+      // Said once per domain, not once per host that shares the setting.
+      const ehlo = settingWarnings.ehloName(connection.settings.ehloName)
+      for (const warning of [...settingWarnings.sourceIp(sourceIp), ...(ehlo === null ? [] : [ehlo])]) {
+        if (!stage.warnings.includes(warning)) stage.warnings.push(warning)
+      }
       hosts.push({
         host: host.name,
         preference: host.preference,

@@ -10,8 +10,8 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import type * as Candidates from "../../Candidates.js"
-import type { Connection, Connector } from "../../Connector.js"
-import type { AttemptRecord, RecipientResult } from "../../DeliveryReport.js"
+import type { Connection, Connector, TlsInfo } from "../../Connector.js"
+import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
 import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
 import type { Config } from "../../OutboundConfig.js"
@@ -22,6 +22,7 @@ import * as TransportError from "../../TransportError.js"
 import { evaluateConnection } from "../settings/evaluate.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
 import { connectionVariables, type Group } from "./request.js"
+import * as settingWarnings from "./warnings.js"
 
 /** What the stages below the domain need of the delivery. @internal */
 export interface Delivery {
@@ -33,6 +34,8 @@ export interface Delivery {
   /** The envelope sender, `""` for the null sender. */
   readonly sender: string
   readonly requireTls: boolean
+  /** Trusted CAs for STARTTLS (Node's roots and the configured ones), `undefined` for Node's roots alone. */
+  readonly ca: ReadonlyArray<string> | undefined
 }
 
 /** A host's settings and the variables they were evaluated with. @internal */
@@ -43,7 +46,8 @@ export interface HostStage {
 
 /** @internal */
 export type HostOutcome =
-  | { readonly _tag: "NextHost"; readonly error: TransportError.TransportError }
+  /** `host`: the host's name when it answered (the connection was made), `null` when it was never reached. */
+  | { readonly _tag: "NextHost"; readonly error: TransportError.TransportError; readonly host: string | null }
   | { readonly _tag: "Done"; readonly recipients: ReadonlyArray<RecipientResult> }
 
 interface Connected {
@@ -70,6 +74,8 @@ const connect = (
   )
   if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
   const { settings } = evaluated
+  const ehlo = settingWarnings.ehloName(settings.ehloName)
+  if (ehlo !== null) warnings.push(ehlo)
   const { options } = delivery
   return Effect.flatMap(
     Effect.makeSpan("smtp.attempt", {
@@ -128,7 +134,7 @@ export const tryHost = (
         ip: loser.candidate.ip,
         source: loser.candidate.source,
         ehlo: null,
-        tls: false,
+        tls: null,
         startMs: since(loser.startMs),
         durationMs: loser.endMs - loser.startMs,
         phase: "connect",
@@ -139,27 +145,48 @@ export const tryHost = (
     if (Option.isNone(race.winner)) {
       const failures = race.losers.flatMap((l) => l._tag === "Failed" ? [l] : []).sort((a, b) => a.endMs - b.endMs)
       const last = failures[failures.length - 1]
-      return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: last?.error ?? noAddress(host.host.name) })
+      return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: last?.error ?? noAddress(host.host.name), host: null })
     }
     const winner = race.winner.value
-    const record = (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) =>
+    const record: Record = (startMs, fields) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         attempts.push({
           domain: group.domain,
           host: host.host.name,
           ip: winner.candidate.ip,
           source: winner.candidate.source,
-          startMs: since(winner.startMs),
-          durationMs: now - winner.startMs,
+          startMs: since(startMs),
+          durationMs: now - startMs,
           ...fields
         })
       })
-    return session(delivery, group, host, hostStage, enforced, winner.value, record).pipe(
+    return session(delivery, group, host, hostStage, enforced, winner.value, winner.startMs, record).pipe(
       Effect.withParentSpan(winner.value.span)
     )
   })
 
-/** The session on the race's winner: open, one transaction, QUIT. */
+type Record = (
+  startMs: number,
+  fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
+) => Effect.Effect<void>
+
+const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
+  tls === null ? null : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason }
+
+/**
+ * A handshake that failed outright (an alert, no common protocol, a reset during it) where nothing requires TLS:
+ * Postfix's `may` level goes on in plaintext, on a new connection since this one is lost. Not after a timeout (a
+ * silent server would cost a second timeout) nor bytes injected after the 220 (CVE-2011-0411: not a TLS failure,
+ * a server to leave).
+ */
+const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
+  error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
+  settings.tls.starttls === "optional"
+
+/**
+ * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
+ * followed by a plaintext session on a new connection to the same address.
+ */
 const session = (
   delivery: Delivery,
   group: Group,
@@ -167,24 +194,62 @@ const session = (
   hostStage: HostStage,
   enforced: boolean,
   connected: Connected,
-  record: (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) => Effect.Effect<void>
-): Effect.Effect<HostOutcome> =>
+  startMs: number,
+  record: Record
+): Effect.Effect<HostOutcome, never, Connector> =>
   Effect.gen(function*() {
-    const { connection } = connected
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
       servername: host.host.name,
       tls: {
         starttls: hostStage.settings.tls.starttls,
         allowInvalidCerts: hostStage.settings.tls.allowInvalidCerts && !enforced,
-        ca: delivery.options.ca,
+        ca: delivery.ca,
         required: delivery.requireTls || enforced
       },
       phaseSpans: delivery.options.phaseSpans === true
     }
+    const outcome = yield* converse(delivery, group, host, connected.connection, settings, (f) => record(startMs, f))
+    if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
+    yield* Effect.logDebug(`${outcome.error.message}: going on in plaintext (tls.starttls = optional)`)
+    yield* connected.connection.close
+    const retryMs = yield* Clock.currentTimeMillis
+    const plain: SmtpSession.SessionSettings = { ...settings, tls: { ...settings.tls, starttls: "disable" } }
+    const { candidate } = connected
+    return yield* Effect.acquireUseRelease(
+      Effect.either(SmtpSession.connect(
+        { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
+        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans }
+      )),
+      (retry) =>
+        Either.isRight(retry)
+          ? converse(delivery, group, host, retry.right, plain, (f) => record(retryMs, f))
+          : Effect.as(
+            record(retryMs, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
+            { _tag: "NextHost", error: retry.left, host: host.host.name } as const
+          ),
+      (retry) => Either.isRight(retry) ? retry.right.close : Effect.void
+    )
+  })
+
+/** Open, one transaction, QUIT, on one connection; its attempt recorded. */
+const converse = (
+  delivery: Delivery,
+  group: Group,
+  host: Candidates.HostCandidates,
+  connection: Connection,
+  settings: SmtpSession.SessionSettings,
+  record: (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) => Effect.Effect<void>
+): Effect.Effect<HostOutcome> =>
+  Effect.gen(function*() {
     const opened = yield* Effect.either(SmtpSession.open(connection, settings))
     if (Either.isLeft(opened)) {
-      const error = opened.left
+      let error = opened.left
+      // RFC 8689 §4.1: a REQUIRETLS message fails for good only when no MX host offered it, which a host without
+      // STARTTLS does not; the other TLS requirements defer (Postfix's 4.7.4).
+      if (error.phase === "tls" && error.kind === "policy" && delivery.requireTls) {
+        error = TransportError.make(error.phase, error.kind, error.message, true)
+      }
       // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
       // after a timeout or a reset just close.
       if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection, settings })
@@ -192,10 +257,10 @@ const session = (
         phase: error.phase,
         outcome: "failed",
         error: reportError(error),
-        tls: false,
+        tls: attemptTls(connection.tls),
         ehlo: error.phase === "greeting" ? null : settings.ehloName
       })
-      return { _tag: "NextHost", error } as const
+      return { _tag: "NextHost", error, host: host.host.name } as const
     }
     const opening = opened.right
     const envelope: SmtpSession.Envelope = {
@@ -204,13 +269,17 @@ const session = (
       requireTls: delivery.requireTls
     }
     const transaction = yield* SmtpSession.transaction(opening, envelope, delivery.message, settings)
-    const transportError = firstTransportError(transaction)
+    // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
+    const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
+      ? transaction.mailFrom.left
+      : null
+    const transportError = refused ?? firstTransportError(transaction)
     if (transaction.canQuit) yield* SmtpSession.quit(opening)
     yield* record({
       phase: transportError === null ? "quit" : transaction.phase,
       outcome: transportError === null ? "completed" : "failed",
       error: transportError === null ? null : reportError(transportError),
-      tls: opening.tls !== null,
+      tls: attemptTls(opening.tls),
       ehlo: opening.ehloName
     })
     return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const

@@ -88,21 +88,27 @@ export const firstTransportError = (t: SmtpSession.TransactionResult): Transport
   return errors.find((e): e is TransportError.TransportError => e !== null && !canQuitAfter(e)) ?? null
 }
 
+/** Why a host took no transaction, and its name when it answered. @internal */
+export interface HostFailure {
+  readonly error: TransportError.TransportError
+  readonly host: string | null
+}
+
 /**
  * Every host failed before a transaction started. Unlike Stalwart ("last error wins"), the recipients fail
  * permanently only when every host failed permanently: one unreachable host among permanent refusals is a reason to
- * try again later, not to bounce.
+ * try again later, not to bounce. The last error is reported with its host, when that host answered.
  *
  * @internal
  */
 export const allHostsFailed = (
   recipients: ReadonlyArray<string>,
-  errors: ReadonlyArray<TransportError.TransportError>
+  failures: ReadonlyArray<HostFailure>
 ): ReadonlyArray<RecipientResult> => {
-  const last = errors[errors.length - 1]!
-  const permanent = errors.every((e) => e.permanent)
+  const last = failures[failures.length - 1]!
+  const permanent = failures.every((f) => f.error.permanent)
   return recipients.map((rcpt): RecipientResult => ({
-    ...failedBy(rcpt, last, null),
+    ...failedBy(rcpt, last.error, last.host),
     status: permanent ? "failed" : "deferred"
   }))
 }
