@@ -17,6 +17,7 @@ import * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import type { Connection, Connector, TlsInfo } from "./Connector.js"
 import type * as capabilities from "./internal/session/capabilities.js"
 import * as internal from "./internal/session/session.js"
@@ -54,6 +55,11 @@ export interface SessionSettings extends ConnectionSettings {
   }
   /** A span per phase (`smtp.<phase>`) besides the span events. */
   readonly phaseSpans: boolean
+  /**
+   * The span the phases report to (their events, and with `phaseSpans` their spans' parent); the current span when
+   * absent. Given, it spares making it the current span around the session, which is most of a span's cost.
+   */
+  readonly span?: Tracer.AnySpan | undefined
 }
 
 /**
@@ -66,6 +72,8 @@ export interface ConnectSettings {
   readonly timeouts: Pick<Timeouts<SessionPhase>, "connect">
   readonly phaseSpans?: boolean | undefined
   readonly servername?: string | undefined
+  /** As {@link SessionSettings}' `span`. */
+  readonly span?: Tracer.AnySpan | undefined
 }
 
 /**
@@ -294,7 +302,7 @@ export const transaction: (
 export const quit: (
   session: {
     readonly connection: Connection
-    readonly settings?: Pick<SessionSettings, "servername" | "phaseSpans"> | undefined
+    readonly settings?: Pick<SessionSettings, "servername" | "phaseSpans" | "span"> | undefined
   }
 ) => Effect.Effect<void> = internal.quit
 

@@ -12,6 +12,7 @@ import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
+import type * as Tracer from "effect/Tracer"
 import type { Connection, SocketError } from "../../Connector.js"
 import type { Phase } from "../../Settings.js"
 import * as SmtpReply from "../../SmtpReply.js"
@@ -33,6 +34,8 @@ export interface PhaseOptions {
   readonly phase: Phase
   readonly timeoutMs: number
   readonly phaseSpans: boolean
+  /** The span to report to; the current span when absent. */
+  readonly span?: Tracer.AnySpan | undefined
   /** Built only when a span or an event will carry them. */
   readonly attributes: () => Attributes
 }
@@ -57,7 +60,7 @@ export const run = <A, R>(
     const startMs = clock.unsafeCurrentTimeMillis()
     const debug = !LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel))
     const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
-    const span = fiber.currentSpan
+    const span = options.span ?? fiber.currentSpan
     const withEvent = span === undefined || span._tag !== "Span" ? effect : Effect.onExit(effect, (exit) =>
       Effect.sync(() => {
         const end = clock.unsafeCurrentTimeNanos()
@@ -73,6 +76,7 @@ export const run = <A, R>(
     if (!options.phaseSpans) return withEvent
     return Effect.useSpan(`smtp.${options.phase}`, {
       attributes: { ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs },
+      ...(span === undefined ? {} : { parent: span }),
       captureStackTrace: false
     }, () => withEvent)
   })

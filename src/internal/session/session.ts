@@ -57,6 +57,7 @@ const phasesOf = (connection: Connection, settings: SessionSettings) => {
     phase: p,
     timeoutMs: millis(settings.timeouts, p),
     phaseSpans: settings.phaseSpans,
+    span: settings.span,
     attributes: extra === undefined ? attributes : () => ({ ...attributes(), ...extra })
   })
 }
@@ -81,6 +82,7 @@ export const connect = (
       phase: "connect",
       timeoutMs,
       phaseSpans: full?.phaseSpans === true,
+      span: full?.span,
       attributes: () => ({
         ...(full?.servername === undefined ? {} : { "server.address": full.servername }),
         "server.port": options.port,
@@ -457,7 +459,7 @@ const drainData = (connection: Connection, settings: SessionSettings, phases: Ph
 export const quit = (
   session: {
     readonly connection: Connection
-    readonly settings?: Pick<SessionSettings, "servername" | "phaseSpans"> | undefined
+    readonly settings?: Pick<SessionSettings, "servername" | "phaseSpans" | "span"> | undefined
   }
 ): Effect.Effect<void> => {
   const { connection } = session
@@ -467,6 +469,7 @@ export const quit = (
     phase: "quit",
     timeoutMs: quitMs,
     phaseSpans: session.settings?.phaseSpans === true,
+    span: session.settings?.span,
     attributes: () => connectionAttributes(connection, session.settings?.servername)
   }, (step) =>
     Effect.flatMap(phase.command(connection, "quit", quitMs, step, "QUIT"), (reply) =>

@@ -92,9 +92,8 @@ const connect = (
     (span) =>
       SmtpSession.connect(
         { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
-        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true }
+        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
       ).pipe(
-        Effect.withParentSpan(span),
         Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : endSpan(span, exit)),
         Effect.map((connection): Connected => ({ connection, candidate, settings, span }))
       )
@@ -160,9 +159,7 @@ export const tryHost = (
           ...fields
         })
       })
-    return session(delivery, group, host, hostStage, enforced, winner.value, winner.startMs, record).pipe(
-      Effect.withParentSpan(winner.value.span)
-    )
+    return session(delivery, group, host, hostStage, enforced, winner.value, winner.startMs, record)
   })
 
 type Record = (
@@ -207,7 +204,9 @@ const session = (
         ca: delivery.ca,
         required: delivery.requireTls || enforced
       },
-      phaseSpans: delivery.options.phaseSpans === true
+      phaseSpans: delivery.options.phaseSpans === true,
+      // The phases report to the attempt's span without it being made the current span (a context switch each way).
+      span: connected.span
     }
     const outcome = yield* converse(delivery, group, host, connected.connection, settings, (f) => record(startMs, f))
     if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
@@ -219,7 +218,7 @@ const session = (
     return yield* Effect.acquireUseRelease(
       Effect.either(SmtpSession.connect(
         { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
-        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans }
+        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span: settings.span }
       )),
       (retry) =>
         Either.isRight(retry)
