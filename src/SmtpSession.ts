@@ -8,8 +8,8 @@
  *
  * Observability, by OpenTelemetry's conventions (`server.address` is the MX host, `network.peer.address` the
  * remote IP, `network.local.address` the source, `smtp.*` the rest): each phase adds a span event `smtp.<phase>`
- * (duration, outcome) to the current span, which {@link attemptSpan} opens per attempt; with `phaseSpans` each
- * phase also gets a span of its own.
+ * (duration, outcome) to the settings' `span` or else the current span (which {@link attemptSpan} opens per
+ * attempt); with `phaseSpans` each phase also gets a span of its own under it.
  *
  * @since 0.1.0
  */
