@@ -8,7 +8,9 @@
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
+import type * as Tracer from "effect/Tracer"
 import { Dns, type DnsError } from "./Dns.js"
+import * as tracing from "./internal/tracing.js"
 import type { MxHost, MxPlan } from "./MxPlan.js"
 import * as Pull from "./Pull.js"
 import type * as Settings from "./Settings.js"
@@ -144,8 +146,9 @@ const lookupFamily = (dns: Dns.Service, rrtype: "A" | "AAAA", name: string): Eff
 export const resolveHost: (
   host: MxHost,
   ipStrategy: Settings.IpStrategy,
-  multihomed: number
-) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, ipStrategy, multihomed) =>
+  multihomed: number,
+  options?: { readonly parent?: Tracer.AnySpan | undefined }
+) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, ipStrategy, multihomed, options) =>
   Effect.gen(function*() {
     if (host.literal) return { host, ipStrategy, addresses: [host.name], truncated: [], lookups: [] }
     const limit = Math.max(1, Number.isNaN(multihomed) ? 1 : Math.floor(multihomed))
@@ -155,8 +158,9 @@ export const resolveHost: (
     if (all.length === 0) return yield* noAddress(host, lookups)
     return { host, ipStrategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups }
   }).pipe((effect) =>
-    // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
-    Effect.useSpan("Candidates.resolveHost", { captureStackTrace: false }, () => effect)
+    // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
+    // given, without making that span the current one.
+    Effect.useSpan("Candidates.resolveHost", tracing.leafOptions(options?.parent), () => effect)
   )
 
 /**
@@ -208,12 +212,14 @@ const candidatesOf = (
  */
 export const hosts = <S extends HostSettings, R = never>(
   plan: MxPlan,
-  settingsOf: (host: MxHost) => Effect.Effect<S, never, R>
+  settingsOf: (host: MxHost) => Effect.Effect<S, never, R>,
+  /** The parent of the lookups' spans; the current span when absent. */
+  options?: { readonly parent?: Tracer.AnySpan | undefined }
 ): Pull.Pull<HostCandidates<S>, Dns | R> =>
   Pull.make(plan.hosts, (host) =>
     Effect.flatMap(settingsOf(host), (settings) =>
       Effect.map(
-        Effect.either(resolveHost(host, settings.ipStrategy, settings.multihomed)),
+        Effect.either(resolveHost(host, settings.ipStrategy, settings.multihomed, options)),
         (resolution): HostCandidates<S> => ({
           host,
           settings,

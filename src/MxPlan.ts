@@ -9,8 +9,10 @@
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
+import type * as Tracer from "effect/Tracer"
 import { Dns, type MxRecord } from "./Dns.js"
 import * as dnsName from "./internal/dnsName.js"
+import * as tracing from "./internal/tracing.js"
 import type { Limits } from "./Settings.js"
 import * as TransportError from "./TransportError.js"
 
@@ -142,7 +144,9 @@ const planOf = (rawDomain: string, mx: Limits["mx"]): Effect.Effect<MxPlan, Tran
  */
 export const plan: (
   domain: string,
-  mx: Limits["mx"]
-) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, mx) =>
-  // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups.
-  Effect.useSpan("MxPlan.plan", { captureStackTrace: false }, () => planOf(rawDomain, mx))
+  mx: Limits["mx"],
+  options?: { readonly parent?: Tracer.AnySpan | undefined }
+) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, mx, options) =>
+  // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
+  // given, without making that span the current one.
+  Effect.useSpan("MxPlan.plan", tracing.leafOptions(options?.parent), () => planOf(rawDomain, mx))

@@ -16,6 +16,7 @@ import * as Layer from "effect/Layer"
 import * as Connector from "./Connector.js"
 import type { DeliveryReport, ExplainReport } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
+import * as tracing from "./internal/tracing.js"
 import { deliverDomain } from "./internal/transport/deliver.js"
 import { explainDomain } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
@@ -147,11 +148,13 @@ export const deliver = (
   InvalidRequest,
   OutboundConfig | Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache
 > =>
-  Effect.gen(function*() {
+  // The spans are made with explicit parents and passed down (internal/tracing): the current span is not switched.
+  tracing.within("Transport.deliver", undefined, undefined, (span) => Effect.gen(function*() {
     const { groups, message, sender, variables } = yield* request_.validate(request)
     const config = yield* OutboundConfig
     const options = yield* TransportOptions
     const delivery: Delivery = {
+      span,
       config,
       options,
       startMs: yield* Clock.currentTimeMillis,
@@ -161,8 +164,11 @@ export const deliver = (
       ca: startTlsCa(yield* TrustedCa, options.ca)
     }
     const domain = (group: request_.Group) =>
-      deliverDomain(delivery, variables, group).pipe(
-        Effect.withSpan("Transport.deliverDomain", { ...spanOptions, attributes: { domain: group.domain } })
+      tracing.within(
+        "Transport.deliverDomain",
+        span,
+        { domain: group.domain },
+        (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
       )
     // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
     const runs = groups.length === 1
@@ -176,7 +182,7 @@ export const deliver = (
       warnings: messageWarnings(config.warnings, message, runs.flatMap((run) => run.warnings))
     }
     return report
-  }).pipe(Effect.withSpan("Transport.deliver", spanOptions))
+  }))
 
 /**
  * Explains what {@link deliver} would do, without connecting anywhere: per domain the MTA-STS policy, the MX

@@ -5,6 +5,7 @@
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import type * as Tracer from "effect/Tracer"
 import * as Candidates from "../../Candidates.js"
 import type { Connector } from "../../Connector.js"
 import type { AttemptRecord, DomainPlan, HostPlan, RecipientResult } from "../../DeliveryReport.js"
@@ -31,10 +32,12 @@ export interface DomainRun {
 export const deliverDomain = (
   delivery: Delivery,
   requestVariables: Variables,
-  group: Group
+  group: Group,
+  /** The domain's span, `Transport.deliverDomain`: the parent of its lookups' and attempts' spans. */
+  span: Tracer.Span
 ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
   Effect.gen(function*() {
-    const stage = yield* domainStage(delivery.config, delivery.options, requestVariables, group)
+    const stage = yield* domainStage(delivery.config, delivery.options, requestVariables, group, span)
     const { plan, warnings } = stage
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
@@ -64,7 +67,7 @@ export const deliverDomain = (
       })
 
     let results: ReadonlyArray<RecipientResult> | null = null
-    const hosts = Candidates.hosts(plan, settingsOf)
+    const hosts = Candidates.hosts(plan, settingsOf, { parent: span })
     while (results === null) {
       const next = yield* hosts.next
       if (Option.isNone(next)) break
@@ -74,7 +77,7 @@ export const deliverDomain = (
         hostErrors.push({ error: host.resolution.left, host: null })
         continue
       }
-      const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings)
+      const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)
       if (outcome._tag === "NextHost") hostErrors.push(outcome)
       else results = outcome.recipients
     }

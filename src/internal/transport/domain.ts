@@ -4,6 +4,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import type * as Tracer from "effect/Tracer"
 import type { DomainPlan, HostPlan, MtaStsPlan } from "../../DeliveryReport.js"
 import type * as Dns from "../../Dns.js"
 import type { Variables } from "../../Expression.js"
@@ -36,7 +37,9 @@ export const domainStage = (
   config: Config,
   options: TransportOptions.Service,
   requestVariables: Variables,
-  group: Group
+  group: Group,
+  /** The parent of the MX lookup's span; the current span when absent. */
+  span?: Tracer.AnySpan
 ): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
   Effect.gen(function*() {
     const variables = domainVariables(requestVariables, group)
@@ -59,7 +62,7 @@ export const domainStage = (
       if (mtaSts.warning !== null) warnings.push(mtaSts.warning)
     }
     // An address literal goes to MxPlan as written so that it skips DNS; a name goes in its A-label form.
-    const planned = yield* Effect.either(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx))
+    const planned = yield* Effect.either(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx, { parent: span }))
     if (Either.isLeft(planned)) return { ...stage, mtaSts, error: planned.left }
     const policy = mtaSts?.policy ?? null
     const listed = (host: MxPlan.MxHost) => policy === null || MtaSts.hostAllowed(policy, host.name)

@@ -20,12 +20,15 @@ import * as SmtpSession from "../../SmtpSession.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
 import { evaluateConnection } from "../settings/evaluate.js"
+import * as tracing from "../tracing.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
 import { connectionVariables, type Group } from "./request.js"
 import * as settingWarnings from "./warnings.js"
 
 /** What the stages below the domain need of the delivery. @internal */
 export interface Delivery {
+  /** The delivery's span, `Transport.deliver`. */
+  readonly span: Tracer.Span
   readonly config: Config
   readonly options: TransportOptions.Service
   /** Clock time (ms) the delivery started at: attempts are timed from it. */
@@ -57,8 +60,6 @@ interface Connected {
   readonly span: Tracer.Span
 }
 
-const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>) =>
-  Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
 
 /** The connect of one candidate, in the attempt's own span. Interruptible; a failure or interruption closes both. */
 const connect = (
@@ -66,7 +67,8 @@ const connect = (
   host: Candidates.HostCandidates,
   hostStage: HostStage,
   warnings: Array<string>,
-  candidate: Candidates.Candidate
+  candidate: Candidates.Candidate,
+  parent: Tracer.Span
 ): Effect.Effect<Connected, TransportError.TransportError, Connector> => {
   const evaluated = evaluateConnection(
     delivery.config,
@@ -81,6 +83,7 @@ const connect = (
     Effect.makeSpan("smtp.attempt", {
       kind: "client",
       captureStackTrace: false,
+      parent,
       attributes: {
         "server.address": host.host.name,
         "server.port": options.port,
@@ -94,14 +97,14 @@ const connect = (
         { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
         { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
       ).pipe(
-        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : endSpan(span, exit)),
+        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : tracing.end(span, exit)),
         Effect.map((connection): Connected => ({ connection, candidate, settings, span }))
       )
   )
 }
 
 /** Closes a connection and ends its attempt's span. */
-const release = (connected: Connected) => Effect.zipRight(connected.connection.close, endSpan(connected.span, Exit.void))
+const release = (connected: Connected) => Effect.zipRight(connected.connection.close, tracing.end(connected.span, Exit.void))
 
 /**
  * Races the host's addresses, then runs the session on the winner; the winner's connection is closed when the session
@@ -117,11 +120,13 @@ export const tryHost = (
   attempts: Array<AttemptRecord>,
   /** An enforced MTA-STS policy applies: verified TLS or nothing (RFC 8461 §5). */
   enforced: boolean,
-  warnings: Array<string>
+  warnings: Array<string>,
+  /** The domain's span: each attempt's span goes under it. */
+  parent: Tracer.Span
 ): Effect.Effect<HostOutcome, never, Connector> =>
   HappyEyeballs.raceUse({
     candidates: host.candidates(),
-    attempt: (candidate: Candidates.Candidate) => connect(delivery, host, hostStage, warnings, candidate),
+    attempt: (candidate: Candidates.Candidate) => connect(delivery, host, hostStage, warnings, candidate, parent),
     release,
     delay: hostStage.settings.connectionAttemptDelay
   }, (race) => {

@@ -1,0 +1,42 @@
+/**
+ * Spans with an explicit parent. `Effect.withSpan` makes its span the current one around the effect, a FiberRef
+ * change each way that costs about 25 run-loop steps; a delivery has a span per delivery, per domain, per lookup and
+ * per attempt, so the transport passes its spans down as values instead and never switches the current span.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Tracer from "effect/Tracer"
+
+/** What every span here is made with: no stack capture (an Error per span, for a location its name gives). */
+const base = { captureStackTrace: false } as const
+
+/** A span under `parent` (the current span when `undefined`). @internal */
+export const make = (
+  name: string,
+  parent: Tracer.AnySpan | undefined,
+  attributes?: Record<string, unknown>
+): Effect.Effect<Tracer.Span> =>
+  Effect.makeSpan(name, {
+    ...base,
+    ...(parent === undefined ? {} : { parent }),
+    ...(attributes === undefined ? {} : { attributes })
+  })
+
+/** Ends `span` with `exit`, at the Clock's time. @internal */
+export const end = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+  Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
+
+/** `f(span)` in a span under `parent`, ended with its exit; the current span is left as it is. @internal */
+export const within = <A, E, R>(
+  name: string,
+  parent: Tracer.AnySpan | undefined,
+  attributes: Record<string, unknown> | undefined,
+  f: (span: Tracer.Span) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.flatMap(make(name, parent, attributes), (span) => Effect.onExit(f(span), (exit) => end(span, exit)))
+
+/** The options of a leaf span (`Effect.useSpan`) under `parent`, or under the current span. @internal */
+export const leafOptions = (parent: Tracer.AnySpan | undefined) =>
+  parent === undefined ? base : { ...base, parent }
