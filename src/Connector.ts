@@ -8,6 +8,10 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import type * as MetricKeyType from "effect/MetricKeyType"
+import * as MetricPolling from "effect/MetricPolling"
+import type * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
 import * as live from "./internal/connection/live.js"
 import * as socketError from "./internal/connection/socketError.js"
@@ -257,6 +261,27 @@ export const own = <E, R>(
  * @category observability
  */
 export const openConnections: Effect.Effect<number> = live.openConnections
+
+/**
+ * {@link openConnections} as a gauge, `smtp_transport_open_connections`: run
+ * `MetricPolling.launch(Connector.openConnectionsMetric, Schedule.spaced("10 seconds"))` in an application to export
+ * it with its other metrics. A polled gauge because the count changes in socket events, outside any fiber.
+ *
+ * @since 0.2.0
+ * @category observability
+ */
+export const openConnectionsMetric: MetricPolling.MetricPolling<
+  MetricKeyType.MetricKeyType.Gauge<number>,
+  number,
+  never,
+  never,
+  MetricState.MetricState.Gauge<number>
+> = MetricPolling.make(
+  Metric.gauge("smtp_transport_open_connections", {
+    description: "Sockets of the live Connector created and not yet closed"
+  }),
+  live.openConnections
+)
 
 /**
  * Connections over `node:net`, upgraded with `node:tls`.

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Exit, Fiber } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Metric, MetricPolling } from "effect"
 import { spawn } from "node:child_process"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -219,6 +219,19 @@ describe("Connector.layer (node:net / node:tls)", () => {
         expect(yield* openCount).toBe(0)
       }))
   })
+
+  it.scopedLive("the open-connection count, as a polled gauge", () =>
+    Effect.gen(function*() {
+      const server = yield* rawServer((socket) => socket.write("220 ready\r\n"))
+      const connector = yield* Effect.provide(Connector.Connector, Connector.layer)
+      const gauge = Connector.openConnectionsMetric
+      const connection = yield* connector.connect({ ip: "127.0.0.1", port: server.port, deadline: Infinity })
+      yield* MetricPolling.pollAndUpdate(gauge)
+      expect((yield* Metric.value(gauge.metric)).value).toBe(1)
+      yield* connection.close
+      yield* MetricPolling.pollAndUpdate(gauge)
+      expect((yield* Metric.value(gauge.metric)).value).toBe(0)
+    }))
 
   it.scopedLive("a connection opened in an uninterruptible region (acquireUseRelease) still closes at once", () =>
     Effect.gen(function*() {

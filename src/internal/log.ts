@@ -14,9 +14,7 @@ import * as LogLevel from "effect/LogLevel"
  * @internal
  */
 export const whenDebug = (log: () => Effect.Effect<void>): Effect.Effect<void> =>
-  Effect.withFiberRuntime((fiber) =>
-    LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel)) ? Effect.void : log()
-  )
+  Effect.asVoid(Effect.whenLogLevel(Effect.suspend(log), "Debug"))
 
 /**
  * `Effect.logDebug(message())`, with `message` called only when Debug is enabled.
