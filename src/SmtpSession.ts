@@ -19,7 +19,6 @@ import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import type { Connection, Connector, TlsInfo } from "./Connector.js"
-import type * as capabilities from "./internal/session/capabilities.js"
 import * as internal from "./internal/session/session.js"
 import type { ConnectionSettings, Phase, SessionPhase, Timeouts, TlsPolicy } from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
@@ -92,7 +91,7 @@ export interface SessionConnectOptions {
  * @since 0.1.0
  * @category models
  */
-export interface Capabilities extends capabilities.Capabilities {
+export interface Capabilities {
   /** `SIZE` (RFC 1870): the declared limit, `0` when none is declared; `null` when not advertised. */
   readonly size: number | null
   readonly eightBitMime: boolean

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, TestClock, Tracer } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
 import * as Connector from "../src/Connector.js"
@@ -11,6 +11,7 @@ import * as MtaSts from "../src/MtaSts.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Transport from "../src/Transport.js"
+import { recorder } from "./fixtures/tracer.js"
 
 const CONFIG = `
 [queue.outbound]
@@ -533,28 +534,6 @@ describe("Transport: deliver and explain share one evaluation per stage", () => 
 })
 
 describe("Transport.deliver: observability", () => {
-  interface Recorded {
-    readonly spans: Array<Tracer.Span>
-    readonly events: Array<{ readonly span: Tracer.Span; readonly name: string; readonly attributes: Record<string, unknown> }>
-  }
-  /** A tracer that records the spans it makes and the events added to them. */
-  const recorder = Effect.map(Effect.tracer, (inner) => {
-    const recorded: Recorded = { spans: [], events: [] }
-    const tracer = Tracer.make({
-      span: (...args) => {
-        const span = inner.span(...args)
-        recorded.spans.push(span)
-        const event = span.event.bind(span)
-        span.event = (name, time, attributes) => {
-          recorded.events.push({ span, name, attributes: attributes ?? {} })
-          event(name, time, attributes)
-        }
-        return span
-      },
-      context: (f, fiber) => inner.context(f, fiber)
-    })
-    return { recorded, tracer }
-  })
   const phases = ["smtp.connect", "smtp.greeting", "smtp.ehlo", "smtp.mail-from", "smtp.rcpt-to", "smtp.data", "smtp.quit"]
 
   it.effect("one span per connection attempt, its phases as events, by OpenTelemetry's attribute names", () =>

@@ -3,21 +3,9 @@
  *
  * @internal
  */
+import type { Capabilities } from "../../SmtpSession.js"
 import type { Reply } from "../../SmtpReply.js"
 
-/** See `SmtpSession.Capabilities`; declared here so that this module needs nothing of the session's. */
-export interface Capabilities {
-  readonly size: number | null
-  readonly eightBitMime: boolean
-  readonly smtpUtf8: boolean
-  readonly pipelining: boolean
-  readonly startTls: boolean
-  readonly dsn: boolean
-  readonly chunking: boolean
-  readonly requireTls: boolean
-  readonly enhancedStatusCodes: boolean
-  readonly keywords: ReadonlyArray<string>
-}
 
 /** What a server that answered HELO offers: nothing beyond RFC 5321's base. */
 export const none: Capabilities = {
