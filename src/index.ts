@@ -30,6 +30,8 @@ export * as OutboundConfig from "./OutboundConfig.js"
 export * as PolicyCache from "./PolicyCache.js"
 /** @since 0.2.0 */
 export * as Pull from "./Pull.js"
+/** @since 0.2.0 */
+export * as Settings from "./Settings.js"
 /** @since 0.1.0 */
 export * as SmtpReply from "./SmtpReply.js"
 /** @since 0.1.0 */
