@@ -522,13 +522,13 @@ describe("replies classified", () => {
       expect(SmtpSession.canQuitAfter(error[0])).toBe(true)
     }))
 
-  it.effect("STARTTLS refusal under require: by its digit", () =>
+  it.effect("STARTTLS refusal under require: temporary whatever its digit (a downgrade defers, never bounces)", () =>
     Effect.gen(function*() {
       const require = settings({ starttls: "require" })
       expect(yield* openWith([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("454 4.7.0 later")], require))
         .toEqual({ phase: "tls", kind: "reply", permanent: false, code: 454 })
       expect(yield* openWith([...hello("STARTTLS"), Script.expect("STARTTLS"), Script.reply("554 5.7.0 no")], require))
-        .toEqual({ phase: "tls", kind: "reply", permanent: true, code: 554 })
+        .toEqual({ phase: "tls", kind: "reply", permanent: false, code: 554 })
     }))
 
   const transact = (script: ReadonlyArray<ConnectorTest.Step>, env = envelope()) =>

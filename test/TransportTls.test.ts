@@ -186,6 +186,43 @@ describe("TLS required: strict verification, and a downgrade defers", () => {
       "192.0.2.2": peer([...greet, ...ehlo("PIPELINING"), ...quit])
     }, REQUIRE))))
 
+  it.effect("require: STARTTLS answered with 5xx on every host (a rewritten command): deferred, never failed", () =>
+    Effect.gen(function*() {
+      const report = yield* run(request())
+      expect(statuses(report)).toEqual([["rcpt@a.test", "deferred"]])
+      expect(report.recipients[0]).toMatchObject({ error: { phase: "tls", kind: "reply", permanent: false, code: 554 } })
+      expect((yield* connections).every((c) => !c.written.includes("MAIL"))).toBe(true)
+    }).pipe(Effect.provide(layers({
+      "192.0.2.1": peer([...greet, ...ehlo("STARTTLS"), Script.expect("STARTTLS"), Script.reply("502 5.5.1 no"), ...quit]),
+      "192.0.2.2": peer([...greet, ...ehlo("STARTTLS"), Script.expect("STARTTLS"), Script.reply("554 5.7.0 no"), ...quit])
+    }, REQUIRE))))
+
+  it.effect("REQUIRETLS: a host with TLS but without REQUIRETLS is passed over for the next MX host, which takes it", () =>
+    Effect.gen(function*() {
+      const report = yield* run(request({ requireTls: true }))
+      expect(statuses(report)).toEqual([["rcpt@a.test", "delivered"]])
+      expect(report.attempts.map((a) => [a.host, a.phase, a.outcome, a.error?.permanent ?? null])).toEqual([
+        ["mx1.a.test", "mail-from", "failed", true],
+        ["mx2.a.test", "quit", "completed", null]
+      ])
+      const [first] = yield* connections
+      expect(first!.written.includes("MAIL")).toBe(false)
+    }).pipe(Effect.provide(layers({
+      "192.0.2.1": peer([...starttls(Script.handshake), ...ehlo("PIPELINING"), ...quit]),
+      "192.0.2.2": peer([...starttls(Script.handshake), ...ehlo("REQUIRETLS"), ...transaction])
+    }))))
+
+  it.effect("REQUIRETLS with allow-invalid-certs: the certificate must still verify (RFC 8689)", () =>
+    Effect.gen(function*() {
+      const report = yield* run(request({ requireTls: true }))
+      expect(statuses(report)).toEqual([["rcpt@a.test", "deferred"]])
+      const all = yield* connections
+      expect(all.map((c) => c.startTls.map((o) => o.rejectUnauthorized))).toEqual([[true], [true]])
+    }).pipe(Effect.provide(layers({
+      "192.0.2.1": peer(starttls(Script.handshakeUnverified("self-signed"))),
+      "192.0.2.2": peer(starttls(Script.handshakeUnverified("self-signed")))
+    }, CONFIG + "allow-invalid-certs = true\n"))))
+
   it.effect("REQUIRETLS: permanent when no MX host offered it", () =>
     Effect.gen(function*() {
       const report = yield* run(request({ requireTls: true }))

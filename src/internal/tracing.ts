@@ -35,7 +35,10 @@ export const within = <A, E, R>(
   attributes: Record<string, unknown> | undefined,
   f: (span: Tracer.Span) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.flatMap(make(name, parent, attributes), (span) => Effect.onExit(f(span), (exit) => end(span, exit)))
+  // Uninterruptible between making the span and registering its end, so that no interruption leaves it open.
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(make(name, parent, attributes), (span) => Effect.onExit(restore(f(span)), (exit) => end(span, exit)))
+  )
 
 /** The options of a leaf span (`Effect.useSpan`) under `parent`, or under the current span. @internal */
 export const leafOptions = (parent: Tracer.AnySpan | undefined) =>

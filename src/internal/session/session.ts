@@ -166,7 +166,14 @@ const startTls = (
     (step) =>
       Effect.flatMap(phase.command(connection, "tls", timeoutMs, step, "STARTTLS"), (reply) => {
         if (reply.code !== 220) {
-          if (policy === "require") return Effect.fail(TransportError.fromReply("tls", reply))
+          if (policy === "require") {
+            // Refused where TLS is required: deferred whatever the code (Postfix's 4.7.x). A 5xx is also what an
+            // attacker who rewrote the command gets back, and a downgrade must delay mail, never bounce it.
+            const refused = TransportError.fromReply("tls", reply)
+            return Effect.fail(
+              new TransportError.TransportError({ phase: "tls", kind: "reply", permanent: false, message: refused.message, reply })
+            )
+          }
           return Effect.as(Effect.logDebug("STARTTLS refused, going on in plaintext (tls.starttls = optional)"), null)
         }
         return Effect.mapError(

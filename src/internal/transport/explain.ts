@@ -16,6 +16,7 @@ import type { TransportOptions } from "../../Transport.js"
 import { evaluateConnection, evaluateHost } from "../settings/evaluate.js"
 import { explainedSettings } from "../settings/explain.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { effectiveTls } from "./host.js"
 import { mtaStsMatch, reportError } from "./report.js"
 import { connectionVariables, type Group, hostVariables } from "./request.js"
 import * as settingWarnings from "./warnings.js"
@@ -65,7 +66,7 @@ export const explainDomain = (
         mtaSts: mtaStsMatch(policy, host.name),
         error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
         settings: explainedSettings(hostEval.settings, connection.settings, {
-          allowInvalidCerts: hostEval.settings.tls.allowInvalidCerts && !enforced,
+          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls }).allowInvalidCerts,
           requireTls: requireTls || enforced
         })
       })

@@ -203,12 +203,7 @@ const session = (
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
       servername: host.host.name,
-      tls: {
-        starttls: hostStage.settings.tls.starttls,
-        allowInvalidCerts: hostStage.settings.tls.allowInvalidCerts && !enforced,
-        ca: delivery.ca,
-        required: delivery.requireTls || enforced
-      },
+      tls: { ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls }), ca: delivery.ca },
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
       span: connected.span
@@ -220,21 +215,50 @@ const session = (
     const retryMs = yield* Clock.currentTimeMillis
     const plain: SmtpSession.SessionSettings = { ...settings, tls: { ...settings.tls, starttls: "disable" } }
     const { candidate } = connected
-    return yield* Effect.acquireUseRelease(
-      Effect.either(SmtpSession.connect(
-        { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
-        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span: settings.span }
-      )),
-      (retry) =>
-        Either.isRight(retry)
-          ? converse(delivery, group, host, retry.right, plain, (f) => record(retryMs, f))
-          : Effect.as(
-            record(retryMs, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
-            { _tag: "NextHost", error: retry.left, host: host.host.name } as const
-          ),
-      (retry) => Either.isRight(retry) ? retry.right.close : Effect.void
-    )
+    // A new connection, a new attempt: its own span, beside the first one's. The connect stays interruptible (it
+    // cleans up after itself); once it has succeeded the connection is closed whatever happens.
+    return yield* tracing.within("smtp.attempt", Option.getOrUndefined(connected.span.parent), {
+      "server.address": host.host.name,
+      "server.port": delivery.options.port,
+      "network.peer.address": candidate.ip,
+      "network.peer.port": delivery.options.port,
+      "network.local.address": candidate.source ?? "",
+      "smtp.plaintext_retry": true
+    }, (span) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(
+          Effect.either(restore(SmtpSession.connect(
+            { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
+            { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span }
+          ))),
+          (retry) =>
+            Either.isRight(retry)
+              ? Effect.ensuring(
+                restore(converse(delivery, group, host, retry.right, { ...plain, span }, (f) => record(retryMs, f))),
+                retry.right.close
+              )
+              : Effect.as(
+                record(retryMs, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
+                { _tag: "NextHost", error: retry.left, host: host.host.name } as const
+              )
+        )
+      ))
   })
+
+/**
+ * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
+ * §4), so `allow-invalid-certs` does not apply to them. Shared by the session and `explain`.
+ *
+ * @internal
+ */
+export const effectiveTls = (
+  host: HostSettings,
+  requirements: { readonly enforced: boolean; readonly requireTls: boolean }
+): Omit<SmtpSession.SessionSettings["tls"], "ca"> => ({
+  starttls: host.tls.starttls,
+  allowInvalidCerts: host.tls.allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
+  required: requirements.requireTls || requirements.enforced
+})
 
 /** Open, one transaction, QUIT, on one connection; its attempt recorded. */
 const converse = (
@@ -250,9 +274,10 @@ const converse = (
     if (Either.isLeft(opened)) {
       let error = opened.left
       // RFC 8689 §4.1: a REQUIRETLS message fails for good only when no MX host offered it, which a host without
-      // STARTTLS does not; the other TLS requirements defer (Postfix's 4.7.4).
-      if (error.phase === "tls" && error.kind === "policy" && delivery.requireTls) {
-        error = TransportError.make(error.phase, error.kind, error.message, true)
+      // STARTTLS (or refusing it) does not; the other TLS requirements defer (Postfix's 4.7.4). Permanent here, the
+      // next host is still tried: the recipients fail only when every host failed permanently.
+      if (error.phase === "tls" && (error.kind === "policy" || error.kind === "reply") && delivery.requireTls) {
+        error = new TransportError.TransportError({ ...fieldsOf(error), permanent: true })
       }
       // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
       // after a timeout or a reset just close.
@@ -267,6 +292,24 @@ const converse = (
       return { _tag: "NextHost", error, host: host.host.name } as const
     }
     const opening = opened.right
+    if (delivery.requireTls && !opening.capabilities.requireTls) {
+      // RFC 8689 §4.1: this host cannot take a REQUIRETLS message; another MX host may.
+      const error = TransportError.make(
+        "mail-from",
+        "policy",
+        `mail-from: REQUIRETLS message and ${host.host.name} does not advertise REQUIRETLS`,
+        true
+      )
+      yield* SmtpSession.quit(opening)
+      yield* record({
+        phase: "mail-from",
+        outcome: "failed",
+        error: reportError(error),
+        tls: attemptTls(opening.tls),
+        ehlo: opening.ehloName
+      })
+      return { _tag: "NextHost", error, host: host.host.name } as const
+    }
     const envelope: SmtpSession.Envelope = {
       sender: delivery.sender,
       recipients: group.recipients,
@@ -288,6 +331,14 @@ const converse = (
     })
     return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
   })
+
+const fieldsOf = (error: TransportError.TransportError) => ({
+  phase: error.phase,
+  kind: error.kind,
+  permanent: error.permanent,
+  message: error.message,
+  reply: error.reply
+})
 
 const noAddress = (host: string) =>
   TransportError.make("connect", "unreachable", `no address of ${host} could be tried`)
