@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Exit, Fiber, Metric, MetricPolling } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Metric, MetricPolling, Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -219,6 +219,20 @@ describe("Connector.layer (node:net / node:tls)", () => {
         expect(yield* openCount).toBe(0)
       }))
   })
+
+  it.effect("interrupting a connect while a third-party transport is still opening closes what it put in the Scope", () =>
+    Effect.gen(function*() {
+      let released = false
+      const connector = Connector.fromIo((_options, _events, scope) =>
+        Effect.zipRight(
+          Scope.addFinalizer(scope, Effect.sync(() => released = true)),
+          Effect.never
+        ))
+      const fiber = yield* Effect.fork(connector.connect({ ip: "192.0.2.1", port: 25, deadline: Infinity }))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(fiber)
+      expect(released).toBe(true)
+    }))
 
   it.scopedLive("the open-connection count, as a polled gauge", () =>
     Effect.gen(function*() {

@@ -22,6 +22,8 @@ export type SocketErrorKind =
 export class SocketError extends Data.TaggedError("SocketError")<{
   readonly kind: SocketErrorKind
   readonly message: string
+  /** Kind `timeout` because the operation's own deadline passed, not an OS timeout such as ETIMEDOUT. */
+  readonly deadline?: boolean | undefined
 }> {}
 
 /** @internal */
@@ -61,13 +63,12 @@ export const closedByPeer = (): SocketError =>
 export const lineTooLong = (limit: number): SocketError =>
   new SocketError({ kind: "protocol", message: `line longer than ${limit} bytes` })
 
-const DEADLINE = "the deadline passed"
-
 /** What an operation fails with when its deadline passes; the session reports its phase's own timeout error. */
-export const deadlinePassed = (): SocketError => new SocketError({ kind: "timeout", message: DEADLINE })
+export const deadlinePassed = (): SocketError =>
+  new SocketError({ kind: "timeout", message: "the deadline passed", deadline: true })
 
 /** The operation's deadline passed (not an OS timeout such as ETIMEDOUT). */
-export const isDeadline = (error: SocketError): boolean => error.kind === "timeout" && error.message === DEADLINE
+export const isDeadline = (error: SocketError): boolean => error.deadline === true
 
 /** @internal */
 export const closedLocally = (): SocketError => new SocketError({ kind: "reset", message: "the connection is closed" })

@@ -19,6 +19,7 @@
  *
  * @internal
  */
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -81,6 +82,11 @@ class Wire implements Connection, IoEvents {
   private released = false
   private readonly onReleased: Array<() => void> = []
   private timerAt = Infinity
+  /**
+   * The deadline of an operation about to be registered (between `timed` and its `Effect.async`, where the fiber may
+   * yield): a timer that wakes before the operation is there sleeps on to it rather than stopping.
+   */
+  private expected = Infinity
   private timerGen = 0
   private timer: Fiber.RuntimeFiber<void> | null = null
 
@@ -134,22 +140,31 @@ class Wire implements Connection, IoEvents {
   /** `effect`, with the timer armed for `deadline` unless it already wakes by then. */
   timed<A>(deadline: number, effect: Effect.Effect<A, SocketError>): Effect.Effect<A, SocketError> {
     return Effect.clockWith((clock) => {
-      if (!(deadline < this.timerAt) || this.closing) return effect
-      this.timerAt = Math.min(deadline, clock.unsafeCurrentTimeMillis() + FIRST_WAKE_MS)
-      const gen = ++this.timerGen
-      // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without
-      // capturing the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is
-      // interruptible whatever region it was started from (a connect run as `acquireUseRelease`'s acquire is
-      // uninterruptible): otherwise closing the connection would wait for its sleep to end.
-      const start = Effect.flatMap(Effect.forkIn(Effect.interruptible(this.sleep(gen)), this.scope), (fiber) => {
-        if (gen === this.timerGen) this.timer = fiber
-        return effect
-      })
-      const old = this.timer
-      this.timer = null
-      // A timer waking later than this deadline is replaced (it would find itself stale when it woke anyway).
-      return old === null ? start : Effect.zipRight(Effect.fiberIdWith((id) => Fiber.interruptAsFork(old, id)), start)
+      if (this.closing) return effect
+      if (deadline < this.expected) this.expected = deadline
+      if (!(deadline < this.timerAt)) return effect
+      // Uninterruptible from the state change to the fork: an interruption in between would leave the state saying
+      // a timer is armed when none is.
+      return Effect.zipRight(Effect.uninterruptible(Effect.suspend(() => this.arm(deadline, clock))), effect)
     })
+  }
+
+  /** A timer waking by `deadline` (at most `FIRST_WAKE_MS` from now), in place of one that wakes later. */
+  private arm(deadline: number, clock: Clock.Clock): Effect.Effect<void> {
+    if (!(deadline < this.timerAt) || this.closing) return Effect.void
+    this.timerAt = Math.min(deadline, clock.unsafeCurrentTimeMillis() + FIRST_WAKE_MS)
+    const gen = ++this.timerGen
+    // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without capturing
+    // the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is interruptible
+    // whatever region it was started from (a connect run as `acquireUseRelease`'s acquire is uninterruptible):
+    // otherwise closing the connection would wait for its sleep to end.
+    const start = Effect.map(Effect.forkIn(Effect.interruptible(this.sleep(gen)), this.scope), (fiber) => {
+      if (gen === this.timerGen) this.timer = fiber
+    })
+    const old = this.timer
+    this.timer = null
+    // A timer waking later than this deadline is replaced (it would find itself stale when it woke anyway).
+    return old === null ? start : Effect.zipRight(Effect.fiberIdWith((id) => Fiber.interruptAsFork(old, id)), start)
   }
 
   private sleep(gen: number): Effect.Effect<void> {
@@ -160,7 +175,9 @@ class Wire implements Connection, IoEvents {
           if (gen !== this.timerGen) return Effect.void
           const now = clock.unsafeCurrentTimeMillis()
           if (this.op !== null && this.op.deadline <= now) this.op.expire()
-          const next = this.op?.deadline ?? Infinity
+          // An operation expected but not registered yet, whose deadline has passed, never came (interrupted).
+          if (this.op === null && this.expected <= now) this.expected = Infinity
+          const next = this.op?.deadline ?? this.expected
           if (now < next && next < Infinity) {
             this.timerAt = next
             return loop
@@ -186,6 +203,7 @@ class Wire implements Connection, IoEvents {
         if (this.op !== null) return resume(Effect.fail(busy()))
         const op = make(resume)
         this.op = op
+        this.expected = Infinity
         op.start()
         // A canceler costs every operation an interruption handler (an uninterruptible region and an exit match,
         // about six run-loop steps): only an operation that holds something gets one. An exchange interrupted stays
@@ -247,6 +265,7 @@ class Wire implements Connection, IoEvents {
           resume(Effect.zipRight(this.close, Effect.fail(error)))
         }
         this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
+        this.expected = Infinity
         io.connect((error) => {
           if (done) return
           if (error !== null) return fail(error)
@@ -446,10 +465,15 @@ class CloseWaitOp extends BaseOp<void> {
  * @internal
  */
 export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<Connection, SocketError> =>
-  Effect.flatMap(Scope.make(), (scope) => {
-    const wire = new Wire(options.ip, options.port, scope)
-    return Effect.matchCauseEffect(open(options, wire, scope), {
-      onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
-      onSuccess: (io) => wire.connect(io, options.deadline)
+  // Interruptible only inside `open` and the connect itself: the pipe `open` returns is the wire's before anything
+  // can interrupt, and whatever ends the connect other than success (a failure, the deadline, an interruption at any
+  // point, `open`'s included) closes the wire, its pipe and its Scope before the connect returns.
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Scope.make(), (scope) => {
+      const wire = new Wire(options.ip, options.port, scope)
+      return Effect.onExit(
+        Effect.flatMap(restore(open(options, wire, scope)), (io) => restore(wire.connect(io, options.deadline))),
+        (exit) => Exit.isSuccess(exit) ? Effect.void : wire.close
+      )
     })
-  })
+  )
