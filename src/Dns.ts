@@ -3,10 +3,11 @@
  * in-memory layer for tests, and a resolver cache that both can sit behind.
  *
  * Timing. Code above this service sees one behaviour in production and under TestClock: a lookup answers, fails, or
- * fails `Temporary` with "no answer within <timeout>" once its budget is spent, and interrupting it cancels it. The
- * test layer keeps the budget with `Effect.timeoutFail` on Effect's Clock (and a name's delay with `Effect.sleep`),
- * so TestClock drives it. The live layer talks to a real server in real time anyway, so it keeps the budget with a
- * native timer armed in the query's callback: no fiber, no Clock. Measured for 5,000 uncached A queries at
+ * fails `Temporary` with "no answer within <timeout>" once its budget is spent, and interrupting it abandons it
+ * (`layer` says when the live layer's query stops being sent). The test layer keeps the budget with
+ * `Effect.timeoutFail` on Effect's Clock (and a name's delay with `Effect.sleep`), so TestClock drives it. The live
+ * layer talks to a real server in real time anyway, so it keeps the budget with a native timer armed in the query's
+ * callback: no fiber, no Clock. Measured for 5,000 uncached A queries at
  * concurrency 100 against the bench's DNS server on loopback (per query, run-loop steps counted by a Supervisor's
  * `onEffect`): `Effect.timeoutFail` 78.5 steps, 2 forked fibers, 180–210 µs CPU, 1.1–1.6 s wall; the native timer
  * 22.5 steps, 0 forks, 78–85 µs CPU, 0.5–1.2 s wall (c-ares's own timeout alone: the same steps, 73–82 µs, but it
@@ -166,9 +167,11 @@ export interface LayerOptions {
 
 /**
  * The live resolver on `node:dns` (c-ares), the resolver cache in front unless `cache: false`. Queries share a few
- * c-ares channels (a fresh one every 100 queries, so the source port keeps changing); interrupting a lookup, or its
- * budget running out, cancels that query (no retransmission follows) and no other: the channel's other queries are
- * sent again on a fresh channel first, within their own budget (the server sees them twice).
+ * c-ares channels (a fresh one every 100 queries, so the source port keeps changing), and each query is sent on one
+ * channel only: the server sees at most `tries` packets per lookup. A lookup whose budget runs out fails at once;
+ * c-ares gives its query up by itself after the last try. Interrupting a lookup retires its channel: no new query
+ * goes to it, and it is cancelled (no retransmission of the interrupted query follows) as soon as its other queries
+ * have been answered or have timed out, within one budget; those other queries are not disturbed.
  *
  * @since 0.1.0
  * @category layers

@@ -73,9 +73,11 @@ const queriesPerChannel = 100
 
 interface Channel {
   readonly resolver: NodeDns.Resolver
-  /** The queries this channel has outstanding. */
+  /** The queries this channel has outstanding and someone still listens for. */
   readonly pending: Set<Pending>
   sent: number
+  /** An interrupted query is outstanding: the channel takes no new query and is cancelled once `pending` empties. */
+  retiring: boolean
 }
 
 interface Pending {
@@ -100,17 +102,24 @@ const addresses = (records: ReadonlyArray<NodeDns.RecordWithTtl>): Answer<RRType
 
 /**
  * Queries share a few c-ares channels (`Resolver`s) and their sockets: a channel of its own per query cost twice the
- * CPU per query (c-ares opens and closes a socket for a channel whose queries are all done). But
- * `Resolver.cancel()` cancels every outstanding query of a channel, and an interrupted or timed-out lookup must
- * cancel its own query (no retransmission follows) and no other. So a query that is abandoned takes its channel out
- * of service: the channel's other outstanding queries are sent again on another channel (the server sees them
- * twice; their budget keeps running from their first send), then the channel is cancelled, and only answers from
- * the channel a query is outstanding on are heard.
+ * CPU per query (c-ares opens and closes a socket for a channel whose queries are all done). Every query is sent on
+ * one channel only, so the server sees at most `tries` packets per lookup, whatever happens to the lookups around
+ * it; only answers from the channel a query is outstanding on are heard, and a query nobody listens for any more is
+ * answered to no one.
  *
- * The budget is a native timer armed in the query's own callback (no fiber): when it fires the query is cancelled
- * as above and the lookup fails as `timeoutAnswerer` fails it. c-ares's own timeout only spaces the retransmissions
- * (`budget / tries`, doubled each round by c-ares, and checked on a timer of up to a second), so it cannot keep the
- * budget itself: a 400 ms budget with one try measured 792 ms, 5 s with two tries 8 s.
+ * The budget is a native timer armed in the query's own callback (no fiber): when it fires the lookup fails as
+ * `timeoutAnswerer` fails it and the query is no longer listened for, but its channel is left alone. c-ares's own
+ * timeout only spaces the retransmissions (`budget / tries`, doubled each round by c-ares, and checked on a timer of
+ * up to a second), so it cannot keep the budget itself (a 400 ms budget with one try measured 792 ms, 5 s with two
+ * tries 8 s); but it does give the query up after its `tries`-th send (one doubled interval later: c-ares 1.34, 1 s
+ * budget, 2 tries: sends at 0 and 1 s, gives up at 2 s), so a timed-out query sends no more than it was going to.
+ *
+ * An interruption (the lookup's caller went away) must stop its query, but `Resolver.cancel()` cancels every query
+ * of a channel. Re-sending the others on a fresh channel first, as this did before, cost about n²/2 packets for n
+ * lookups in flight when each of them was abandoned in turn. So the interrupted query's channel retires: it takes no
+ * new query, and is cancelled as soon as its other queries have been answered or have timed out (at once when the
+ * interrupted query was its only one). Until then the interrupted query may still be retransmitted, within its own
+ * `tries`, and at the latest one budget after the newest of the channel's other queries was sent, no packet follows.
  *
  * @internal
  */
@@ -125,14 +134,23 @@ export const make = (options: LiveOptions): Query => {
   const open = (): Channel => {
     const resolver = new NodeDns.Resolver({ timeout: perTry, tries })
     if (servers !== undefined) resolver.setServers(servers)
-    return { resolver, pending: new Set(), sent: 0 }
+    return { resolver, pending: new Set(), sent: 0, retiring: false }
   }
   // an invalid server address fails here, at layer construction
   let current: Channel | undefined = servers === undefined ? undefined : open()
 
-  const settle = (query: Pending, error: DnsError | null, answer: Answer<RRType> | null) => {
+  // Nobody listens for the query on its channel any more; a retiring channel is cancelled with its last query.
+  const release = (query: Pending): void => {
+    const channel = query.channel
+    if (channel === undefined) return
     query.channel = undefined
     if (query.deadline !== undefined) clearTimeout(query.deadline)
+    channel.pending.delete(query)
+    if (channel.retiring && channel.pending.size === 0) channel.resolver.cancel()
+  }
+
+  const settle = (query: Pending, error: DnsError | null, answer: Answer<RRType> | null) => {
+    release(query)
     query.done(error, answer)
   }
 
@@ -145,7 +163,6 @@ export const make = (options: LiveOptions): Query => {
     const { name, rrtype } = query
     const heard = (error: unknown): boolean => {
       if (query.channel !== channel) return false
-      channel.pending.delete(query)
       if (error !== null) settle(query, fromNodeError(error, rrtype, name), null)
       return error === null
     }
@@ -170,30 +187,27 @@ export const make = (options: LiveOptions): Query => {
     }
   }
 
-  // The query's channel goes out of service: its other queries move to another channel before it is cancelled.
-  const abandon = (query: Pending): void => {
+  // `Resolver.cancel()` would cancel the channel's other queries too, so the channel only retires: no new query goes
+  // to it, and the last of its queries to settle cancels it (at once when the interrupted query was its only one).
+  const interrupt = (query: Pending): void => {
     const channel = query.channel
     if (channel === undefined) return
-    query.channel = undefined
-    if (query.deadline !== undefined) clearTimeout(query.deadline)
-    channel.pending.delete(query)
+    channel.retiring = true
     if (current === channel) current = undefined
-    const others = [...channel.pending]
-    channel.pending.clear()
-    for (const other of others) send(other)
-    channel.resolver.cancel()
+    release(query)
   }
 
   return (rrtype, name, done) => {
     const query: Pending = { rrtype, name, done, channel: undefined, deadline: undefined }
     send(query)
     if (bounded) {
+      // c-ares gives the query up by itself after its last try, so a timeout only stops listening for it
       query.deadline = setTimeout(() => {
         if (query.channel === undefined) return
-        abandon(query)
-        done(noAnswer(rrtype, name, limit), null)
+        query.deadline = undefined
+        settle(query, noAnswer(rrtype, name, limit), null)
       }, budget)
     }
-    return () => abandon(query)
+    return () => interrupt(query)
   }
 }
