@@ -7,6 +7,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Tracer from "effect/Tracer"
 import { Dns, type DnsError } from "./Dns.js"
@@ -174,15 +175,18 @@ const lookupAll = (
 ): Effect.Effect<ReadonlyArray<FamilyLookup>> => {
   const [first, second] = rrtypes
   if (second === undefined) return Effect.map(lookupFamily(dns, first!, name), (lookup) => [lookup])
-  return Effect.flatMap(Effect.fork(lookupFamily(dns, second, name)), (fiber) =>
-    Effect.onInterrupt(
-      Effect.flatMap(
-        lookupFamily(dns, first!, name),
-        // `await` rather than `join`: nothing to merge back from a lookup's FiberRefs.
-        (one) => Effect.map(Effect.flatten(Fiber.await(fiber)), (two) => [one, two])
-      ),
-      () => Fiber.interrupt(fiber)
-    ))
+  // From the fork to the registration of its clean-up nothing can interrupt: the second lookup never outlives this.
+  return Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.fork(restore(lookupFamily(dns, second, name))), (fiber) =>
+      Effect.onExit(
+        restore(Effect.flatMap(
+          lookupFamily(dns, first!, name),
+          // `await` rather than `join`: nothing to merge back from a lookup's FiberRefs.
+          (one) => Effect.map(Effect.flatten(Fiber.await(fiber)), (two) => [one, two])
+        )),
+        (exit) => Exit.isSuccess(exit) ? Effect.void : Fiber.interrupt(fiber)
+      ))
+  )
 }
 
 const noCandidates = (): Pull.Pull<Candidate> => Pull.fromIterable([])

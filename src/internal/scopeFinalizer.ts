@@ -4,13 +4,11 @@
  * `Effect.addFinalizer` records the acquiring fiber's FiberRefs and, when the finalizer runs in another fiber, sets
  * them on that fiber for the finalizer's duration and patches them back afterwards. The patch back keeps the
  * acquiring fiber's entries in the closing fiber's FiberRef stacks: the closing fiber gains one stack entry per
- * foreign finalizer for the rest of its life. A connection is acquired in a Happy Eyeballs attempt fiber and released
- * by the delivery's fiber, so a long-lived fiber that delivers again and again (an application's queue worker, a
- * concurrent `Effect.forEach` worker) grew by about 12 KB per delivery: every entry held the span current at the
- * connect, whose exit held the connection, its socket and buffers. Over a 60,000-delivery run that was hundreds of
- * MB of heap and a rate that halved as garbage collection slowed. Our finalizers close sockets and timers: they
- * need none of the acquiring fiber's FiberRefs. (Test: Transport › a long-lived caller. Reported upstream with a
- * reproduction: docs/upstream/effect-addFinalizer-fiberRefs.md.)
+ * foreign finalizer for the rest of its life (reported upstream with a reproduction:
+ * docs/upstream/effect-addFinalizer-fiberRefs.md). When connections lived in Scopes, a connection acquired in a Happy
+ * Eyeballs attempt fiber and released by the delivery's fiber made a long-lived caller retain every connection it
+ * made. The transport no longer ties connections to Scopes; `Connector.own` / `Connector.scoped`, which do for their
+ * callers, use this, since closing a connection needs none of the acquiring fiber's FiberRefs.
  *
  * @internal
  */

@@ -8,6 +8,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
+import type * as Tracer from "effect/Tracer"
 import { Dns } from "../../Dns.js"
 import { isStsRecord, normalizeName, type Policy, selectRecord } from "../../MtaStsPolicy.js"
 import { type Entry, PolicyCache } from "../../PolicyCache.js"
@@ -63,6 +64,8 @@ export interface ResolveOptions {
   readonly port?: number | undefined
   /** Extra trusted CAs (PEM) for the policy fetch, on top of the system ones. */
   readonly ca?: ReadonlyArray<string> | undefined
+  /** The parent of the `MtaSts.resolve` span; the current span when absent. */
+  readonly parent?: Tracer.AnySpan | undefined
 }
 
 type Live =
@@ -134,12 +137,17 @@ const outcome = (
  *
  * @internal
  */
-export const resolve: (
+export const resolve = (
   domain: string,
   options: ResolveOptions
-) => Effect.Effect<Outcome, TransportError.TransportError, Dns | PolicyCache | PolicyFetcher> = Effect.fn(
-  "MtaSts.resolve"
-)(function*(domain: string, options: ResolveOptions) {
+): Effect.Effect<Outcome, TransportError.TransportError, Dns | PolicyCache | PolicyFetcher> =>
+  // A span of its own, current inside so that the policy fetch's HTTP spans nest under it; under `parent` when given.
+  Effect.withSpan(resolveIn(domain, options), "MtaSts.resolve", {
+    captureStackTrace: false,
+    ...(options.parent === undefined ? {} : { parent: options.parent })
+  })
+
+const resolveIn = Effect.fnUntraced(function*(domain: string, options: ResolveOptions) {
   const name = normalizeName(domain)
   if (options.mode === "disable") return outcome(name, { status: "disabled" })
   const cache = yield* PolicyCache

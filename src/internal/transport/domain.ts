@@ -55,7 +55,8 @@ export const domainStage = (
         mode,
         timeout: settings.timeouts["mta-sts"],
         port: options.mtaStsPort,
-        ca: options.ca
+        ca: options.ca,
+        parent: span
       }))
       if (Either.isLeft(resolved)) return { ...stage, error: resolved.left }
       mtaSts = resolved.right
