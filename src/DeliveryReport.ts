@@ -9,6 +9,7 @@ import type { Kind, Phase } from "./TransportError.js"
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export type RecipientStatus = "delivered" | "deferred" | "failed"
 
@@ -16,6 +17,7 @@ export type RecipientStatus = "delivered" | "deferred" | "failed"
  * A server reply as it appears in the report; `text` is the reply's lines joined with a newline.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface ReportReply {
   readonly code: number
@@ -25,6 +27,7 @@ export interface ReportReply {
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface ReportError {
   readonly phase: Phase
@@ -37,6 +40,7 @@ export interface ReportError {
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface RecipientResult {
   readonly address: string
@@ -55,7 +59,8 @@ export interface RecipientResult {
  * authenticated TLS) a certificate that does not verify does not stop the delivery: `verified` is `false` and
  * `reason` says why: `self-signed`, `name-mismatch`, `expired`, `untrusted-root`, or OpenSSL's code otherwise.
  *
- * @since 0.3.0
+ * @since 0.2.0
+ * @category models
  */
 export interface AttemptTls {
   /** `TLSv1.3`, … */
@@ -74,6 +79,7 @@ export interface AttemptTls {
  * followed at once by the plaintext attempt to the same address that delivers instead (`tls: null`).
  *
  * @since 0.1.0
+ * @category models
  */
 export interface AttemptRecord {
   readonly domain: string
@@ -96,6 +102,7 @@ export interface AttemptRecord {
  * What resolution decided for one MX host.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface HostPlan {
   readonly host: string
@@ -116,6 +123,7 @@ export interface HostPlan {
  * The MTA-STS lookup of a domain (RFC 8461) and where the policy came from.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface MtaStsPlan {
   readonly status: "disabled" | "none" | "invalid" | "failed" | "found"
@@ -131,6 +139,7 @@ export interface MtaStsPlan {
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface DomainPlan {
   readonly domain: string
@@ -149,6 +158,7 @@ export interface DomainPlan {
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface DeliveryReport {
   readonly recipients: ReadonlyArray<RecipientResult>
@@ -162,6 +172,7 @@ export interface DeliveryReport {
  * a host an enforced MTA-STS policy excludes.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface ExplainedHost extends HostPlan {
   readonly settings: {
@@ -183,11 +194,13 @@ type CamelCase<S extends string> = S extends `${infer A}-${infer B}` ? `${A}${Ca
  * `mailFrom`): `connect`, `greeting`, `tls`, `ehlo`, `mailFrom`, `rcptTo`, `data`.
  *
  * @since 0.2.0
+ * @category models
  */
 export type ExplainedTimeouts = { readonly [P in SessionPhase as CamelCase<P>]: number }
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface ExplainedDomain extends Omit<DomainPlan, "hosts"> {
   readonly hosts: ReadonlyArray<ExplainedHost>
@@ -199,6 +212,7 @@ export interface ExplainedDomain extends Omit<DomainPlan, "hosts"> {
  * What a delivery would do, as `Transport.explain` and `smtp-transport plan` tell it; nothing is sent.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface ExplainReport {
   readonly domains: ReadonlyArray<ExplainedDomain>

@@ -63,6 +63,7 @@ export type {
  * used and the key's default was used instead; it names the key, what was found and the default.
  *
  * @since 0.1.0
+ * @category models
  */
 export type Evaluated<A> = Keys.Evaluated<A>
 
@@ -71,6 +72,7 @@ export type Evaluated<A> = Keys.Evaluated<A>
  * evaluate; expressions are evaluated without re-parsing.
  *
  * @since 0.1.0
+ * @category models
  */
 export type Setting<A> = Keys.Setting<A>
 
@@ -80,6 +82,7 @@ export type Setting<A> = Keys.Setting<A>
  * `tls.starttls`/`.mtaSts`/`.allowInvalidCerts`, `connectionAttemptDelay`), generated from the key table.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Config extends Keys.ConfigSettings {
   /** The file it was loaded from, null for text and defaults. */
@@ -92,6 +95,7 @@ export interface Config extends Keys.ConfigSettings {
  * The configuration as a service.
  *
  * @since 0.1.0
+ * @category tags
  */
 export class OutboundConfig extends Context.Tag("effect-smtp-transport/OutboundConfig")<OutboundConfig, Config>() {}
 
@@ -99,6 +103,7 @@ export class OutboundConfig extends Context.Tag("effect-smtp-transport/OutboundC
  * Parses TOML text. Pure apart from reading the machine's host name for the `hostname` default.
  *
  * @since 0.1.0
+ * @category loading
  */
 export const parse = (text: string, file: string | null = null): Either.Either<Config, ConfigError> =>
   Parse.parse(text, file)
@@ -157,6 +162,7 @@ export const renderReference: () => string = Reference.renderReference
  * Reads and parses a TOML file; the file name is in every issue.
  *
  * @since 0.1.0
+ * @category loading
  */
 export const load: (path: string) => Effect.Effect<Config, ConfigError, FileSystem.FileSystem> = Effect.fn(
   "OutboundConfig.load"
@@ -182,22 +188,26 @@ export const load: (path: string) => Effect.Effect<Config, ConfigError, FileSyst
  * The configuration with every key at its default (the `hostname` default is the machine's host name).
  *
  * @since 0.1.0
+ * @category loading
  */
 export const defaults: Config = Either.getOrThrow(parse(""))
 
 /**
  * @since 0.1.0
+ * @category layers
  */
 export const layer = (path: string): Layer.Layer<OutboundConfig, ConfigError, FileSystem.FileSystem> =>
   Layer.effect(OutboundConfig, load(path))
 
 /**
  * @since 0.1.0
+ * @category layers
  */
 export const layerDefault: Layer.Layer<OutboundConfig> = Layer.succeed(OutboundConfig, defaults)
 
 /**
  * @since 0.1.0
+ * @category layers
  */
 export const layerFromText = (text: string, file?: string): Layer.Layer<OutboundConfig, ConfigError> =>
   Layer.effect(OutboundConfig, Effect.suspend(() => parse(text, file ?? null)))

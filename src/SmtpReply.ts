@@ -11,6 +11,7 @@ import * as Either from "effect/Either"
  * text of every line without the code and separator.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Reply {
   readonly code: number
@@ -23,6 +24,7 @@ export interface Reply {
  * memory a server can make the client hold.
  *
  * @since 0.1.0
+ * @category constants
  */
 export const MAX_REPLY_BYTES = 64 * 1024
 
@@ -30,6 +32,7 @@ export const MAX_REPLY_BYTES = 64 * 1024
  * The most lines a single reply may have.
  *
  * @since 0.1.0
+ * @category constants
  */
 export const MAX_REPLY_LINES = 512
 
@@ -38,6 +41,7 @@ export const MAX_REPLY_LINES = 512
  * 512 octets; servers exceed it in practice, and 4 KiB bounds what one line can make the client buffer).
  *
  * @since 0.1.0
+ * @category constants
  */
 export const MAX_LINE = 4096
 
@@ -45,6 +49,7 @@ export const MAX_LINE = 4096
  * One line of a reply: `250-text` (more follow) or `250 text` / `250` (the last).
  *
  * @since 0.1.0
+ * @category models
  */
 export interface ReplyLine {
   readonly code: number
@@ -121,7 +126,7 @@ export class Accumulator {
    * {@link push} without the `Either`, for the connection's per-line loop: `null` more lines to come, a `Reply` when
    * complete, a string why it is not a reply.
    *
-   * @since 0.3.0
+   * @since 0.2.0
    */
   add(raw: string): Reply | string | null {
     const counted = byteLength(raw)
@@ -181,6 +186,7 @@ export const parse = (lines: ReadonlyArray<string>): Either.Either<Reply, string
  * The reply as the server sent it, one line per line, without CRLF.
  *
  * @since 0.1.0
+ * @category formatting
  */
 export const format = (reply: Reply): string =>
   reply.lines.map((text, i) => {
@@ -193,6 +199,7 @@ export const format = (reply: Reply): string =>
  * 2xx.
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const isPositive = (reply: Reply): boolean => reply.code >= 200 && reply.code < 300
 
@@ -200,6 +207,7 @@ export const isPositive = (reply: Reply): boolean => reply.code >= 200 && reply.
  * 5xx.
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const isPermanent = (reply: Reply): boolean => reply.code >= 500 && reply.code < 600
 
@@ -207,5 +215,6 @@ export const isPermanent = (reply: Reply): boolean => reply.code >= 500 && reply
  * 4xx.
  *
  * @since 0.1.0
+ * @category predicates
  */
 export const isTransient = (reply: Reply): boolean => reply.code >= 400 && reply.code < 500

@@ -31,6 +31,7 @@ import * as PolicyCache from "./PolicyCache.js"
  * What expressions may read about the delivery attempt, as a queue would know it.
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Attempt {
   /** Failed attempts so far (`retry_num`). */
@@ -46,6 +47,7 @@ export interface Attempt {
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface DeliveryRequest {
   /** The RFC 5322 message; line endings are normalised to CRLF on the wire. */

@@ -19,6 +19,7 @@ export type { Phase } from "./Settings.js"
  * What went wrong, independent of the phase.
  *
  * @since 0.1.0
+ * @category models
  */
 export type Kind =
   | "timeout"
@@ -35,6 +36,7 @@ export type Kind =
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export class TransportError extends Data.TaggedError("TransportError")<{
   readonly phase: Phase
@@ -50,6 +52,7 @@ export class TransportError extends Data.TaggedError("TransportError")<{
  * A phase ran past its configured time.
  *
  * @since 0.1.0
+ * @category constructors
  */
 export const timeout = (phase: Phase, duration: Duration.DurationInput): TransportError =>
   new TransportError({
@@ -65,6 +68,7 @@ export const timeout = (phase: Phase, duration: Duration.DurationInput): Transpo
  * at that point of the dialogue, which RFC 5321 §4.2.1 gives no permanent meaning).
  *
  * @since 0.1.0
+ * @category constructors
  */
 export const fromReply = (phase: Phase, reply: Reply): TransportError =>
   new TransportError({
@@ -80,6 +84,7 @@ export const fromReply = (phase: Phase, reply: Reply): TransportError =>
  * Shorthand for the errors that carry no reply.
  *
  * @since 0.1.0
+ * @category constructors
  */
 export const make = (
   phase: Phase,

@@ -43,3 +43,23 @@ export const within = <A, E, R>(
 /** The options of a leaf span (`Effect.useSpan`) under `parent`, or under the current span. @internal */
 export const leafOptions = (parent: Tracer.AnySpan | undefined) =>
   parent === undefined ? base : { ...base, parent }
+
+/**
+ * A connection attempt's identity by OpenTelemetry's conventions: `server.address` is the MX host (when known),
+ * `network.peer.address` the remote IP, `network.local.address` the bound source (empty when the OS picks). The one
+ * place the transport's spans and the session's events get these names from.
+ *
+ * @internal
+ */
+export const peerAttributes = (peer: {
+  readonly servername?: string | undefined
+  readonly ip: string
+  readonly port: number
+  readonly localAddress?: string | null | undefined
+}): Record<string, unknown> => ({
+  ...(peer.servername === undefined ? {} : { "server.address": peer.servername }),
+  "server.port": peer.port,
+  "network.peer.address": peer.ip,
+  "network.peer.port": peer.port,
+  "network.local.address": peer.localAddress ?? ""
+})

@@ -25,6 +25,7 @@ import type { Reply } from "../../SmtpReply.js"
 import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import * as log from "../log.js"
+import * as tracing from "../tracing.js"
 import * as capabilities from "./capabilities.js"
 import * as dotStuff from "./dotStuff.js"
 import * as phase from "./phase.js"
@@ -38,13 +39,13 @@ const MAX_LINES_AFTER_QUIT = 16
 const millis = (timeouts: SessionSettings["timeouts"], p: SessionPhase) => Duration.toMillis(timeouts[p])
 
 /** The attempt's identity by OpenTelemetry's conventions. */
-const connectionAttributes = (connection: Connection, servername: string | undefined): phase.Attributes => ({
-  ...(servername === undefined ? {} : { "server.address": servername }),
-  "server.port": connection.remotePort,
-  "network.peer.address": connection.remoteAddress,
-  "network.peer.port": connection.remotePort,
-  "network.local.address": connection.localAddress ?? ""
-})
+const connectionAttributes = (connection: Connection, servername: string | undefined): phase.Attributes =>
+  tracing.peerAttributes({
+    servername,
+    ip: connection.remoteAddress,
+    port: connection.remotePort,
+    localAddress: connection.localAddress
+  })
 
 /**
  * The phases of one dialogue (open, a transaction, QUIT) as span-event options: the connection's attributes are
@@ -83,13 +84,7 @@ export const connect = (
       timeoutMs,
       phaseSpans: full?.phaseSpans === true,
       span: full?.span,
-      attributes: () => ({
-        ...(full?.servername === undefined ? {} : { "server.address": full.servername }),
-        "server.port": options.port,
-        "network.peer.address": options.ip,
-        "network.peer.port": options.port,
-        "network.local.address": options.localAddress ?? ""
-      })
+      attributes: () => tracing.peerAttributes({ ...options, servername: full?.servername })
     }, (step) =>
       Effect.mapError(
         connector.connect({
@@ -502,14 +497,7 @@ export const attemptSpan = (attributes: {
 }) =>
 <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withSpan(effect, "smtp.attempt", {
-    attributes: {
-      "server.address": attributes.servername,
-      "server.port": attributes.port,
-      "network.peer.address": attributes.ip,
-      "network.peer.port": attributes.port,
-      ...(attributes.localAddress === undefined || attributes.localAddress === null
-        ? {}
-        : { "network.local.address": attributes.localAddress })
-    },
+    kind: "client",
+    attributes: tracing.peerAttributes(attributes),
     captureStackTrace: false
   })

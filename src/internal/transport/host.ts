@@ -84,13 +84,12 @@ const connect = (
       kind: "client",
       captureStackTrace: false,
       parent,
-      attributes: {
-        "server.address": host.host.name,
-        "server.port": options.port,
-        "network.peer.address": candidate.ip,
-        "network.peer.port": options.port,
-        "network.local.address": candidate.source ?? ""
-      }
+      attributes: tracing.peerAttributes({
+        servername: host.host.name,
+        ip: candidate.ip,
+        port: options.port,
+        localAddress: candidate.source
+      })
     }),
     (span) =>
       SmtpSession.connect(
@@ -218,11 +217,12 @@ const session = (
     // A new connection, a new attempt: its own span, beside the first one's. The connect stays interruptible (it
     // cleans up after itself); once it has succeeded the connection is closed whatever happens.
     return yield* tracing.within("smtp.attempt", Option.getOrUndefined(connected.span.parent), {
-      "server.address": host.host.name,
-      "server.port": delivery.options.port,
-      "network.peer.address": candidate.ip,
-      "network.peer.port": delivery.options.port,
-      "network.local.address": candidate.source ?? "",
+      ...tracing.peerAttributes({
+        servername: host.host.name,
+        ip: candidate.ip,
+        port: delivery.options.port,
+        localAddress: candidate.source
+      }),
       "smtp.plaintext_retry": true
     }, (span) =>
       Effect.uninterruptibleMask((restore) =>
