@@ -5,6 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Loser, RaceOptions, RaceResult, Winner } from "../../HappyEyeballs.js"
 import type { Pull } from "../../Pull.js"
@@ -46,7 +47,33 @@ export const raceUse = <C, A, E, R, B, E2, R2>(
 export const raceStream = <C, A, E, R>(
   options: Omit<RaceOptions<C, A, E, R>, "candidates"> & { readonly candidates: Stream.Stream<C, never, R> }
 ): Effect.Effect<RaceResult<C, A, E>, never, R> =>
-  Effect.scoped(Effect.flatMap(pull.fromStream(options.candidates), (candidates) => race({ ...options, candidates })))
+  // The Stream's scope is closed once the race is over, uninterruptibly; an interruption that comes meanwhile
+  // releases the winner rather than dropping it.
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Scope.make(), (scope) =>
+      Effect.flatMap(
+        Effect.exit(restore(Effect.flatMap(
+          Scope.extend(pull.fromStream(options.candidates), scope),
+          (candidates) => race({ ...options, candidates })
+        ))),
+        (exit) =>
+          Effect.zipRight(
+            Scope.close(scope, exit),
+            Exit.match(exit, {
+              onFailure: (cause) => Effect.failCause(cause),
+              onSuccess: (result) =>
+                Option.match(result.winner, {
+                  onNone: () => Effect.succeed(result),
+                  onSome: (winner) =>
+                    Effect.catchAllCause(
+                      restore(Effect.succeed(result)),
+                      (cause) => Effect.zipRight(options.release(winner.value), Effect.failCause(cause))
+                    )
+                })
+            })
+          )
+      ))
+  )
 
 interface Context<C, A, E, R> {
   readonly options: RaceOptions<C, A, E, R>
