@@ -10,7 +10,7 @@
  * per miss on the path every new domain takes (MX, then A/AAAA).
  *
  * Two ways to run a miss. Over any `Answerer` (the test layer, `Dns.cached`), the query runs in an interruption
- * region whose exit handler stores the outcome or hands over. Over a callback-style `Query` (the live layer), a miss
+ * region whose exit handler stores the outcome or hands over. Over a callback-style `Resolve` (the live layer), a miss
  * is one `Effect.async` whose callback stores the outcome and whose canceller cancels the query and hands over: the
  * query's own interruption region is the cache's, and a lookup costs about half the run-loop steps. The waiters'
  * Deferred is made only when a second caller arrives, and the service's `mx`/`a`/`aaaa`/`txt` get their records
@@ -30,7 +30,7 @@ import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import * as dnsName from "../dnsName.js"
 import { Lru } from "../lru.js"
-import type { Answer, Answerer, CacheOptions, Dns, DnsError, Query, RRType } from "./model.js"
+import type { Answer, Answerer, CacheOptions, Dns, DnsError, Resolve, RRType } from "./model.js"
 
 type AnyAnswer = Answer<RRType>
 type Outcome = Exit.Exit<AnyAnswer, DnsError>
@@ -68,16 +68,16 @@ type Shape = "answer" | "records"
 const shaped = (answer: AnyAnswer, shape: Shape): Exit.Exit<unknown, never> =>
   Exit.succeed(shape === "records" ? answer.records : answer)
 
-const isQuery = (source: Answerer | { readonly query: Query }): source is { readonly query: Query } =>
+const isResolve = (source: Answerer | { readonly query: Resolve }): source is { readonly query: Resolve } =>
   typeof source !== "function"
 
 /**
- * The cache over an `Answerer` (each miss runs its Effect) or over a callback-style `Query` (each miss is one
+ * The cache over an `Answerer` (each miss runs its Effect) or over a callback-style `Resolve` (each miss is one
  * `Effect.async`), as the four lookups and the TTL-aware `answer`.
  *
  * @internal
  */
-export const make = (source: Answerer | { readonly query: Query }, options: CacheOptions = {}): Dns.Service => {
+export const make = (source: Answerer | { readonly query: Resolve }, options: CacheOptions = {}): Dns.Service => {
   const defaultTtl = millis(options.defaultTtl, defaults.defaultTtl)
   const maxTtl = millis(options.maxTtl, defaults.maxTtl)
   const negativeTtl = millis(options.negativeTtl, defaults.negativeTtl)
@@ -170,7 +170,7 @@ export const make = (source: Answerer | { readonly query: Query }, options: Cach
       })
     )
 
-  const viaQuery = (query: Query) => {
+  const viaResolve = (query: Resolve) => {
     // The query's callback stores its outcome; the exit handler acts only when the caller is interrupted before
     // one: it cancels the query and hands over. An interruption region of our own rather than `Effect.async`'s
     // canceller, which wraps the async in an `onInterrupt` region: 9 run-loop steps against 11.
@@ -213,7 +213,7 @@ export const make = (source: Answerer | { readonly query: Query }, options: Cach
       )
   }
 
-  const lookup = isQuery(source) ? viaQuery(source.query) : viaAnswerer(source)
+  const lookup = isResolve(source) ? viaResolve(source.query) : viaAnswerer(source)
   const keyOf = (rrtype: RRType, name: string) => `${rrtype} ${dnsName.normalize(name)}`
   const records = <T extends RRType>(rrtype: T) => (name: string) =>
     lookup(rrtype, name, keyOf(rrtype, name), "records") as Effect.Effect<Answer<T>["records"], DnsError>

@@ -8,7 +8,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as NodeDns from "node:dns"
-import { type Answer, type Answerer, DnsError, noAnswer, type Query, type RRType } from "./model.js"
+import { type Answer, type Answerer, DnsError, noAnswer, type Resolve, type RRType } from "./model.js"
 
 /** @internal */
 export interface LiveOptions {
@@ -57,7 +57,7 @@ const fromNodeError = (error: unknown, rrtype: RRType, name: string): DnsError =
 }
 
 /** @internal */
-export const answererOf = (query: Query): Answerer => <T extends RRType>(rrtype: T, name: string) =>
+export const answererOf = (query: Resolve): Answerer => <T extends RRType>(rrtype: T, name: string) =>
   Effect.async<Answer<T>, DnsError>((resume) => {
     const cancel = query(rrtype, name, (error, answer) => {
       resume(error === null ? Exit.succeed(answer as Answer<T>) : Exit.fail(error))
@@ -123,7 +123,7 @@ const addresses = (records: ReadonlyArray<NodeDns.RecordWithTtl>): Answer<RRType
  *
  * @internal
  */
-export const make = (options: LiveOptions): Query => {
+export const make = (options: LiveOptions): Resolve => {
   const tries = Math.max(1, Math.floor(options.tries ?? 2))
   const limit = Duration.decode(options.timeout ?? "5 seconds")
   const budget = Duration.toMillis(limit)

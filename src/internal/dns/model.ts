@@ -56,7 +56,7 @@ export type Answerer = <T extends RRType>(rrtype: T, name: string) => Effect.Eff
  *
  * @internal
  */
-export type Query = (
+export type Resolve = (
   rrtype: RRType,
   name: string,
   done: (error: DnsError | null, answer: Answer<RRType> | null) => void
