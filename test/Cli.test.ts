@@ -1,12 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Console, Effect, Exit, Scope } from "effect"
 import { execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as util from "node:util"
 import * as Args from "../src/cli/args.js"
 import * as Help from "../src/cli/help.js"
+import { main } from "../src/cli/main.js"
 import * as Plan from "../src/cli/plan.js"
 import * as Send from "../src/cli/send.js"
 import type { DeliveryReport, ExplainReport } from "../src/DeliveryReport.js"
@@ -53,7 +55,8 @@ interface Run {
   readonly ms: number
 }
 
-const runCli = (args: ReadonlyArray<string>, options: { readonly stdin?: string; readonly timeoutMs?: number } = {}) =>
+/** The executable as a child process: for what only a process shows (stdin, the logger `bin.ts` installs). */
+const spawnCli = (args: ReadonlyArray<string>, options: { readonly stdin?: string; readonly timeoutMs?: number } = {}) =>
   Effect.promise(() =>
     new Promise<Run>((resolve) => {
       const started = performance.now()
@@ -72,6 +75,41 @@ const runCli = (args: ReadonlyArray<string>, options: { readonly stdin?: string;
       child.stdin.end(options.stdin ?? "")
     })
   )
+
+/**
+ * The same program in this process (`main`, what `bin.ts` runs), its Console captured: output and exit status as the
+ * executable gives them, without a process start per case. A pipe has no colour, so neither has this.
+ */
+const inProcess = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: number } = {}) =>
+  Effect.gen(function*() {
+    let stdout = ""
+    let stderr = ""
+    const base = yield* Effect.console
+    const out = (...xs: ReadonlyArray<unknown>) => (stdout += `${util.format(...xs)}\n`)
+    const err = (...xs: ReadonlyArray<unknown>) => (stderr += `${util.format(...xs)}\n`)
+    const captured: Console.Console = {
+      ...base,
+      log: (...xs) => Effect.sync(() => out(...xs)),
+      error: (...xs) => Effect.sync(() => err(...xs)),
+      unsafe: { ...base.unsafe, log: out, error: err }
+    }
+    const started = performance.now()
+    const code = yield* main(["node", bin, ...args], { colour: false }).pipe(
+      Effect.withConsole(captured),
+      Effect.timeoutTo({ duration: options.timeoutMs ?? 20_000, onSuccess: (c): number | null => c, onTimeout: () => null })
+    )
+    return { code, stdout, stderr, ms: performance.now() - started } satisfies Run
+  })
+
+/** In this process, unless the case needs a real one: standard input, or the executable's logger (--log-level). */
+const runCli = (
+  args: ReadonlyArray<string>,
+  options: { readonly stdin?: string; readonly timeoutMs?: number; readonly process?: boolean } = {}
+) =>
+  options.process === true || options.stdin !== undefined || args.includes("--log-level") ||
+    args.some((a) => a.startsWith("--log-level="))
+    ? spawnCli(args, options)
+    : inProcess(args, options)
 
 const json = <A>(run: Run): A => {
   try {
