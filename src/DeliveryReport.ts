@@ -2,16 +2,29 @@
  * The result of one delivery, as plain data: what happened to each recipient, every connection attempt made, the
  * plan that was followed, and the warnings met on the way. It serialises to JSON as it is (`JSON.stringify`).
  *
+ * Each model is a `Schema` and its type: `Schema.decodeUnknown(DeliveryReport)` checks a report read back from JSON,
+ * and the report's JSON Schema (`docs/reference/report.schema.json`) is generated from these definitions.
+ *
  * @since 0.1.0
  */
-import type { IpStrategy, SessionPhase, TlsPolicy } from "./Settings.js"
-import type { Kind, Phase } from "./TransportError.js"
+import * as Schema from "effect/Schema"
+import { ipStrategies, phases, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
+import { kinds } from "./TransportError.js"
+
+const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.NullOr(schema)
+const strings = Schema.Array(Schema.String)
 
 /**
  * @since 0.1.0
  * @category models
  */
-export type RecipientStatus = "delivered" | "deferred" | "failed"
+export const RecipientStatus = Schema.Literal("delivered", "deferred", "failed")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type RecipientStatus = typeof RecipientStatus.Type
 
 /**
  * A server reply as it appears in the report; `text` is the reply's lines joined with a newline.
@@ -19,56 +32,81 @@ export type RecipientStatus = "delivered" | "deferred" | "failed"
  * @since 0.1.0
  * @category models
  */
-export interface ReportReply {
-  readonly code: number
-  readonly enhanced: string | null
-  readonly text: string
-}
+export const ReportReply = Schema.Struct({
+  code: Schema.Number,
+  enhanced: nullable(Schema.String),
+  text: Schema.String
+}).annotations({ identifier: "ReportReply" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface ReportError {
-  readonly phase: Phase
-  readonly kind: Kind
-  readonly message: string
-  readonly permanent: boolean
-  readonly code: number | null
-  readonly enhanced: string | null
-}
+export interface ReportReply extends Schema.Schema.Type<typeof ReportReply> {}
+
+/**
+ * A `TransportError` as data.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ReportError = Schema.Struct({
+  phase: Schema.Literal(...phases),
+  kind: Schema.Literal(...kinds),
+  message: Schema.String,
+  permanent: Schema.Boolean,
+  code: nullable(Schema.Number),
+  enhanced: nullable(Schema.String)
+}).annotations({ identifier: "ReportError" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface RecipientResult {
-  readonly address: string
-  readonly status: RecipientStatus
-  /**
-   * The MX host whose answer decided the status, whenever a host answered (also when it failed at greeting, EHLO or
-   * TLS); `null` when no host was reached.
-   */
-  readonly host: string | null
-  readonly reply: ReportReply | null
-  readonly error: ReportError | null
-}
+export interface ReportError extends Schema.Schema.Type<typeof ReportError> {}
+
+/**
+ * One recipient's outcome. `host` is the MX host whose answer decided the status, whenever a host answered (also
+ * when it failed at greeting, EHLO or TLS); `null` when no host was reached.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const RecipientResult = Schema.Struct({
+  address: Schema.String,
+  status: RecipientStatus,
+  host: nullable(Schema.String),
+  reply: nullable(ReportReply),
+  error: nullable(ReportError)
+}).annotations({ identifier: "RecipientResult" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface RecipientResult extends Schema.Schema.Type<typeof RecipientResult> {}
 
 /**
  * The TLS session of an attempt. Under opportunistic TLS (`tls.starttls = optional`, nothing requiring
  * authenticated TLS) a certificate that does not verify does not stop the delivery: `verified` is `false` and
  * `reason` says why: `self-signed`, `name-mismatch`, `expired`, `untrusted-root`, or OpenSSL's code otherwise.
+ * `version` is `TLSv1.3`, …
  *
  * @since 0.2.0
  * @category models
  */
-export interface AttemptTls {
-  /** `TLSv1.3`, … */
-  readonly version: string | null
-  readonly cipher: string | null
-  readonly verified: boolean
-  readonly reason: string | null
-}
+export const AttemptTls = Schema.Struct({
+  version: nullable(Schema.String),
+  cipher: nullable(Schema.String),
+  verified: Schema.Boolean,
+  reason: nullable(Schema.String)
+}).annotations({ identifier: "AttemptTls" })
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface AttemptTls extends Schema.Schema.Type<typeof AttemptTls> {}
 
 /**
  * One connection attempt: a race loser is `cancelled`, a connection that carried a transaction to its end is
@@ -76,48 +114,62 @@ export interface AttemptTls {
  * failure, or a transaction refused before it was sent) is `failed` at the phase that stopped it.
  *
  * A TLS handshake that fails outright under opportunistic TLS is an attempt of its own (`phase: "tls"`, `failed`),
- * followed at once by the plaintext attempt to the same address that delivers instead (`tls: null`).
+ * followed at once by the plaintext attempt to the same address that delivers instead (`tls: null`). `tls` is
+ * `null` for a plaintext connection; `startMs` counts from the start of the delivery (Effect's Clock); `phase` is
+ * the last phase reached.
  *
  * @since 0.1.0
  * @category models
  */
-export interface AttemptRecord {
-  readonly domain: string
-  readonly host: string
-  readonly ip: string
-  readonly source: string | null
-  readonly ehlo: string | null
-  /** The TLS session; `null` for a plaintext connection. */
-  readonly tls: AttemptTls | null
-  /** Milliseconds since the delivery started (Effect's Clock). */
-  readonly startMs: number
-  readonly durationMs: number
-  /** The last phase reached. */
-  readonly phase: Phase
-  readonly outcome: "completed" | "failed" | "cancelled"
-  readonly error: ReportError | null
+export const AttemptRecord = Schema.Struct({
+  domain: Schema.String,
+  host: Schema.String,
+  ip: Schema.String,
+  source: nullable(Schema.String),
+  ehlo: nullable(Schema.String),
+  tls: nullable(AttemptTls),
+  startMs: Schema.Number,
+  durationMs: Schema.Number,
+  phase: Schema.Literal(...phases),
+  outcome: Schema.Literal("completed", "failed", "cancelled"),
+  error: nullable(ReportError)
+}).annotations({ identifier: "AttemptRecord" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface AttemptRecord extends Schema.Schema.Type<typeof AttemptRecord> {}
+
+const hostPlanFields = {
+  host: Schema.String,
+  preference: Schema.Number,
+  implicit: Schema.Boolean,
+  strategy: nullable(Schema.Literal(...ipStrategies)),
+  /** Addresses kept, in the order they are tried. */
+  addresses: strings,
+  /** Addresses dropped by `limits.multihomed`. */
+  truncated: strings,
+  sourceIps: Schema.Struct({ v4: strings, v6: strings }),
+  /** Whether the host is listed in the domain's MTA-STS policy; `null` when no policy applies. */
+  mtaSts: nullable(Schema.Literal("match", "mismatch")),
+  error: nullable(ReportError)
 }
 
 /**
- * What resolution decided for one MX host.
+ * What resolution decided for one MX host: its addresses in the order they are tried, the ones `limits.multihomed`
+ * dropped, the source lists, whether an MTA-STS policy lists it.
  *
  * @since 0.1.0
  * @category models
  */
-export interface HostPlan {
-  readonly host: string
-  readonly preference: number
-  readonly implicit: boolean
-  readonly strategy: IpStrategy | null
-  /** Addresses kept, in the order they are tried. */
-  readonly addresses: ReadonlyArray<string>
-  /** Addresses dropped by `limits.multihomed`. */
-  readonly truncated: ReadonlyArray<string>
-  readonly sourceIps: { readonly v4: ReadonlyArray<string>; readonly v6: ReadonlyArray<string> }
-  /** Whether the host is listed in the domain's MTA-STS policy; `null` when no policy applies. */
-  readonly mtaSts: "match" | "mismatch" | null
-  readonly error: ReportError | null
-}
+export const HostPlan = Schema.Struct(hostPlanFields).annotations({ identifier: "HostPlan" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface HostPlan extends Schema.Schema.Type<typeof HostPlan> {}
 
 /**
  * The MTA-STS lookup of a domain (RFC 8461) and where the policy came from.
@@ -125,69 +177,75 @@ export interface HostPlan {
  * @since 0.1.0
  * @category models
  */
-export interface MtaStsPlan {
-  readonly status: "disabled" | "none" | "invalid" | "failed" | "found"
-  readonly source: "cache" | "fetched" | "stale-cache" | null
-  readonly id: string | null
-  readonly policy: {
-    readonly mode: "enforce" | "testing" | "none"
-    readonly mx: ReadonlyArray<string>
-    readonly maxAge: number
-  } | null
-  readonly error: ReportError | null
-}
+export const MtaStsPlan = Schema.Struct({
+  status: Schema.Literal("disabled", "none", "invalid", "failed", "found"),
+  source: nullable(Schema.Literal("cache", "fetched", "stale-cache")),
+  id: nullable(Schema.String),
+  policy: nullable(Schema.Struct({
+    mode: Schema.Literal("enforce", "testing", "none"),
+    mx: strings,
+    maxAge: Schema.Number
+  })),
+  error: nullable(ReportError)
+}).annotations({ identifier: "MtaStsPlan" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface DomainPlan {
-  readonly domain: string
-  readonly recipients: ReadonlyArray<string>
+export interface MtaStsPlan extends Schema.Schema.Type<typeof MtaStsPlan> {}
+
+const domainPlanFields = {
+  domain: Schema.String,
+  recipients: strings,
   /** The MX records in preference order. */
-  readonly mx: ReadonlyArray<{ readonly exchange: string; readonly priority: number }>
+  mx: Schema.Array(Schema.Struct({ exchange: Schema.String, priority: Schema.Number })),
   /** Hosts in the order they are tried, after the shuffle and `limits.mx`; only the hosts reached are resolved. */
-  readonly hosts: ReadonlyArray<HostPlan>
+  hosts: Schema.Array(HostPlan),
   /** Hosts cut by `limits.mx`. */
-  readonly dropped: ReadonlyArray<string>
-  readonly limits: { readonly mx: number; readonly multihomed: number }
+  dropped: strings,
+  limits: Schema.Struct({ mx: Schema.Number, multihomed: Schema.Number }),
   /** `null` when `tls.mta-sts = disable` or the domain is an address literal. */
-  readonly mtaSts: MtaStsPlan | null
-  readonly error: ReportError | null
+  mtaSts: nullable(MtaStsPlan),
+  error: nullable(ReportError)
 }
 
 /**
- * @since 0.1.0
- * @category models
- */
-export interface DeliveryReport {
-  readonly recipients: ReadonlyArray<RecipientResult>
-  readonly attempts: ReadonlyArray<AttemptRecord>
-  readonly plan: { readonly domains: ReadonlyArray<DomainPlan> }
-  readonly warnings: ReadonlyArray<string>
-}
-
-/**
- * A host as {@link ExplainReport} shows it: its plan, and every setting evaluated for it. `settings` is `null` for
- * a host an enforced MTA-STS policy excludes.
+ * One recipient domain's plan: its MX records, the hosts kept and dropped, its limits and MTA-STS policy.
  *
  * @since 0.1.0
  * @category models
  */
-export interface ExplainedHost extends HostPlan {
-  readonly settings: {
-    readonly ehlo: string
-    readonly starttls: TlsPolicy
-    readonly allowInvalidCerts: boolean
-    /** TLS is required whatever `starttls` says: REQUIRETLS, or an enforced MTA-STS policy. */
-    readonly requireTls: boolean
-    /** `null`: strictly one address at a time. */
-    readonly connectionAttemptDelayMs: number | null
-    readonly timeouts: ExplainedTimeouts
-  } | null
-}
+export const DomainPlan = Schema.Struct(domainPlanFields).annotations({ identifier: "DomainPlan" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface DomainPlan extends Schema.Schema.Type<typeof DomainPlan> {}
+
+/**
+ * What `Transport.deliver` returns.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const DeliveryReport = Schema.Struct({
+  recipients: Schema.Array(RecipientResult),
+  attempts: Schema.Array(AttemptRecord),
+  plan: Schema.Struct({ domains: Schema.Array(DomainPlan) }),
+  warnings: strings
+}).annotations({ identifier: "DeliveryReport" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface DeliveryReport extends Schema.Schema.Type<typeof DeliveryReport> {}
 
 type CamelCase<S extends string> = S extends `${infer A}-${infer B}` ? `${A}${Capitalize<CamelCase<B>>}` : S
+
+const camelCase = (phase: string): string => phase.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 
 /**
  * A connection's timeouts in milliseconds, one field per session phase in camelCase (`timeouts["mail-from"]` is
@@ -196,17 +254,63 @@ type CamelCase<S extends string> = S extends `${infer A}-${infer B}` ? `${A}${Ca
  * @since 0.2.0
  * @category models
  */
-export type ExplainedTimeouts = { readonly [P in SessionPhase as CamelCase<P>]: number }
+export const ExplainedTimeouts = Schema.Struct(
+  Object.fromEntries(sessionPhases.map((phase) => [camelCase(phase), Schema.Number])) as {
+    readonly [P in SessionPhase as CamelCase<P>]: typeof Schema.Number
+  }
+).annotations({ identifier: "ExplainedTimeouts" })
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type ExplainedTimeouts = typeof ExplainedTimeouts.Type
+
+/**
+ * A host as {@link ExplainReport} shows it: its plan, and every setting evaluated for it. `settings` is `null` for
+ * a host an enforced MTA-STS policy excludes; `requireTls` says TLS is required whatever `starttls` says
+ * (REQUIRETLS, or an enforced MTA-STS policy); `connectionAttemptDelayMs` is `null` for strictly one address at a
+ * time.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ExplainedHost = Schema.Struct({
+  ...hostPlanFields,
+  settings: nullable(Schema.Struct({
+    ehlo: Schema.String,
+    starttls: Schema.Literal(...tlsPolicies),
+    allowInvalidCerts: Schema.Boolean,
+    requireTls: Schema.Boolean,
+    connectionAttemptDelayMs: nullable(Schema.Number),
+    timeouts: ExplainedTimeouts
+  }))
+}).annotations({ identifier: "ExplainedHost" })
 
 /**
  * @since 0.1.0
  * @category models
  */
-export interface ExplainedDomain extends Omit<DomainPlan, "hosts"> {
-  readonly hosts: ReadonlyArray<ExplainedHost>
-  readonly mtaStsTimeoutMs: number
-  readonly warnings: ReadonlyArray<string>
-}
+export interface ExplainedHost extends Schema.Schema.Type<typeof ExplainedHost> {}
+
+/**
+ * One domain as {@link ExplainReport} shows it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const ExplainedDomain = Schema.Struct({
+  ...domainPlanFields,
+  hosts: Schema.Array(ExplainedHost),
+  mtaStsTimeoutMs: Schema.Number,
+  warnings: strings
+}).annotations({ identifier: "ExplainedDomain" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExplainedDomain extends Schema.Schema.Type<typeof ExplainedDomain> {}
 
 /**
  * What a delivery would do, as `Transport.explain` and `smtp-transport plan` tell it; nothing is sent.
@@ -214,7 +318,13 @@ export interface ExplainedDomain extends Omit<DomainPlan, "hosts"> {
  * @since 0.1.0
  * @category models
  */
-export interface ExplainReport {
-  readonly domains: ReadonlyArray<ExplainedDomain>
-  readonly warnings: ReadonlyArray<string>
-}
+export const ExplainReport = Schema.Struct({
+  domains: Schema.Array(ExplainedDomain),
+  warnings: strings
+}).annotations({ identifier: "ExplainReport" })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExplainReport extends Schema.Schema.Type<typeof ExplainReport> {}

@@ -17,12 +17,28 @@ import type * as Duration from "effect/Duration"
 import type * as Option from "effect/Option"
 
 /**
+ * The IP strategies (Stalwart's names).
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const ipStrategies = ["ipv4_only", "ipv6_only", "ipv6_then_ipv4", "ipv4_then_ipv6"] as const
+
+/**
  * Which address families to try, in which order.
  *
  * @since 0.2.0
  * @category models
  */
-export type IpStrategy = "ipv4_only" | "ipv6_only" | "ipv6_then_ipv4" | "ipv4_then_ipv6"
+export type IpStrategy = typeof ipStrategies[number]
+
+/**
+ * The TLS policies.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const tlsPolicies = ["optional", "require", "disable"] as const
 
 /**
  * A TLS requirement (`tls.starttls`, `tls.mta-sts`): `disable` never uses it, `optional` uses it where it can,
@@ -31,7 +47,7 @@ export type IpStrategy = "ipv4_only" | "ipv6_only" | "ipv6_then_ipv4" | "ipv4_th
  * @since 0.2.0
  * @category models
  */
-export type TlsPolicy = "optional" | "require" | "disable"
+export type TlsPolicy = typeof tlsPolicies[number]
 
 /**
  * When a key is evaluated, which decides the variables it may use: `domain` knows the message and recipient
@@ -43,22 +59,31 @@ export type TlsPolicy = "optional" | "require" | "disable"
 export type Stage = "domain" | "host" | "connection"
 
 /**
+ * The phases of a delivery, in pipeline order.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const phases = [
+  "dns",
+  "mta-sts",
+  "connect",
+  "greeting",
+  "ehlo",
+  "tls",
+  "mail-from",
+  "rcpt-to",
+  "data",
+  "quit"
+] as const
+
+/**
  * Where in a delivery something happens: the phases of the pipeline, in order.
  *
  * @since 0.2.0
  * @category models
  */
-export type Phase =
-  | "dns"
-  | "mta-sts"
-  | "connect"
-  | "greeting"
-  | "ehlo"
-  | "tls"
-  | "mail-from"
-  | "rcpt-to"
-  | "data"
-  | "quit"
+export type Phase = typeof phases[number]
 
 /**
  * The phases of one connection that have a configured timeout, in dialogue order.

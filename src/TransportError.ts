@@ -16,23 +16,32 @@ import type { Reply } from "./SmtpReply.js"
 export type { Phase } from "./Settings.js"
 
 /**
+ * Every kind of error.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const kinds = [
+  "timeout",
+  "refused",
+  "unreachable",
+  "reset",
+  "reply",
+  "tls",
+  "protocol",
+  "policy",
+  "dns",
+  "bind",
+  "local-address"
+] as const
+
+/**
  * What went wrong, independent of the phase.
  *
  * @since 0.1.0
  * @category models
  */
-export type Kind =
-  | "timeout"
-  | "refused"
-  | "unreachable"
-  | "reset"
-  | "reply"
-  | "tls"
-  | "protocol"
-  | "policy"
-  | "dns"
-  | "bind"
-  | "local-address"
+export type Kind = typeof kinds[number]
 
 /**
  * @since 0.1.0

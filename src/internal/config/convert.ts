@@ -6,7 +6,7 @@
 import { Duration, Either, Option } from "effect"
 import { isIPv4, isIPv6 } from "node:net"
 import { Constant, type Value } from "../../Expression.js"
-import type { IpStrategy, TlsPolicy } from "../../Settings.js"
+import { type IpStrategy, type TlsPolicy, ipStrategies } from "../../Settings.js"
 import * as dnsName from "../dnsName.js"
 import { DURATION_SYNTAX, parseDuration } from "../duration.js"
 import { render } from "./describe.js"
@@ -34,7 +34,7 @@ export const hostname: Converter<string> = {
   }
 }
 
-const STRATEGIES: ReadonlyArray<IpStrategy> = ["ipv4_only", "ipv6_only", "ipv6_then_ipv4", "ipv4_then_ipv6"]
+const STRATEGIES: ReadonlyArray<IpStrategy> = ipStrategies
 
 /** Bare constant or string (case-insensitive), as Stalwart accepts both. */
 export const ipStrategy: Converter<IpStrategy> = {
