@@ -33,6 +33,7 @@ export type {
  * The values of a delivery's variables, by name. A variable missing here evaluates to "".
  *
  * @since 0.1.0
+ * @category models
  */
 export type Variables = { readonly [name: string]: Value }
 
@@ -40,6 +41,7 @@ export type Variables = { readonly [name: string]: Value }
  * A compiled expression (or if-block).
  *
  * @since 0.1.0
+ * @category models
  */
 export interface Expression {
   readonly source: string
@@ -54,6 +56,7 @@ export interface Expression {
  * (`source.length + 1` when the expression ends too early).
  *
  * @since 0.1.0
+ * @category errors
  */
 export class ExpressionError extends Data.TaggedError("ExpressionError")<{
   readonly message: string
@@ -63,6 +66,7 @@ export class ExpressionError extends Data.TaggedError("ExpressionError")<{
 
 /**
  * @since 0.1.0
+ * @category models
  */
 export interface CompileOptions {
   /** The `[lookup.<store>]` tables of the configuration file, read by `key_get` and `key_exists`. */
@@ -74,6 +78,7 @@ export interface CompileOptions {
  * branch is `branches.length`.
  *
  * @since 0.1.0
+ * @category errors
  */
 export interface IfBlockError {
   readonly branch: number
@@ -86,6 +91,7 @@ export interface IfBlockError {
  * expires_in queue_name (per domain), mx (per MX host), remote_ip local_ip (per connection).
  *
  * @since 0.1.0
+ * @category constants
  */
 export const KNOWN_VARIABLES: ReadonlySet<string> = KNOWN
 
@@ -93,6 +99,7 @@ export const KNOWN_VARIABLES: ReadonlySet<string> = KNOWN
  * Stalwart's truthiness: non-zero numbers (NaN included), non-empty text and lists, and every constant.
  *
  * @since 0.1.0
+ * @category conversions
  */
 export const toBool: (v: Value) => boolean = toBoolean
 
@@ -132,6 +139,7 @@ const evaluator = (evaluate: Evaluator) => (vars: Variables): Value => {
  * expr.evaluate({ retry_num: 1, last_error: "tls" }) // 1
  *
  * @since 0.1.0
+ * @category compiling
  */
 export const compile = (source: string, options?: CompileOptions): Either.Either<Expression, ExpressionError> =>
   Either.map(compileOne(source, options), ({ evaluate, variables }) => ({
@@ -148,6 +156,7 @@ const quote = (text: string): string => JSON.stringify(text)
  * (The list's structure — `else` first, several `else`, `then` without `if` — is checked by the configuration.)
  *
  * @since 0.1.0
+ * @category compiling
  */
 export const compileIfBlock = (
   branches: ReadonlyArray<{ readonly if: string; readonly then: string }>,
