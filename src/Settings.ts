@@ -15,6 +15,7 @@
  */
 import type * as Duration from "effect/Duration"
 import type * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
 
 /**
  * The IP strategies (Stalwart's names).
@@ -67,10 +68,12 @@ export type Stage = "domain" | "host" | "connection"
 export const phases = [
   "dns",
   "mta-sts",
+  "dane",
   "connect",
   "greeting",
   "ehlo",
   "tls",
+  "auth",
   "mail-from",
   "rcpt-to",
   "data",
@@ -178,4 +181,75 @@ export interface HostSettings {
 export interface ConnectionSettings {
   readonly ehloName: string
   readonly timeouts: Timeouts<SessionPhase>
+}
+
+/**
+ * The protocols a relay route speaks: SMTP (RFC 5321) or LMTP (RFC 2033: LHLO, one reply per recipient after DATA).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const relayProtocols = ["smtp", "lmtp"] as const
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type RelayProtocol = typeof relayProtocols[number]
+
+/**
+ * Credentials for AUTH (RFC 4954) at a relay. The secret is redacted: it never reaches a report, a log line, a span
+ * or an error message.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface RelayAuth {
+  readonly username: string
+  readonly secret: Redacted.Redacted<string>
+}
+
+/**
+ * Where a domain's mail goes (Stalwart's routes): `mx` resolves the domain's MX hosts; `relay` hands every message
+ * to one configured host; `local` hands the recipients to the embedder's `LocalDelivery` service.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Route = MxRoute | RelayRoute | LocalRoute
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface MxRoute {
+  readonly _tag: "mx"
+  /** The route's name in the configuration (`mx` for the built-in one). */
+  readonly name: string
+}
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface RelayRoute {
+  readonly _tag: "relay"
+  readonly name: string
+  /** A host name or an IP address. */
+  readonly address: string
+  readonly port: number
+  readonly protocol: RelayProtocol
+  /** TLS from the first byte (port 465) instead of STARTTLS. */
+  readonly implicitTls: boolean
+  readonly allowInvalidCerts: boolean
+  readonly auth: Option.Option<RelayAuth>
+}
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface LocalRoute {
+  readonly _tag: "local"
+  readonly name: string
 }

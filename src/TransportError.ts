@@ -32,7 +32,13 @@ export const kinds = [
   "policy",
   "dns",
   "bind",
-  "local-address"
+  "local-address",
+  "dane",
+  "auth",
+  "concurrency",
+  "rate",
+  "route",
+  "input"
 ] as const
 
 /**
