@@ -118,6 +118,10 @@ export interface AttemptTls extends Schema.Schema.Type<typeof AttemptTls> {}
  * `null` for a plaintext connection; `startMs` counts from the start of the delivery (Effect's Clock); `phase` is
  * the last phase reached.
  *
+ * `connection` names the connection the attempt used (`null` when none was established), so attempts that shared a
+ * session carry the same id; `reused` is `true` when the attempt took an idle connection from the pool instead of
+ * connecting (its `startMs` is when it took it).
+ *
  * @since 0.1.0
  * @category models
  */
@@ -132,7 +136,9 @@ export const AttemptRecord = Schema.Struct({
   durationMs: Schema.Number,
   phase: Schema.Literal(...phases),
   outcome: Schema.Literal("completed", "failed", "cancelled"),
-  error: nullable(ReportError)
+  error: nullable(ReportError),
+  connection: nullable(Schema.String),
+  reused: Schema.Boolean
 }).annotations({ identifier: "AttemptRecord" })
 
 /**

@@ -152,6 +152,11 @@ export interface DomainSettings {
   readonly limits: Limits
   readonly tls: { readonly mtaSts: TlsPolicy }
   readonly timeouts: Timeouts<"mta-sts">
+  /**
+   * How long a delivery waits for its turn under an outbound limiter (concurrency or rate) before its recipients are
+   * deferred with the limiter's kind. This library's extension.
+   */
+  readonly limiterWait: Duration.Duration
 }
 
 /**
@@ -181,6 +186,24 @@ export interface HostSettings {
 export interface ConnectionSettings {
   readonly ehloName: string
   readonly timeouts: Timeouts<SessionPhase>
+  readonly reuse: Reuse
+}
+
+/**
+ * How long a connection is kept for further messages once its transaction is done (this library's extension: Stalwart
+ * opens a connection per delivery). A connection takes at most `messages` transactions, waits at most `idle` between
+ * two, and is not reused past `age` since it was opened.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Reuse {
+  /** Transactions per connection; `1` turns reuse off. */
+  readonly messages: number
+  /** Idle time before QUIT. */
+  readonly idle: Duration.Duration
+  /** Age past which the connection is not reused. */
+  readonly age: Duration.Duration
 }
 
 /**

@@ -40,7 +40,7 @@ export type { TlsPolicy }
  * @since 0.2.0
  * @category models
  */
-export interface SessionSettings extends ConnectionSettings {
+export interface SessionSettings extends Pick<ConnectionSettings, "ehloName" | "timeouts"> {
   /** The MX host name: the SNI name and the name the certificate must carry. */
   readonly servername: string
   readonly tls: {
@@ -290,6 +290,18 @@ export const transaction: (
   message: Uint8Array,
   settings: SessionSettings
 ) => Effect.Effect<TransactionResult> = internal.transaction
+
+/**
+ * RSET (RFC 5321 §4.1.1.5): ends a transaction that did not end cleanly (MAIL accepted, then no message) before the
+ * next one on the same connection. Under `timeouts["mail-from"]`, whose phase it opens; a reply other than 2xx fails.
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const reset: (
+  session: Session,
+  settings: SessionSettings
+) => Effect.Effect<void, TransportError.TransportError> = internal.reset
 
 /**
  * QUIT, capped at {@link QUIT_TIMEOUT}; after a 221, up to {@link QUIT_CLOSE_WAIT} more for the server to close

@@ -12,7 +12,11 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as ConnectionPool from "./ConnectionPool.js"
 import * as Connector from "./Connector.js"
 import type { DeliveryReport, ExplainReport } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
@@ -132,6 +136,12 @@ const messageWarnings = (
   return Array.from(new Set([...config, ...(empty === null ? [] : [empty]), ...stages]))
 }
 
+/** Connection ids of a delivery without a pool: its own count. */
+const ownIds = (): Effect.Effect<string> => {
+  let n = 0
+  return Effect.sync(() => `c${++n}`)
+}
+
 // Spans without the stack capture `Effect.fn` and `withSpan` do by default: an Error and its stack per call, up to
 // half the cost of the span, for a source location the span's name already gives.
 const spanOptions = { captureStackTrace: false } as const
@@ -139,6 +149,10 @@ const spanOptions = { captureStackTrace: false } as const
 /**
  * Delivers a message: groups the recipients by domain, delivers every domain independently (concurrently, bounded
  * by `TransportOptions.domainConcurrency`), and reports per recipient.
+ *
+ * With a {@link ConnectionPool.ConnectionPool} in the context (`Transport.layer` provides one), a host's idle
+ * connection is used before a new one is opened, and a connection still in step after its transaction goes back to
+ * the pool: concurrent deliveries on one layer share it. Without one, every connection carries one transaction.
  *
  * @since 0.1.0
  * @category delivery
@@ -155,6 +169,7 @@ export const deliver = (
     const { groups, message, sender, variables } = yield* request_.validate(request)
     const config = yield* OutboundConfig
     const options = yield* TransportOptions
+    const pool = yield* Effect.serviceOption(ConnectionPool.ConnectionPool)
     const delivery: Delivery = {
       span,
       config,
@@ -163,7 +178,9 @@ export const deliver = (
       message,
       sender: sender?.address ?? "",
       requireTls: request.requireTls === true,
-      ca: startTlsCa(yield* TrustedCa, options.ca)
+      ca: startTlsCa(yield* TrustedCa, options.ca),
+      pool: Option.getOrNull(pool),
+      connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds()
     }
     const domain = (group: request_.Group) =>
       tracing.within(
@@ -185,6 +202,51 @@ export const deliver = (
     }
     return report
   }))
+
+/**
+ * A request of {@link deliverAll}, with the caller's id for it.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Identified<Id> {
+  readonly id: Id
+  readonly request: DeliveryRequest
+}
+
+/**
+ * What {@link deliverAll} says of one request: its report, or why it could not be sent.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Outcome<Id> {
+  readonly id: Id
+  readonly report: Either.Either<DeliveryReport, InvalidRequest>
+}
+
+/**
+ * Delivers a stream of messages, at most `concurrency` (default 100) at once, and emits each one's outcome as it
+ * completes (completion order, not input order). Every delivery runs {@link deliver} in the same context, so they
+ * share its connection pool: consecutive messages to a destination go over the same connections. The input is
+ * pulled only as deliveries finish, so a long stream is never held in memory.
+ *
+ * @since 0.3.0
+ * @category delivery
+ */
+export const deliverAll = <Id, E, R>(
+  requests: Stream.Stream<Identified<Id>, E, R>,
+  options: { readonly concurrency?: number | undefined } = {}
+): Stream.Stream<
+  Outcome<Id>,
+  E,
+  R | OutboundConfig | Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache
+> =>
+  Stream.mapEffect(
+    requests,
+    ({ id, request }) => Effect.map(Effect.either(deliver(request)), (report): Outcome<Id> => ({ id, report })),
+    { concurrency: options.concurrency ?? 100, unordered: true }
+  )
 
 /**
  * Explains what {@link deliver} would do, without connecting anywhere: per domain the MTA-STS policy, the MX
@@ -216,7 +278,8 @@ export const explain = (
 
 /**
  * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
- * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory.
+ * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory, and the connection
+ * pool that deliveries on this layer share (its idle connections closed with QUIT when the layer's scope closes).
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
  * alike. This is the way to trust a private CA.
@@ -226,9 +289,12 @@ export const explain = (
  */
 export const layer = (
   options: { readonly dns?: Dns.LayerOptions | undefined; readonly ca?: ReadonlyArray<string> | undefined } = {}
-): Layer.Layer<Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
+): Layer.Layer<
+  Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache | ConnectionPool.ConnectionPool
+> =>
   Layer.mergeAll(
     Connector.layer,
+    ConnectionPool.layer,
     PolicyCache.layer,
     MtaSts.layer({ ca: options.ca }),
     Layer.succeed(TrustedCa, options.ca ?? [])

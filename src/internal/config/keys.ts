@@ -144,6 +144,14 @@ export const KEYS = {
     2,
     "How many addresses of one MX host are tried."
   ),
+  limiterWait: key(
+    "limiter-wait",
+    "domain",
+    "duration",
+    Convert.duration,
+    Duration.minutes(5),
+    "How long a delivery waits for its turn under an outbound limiter before it is deferred (this library's extension)."
+  ),
   "timeouts.connect": timeout("connect", "connection", 5, "Bounds the TCP connection to one address."),
   "timeouts.greeting": timeout("greeting", "connection", 5, "Bounds the wait for the server's 220 greeting."),
   "timeouts.tls": timeout("tls", "connection", 3, "Bounds STARTTLS and the TLS handshake together."),
@@ -175,6 +183,30 @@ export const KEYS = {
     Convert.boolean,
     false,
     "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy)."
+  ),
+  "reuse.messages": key(
+    "reuse.messages",
+    "connection",
+    "count",
+    Convert.positiveInteger,
+    100,
+    "How many messages one connection carries before QUIT; 1 turns reuse off (this library's extension)."
+  ),
+  "reuse.idle": key(
+    "reuse.idle",
+    "connection",
+    "duration",
+    Convert.duration,
+    Duration.seconds(5),
+    "How long a connection waits idle for the next message before QUIT (this library's extension)."
+  ),
+  "reuse.age": key(
+    "reuse.age",
+    "connection",
+    "duration",
+    Convert.duration,
+    Duration.minutes(5),
+    "How long after it was opened a connection may still take a message (this library's extension)."
   ),
   connectionAttemptDelay: key<Option.Option<Duration.Duration>, "host">(
     "connection-attempt-delay",

@@ -455,6 +455,24 @@ const drainData = (connection: Connection, settings: SessionSettings, phases: Ph
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// RSET
+// ---------------------------------------------------------------------------------------------------------------
+
+export const reset = (session: Session, settings: SessionSettings): Effect.Effect<void, TransportError.TransportError> => {
+  const { connection } = session
+  // RSET opens the next transaction: it runs as part of MAIL's phase, under its timeout.
+  const timeoutMs = millis(settings.timeouts, "mail-from")
+  return phase.run(
+    phasesOf(connection, settings)("mail-from", { "smtp.rset": true }),
+    (step) =>
+      Effect.flatMap(
+        phase.command(connection, "mail-from", timeoutMs, step, "RSET"),
+        (reply) => SmtpReply.isPositive(reply) ? Effect.void : Effect.fail(TransportError.fromReply("mail-from", reply))
+      )
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // QUIT
 // ---------------------------------------------------------------------------------------------------------------
 

@@ -4,12 +4,14 @@
  * events on it (or spans of their own under it, with `TransportOptions.phaseSpans`).
  */
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import type * as Candidates from "../../Candidates.js"
+import type * as ConnectionPool from "../../ConnectionPool.js"
 import type { Connection, Connector, TlsInfo } from "../../Connector.js"
 import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
 import type { Variables } from "../../Expression.js"
@@ -39,6 +41,10 @@ export interface Delivery {
   readonly requireTls: boolean
   /** Trusted CAs for STARTTLS (Node's roots and the configured ones), `undefined` for Node's roots alone. */
   readonly ca: ReadonlyArray<string> | undefined
+  /** The layer's connection pool; `null`: every connection carries one transaction. */
+  readonly pool: ConnectionPool.ConnectionPool.Service | null
+  /** A new connection's id (the pool's, or the delivery's own count without a pool). */
+  readonly connectionId: Effect.Effect<string>
 }
 
 /** A host's settings and the variables they were evaluated with. @internal */
@@ -55,9 +61,13 @@ export type HostOutcome =
 
 interface Connected {
   readonly connection: Connection
+  readonly id: string
   readonly candidate: Candidates.Candidate
   readonly settings: ConnectionSettings
   readonly span: Tracer.Span
+  readonly openedMs: number
+  /** Handed to the pool: the race's release must not close it. */
+  kept: boolean
 }
 
 
@@ -97,13 +107,23 @@ const connect = (
         { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
       ).pipe(
         Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : tracing.end(span, exit)),
-        Effect.map((connection): Connected => ({ connection, candidate, settings, span }))
+        Effect.flatMap((connection) =>
+          Effect.map(
+            Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
+            ([id, openedMs]): Connected => ({ connection, id, candidate, settings, span, openedMs, kept: false })
+          )
+        )
       )
   )
 }
 
-/** Closes a connection and ends its attempt's span. */
-const release = (connected: Connected) => Effect.zipRight(connected.connection.close, tracing.end(connected.span, Exit.void))
+/** Closes a connection (unless the pool has it) and ends its attempt's span. */
+const release = (connected: Connected) =>
+  Effect.zipRight(
+    // Read when the release runs, not when the race builds it: the session may have handed the connection over since.
+    Effect.suspend(() => connected.kept ? Effect.void : connected.connection.close),
+    tracing.end(connected.span, Exit.void)
+  )
 
 /**
  * Races the host's addresses, then runs the session on the winner; the winner's connection is closed when the session
@@ -121,6 +141,240 @@ export const tryHost = (
   enforced: boolean,
   warnings: Array<string>,
   /** The domain's span: each attempt's span goes under it. */
+  parent: Tracer.Span
+): Effect.Effect<HostOutcome, never, Connector> => {
+  const tls = {
+    ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls }),
+    ca: delivery.ca
+  }
+  const race = raceHost(delivery, group, hostStage, host, attempts, tls, warnings, parent)
+  if (delivery.pool === null || Either.isLeft(host.resolution)) return race
+  return Effect.flatMap(
+    reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, tls, warnings, parent),
+    Option.match({ onNone: () => race, onSome: Effect.succeed })
+  )
+}
+
+type Tls = SmtpSession.SessionSettings["tls"]
+
+/** The pool's view of TLS requirements: equal strings, interchangeable connections. */
+const tlsKey = (tls: Tls) =>
+  `${tls.starttls} ${tls.allowInvalidCerts} ${tls.required} ${tls.ca === undefined ? "" : JSON.stringify(tls.ca)}`
+
+/** The host's addresses may still be reached through the pool's idle connections, the first one found taken. */
+const reuse = (
+  delivery: Delivery,
+  pool: ConnectionPool.ConnectionPool.Service,
+  group: Group,
+  hostStage: HostStage,
+  host: Candidates.HostCandidates,
+  addresses: ReadonlyArray<string>,
+  attempts: Array<AttemptRecord>,
+  tls: Tls,
+  warnings: Array<string>,
+  parent: Tracer.Span
+): Effect.Effect<Option.Option<HostOutcome>> =>
+  Effect.gen(function*() {
+    const key = tlsKey(tls)
+    for (const ip of addresses) {
+      const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
+      // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
+      // this delivery would send.
+      const evaluated = new Map<string | null, ConnectionSettings>()
+      const settingsFor = (source: string | null) => {
+        let settings = evaluated.get(source)
+        if (settings === undefined) {
+          const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
+          settings = result.settings
+          evaluated.set(source, settings)
+        }
+        return settings
+      }
+      const accept = (idle: ConnectionPool.Idle) =>
+        (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
+        settingsFor(idle.source).ehloName === idle.session.ehloName
+      while (true) {
+        const taken = yield* pool.take({ ip, port: delivery.options.port, tls: key }, accept)
+        if (Option.isNone(taken)) break
+        const outcome = yield* reusedSession(delivery, pool, group, host, taken.value, settingsFor(taken.value.source), tls, attempts, parent)
+        // A connection the server had given up on: nothing was sent; the next idle one, or a new connection.
+        if (outcome !== null) return Option.some(outcome)
+      }
+    }
+    void warnings
+    return Option.none()
+  })
+
+/**
+ * One transaction on an idle connection, RSET first when its last one did not end cleanly. `null` when the server had
+ * closed it, reset it or answers 421 (before any recipient was accepted, so nothing was sent): the caller goes on
+ * over another connection.
+ */
+const reusedSession = (
+  delivery: Delivery,
+  pool: ConnectionPool.ConnectionPool.Service,
+  group: Group,
+  host: Candidates.HostCandidates,
+  idle: ConnectionPool.Idle,
+  connectionSettings: ConnectionSettings,
+  tls: Tls,
+  attempts: Array<AttemptRecord>,
+  parent: Tracer.Span
+): Effect.Effect<HostOutcome | null> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const { connection } = idle.session
+      const startMs = yield* Clock.currentTimeMillis
+      const span = yield* tracing.make("smtp.attempt", parent, {
+        ...tracing.peerAttributes({
+          servername: host.host.name,
+          ip: connection.remoteAddress,
+          port: connection.remotePort,
+          localAddress: idle.source
+        }),
+        "smtp.connection": idle.id,
+        "smtp.reused": true
+      })
+      const settings: SmtpSession.SessionSettings = {
+        ...connectionSettings,
+        servername: host.host.name,
+        tls,
+        phaseSpans: delivery.options.phaseSpans === true,
+        span
+      }
+      const session: SmtpSession.Session = { ...idle.session, settings }
+      const record = (fields: RecordFields) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          attempts.push({
+            domain: group.domain,
+            host: host.host.name,
+            ip: connection.remoteAddress,
+            source: idle.source,
+            startMs: startMs - delivery.startMs,
+            durationMs: now - startMs,
+            connection: idle.id,
+            reused: true,
+            ...fields
+          })
+        })
+      const dropped = (error: TransportError.TransportError) =>
+        Effect.zipRight(
+          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls), ehlo: session.ehloName }),
+          Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
+        )
+      if (!idle.clean) {
+        const reset = yield* Effect.either(restore(SmtpSession.reset(session, settings)))
+        if (Either.isLeft(reset)) {
+          yield* Effect.logDebug(`${idle.id}: RSET failed (${reset.left.message}); going on over another connection`)
+          return yield* dropped(reset.left)
+        }
+      }
+      const envelope: SmtpSession.Envelope = {
+        sender: delivery.sender,
+        recipients: group.recipients,
+        requireTls: delivery.requireTls
+      }
+      const transaction = yield* restore(SmtpSession.transaction(session, envelope, delivery.message, settings))
+      if (gaveUp(transaction)) {
+        const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
+        yield* Effect.logDebug(`${idle.id}: ${error.message}; going on over another connection`)
+        return yield* dropped(error)
+      }
+      let kept = false
+      const outcome = yield* finish(pool, host, session, transaction, {
+        id: idle.id,
+        source: idle.source,
+        reuse: idle.reuse,
+        openedMs: idle.openedMs,
+        messages: idle.messages
+      }, record, () => {
+        kept = true
+      })
+      if (!kept) yield* connection.close
+      yield* tracing.end(span, Exit.void)
+      return outcome
+    })
+  )
+
+/** An idle connection the server no longer serves: lost, reset, or a 421 at MAIL, with no recipient accepted. */
+const gaveUp = (transaction: SmtpSession.TransactionResult): boolean =>
+  transaction.data === null && Either.isLeft(transaction.mailFrom) &&
+  !transaction.recipients.some((r) => r.accepted) &&
+  (transaction.mailFrom.left.kind === "reset" || transaction.mailFrom.left.reply?.code === 421)
+
+/** A reply that says the server is closing the connection (RFC 5321 §3.8). */
+const closing = (transaction: SmtpSession.TransactionResult): boolean =>
+  (Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.reply?.code === 421) ||
+  transaction.recipients.some((r) => r.reply?.code === 421) ||
+  (transaction.data !== null && Either.isLeft(transaction.data) && transaction.data.left.reply?.code === 421)
+
+/** Where a connection came from, for the pool. */
+interface Origin {
+  readonly id: string
+  readonly source: string | null
+  readonly reuse: ConnectionSettings["reuse"]
+  readonly openedMs: number
+  /** Transactions before this one. */
+  readonly messages: number
+}
+
+/**
+ * The end of a transaction: the attempt recorded, the connection given to the pool when the dialogue is in step and
+ * the server is not closing it, else QUIT (when in step). `kept`: the pool has it, the caller must not close it.
+ */
+const finish = (
+  pool: ConnectionPool.ConnectionPool.Service | null,
+  host: Candidates.HostCandidates,
+  opening: SmtpSession.Session,
+  transaction: SmtpSession.TransactionResult,
+  origin: Origin,
+  record: (fields: RecordFields) => Effect.Effect<void>,
+  /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
+  onKeep: () => void
+): Effect.Effect<HostOutcome> =>
+  Effect.gen(function*() {
+    // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
+    const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
+      ? transaction.mailFrom.left
+      : null
+    const transportError = refused ?? firstTransportError(transaction)
+    const keep = pool !== null && transaction.canQuit && !closing(transaction) &&
+      opening.connection.buffered === 0
+    yield* record({
+      phase: transportError === null ? "quit" : transaction.phase,
+      outcome: transportError === null ? "completed" : "failed",
+      error: transportError === null ? null : reportError(transportError),
+      tls: attemptTls(opening.tls),
+      ehlo: opening.ehloName
+    })
+    if (keep) {
+      yield* Effect.uninterruptible(Effect.zipRight(Effect.sync(onKeep), pool.put({
+        id: origin.id,
+        destination: { ip: opening.connection.remoteAddress, port: opening.connection.remotePort, tls: tlsKey(opening.settings.tls) },
+        source: origin.source,
+        session: opening,
+        reuse: origin.reuse,
+        openedMs: origin.openedMs,
+        messages: origin.messages + 1,
+        clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
+      })))
+    } else if (transaction.canQuit) {
+      yield* SmtpSession.quit(opening)
+    }
+    return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
+  })
+
+type RecordFields = Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
+
+/** Races the host's addresses and runs the session on the winner. */
+const raceHost = (
+  delivery: Delivery,
+  group: Group,
+  hostStage: HostStage,
+  host: Candidates.HostCandidates,
+  attempts: Array<AttemptRecord>,
+  tls: Tls,
+  warnings: Array<string>,
   parent: Tracer.Span
 ): Effect.Effect<HostOutcome, never, Connector> =>
   HappyEyeballs.raceUse({
@@ -142,7 +396,9 @@ export const tryHost = (
         durationMs: loser.endMs - loser.startMs,
         phase: "connect",
         outcome: loser._tag === "Failed" ? "failed" : "cancelled",
-        error: loser._tag === "Failed" ? reportError(loser.error) : null
+        error: loser._tag === "Failed" ? reportError(loser.error) : null,
+        connection: null,
+        reused: false
       })
     }
     if (Option.isNone(race.winner)) {
@@ -151,7 +407,7 @@ export const tryHost = (
       return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: last?.error ?? noAddress(host.host.name), host: null })
     }
     const winner = race.winner.value
-    const record: Record = (startMs, fields) =>
+    const record: Record = (startMs, connection, fields) =>
       Effect.map(Clock.currentTimeMillis, (now) => {
         attempts.push({
           domain: group.domain,
@@ -160,16 +416,15 @@ export const tryHost = (
           source: winner.candidate.source,
           startMs: since(startMs),
           durationMs: now - startMs,
+          connection,
+          reused: false,
           ...fields
         })
       })
-    return session(delivery, group, host, hostStage, enforced, winner.value, winner.startMs, record)
+    return session(delivery, group, host, tls, winner.value, winner.startMs, record)
   })
 
-type Record = (
-  startMs: number,
-  fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
-) => Effect.Effect<void>
+type Record = (startMs: number, connection: string | null, fields: RecordFields) => Effect.Effect<void>
 
 const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
   tls === null ? null : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason }
@@ -192,8 +447,7 @@ const session = (
   delivery: Delivery,
   group: Group,
   host: Candidates.HostCandidates,
-  hostStage: HostStage,
-  enforced: boolean,
+  tls: Tls,
   connected: Connected,
   startMs: number,
   record: Record
@@ -202,12 +456,20 @@ const session = (
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
       servername: host.host.name,
-      tls: { ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls }), ca: delivery.ca },
+      tls,
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
       span: connected.span
     }
-    const outcome = yield* converse(delivery, group, host, connected.connection, settings, (f) => record(startMs, f))
+    const outcome = yield* converse(
+      delivery,
+      group,
+      host,
+      connected.connection,
+      settings,
+      (f) => record(startMs, connected.id, f),
+      connected
+    )
     if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
     yield* Effect.logDebug(`${outcome.error.message}: going on in plaintext (tls.starttls = optional)`)
     yield* connected.connection.close
@@ -234,11 +496,12 @@ const session = (
           (retry) =>
             Either.isRight(retry)
               ? Effect.ensuring(
-                restore(converse(delivery, group, host, retry.right, { ...plain, span }, (f) => record(retryMs, f))),
+                Effect.flatMap(delivery.connectionId, (id) =>
+                  restore(converse(delivery, group, host, retry.right, { ...plain, span }, (f) => record(retryMs, id, f), null))),
                 retry.right.close
               )
               : Effect.as(
-                record(retryMs, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
+                record(retryMs, null, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
                 { _tag: "NextHost", error: retry.left, host: host.host.name } as const
               )
         )
@@ -260,14 +523,18 @@ export const effectiveTls = (
   required: requirements.requireTls || requirements.enforced
 })
 
-/** Open, one transaction, QUIT, on one connection; its attempt recorded. */
+/**
+ * Open, one transaction, then the pool or QUIT, on one connection; its attempt recorded. `pooled`: the race's
+ * winner, which may go to the pool; `null` for a connection its caller closes whatever happens.
+ */
 const converse = (
   delivery: Delivery,
   group: Group,
   host: Candidates.HostCandidates,
   connection: Connection,
   settings: SmtpSession.SessionSettings,
-  record: (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) => Effect.Effect<void>
+  record: (fields: RecordFields) => Effect.Effect<void>,
+  pooled: Connected | null
 ): Effect.Effect<HostOutcome> =>
   Effect.gen(function*() {
     const opened = yield* Effect.either(SmtpSession.open(connection, settings))
@@ -316,20 +583,17 @@ const converse = (
       requireTls: delivery.requireTls
     }
     const transaction = yield* SmtpSession.transaction(opening, envelope, delivery.message, settings)
-    // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
-    const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
-      ? transaction.mailFrom.left
-      : null
-    const transportError = refused ?? firstTransportError(transaction)
-    if (transaction.canQuit) yield* SmtpSession.quit(opening)
-    yield* record({
-      phase: transportError === null ? "quit" : transaction.phase,
-      outcome: transportError === null ? "completed" : "failed",
-      error: transportError === null ? null : reportError(transportError),
-      tls: attemptTls(opening.tls),
-      ehlo: opening.ehloName
+    const pool = pooled === null ? null : delivery.pool
+    const done = yield* finish(pool, host, opening, transaction, {
+      id: pooled?.id ?? "",
+      source: pooled?.candidate.source ?? null,
+      reuse: pooled?.settings.reuse ?? { messages: 1, idle: Duration.zero, age: Duration.zero },
+      openedMs: pooled?.openedMs ?? 0,
+      messages: 0
+    }, record, () => {
+      pooled!.kept = true
     })
-    return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
+    return done
   })
 
 const fieldsOf = (error: TransportError.TransportError) => ({

@@ -1,0 +1,107 @@
+/**
+ * Connection reuse: the sessions that finished a transaction and are still healthy wait here, idle, for the next
+ * delivery to the same destination, as Postfix's connection cache and KumoMTA's `max_deliveries_per_connection` do.
+ *
+ * Two connections are interchangeable when they have the same remote address and port, source address, EHLO name, and
+ * TLS: the TLS state the session reached and the requirements it was verified against (a connection that verified a
+ * certificate under one policy is not handed to a delivery with stricter ones). Each connection carries its own
+ * limits (`reuse.messages`, `reuse.idle`, `reuse.age`, evaluated when it was opened): past `messages` transactions or
+ * `age` it is not reused; idle past `idle` it is closed with QUIT. Every wait is on Effect's Clock. Closing the
+ * pool's scope (the layer's) closes every idle connection with QUIT.
+ *
+ * The pool holds idle connections only: a connection in use belongs to the delivery that took it, which gives it back
+ * with {@link ConnectionPool.Service.put} or closes it.
+ *
+ * @since 0.3.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import * as internal from "./internal/pool/pool.js"
+import type { Reuse } from "./Settings.js"
+import type { Session } from "./SmtpSession.js"
+
+/**
+ * Where a connection goes and what TLS it needs: the part of the key a delivery knows before it picks a source
+ * address. `tls` is the requirements as a string (policy, certificate checks, trusted CAs): equal strings, equal
+ * requirements.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Destination {
+  readonly ip: string
+  readonly port: number
+  readonly tls: string
+}
+
+/**
+ * An idle connection: its open session (the capabilities and TLS state its EHLO established) and its history.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Idle {
+  /** The connection's id, as the attempt trace shows it. */
+  readonly id: string
+  readonly destination: Destination
+  /** The source address it was opened from (`null`: the OS picked). */
+  readonly source: string | null
+  readonly session: Session
+  readonly reuse: Reuse
+  /** Clock time (ms) it was opened at. */
+  readonly openedMs: number
+  /** Transactions it has carried. */
+  readonly messages: number
+  /** The last transaction ended with the end-of-data reply (or never started): no RSET is needed before the next. */
+  readonly clean: boolean
+}
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export declare namespace ConnectionPool {
+  /**
+   * @since 0.3.0
+   * @category models
+   */
+  export interface Service {
+    /** A new connection id, unique within this pool: `c1`, `c2`, … */
+    readonly connectionId: Effect.Effect<string>
+    /**
+     * Takes the most recently used idle connection to `destination` that `accept` accepts (the source address and
+     * EHLO name the delivery would use), if any. A connection past its age, or that has sent bytes while idle (a
+     * `421` before closing), is closed instead of returned.
+     */
+    readonly take: (
+      destination: Destination,
+      accept: (idle: Idle) => boolean
+    ) => Effect.Effect<Option.Option<Idle>>
+    /**
+     * Gives a connection back after a transaction. It waits for the next delivery, unless it has carried
+     * `reuse.messages` transactions, is past `reuse.age`, or the pool is closing: then it is closed with QUIT.
+     */
+    readonly put: (idle: Idle) => Effect.Effect<void>
+    /** How many connections are idle (for tests and metrics). */
+    readonly size: Effect.Effect<number>
+  }
+}
+
+/**
+ * @since 0.3.0
+ * @category tags
+ */
+export class ConnectionPool extends Context.Tag("effect-smtp-transport/ConnectionPool")<
+  ConnectionPool,
+  ConnectionPool.Service
+>() {}
+
+/**
+ * A pool in memory whose idle connections are closed with QUIT when the layer's scope closes.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ConnectionPool> = Layer.scoped(ConnectionPool, internal.make)
