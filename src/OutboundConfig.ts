@@ -19,6 +19,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type { Variables } from "./Expression.js"
+import type { OutboundLimiter } from "./Limiter.js"
 import { ConfigError } from "./internal/config/error.js"
 import type * as Keys from "./internal/config/keys.js"
 import * as Parse from "./internal/config/parse.js"
@@ -89,6 +90,8 @@ export interface Config extends Keys.ConfigSettings {
   readonly file: string | null
   /** Load-time warnings, e.g. Stalwart keys this library does not implement. */
   readonly warnings: ReadonlyArray<string>
+  /** The outbound limiters (`[queue.limiter.outbound.<id>]`, `[[queue.throttle]]`) that are enabled, in file order. */
+  readonly limiters: ReadonlyArray<OutboundLimiter>
 }
 
 /**

@@ -27,6 +27,7 @@ import type { Delivery } from "./internal/transport/host.js"
 import * as request_ from "./internal/transport/request.js"
 import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
 import * as warnings from "./internal/transport/warnings.js"
+import * as Limiter from "./Limiter.js"
 import * as MtaSts from "./MtaSts.js"
 import { OutboundConfig } from "./OutboundConfig.js"
 import * as PolicyCache from "./PolicyCache.js"
@@ -154,6 +155,10 @@ const spanOptions = { captureStackTrace: false } as const
  * connection is used before a new one is opened, and a connection still in step after its transaction goes back to
  * the pool: concurrent deliveries on one layer share it. Without one, every connection carries one transaction.
  *
+ * The configured outbound limiters (`[queue.limiter.outbound.<id>]`, `[[queue.throttle]]`) count in the
+ * {@link Limiter.Limiter} of the context (`Transport.layer` provides one, shared by every delivery on the layer);
+ * without one, each delivery counts on its own.
+ *
  * @since 0.1.0
  * @category delivery
  */
@@ -180,7 +185,10 @@ export const deliver = (
       requireTls: request.requireTls === true,
       ca: startTlsCa(yield* TrustedCa, options.ca),
       pool: Option.getOrNull(pool),
-      connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds()
+      connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
+      limiter: config.limiters.length === 0
+        ? null
+        : Option.getOrUndefined(yield* Effect.serviceOption(Limiter.Limiter)) ?? (yield* Limiter.make)
     }
     const domain = (group: request_.Group) =>
       tracing.within(
@@ -279,7 +287,8 @@ export const explain = (
 /**
  * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
  * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory, and the connection
- * pool that deliveries on this layer share (its idle connections closed with QUIT when the layer's scope closes).
+ * pool and the outbound limiters' counts that deliveries on this layer share (the idle connections closed with QUIT
+ * when the layer's scope closes).
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
  * alike. This is the way to trust a private CA.
@@ -290,11 +299,17 @@ export const explain = (
 export const layer = (
   options: { readonly dns?: Dns.LayerOptions | undefined; readonly ca?: ReadonlyArray<string> | undefined } = {}
 ): Layer.Layer<
-  Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache | ConnectionPool.ConnectionPool
+  | Dns.Dns
+  | Connector.Connector
+  | MtaSts.PolicyFetcher
+  | PolicyCache.PolicyCache
+  | ConnectionPool.ConnectionPool
+  | Limiter.Limiter
 > =>
   Layer.mergeAll(
     Connector.layer,
     ConnectionPool.layer,
+    Limiter.layer,
     PolicyCache.layer,
     MtaSts.layer({ ca: options.ca }),
     Layer.succeed(TrustedCa, options.ca ?? [])

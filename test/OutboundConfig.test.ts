@@ -942,6 +942,7 @@ allow-invalid-certs = true
     const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 3 })
     expect(settings).toEqual({
       limits: { mx: 2, multihomed: 2 },
+      limiterWait: Duration.minutes(5),
       tls: { mtaSts: "optional" },
       timeouts: { "mta-sts": Duration.minutes(1) }
     })
@@ -1019,6 +1020,7 @@ describe("renderReference", () => {
       "source-ip.v6",
       "limits.mx",
       "limits.multihomed",
+      "limiter-wait",
       "timeouts.connect",
       "timeouts.greeting",
       "timeouts.tls",
@@ -1030,6 +1032,9 @@ describe("renderReference", () => {
       "tls.starttls",
       "tls.mta-sts",
       "tls.allow-invalid-certs",
+      "reuse.messages",
+      "reuse.idle",
+      "reuse.age",
       "connection-attempt-delay"
     ])
     // The same keys the loader builds: every Setting's key is in the reference.

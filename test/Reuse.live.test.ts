@@ -131,4 +131,16 @@ describe("connection reuse (live)", () => {
       const refused = outcomes.flatMap((o) => Either.getOrThrow(o.report).attempts).filter((a) => a.reused)
       expect(refused.map((a) => a.error?.code)).toEqual(Array(9).fill(421))
     }))
+
+  it.scopedLive("a concurrency = 2 limiter on mx: the server never sees a third connection", () =>
+    Effect.gen(function*() {
+      const server = yield* startCountingServer({ dataDelayMs: 20 })
+      const dns = yield* DnsServer.scoped({ zones })
+      const config = CONFIG(`[queue.limiter.outbound.mx]\nkey = ["mx"]\nconcurrency = 2`)
+      const outcomes = yield* deliverAll(server.port, dns.server, config, 30, 10)
+      expect(delivered(outcomes)).toBe(30)
+      expect(server.maxOpen()).toBe(2)
+      expect(server.connections()).toBe(2)
+      expect(Array.from(server.messages().values()).every((n) => n === 1)).toBe(true)
+    }))
 })

@@ -13,12 +13,15 @@ import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
 import * as Keys from "./keys.js"
 import { makeLocator, type Position, type Segment } from "./locate.js"
+import { parseLimiters } from "./limiters.js"
 import { build, type RawIssue } from "./setting.js"
+import type { OutboundLimiter } from "../../Limiter.js"
 
 /** The loaded section: the settings, the file and the load-time warnings. @internal */
 export type Loaded = Keys.ConfigSettings & {
   readonly file: string | null
   readonly warnings: ReadonlyArray<string>
+  readonly limiters: ReadonlyArray<OutboundLimiter>
 }
 
 const SECTION = ["queue", "outbound"] as const
@@ -231,6 +234,10 @@ export const parse = (text: string, file: string | null): Either.Either<Loaded, 
   const stores = lookupStores(root)
   const options: CompileOptions = { lookup: stores }
   const context: Keys.DefaultContext = { hostname: defaultHostname(stores, issues, warnings) }
+  // Hook: the outbound limiters live outside [queue.outbound] ([queue.limiter.outbound.<id>], [[queue.throttle]]);
+  // internal/config/limiters.ts parses and checks them on their own.
+  const limiters = parseLimiters(root, options)
+  issues.push(...limiters.issues)
   // Each key built from its table entry and put where its name says (`timeouts.mail-from` → timeouts["mail-from"]).
   const settings: { [name: string]: any } = {}
   for (const { at: name, spec } of Keys.ENTRIES) {
@@ -244,7 +251,7 @@ export const parse = (text: string, file: string | null): Either.Either<Loaded, 
     for (const segment of name.slice(0, -1)) node = node[segment] ??= {}
     node[name[name.length - 1]!] = built.setting
   }
-  const config: Loaded = { ...(settings as Keys.ConfigSettings), file, warnings }
+  const config: Loaded = { ...(settings as Keys.ConfigSettings), file, warnings, limiters: limiters.limiters }
   if (issues.length === 0) return Either.right(config)
   const locate = makeLocator(text)
   const located = issues.map((raw) => issueOf(raw, locate(raw.path, raw.column)))

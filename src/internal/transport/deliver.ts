@@ -11,10 +11,12 @@ import type { Connector } from "../../Connector.js"
 import type { AttemptRecord, DomainPlan, HostPlan, RecipientResult } from "../../DeliveryReport.js"
 import type { Dns } from "../../Dns.js"
 import * as MtaSts from "../../MtaSts.js"
+import type * as MxPlan from "../../MxPlan.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { PolicyCache } from "../../PolicyCache.js"
+import * as Limiter from "../../Limiter.js"
 import { evaluateHost } from "../settings/evaluate.js"
-import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
@@ -51,6 +53,36 @@ export const deliverDomain = (
         warnings
       }
     }
+    // Limiters keyed at the domain stage (sender, sender_domain, rcpt_domain): held for the whole domain delivery.
+    const limited = delivery.limiter === null ? Either.right(Effect.void) : yield* Effect.either(
+      delivery.limiter.acquire(
+        Limiter.buckets(delivery.config.limiters, "domain", stage.variables),
+        stage.settings.limiterWait
+      )
+    )
+    if (Either.isLeft(limited)) {
+      return {
+        recipients: group.recipients.map((rcpt) => failedBy(rcpt, limited.left, null)),
+        attempts,
+        plan: domainPlanOf(group, stage, hostPlans, limited.left),
+        warnings
+      }
+    }
+    return yield* Effect.ensuring(hostLoop(delivery, group, stage, plan, attempts, hostPlans, hostErrors, span), limited.right)
+  })
+
+const hostLoop = (
+  delivery: Delivery,
+  group: Group,
+  stage: DomainStage,
+  plan: MxPlan.MxPlan,
+  attempts: Array<AttemptRecord>,
+  hostPlans: Array<HostPlan>,
+  hostErrors: Array<HostFailure>,
+  span: Tracer.Span
+): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
+  Effect.gen(function*() {
+    const { warnings } = stage
     const policy = policyOf(stage)
     const enforced = MtaSts.enforced(policy)
 
@@ -61,7 +93,7 @@ export const deliverDomain = (
         const variables = hostVariables(stage.variables, host)
         const evaluated = evaluateHost(delivery.config, variables)
         warnings.push(...evaluated.warnings)
-        hostStages.set(host, { variables, settings: evaluated.settings })
+        hostStages.set(host, { variables, settings: evaluated.settings, limiterWait: stage.settings.limiterWait })
         const { ipStrategy, sourceIp } = evaluated.settings
         return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
       })
@@ -78,8 +110,12 @@ export const deliverDomain = (
         continue
       }
       const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)
-      if (outcome._tag === "NextHost") hostErrors.push(outcome)
-      else results = outcome.recipients
+      if (outcome._tag === "Done") results = outcome.recipients
+      else {
+        hostErrors.push(outcome)
+        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
+        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") break
+      }
     }
 
     return {

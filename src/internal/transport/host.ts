@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import type * as Candidates from "../../Candidates.js"
 import type * as ConnectionPool from "../../ConnectionPool.js"
+import * as Limiter from "../../Limiter.js"
 import type { Connection, Connector, TlsInfo } from "../../Connector.js"
 import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
 import type { Variables } from "../../Expression.js"
@@ -45,12 +46,16 @@ export interface Delivery {
   readonly pool: ConnectionPool.ConnectionPool.Service | null
   /** A new connection's id (the pool's, or the delivery's own count without a pool). */
   readonly connectionId: Effect.Effect<string>
+  /** The limiter state; `null` when no limiter is configured. */
+  readonly limiter: Limiter.Limiter.Service | null
 }
 
 /** A host's settings and the variables they were evaluated with. @internal */
 export interface HostStage {
   readonly variables: Variables
   readonly settings: HostSettings
+  /** The domain's `limiter-wait`. */
+  readonly limiterWait: Duration.Duration
 }
 
 /** @internal */
@@ -66,6 +71,8 @@ interface Connected {
   readonly settings: ConnectionSettings
   readonly span: Tracer.Span
   readonly openedMs: number
+  /** Gives back the connection-stage limiters' permits. */
+  readonly permit: Effect.Effect<void>
   /** Handed to the pool: the race's release must not close it. */
   kept: boolean
 }
@@ -80,49 +87,74 @@ const connect = (
   candidate: Candidates.Candidate,
   parent: Tracer.Span
 ): Effect.Effect<Connected, TransportError.TransportError, Connector> => {
-  const evaluated = evaluateConnection(
-    delivery.config,
-    connectionVariables(hostStage.variables, candidate.ip, candidate.source)
-  )
+  const variables = connectionVariables(hostStage.variables, candidate.ip, candidate.source)
+  const evaluated = evaluateConnection(delivery.config, variables)
   if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
   const { settings } = evaluated
   const ehlo = settingWarnings.ehloName(settings.ehloName)
   if (ehlo !== null) warnings.push(ehlo)
   const { options } = delivery
-  return Effect.flatMap(
-    Effect.makeSpan("smtp.attempt", {
-      kind: "client",
-      captureStackTrace: false,
-      parent,
-      attributes: tracing.peerAttributes({
-        servername: host.host.name,
-        ip: candidate.ip,
-        port: options.port,
-        localAddress: candidate.source
-      })
-    }),
-    (span) =>
-      SmtpSession.connect(
-        { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
-        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
-      ).pipe(
-        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : tracing.end(span, exit)),
-        Effect.flatMap((connection) =>
-          Effect.map(
-            Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
-            ([id, openedMs]): Connected => ({ connection, id, candidate, settings, span, openedMs, kept: false })
+  // The limiters' permits are held from before the connect until the connection is released; a connect that fails
+  // or is interrupted gives them back.
+  return Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(restore(limitConnection(delivery, hostStage, variables)), (permit) =>
+      Effect.flatMap(
+        Effect.makeSpan("smtp.attempt", {
+          kind: "client",
+          captureStackTrace: false,
+          parent,
+          attributes: tracing.peerAttributes({
+            servername: host.host.name,
+            ip: candidate.ip,
+            port: options.port,
+            localAddress: candidate.source
+          })
+        }),
+        (span) =>
+          restore(SmtpSession.connect(
+            { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
+            { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
+          )).pipe(
+            Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(tracing.end(span, exit), permit)),
+            Effect.flatMap((connection) =>
+              Effect.map(
+                Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
+                ([id, openedMs]): Connected => ({
+                  connection,
+                  id,
+                  candidate,
+                  settings,
+                  span,
+                  openedMs,
+                  permit,
+                  kept: false
+                })
+              )
+            )
           )
-        )
-      )
+      ))
   )
 }
+
+/** The connection-stage limiters (remote_ip, local_ip) for one connection; a no-op release when none applies. */
+const limitConnection = (
+  delivery: Delivery,
+  hostStage: HostStage,
+  variables: Variables
+): Effect.Effect<Effect.Effect<void>, TransportError.TransportError> =>
+  delivery.limiter === null
+    ? Effect.succeed(Effect.void)
+    : delivery.limiter.acquire(
+      Limiter.buckets(delivery.config.limiters, "connection", variables),
+      hostStage.limiterWait
+    )
 
 /** Closes a connection (unless the pool has it) and ends its attempt's span. */
 const release = (connected: Connected) =>
   Effect.zipRight(
     // Read when the release runs, not when the race builds it: the session may have handed the connection over since.
     Effect.suspend(() => connected.kept ? Effect.void : connected.connection.close),
-    tracing.end(connected.span, Exit.void)
+    Effect.zipRight(connected.permit, tracing.end(connected.span, Exit.void))
   )
 
 /**
@@ -148,10 +180,21 @@ export const tryHost = (
     ca: delivery.ca
   }
   const race = raceHost(delivery, group, hostStage, host, attempts, tls, warnings, parent)
-  if (delivery.pool === null || Either.isLeft(host.resolution)) return race
-  return Effect.flatMap(
+  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race : Effect.flatMap(
     reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, tls, warnings, parent),
     Option.match({ onNone: () => race, onSome: Effect.succeed })
+  )
+  if (delivery.limiter === null) return run
+  // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
+  return Effect.matchEffect(
+    delivery.limiter.acquire(
+      Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
+      hostStage.limiterWait
+    ),
+    {
+      onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
+      onSuccess: (permit) => Effect.ensuring(run, permit)
+    }
   )
 }
 
@@ -196,7 +239,18 @@ const reuse = (
       while (true) {
         const taken = yield* pool.take({ ip, port: delivery.options.port, tls: key }, accept)
         if (Option.isNone(taken)) break
-        const outcome = yield* reusedSession(delivery, pool, group, host, taken.value, settingsFor(taken.value.source), tls, attempts, parent)
+        const idle = taken.value
+        const permit = yield* Effect.either(
+          limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
+        )
+        if (Either.isLeft(permit)) {
+          yield* pool.put(idle)
+          return Option.some<HostOutcome>({ _tag: "NextHost", error: permit.left, host: null })
+        }
+        const outcome = yield* Effect.ensuring(
+          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), tls, attempts, parent),
+          permit.right
+        )
         // A connection the server had given up on: nothing was sent; the next idle one, or a new connection.
         if (outcome !== null) return Option.some(outcome)
       }

@@ -1,0 +1,229 @@
+/**
+ * Outbound limiters on virtual time: concurrency (a third delivery waits until one of two finishes), rate windows,
+ * the wait bound that defers with kind `concurrency` or `rate` without connecting, and the configuration's two
+ * syntaxes with their errors.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Duration, Effect, Either, Fiber, Layer, TestClock } from "effect"
+import * as ConnectionPool from "../src/ConnectionPool.js"
+import * as ConnectorTest from "../src/ConnectorTest.js"
+import { Script, type Step } from "../src/ConnectorTest.js"
+import type { DeliveryReport } from "../src/DeliveryReport.js"
+import * as Dns from "../src/Dns.js"
+import * as Limiter from "../src/Limiter.js"
+import * as MtaSts from "../src/MtaSts.js"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as PolicyCache from "../src/PolicyCache.js"
+import * as Transport from "../src/Transport.js"
+
+const IP = "192.0.2.1"
+const zones: Dns.Zones = {
+  "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
+  "b.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
+  "mx.a.test": { a: [IP] }
+}
+
+const config = (limiters: string, outbound = "") => `
+[queue.outbound]
+hostname = "'client.test'"
+ip-strategy = "ipv4_only"
+${outbound}
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+${limiters}
+`
+
+/** A connection that takes `transactions` messages, each answered after `delay`. */
+const peer = (transactions: number, delay: Duration.DurationInput = 0): ConnectorTest.TestPeer => ({
+  script: [
+    Script.reply("220 mx.a.test ESMTP"),
+    Script.expect("EHLO client.test"),
+    Script.reply("250-mx.a.test", "250 8BITMIME"),
+    ...Array.from({ length: transactions }, (): ReadonlyArray<Step> => [
+      Script.expect(/^MAIL FROM/),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO/),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.delay(delay),
+      Script.reply("250 queued")
+    ]).flat(),
+    Script.expect("QUIT"),
+    Script.reply("221 bye")
+  ]
+})
+
+const layers = (text: string, peers: ReadonlyArray<ConnectorTest.TestPeer>) =>
+  Layer.mergeAll(
+    ConnectionPool.layer,
+    Limiter.layer,
+    Layer.orDie(OutboundConfig.layerFromText(text)),
+    Dns.layerTest(zones),
+    ConnectorTest.layer({ [IP]: peers }),
+    PolicyCache.layer,
+    MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" }))
+  )
+
+const request = (rcpt: string): Transport.DeliveryRequest => ({
+  message: "Subject: hi\r\n\r\nhello\r\n",
+  sender: "s@origin.test",
+  recipients: [rcpt]
+})
+
+/** Delivers concurrently; the clock moves in steps of 1 s until all are done. Reports with their end times. */
+const deliverConcurrently = (rcpts: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const ends: Array<number> = rcpts.map(() => -1)
+    const fiber = yield* Effect.fork(Effect.forEach(rcpts, (rcpt, i) =>
+      Effect.tap(Transport.deliver(request(rcpt)), () =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          ends[i] = now / 1000
+        })), { concurrency: "unbounded" }))
+    for (let t = 0; t <= 120; t++) {
+      yield* TestClock.adjust(Duration.seconds(1))
+      if (ends.every((e) => e >= 0)) break
+    }
+    const reports: ReadonlyArray<DeliveryReport> = yield* Fiber.join(fiber)
+    return { reports, ends }
+  })
+
+const status = (r: DeliveryReport) => r.recipients[0]!.status
+
+describe("outbound limiters", () => {
+  it.effect("concurrency = 2 on rcpt_domain: the third delivery waits until one of two finishes", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@a.test"])
+      expect(reports.map(status)).toEqual(["delivered", "delivered", "delivered"])
+      // Two at once, 10 s each; the third starts when one finishes, on the connection it leaves.
+      expect(ends).toEqual([10, 10, 20])
+      expect(reports[2]!.attempts[0]!.reused).toBe(true)
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(2)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-domain]\nkey = ["rcpt_domain"]\nconcurrency = 2`),
+      [peer(2, "10 seconds"), peer(2, "10 seconds")]
+    ))))
+
+  it.effect("the key separates counts: another domain does not wait", () =>
+    Effect.gen(function*() {
+      const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test"])
+      expect(ends).toEqual([10, 20, 10])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-domain]\nkey = "rcpt_domain"\nconcurrency = 1`),
+      [peer(2, "10 seconds"), peer(1, "10 seconds")]
+    ))))
+
+  it.effect("concurrency = 2 on mx: never a third connection", () =>
+    Effect.gen(function*() {
+      const { reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test", "r4@b.test", "r5@a.test"])
+      expect(reports.map(status)).toEqual(Array(5).fill("delivered"))
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(2)
+    }).pipe(Effect.provide(layers(
+      config(`[[queue.throttle]]\nkey = ["mx"]\nconcurrency = 2\nenable = true`),
+      [peer(3, "1 second"), peer(2, "1 second")]
+    ))))
+
+  it.effect("rate = 2/10s: the third start waits for the window", () =>
+    Effect.gen(function*() {
+      const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@a.test"])
+      expect(ends).toEqual([0, 0, 10])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.r]\nkey = ["rcpt_domain"]\nrate = "2/10s"`),
+      [peer(3)]
+    ))))
+
+  it.effect("a wait past limiter-wait defers with kind concurrency, without connecting", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(ends).toEqual([60, 5])
+      expect(reports.map(status)).toEqual(["delivered", "deferred"])
+      expect(reports[1]!.recipients[0]!.error?.kind).toBe("concurrency")
+      expect(reports[1]!.attempts).toEqual([])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.one]\nconcurrency = 1`, `limiter-wait = "5s"`),
+      [peer(1, "60 seconds")]
+    ))))
+
+  it.effect("a rate window longer than limiter-wait defers at once with kind rate", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(ends).toEqual([0, 0])
+      expect(reports.map(status)).toEqual(["delivered", "deferred"])
+      expect(reports[1]!.recipients[0]!.error?.kind).toBe("rate")
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.slow]\nkey = ["mx"]\nrate = "1/1h"`, `limiter-wait = "1m"`),
+      [peer(1)]
+    ))))
+
+  it.effect("match: only the deliveries it selects are limited", () =>
+    Effect.gen(function*() {
+      const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test", "r4@b.test"])
+      expect(ends).toEqual([10, 20, 10, 10])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.a-only]\nkey = ["rcpt_domain"]\nmatch = "rcpt_domain = 'a.test'"\nconcurrency = 1`),
+      [peer(2, "10 seconds"), peer(1, "10 seconds"), peer(1, "10 seconds")]
+    ))))
+
+  it.effect("enable = false: the limiter is off", () =>
+    Effect.gen(function*() {
+      const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(ends).toEqual([10, 10])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.off]\nconcurrency = 1\nenable = false`),
+      [peer(1, "10 seconds"), peer(1, "10 seconds")]
+    ))))
+})
+
+describe("limiter configuration", () => {
+  it("both syntaxes, in file order, each at its stage", () => {
+    const parsed = Either.getOrThrow(OutboundConfig.parse(`
+[queue.limiter.outbound.ip]
+key = ["remote_ip", "rcpt_domain"]
+concurrency = 5
+rate = "100/1s"
+
+[[queue.throttle]]
+match = "sender_domain = 'foobar.org'"
+key = 'sender_domain'
+concurrency = 1
+
+[[queue.throttle]]
+key = ["mx"]
+rate = "1/30m"
+`))
+    expect(parsed.limiters.map((l) => [l.id, l.key, l.stage, l.concurrency, l.rate && Duration.toMillis(l.rate.period)]))
+      .toEqual([
+        ["ip", ["remote_ip", "rcpt_domain"], "connection", 5, 1000],
+        ["throttle[0]", ["sender_domain"], "domain", 1, null],
+        ["throttle[1]", ["mx"], "host", null, 1_800_000]
+      ])
+    expect(parsed.limiters[1]!.rate).toBeNull()
+  })
+
+  it("every bad field is an error with its key, line, what was found and what was expected", () => {
+    const result = OutboundConfig.parse(`[queue.limiter.outbound.bad]
+key = ["mx", "helo"]
+rate = "fast"
+concurency = 3
+match = "rcpt_domain = "
+`)
+    expect(Either.isLeft(result)).toBe(true)
+    const issues = Either.isLeft(result) ? result.left.issues : []
+    expect(issues.map((i) => [i.path, i.line])).toEqual([
+      ["queue.limiter.outbound.bad.key[1]", 2],
+      ["queue.limiter.outbound.bad.rate", 3],
+      ["queue.limiter.outbound.bad.concurency", 4],
+      ["queue.limiter.outbound.bad.match", 5]
+    ])
+    expect(issues.find((i) => i.path.endsWith("key[1]"))!.message).toContain("found the string \"helo\"")
+    expect(issues.find((i) => i.path.endsWith(".rate"))!.expected).toContain("100/1s")
+  })
+
+  it("a limiter that limits nothing is an error", () => {
+    const result = OutboundConfig.parse(`[[queue.throttle]]\nkey = ["mx"]\n`)
+    expect(Either.isLeft(result) && result.left.issues[0]!.message).toContain("limits nothing")
+  })
+})
