@@ -14,6 +14,8 @@ export const ExitCode = {
   ok: 0,
   /** EX_USAGE: the command line is wrong (unknown option, bad value, invalid address, no recipient). */
   usage: 64,
+  /** EX_DATAERR: an input line is not a valid request (`batch`). */
+  dataErr: 65,
   /** EX_NOINPUT: an input file (the message, the CA file) cannot be read. */
   noInput: 66,
   /** EX_UNAVAILABLE: at least one recipient failed permanently. */
