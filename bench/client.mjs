@@ -8,7 +8,14 @@
 import { percentile } from "./common.mjs"
 
 const opts = JSON.parse(process.argv[2] ?? "{}")
-const impls = { raw: "./rawClient.mjs", nodemailer: "./nodemailerClient.mjs", library: "./libraryClient.mjs" }
+const impls = {
+  raw: "./rawClient.mjs",
+  nodemailer: "./nodemailerClient.mjs",
+  library: "./libraryClient.mjs",
+  // the reuse figure (opts.domains set): many messages to a few domains
+  "raw-reuse": "./rawReuseClient.mjs",
+  "nodemailer-pool": "./nodemailerPoolClient.mjs"
+}
 const timeLimitMs = opts.timeLimitMs ?? 120_000
 const count = opts.count
 const concurrency = opts.concurrency

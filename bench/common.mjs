@@ -74,3 +74,11 @@ export const boundLifetime = (lifetimeMs, onExit = () => {}) => {
   if (process.send) process.on("disconnect", stop)
   process.on("SIGTERM", stop)
 }
+
+/**
+ * The reuse workload: delivery `i` goes to one of `domains` domains (`r0` … `r<domains-1>`), each with its own MX
+ * host on the one sink, and a recipient of its own, so that consecutive messages to a domain can share connections.
+ */
+export const REUSE_PREFIX = "r"
+export const reuseDomainOf = (i, domains) => domainOf(i % domains, REUSE_PREFIX)
+export const reuseRecipientOf = (i, domains) => `rcpt${i}@${reuseDomainOf(i, domains)}`

@@ -6,7 +6,7 @@
 //   node bench/fanout.mjs --quick       a short run (2 repetitions, small counts, short figures)
 //
 // Flags: --quick  --reps=N  --levels=1,10,100,1000  --impls=raw,nodemailer,smtp-source,library
-//        --no-he  --no-source  --no-profile  --profile (also in --quick)  --collapse-demo  --no-pin
+//        --no-reuse  --no-he  --no-source  --no-profile  --profile (also in --quick)  --collapse-demo  --no-pin
 //        --budget=SECONDS (hard stop of the whole bench; default 1200, quick 300)
 //        --source-limit=SECONDS (time cap of each source-address run; default 300, quick 60)
 //        --out=NAME (results as bench/results/NAME.json and NAME.md; default latest)
@@ -73,7 +73,16 @@ const plan = {
     warmup: quick ? 200 : 500,
     timeLimitMs: args["source-limit"] !== undefined ? Number(args["source-limit"]) * 1000 : quick ? 60_000 : 300_000
   },
-  profile: { concurrency: 100, count: quick ? 2000 : 5000 }
+  profile: { concurrency: 100, count: quick ? 2000 : 5000 },
+  // The reuse figure: many messages to a few domains on the one sink (issue 16).
+  reuse: {
+    count: quick ? 5_000 : 20_000,
+    domains: 5,
+    concurrency: 50,
+    warmup: 500,
+    reps: Number(args.reps ?? (quick ? 2 : 3)),
+    impls: ["library", "raw-reuse", "nodemailer-pool"]
+  }
 }
 const warmupFor = (count) => Math.min(500, Math.max(20, Math.floor(count / 5)))
 
@@ -314,6 +323,7 @@ const results = {
   skipped: {},
   notes: [],
   fanout: [],
+  reuse: null,
   happyEyeballs: null,
   sourceAddresses: null,
   profile: null,
@@ -369,6 +379,37 @@ const fanout = async (impls) => {
     }
   }
   return runs
+}
+
+/** The reuse figure: the library (Transport.layer's pool) against a raw client at 100 messages per connection and
+ * nodemailer's pool, interleaved repetitions, ratios per repetition. */
+const reuse = async (withLibrary) => {
+  const impls = plan.reuse.impls.filter((i) => i !== "library" || withLibrary)
+  const level = { concurrency: plan.reuse.concurrency, count: plan.reuse.count, greetingDelayMs: 0 }
+  const runs = Object.fromEntries(impls.map((i) => [i, []]))
+  for (let rep = 0; rep < plan.reuse.reps; rep++) {
+    for (const impl of impls.map((_, k) => impls[(k + rep) % impls.length])) {
+      if (overBudget()) {
+        results.partial = true
+        break
+      }
+      const r = await runNodeClient(impl, {
+        concurrency: plan.reuse.concurrency,
+        count: plan.reuse.count,
+        warmup: plan.reuse.warmup,
+        domains: plan.reuse.domains
+      })
+      r.rep = rep
+      runs[impl].push(r)
+      const fmt = (x, d = 0) => (typeof x === "number" ? x.toFixed(d) : "–")
+      log(`reuse rep ${rep + 1}/${plan.reuse.reps} ${impl.padEnd(15)} ` + (r.error
+        ? `ERROR ${r.error.slice(0, 200)}`
+        : `${fmt(r.rate)}/s ok ${r.ok}/${r.count} cpu ${fmt(r.cpuUsPerDelivery)} µs/d p50 ${fmt(r.p50Ms, 1)} ms ` +
+          `rss ${fmt(r.maxRssKb / 1024, 0)} MB srv ${fmt(r.serverUsPerDelivery)} µs/d` +
+          (r.countMismatch ? ` MISMATCH ${r.countMismatch}` : "") + (r.failed ? ` errors ${JSON.stringify(r.errors ?? {})}` : "")))
+    }
+  }
+  return { ...plan.reuse, impls, ...summariseLevel(level, runs, impls), runs }
 }
 
 const happyEyeballs = async (withLibrary) => {
@@ -488,6 +529,15 @@ const goals = () => {
     check("library/nodemailer", 1.2, "≥ 1.2× nodemailer (no pool)")
     if (c === 1000) check("library/raw", 2, "peak RSS ≤ 2× the raw client's", "rss")
   }
+  const r = results.reuse
+  if (r) {
+    // Issue 16's goals: at least half the raw reuse client's rate, and ahead of nodemailer's pool.
+    for (const [key, target, goal] of [["library/raw-reuse", 0.5, "reuse: ≥ 0.5× the raw client at 100 messages/connection"], ["library/nodemailer-pool", 1, "reuse: ahead of nodemailer's pool"]]) {
+      const v = r.ratios[key]?.rate
+      if (v === undefined) continue
+      rows.push({ concurrency: r.concurrency, goal, target, median: v?.median ?? null, min: v?.min ?? null, met: v ? v.median >= target : null })
+    }
+  }
   return rows
 }
 
@@ -525,9 +575,30 @@ const markdown = () => {
     out.push("")
   }
   if (!results.impls.includes("library")) out.push("_The library was not measured in this run (dist/Transport.js missing or its smoke run failed; see notes)._", "")
+  const ru = results.reuse
+  if (ru) {
+    out.push(`## Connection reuse: ${ru.count.toLocaleString("en-US")} messages to ${ru.domains} domains on one sink, c = ${ru.concurrency}`, "")
+    out.push("Each message goes to one of the domains (r0 … r4, each its own MX host on the sink) with a recipient of its own. " +
+      "library: Transport.deliver on Transport.layer, whose pool carries up to 100 messages per connection (the defaults " +
+      "reuse.messages = 100, reuse.idle = 5s), with its own DNS lookups (cached). raw-reuse: bench/rawReuseClient.mjs, a " +
+      "hand-written node:net client sending 100 messages per connection, each domain resolved once. nodemailer-pool: " +
+      "nodemailer with pool: true, maxMessages 100, maxConnections = c, each domain resolved once. The warm-up goes to " +
+      "the same domains, so the measured batch runs on warm connections.", "")
+    out.push("| client | messages/s | library ÷ client | CPU µs/message | p50 ms | p99 ms | peak RSS MB | sink+DNS µs/message | failed |")
+    out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (const impl of ru.impls) {
+      const s = ru.summary[impl]
+      if (!s) continue
+      const ratio = impl === "library" ? "1" : range(ru.ratios[`library/${impl}`]?.rate ?? null, n2)
+      out.push(`| ${impl} | ${range(s.rate)} | ${ratio} | ${n0(s.cpuUsPerDelivery?.median)} | ${n1(s.p50Ms?.median)} | ` +
+        `${n1(s.p99Ms?.median)} | ${mb(s.maxRssKb?.median)} | ${n0(s.serverUsPerDelivery?.median)} | ${s.deliveryFailures}` +
+        `${s.failedRuns ? ` (${s.failedRuns} runs failed)` : ""} |`)
+    }
+    out.push("")
+  }
   const g = goals()
   if (g.length) {
-    out.push("## Goals (issue 13)", "", "| c | goal | median | min | met (median) |", "|---:|---|---:|---:|---|")
+    out.push("## Goals (issues 13 and 16)", "", "| c | goal | median | min | met (median) |", "|---:|---|---:|---:|---|")
     for (const r of g) out.push(`| ${r.concurrency} | ${r.goal} | ${n2(r.median)} | ${n2(r.min)} | ${r.met === null ? "–" : r.met ? "yes" : "**no**"} |`)
     out.push("")
   }
@@ -628,6 +699,11 @@ const main = async () => {
   write()
 
   const nodeImpls = impls.filter((i) => i === "library" || i === "raw")
+  if (!flagOff("reuse") && !overBudget()) {
+    log(`reuse figure: ${plan.reuse.count} messages to ${plan.reuse.domains} domains per client`)
+    results.reuse = await reuse(impls.includes("library"))
+    write()
+  }
   if (!flagOff("he") && !overBudget()) {
     log("happy eyeballs figure")
     results.happyEyeballs = await happyEyeballs(impls.includes("library"))
