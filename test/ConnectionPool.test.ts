@@ -4,7 +4,7 @@
  * closes. Scripted peers count the connections and record every command.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Layer, Stream, TestClock } from "effect"
+import { Duration, Effect, Either, Fiber, Layer, Stream, TestClock } from "effect"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step } from "../src/ConnectorTest.js"
@@ -278,5 +278,21 @@ describe("Transport.deliverAll", () => {
         },
         { script: [...opening, ...transaction(), ...quit] }
       ]
+    }))))
+})
+
+describe("interruption", () => {
+  it.effect("a delivery interrupted on a reused connection closes it; the pool does not keep it", () =>
+    Effect.gen(function*() {
+      yield* Transport.deliver(request())
+      const fiber = yield* Effect.fork(Transport.deliver(request()))
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* Fiber.interrupt(fiber)
+      const [conn] = yield* connections
+      expect(conn!.commands.filter((c) => c.startsWith("MAIL"))).toHaveLength(2)
+      expect(conn!.closed).toBe(true)
+      expect(yield* idle).toBe(0)
+    }).pipe(Effect.provide(layers("", {
+      [IP]: { script: [...opening, ...transaction(), Script.expect(/^MAIL FROM/), Script.stall] }
     }))))
 })

@@ -53,22 +53,28 @@ export const deliverDomain = (
         warnings
       }
     }
+    const run = hostLoop(delivery, group, stage, plan, attempts, hostPlans, hostErrors, span)
+    const limiter = delivery.limiter
+    if (limiter === null) return yield* run
     // Limiters keyed at the domain stage (sender, sender_domain, rcpt_domain): held for the whole domain delivery.
-    const limited = delivery.limiter === null ? Either.right(Effect.void) : yield* Effect.either(
-      delivery.limiter.acquire(
-        Limiter.buckets(delivery.config.limiters, "domain", stage.variables),
-        stage.settings.limiterWait
+    // The wait is interruptible; once held, the permits are given back whatever happens.
+    return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        Effect.either(restore(limiter.acquire(
+          Limiter.buckets(delivery.config.limiters, "domain", stage.variables),
+          stage.settings.limiterWait
+        ))),
+        (limited) =>
+          Either.isLeft(limited)
+            ? Effect.succeed<DomainRun>({
+              recipients: group.recipients.map((rcpt) => failedBy(rcpt, limited.left, null)),
+              attempts,
+              plan: domainPlanOf(group, stage, hostPlans, limited.left),
+              warnings
+            })
+            : Effect.ensuring(restore(run), limited.right)
       )
     )
-    if (Either.isLeft(limited)) {
-      return {
-        recipients: group.recipients.map((rcpt) => failedBy(rcpt, limited.left, null)),
-        attempts,
-        plan: domainPlanOf(group, stage, hostPlans, limited.left),
-        warnings
-      }
-    }
-    return yield* Effect.ensuring(hostLoop(delivery, group, stage, plan, attempts, hostPlans, hostErrors, span), limited.right)
   })
 
 const hostLoop = (

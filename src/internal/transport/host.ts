@@ -8,6 +8,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import type * as Candidates from "../../Candidates.js"
@@ -186,15 +187,19 @@ export const tryHost = (
   )
   if (delivery.limiter === null) return run
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
-  return Effect.matchEffect(
-    delivery.limiter.acquire(
-      Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
-      hostStage.limiterWait
-    ),
-    {
-      onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
-      onSuccess: (permit) => Effect.ensuring(run, permit)
-    }
+  const limiter = delivery.limiter
+  // The wait is interruptible; once the permits are held, they are given back whatever happens.
+  return Effect.uninterruptibleMask((restore) =>
+    Effect.matchEffect(
+      restore(limiter.acquire(
+        Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
+        hostStage.limiterWait
+      )),
+      {
+        onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
+        onSuccess: (permit) => Effect.ensuring(restore(run), permit)
+      }
+    )
   )
 }
 
@@ -228,6 +233,7 @@ const reuse = (
         let settings = evaluated.get(source)
         if (settings === undefined) {
           const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
+          if (result.warnings.length > 0) warnings.push(...result.warnings)
           settings = result.settings
           evaluated.set(source, settings)
         }
@@ -237,25 +243,35 @@ const reuse = (
         (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
         settingsFor(idle.source).ehloName === idle.session.ehloName
       while (true) {
-        const taken = yield* pool.take({ ip, port: delivery.options.port, tls: key }, accept)
-        if (Option.isNone(taken)) break
-        const idle = taken.value
-        const permit = yield* Effect.either(
-          limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
+        // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
+        const outcome = yield* Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(
+            pool.take({ ip, port: delivery.options.port, tls: key }, accept),
+            Option.match({
+              onNone: () => Effect.succeed(undefined),
+              onSome: (idle) =>
+                Effect.flatMap(
+                  Effect.either(restore(
+                    limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
+                  )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
+                  (permit): Effect.Effect<HostOutcome | null | undefined> =>
+                    Either.isLeft(permit)
+                      ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
+                      : Effect.ensuring(
+                        restore(
+                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), tls, attempts, parent)
+                        ).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
+                        permit.right
+                      )
+                )
+            })
+          )
         )
-        if (Either.isLeft(permit)) {
-          yield* pool.put(idle)
-          return Option.some<HostOutcome>({ _tag: "NextHost", error: permit.left, host: null })
-        }
-        const outcome = yield* Effect.ensuring(
-          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), tls, attempts, parent),
-          permit.right
-        )
-        // A connection the server had given up on: nothing was sent; the next idle one, or a new connection.
+        if (outcome === undefined) break
+        // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
         if (outcome !== null) return Option.some(outcome)
       }
     }
-    void warnings
     return Option.none()
   })
 
@@ -274,10 +290,12 @@ const reusedSession = (
   tls: Tls,
   attempts: Array<AttemptRecord>,
   parent: Tracer.Span
-): Effect.Effect<HostOutcome | null> =>
-  Effect.uninterruptibleMask((restore) =>
+): Effect.Effect<HostOutcome | null> => {
+  const { connection } = idle.session
+  // Set once made: an interruption during the dialogue closes the connection and ends the span.
+  let attemptSpan: Tracer.Span | undefined
+  return Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
-      const { connection } = idle.session
       const startMs = yield* Clock.currentTimeMillis
       const span = yield* tracing.make("smtp.attempt", parent, {
         ...tracing.peerAttributes({
@@ -289,6 +307,7 @@ const reusedSession = (
         "smtp.connection": idle.id,
         "smtp.reused": true
       })
+      attemptSpan = span
       const settings: SmtpSession.SessionSettings = {
         ...connectionSettings,
         servername: host.host.name,
@@ -347,8 +366,14 @@ const reusedSession = (
       if (!kept) yield* connection.close
       yield* tracing.end(span, Exit.void)
       return outcome
-    })
+    }).pipe(Effect.onInterrupt(() =>
+      Effect.zipRight(
+        connection.close,
+        attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
+      )
+    ))
   )
+}
 
 /** An idle connection the server no longer serves: lost, reset, or a 421 at MAIL, with no recipient accepted. */
 const gaveUp = (transaction: SmtpSession.TransactionResult): boolean =>
