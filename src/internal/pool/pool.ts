@@ -137,7 +137,9 @@ export const make: Effect.Effect<ConnectionPool.Service, never, Scope.Scope> = E
   const put = (entry: Idle): Effect.Effect<void> =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const age = ageDeadline(entry)
-      if (closing || entry.messages >= entry.reuse.messages || age <= now) return close(entry)
+      if (closing) return close(entry)
+      // Done with: QUIT in a fiber of the pool's, so that the delivery that gave it back does not wait for it.
+      if (entry.messages >= entry.reuse.messages || age <= now) return closeAll([entry])
       const closeAtMs = Math.min(now + Duration.toMillis(entry.reuse.idle), age)
       const key = indexOf(entry.destination)
       const list = idle.get(key)
