@@ -120,7 +120,8 @@ export interface AttemptTls extends Schema.Schema.Type<typeof AttemptTls> {}
  *
  * `connection` names the connection the attempt used (`null` when none was established), so attempts that shared a
  * session carry the same id; `reused` is `true` when the attempt took an idle connection from the pool instead of
- * connecting (its `startMs` is when it took it).
+ * connecting (its `startMs` is when it took it). A completed transaction's attempt ends at phase `quit` whether its
+ * connection was closed then or given to the pool, which sends the QUIT later.
  *
  * @since 0.1.0
  * @category models
