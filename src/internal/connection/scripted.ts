@@ -41,7 +41,9 @@ const resetByPeer = () => new SocketError({ kind: "reset", message: "connection 
 class ScriptedIo implements Io {
   /** What the client wrote, as the peer reads it: no line limit, the bodies are the client's to bound. */
   readonly toPeer = new LineBuffer<SocketError>(Number.MAX_SAFE_INTEGER, () => resetByPeer())
-  private readonly written: Array<Uint8Array> = []
+  // Streaming, so that a character split across two writes decodes as one; appending keeps a long-lived connection
+  // (reuse) linear: decoding everything written on every write made it quadratic.
+  private readonly writtenDecoder = new TextDecoder()
   private broken = false
   private connected: SocketError | null | undefined = undefined
   private onConnected: ((error: SocketError | null) => void) | null = null
@@ -78,8 +80,7 @@ class ScriptedIo implements Io {
       return false
     }
     const bytes = typeof data === "string" ? encoder.encode(data) : data
-    this.written.push(bytes)
-    this.record.written = decoder.decode(Buffer.concat(this.written))
+    this.record.written += this.writtenDecoder.decode(bytes, { stream: true })
     this.record.writes.push(decoder.decode(bytes))
     this.toPeer.push(bytes)
     flushed(null)
