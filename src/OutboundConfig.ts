@@ -20,43 +20,55 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type { Variables } from "./Expression.js"
 import { ConfigError } from "./internal/config/error.js"
+import type * as ConfigErrors from "./internal/config/error.js"
 import type * as Keys from "./internal/config/keys.js"
 import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
+import type * as Settings from "./Settings.js"
 import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
 
 export {
   /**
+   * Loading failed: every problem found in the file, at once.
+   *
    * @since 0.1.0
+   * @category errors
    */
-  ConfigError,
-  /**
-   * @since 0.1.0
-   */
-  type ConfigIssue
+  ConfigError
 } from "./internal/config/error.js"
 
-export type {
-  /**
-   * Moved to `Settings`; re-exported here for compatibility.
-   *
-   * @since 0.1.0
-   */
-  IpStrategy,
-  /**
-   * Moved to `Settings`; re-exported here for compatibility.
-   *
-   * @since 0.1.0
-   */
-  Stage,
-  /**
-   * Moved to `Settings`; re-exported here for compatibility.
-   *
-   * @since 0.1.0
-   */
-  TlsPolicy
-} from "./Settings.js"
+/**
+ * One problem in a configuration file: where it is (file, line, key), what was found and what was expected.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ConfigIssue = ConfigErrors.ConfigIssue
+
+/**
+ * Moved to `Settings`; re-exported here for compatibility.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type IpStrategy = Settings.IpStrategy
+
+/**
+ * Moved to `Settings`; re-exported here for compatibility.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Stage = Settings.Stage
+
+/**
+ * Moved to `Settings`; re-exported here for compatibility.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type TlsPolicy = Settings.TlsPolicy
 
 /**
  * A setting's value for one delivery. `warning` is set when the configured expression gave a value that could not be
@@ -101,6 +113,22 @@ export class OutboundConfig extends Context.Tag("effect-smtp-transport/OutboundC
 
 /**
  * Parses TOML text. Pure apart from reading the machine's host name for the `hostname` default.
+ *
+ * @example
+ * ```ts
+ * import { Either } from "effect"
+ * import * as OutboundConfig from "effect-smtp-transport/OutboundConfig"
+ *
+ * const config = OutboundConfig.parse(`
+ * [queue.outbound]
+ * limits.mx = "seven"
+ * `, "outbound.toml")
+ * // Every problem in the file, each with its file, line and key.
+ * assert.ok(Either.isLeft(config))
+ * const [issue] = config.left.issues
+ * assert.strictEqual(issue?.path, "queue.outbound.limits.mx")
+ * assert.strictEqual(issue?.line, 3)
+ * ```
  *
  * @since 0.1.0
  * @category loading

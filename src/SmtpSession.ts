@@ -20,7 +20,8 @@ import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import type { Connection, Connector, TlsInfo } from "./Connector.js"
 import * as internal from "./internal/session/session.js"
-import type { ConnectionSettings, Phase, SessionPhase, Timeouts, TlsPolicy } from "./Settings.js"
+import type * as Settings from "./Settings.js"
+import type { ConnectionSettings, Phase, SessionPhase, Timeouts } from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
 import type * as TransportError from "./TransportError.js"
 
@@ -32,7 +33,7 @@ import type * as TransportError from "./TransportError.js"
  * @since 0.1.0
  * @category models
  */
-export type { TlsPolicy }
+export type TlsPolicy = Settings.TlsPolicy
 
 /**
  * Everything a session needs, evaluated for this connection.
