@@ -19,7 +19,8 @@ export default defineConfig({
     minWorkers: 1,
     projects: [
       { extends: true, test: { name: "unit", include: ["test/**/*.test.ts"], exclude: live } },
-      { extends: true, test: { name: "live", include: live } }
+      // The CLI and package suites run dist/: the project builds it first, and a failed build fails the run.
+      { extends: true, test: { name: "live", include: live, globalSetup: ["test/utils/build.ts"] } }
     ]
   }
 })

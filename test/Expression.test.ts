@@ -4,8 +4,9 @@ import * as fc from "fast-check"
 import * as Expression from "../src/Expression.js"
 import { Constant, type Value } from "../src/Expression.js"
 import { compileSource, run } from "../src/internal/expression/compile.js"
-import { parse, show } from "../src/internal/expression/parser.js"
+import { parse } from "../src/internal/expression/parser.js"
 import { CONSTANT_NAMES } from "../src/internal/expression/value.js"
+import { show } from "./utils/expression.js"
 
 const compiled = (source: string, options?: Expression.CompileOptions): Expression.Expression => {
   const result = Expression.compile(source, options)

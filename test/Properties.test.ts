@@ -13,10 +13,10 @@ import * as Connector from "../src/Connector.js"
 import { MAX_LINE_BYTES } from "../src/Connector.js"
 import * as address from "../src/internal/address.js"
 import { hostnameProblem } from "../src/internal/config/convert.js"
-import * as dotStuff from "../src/internal/session/dotStuff.js"
 import { LineBuffer } from "../src/internal/lineBuffer.js"
 import * as SmtpReply from "../src/SmtpReply.js"
 import { watchProcess } from "./fixtures/hostilePeer.js"
+import * as dotStuff from "./utils/dotStuff.js"
 
 const watch = watchProcess()
 afterAll(() => {

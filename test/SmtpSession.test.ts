@@ -4,12 +4,13 @@ import * as fc from "fast-check"
 import * as Connector from "../src/Connector.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script } from "../src/ConnectorTest.js"
-import * as dotStuff from "../src/internal/session/dotStuff.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import type { SessionPhase, Timeouts, TlsPolicy } from "../src/Settings.js"
 import * as SmtpSession from "../src/SmtpSession.js"
 import { recorder } from "./fixtures/tracer.js"
 import type { TransportError } from "../src/TransportError.js"
+import { multi } from "./utils/smtp.js"
+import * as dotStuff from "./utils/dotStuff.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
@@ -49,8 +50,6 @@ const settings = (over: Over = {}): SmtpSession.SessionSettings => ({
   phaseSpans: over.phaseSpans ?? false
 })
 
-const multi = (code: number, texts: ReadonlyArray<string>) =>
-  texts.map((t, i) => `${code}${i === texts.length - 1 ? " " : "-"}${t}`)
 const ehloReply = (...caps: ReadonlyArray<string>) => Script.reply(...multi(250, ["mx.test greets client.test", ...caps]))
 const GREET = Script.reply("220 mx.test ESMTP")
 const EHLO = Script.expect("EHLO client.test")
