@@ -67,6 +67,20 @@ const untagged = (file: string, text: string): ReadonlyArray<string> =>
     ["@since", "@category"].filter((tag) => !new RegExp(`${tag} \\S`).test(doc)).map((tag) => `${file}: ${name} lacks ${tag}`)
   )
 
+describe("the documentation's examples", () => {
+  it("docs/testing.md's complete example is examples/testing.test.ts, which the unit project runs", () => {
+    const page = fs.readFileSync(new URL("../docs/testing.md", import.meta.url), "utf8")
+    const section = page.slice(page.indexOf("## A complete example"))
+    const shown = /```ts\n([\s\S]*?)```/.exec(section)?.[1]
+    const example = fs.readFileSync(new URL("../examples/testing.test.ts", import.meta.url), "utf8")
+    const code = example.slice(example.indexOf("import "))
+    // The page shows the import an application writes; the file imports the sources.
+    const imports = /^\/\/ In your project: (.*)\n(.*)\n/m.exec(code)
+    expect(imports?.[2]).toMatch(/from "\.\.\/src\/index\.js"$/)
+    expect(shown).toBe(code.replace(imports![0], `${imports![1]}\n`))
+  })
+})
+
 describe("the public modules' doc comments", () => {
   // docgen (the API reference, Docs.live.test.ts) requires `@since`; `@category` is this project's rule: it is what
   // groups a module's page.
