@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import { hostnameProblem } from "../src/internal/config/convert.js"
 import { looksLikeDuration, parseDuration } from "../src/internal/duration.js"
+import { ENTRIES } from "../src/internal/config/keys.js"
 
 type Config = OutboundConfig.Config
 
@@ -123,48 +124,19 @@ describe("defaults", () => {
     check(ok("[queue]\n[server]\nhostname = 'x'\n"))
   })
 
-  it("names every key and its stage", () => {
-    const c = OutboundConfig.defaults
-    const all = [
-      c.ehloName,
-      c.ipStrategy,
-      c.sourceIp.v4,
-      c.sourceIp.v6,
-      c.limits.mx,
-      c.limits.multihomed,
-      c.timeouts.connect,
-      c.timeouts.greeting,
-      c.timeouts.tls,
-      c.timeouts.ehlo,
-      c.timeouts["mail-from"],
-      c.timeouts["rcpt-to"],
-      c.timeouts.data,
-      c.timeouts["mta-sts"],
-      c.tls.starttls,
-      c.tls.mtaSts,
-      c.tls.allowInvalidCerts,
-      c.connectionAttemptDelay
-    ] as ReadonlyArray<OutboundConfig.Setting<unknown>>
-    expect(all.map((s) => `${s.key}@${s.stage}`)).toEqual([
-      "queue.outbound.hostname@connection",
-      "queue.outbound.ip-strategy@host",
-      "queue.outbound.source-ip.v4@host",
-      "queue.outbound.source-ip.v6@host",
-      "queue.outbound.limits.mx@domain",
-      "queue.outbound.limits.multihomed@domain",
-      "queue.outbound.timeouts.connect@connection",
-      "queue.outbound.timeouts.greeting@connection",
-      "queue.outbound.timeouts.tls@connection",
-      "queue.outbound.timeouts.ehlo@connection",
-      "queue.outbound.timeouts.mail-from@connection",
-      "queue.outbound.timeouts.rcpt-to@connection",
-      "queue.outbound.timeouts.data@connection",
-      "queue.outbound.timeouts.mta-sts@domain",
-      "queue.outbound.tls.starttls@host",
-      "queue.outbound.tls.mta-sts@domain",
-      "queue.outbound.tls.allow-invalid-certs@host",
-      "queue.outbound.connection-attempt-delay@host"
-    ])
+  it("names every key and its stage, as the key table says", () => {
+    // Config is generated from the table: where an entry's name puts its Setting, the Setting has the entry's key
+    // (below queue.outbound) and stage.
+    const at = (path: ReadonlyArray<string>) =>
+      path.reduce<unknown>((node, p) => (node as Record<string, unknown>)[p], OutboundConfig.defaults) as
+        OutboundConfig.Setting<unknown>
+    expect(ENTRIES.length).toBeGreaterThan(0)
+    for (const entry of ENTRIES) {
+      expect(`${at(entry.at).key}@${at(entry.at).stage}`, entry.name).toBe(
+        `queue.outbound.${entry.spec.path.join(".")}@${entry.spec.stage}`
+      )
+    }
+    expect(at(["timeouts", "mail-from"])).toMatchObject({ key: "queue.outbound.timeouts.mail-from", stage: "connection" })
   })
 
   it("takes the hostname default from [lookup.default] of the same file", () => {
@@ -1012,26 +984,8 @@ describe("renderReference", () => {
 
   it("lists every key of the configuration, with its name in code, stage, default and meaning", () => {
     const keys = rows.map((row) => row.split(" | ")[0]!.slice(3, -1))
-    expect(keys).toEqual([
-      "hostname",
-      "ip-strategy",
-      "source-ip.v4",
-      "source-ip.v6",
-      "limits.mx",
-      "limits.multihomed",
-      "timeouts.connect",
-      "timeouts.greeting",
-      "timeouts.tls",
-      "timeouts.ehlo",
-      "timeouts.mail-from",
-      "timeouts.rcpt-to",
-      "timeouts.data",
-      "timeouts.mta-sts",
-      "tls.starttls",
-      "tls.mta-sts",
-      "tls.allow-invalid-certs",
-      "connection-attempt-delay"
-    ])
+    // One row per entry of the key table, in its order.
+    expect(keys).toEqual(ENTRIES.map((entry) => entry.spec.path.join(".")))
     // The same keys the loader builds: every Setting's key is in the reference.
     const settings: Array<string> = []
     const walk = (node: object) =>
