@@ -662,6 +662,7 @@ describe("EHLO and HELO", () => {
         chunking: true,
         requireTls: true,
         enhancedStatusCodes: true,
+        auth: ["LOGIN", "PLAIN"],
         keywords: [
           "SIZE 35882577",
           "8BITMIME",

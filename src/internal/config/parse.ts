@@ -13,10 +13,12 @@ import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
 import * as Keys from "./keys.js"
 import { makeLocator, type Position, type Segment } from "./locate.js"
+import * as Relays from "./relays.js"
 import { build, type RawIssue } from "./setting.js"
 
 /** The loaded section: the settings, the file and the load-time warnings. @internal */
 export type Loaded = Keys.ConfigSettings & {
+  readonly route: Relays.RouteSetting
   readonly file: string | null
   readonly warnings: ReadonlyArray<string>
 }
@@ -244,7 +246,9 @@ export const parse = (text: string, file: string | null): Either.Either<Loaded, 
     for (const segment of name.slice(0, -1)) node = node[segment] ??= {}
     node[name[name.length - 1]!] = built.setting
   }
-  const config: Loaded = { ...(settings as Keys.ConfigSettings), file, warnings }
+  const route = Relays.route(root, isTable(section) ? at(section, Keys.ROUTE_KEY.path) : undefined, options)
+  issues.push(...route.issues)
+  const config: Loaded = { ...(settings as Keys.ConfigSettings), route: route.setting, file, warnings }
   if (issues.length === 0) return Either.right(config)
   const locate = makeLocator(text)
   const located = issues.map((raw) => issueOf(raw, locate(raw.path, raw.column)))
