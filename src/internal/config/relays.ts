@@ -55,15 +55,41 @@ const relayId: Converter<Option.Option<string>> = {
       : Either.left("")
 }
 
-const NEXT_HOP: KeySpec<Option.Option<string>> = {
+/** @internal */
+export const NEXT_HOP: KeySpec<Option.Option<string>> = {
   path: ROUTE_KEY.path,
   stage: ROUTE_KEY.stage,
   kind: "hostname",
   converter: relayId,
   fallback: Option.none(),
   fallbackDoc: "none: MX delivery",
-  doc: "The route: a [remote.<id>] relay, 'local', or false for MX delivery."
+  doc: "The route: the id of a [remote.<id>] relay, 'local' (handed to the LocalDelivery service), or false for " +
+    "MX delivery. A constant naming no relay is a load error; a computed one fails the domain's delivery (kind " +
+    "route, deferred)."
 }
+
+/** The keys of `[remote.<id>]` for the reference: key, default, what it accepts, what it means. @internal */
+export const REMOTE_REFERENCE: ReadonlyArray<readonly [string, string, string, string]> = [
+  ["address", "(required)", "a host name or an IP address", "The relay; a name is resolved by A/AAAA with ip-strategy."],
+  ["port", "`25`", "an integer from 1 to 65535", "The relay's port."],
+  ["protocol", "`smtp`", "smtp or lmtp", "LMTP (RFC 2033): LHLO, and a reply per recipient after the message."],
+  ["tls.implicit", "`true`", "true or false", "TLS from the first byte (port 465); false: STARTTLS as tls.starttls says."],
+  ["tls.allow-invalid-certs", "`false`", "true or false", "Accept a certificate that does not verify."],
+  ["auth.username", "none", "a string", "AUTH (RFC 4954) with this user name; needs auth.secret or auth.token."],
+  ["auth.secret", "none", "a string", "The password, sent with PLAIN (or LOGIN); never shown in a report or a log."],
+  [
+    "auth.token",
+    "none",
+    "a string",
+    "This library's: an OAuth 2.0 access token, sent with XOAUTH2, in place of auth.secret."
+  ],
+  [
+    "auth.allow-plaintext",
+    "`false`",
+    "true or false",
+    "This library's: send the credentials without TLS, or over TLS whose certificate did not verify."
+  ]
+]
 
 const unknownRelay = (id: string, relays: ReadonlyMap<string, RelayRoute>) => {
   const known = [...relays.keys()]
