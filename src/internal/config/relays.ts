@@ -91,8 +91,7 @@ export const REMOTE_REFERENCE: ReadonlyArray<readonly [string, string, string, s
   ]
 ]
 
-const unknownRelay = (id: string, relays: ReadonlyMap<string, RelayRoute>) => {
-  const known = [...relays.keys()]
+const unknownRelay = (id: string, known: ReadonlyArray<string>) => {
   const near = known.filter((k) => editDistance.distance(k, id) <= 2)
   return `${JSON.stringify(id)} names no [remote.${id}] table${
     near.length > 0 ? ` (did you mean ${near.map((k) => JSON.stringify(k)).join(" or ")}?)` : ""
@@ -106,7 +105,7 @@ const routeOf = (
   if (Option.isNone(id)) return Either.right(MX_ROUTE)
   if (id.value === "local") return Either.right(LOCAL_ROUTE)
   const relay = relays.get(id.value)
-  return relay === undefined ? Either.left(unknownRelay(id.value, relays)) : Either.right(relay)
+  return relay === undefined ? Either.left(unknownRelay(id.value, [...relays.keys()])) : Either.right(relay)
 }
 
 /**
@@ -116,7 +115,8 @@ const routeOf = (
 const constantIssues = (
   raw: unknown,
   keyPath: ReadonlyArray<string>,
-  relays: ReadonlyMap<string, RelayRoute>,
+  /** Every `[remote.<id>]` id of the file, valid or not. */
+  declared: ReadonlySet<string>,
   options: CompileOptions
 ): ReadonlyArray<RawIssue> => {
   const slots: Array<{ readonly path: ReadonlyArray<string | number>; readonly source: string }> = []
@@ -136,17 +136,17 @@ const constantIssues = (
     if (Either.isLeft(compiled) || compiled.right.variables.size > 0 || slot.source.includes("$")) continue
     const value: Value = compiled.right.evaluate({})
     const id = relayId.convert(value)
-    if (Either.isLeft(id)) continue
-    const route = routeOf(id.right, relays)
-    if (Either.isLeft(route)) {
-      issues.push({
-        path: slot.path,
-        problem: `unknown relay: ${route.left}`,
-        found: describe(value),
-        expected: "the id of a [remote.<id>] table, 'local', or false",
-        column: 1
-      })
+    // A table that is there but has issues of its own is not also reported as missing.
+    if (Either.isLeft(id) || Option.isNone(id.right) || id.right.value === "local" || declared.has(id.right.value)) {
+      continue
     }
+    issues.push({
+      path: slot.path,
+      problem: `unknown relay: ${unknownRelay(id.right.value, [...declared].filter((d) => d !== "local"))}`,
+      found: describe(value),
+      expected: "the id of a [remote.<id>] table, 'local', or false",
+      column: 1
+    })
   }
   return issues
 }
@@ -320,7 +320,8 @@ export const route = (
   const keyPath = ["queue", "outbound", ...ROUTE_KEY.path]
   const built = build(NEXT_HOP, Option.none(), keyPath, raw, options)
   issues.push(...built.issues)
-  if (built.issues.length === 0) issues.push(...constantIssues(raw, keyPath, known, options))
+  const remote = isTable(root) && isTable(root["remote"]) ? root["remote"] : {}
+  if (built.issues.length === 0) issues.push(...constantIssues(raw, keyPath, new Set(Object.keys(remote)), options))
   const key = keyPath.join(".")
   const setting: RouteSetting = {
     key,
