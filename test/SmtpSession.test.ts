@@ -1634,3 +1634,39 @@ describe("AUTH and LMTP on virtual time", () => {
       Script.stall
     ])))
 })
+
+describe("implicit TLS on virtual time", () => {
+  const implicit = (over: Over = {}): SmtpSession.SessionSettings => {
+    const s = settings({ starttls: "optional", ...over })
+    return { ...s, tls: { ...s.tls, implicit: true } }
+  }
+
+  it.effect("the handshake first, then the greeting and EHLO over TLS; no STARTTLS although offered", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(implicit()))
+      expect([session.tls?.verified, session.capabilities.startTls, session.greeting.code]).toEqual([true, true, 220])
+    }).pipe(peer([Script.handshake, ...hello("STARTTLS", "8BITMIME")])))
+
+  it.effect("a certificate that does not verify fails the handshake (temporary, phase tls) unless allowInvalidCerts", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession(implicit()))).pipe(
+        peer([Script.handshakeUnverified("self-signed")])
+      )
+      expect(summary(error)).toEqual({ phase: "tls", kind: "tls", permanent: false, code: null })
+      const session = yield* Effect.scoped(openSession(implicit({ allowInvalidCerts: true }))).pipe(
+        peer([Script.handshakeUnverified("self-signed"), ...hello()])
+      )
+      expect([session.tls?.verified, session.tls?.reason]).toEqual([false, "self-signed"])
+    }))
+
+  it.effect("a server that never completes the handshake: a timeout of phase tls, at the TLS timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession(implicit())), T.tls)
+      expect(Exit.isFailure(exit) ? summary(Option.getOrNull(Cause.failureOption(exit.cause))) : null).toEqual({
+        phase: "tls",
+        kind: "timeout",
+        permanent: false,
+        code: null
+      })
+    }).pipe(peer([Script.stall])))
+})
