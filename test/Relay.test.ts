@@ -82,7 +82,7 @@ address = "relay.test"
       { _tag: "mx" }
     ])
     expect(routeOf(config, "c.test")).toBe(
-      "queue.outbound.next-hop gave \"c.test\" names no [remote.c.test] table; the relays are relay, and local is built in"
+      "queue.outbound.next-hop computed \"c.test\", which names no [remote.c.test] table; the relays are relay, and local is built in"
     )
   })
 
@@ -99,7 +99,7 @@ tls.implcit = false
 address = "127.0.0.1"
 `)
     expect(error.issues.map((i) => `${i.line} ${i.path}: ${i.message.split(": ").slice(1).join(": ")}`)).toEqual([
-      "3 queue.outbound.next-hop[0].then: unknown relay: \"relya\" names no [remote.relya] table (did you mean " +
+      "3 queue.outbound.next-hop[0].then: unknown relay: \"relya\", which names no [remote.relya] table (did you mean " +
       "\"relay\"?); the relays are relay, and local is built in: found the string \"relya\"; expected the " +
       "id of a [remote.<id>] table, 'local', or false",
       "4 remote.relay: the relay has no address: found no address key; expected address = \"<host name or IP address>\"",
@@ -208,7 +208,7 @@ describe("local route", () => {
       expect(report.recipients.map((r) => [r.status, r.error?.kind, r.error?.message])).toEqual([[
         "deferred",
         "route",
-        "route: queue.outbound.next-hop gave \"else.test\" names no [remote.else.test] table; the relays are none, " +
+        "route: queue.outbound.next-hop computed \"else.test\", which names no [remote.else.test] table; the relays are none, " +
         "and local is built in"
       ]])
       expect([report.attempts, report.plan.domains[0]!.route]).toEqual([[], null])

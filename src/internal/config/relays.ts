@@ -93,7 +93,7 @@ export const REMOTE_REFERENCE: ReadonlyArray<readonly [string, string, string, s
 
 const unknownRelay = (id: string, known: ReadonlyArray<string>) => {
   const near = known.filter((k) => editDistance.distance(k, id) <= 2)
-  return `${JSON.stringify(id)} names no [remote.${id}] table${
+  return `${JSON.stringify(id)}, which names no [remote.${id}] table${
     near.length > 0 ? ` (did you mean ${near.map((k) => JSON.stringify(k)).join(" or ")}?)` : ""
   }; the relays are ${known.length === 0 ? "none" : known.join(", ")}, and local is built in`
 }
@@ -328,7 +328,7 @@ export const route = (
     evaluate: (variables) => {
       const id = built.setting.evaluate(variables)
       return Either.map(
-        Either.mapLeft(routeOf(id.value, known), (why) => `${key} gave ${why}`),
+        Either.mapLeft(routeOf(id.value, known), (why) => `${key} computed ${why}`),
         (value) => ({ value, warning: id.warning })
       )
     }
