@@ -137,10 +137,10 @@ auth.token = "t"
   })
 })
 
-const layers = (config: string) =>
+const layers = (config: string, zones: Dns.Zones = {}) =>
   Layer.mergeAll(
     Layer.orDie(OutboundConfig.layerFromText(config)),
-    Dns.layerTest({}),
+    Dns.layerTest(zones),
     ConnectorTest.layer({}),
     PolicyCache.layer,
     MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" }))
@@ -219,4 +219,43 @@ describe("local route", () => {
       const plan = yield* Transport.explain(request("u@here.test"))
       expect([plan.domains[0]!.route, plan.domains[0]!.hosts]).toEqual([{ type: "local", name: "local" }, []])
     }).pipe(Effect.provide(layers(LOCAL))))
+})
+
+describe("relay route in the plan", () => {
+  it.effect("explain: the relay as the one host, resolved by the strategy; no MX or MTA-STS lookup; no secret", () =>
+    Effect.gen(function*() {
+      const plan = yield* Transport.explain(request("u@dest.test"))
+      const domain = plan.domains[0]!
+      expect(domain.route).toEqual({
+        type: "relay",
+        name: "smarthost",
+        address: "relay.test",
+        port: 587,
+        protocol: "smtp",
+        tls: "starttls",
+        allowInvalidCerts: false,
+        auth: true
+      })
+      expect([domain.mx, domain.mtaSts, domain.hosts.map((h) => [h.host, h.strategy, h.addresses])]).toEqual([
+        [],
+        null,
+        [["relay.test", "ipv6_then_ipv4", ["2001:db8::25", "192.0.2.25"]]]
+      ])
+      expect(domain.hosts[0]!.settings?.starttls).toBe("require")
+      expect(JSON.stringify(plan)).not.toContain("hunter2")
+      const queries = yield* Effect.flatMap(Dns.TestDns, (t) => t.queries)
+      expect(queries.map((q) => `${q.rrtype} ${q.name}`).sort()).toEqual(["A relay.test", "AAAA relay.test"])
+    }).pipe(Effect.provide(layers(`
+[queue.outbound]
+next-hop = "'smarthost'"
+ip-strategy = "ipv6_then_ipv4"
+[queue.outbound.tls]
+starttls = "require"
+[remote.smarthost]
+address = "relay.test"
+port = 587
+tls.implicit = false
+auth.username = "u"
+auth.secret = "hunter2"
+`, { "relay.test": { a: ["192.0.2.25"], aaaa: ["2001:db8::25"] } }))))
 })
