@@ -130,6 +130,12 @@ auth.token = "t"
     expect(error.message).not.toContain("424242")
   })
 
+  it("a line that does not parse is not quoted back when it holds a secret", () => {
+    const error = bad("[remote.a]\naddress = \"a.test\"\nauth.username = \"u\"\nauth.secret = \"hunter2\n")
+    expect(error.issues.map((i) => [i.line, i.found])).toEqual([[4, "the line of the key auth.secret (its value not shown)"]])
+    expect(error.message).not.toContain("hunter2")
+  })
+
   it("the reference lists next-hop and the keys of [remote.<id>]", () => {
     const reference = OutboundConfig.renderReference()
     expect(reference).toContain("| `next-hop` | `route` | domain | none: MX delivery |")

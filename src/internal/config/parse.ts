@@ -168,6 +168,9 @@ const defaultHostname = (
   return "localhost"
 }
 
+/** `auth.secret = …`, `secret = …`, `auth.token = …` (the keys of `[remote.<id>]` that hold a credential). */
+const SECRET_LINE = /^\s*((?:[\w-]+\.)*(?:secret|token))\s*=/
+
 type SyntaxIssue = RawIssue & { readonly line: number; readonly col: number }
 
 const parseToml = (text: string): Either.Either<unknown, SyntaxIssue> => {
@@ -176,10 +179,14 @@ const parseToml = (text: string): Either.Either<unknown, SyntaxIssue> => {
   } catch (error) {
     if (error instanceof Toml.TomlError) {
       const lineText = text.split(/\r?\n/)[error.line - 1] ?? ""
+      // A relay's secret is never quoted back, not even from a line that does not parse.
+      const secret = SECRET_LINE.exec(lineText)
       return Either.left({
         path: [],
         problem: `TOML syntax error: ${error.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "")}`,
-        found: `the line ${JSON.stringify(lineText.trim())}`,
+        found: secret === null
+          ? `the line ${JSON.stringify(lineText.trim())}`
+          : `the line of the key ${secret[1]} (its value not shown)`,
         expected: "valid TOML",
         line: error.line,
         col: error.column
