@@ -265,3 +265,13 @@ auth.username = "u"
 auth.secret = "hunter2"
 `, { "relay.test": { a: ["192.0.2.25"], aaaa: ["2001:db8::25"] } }))))
 })
+
+describe("relay route: an address that does not resolve", () => {
+  it.effect("deferred, kind dns, saying which relay; never a bounce for the configuration's name", () =>
+    Effect.gen(function*() {
+      const report = yield* Transport.deliver(request("u@dest.test"))
+      expect(report.recipients.map((r) => [r.status, r.error?.kind, r.error?.permanent])).toEqual([["deferred", "dns", false]])
+      expect(report.recipients[0]!.error?.message).toMatch(/^relay smarthost: the address relay\.test did not resolve \(/)
+      expect(report.attempts).toEqual([])
+    }).pipe(Effect.provide(layers("[queue.outbound]\nnext-hop = \"'smarthost'\"\n[remote.smarthost]\naddress = \"relay.test\"\n"))))
+})

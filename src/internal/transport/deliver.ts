@@ -18,7 +18,7 @@ import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
-import { deliverLocal } from "./route.js"
+import { deliverLocal, relayUnresolved } from "./route.js"
 import type { Variables } from "../../Expression.js"
 
 /** @internal */
@@ -86,7 +86,8 @@ export const deliverDomain = (
       const host = next.value
       hostPlans.push(hostPlan(host, policy))
       if (Either.isLeft(host.resolution)) {
-        hostErrors.push({ error: host.resolution.left, host: null })
+        const error = host.resolution.left
+        hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
         continue
       }
       const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)

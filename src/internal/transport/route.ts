@@ -35,6 +35,21 @@ export const relayPlan = (domain: string, relay: RelayRoute): MxPlan => ({
 export const unknownRoute = (why: string): TransportError.TransportError =>
   TransportError.make("connect", "route", `route: ${why}`)
 
+/**
+ * The relay's address did not resolve. Temporary even on NXDOMAIN: the name is the configuration's, not the
+ * recipient's, and mail waits for it to be fixed rather than bouncing.
+ *
+ * @internal
+ */
+export const relayUnresolved = (relay: RelayRoute, error: TransportError.TransportError): TransportError.TransportError =>
+  new TransportError.TransportError({
+    phase: error.phase,
+    kind: error.kind,
+    permanent: false,
+    message: `relay ${relay.name}: the address ${relay.address} did not resolve (${error.message})`,
+    reply: error.reply
+  })
+
 const noLocalDelivery = (route: LocalRoute) =>
   TransportError.make(
     "connect",
