@@ -40,6 +40,11 @@ export * as Expression from "./Expression.js"
  */
 export * as HappyEyeballs from "./HappyEyeballs.js"
 /**
+ * @since 0.3.0
+ * @category modules
+ */
+export * as LocalDelivery from "./LocalDelivery.js"
+/**
  * @since 0.1.0
  * @category modules
  */
