@@ -18,8 +18,10 @@ export default defineConfig({
     maxWorkers: 4,
     minWorkers: 1,
     projects: [
-      { extends: true, test: { name: "unit", include: ["test/**/*.test.ts"], exclude: live } },
-      { extends: true, test: { name: "live", include: live } }
+      // examples/*.test.ts: the documentation's examples that are test suites (docs/testing.md's).
+      { extends: true, test: { name: "unit", include: ["test/**/*.test.ts", "examples/**/*.test.ts"], exclude: live } },
+      // The CLI and package suites run dist/: the project builds it first, and a failed build fails the run.
+      { extends: true, test: { name: "live", include: live, globalSetup: ["test/utils/build.ts"] } }
     ]
   }
 })

@@ -3,18 +3,35 @@
 //   docs/reference/configuration.md   from the configuration key table (OutboundConfig.renderReference)
 //   docs/reference/report.schema.json the JSON report's schema, from DeliveryReport's Schema definitions
 //   docs/reference/plan.schema.json   the plan's (`smtp-transport plan --json`), from ExplainReport's
-// test/Docs.test.ts fails when a committed page differs from what this would write.
+//   docs/api/*.md                     the API reference, by @effect/docgen from the public modules' doc comments
+//                                     (scripts/api-docs.mjs; every `@example` type-checked and run)
+// test/Docs.test.ts and test/Docs.live.test.ts fail when a committed page differs from what this would write.
 import fs from "node:fs"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
+import { renderApiPages } from "./api-docs.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const dist = (module) => import(new URL(`../dist/${module}.js`, import.meta.url).href)
 const { renderReference } = await dist("OutboundConfig")
 const { pages } = await dist("internal/reportSchema")
-const dir = path.join(root, "docs", "reference")
-fs.mkdirSync(dir, { recursive: true })
-for (const [name, content] of [["configuration.md", renderReference()], ...Object.entries(pages())]) {
-  fs.writeFileSync(path.join(dir, name), content)
-  console.log(`wrote docs/reference/${name}`)
+
+const write = (dir, entries) => {
+  fs.mkdirSync(path.join(root, dir), { recursive: true })
+  for (const [name, content] of entries) {
+    fs.writeFileSync(path.join(root, dir, name), content)
+    console.log(`wrote ${dir}/${name}`)
+  }
 }
+
+write("docs/reference", [["configuration.md", renderReference()], ...Object.entries(pages())])
+
+const api = await renderApiPages(root)
+// A module that is gone takes its page with it.
+for (const name of fs.existsSync(path.join(root, "docs/api")) ? fs.readdirSync(path.join(root, "docs/api")) : []) {
+  if (!(name in api)) {
+    fs.rmSync(path.join(root, "docs/api", name))
+    console.log(`removed docs/api/${name}`)
+  }
+}
+write("docs/api", Object.entries(api))

@@ -23,9 +23,10 @@ import type { Reuse } from "./Settings.js"
 import type { Session } from "./SmtpSession.js"
 
 /**
- * Where a connection goes and what TLS it needs: the part of the key a delivery knows before it picks a source
- * address. `tls` is the requirements as a string (policy, certificate checks, trusted CAs): equal strings, equal
- * requirements.
+ * Where a connection goes and how its session was opened: the part of the key a delivery knows before it picks a
+ * source address. `session` is, as a string, what the session was opened with besides the connection settings: the
+ * TLS requirements (policy, implicit TLS, certificate checks, trusted CAs), the protocol (SMTP or LMTP) and the AUTH
+ * user of a relay (never its secret, which the delivery's `accept` compares): equal strings, interchangeable sessions.
  *
  * @since 0.3.0
  * @category models
@@ -33,7 +34,7 @@ import type { Session } from "./SmtpSession.js"
 export interface Destination {
   readonly ip: string
   readonly port: number
-  readonly tls: string
+  readonly session: string
 }
 
 /**

@@ -72,16 +72,23 @@ export type Answer<T extends RRType> = model.Answer<T>
  */
 export type Answerer = model.Answerer
 
-/**
- * `DnsError`: `NotFound` is NXDOMAIN (the name does not exist), `NoData` is a name that exists without records of
- * the type, `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error.
- *
- * `Dns`: the service's tag; `Dns.Service` has `mx`, `a`, `aaaa`, `txt` and, optionally, the TTL-aware `answer`.
- *
- * @since 0.1.0
- * @category models
- */
-export { Dns, DnsError } from "./internal/dns/model.js"
+export {
+  /**
+   * The service's tag; `Dns.Service` has `mx`, `a`, `aaaa`, `txt` and, optionally, the TTL-aware `answer`.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  Dns,
+  /**
+   * `NotFound` is NXDOMAIN (the name does not exist), `NoData` is a name that exists without records of the type,
+   * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error.
+   *
+   * @since 0.1.0
+   * @category models
+   */
+  DnsError
+} from "./internal/dns/model.js"
 
 /**
  * Builds the four lookups from one TTL-aware lookup.
@@ -221,13 +228,15 @@ export type Zones = test.Zones
  */
 export type Query = test.Query
 
-/**
- * The test layer's query log: every query that reached the zones (below any cache), in order.
- *
- * @since 0.1.0
- * @category testing
- */
-export { TestDns } from "./internal/dns/test.js"
+export {
+  /**
+   * The test layer's query log: every query that reached the zones (below any cache), in order.
+   *
+   * @since 0.1.0
+   * @category testing
+   */
+  TestDns
+} from "./internal/dns/test.js"
 
 /**
  * `timeout`: a per-query deadline, as the live layer has (none by default); `cache`: a resolver cache in front of

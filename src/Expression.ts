@@ -8,7 +8,8 @@ import { Data, Either } from "effect"
 import type { Lookup } from "./internal/expression/functions.js"
 import { compileSource, type Evaluator, type State } from "./internal/expression/compile.js"
 import { KNOWN_VARIABLES as KNOWN } from "./internal/expression/parser.js"
-import { toBool as toBoolean, type Value } from "./internal/expression/value.js"
+import { toBool as toBoolean } from "./internal/expression/value.js"
+import type * as value from "./internal/expression/value.js"
 
 export {
   /**
@@ -16,18 +17,18 @@ export {
    * and `none` compile to `require` / `disable`.
    *
    * @since 0.1.0
+   * @category models
    */
   Constant
 } from "./internal/expression/value.js"
 
-export type {
-  /**
-   * What an expression evaluates to: text, a number, a list, or a constant. Booleans are 1 and 0, as in Stalwart.
-   *
-   * @since 0.1.0
-   */
-  Value
-} from "./internal/expression/value.js"
+/**
+ * What an expression evaluates to: text, a number, a list, or a constant. Booleans are 1 and 0, as in Stalwart.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Value = value.Value
 
 /**
  * The values of a delivery's variables, by name. A variable missing here evaluates to "".
@@ -132,11 +133,18 @@ const evaluator = (evaluate: Evaluator) => (vars: Variables): Value => {
  * Compiles one expression.
  *
  * @example
+ * ```ts
  * import { Either } from "effect"
  * import * as Expression from "effect-smtp-transport/Expression"
  *
  * const expr = Either.getOrThrow(Expression.compile("retry_num > 0 && last_error == 'tls'"))
- * expr.evaluate({ retry_num: 1, last_error: "tls" }) // 1
+ * assert.strictEqual(expr.evaluate({ retry_num: 1, last_error: "tls" }), 1)
+ * assert.strictEqual(expr.evaluate({ retry_num: 0 }), 0) // a missing variable is ""
+ * assert.deepStrictEqual([...expr.variables].sort(), ["last_error", "retry_num"])
+ *
+ * // An unknown name is an error at compile time, not a surprise per delivery.
+ * assert.ok(Either.isLeft(Expression.compile("retry_nm > 0")))
+ * ```
  *
  * @since 0.1.0
  * @category compiling

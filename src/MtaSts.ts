@@ -15,7 +15,7 @@ import { Dns } from "./Dns.js"
 import * as fetcher from "./internal/mtaSts/fetcher.js"
 import * as NodeFetcher from "./internal/mtaSts/nodeFetcher.js"
 import * as internal from "./internal/mtaSts/resolve.js"
-import type { Policy } from "./MtaStsPolicy.js"
+import type * as MtaStsPolicy from "./MtaStsPolicy.js"
 import type { PolicyCache } from "./PolicyCache.js"
 import type * as TransportError from "./TransportError.js"
 
@@ -23,31 +23,124 @@ import type * as TransportError from "./TransportError.js"
 // Policy
 // -----------------------------------------------------------------------------
 
+// The policy model, documented in `MtaStsPolicy`, re-exported so that one import serves the MTA-STS lookup.
+export {
+  /**
+   * `MtaStsPolicy.enforced`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  enforced,
+  /**
+   * `MtaStsPolicy.hostAllowed`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  hostAllowed,
+  /**
+   * `MtaStsPolicy.isStsRecord`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  isStsRecord,
+  /**
+   * `MtaStsPolicy.MAX_AGE_LIMIT`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  MAX_AGE_LIMIT,
+  /**
+   * `MtaStsPolicy.MAX_POLICY_BYTES`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  MAX_POLICY_BYTES,
+  /**
+   * `MtaStsPolicy.matches`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  matches,
+  /**
+   * `MtaStsPolicy.matchesPattern`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  matchesPattern,
+  /**
+   * `MtaStsPolicy.normalizeName`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  normalizeName,
+  /**
+   * `MtaStsPolicy.parse`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  parse,
+  /**
+   * `MtaStsPolicy.parseRecord`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  parseRecord,
+  /**
+   * `MtaStsPolicy.PolicyError`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  PolicyError,
+  /**
+   * `MtaStsPolicy.policyUrl`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  policyUrl,
+  /**
+   * `MtaStsPolicy.selectRecord`, re-exported: the policy model is documented there.
+   *
+   * @since 0.1.0
+   * @category policy
+   */
+  selectRecord
+} from "./MtaStsPolicy.js"
+
 /**
- * The policy model, documented in `MtaStsPolicy`: `Policy`, `Mode`, `parse`, `matches`, `matchesPattern`,
- * `hostAllowed`, `enforced`, the TXT record's `parseRecord`/`selectRecord`, `normalizeName`, `policyUrl`.
+ * `MtaStsPolicy.Mode`, re-exported: the policy model is documented there.
  *
  * @since 0.1.0
  * @category policy
  */
-export {
-  enforced,
-  hostAllowed,
-  isStsRecord,
-  MAX_AGE_LIMIT,
-  MAX_POLICY_BYTES,
-  matches,
-  matchesPattern,
-  type Mode,
-  normalizeName,
-  parse,
-  parseRecord,
-  type Policy,
-  PolicyError,
-  policyUrl,
-  selectRecord,
-  type TxtRecord
-} from "./MtaStsPolicy.js"
+export type Mode = MtaStsPolicy.Mode
+
+/**
+ * `MtaStsPolicy.Policy`, re-exported: the policy model is documented there.
+ *
+ * @since 0.1.0
+ * @category policy
+ */
+export type Policy = MtaStsPolicy.Policy
+
+/**
+ * `MtaStsPolicy.TxtRecord`, re-exported: the policy model is documented there.
+ *
+ * @since 0.1.0
+ * @category policy
+ */
+export type TxtRecord = MtaStsPolicy.TxtRecord
 
 // -----------------------------------------------------------------------------
 // Fetching
@@ -71,14 +164,16 @@ export type FetchRequest = fetcher.FetchRequest
  */
 export type FetchResponse = fetcher.FetchResponse
 
-/**
- * `PolicyFetcher`: the HTTPS transport behind policy fetches. The response must not outlive the scope (the
- * connection is released when it closes), and a redirect must be returned as it is, never followed.
- *
- * @since 0.1.0
- * @category fetching
- */
-export { PolicyFetcher } from "./internal/mtaSts/fetcher.js"
+export {
+  /**
+   * The HTTPS transport behind policy fetches. The response must not outlive the scope (the connection is released
+   * when it closes), and a redirect must be returned as it is, never followed.
+   *
+   * @since 0.1.0
+   * @category fetching
+   */
+  PolicyFetcher
+} from "./internal/mtaSts/fetcher.js"
 
 /**
  * The Node fetcher: @effect/platform's HttpClient over `node:https`, the host name resolved through the `Dns`

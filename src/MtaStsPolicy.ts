@@ -206,6 +206,18 @@ export const matches = (policy: Policy, mxHost: string): boolean =>
  * Whether the policy lets the pipeline use this MX host: always with no policy or mode `none`, otherwise only when a
  * pattern matches. Under `testing` a `false` is to be recorded, not enforced (see `enforced`).
  *
+ * @example
+ * ```ts
+ * import { Either } from "effect"
+ * import * as MtaStsPolicy from "effect-smtp-transport/MtaStsPolicy"
+ *
+ * const policy = Either.getOrThrow(MtaStsPolicy.parse("version: STSv1\nmode: enforce\nmx: *.example.net\nmax_age: 86400\n"))
+ * assert.ok(MtaStsPolicy.hostAllowed(policy, "mx1.example.net"))
+ * assert.ok(!MtaStsPolicy.hostAllowed(policy, "mx.attacker.test"))
+ * assert.ok(!MtaStsPolicy.hostAllowed(policy, "a.b.example.net")) // a wildcard covers one label
+ * assert.ok(MtaStsPolicy.hostAllowed(null, "mx.attacker.test")) // no policy: any host
+ * ```
+ *
  * @since 0.1.0
  * @category predicates
  */

@@ -21,43 +21,56 @@ import * as Layer from "effect/Layer"
 import type { Variables } from "./Expression.js"
 import type { OutboundLimiter } from "./Limiter.js"
 import { ConfigError } from "./internal/config/error.js"
+import type * as ConfigErrors from "./internal/config/error.js"
 import type * as Keys from "./internal/config/keys.js"
 import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
+import type { RouteSetting } from "./internal/config/relays.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
+import type * as Settings from "./Settings.js"
 import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
 
 export {
   /**
+   * Loading failed: every problem found in the file, at once.
+   *
    * @since 0.1.0
+   * @category errors
    */
-  ConfigError,
-  /**
-   * @since 0.1.0
-   */
-  type ConfigIssue
+  ConfigError
 } from "./internal/config/error.js"
 
-export type {
-  /**
-   * Moved to `Settings`; re-exported here for compatibility.
-   *
-   * @since 0.1.0
-   */
-  IpStrategy,
-  /**
-   * Moved to `Settings`; re-exported here for compatibility.
-   *
-   * @since 0.1.0
-   */
-  Stage,
-  /**
-   * Moved to `Settings`; re-exported here for compatibility.
-   *
-   * @since 0.1.0
-   */
-  TlsPolicy
-} from "./Settings.js"
+/**
+ * One problem in a configuration file: where it is (file, line, key), what was found and what was expected.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ConfigIssue = ConfigErrors.ConfigIssue
+
+/**
+ * Moved to `Settings`; re-exported here for compatibility.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type IpStrategy = Settings.IpStrategy
+
+/**
+ * Moved to `Settings`; re-exported here for compatibility.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Stage = Settings.Stage
+
+/**
+ * Moved to `Settings`; re-exported here for compatibility.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type TlsPolicy = Settings.TlsPolicy
 
 /**
  * A setting's value for one delivery. `warning` is set when the configured expression gave a value that could not be
@@ -86,6 +99,8 @@ export type Setting<A> = Keys.Setting<A>
  * @category models
  */
 export interface Config extends Keys.ConfigSettings {
+  /** `next-hop` with the `[remote.<id>]` tables it may name: the domain's route. */
+  readonly route: RouteSetting
   /** The file it was loaded from, null for text and defaults. */
   readonly file: string | null
   /** Load-time warnings, e.g. Stalwart keys this library does not implement. */
@@ -104,6 +119,22 @@ export class OutboundConfig extends Context.Tag("effect-smtp-transport/OutboundC
 
 /**
  * Parses TOML text. Pure apart from reading the machine's host name for the `hostname` default.
+ *
+ * @example
+ * ```ts
+ * import { Either } from "effect"
+ * import * as OutboundConfig from "effect-smtp-transport/OutboundConfig"
+ *
+ * const config = OutboundConfig.parse(`
+ * [queue.outbound]
+ * limits.mx = "seven"
+ * `, "outbound.toml")
+ * // Every problem in the file, each with its file, line and key.
+ * assert.ok(Either.isLeft(config))
+ * const [issue] = config.left.issues
+ * assert.strictEqual(issue?.path, "queue.outbound.limits.mx")
+ * assert.strictEqual(issue?.line, 3)
+ * ```
  *
  * @since 0.1.0
  * @category loading
@@ -124,14 +155,24 @@ export interface Evaluation<A> {
 }
 
 /**
- * Evaluates the keys of the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain variables:
- * the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
+ * The domain stage's evaluation. `routeError` is set when `next-hop` computed a name that no `[remote.<id>]` table
+ * has: the domain's delivery fails (kind `route`), and `settings.route` (MX delivery) is not to be used.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DomainEvaluation extends Evaluation<DomainSettings> {
+  readonly routeError: string | null
+}
+
+/**
+ * Evaluates the keys of the domain stage (`next-hop` into `route`, `limits`, `tls.mta-sts`, `timeouts.mta-sts`)
+ * with the domain variables: the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
  *
  * @since 0.2.0
  * @category evaluation
  */
-export const evaluateDomain: (config: Config, variables: Variables) => Evaluation<DomainSettings> =
-  Evaluate.evaluateDomain
+export const evaluateDomain: (config: Config, variables: Variables) => DomainEvaluation = Evaluate.evaluateDomain
 
 /**
  * Evaluates the keys of the host stage (`ip-strategy`, `source-ip`, `tls.starttls`, `tls.allow-invalid-certs`,

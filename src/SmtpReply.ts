@@ -116,7 +116,11 @@ export class Accumulator {
   private texts: Array<string> = []
   private bytes = 0
 
-  /** `Right(null)`: more lines to come; `Right(reply)`: the reply is complete; `Left`: why it is not a reply. */
+  /**
+   * `Right(null)`: more lines to come; `Right(reply)`: the reply is complete; `Left`: why it is not a reply.
+   *
+   * @since 0.2.0
+   */
   push(raw: string): Either.Either<Reply | null, string> {
     const pushed = this.add(raw)
     return typeof pushed === "string" ? Either.left(pushed) : Either.right(pushed)
@@ -166,6 +170,20 @@ const build = (code: number, texts: Array<string>): Reply => {
 
 /**
  * Parses the lines of one complete reply, as received without their CRLF.
+ *
+ * @example
+ * ```ts
+ * import { Either } from "effect"
+ * import * as SmtpReply from "effect-smtp-transport/SmtpReply"
+ *
+ * const reply = Either.getOrThrow(SmtpReply.parse(["550-5.1.1 No such user", "550 5.1.1 Try another address"]))
+ * assert.strictEqual(reply.code, 550)
+ * assert.strictEqual(reply.enhanced, "5.1.1")
+ * assert.ok(SmtpReply.isPermanent(reply))
+ *
+ * // Every line of one reply carries the same code.
+ * assert.ok(Either.isLeft(SmtpReply.parse(["250-hello", "550 no"])))
+ * ```
  *
  * @since 0.1.0
  * @category parsing

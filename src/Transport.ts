@@ -159,6 +159,55 @@ const spanOptions = { captureStackTrace: false } as const
  * {@link Limiter.Limiter} of the context (`Transport.layer` provides one, shared by every delivery on the layer);
  * without one, each delivery counts on its own.
  *
+ * An application provides `Transport.layer()` and an `OutboundConfig` layer (see the README); here every service is
+ * an in-memory test layer, so the example runs as it is.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { ConnectorTest, Dns, MtaSts, OutboundConfig, PolicyCache, Transport } from "effect-smtp-transport"
+ *
+ * const { Script } = ConnectorTest
+ * const services = Layer.mergeAll(
+ *   Layer.orDie(OutboundConfig.layerFromText(`
+ * [queue.outbound]
+ * hostname = "'client.test'"
+ * `)),
+ *   Dns.layerTest({
+ *     "example.net": { mx: [{ exchange: "mx.example.net", priority: 10 }] },
+ *     "mx.example.net": { a: ["192.0.2.1"] }
+ *   }),
+ *   ConnectorTest.layer({
+ *     "192.0.2.1": {
+ *       script: [
+ *         Script.reply("220 mx.example.net ESMTP"),
+ *         Script.expect("EHLO client.test"), Script.reply("250 mx.example.net"),
+ *         Script.expect("MAIL FROM:<me@example.org>"), Script.reply("250 ok"),
+ *         Script.expect("RCPT TO:<you@example.net>"), Script.reply("250 ok"),
+ *         Script.expect("DATA"), Script.reply("354 go ahead"), Script.expectData, Script.reply("250 queued as 42"),
+ *         Script.expect("QUIT"), Script.reply("221 bye")
+ *       ]
+ *     }
+ *   }),
+ *   PolicyCache.layer,
+ *   MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" })) // no MTA-STS policy anywhere
+ * )
+ *
+ * const report = await Effect.runPromise(
+ *   Transport.deliver({
+ *     message: "Subject: hello\r\n\r\nHi!\r\n",
+ *     sender: "me@example.org",
+ *     recipients: ["you@example.net"]
+ *   }).pipe(Effect.provide(services))
+ * )
+ * const [you] = report.recipients
+ * assert.strictEqual(you?.status, "delivered")
+ * assert.strictEqual(you?.reply?.text, "queued as 42")
+ * assert.deepStrictEqual(report.attempts.map((a) => [a.host, a.ip, a.outcome]), [
+ *   ["mx.example.net", "192.0.2.1", "completed"]
+ * ])
+ * ```
+ *
  * @since 0.1.0
  * @category delivery
  */

@@ -5,15 +5,16 @@
  * @since 0.1.0
  */
 import { Data, Duration } from "effect"
-import type { Phase } from "./Settings.js"
+import type * as Settings from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
 
 /**
  * Where in a delivery the error happened (the settings vocabulary's `Phase`).
  *
  * @since 0.1.0
+ * @category models
  */
-export type { Phase } from "./Settings.js"
+export type Phase = Settings.Phase
 
 /**
  * Every kind of error.

@@ -2,7 +2,6 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Stream from "effect/Stream"
@@ -13,6 +12,8 @@ import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Pull from "../src/Pull.js"
 import type * as Settings from "../src/Settings.js"
 import * as TransportError from "../src/TransportError.js"
+import { queries } from "./utils/dns.js"
+import { failure } from "./utils/exit.js"
 
 const mxHost = (name: string, preference = 10): MxPlan.MxHost => ({ name, preference, implicit: false, literal: false })
 const implicitHost = (name: string): MxPlan.MxHost => ({ name, preference: 0, implicit: true, literal: false })
@@ -29,10 +30,6 @@ const zones: Dns.Zones = {
   "mx2.plan.test": { a: ["192.0.2.12"], aaaa: ["2001:db8::12"] },
   "mx3.plan.test": { a: ["192.0.2.13"] }
 }
-
-const queries = Effect.flatMap(Dns.TestDns, (t) => t.queries)
-const failure = <A>(exit: Exit.Exit<A, TransportError.TransportError>) =>
-  Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
 
 describe("Candidates.resolveHost", () => {
   it.effect("2 A + 2 AAAA, ipv4_then_ipv6, multihomed 2: only the A addresses", () =>

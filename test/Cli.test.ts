@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Console, Effect, Exit, Scope } from "effect"
-import { execFileSync, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -25,26 +25,7 @@ import { type RecordedSession, startSmtpServer, type TestSmtpServer } from "./fi
 const root = path.resolve(import.meta.dirname, "..")
 const bin = path.join(root, "dist", "bin.js")
 
-// --- build ------------------------------------------------------------------------------------------------------
-
-const newest = (dir: string, ext: string): number =>
-  fs.readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile() && e.name.endsWith(ext))
-    .reduce((max, e) => Math.max(max, fs.statSync(path.join(e.parentPath, e.name)).mtimeMs), 0)
-
-/** `npm run build` unless dist/ is newer than every source file. Type errors elsewhere in the tree (other work in
- * progress) do not stop tsc from emitting, so a failed exit is only fatal when the executable is missing. */
-const build = () => {
-  const distDir = path.join(root, "dist")
-  if (fs.existsSync(bin) && newest(distDir, ".js") >= newest(path.join(root, "src"), ".ts")) return
-  try {
-    execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "pipe" })
-  } catch (error) {
-    if (!fs.existsSync(bin)) throw error
-    const output = String((error as { stdout?: Buffer }).stdout ?? "")
-    console.warn(`tsc reported errors (dist/ was emitted anyway):\n${output.slice(0, 2000)}`)
-  }
-}
+// dist/ is built by the live project's global setup (test/utils/build.ts); a failed build fails the run.
 
 // --- running the CLI --------------------------------------------------------------------------------------------
 
@@ -219,7 +200,6 @@ const scope = Effect.runSync(Scope.make())
 let fx: Fixtures
 
 beforeAll(async () => {
-  build()
   const port = await commonPort(["127.0.0.1", "::1", "127.0.0.7", "127.0.0.8"])
   const certs = makeCertificates({ hostnames: ["mx.tls.test"] })
   fx = await Effect.runPromise(
@@ -654,6 +634,7 @@ describe("smtp-transport plan", () => {
         {
           domain: "many.test",
           recipients: ["p@many.test"],
+          route: { type: "mx", name: "mx" },
           // in preference order, whatever the DNS answer's order
           mx: [
             { exchange: "mx-a.many.test", priority: 10 },
@@ -674,6 +655,7 @@ describe("smtp-transport plan", () => {
         {
           domain: "dual.test",
           recipients: ["q@dual.test"],
+          route: { type: "mx", name: "mx" },
           mx: [{ exchange: "mx.dual.test", priority: 10 }],
           hosts: [host("mx.dual.test", 10, "ipv6_then_ipv4", ["::1"], ["127.0.0.1"])],
           dropped: [],
@@ -704,6 +686,7 @@ describe("smtp-transport plan", () => {
         "Plan for 1 recipient from s@origin.test, retry_num 0 (nothing is sent)",
         "",
         "two.test  (w@two.test)",
+        "  route: mx (MX hosts)",
         "  limits: mx 5, multihomed 2",
         "  MTA-STS: not consulted (tls.mta-sts = disable, or an address literal); timeout 10m",
         "  MX records: 10 mx.two.test",

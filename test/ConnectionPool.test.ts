@@ -47,10 +47,12 @@ const transaction = (rcpt = "250 ok"): ReadonlyArray<Step> => [
 ]
 const quit: ReadonlyArray<Step> = [Script.expect("QUIT"), Script.reply("221 bye")]
 
-const layers = (reuse: string, peers: ConnectorTest.TestPeers) =>
+const layers = (reuse: string, peers: ConnectorTest.TestPeers) => layersOf(config(reuse), zones, peers)
+
+const layersOf = (text: string, zones: Dns.Zones, peers: ConnectorTest.TestPeers) =>
   Layer.mergeAll(
     ConnectionPool.layer,
-    Layer.orDie(OutboundConfig.layerFromText(config(reuse))),
+    Layer.orDie(OutboundConfig.layerFromText(text)),
     Dns.layerTest(zones),
     ConnectorTest.layer(peers),
     PolicyCache.layer,
@@ -294,5 +296,104 @@ describe("interruption", () => {
       expect(yield* idle).toBe(0)
     }).pipe(Effect.provide(layers("", {
       [IP]: { script: [...opening, ...transaction(), Script.expect(/^MAIL FROM/), Script.stall] }
+    }))))
+})
+
+describe("relay routes", () => {
+  // Three relays at one address and port: r1 and r2 log in as the same user with different secrets, r3 as another
+  // user. A session logged in is reused only for the same relay credentials; LMTP's per-recipient reply ends each
+  // transaction.
+  const RELAY = "192.0.2.9"
+  const relays = `
+[queue.outbound]
+hostname = "'client.test'"
+next-hop = [ { if = "rcpt_domain == 'b.test'", then = "'r2'" },
+             { if = "rcpt_domain == 'c.test'", then = "'r3'" },
+             { else = "'r1'" } ]
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+${["r1 u p1", "r2 u p2", "r3 v p1"].map((line) => {
+    const [id, user, secret] = line.split(" ")
+    return `[remote.${id}]
+address = "${RELAY}"
+port = 2525
+protocol = "lmtp"
+tls.implicit = false
+auth.username = "${user}"
+auth.secret = "${secret}"
+auth.allow-plaintext = true
+`
+  }).join("")}`
+  const login = (user: string, secret: string): ReadonlyArray<Step> => [
+    Script.reply("220 relay.test LMTP"),
+    Script.expect("LHLO client.test"),
+    Script.reply("250-relay.test", "250 AUTH PLAIN"),
+    Script.expect(`AUTH PLAIN ${Buffer.from(`\0${user}\0${secret}`).toString("base64")}`),
+    Script.reply("235 2.7.0 ok")
+  ]
+  const lmtp: ReadonlyArray<Step> = [
+    Script.expect(/^MAIL FROM:<s@origin\.test>/),
+    Script.reply("250 ok"),
+    Script.expect(/^RCPT TO:</),
+    Script.reply("250 ok"),
+    Script.expect("DATA"),
+    Script.reply("354 go"),
+    Script.expectData,
+    Script.reply("250 2.0.0 delivered")
+  ]
+  // No DNS zone: a relay given as an IP address is not looked up.
+  const relayLayers = (peers: ConnectorTest.TestPeers) => layersOf(relays, {}, peers)
+
+  it.effect("a session is pooled at the relay's port and reused only under the same credentials", () =>
+    Effect.gen(function*() {
+      const reports = []
+      for (const rcpt of ["x@a.test", "y@a.test", "x@b.test", "x@c.test", "z@a.test"]) {
+        reports.push(yield* Transport.deliver(request(rcpt)))
+      }
+      expect(reports.map((r) => r.recipients[0]!.status)).toEqual(Array(5).fill("delivered"))
+      expect(reports.map((r) => [r.attempts[0]!.connection, r.attempts[0]!.reused])).toEqual([
+        ["c1", false],
+        ["c1", true],
+        ["c2", false],
+        ["c3", false],
+        ["c1", true]
+      ])
+      const conns = yield* connections
+      expect(conns.map((c) => c.port)).toEqual([2525, 2525, 2525])
+      // One login per connection, none again when the session is reused.
+      expect(conns.map((c) => c.commands.filter((command) => command.startsWith("AUTH")).length)).toEqual([1, 1, 1])
+      expect(conns[0]!.commands.filter((c) => c.startsWith("MAIL"))).toHaveLength(3)
+      expect(conns.flatMap((c) => c.mismatches)).toEqual([])
+      expect(yield* idle).toBe(3)
+    }).pipe(Effect.provide(relayLayers({
+      [RELAY]: [
+        { script: [...login("u", "p1"), ...lmtp, ...lmtp, ...lmtp, ...quit] },
+        { script: [...login("u", "p2"), ...lmtp, ...quit] },
+        { script: [...login("v", "p1"), ...lmtp, ...quit] }
+      ]
+    }))))
+
+  it.effect("an LMTP recipient's 421 after the message: the connection is not pooled", () =>
+    Effect.gen(function*() {
+      const report = yield* Transport.deliver({ ...request(), recipients: ["x@a.test", "y@a.test"] })
+      expect(report.recipients.map((r) => r.status)).toEqual(["delivered", "deferred"])
+      expect(yield* idle).toBe(0)
+      const conns = yield* connections
+      expect(conns).toHaveLength(1)
+      expect(conns[0]!.closed).toBe(true)
+    }).pipe(Effect.provide(relayLayers({
+      [RELAY]: {
+        script: [
+          ...login("u", "p1"),
+          ...lmtp.slice(0, 4),
+          Script.expect(/^RCPT TO:</),
+          Script.reply("250 ok"),
+          ...lmtp.slice(4),
+          // The second recipient's own reply: the server is closing the connection.
+          Script.reply("421 4.3.0 shutting down"),
+          ...quit
+        ]
+      }
     }))))
 })

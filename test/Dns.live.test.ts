@@ -1,13 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as dgram from "node:dgram"
 import * as Dns from "../src/Dns.js"
 import * as MxPlan from "../src/MxPlan.js"
 import * as TransportError from "../src/TransportError.js"
 import { type DnsServer, start } from "./fixtures/dnsServer.js"
+import { reasonOf } from "./utils/dns.js"
 
 const zones: Dns.Zones = {
   "example.test": {
@@ -36,12 +36,6 @@ afterAll(async () => {
 })
 
 const live = (options: Dns.LayerOptions = {}) => Dns.layer({ servers: [server.server], timeout: "2 seconds", ...options })
-
-const reasonOf = (exit: Exit.Exit<unknown, Dns.DnsError>) =>
-  Exit.match(exit, {
-    onSuccess: () => "success",
-    onFailure: (cause) => cause._tag === "Fail" ? cause.error.reason : cause._tag
-  })
 
 describe("Dns.layer against a real DNS server on 127.0.0.1", () => {
   it.live("answers MX, A (with TTL), AAAA and TXT (character-strings joined)", () =>

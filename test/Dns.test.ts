@@ -9,6 +9,7 @@ import * as TestClock from "effect/TestClock"
 import * as Dns from "../src/Dns.js"
 import * as dnsName from "../src/internal/dnsName.js"
 import { Lru } from "../src/internal/lru.js"
+import { queries, reasonOf } from "./utils/dns.js"
 
 const zones: Dns.Zones = {
   "example.test": {
@@ -23,14 +24,6 @@ const zones: Dns.Zones = {
   "slow.test": { a: ["192.0.2.3"], delay: "10 seconds", ttl: 30 },
   "never.test": { a: ["192.0.2.4"], delay: Duration.infinity }
 }
-
-const reasonOf = (exit: Exit.Exit<unknown, Dns.DnsError>) =>
-  Exit.match(exit, {
-    onSuccess: () => "success",
-    onFailure: (cause) => cause._tag === "Fail" ? cause.error.reason : cause._tag
-  })
-
-const queries = Effect.flatMap(Dns.TestDns, (t) => t.queries)
 
 describe("Dns.layerTest", () => {
   it.effect("answers records, NXDOMAIN, NODATA and SERVFAIL from the zones", () =>

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Layer, Schema, TestClock } from "effect"
 import * as fs from "node:fs"
+import ts from "typescript"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script } from "../src/ConnectorTest.js"
 import * as DeliveryReport from "../src/DeliveryReport.js"
@@ -22,6 +23,95 @@ describe("generated documentation", () => {
 
   it("docs/reference/*.schema.json are what the report's Schema definitions generate", () => {
     for (const [name, content] of Object.entries(pages())) expect(committed(name)).toBe(content)
+  })
+})
+
+// The public modules are the package's exports (the root and one per module; `./internal/*` is closed).
+const publicModules = (): ReadonlyArray<string> => {
+  const manifest = JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    exports: Record<string, unknown>
+  }
+  return Object.entries(manifest.exports)
+    .filter(([, target]) => target !== null)
+    .map(([specifier]) => specifier === "." ? "src/index.ts" : `src/${specifier.slice(2)}.ts`)
+}
+
+/** The names a module exports at its top level, each with the doc comment right before its declaration. */
+const exportedDocs = (file: string, text: string): ReadonlyArray<{ readonly name: string; readonly doc: string }> => {
+  const source = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true)
+  const docBefore = (node: ts.Node) =>
+    (ts.getLeadingCommentRanges(text, node.getFullStart()) ?? [])
+      .filter((range) => text.startsWith("/**", range.pos))
+      .map((range) => text.slice(range.pos, range.end))
+      .at(-1) ?? ""
+  return source.statements.flatMap((statement) => {
+    if (ts.isExportDeclaration(statement)) {
+      // `export { a, b } from`: docgen documents each name by its own comment; `export * as M from`: by the statement's.
+      return statement.exportClause !== undefined && ts.isNamedExports(statement.exportClause)
+        ? statement.exportClause.elements.map((element) => ({ name: element.name.text, doc: docBefore(element) }))
+        : [{ name: statement.getText(source), doc: docBefore(statement) }]
+    }
+    const exported = ts.canHaveModifiers(statement) &&
+      (ts.getModifiers(statement) ?? []).some((modifier) => modifier.kind === ts.SyntaxKind.ExportKeyword)
+    if (!exported) return []
+    const name = ts.isVariableStatement(statement)
+      ? statement.declarationList.declarations.map((declaration) => declaration.name.getText(source)).join(", ")
+      : (statement as ts.DeclarationStatement).name?.getText(source) ?? statement.getText(source).slice(0, 60)
+    return [{ name, doc: docBefore(statement) }]
+  })
+}
+
+/** What lacks `@since` or `@category` among a module's exports. */
+const untagged = (file: string, text: string): ReadonlyArray<string> =>
+  exportedDocs(file, text).flatMap(({ doc, name }) =>
+    ["@since", "@category"].filter((tag) => !new RegExp(`${tag} \\S`).test(doc)).map((tag) => `${file}: ${name} lacks ${tag}`)
+  )
+
+describe("the documentation's examples", () => {
+  it("docs/testing.md's complete example is examples/testing.test.ts, which the unit project runs", () => {
+    const page = fs.readFileSync(new URL("../docs/testing.md", import.meta.url), "utf8")
+    const section = page.slice(page.indexOf("## A complete example"))
+    const shown = /```ts\n([\s\S]*?)```/.exec(section)?.[1]
+    const example = fs.readFileSync(new URL("../examples/testing.test.ts", import.meta.url), "utf8")
+    const code = example.slice(example.indexOf("import "))
+    // The page shows the import an application writes; the file imports the sources.
+    const imports = /^\/\/ In your project: (.*)\n(.*)\n/m.exec(code)
+    expect(imports?.[2]).toMatch(/from "\.\.\/src\/index\.js"$/)
+    expect(shown).toBe(code.replace(imports![0], `${imports![1]}\n`))
+  })
+})
+
+describe("the public modules' doc comments", () => {
+  // docgen (the API reference, Docs.live.test.ts) requires `@since`; `@category` is this project's rule: it is what
+  // groups a module's page.
+  it("every export of a public module has @since and @category", () => {
+    const modules = publicModules()
+    expect(modules).toContain("src/Transport.ts")
+    const read = (file: string) => fs.readFileSync(new URL(`../${file}`, import.meta.url), "utf8")
+    expect(modules.flatMap((file) => untagged(file, read(file)))).toEqual([])
+  })
+
+  it("the check reads every form of export", () => {
+    const tags = "/**\n * @since 1.0.0\n * @category models\n */\n"
+    const text = [
+      `${tags}export const tagged = 1`,
+      "/** @since 1.0.0 */\nexport type Untagged = string",
+      "export {\n  ab,\n  /** @category x */\n  cd\n} from \"./x.js\"",
+      `${tags}export * as M from "./m.js"`,
+      "export * as N from \"./n.js\"",
+      "/** not the export's */\nconst hidden = 1\nexport class C {}",
+      "const internal = hidden"
+    ].join("\n\n")
+    expect(untagged("x.ts", text)).toEqual([
+      "x.ts: Untagged lacks @category",
+      "x.ts: ab lacks @since",
+      "x.ts: ab lacks @category",
+      "x.ts: cd lacks @since",
+      "x.ts: export * as N from \"./n.js\" lacks @since",
+      "x.ts: export * as N from \"./n.js\" lacks @category",
+      "x.ts: C lacks @since",
+      "x.ts: C lacks @category"
+    ])
   })
 })
 

@@ -1,11 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import * as fc from "fast-check"
+import * as fc from "effect/FastCheck"
 import * as Expression from "../src/Expression.js"
 import { Constant, type Value } from "../src/Expression.js"
 import { compileSource, run } from "../src/internal/expression/compile.js"
-import { parse, show } from "../src/internal/expression/parser.js"
+import { parse } from "../src/internal/expression/parser.js"
 import { CONSTANT_NAMES } from "../src/internal/expression/value.js"
+import { show } from "./utils/expression.js"
 
 const compiled = (source: string, options?: Expression.CompileOptions): Expression.Expression => {
   const result = Expression.compile(source, options)
@@ -722,30 +723,31 @@ describe("Expression", () => {
       )
     })).expr
 
-    it("compile never throws on arbitrary strings; errors point inside the source", () => {
-      fc.assert(
-        fc.property(
-          fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.string({ unit: "grapheme" })),
-          variables,
-          checkCompile
-        ),
-        { numRuns: 10_000 }
-      )
-    })
+    const anyString = fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.string({ unit: "grapheme" }))
 
-    it("compile never throws on token soups of the grammar's pieces", () => {
-      fc.assert(fc.property(soup, variables, checkCompile), { numRuns: 10_000 })
-    })
+    it.prop(
+      "compile never throws on arbitrary strings; errors point inside the source",
+      [anyString, variables],
+      ([source, vars]) => checkCompile(source, vars),
+      { fastCheck: { numRuns: 10_000 } }
+    )
 
-    it("every well-formed expression compiles, and evaluates to a Value on arbitrary variables", () => {
-      fc.assert(
-        fc.property(wellFormed, variables, (source, vars) => {
-          const result = compileSource(source, { default: { hostname: "h" } })
-          if (result._tag === "Left") throw new Error(source + ": " + result.message + " at " + result.column)
-          return isValue(run(result.evaluate, vars))
-        }),
-        { numRuns: 10_000 }
-      )
-    })
+    it.prop(
+      "compile never throws on token soups of the grammar's pieces",
+      [soup, variables],
+      ([source, vars]) => checkCompile(source, vars),
+      { fastCheck: { numRuns: 10_000 } }
+    )
+
+    it.prop(
+      "every well-formed expression compiles, and evaluates to a Value on arbitrary variables",
+      [wellFormed, variables],
+      ([source, vars]) => {
+        const result = compileSource(source, { default: { hostname: "h" } })
+        if (result._tag === "Left") throw new Error(source + ": " + result.message + " at " + result.column)
+        return isValue(run(result.evaluate, vars))
+      },
+      { fastCheck: { numRuns: 10_000 } }
+    )
   })
 })

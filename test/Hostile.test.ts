@@ -18,6 +18,7 @@ import * as PolicyCache from "../src/PolicyCache.js"
 import type { Kind, Phase } from "../src/TransportError.js"
 import * as Transport from "../src/Transport.js"
 import { watchProcess } from "./fixtures/hostilePeer.js"
+import { multi } from "./utils/smtp.js"
 
 const watch = watchProcess()
 afterAll(() => {
@@ -141,9 +142,6 @@ const onlyConnection = Effect.map(allClosed, (all) => {
   expect(all).toHaveLength(1)
   return all[0]!
 })
-
-const multi = (code: number, texts: ReadonlyArray<string>) =>
-  texts.map((t, i) => `${code}${i === texts.length - 1 ? " " : "-"}${t}`)
 
 const GREET = Script.reply("220 mx.hostile.test ESMTP")
 const EHLO = Script.expect("EHLO client.test")

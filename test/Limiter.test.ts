@@ -106,6 +106,31 @@ describe("outbound limiters", () => {
       [peer(2, "10 seconds"), peer(2, "10 seconds")]
     ))))
 
+  it.effect("a relay route: mx is the relay's address; the second domain waits, then takes the relay connection", () =>
+    Effect.gen(function*() {
+      // Two domains, one relay: concurrency 1 on the relay (mx) serializes them, on one connection at the relay's port.
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@b.test"])
+      expect(reports.map(status)).toEqual(["delivered", "delivered"])
+      expect(ends).toEqual([10, 20])
+      expect(reports.map((r) => [r.attempts[0]!.host, r.attempts[0]!.reused])).toEqual([[IP, false], [IP, true]])
+      const conns = yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
+      expect(conns.map((c) => c.port)).toEqual([2525])
+    }).pipe(Effect.provide(layers(
+      config(
+        `[queue.limiter.outbound.relay]
+key = "mx"
+match = "mx == '${IP}'"
+concurrency = 1
+[remote.relay]
+address = "${IP}"
+port = 2525
+tls.implicit = false
+`,
+        `next-hop = "'relay'"`
+      ),
+      [peer(2, "10 seconds")]
+    ))))
+
   it.effect("the key separates counts: another domain does not wait", () =>
     Effect.gen(function*() {
       const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test"])

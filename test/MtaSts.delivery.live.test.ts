@@ -3,8 +3,8 @@
  * `mta-sts.<domain>` and the MX hosts are, and real SMTP servers (npm smtp-server) with STARTTLS certificates from a
  * CA made at test time. Everything on loopback.
  */
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { expect, layer } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
 import * as https from "node:https"
 import type { AddressInfo } from "node:net"
 import * as Connector from "../src/Connector.js"
@@ -22,35 +22,6 @@ const policies: Record<string, string> = {
 }
 const domains = Object.keys(policies)
 
-let pki: Certificates
-let policyServer: https.Server
-let policyPort: number
-const policyRequests: Array<string> = []
-
-beforeAll(async () => {
-  pki = makeCertificates({
-    hostnames: domains.flatMap((d) => [`mta-sts.${d}`, `mx1.${d}`, `mx2.${d}`])
-  })
-  policyServer = https.createServer({ key: pki.keyPem, cert: pki.certPem }, (req, res) => {
-    const host = (req.headers.host ?? "").replace(/:\d+$/, "")
-    policyRequests.push(host)
-    const body = policies[host.replace(/^mta-sts\./, "")]
-    if (body === undefined || req.url !== "/.well-known/mta-sts.txt") {
-      res.writeHead(404)
-      res.end()
-      return
-    }
-    res.writeHead(200, { "content-type": "text/plain" })
-    res.end(body)
-  })
-  await new Promise<void>((resolve) => policyServer.listen(0, "127.0.0.1", () => resolve()))
-  policyPort = (policyServer.address() as AddressInfo).port
-})
-
-afterAll(async () => {
-  await new Promise<void>((resolve) => policyServer.close(() => resolve()))
-})
-
 /** mx1 on 127.0.0.3, mx2 on 127.0.0.4, same port; mx1 preferred. */
 const zonesFor = (domain: string): DnsServer.StartOptions["zones"] => ({
   [domain]: { mx: [{ exchange: `mx1.${domain}`, priority: 10 }, { exchange: `mx2.${domain}`, priority: 20 }] },
@@ -59,6 +30,51 @@ const zonesFor = (domain: string): DnsServer.StartOptions["zones"] => ({
   [`_mta-sts.${domain}`]: { txt: ["v=STSv1; id=20261129T000000;"] },
   [`mta-sts.${domain}`]: { a: ["127.0.0.1"] }
 })
+
+/**
+ * What every test shares, started once for the suite (`layer`): the CA and certificates, the HTTPS policy server with
+ * the log of the hosts it was asked for, and one DNS server with every domain's zones. Each test starts its own MX
+ * servers, whose sessions it inspects.
+ */
+class Suite extends Context.Tag("test/MtaStsDeliverySuite")<Suite, {
+  readonly pki: Certificates
+  readonly policyPort: number
+  readonly policyRequests: ReadonlyArray<string>
+  readonly dns: string
+}>() {}
+
+const SuiteLive = Layer.scoped(
+  Suite,
+  Effect.gen(function*() {
+    const pki = makeCertificates({
+      hostnames: domains.flatMap((d) => [`mta-sts.${d}`, `mx1.${d}`, `mx2.${d}`])
+    })
+    const policyRequests: Array<string> = []
+    const policyServer = yield* Effect.acquireRelease(
+      Effect.async<https.Server>((resume) => {
+        const server = https.createServer({ key: pki.keyPem, cert: pki.certPem }, (req, res) => {
+          const host = (req.headers.host ?? "").replace(/:\d+$/, "")
+          policyRequests.push(host)
+          const body = policies[host.replace(/^mta-sts\./, "")]
+          if (body === undefined || req.url !== "/.well-known/mta-sts.txt") {
+            res.writeHead(404)
+            res.end()
+            return
+          }
+          res.writeHead(200, { "content-type": "text/plain" })
+          res.end(body)
+        })
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+      }),
+      (server) =>
+        Effect.async<void>((resume) => {
+          server.close(() => resume(Effect.void))
+        })
+    )
+    const dns = yield* DnsServer.scoped({ zones: Object.assign({}, ...domains.map(zonesFor)) })
+    return { pki, policyPort: (policyServer.address() as AddressInfo).port, policyRequests, dns: dns.server }
+  })
+)
 
 const CONFIG = `
 [queue.outbound]
@@ -74,10 +90,10 @@ mta-sts = "5s"
 
 const deliverTo = (domain: string, options: { readonly tls: boolean }) =>
   Effect.gen(function*() {
+    const { dns, pki, policyPort } = yield* Suite
     const tls = options.tls ? { key: pki.keyPem, cert: pki.certPem } : undefined
     const mx2 = yield* startSmtpServer({ host: "127.0.0.4", name: `mx2.${domain}`, tls })
     const mx1 = yield* startSmtpServer({ host: "127.0.0.3", port: mx2.port, name: `mx1.${domain}`, tls })
-    const dns = yield* DnsServer.scoped({ zones: zonesFor(domain) })
     const report = yield* Transport.deliver({
       message: "Subject: policy\r\n\r\nbody\r\n",
       sender: "a@origin.test",
@@ -85,7 +101,7 @@ const deliverTo = (domain: string, options: { readonly tls: boolean }) =>
     }).pipe(
       Effect.provide(Layer.mergeAll(
         Layer.orDie(OutboundConfig.layerFromText(CONFIG)),
-        Transport.layer({ dns: { servers: [dns.server] } })
+        Transport.layer({ dns: { servers: [dns] } })
       )),
       Effect.provideService(Transport.TransportOptions, {
         port: mx2.port,
@@ -97,8 +113,9 @@ const deliverTo = (domain: string, options: { readonly tls: boolean }) =>
     return { report, mx1: yield* mx1.sessions, mx2: yield* mx2.sessions }
   })
 
-describe("MTA-STS in a delivery (live)", () => {
-  it.scopedLive("enforce: the unlisted MX is never contacted; the listed one gets verified TLS", () =>
+// Live services (real time): the deliveries run on real sockets and timers.
+layer(SuiteLive, { excludeTestServices: true })("MTA-STS in a delivery (live)", (it) => {
+  it.scoped("enforce: the unlisted MX is never contacted; the listed one gets verified TLS", () =>
     Effect.gen(function*() {
       const { mx1, mx2, report } = yield* deliverTo("enforce.test", { tls: true })
       expect(report.recipients.map((r) => [r.status, r.host])).toEqual([["delivered", "mx2.enforce.test"]])
@@ -111,11 +128,11 @@ describe("MTA-STS in a delivery (live)", () => {
         ["mx2.enforce.test", "match", null]
       ])
       expect(report.attempts.map((a) => [a.host, a.tls?.verified, a.outcome])).toEqual([["mx2.enforce.test", true, "completed"]])
-      expect(policyRequests).toContain("mta-sts.enforce.test")
+      expect((yield* Suite).policyRequests).toContain("mta-sts.enforce.test")
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("enforce: STARTTLS not offered means no delivery in plaintext; deferred, never bounced", () =>
+  it.scoped("enforce: STARTTLS not offered means no delivery in plaintext; deferred, never bounced", () =>
     Effect.gen(function*() {
       const { mx1, mx2, report } = yield* deliverTo("notls.test", { tls: false })
       expect(report.recipients.map((r) => [r.status, r.host])).toEqual([["deferred", "mx2.notls.test"]])
@@ -125,7 +142,7 @@ describe("MTA-STS in a delivery (live)", () => {
       expect(mx2.flatMap((s) => s.transactions)).toEqual([])
     }))
 
-  it.scopedLive("enforce: no listed MX left fails the domain permanently without any connection", () =>
+  it.scoped("enforce: no listed MX left fails the domain permanently without any connection", () =>
     Effect.gen(function*() {
       const { mx1, mx2, report } = yield* deliverTo("nolisted.test", { tls: true })
       expect(report.recipients.map((r) => r.status)).toEqual(["failed"])
@@ -134,7 +151,7 @@ describe("MTA-STS in a delivery (live)", () => {
       expect(report.attempts).toEqual([])
     }))
 
-  it.scopedLive("testing: delivered to the preferred, unlisted MX; the mismatch is in the trace", () =>
+  it.scoped("testing: delivered to the preferred, unlisted MX; the mismatch is in the trace", () =>
     Effect.gen(function*() {
       const { mx1, mx2, report } = yield* deliverTo("testing.test", { tls: true })
       expect(report.recipients.map((r) => [r.status, r.host])).toEqual([["delivered", "mx1.testing.test"]])

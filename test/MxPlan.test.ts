@@ -1,12 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Random from "effect/Random"
 import * as TestClock from "effect/TestClock"
 import * as Dns from "../src/Dns.js"
 import * as MxPlan from "../src/MxPlan.js"
 import * as TransportError from "../src/TransportError.js"
+import { queries } from "./utils/dns.js"
+import { failure } from "./utils/exit.js"
 
 const mx = (priority: number, exchange: string): Dns.MxRecord => ({ exchange, priority })
 const host = (name: string, preference: number): MxPlan.MxHost => ({ name, preference, implicit: false, literal: false })
@@ -24,10 +25,6 @@ const zones: Dns.Zones = {
   "slow.test": { mx: [mx(10, "mx.slow.test")], delay: "1 minute" },
   "case.test": { mx: [mx(10, "MX1.Case.TEST."), mx(20, "mx1.case.test"), mx(30, "Mx2.case.test.")] }
 }
-
-const queries = Effect.flatMap(Dns.TestDns, (t) => t.queries)
-const failure = (exit: Exit.Exit<MxPlan.MxPlan, TransportError.TransportError>) =>
-  Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : undefined
 
 describe("MxPlan.plan", () => {
   it.effect("10 a, 10 b, 20 c, 5 d with limits.mx = 3: d, then {a, b}, never c", () =>

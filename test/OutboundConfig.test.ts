@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import { hostnameProblem } from "../src/internal/config/convert.js"
 import { looksLikeDuration, parseDuration } from "../src/internal/duration.js"
+import { ENTRIES, ROUTE_KEY } from "../src/internal/config/keys.js"
 
 type Config = OutboundConfig.Config
 
@@ -123,48 +124,19 @@ describe("defaults", () => {
     check(ok("[queue]\n[server]\nhostname = 'x'\n"))
   })
 
-  it("names every key and its stage", () => {
-    const c = OutboundConfig.defaults
-    const all = [
-      c.ehloName,
-      c.ipStrategy,
-      c.sourceIp.v4,
-      c.sourceIp.v6,
-      c.limits.mx,
-      c.limits.multihomed,
-      c.timeouts.connect,
-      c.timeouts.greeting,
-      c.timeouts.tls,
-      c.timeouts.ehlo,
-      c.timeouts["mail-from"],
-      c.timeouts["rcpt-to"],
-      c.timeouts.data,
-      c.timeouts["mta-sts"],
-      c.tls.starttls,
-      c.tls.mtaSts,
-      c.tls.allowInvalidCerts,
-      c.connectionAttemptDelay
-    ] as ReadonlyArray<OutboundConfig.Setting<unknown>>
-    expect(all.map((s) => `${s.key}@${s.stage}`)).toEqual([
-      "queue.outbound.hostname@connection",
-      "queue.outbound.ip-strategy@host",
-      "queue.outbound.source-ip.v4@host",
-      "queue.outbound.source-ip.v6@host",
-      "queue.outbound.limits.mx@domain",
-      "queue.outbound.limits.multihomed@domain",
-      "queue.outbound.timeouts.connect@connection",
-      "queue.outbound.timeouts.greeting@connection",
-      "queue.outbound.timeouts.tls@connection",
-      "queue.outbound.timeouts.ehlo@connection",
-      "queue.outbound.timeouts.mail-from@connection",
-      "queue.outbound.timeouts.rcpt-to@connection",
-      "queue.outbound.timeouts.data@connection",
-      "queue.outbound.timeouts.mta-sts@domain",
-      "queue.outbound.tls.starttls@host",
-      "queue.outbound.tls.mta-sts@domain",
-      "queue.outbound.tls.allow-invalid-certs@host",
-      "queue.outbound.connection-attempt-delay@host"
-    ])
+  it("names every key and its stage, as the key table says", () => {
+    // Config is generated from the table: where an entry's name puts its Setting, the Setting has the entry's key
+    // (below queue.outbound) and stage.
+    const at = (path: ReadonlyArray<string>) =>
+      path.reduce<unknown>((node, p) => (node as Record<string, unknown>)[p], OutboundConfig.defaults) as
+        OutboundConfig.Setting<unknown>
+    expect(ENTRIES.length).toBeGreaterThan(0)
+    for (const entry of ENTRIES) {
+      expect(`${at(entry.at).key}@${at(entry.at).stage}`, entry.name).toBe(
+        `queue.outbound.${entry.spec.path.join(".")}@${entry.spec.stage}`
+      )
+    }
+    expect(at(["timeouts", "mail-from"])).toMatchObject({ key: "queue.outbound.timeouts.mail-from", stage: "connection" })
   })
 
   it("takes the hostname default from [lookup.default] of the same file", () => {
@@ -362,14 +334,10 @@ mx = "if_then(rcpt_domain == 'big.example', 10, 5)"
 describe("Stalwart keys this library does not implement", () => {
   it("are warnings, not errors", () => {
     const config = ok(`
-[queue.outbound]
-next-hop = [ { if = "is_local_domain('', rcpt_domain)", then = "'local'" }, { else = false } ]
 [queue.outbound.tls]
 dane = "require"
 `)
     expect(config.warnings).toEqual([
-      "queue.outbound.next-hop is a Stalwart setting this library ignores: relay routing (next-hop, remote hosts) " +
-      "is not implemented: delivery always goes by MX",
       "queue.outbound.tls.dane is a Stalwart setting this library ignores: DANE is not implemented: TLSA records " +
       "are not consulted"
     ])
@@ -741,6 +709,7 @@ allow-invalid-certs = "starts_with(rcpt)"
     expect(error.issues.map((i) => `${i.line}:${i.column} ${i.path}`)).toEqual([
       "3:13 queue.outbound.hostname",
       "4:41 queue.outbound.ip-strategy[1]",
+      "5:13 queue.outbound.next-hop",
       "7:7 queue.outbound.source-ip.v4",
       "9:6 queue.outbound.limits.mx",
       "10:23 queue.outbound.limits.multihomed[0].if",
@@ -751,11 +720,11 @@ allow-invalid-certs = "starts_with(rcpt)"
       "17:24 queue.outbound.tls.allow-invalid-certs"
     ])
     const lines = error.message.split("\n")
-    expect(lines[0]).toBe("invalid configuration test.toml: 10 issues")
+    expect(lines[0]).toBe("invalid configuration test.toml: 11 issues")
     expect(lines.slice(1).map((line) => line.split(": ")[0])).toEqual(
       error.issues.map((i) => `  test.toml:${i.line}:${i.column}`)
     )
-    expect(lines[6]).toBe(
+    expect(lines[7]).toBe(
       "  test.toml:12:1: queue.outbound.timeouts.conect: unknown key (did you mean \"connect\"?): found the key " +
         "\"conect\"; expected one of connect, greeting, tls, ehlo, mail-from, rcpt-to, data, mta-sts"
     )
@@ -941,6 +910,7 @@ allow-invalid-certs = true
   it("evaluateDomain: limits, the MTA-STS policy and its timeout, in the vocabulary", () => {
     const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 3 })
     expect(settings).toEqual({
+      route: { _tag: "mx", name: "mx" },
       limits: { mx: 2, multihomed: 2 },
       limiterWait: Duration.minutes(5),
       tls: { mtaSts: "optional" },
@@ -991,7 +961,8 @@ allow-invalid-certs = true
     const vars = { ...domain, mx: "m.example", remote_ip: "192.0.2.1", local_ip: "0.0.0.0" }
     const leaves = (value: object, prefix = ""): Array<string> =>
       Object.entries(value).flatMap(([k, v]) =>
-        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v)
+        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v) &&
+          !("_tag" in v)
           ? leaves(v, `${prefix}${k}.`)
           : [`${prefix}${k}`]
       )
@@ -1012,31 +983,11 @@ describe("renderReference", () => {
   const rows = reference.split("\n").filter((line) => line.startsWith("| `"))
 
   it("lists every key of the configuration, with its name in code, stage, default and meaning", () => {
-    const keys = rows.map((row) => row.split(" | ")[0]!.slice(3, -1))
-    expect(keys).toEqual([
-      "hostname",
-      "ip-strategy",
-      "source-ip.v4",
-      "source-ip.v6",
-      "limits.mx",
-      "limits.multihomed",
-      "limiter-wait",
-      "timeouts.connect",
-      "timeouts.greeting",
-      "timeouts.tls",
-      "timeouts.ehlo",
-      "timeouts.mail-from",
-      "timeouts.rcpt-to",
-      "timeouts.data",
-      "timeouts.mta-sts",
-      "tls.starttls",
-      "tls.mta-sts",
-      "tls.allow-invalid-certs",
-      "reuse.messages",
-      "reuse.idle",
-      "reuse.age",
-      "connection-attempt-delay"
-    ])
+    // The first table: the keys of [queue.outbound], one row per entry of the key table, in its order, then the route.
+    const keys = rows.slice(0, rows.findIndex((row) => row.startsWith("| `address`"))).map((row) =>
+      row.split(" | ")[0]!.slice(3, -1)
+    )
+    expect(keys).toEqual([...ENTRIES.map((entry) => entry.spec.path.join(".")), ROUTE_KEY.path.join(".")])
     // The same keys the loader builds: every Setting's key is in the reference.
     const settings: Array<string> = []
     const walk = (node: object) =>
@@ -1052,7 +1003,8 @@ describe("renderReference", () => {
     )
     expect(rows[0]).toContain("| `ehloName` | connection")
     expect(rows[0]).toContain("`[lookup.default] hostname` of the same file")
-    expect(reference).toContain("- `queue.outbound.next-hop`: relay routing")
+    expect(reference).toContain("| `next-hop` | `route` | domain |")
+    expect(reference).toContain("| `tls.implicit` | `true` |")
     expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
   })
 })

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { execFile, execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -44,21 +44,7 @@ const run = (
 
 const runEffect = (...params: Parameters<typeof run>) => Effect.promise(() => run(...params))
 
-const newest = (dir: string, ext: string): number =>
-  fs.readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile() && e.name.endsWith(ext))
-    .reduce((max, e) => Math.max(max, fs.statSync(path.join(e.parentPath, e.name)).mtimeMs), 0)
-
-/** dist/ as `npm pack` ships it: rebuilt unless newer than every source file. */
-const build = () => {
-  const dist = path.join(root, "dist")
-  if (fs.existsSync(path.join(dist, "index.js")) && newest(dist, ".js") >= newest(path.join(root, "src"), ".ts")) return
-  try {
-    execFileSync("npm", ["run", "-s", "build"], { cwd: root, stdio: "pipe" })
-  } catch (error) {
-    if (!fs.existsSync(path.join(dist, "index.js"))) throw error
-  }
-}
+// dist/, as `npm pack` ships it, is built by the live project's global setup (test/utils/build.ts).
 
 const readme = fs.readFileSync(path.join(root, "README.md"), "utf8")
 const example = fs.readFileSync(path.join(root, "examples", "deliver.ts"), "utf8")
@@ -81,7 +67,6 @@ const project = path.join(tmp, "app")
 let install: Run
 
 beforeAll(async () => {
-  build()
   const packed = await run("npm", ["pack", "--ignore-scripts", "--pack-destination", tmp, "--json"], root)
   if (packed.code !== 0) throw new Error(`npm pack failed:\n${packed.stderr}`)
   const tarball = path.join(tmp, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0]!.filename)

@@ -1,6 +1,6 @@
 /**
- * Property tests (npm fast-check, 10,000 runs each) for the code that meets hostile bytes first: the reply parser and
- * the line reader under it, dot-stuffing, and the checks that keep CR, LF and NUL off the wire.
+ * Property tests (`it.prop`, Effect's fast-check, 10,000 runs each) for the code that meets hostile bytes first: the
+ * reply parser and the line reader under it, dot-stuffing, and the checks that keep CR, LF and NUL off the wire.
  *
  * The expression parser's properties (compiles, or returns an error positioned inside the source; never throws; a
  * well-formed expression always compiles and evaluates to a value) live with it in test/Expression.test.ts, each at
@@ -8,15 +8,15 @@
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Option } from "effect"
-import * as fc from "fast-check"
+import * as fc from "effect/FastCheck"
 import * as Connector from "../src/Connector.js"
 import { MAX_LINE_BYTES } from "../src/Connector.js"
 import * as address from "../src/internal/address.js"
 import { hostnameProblem } from "../src/internal/config/convert.js"
-import * as dotStuff from "../src/internal/session/dotStuff.js"
 import { LineBuffer } from "../src/internal/lineBuffer.js"
 import * as SmtpReply from "../src/SmtpReply.js"
 import { watchProcess } from "./fixtures/hostilePeer.js"
+import * as dotStuff from "./utils/dotStuff.js"
 
 const watch = watchProcess()
 afterAll(() => {
@@ -82,16 +82,16 @@ const reply = fc.oneof(
 )
 
 describe("the reply parser", () => {
-  it("never throws, and what it accepts is within every limit", () => {
-    fc.assert(
-      fc.property(reply, (raw) => {
-        const parsed = SmtpReply.parse(raw)
-        if (parsed._tag === "Right") withinLimits(parsed.right, raw)
-        else expect(parsed.left.length).toBeGreaterThan(0)
-      }),
-      RUNS
-    )
-  })
+  it.prop(
+    "never throws, and what it accepts is within every limit",
+    [reply],
+    ([raw]) => {
+      const parsed = SmtpReply.parse(raw)
+      if (parsed._tag === "Right") withinLimits(parsed.right, raw)
+      else expect(parsed.left.length).toBeGreaterThan(0)
+    },
+    { fastCheck: RUNS }
+  )
 
   /**
    * A connection on the connectors' shared core over a pipe that delivers `chunks` and then ends as soon as it
@@ -124,61 +124,61 @@ describe("the reply parser", () => {
     fc.integer({ min: 1, max: 3 }).map((n) => [Buffer.alloc(n * 5_000, 0x32)])
   )
 
-  it("reading from the wire: a reply within the limits or a typed protocol/reset error, never a defect", () => {
-    fc.assert(
-      fc.property(wire, (chunks) => {
-        const connection = connectionOf(chunks)
-        const exit = Effect.runSyncExit(connection.exchange({ replies: 1, deadline: Infinity }))
-        if (Exit.isSuccess(exit)) {
-          const [reply] = exit.value
-          expect(reply!.lines.length).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_LINES)
-          expect(reply!.lines.reduce((n, t) => n + bytesOf(t) + 6, 0)).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_BYTES)
-          expect(reply!.lines.filter((t) => CONTROL.test(t))).toEqual([])
-        } else {
-          const failure = Cause.failureOption(exit.cause)
-          expect(Option.isSome(failure)).toBe(true)
-          const error = Option.getOrThrow(failure)
-          expect(["protocol", "closed"]).toContain(error.kind)
-          // an over-long line drops what was buffered: a flood is not held in memory
-          if (error.message === `line longer than ${MAX_LINE_BYTES} bytes`) expect(connection.buffered).toBe(0)
-        }
-      }),
-      RUNS
-    )
-  })
+  it.prop(
+    "reading from the wire: a reply within the limits or a typed protocol/reset error, never a defect",
+    [wire],
+    ([chunks]) => {
+      const connection = connectionOf(chunks)
+      const exit = Effect.runSyncExit(connection.exchange({ replies: 1, deadline: Infinity }))
+      if (Exit.isSuccess(exit)) {
+        const [reply] = exit.value
+        expect(reply!.lines.length).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_LINES)
+        expect(reply!.lines.reduce((n, t) => n + bytesOf(t) + 6, 0)).toBeLessThanOrEqual(SmtpReply.MAX_REPLY_BYTES)
+        expect(reply!.lines.filter((t) => CONTROL.test(t))).toEqual([])
+      } else {
+        const failure = Cause.failureOption(exit.cause)
+        expect(Option.isSome(failure)).toBe(true)
+        const error = Option.getOrThrow(failure)
+        expect(["protocol", "closed"]).toContain(error.kind)
+        // an over-long line drops what was buffered: a flood is not held in memory
+        if (error.message === `line longer than ${MAX_LINE_BYTES} bytes`) expect(connection.buffered).toBe(0)
+      }
+    },
+    { fastCheck: RUNS }
+  )
 
-  it("the line reader never returns a line over 4096 bytes, and drops a flood, however the bytes are split", () => {
-    fc.assert(
-      fc.property(
-        fc.array(
-          fc.oneof(
-            fc.uint8Array({ maxLength: 300 }).map((a) => Uint8Array.from(a, (b) => (b % 7 === 0 ? 0x0a : b))),
-            fc.integer({ min: 1, max: 6_000 }).map((n) => new Uint8Array(n).fill(0x41))
-          ),
-          { maxLength: 10 }
-        ),
-        (chunks) => {
-          const buffer = new LineBuffer<string>(MAX_LINE_BYTES, () => "overflow")
-          for (const chunk of chunks) {
-            buffer.push(chunk)
-            for (;;) {
-              const taken = buffer.takeLine()
-              if (taken._tag !== "Value") {
-                if (taken._tag === "Error") expect([taken.error, buffer.size]).toEqual(["overflow", 0])
-                // pending: at most one maximal line (and its CR) waits without a LF
-                else expect(buffer.size).toBeLessThanOrEqual(MAX_LINE_BYTES + 1)
-                break
-              }
-              // the limit is on the wire's bytes; decoded, an invalid byte becomes one U+FFFD, so the string holds
-              // at most as many UTF-16 units as the line had bytes
-              expect(taken.value.length).toBeLessThanOrEqual(MAX_LINE_BYTES)
-            }
+  /** Chunks of bytes with many LFs, and runs longer than a line may be. */
+  const chunked = fc.array(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 300 }).map((a) => Uint8Array.from(a, (b) => (b % 7 === 0 ? 0x0a : b))),
+      fc.integer({ min: 1, max: 6_000 }).map((n) => new Uint8Array(n).fill(0x41))
+    ),
+    { maxLength: 10 }
+  )
+
+  it.prop(
+    "the line reader never returns a line over 4096 bytes, and drops a flood, however the bytes are split",
+    [chunked],
+    ([chunks]) => {
+      const buffer = new LineBuffer<string>(MAX_LINE_BYTES, () => "overflow")
+      for (const chunk of chunks) {
+        buffer.push(chunk)
+        for (;;) {
+          const taken = buffer.takeLine()
+          if (taken._tag !== "Value") {
+            if (taken._tag === "Error") expect([taken.error, buffer.size]).toEqual(["overflow", 0])
+            // pending: at most one maximal line (and its CR) waits without a LF
+            else expect(buffer.size).toBeLessThanOrEqual(MAX_LINE_BYTES + 1)
+            break
           }
+          // the limit is on the wire's bytes; decoded, an invalid byte becomes one U+FFFD, so the string holds
+          // at most as many UTF-16 units as the line had bytes
+          expect(taken.value.length).toBeLessThanOrEqual(MAX_LINE_BYTES)
         }
-      ),
-      RUNS
-    )
-  })
+      }
+    },
+    { fastCheck: RUNS }
+  )
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -196,49 +196,50 @@ const body = fc.array(
 const receiverLines = (payload: string) => payload.split("\r\n")
 
 describe("dot-stuffing", () => {
-  it("the payload of any message has no bare CR or LF and exactly one end-of-data line, the last", () => {
-    fc.assert(
-      fc.property(body, (message) => {
-        const normalized = dotStuff.normalize(message)
-        const payload = latin1(dotStuff.stuff(normalized))
-        expect(payload.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/)
-        const lines = receiverLines(payload)
-        // "…\r\n.\r\n" splits into […, ".", ""]
-        expect(lines[lines.length - 1]).toBe("")
-        expect(lines.indexOf(".")).toBe(lines.length - 2)
-        // no early terminator anywhere, read from the start of the stream
-        expect(`\r\n${payload}`.indexOf("\r\n.\r\n")).toBe(payload.length - 3)
-      }),
-      RUNS
-    )
-  })
+  it.prop(
+    "the payload of any message has no bare CR or LF and exactly one end-of-data line, the last",
+    [body],
+    ([message]) => {
+      const normalized = dotStuff.normalize(message)
+      const payload = latin1(dotStuff.stuff(normalized))
+      expect(payload.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/)
+      const lines = receiverLines(payload)
+      // "…\r\n.\r\n" splits into […, ".", ""]
+      expect(lines[lines.length - 1]).toBe("")
+      expect(lines.indexOf(".")).toBe(lines.length - 2)
+      // no early terminator anywhere, read from the start of the stream
+      expect(`\r\n${payload}`.indexOf("\r\n.\r\n")).toBe(payload.length - 3)
+    },
+    { fastCheck: RUNS }
+  )
 
-  it("un-stuffing the payload gives back the CRLF-normalised message; normalising is idempotent", () => {
-    fc.assert(
-      fc.property(body, (message) => {
-        const normalized = dotStuff.normalize(message)
-        expect(latin1(dotStuff.normalize(normalized))).toBe(latin1(normalized))
-        expect(latin1(dotStuff.unstuff(dotStuff.stuff(normalized)))).toBe(latin1(normalized))
-      }),
-      RUNS
-    )
-  })
+  it.prop(
+    "un-stuffing the payload gives back the CRLF-normalised message; normalising is idempotent",
+    [body],
+    ([message]) => {
+      const normalized = dotStuff.normalize(message)
+      expect(latin1(dotStuff.normalize(normalized))).toBe(latin1(normalized))
+      expect(latin1(dotStuff.unstuff(dotStuff.stuff(normalized)))).toBe(latin1(normalized))
+    },
+    { fastCheck: RUNS }
+  )
 
-  it("on a body already CRLF-normalised, normalise then stuff then un-stuff is the identity", () => {
-    const lineText = fc.array(
-      fc.oneof({ weight: 2, arbitrary: fc.constantFrom(".", "..", "x", " ", "é") }, { weight: 1, arbitrary: fc.string() }),
-      { maxLength: 6 }
-    ).map((parts) => parts.join("").replace(/[\r\n]/g, ""))
-    fc.assert(
-      fc.property(fc.array(lineText, { maxLength: 20 }), (lines) => {
-        const text = lines.map((l) => `${l}\r\n`).join("")
-        const bytes = new TextEncoder().encode(text)
-        expect(dotStuff.normalize(bytes)).toBe(bytes)
-        expect(Buffer.from(dotStuff.unstuff(dotStuff.toData(bytes))).toString("utf8")).toBe(text)
-      }),
-      RUNS
-    )
-  })
+  const lineText = fc.array(
+    fc.oneof({ weight: 2, arbitrary: fc.constantFrom(".", "..", "x", " ", "é") }, { weight: 1, arbitrary: fc.string() }),
+    { maxLength: 6 }
+  ).map((parts) => parts.join("").replace(/[\r\n]/g, ""))
+
+  it.prop(
+    "on a body already CRLF-normalised, normalise then stuff then un-stuff is the identity",
+    [fc.array(lineText, { maxLength: 20 })],
+    ([lines]) => {
+      const text = lines.map((l) => `${l}\r\n`).join("")
+      const bytes = new TextEncoder().encode(text)
+      expect(dotStuff.normalize(bytes)).toBe(bytes)
+      expect(Buffer.from(dotStuff.unstuff(dotStuff.toData(bytes))).toString("utf8")).toBe(text)
+    },
+    { fastCheck: RUNS }
+  )
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -254,30 +255,32 @@ const hostile = fc.array(
   { maxLength: 40 }
 ).map((parts) => parts.join(""))
 
-describe("what may reach the wire", () => {
-  it("an address the validator accepts makes exactly one command line, within RFC 5321's sizes", () => {
-    fc.assert(
-      fc.property(fc.oneof(hostile, fc.string({ unit: "binary" })), (raw) => {
-        const parsed = address.parse(raw)
-        if (typeof parsed === "string") return
-        const command = `RCPT TO:<${parsed.address}>\r\n`
-        expect(command.indexOf("\r")).toBe(command.length - 2)
-        expect(command.indexOf("\n")).toBe(command.length - 1)
-        // eslint-disable-next-line no-control-regex
-        expect(parsed.address).not.toMatch(/[\x00-\x20\x7f<>]/)
-        expect(bytesOf(parsed.address)).toBeLessThanOrEqual(254)
-        expect(bytesOf(parsed.local)).toBeLessThanOrEqual(64)
-      }),
-      RUNS
-    )
-  })
+const addressOrName = fc.oneof(hostile, fc.string({ unit: "binary" }))
 
-  it("an EHLO name the configuration accepts is one printable token", () => {
-    fc.assert(
-      fc.property(fc.oneof(hostile, fc.string({ unit: "binary" })), (name) => {
-        if (hostnameProblem(name) === null) expect(name).toMatch(/^[A-Za-z0-9.-]{1,255}$/)
-      }),
-      RUNS
-    )
-  })
+describe("what may reach the wire", () => {
+  it.prop(
+    "an address the validator accepts makes exactly one command line, within RFC 5321's sizes",
+    [addressOrName],
+    ([raw]) => {
+      const parsed = address.parse(raw)
+      if (typeof parsed === "string") return
+      const command = `RCPT TO:<${parsed.address}>\r\n`
+      expect(command.indexOf("\r")).toBe(command.length - 2)
+      expect(command.indexOf("\n")).toBe(command.length - 1)
+      // eslint-disable-next-line no-control-regex
+      expect(parsed.address).not.toMatch(/[\x00-\x20\x7f<>]/)
+      expect(bytesOf(parsed.address)).toBeLessThanOrEqual(254)
+      expect(bytesOf(parsed.local)).toBeLessThanOrEqual(64)
+    },
+    { fastCheck: RUNS }
+  )
+
+  it.prop(
+    "an EHLO name the configuration accepts is one printable token",
+    [addressOrName],
+    ([name]) => {
+      if (hostnameProblem(name) === null) expect(name).toMatch(/^[A-Za-z0-9.-]{1,255}$/)
+    },
+    { fastCheck: RUNS }
+  )
 })

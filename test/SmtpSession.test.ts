@@ -1,15 +1,16 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, Supervisor, TestClock } from "effect"
-import * as fc from "fast-check"
+import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, Redacted, Supervisor, TestClock } from "effect"
+import * as fc from "effect/FastCheck"
 import * as Connector from "../src/Connector.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script } from "../src/ConnectorTest.js"
-import * as dotStuff from "../src/internal/session/dotStuff.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import type { SessionPhase, Timeouts, TlsPolicy } from "../src/Settings.js"
 import * as SmtpSession from "../src/SmtpSession.js"
 import { recorder } from "./fixtures/tracer.js"
 import type { TransportError } from "../src/TransportError.js"
+import { multi } from "./utils/smtp.js"
+import * as dotStuff from "./utils/dotStuff.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
@@ -49,8 +50,6 @@ const settings = (over: Over = {}): SmtpSession.SessionSettings => ({
   phaseSpans: over.phaseSpans ?? false
 })
 
-const multi = (code: number, texts: ReadonlyArray<string>) =>
-  texts.map((t, i) => `${code}${i === texts.length - 1 ? " " : "-"}${t}`)
 const ehloReply = (...caps: ReadonlyArray<string>) => Script.reply(...multi(250, ["mx.test greets client.test", ...caps]))
 const GREET = Script.reply("220 mx.test ESMTP")
 const EHLO = Script.expect("EHLO client.test")
@@ -662,6 +661,7 @@ describe("EHLO and HELO", () => {
         chunking: true,
         requireTls: true,
         enhancedStatusCodes: true,
+        auth: ["LOGIN", "PLAIN"],
         keywords: [
           "SIZE 35882577",
           "8BITMIME",
@@ -1259,26 +1259,26 @@ describe("dot-stuffing and line endings", () => {
     expect(text(dotStuff.toData(bytes("a\n.\nRSET\n")))).toBe("a\r\n..\r\nRSET\r\n.\r\n")
   })
 
-  it("unstuff inverts stuff, and the payload has one terminator and no bare CR or LF (property)", () => {
-    fc.assert(
-      fc.property(
-        fc.uint8Array({ maxLength: 200 }).map((a) =>
-          Uint8Array.from(a, (b) => [0x2e, 0x0d, 0x0a, 0x41][b % 4]!)
-        ),
-        (message) => {
-          const normalized = dotStuff.normalize(message)
-          const payload = dotStuff.stuff(normalized)
-          expect(text(dotStuff.unstuff(payload))).toBe(text(normalized))
-          const wire = text(payload)
-          expect(wire.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/)
-          // read as a receiver does, from the start of a line: the only terminator is the last line
-          const lines = `\r\n${wire}`
-          expect(lines.indexOf("\r\n.\r\n")).toBe(lines.length - 5)
-        }
-      ),
-      { numRuns: 500, seed: 42 }
-    )
-  })
+  /** Messages made of the bytes that matter: the dot, CR, LF, and one other. */
+  const dotsAndLineEnds = fc.uint8Array({ maxLength: 200 }).map((a) =>
+    Uint8Array.from(a, (b) => [0x2e, 0x0d, 0x0a, 0x41][b % 4]!)
+  )
+
+  it.prop(
+    "unstuff inverts stuff, and the payload has one terminator and no bare CR or LF (property)",
+    [dotsAndLineEnds],
+    ([message]) => {
+      const normalized = dotStuff.normalize(message)
+      const payload = dotStuff.stuff(normalized)
+      expect(text(dotStuff.unstuff(payload))).toBe(text(normalized))
+      const wire = text(payload)
+      expect(wire.replace(/\r\n/g, "")).not.toMatch(/[\r\n]/)
+      // read as a receiver does, from the start of a line: the only terminator is the last line
+      const lines = `\r\n${wire}`
+      expect(lines.indexOf("\r\n.\r\n")).toBe(lines.length - 5)
+    },
+    { fastCheck: { numRuns: 500, seed: 42 } }
+  )
 
   it("detects 8-bit content, and non-ASCII in the header section only", () => {
     expect(dotStuff.has8Bit(bytes("abc"))).toBe(false)
@@ -1546,4 +1546,126 @@ describe("the connection's timer", () => {
       const slow = Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s)))
       expect(yield* finishesAt(slow, 1_000 + Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT))).toEqual(Exit.void)
     }).pipe(peer([Script.delay("1 second"), ...hello(), ...QUIT, Script.stall])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Relays: AUTH and LMTP
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("AUTH and LMTP on virtual time", () => {
+  const credentials = { username: "u", secret: Redacted.make("pw"), allowPlaintext: true }
+  const withAuth = (over: Partial<SmtpSession.SessionSettings> = {}): SmtpSession.SessionSettings => ({
+    ...settings({ starttls: "disable" }),
+    auth: credentials,
+    ...over
+  })
+
+  it.effect("a server silent after AUTH: a temporary timeout of phase auth, under the EHLO timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession(withAuth())), T.ehlo)
+      expect(Exit.isFailure(exit) ? summary(Option.getOrNull(Cause.failureOption(exit.cause))) : null).toEqual({
+        phase: "auth",
+        kind: "timeout",
+        permanent: false,
+        code: null
+      })
+    }).pipe(peer([...hello("AUTH PLAIN"), Script.expect(/^AUTH PLAIN /), Script.stall])))
+
+  it.effect("no mechanism for the credentials: temporary, kind auth, nothing sent", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession(withAuth())))
+      expect([summary(error), error.message]).toEqual([
+        { phase: "auth", kind: "auth", permanent: false, code: null },
+        "auth: the server offers AUTH CRAM-MD5; needed PLAIN or LOGIN (for a password)"
+      ])
+    }).pipe(peer([...hello("AUTH CRAM-MD5"), ...QUIT])))
+
+  it.effect("LOGIN: user name and password each after their 334; the mechanism recorded", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(withAuth()))
+      expect(session.auth).toBe("LOGIN")
+    }).pipe(peer([
+      ...hello("AUTH LOGIN"),
+      Script.expect("AUTH LOGIN"),
+      Script.reply("334 VXNlcm5hbWU6"),
+      Script.expect(Buffer.from("u").toString("base64")),
+      Script.reply("334 UGFzc3dvcmQ6"),
+      Script.expect(Buffer.from("pw").toString("base64")),
+      Script.reply("235 2.7.0 ok")
+    ])))
+
+  it.effect("LMTP: LHLO, and no HELO after a refusal", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession({ ...settings({ starttls: "disable" }), protocol: "lmtp" })))
+      expect(summary(error)).toEqual({ phase: "ehlo", kind: "reply", permanent: true, code: 500 })
+    }).pipe(peer([GREET, Script.expect("LHLO client.test"), Script.reply("500 what"), Script.expect("QUIT")])))
+
+  it.effect("LMTP: a reply per accepted recipient; a silent server after the first keeps the first's outcome", () =>
+    Effect.gen(function*() {
+      const s = { ...settings({ starttls: "disable" }), protocol: "lmtp" as const }
+      const exit = yield* finishesAt(
+        Effect.scoped(Effect.flatMap(openSession(s), (session) =>
+          SmtpSession.transaction(session, envelope(["a@y.test", "b@y.test"]), message, s))),
+        T.data
+      )
+      const result = Exit.isSuccess(exit) ? exit.value : yield* Effect.die(exit)
+      const outcome = (r: SmtpSession.RecipientOutcome) =>
+        r.data === undefined ? null : Either.isRight(r.data) ? r.data.right.code : r.data.left.kind
+      expect(result.recipients.map((r) => [r.address, r.accepted, outcome(r)])).toEqual([
+        ["a@y.test", true, 250],
+        ["b@y.test", true, "timeout"]
+      ])
+      expect(result.canQuit).toBe(false)
+    }).pipe(peer([
+      GREET,
+      Script.expect("LHLO client.test"),
+      ehloReply("8BITMIME"),
+      Script.expect(/^MAIL FROM/),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO:<a@y.test>/),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO:<b@y.test>/),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.reply("250 2.0.0 a delivered"),
+      Script.stall
+    ])))
+})
+
+describe("implicit TLS on virtual time", () => {
+  const implicit = (over: Over = {}): SmtpSession.SessionSettings => {
+    const s = settings({ starttls: "optional", ...over })
+    return { ...s, tls: { ...s.tls, implicit: true } }
+  }
+
+  it.effect("the handshake first, then the greeting and EHLO over TLS; no STARTTLS although offered", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(implicit()))
+      expect([session.tls?.verified, session.capabilities.startTls, session.greeting.code]).toEqual([true, true, 220])
+    }).pipe(peer([Script.handshake, ...hello("STARTTLS", "8BITMIME")])))
+
+  it.effect("a certificate that does not verify fails the handshake (temporary, phase tls) unless allowInvalidCerts", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession(implicit()))).pipe(
+        peer([Script.handshakeUnverified("self-signed")])
+      )
+      expect(summary(error)).toEqual({ phase: "tls", kind: "tls", permanent: false, code: null })
+      const session = yield* Effect.scoped(openSession(implicit({ allowInvalidCerts: true }))).pipe(
+        peer([Script.handshakeUnverified("self-signed"), ...hello()])
+      )
+      expect([session.tls?.verified, session.tls?.reason]).toEqual([false, "self-signed"])
+    }))
+
+  it.effect("a server that never completes the handshake: a timeout of phase tls, at the TLS timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession(implicit())), T.tls)
+      expect(Exit.isFailure(exit) ? summary(Option.getOrNull(Cause.failureOption(exit.cause))) : null).toEqual({
+        phase: "tls",
+        kind: "timeout",
+        permanent: false,
+        code: null
+      })
+    }).pipe(peer([Script.stall])))
 })

@@ -1,17 +1,18 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, TestClock } from "effect"
+import { Effect, Exit, Layer, Option } from "effect"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
 import * as Connector from "../src/Connector.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
-import type { AttemptRecord, DeliveryReport } from "../src/DeliveryReport.js"
+import type { AttemptRecord } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Transport from "../src/Transport.js"
 import { recorder } from "./fixtures/tracer.js"
+import { run, statuses } from "./utils/delivery.js"
 
 const CONFIG = `
 [queue.outbound]
@@ -60,14 +61,6 @@ const layers = (zones: Dns.Zones, peers: ConnectorTest.TestPeers, config = CONFI
     )
   )
 
-/** Runs a delivery on virtual time, moving the clock far enough for every timeout to fire. */
-const run = (request: Transport.DeliveryRequest) =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.fork(Transport.deliver(request))
-    yield* TestClock.adjust(Duration.minutes(30))
-    return yield* Fiber.join(fiber)
-  })
-
 const request = (...recipients: ReadonlyArray<string>): Transport.DeliveryRequest => ({
   message: "Subject: hi\r\n\r\nhello\r\n",
   sender: "sender@origin.test",
@@ -75,7 +68,6 @@ const request = (...recipients: ReadonlyArray<string>): Transport.DeliveryReques
 })
 
 const summary = (a: AttemptRecord) => [a.host, a.ip, a.startMs, a.phase, a.outcome, a.error?.kind ?? null]
-const statuses = (report: DeliveryReport) => report.recipients.map((r) => [r.address, r.status])
 
 const oneHost: Dns.Zones = {
   "a.test": { mx: [{ exchange: "mx1.a.test", priority: 10 }] },
@@ -340,6 +332,7 @@ describe("Transport.deliver: the plan and the trace", () => {
       expect(report.plan.domains).toEqual([{
         domain: "a.test",
         recipients: ["rcpt@a.test"],
+        route: { type: "mx", name: "mx" },
         mx: [{ exchange: "mx1.a.test", priority: 10 }, { exchange: "mx2.a.test", priority: 20 }],
         hosts: [{
           host: "mx1.a.test",

@@ -4,16 +4,16 @@
  * warnings).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Layer, TestClock } from "effect"
+import { Effect, Layer } from "effect"
 import * as tls from "node:tls"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
-import type { DeliveryReport } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as Transport from "../src/Transport.js"
+import { run, statuses } from "./utils/delivery.js"
 
 const CONFIG = `
 [queue.outbound]
@@ -39,13 +39,6 @@ const layers = (peers: ConnectorTest.TestPeers, config = CONFIG, z: Dns.Zones = 
     MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" }))
   )
 
-const run = (request: Transport.DeliveryRequest) =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.fork(Transport.deliver(request))
-    yield* TestClock.adjust(Duration.minutes(30))
-    return yield* Fiber.join(fiber)
-  })
-
 const request = (over: Partial<Transport.DeliveryRequest> = {}): Transport.DeliveryRequest => ({
   message: "Subject: hi\r\n\r\nhello\r\n",
   sender: "sender@origin.test",
@@ -54,7 +47,6 @@ const request = (over: Partial<Transport.DeliveryRequest> = {}): Transport.Deliv
 })
 
 const connections = Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)
-const statuses = (report: DeliveryReport) => report.recipients.map((r) => [r.address, r.status])
 
 const greet = [Script.reply("220 mx.test ESMTP")]
 const ehlo = (...keywords: ReadonlyArray<string>) => [

@@ -7,7 +7,7 @@ import { compileRegex } from "./regex.js"
 import { FUNCTIONS, UNSUPPORTED_FUNCTIONS } from "./functions.js"
 import { CompileFailure, type Token, tokenize } from "./lexer.js"
 import { type BinaryOp, PRECEDENCE } from "./operators.js"
-import { Constant, CONSTANT_ALIASES, CONSTANT_NAMES, formatNumber, parseF64, parseI64, type Value } from "./value.js"
+import { Constant, CONSTANT_ALIASES, CONSTANT_NAMES, parseF64, parseI64, type Value } from "./value.js"
 
 export type Node =
   | { readonly kind: "literal"; readonly value: Value; readonly raw?: string }
@@ -289,40 +289,4 @@ export const parse = (source: string): Parsed => {
   const parser = new Parser(tokenize(source))
   const node = parser.parseAll()
   return { node, variables: parser.variables }
-}
-
-const showValue = (value: Value): string =>
-  typeof value === "string"
-    ? JSON.stringify(value).replace(/^"|"$/g, "'")
-    : typeof value === "number"
-    ? formatNumber(value)
-    : Array.isArray(value)
-    ? "[" + value.map(showValue).join(", ") + "]"
-    : String(value)
-
-/** The tree fully parenthesised, for tests and error messages about precedence. */
-export const show = (node: Node): string => {
-  switch (node.kind) {
-    case "literal":
-      return showValue(node.value)
-    case "variable":
-      return node.name
-    case "capture":
-      return "$" + node.index
-    case "unary":
-      return "(" + node.op + show(node.operand) + ")"
-    case "chain":
-      return node.rest.reduce(
-        (left, { op, operand }) => "(" + left + " " + op + " " + show(operand) + ")",
-        show(node.first)
-      )
-    case "array":
-      return "[" + node.items.map(show).join(", ") + "]"
-    case "index":
-      return show(node.target) + "[" + show(node.index) + "]"
-    case "call":
-      return node.name + "(" + node.args.map(show).join(", ") + ")"
-    case "matches":
-      return "matches('" + node.pattern + "', " + show(node.value) + ")"
-  }
 }

@@ -20,7 +20,7 @@ interface Entry {
   readonly closeAtMs: number
 }
 
-const indexOf = (destination: Destination) => `${destination.ip} ${destination.port} ${destination.tls}`
+const indexOf = (destination: Destination) => `${destination.ip} ${destination.port} ${destination.session}`
 
 const ageDeadline = (idle: Idle) => idle.openedMs + Duration.toMillis(idle.reuse.age)
 

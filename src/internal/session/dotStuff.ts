@@ -68,29 +68,6 @@ export const stuff = (normalized: Uint8Array): Uint8Array => {
   return out
 }
 
-/** `normalize` then `stuff`. */
-export const toData = (message: Uint8Array): Uint8Array => stuff(normalize(message))
-
-/**
- * What a receiver makes of a DATA payload (RFC 5321 §4.5.2): the terminator removed and one leading dot dropped
- * from every line. Only CRLF ends a line here, as at a strict receiver. For tests.
- */
-export const unstuff = (payload: Uint8Array): Uint8Array => {
-  const out: Array<number> = []
-  let lineStart = true
-  for (let i = 0; i < payload.length; i++) {
-    const b = payload[i]!
-    if (lineStart && b === DOT) {
-      if (payload[i + 1] === CR && payload[i + 2] === LF) break
-      lineStart = false
-      continue
-    }
-    out.push(b)
-    lineStart = b === LF && payload[i - 1] === CR
-  }
-  return Uint8Array.from(out)
-}
-
 /** Any byte with the high bit set: the body needs `BODY=8BITMIME` (RFC 6152). */
 export const has8Bit = (message: Uint8Array): boolean => {
   for (let i = 0; i < message.length; i++) if (message[i]! >= 0x80) return true

@@ -1,6 +1,6 @@
 /**
- * One destination domain, delivered: the domain stage, then its MX hosts in order, each raced and tried until one
- * takes the transaction.
+ * One destination domain, delivered: the domain stage, then its MX hosts (or its relay) in order, each raced and
+ * tried until one takes the transaction; or its recipients handed to `LocalDelivery` when the route is `local`.
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -20,6 +20,7 @@ import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
+import { deliverLocal, relayUnresolved } from "./route.js"
 import type { Variables } from "../../Expression.js"
 
 /** @internal */
@@ -41,6 +42,16 @@ export const deliverDomain = (
   Effect.gen(function*() {
     const stage = yield* domainStage(delivery.config, delivery.options, requestVariables, group, span)
     const { plan, warnings } = stage
+    if (stage.route?._tag === "local") {
+      const recipients = yield* deliverLocal(stage.route, {
+        domain: group.domain,
+        sender: delivery.sender,
+        recipients: group.recipients,
+        message: delivery.message,
+        requireTls: delivery.requireTls
+      })
+      return { recipients, attempts: [], plan: domainPlanOf(group, stage, [], null), warnings }
+    }
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
     const hostErrors: Array<HostFailure> = stage.excluded.map(([, error]) => ({ error, host: null }))
@@ -89,6 +100,7 @@ const hostLoop = (
 ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
   Effect.gen(function*() {
     const { warnings } = stage
+    const relay = stage.route?._tag === "relay" ? stage.route : null
     const policy = policyOf(stage)
     const enforced = MtaSts.enforced(policy)
 
@@ -99,7 +111,12 @@ const hostLoop = (
         const variables = hostVariables(stage.variables, host)
         const evaluated = evaluateHost(delivery.config, variables)
         warnings.push(...evaluated.warnings)
-        hostStages.set(host, { variables, settings: evaluated.settings, limiterWait: stage.settings.limiterWait })
+        hostStages.set(host, {
+          variables,
+          settings: evaluated.settings,
+          limiterWait: stage.settings.limiterWait,
+          relay
+        })
         const { ipStrategy, sourceIp } = evaluated.settings
         return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
       })
@@ -112,7 +129,8 @@ const hostLoop = (
       const host = next.value
       hostPlans.push(hostPlan(host, policy))
       if (Either.isLeft(host.resolution)) {
-        hostErrors.push({ error: host.resolution.left, host: null })
+        const error = host.resolution.left
+        hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
         continue
       }
       const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)

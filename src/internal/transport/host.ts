@@ -7,6 +7,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Equal from "effect/Equal"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
@@ -19,7 +20,7 @@ import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryR
 import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
 import type { Config } from "../../OutboundConfig.js"
-import type { ConnectionSettings, HostSettings } from "../../Settings.js"
+import type { ConnectionSettings, HostSettings, RelayRoute } from "../../Settings.js"
 import * as SmtpSession from "../../SmtpSession.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
@@ -57,7 +58,12 @@ export interface HostStage {
   readonly settings: HostSettings
   /** The domain's `limiter-wait`. */
   readonly limiterWait: Duration.Duration
+  /** The relay this host is, on a relay route; `null` for an MX host. */
+  readonly relay: RelayRoute | null
 }
+
+/** The port of a host: the relay's, or the one of every MX host. */
+const portOf = (delivery: Delivery, hostStage: HostStage) => hostStage.relay?.port ?? delivery.options.port
 
 /** @internal */
 export type HostOutcome =
@@ -95,6 +101,7 @@ const connect = (
   const ehlo = settingWarnings.ehloName(settings.ehloName)
   if (ehlo !== null) warnings.push(ehlo)
   const { options } = delivery
+  const port = portOf(delivery, hostStage)
   // The limiters' permits are held from before the connect until the connection is released; a connect that fails
   // or is interrupted gives them back.
   return Effect.uninterruptibleMask((restore) =>
@@ -107,13 +114,13 @@ const connect = (
           attributes: tracing.peerAttributes({
             servername: host.host.name,
             ip: candidate.ip,
-            port: options.port,
+            port,
             localAddress: candidate.source
           })
         }),
         (span) =>
           restore(SmtpSession.connect(
-            { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
+            { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
             { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
           )).pipe(
             Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(tracing.end(span, exit), permit)),
@@ -176,13 +183,20 @@ export const tryHost = (
   /** The domain's span: each attempt's span goes under it. */
   parent: Tracer.Span
 ): Effect.Effect<HostOutcome, never, Connector> => {
-  const tls = {
-    ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls }),
-    ca: delivery.ca
+  const { relay } = hostStage
+  const opening: Opening = {
+    tls: {
+      ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay }),
+      ca: delivery.ca
+    },
+    ...(relay === null ? {} : {
+      protocol: relay.protocol,
+      ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
+    })
   }
-  const race = raceHost(delivery, group, hostStage, host, attempts, tls, warnings, parent)
+  const race = raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
   const run = delivery.pool === null || Either.isLeft(host.resolution) ? race : Effect.flatMap(
-    reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, tls, warnings, parent),
+    reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent),
     Option.match({ onNone: () => race, onSome: Effect.succeed })
   )
   if (delivery.limiter === null) return run
@@ -203,11 +217,31 @@ export const tryHost = (
   )
 }
 
-type Tls = SmtpSession.SessionSettings["tls"]
+/**
+ * What a session is opened with besides the connection settings: the TLS requirements, and on a relay route its
+ * protocol and credentials. A pooled session keeps what it was opened with (its TLS state, LMTP, its login), so a
+ * delivery takes only a session opened the same way.
+ */
+type Opening = Pick<SmtpSession.SessionSettings, "tls" | "protocol" | "auth">
 
-/** The pool's view of TLS requirements: equal strings, interchangeable connections. */
-const tlsKey = (tls: Tls) =>
-  `${tls.starttls} ${tls.allowInvalidCerts} ${tls.required} ${tls.ca === undefined ? "" : JSON.stringify(tls.ca)}`
+/**
+ * The pool's view of an `Opening`: equal strings, interchangeable sessions. It names the AUTH user (and whether it
+ * is a token, and plaintext allowed), never the secret: `sameSecret` compares that when a session is taken.
+ */
+const sessionKey = ({ auth, protocol, tls }: Opening) =>
+  [
+    tls.starttls,
+    tls.allowInvalidCerts,
+    tls.required,
+    tls.implicit === true ? "implicit" : "",
+    tls.ca === undefined ? "" : JSON.stringify(tls.ca),
+    protocol ?? "smtp",
+    auth === undefined ? "" : JSON.stringify([auth.username, auth.token === true, auth.allowPlaintext === true])
+  ].join(" ")
+
+/** A session logged in is reused only under the same credentials (a changed secret opens a new session). */
+const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
+  a === undefined || b === undefined ? a === b : Equal.equals(a.secret, b.secret)
 
 /** The host's addresses may still be reached through the pool's idle connections, the first one found taken. */
 const reuse = (
@@ -218,12 +252,13 @@ const reuse = (
   host: Candidates.HostCandidates,
   addresses: ReadonlyArray<string>,
   attempts: Array<AttemptRecord>,
-  tls: Tls,
+  opening: Opening,
   warnings: Array<string>,
   parent: Tracer.Span
 ): Effect.Effect<Option.Option<HostOutcome>> =>
   Effect.gen(function*() {
-    const key = tlsKey(tls)
+    const key = sessionKey(opening)
+    const port = portOf(delivery, hostStage)
     for (const ip of addresses) {
       const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
       // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
@@ -241,12 +276,13 @@ const reuse = (
       }
       const accept = (idle: ConnectionPool.Idle) =>
         (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
-        settingsFor(idle.source).ehloName === idle.session.ehloName
+        settingsFor(idle.source).ehloName === idle.session.ehloName &&
+        sameSecret(idle.session.settings.auth, opening.auth)
       while (true) {
         // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
         const outcome = yield* Effect.uninterruptibleMask((restore) =>
           Effect.flatMap(
-            pool.take({ ip, port: delivery.options.port, tls: key }, accept),
+            pool.take({ ip, port, session: key }, accept),
             Option.match({
               onNone: () => Effect.succeed(undefined),
               onSome: (idle) =>
@@ -259,7 +295,7 @@ const reuse = (
                       ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
                       : Effect.ensuring(
                         restore(
-                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), tls, attempts, parent)
+                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), opening, attempts, parent)
                         ).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
                         permit.right
                       )
@@ -287,7 +323,7 @@ const reusedSession = (
   host: Candidates.HostCandidates,
   idle: ConnectionPool.Idle,
   connectionSettings: ConnectionSettings,
-  tls: Tls,
+  opening: Opening,
   attempts: Array<AttemptRecord>,
   parent: Tracer.Span
 ): Effect.Effect<HostOutcome | null> => {
@@ -310,8 +346,8 @@ const reusedSession = (
       attemptSpan = span
       const settings: SmtpSession.SessionSettings = {
         ...connectionSettings,
+        ...opening,
         servername: host.host.name,
-        tls,
         phaseSpans: delivery.options.phaseSpans === true,
         span
       }
@@ -381,10 +417,12 @@ const gaveUp = (transaction: SmtpSession.TransactionResult): boolean =>
   !transaction.recipients.some((r) => r.accepted) &&
   (transaction.mailFrom.left.kind === "reset" || transaction.mailFrom.left.reply?.code === 421)
 
-/** A reply that says the server is closing the connection (RFC 5321 §3.8). */
+/** A reply that says the server is closing the connection (RFC 5321 §3.8; under LMTP, a recipient's own reply too). */
 const closing = (transaction: SmtpSession.TransactionResult): boolean =>
   (Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.reply?.code === 421) ||
-  transaction.recipients.some((r) => r.reply?.code === 421) ||
+  transaction.recipients.some((r) =>
+    r.reply?.code === 421 || (r.data !== undefined && Either.isLeft(r.data) && r.data.left.reply?.code === 421)
+  ) ||
   (transaction.data !== null && Either.isLeft(transaction.data) && transaction.data.left.reply?.code === 421)
 
 /** Where a connection came from, for the pool. */
@@ -429,7 +467,11 @@ const finish = (
     if (keep) {
       yield* Effect.uninterruptible(Effect.zipRight(Effect.sync(onKeep), pool.put({
         id: origin.id,
-        destination: { ip: opening.connection.remoteAddress, port: opening.connection.remotePort, tls: tlsKey(opening.settings.tls) },
+        destination: {
+          ip: opening.connection.remoteAddress,
+          port: opening.connection.remotePort,
+          session: sessionKey(opening.settings)
+        },
         source: origin.source,
         session: opening,
         reuse: origin.reuse,
@@ -452,7 +494,7 @@ const raceHost = (
   hostStage: HostStage,
   host: Candidates.HostCandidates,
   attempts: Array<AttemptRecord>,
-  tls: Tls,
+  opening: Opening,
   warnings: Array<string>,
   parent: Tracer.Span
 ): Effect.Effect<HostOutcome, never, Connector> =>
@@ -500,7 +542,7 @@ const raceHost = (
           ...fields
         })
       })
-    return session(delivery, group, host, tls, winner.value, winner.startMs, record)
+    return session(delivery, group, host, portOf(delivery, hostStage), opening, winner.value, winner.startMs, record)
   })
 
 type Record = (startMs: number, connection: string | null, fields: RecordFields) => Effect.Effect<void>
@@ -516,7 +558,7 @@ const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
  */
 const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
   error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
-  settings.tls.starttls === "optional"
+  settings.tls.starttls === "optional" && settings.tls.implicit !== true
 
 /**
  * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
@@ -526,7 +568,9 @@ const session = (
   delivery: Delivery,
   group: Group,
   host: Candidates.HostCandidates,
-  tls: Tls,
+  /** The host's port: the relay's, or the one of every MX host. */
+  port: number,
+  opening: Opening,
   connected: Connected,
   startMs: number,
   record: Record
@@ -534,8 +578,8 @@ const session = (
   Effect.gen(function*() {
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
+      ...opening,
       servername: host.host.name,
-      tls,
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
       span: connected.span
@@ -561,7 +605,7 @@ const session = (
       ...tracing.peerAttributes({
         servername: host.host.name,
         ip: candidate.ip,
-        port: delivery.options.port,
+        port,
         localAddress: candidate.source
       }),
       "smtp.plaintext_retry": true
@@ -569,7 +613,7 @@ const session = (
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.either(restore(SmtpSession.connect(
-            { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
+            { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
             { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span }
           ))),
           (retry) =>
@@ -589,18 +633,28 @@ const session = (
 
 /**
  * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
- * §4), so `allow-invalid-certs` does not apply to them. Shared by the session and `explain`.
+ * §4), so `allow-invalid-certs` does not apply to them. A relay adds its own `tls.allow-invalid-certs` and
+ * `tls.implicit`. Shared by the session and `explain`.
  *
  * @internal
  */
 export const effectiveTls = (
   host: HostSettings,
-  requirements: { readonly enforced: boolean; readonly requireTls: boolean }
-): Omit<SmtpSession.SessionSettings["tls"], "ca"> => ({
-  starttls: host.tls.starttls,
-  allowInvalidCerts: host.tls.allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
-  required: requirements.requireTls || requirements.enforced
-})
+  requirements: {
+    readonly enforced: boolean
+    readonly requireTls: boolean
+    readonly relay?: RelayRoute | null | undefined
+  }
+): Omit<SmtpSession.SessionSettings["tls"], "ca"> => {
+  const relay = requirements.relay ?? null
+  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true
+  return {
+    starttls: host.tls.starttls,
+    allowInvalidCerts: allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
+    required: requirements.requireTls || requirements.enforced,
+    ...(relay?.implicitTls === true ? { implicit: true } : {})
+  }
+}
 
 /**
  * Open, one transaction, then the pool or QUIT, on one connection; its attempt recorded. `pooled`: the race's

@@ -1,0 +1,74 @@
+// The API reference: @effect/docgen (configured by docgen.json) renders one page per public module from its doc
+// comments, after type-checking and running every `@example` against the source. `npm run docs` writes the pages to
+// docs/api/ (scripts/generate-docs.mjs); test/Docs.live.test.ts renders them again and fails when they differ.
+//
+// docgen runs in a scratch copy of the project root (links to src/ and node_modules/, copies of the configuration),
+// not in the root itself: it writes its output, a Jekyll site scaffold and the examples it compiles under its
+// `outDir`, and deletes `.ts.md` files there first, so two runs (the test and `npm run docs`) must not share one.
+import { execFile } from "node:child_process"
+import fs from "node:fs"
+import os from "node:os"
+import path from "node:path"
+import { promisify } from "node:util"
+
+const run = promisify(execFile)
+
+// docgen's pages open with a Jekyll front matter for its site theme (title, nav order), which its formatter mangles
+// into a horizontal rule and a heading; the pages here are read on their own, so it is replaced by a title line.
+const frontMatter = /^(?:---|\*\*\*)\n\ntitle: [^\n]*\nnav_order: \d+\nparent: Modules\n---\n/
+
+const overview = (page) => {
+  const match = /^## \S+ overview\n\n([\s\S]*?)\n\n/m.exec(page)
+  return match === null ? "" : match[1].split("\n").join(" ")
+}
+
+/**
+ * Runs docgen over the public modules of the project at `root` and returns the pages of docs/api, by file name:
+ * `<Module>.md` for each module and `README.md`, the index.
+ */
+export const renderApiPages = async (root) => {
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "docgen-"))
+  try {
+    for (const name of ["src", "node_modules", "tsconfig.json"]) {
+      fs.symlinkSync(path.join(root, name), path.join(scratch, name))
+    }
+    for (const name of ["package.json", "docgen.json"]) fs.copyFileSync(path.join(root, name), path.join(scratch, name))
+    const config = JSON.parse(fs.readFileSync(path.join(root, "docgen.json"), "utf8"))
+    const bin = path.join(root, "node_modules", ".bin")
+    try {
+      // docgen type-checks the examples with `tsc` and runs them with `tsx`, both found on PATH.
+      await run(process.execPath, [path.join(root, "node_modules", "@effect", "docgen", "bin.cjs")], {
+        cwd: scratch,
+        env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env.PATH ?? ""}` },
+        maxBuffer: 16 * 1024 * 1024
+      })
+    } catch (error) {
+      throw new Error(`docgen failed:\n${error.stdout ?? ""}${error.stderr ?? ""}`)
+    }
+    const modules = path.join(scratch, config.outDir, "modules")
+    const pages = {}
+    const index = []
+    const files = fs.readdirSync(modules).filter((name) => name.endsWith(".ts.md")).sort()
+    // The package's root module first, then the modules in alphabetical order.
+    for (const file of [...files.filter((f) => f === "index.ts.md"), ...files.filter((f) => f !== "index.ts.md")]) {
+      const module = file.slice(0, -".ts.md".length)
+      const specifier = module === "index" ? "effect-smtp-transport" : `effect-smtp-transport/${module}`
+      const page = fs.readFileSync(path.join(modules, file), "utf8")
+      if (!frontMatter.test(page)) throw new Error(`docgen's page ${file} does not open with the expected front matter`)
+      pages[`${module}.md`] = page.replace(frontMatter, `# \`${specifier}\`\n\n[API reference](README.md)\n`)
+      index.push(`- [\`${specifier}\`](${module}.md): ${overview(page)}`)
+    }
+    pages["README.md"] = [
+      "# API reference",
+      "",
+      "Generated from the doc comments of the public modules by `@effect/docgen` (`npm run docs`; do not edit).",
+      "Every `@example` is type-checked and run when these pages are generated.",
+      "",
+      ...index,
+      ""
+    ].join("\n")
+    return pages
+  } finally {
+    fs.rmSync(scratch, { recursive: true, force: true })
+  }
+}
