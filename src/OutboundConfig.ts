@@ -21,10 +21,11 @@ import * as Layer from "effect/Layer"
 import type { Variables } from "./Expression.js"
 import { ConfigError } from "./internal/config/error.js"
 import type * as Keys from "./internal/config/keys.js"
+import type * as Model from "./internal/config/model.js"
 import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
-import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
+import type { ConnectionSettings, DomainSettings, HostSettings, Route } from "./Settings.js"
 
 export {
   /**
@@ -85,11 +86,28 @@ export type Setting<A> = Keys.Setting<A>
  * @category models
  */
 export interface Config extends Keys.ConfigSettings {
+  /** The route of a domain: what the route selector names (`next-hop`, `[queue.strategy] route`, v0.16's `route`). */
+  readonly route: Setting<Route>
+  /** Which of Stalwart's layouts the file was written in. */
+  readonly layout: Layout
+  /** The strategies and their selectors, as loaded: what `smtp-transport config show` and `convert` read. */
+  readonly model: Model.Model
   /** The file it was loaded from, null for text and defaults. */
   readonly file: string | null
   /** Load-time warnings, e.g. Stalwart keys this library does not implement. */
   readonly warnings: ReadonlyArray<string>
+  /** Stalwart settings in the file that a transport does not use (`[queue.schedule]`, `[queue.virtual]` …). */
+  readonly notUsed: ReadonlyArray<string>
 }
+
+/**
+ * Stalwart's configuration layouts: `outbound` (v0.7–v0.12, `[queue.outbound]`), `strategies` (v0.13–v0.15,
+ * `[queue.strategy]` and named `[queue.route|connection|tls.<name>]` tables) and `json` (v0.16+ registry objects).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Layout = Keys.Layout
 
 /**
  * The configuration as a service.
@@ -100,7 +118,9 @@ export interface Config extends Keys.ConfigSettings {
 export class OutboundConfig extends Context.Tag("effect-smtp-transport/OutboundConfig")<OutboundConfig, Config>() {}
 
 /**
- * Parses TOML text. Pure apart from reading the machine's host name for the `hostname` default.
+ * Parses a configuration in any of Stalwart's layouts: TOML (`[queue.outbound]` of v0.7–v0.12, or the strategies of
+ * v0.13–v0.15) or JSON (v0.16's registry objects, when the text starts with `{`). A text with no outbound setting is an
+ * error. Pure apart from reading the machine's host name for the EHLO default.
  *
  * @since 0.1.0
  * @category loading
@@ -121,7 +141,8 @@ export interface Evaluation<A> {
 }
 
 /**
- * Evaluates the keys of the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain variables:
+ * Evaluates the route and the keys of the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain
+ * variables:
  * the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
  *
  * @since 0.2.0
@@ -190,7 +211,7 @@ export const load: (path: string) => Effect.Effect<Config, ConfigError, FileSyst
  * @since 0.1.0
  * @category loading
  */
-export const defaults: Config = Either.getOrThrow(parse(""))
+export const defaults: Config = Either.getOrThrow(Parse.parse("", null, { allowEmpty: true }))
 
 /**
  * @since 0.1.0

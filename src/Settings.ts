@@ -149,6 +149,8 @@ export interface Limits {
  * @category models
  */
 export interface DomainSettings {
+  /** Where the domain's mail goes: the route the route selector (`next-hop`, `[queue.strategy] route`) names. */
+  readonly route: Route
   readonly limits: Limits
   readonly tls: { readonly mtaSts: TlsPolicy }
   readonly timeouts: Timeouts<"mta-sts">

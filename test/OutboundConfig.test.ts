@@ -117,10 +117,11 @@ describe("defaults", () => {
     expect(OutboundConfig.defaults.file).toBeNull()
   })
 
-  it("with an empty file and an empty section", () => {
-    check(ok(""))
+  it("with an empty section; a file with no outbound setting is an error", () => {
     check(ok("[queue.outbound]\n"))
-    check(ok("[queue]\n[server]\nhostname = 'x'\n"))
+    for (const text of ["", "[queue]\n[server]\nhostname = 'mx.example'\n"]) {
+      expect(bad(text).issues.map((i) => i.message.split(": found")[0])).toEqual(["no outbound setting found"])
+    }
   })
 
   it("names every key and its stage", () => {
@@ -168,7 +169,7 @@ describe("defaults", () => {
   })
 
   it("takes the hostname default from [lookup.default] of the same file", () => {
-    const config = ok("[lookup.default]\nhostname = \"mail.example.net\"\n")
+    const config = ok("[lookup.default]\nhostname = \"mail.example.net\"\n[queue.outbound]\n")
     expect(get(config.ehloName)).toBe("mail.example.net")
     const viaExpression = ok(
       "[lookup.default]\nhostname = \"mail.example.net\"\n[queue.outbound]\nhostname = \"'relay.' + key_get('default', 'hostname')\"\n"
@@ -177,14 +178,15 @@ describe("defaults", () => {
   })
 
   it("refuses an invalid [lookup.default] hostname", () => {
-    expect(issueAt(bad("[lookup.default]\nhostname = 5\n"), "lookup.default.hostname").found).toBe("the number 5")
-    const error = bad("[lookup.default]\nhostname = \"bad host\"\n")
+    expect(issueAt(bad("[lookup.default]\nhostname = 5\n[queue.outbound]\n"), "lookup.default.hostname").found)
+      .toBe("the number 5")
+    const error = bad("[lookup.default]\nhostname = \"bad host\"\n[queue.outbound]\n")
     expect(error.issues).toEqual([{
       path: "lookup.default.hostname",
       found: "the string \"bad host\"",
       expected: HOST,
-      message: "lookup.default.hostname: not a valid host name (it contains white space); it is the default of " +
-        "queue.outbound.hostname: found the string \"bad host\"; expected " + HOST,
+      message: "lookup.default.hostname: not a valid host name (it contains white space); it is the default EHLO " +
+        "name: found the string \"bad host\"; expected " + HOST,
       line: 2,
       column: 1
     }])
@@ -363,13 +365,11 @@ describe("Stalwart keys this library does not implement", () => {
   it("are warnings, not errors", () => {
     const config = ok(`
 [queue.outbound]
-next-hop = [ { if = "is_local_domain('', rcpt_domain)", then = "'local'" }, { else = false } ]
+next-hop = [ { if = "rcpt_domain == 'local.example'", then = "'local'" }, { else = false } ]
 [queue.outbound.tls]
 dane = "require"
 `)
     expect(config.warnings).toEqual([
-      "queue.outbound.next-hop is a Stalwart setting this library ignores: relay routing (next-hop, remote hosts) " +
-      "is not implemented: delivery always goes by MX",
       "queue.outbound.tls.dane is a Stalwart setting this library ignores: DANE is not implemented: TLSA records " +
       "are not consulted"
     ])
@@ -741,6 +741,7 @@ allow-invalid-certs = "starts_with(rcpt)"
     expect(error.issues.map((i) => `${i.line}:${i.column} ${i.path}`)).toEqual([
       "3:13 queue.outbound.hostname",
       "4:41 queue.outbound.ip-strategy[1]",
+      "5:13 queue.outbound.next-hop",
       "7:7 queue.outbound.source-ip.v4",
       "9:6 queue.outbound.limits.mx",
       "10:23 queue.outbound.limits.multihomed[0].if",
@@ -751,11 +752,11 @@ allow-invalid-certs = "starts_with(rcpt)"
       "17:24 queue.outbound.tls.allow-invalid-certs"
     ])
     const lines = error.message.split("\n")
-    expect(lines[0]).toBe("invalid configuration test.toml: 10 issues")
+    expect(lines[0]).toBe("invalid configuration test.toml: 11 issues")
     expect(lines.slice(1).map((line) => line.split(": ")[0])).toEqual(
       error.issues.map((i) => `  test.toml:${i.line}:${i.column}`)
     )
-    expect(lines[6]).toBe(
+    expect(lines[7]).toBe(
       "  test.toml:12:1: queue.outbound.timeouts.conect: unknown key (did you mean \"connect\"?): found the key " +
         "\"conect\"; expected one of connect, greeting, tls, ehlo, mail-from, rcpt-to, data, mta-sts"
     )
@@ -941,6 +942,7 @@ allow-invalid-certs = true
   it("evaluateDomain: limits, the MTA-STS policy and its timeout, in the vocabulary", () => {
     const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 3 })
     expect(settings).toEqual({
+      route: { _tag: "mx", name: "mx" },
       limits: { mx: 2, multihomed: 2 },
       tls: { mtaSts: "optional" },
       timeouts: { "mta-sts": Duration.minutes(1) }
@@ -990,7 +992,8 @@ allow-invalid-certs = true
     const vars = { ...domain, mx: "m.example", remote_ip: "192.0.2.1", local_ip: "0.0.0.0" }
     const leaves = (value: object, prefix = ""): Array<string> =>
       Object.entries(value).flatMap(([k, v]) =>
-        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v)
+        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v) &&
+          !("_tag" in v)
           ? leaves(v, `${prefix}${k}.`)
           : [`${prefix}${k}`]
       )
@@ -999,7 +1002,8 @@ allow-invalid-certs = true
       ...leaves(OutboundConfig.evaluateHost(OutboundConfig.defaults, vars).settings),
       ...leaves(OutboundConfig.evaluateConnection(OutboundConfig.defaults, vars).settings)
     ]
-    const configured = leaves(OutboundConfig.defaults)
+    const { file: _f, layout: _l, model: _m, notUsed: _n, warnings: _w, ...settings } = OutboundConfig.defaults
+    const configured = leaves(settings)
       .filter((k) => k.endsWith(".key"))
       .map((k) => k.slice(0, -".key".length))
     expect(evaluated.sort()).toEqual(configured.sort())
@@ -1011,7 +1015,7 @@ describe("renderReference", () => {
   const rows = reference.split("\n").filter((line) => line.startsWith("| `"))
 
   it("lists every key of the configuration, with its name in code, stage, default and meaning", () => {
-    const keys = rows.map((row) => row.split(" | ")[0]!.slice(3, -1))
+    const keys = rows.filter((row) => row.split(" | ").length === 8 && !row.startsWith("| `[queue.outbound]`")).map((row) => row.split(" | ")[0]!.slice(3, -1))
     expect(keys).toEqual([
       "hostname",
       "ip-strategy",
@@ -1038,16 +1042,18 @@ describe("renderReference", () => {
       Object.values(node).forEach((v) =>
         typeof v === "object" && v !== null && !Array.isArray(v) && ("evaluate" in v ? settings.push(v.key) : walk(v))
       )
-    walk(OutboundConfig.defaults)
+    const { file: _f, layout: _l, model: _m, notUsed: _n, route: _r, warnings: _w, ...keyed } = OutboundConfig.defaults
+    walk(keyed)
     expect(settings.map((k) => k.replace("queue.outbound.", "")).sort()).toEqual([...keys].sort())
     expect(rows.find((r) => r.startsWith("| `timeouts.mail-from`"))).toBe(
-      "| `timeouts.mail-from` | `timeouts.mail-from` | connection (+ `remote_ip`, `local_ip`) | `5m` | " +
+      "| `timeouts.mail-from` | `[queue.connection.<name>] timeout.mail-from` | `MtaConnectionStrategy.mailFromTimeout` " +
+        "| `timeouts.mail-from` | connection (+ `remote_ip`, `local_ip`) | `5m` | " +
         "a duration: digits and one unit of ms, s, m, h or d (e.g. \"3m\", \"500ms\"; bare digits are milliseconds), " +
         "greater than zero | Bounds MAIL FROM and its reply. |"
     )
-    expect(rows[0]).toContain("| `ehloName` | connection")
-    expect(rows[0]).toContain("`[lookup.default] hostname` of the same file")
-    expect(reference).toContain("- `queue.outbound.next-hop`: relay routing")
+    expect(rows[1]).toContain("| `ehloName` | connection")
+    expect(rows[1]).toContain("`[server] hostname`")
+    expect(reference).toContain("- `queue.outbound.concurrency`: Stalwart v0.11.0–v0.11.1")
     expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
   })
 })

@@ -1,7 +1,11 @@
 /**
- * The reference page of `[queue.outbound]`, rendered from the key table: what the docs say is what the loader reads.
+ * The configuration reference, rendered from the key table: what the docs say is what the loader reads, in the
+ * spelling of each of Stalwart's layouts.
  */
 import * as Keys from "./keys.js"
+import * as Layouts from "./layouts.js"
+import { JSON_OBJECT } from "./model.js"
+import * as Sections from "./sections.js"
 import { renderDefault } from "./setting.js"
 
 const STAGE_TEXT = {
@@ -16,24 +20,84 @@ const cell = (text: string) => text.replace(/\|/g, "\\|").replace(/\n/g, " ")
 export const renderReference = (): string => {
   const rows = Keys.ENTRIES.map(({ name, spec }) => {
     const fallback = spec.fallbackDoc ?? `\`${renderDefault(spec.fallback)}\``
-    return `| \`${spec.path.join(".")}\` | \`${name}\` | ${STAGE_TEXT[spec.stage]} | ${cell(fallback)} | ${
+    const later = spec.strategiesFallback === undefined ? "" : ` (v0.13+: \`${renderDefault(spec.strategiesFallback)}\`)`
+    return `| \`${spec.path.join(".")}\` | \`[queue.${spec.group}.<name>] ${spec.strategies}\` | \`${
+      JSON_OBJECT[spec.group]
+    }.${spec.json}\` | \`${name}\` | ${STAGE_TEXT[spec.stage]} | ${cell(fallback + later)} | ${
       cell(spec.converter.expected)
     } | ${cell(spec.doc)} |`
   })
+  const relay = (["address", "port", "protocol", "implicitTls", "allowInvalidCerts", "username", "secret"] as const).map(
+    (field) =>
+      `| \`${Layouts.relaySpelling(field, false)}\` | \`${Layouts.relaySpelling(field, true)}\` | ${RELAY_DOC[field]} |`
+  )
   const ignored = Keys.UNIMPLEMENTED.map(({ path, why }) => `- \`queue.outbound.${path.join(".")}\`: ${cell(why)}`)
   return [
-    "# `[queue.outbound]` reference",
+    "# Configuration reference",
     "",
-    "Generated from the key table (`src/internal/config/keys.ts`). Every key takes a plain value, an expression or " +
-    "an if-list; the stage says when it is evaluated and so which variables an expression may read.",
+    "Generated from the key table (`src/internal/config/keys.ts`). Each key is spelled three ways, one per Stalwart " +
+    "layout (see [stalwart-compatibility.md](../stalwart-compatibility.md)): a key of `[queue.outbound]` (v0.7–v0.12; " +
+    "a plain value, an expression or an if-list), a key of a named strategy table (v0.13–v0.15; a plain value) and a " +
+    "field of a v0.16 registry object (JSON; durations in milliseconds). The stage says when it is evaluated and so " +
+    "which variables an expression may read.",
     "",
-    "| key | name in code | stage | default | accepts | meaning |",
-    "|---|---|---|---|---|---|",
+    "| `[queue.outbound]` | v0.13–v0.15 | v0.16 | name in code | stage | default | accepts | meaning |",
+    "|---|---|---|---|---|---|---|---|",
     ...rows,
+    "",
+    "## Strategy selectors",
+    "",
+    "| strategy | v0.7–v0.12 | v0.13–v0.15 | v0.16 | evaluated with | default (v0.13+) |",
+    "|---|---|---|---|---|---|",
+    "| route | `queue.outbound.next-hop` (a `[remote.<id>]` name, `'local'`, or false for MX) | " +
+    "`[queue.strategy] route` | `MtaOutboundStrategy.route` | the domain variables | `'mx'` |",
+    "| connection | (one implicit strategy) | `[queue.strategy] connection` | `MtaOutboundStrategy.connection` | " +
+    "the domain variables and `mx` | `'default'` |",
+    "| tls | (one implicit strategy) | `[queue.strategy] tls` | `MtaOutboundStrategy.tls` | the domain variables " +
+    "and `mx` (`\"\"` for the MTA-STS keys, evaluated per domain) | `'invalid-tls'` on a retry after a TLS error, " +
+    "else `'default'` |",
+    "",
+    "Built-in strategies (a file may redefine them): routes `mx` and `local`, connection `default`, TLS `default` and " +
+    "`invalid-tls` (`allow-invalid-certs = true`). A name no strategy has, computed at delivery time, gets Stalwart's " +
+    "default strategy and a warning; a literal name no strategy has is an error at load.",
+    "",
+    "## Routes",
+    "",
+    "`[queue.route.<name>] type = \"mx\" | \"relay\" | \"local\"` (v0.13–v0.15), `MtaRoute` objects with " +
+    "`\"@type\": \"Mx\" | \"Relay\" | \"Local\"` (v0.16), `[remote.<id>]` relays (v0.7–v0.12). An `mx` route holds " +
+    "the route keys above (`limits`, `ip-lookup`); a relay route:",
+    "",
+    "| TOML | JSON | meaning |",
+    "|---|---|---|",
+    ...relay,
+    "",
+    "Per source address: `[queue.source-ip.\"<ip>\"] ehlo-hostname` (v0.13–v0.15), `sourceIps[].ehloHostname` " +
+    "(v0.16): the EHLO name of connections bound to that address.",
+    "",
+    "## Read past or refused",
     "",
     "Stalwart keys read past with a warning:",
     "",
     ...ignored,
+    "- `[queue.tls.<name>] dane`, `MtaTlsStrategy.dane`: DANE is not implemented",
+    "",
+    "Stalwart settings recognised and listed once as not used by the transport:",
+    "",
+    ...Sections.NOT_USED.map(({ table, what }) => `- \`${table}\`: ${what}`),
+    "",
+    "Settings of other Stalwart versions (errors that name the version):",
+    "",
+    ...Sections.OTHER_VERSION.map(({ table, why }) => `- \`${table}\`: ${cell(why)}`),
     ""
   ].join("\n")
 }
+
+const RELAY_DOC = {
+  address: "Host name or IP address (required).",
+  port: "Port, 25 by default.",
+  protocol: "`smtp` (default) or `lmtp`.",
+  implicitTls: "TLS from the first byte (port 465). Default true in TOML (Stalwart v0.7–v0.15), false in JSON (v0.16).",
+  allowInvalidCerts: "Accept a certificate that does not verify. Default false.",
+  username: "AUTH user name; with the secret, or neither.",
+  secret: "AUTH secret; never printed (a redacted value)."
+} as const

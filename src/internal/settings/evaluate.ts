@@ -3,7 +3,7 @@
  * where its name says. `deliver` and `explain` both call these, so what a plan shows is what a delivery uses.
  */
 import type { Variables } from "../../Expression.js"
-import type { ConnectionSettings, DomainSettings, HostSettings, Stage } from "../../Settings.js"
+import type { ConnectionSettings, DomainSettings, HostSettings, Route, Stage } from "../../Settings.js"
 import * as Keys from "../config/keys.js"
 
 /**
@@ -44,8 +44,19 @@ const evaluator = <S extends Stage>(stage: S) => {
  *
  * @internal
  */
-export const evaluateDomain: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<DomainSettings> =
-  evaluator("domain")
+export const evaluateDomain = (
+  config: Keys.ConfigSettings & { readonly route: Keys.Setting<Route> },
+  variables: Variables
+): Evaluation<DomainSettings> => {
+  const keys = domainKeys(config, variables)
+  const route = config.route.evaluate(variables)
+  return {
+    settings: { ...keys.settings, route: route.value },
+    warnings: route.warning === null ? keys.warnings : [route.warning, ...keys.warnings]
+  }
+}
+
+const domainKeys = evaluator("domain")
 
 /**
  * The settings evaluated once per MX host: the domain variables and `mx`.
