@@ -14,6 +14,7 @@ import type {
   DomainSettings,
   HostSettings,
   IpStrategy,
+  Layout as SettingsLayout,
   SessionPhase,
   Stage,
   TlsPolicy
@@ -52,18 +53,8 @@ export interface DefaultContext {
   readonly hostname: string
 }
 
-/**
- * The three layouts of Stalwart's outbound configuration: `outbound` (v0.7–v0.12, `[queue.outbound]`, every key an
- * expression), `strategies` (v0.13–v0.15, `[queue.strategy]` expressions naming `[queue.route|connection|tls.<name>]`
- * tables of plain values) and `json` (v0.16+, the registry objects `MtaOutboundStrategy`, `MtaRoute`,
- * `MtaConnectionStrategy`, `MtaTlsStrategy`).
- *
- * @internal
- */
-export type Layout = "outbound" | "strategies" | "json"
-
-/** @internal */
-export const LAYOUTS: ReadonlyArray<Layout> = ["outbound", "strategies", "json"]
+/** The three layouts of Stalwart's outbound configuration (see `Settings.layouts`). @internal */
+export type Layout = SettingsLayout
 
 /**
  * The kind of named strategy a key belongs to in the `strategies` and `json` layouts, and so which

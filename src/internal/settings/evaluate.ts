@@ -5,6 +5,7 @@
 import type { Variables } from "../../Expression.js"
 import type { ConnectionSettings, DomainSettings, HostSettings, Route, Stage } from "../../Settings.js"
 import * as Keys from "../config/keys.js"
+import * as Model from "../config/model.js"
 
 /**
  * A stage's settings and the warnings met evaluating them (a computed value that could not be used, replaced by the
@@ -73,3 +74,30 @@ export const evaluateHost: (config: Keys.ConfigSettings, variables: Variables) =
  */
 export const evaluateConnection: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<ConnectionSettings> =
   evaluator("connection")
+
+/**
+ * The route and TLS strategy names the selectors choose for a domain (TLS with `mx` still empty, as Stalwart's first
+ * evaluation for MTA-STS), for the plan.
+ *
+ * @internal
+ */
+export const domainStrategies = (
+  config: { readonly model: Model.Model },
+  variables: Variables
+): { readonly route: string; readonly tls: string } => ({
+  route: Model.choose(config.model, "route", variables).name,
+  tls: Model.choose(config.model, "tls", variables).name
+})
+
+/**
+ * The connection and TLS strategy names the selectors choose for an MX host, for the plan.
+ *
+ * @internal
+ */
+export const hostStrategies = (
+  config: { readonly model: Model.Model },
+  variables: Variables
+): { readonly connection: string; readonly tls: string } => ({
+  connection: Model.choose(config.model, "connection", variables).name,
+  tls: Model.choose(config.model, "tls", variables).name
+})

@@ -15,7 +15,7 @@ import type * as PolicyCache from "../../PolicyCache.js"
 import type { DomainSettings } from "../../Settings.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
-import { evaluateDomain } from "../settings/evaluate.js"
+import { domainStrategies, evaluateDomain } from "../settings/evaluate.js"
 import { reportError } from "./report.js"
 import { domainVariables, type Group } from "./request.js"
 
@@ -23,6 +23,8 @@ import { domainVariables, type Group } from "./request.js"
 export interface DomainStage {
   readonly variables: Variables
   readonly settings: DomainSettings
+  /** The route and TLS strategies the selectors chose, by name. */
+  readonly strategies: { readonly route: string; readonly tls: string }
   /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */
   readonly warnings: Array<string>
   readonly mtaSts: MtaSts.Outcome | null
@@ -47,7 +49,11 @@ export const domainStage = (
     const { settings } = evaluated
     const warnings = [...evaluated.warnings]
     const mode = settings.tls.mtaSts
-    const stage = { variables, settings, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    const strategies = domainStrategies(config, variables)
+    const stage = { variables, settings, strategies, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    // Relay and local routes are read from the configuration, but this transport delivers by MX only: their mail is
+    // deferred (never sent by MX instead, never bounced), with a message that says why.
+    if (settings.route._tag !== "mx") return { ...stage, error: unsupportedRoute(settings.route) }
     // An address literal has no policy to publish; `disable` means not even asking.
     let mtaSts: MtaSts.Outcome | null = null
     if (!group.literal && mode !== "disable") {
@@ -80,6 +86,15 @@ export const domainStage = (
     return { ...stage, mtaSts, plan, excluded }
   })
 
+const unsupportedRoute = (route: Exclude<DomainSettings["route"], { readonly _tag: "mx" }>) =>
+  TransportError.make(
+    "dns",
+    "route",
+    `the route ${JSON.stringify(route.name)} is a ${route._tag} route${
+      route._tag === "relay" ? ` (${route.address}:${route.port})` : ""
+    }, and this transport delivers by MX only: the mail is deferred`
+  )
+
 const notListed = (host: string) =>
   TransportError.make("mta-sts", "policy", `${host} is not listed in the domain's enforced MTA-STS policy`, true)
 
@@ -101,6 +116,7 @@ export const domainPlanOf = (
   hosts,
   dropped: stage.plan?.dropped.map((h) => h.name) ?? [],
   limits: stage.settings.limits,
+  strategies: stage.strategies,
   mtaSts: stage.mtaSts === null ? null : mtaStsPlan(stage.mtaSts),
   error: error === null ? null : reportError(error)
 })
@@ -126,6 +142,7 @@ export const excludedHostPlan = (
   addresses: [],
   truncated: [],
   sourceIps: { v4: [], v6: [] },
+  strategies: null,
   mtaSts: "mismatch",
   error: reportError(error)
 })
