@@ -24,6 +24,9 @@ import type * as Keys from "./internal/config/keys.js"
 import type * as Model from "./internal/config/model.js"
 import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
+import * as Show from "./internal/config/show.js"
+import * as Write from "./internal/config/write.js"
+import { makeLocator } from "./internal/config/locate.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
 import type { ConnectionSettings, DomainSettings, HostSettings, Route } from "./Settings.js"
 
@@ -232,3 +235,48 @@ export const layerDefault: Layer.Layer<OutboundConfig> = Layer.succeed(OutboundC
  */
 export const layerFromText = (text: string, file?: string): Layer.Layer<OutboundConfig, ConfigError> =>
   Layer.effect(OutboundConfig, Effect.suspend(() => parse(text, file ?? null)))
+
+/**
+ * Writes a loaded configuration in another of Stalwart's layouts: `outbound` (v0.7–v0.12 TOML), `strategies`
+ * (v0.13–v0.15 TOML) or `json` (v0.16 registry objects). A setting with no equivalent in the target is an error that
+ * names it; the text written is loaded again and gives the same settings (`smtp-transport config convert`).
+ *
+ * @since 0.3.0
+ * @category conversion
+ */
+export const convert = (config: Config, to: Layout): Either.Either<string, ConfigError> => {
+  if (config.layout === to) {
+    return Either.left(
+      new ConfigError({
+        file: config.file,
+        issues: [Parse.issueOf({
+          path: [],
+          problem: `the file is already in the ${to} layout`,
+          found: `the ${to} layout`,
+          expected: "another layout to convert to"
+        }, null)]
+      })
+    )
+  }
+  return Either.flatMap(
+    Write.write(config.model, to, config.file, (raw) => Parse.issueOf(raw, null)),
+    (text) =>
+      Either.match(Parse.parse(text, `${config.file ?? "<config>"} (converted to ${to})`), {
+        onLeft: (error) => Either.left(error),
+        onRight: () => Either.right(text)
+      })
+  )
+}
+
+/**
+ * The effective configuration as text: the layout, the selectors, every route and strategy with every value, each
+ * with where it came from (`file:line`, or `default`), in the file's own spelling; secrets are never printed. With the
+ * file's text, TOML values get their line (`smtp-transport config show`).
+ *
+ * @since 0.3.0
+ * @category documentation
+ */
+export const show = (config: Config, text?: string): string => {
+  const locate = text === undefined || config.layout === "json" ? () => null : makeLocator(text)
+  return Show.show(config, (path) => locate(path))
+}

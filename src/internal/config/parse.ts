@@ -585,7 +585,7 @@ const selectorsOf = (
   const value = (group: string) => isTable(table) ? table[group] : undefined
   if (isTable(table)) {
     for (const k of Object.keys(table)) {
-      if (k === "schedule") notes.notUsed.push(`${path.join(".")}.schedule (the schedule strategy expression)`)
+      if (k === "schedule") notes.notUsed.push(`${path.join(".")}.schedule (the schedule strategy expression, v0.13+)`)
       else if (!Keys.GROUPS.includes(k as Keys.Group) && !(layout === "json" && (k === "id" || k === "description"))) {
         notes.issues.push({
           path: [...path, k],
@@ -601,8 +601,8 @@ const selectorsOf = (
     const expression = layout === "json" && given !== undefined ? jsonExpression(given, [...path, group], notes) : given
     const known = [...(group === "route" ? maps.routes : group === "connection" ? maps.connections : maps.tls).keys()]
     if (expression === undefined && group === "tls") {
-      const built = Layouts.selector(group, [...path, group], Layouts.DEFAULT_TLS_SELECTOR, null, "default", options, known, notes.issues)
-      return { ...built, raw: undefined, origin: null }
+      // Stalwart's default, kept as an if-list so that `convert` can write it where a layout has no selectors.
+      return Layouts.selector(group, [...path, group], Layouts.DEFAULT_TLS_SELECTOR, null, "default", options, known, notes.issues)
     }
     return Layouts.selector(
       group,

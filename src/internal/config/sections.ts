@@ -15,16 +15,16 @@ export const LAYOUT_TABLES: { readonly [L in Exclude<Layout, "json">]: ReadonlyA
 
 /** Stalwart settings below `[queue]` a transport does not use (delivery scheduling, quotas, DSN …), and why. @internal */
 export const NOT_USED: ReadonlyArray<{ readonly table: string; readonly what: string }> = [
-  { table: "queue.schedule", what: "retry, notification and expiry schedules (the queue's, not the transport's)" },
-  { table: "queue.virtual", what: "virtual queues (v0.13+)" },
+  { table: "queue.schedule", what: "the queue's retry, notification and expiry schedules" },
+  { table: "queue.virtual", what: "virtual queues, v0.13+" },
   { table: "queue.quota", what: "queue quotas" },
-  { table: "queue.limiter", what: "rate and concurrency limiters (v0.11.4+)" },
-  { table: "queue.threads", what: "queue worker threads (v0.11.2+)" },
+  { table: "queue.limiter", what: "rate and concurrency limiters, v0.11.4+" },
+  { table: "queue.threads", what: "queue worker threads, v0.11.2+" },
   { table: "queue.hash", what: "queue sharding" },
-  { table: "queue.path", what: "the queue's spool directory (v0.6 and earlier)" },
+  { table: "queue.path", what: "the queue's spool directory, v0.6 and earlier" },
   { table: "queue.dsn", what: "DSN settings" },
   { table: "queue.outbound.dsn", what: "DSN settings" },
-  { table: "queue.strategy.schedule", what: "the schedule strategy expression (v0.13+)" }
+  { table: "queue.strategy.schedule", what: "the schedule strategy expression, v0.13+" }
 ]
 
 /** Keys and tables of other Stalwart versions, with the version and what replaced them. @internal */
