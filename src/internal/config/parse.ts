@@ -706,17 +706,39 @@ export interface ParseOptions {
   readonly allowEmpty?: boolean
 }
 
+/**
+ * Where JSON text stops being valid (Node's messages do not always say): the longest prefix that is still the start of
+ * a valid document, found by bisection, as being such a prefix holds for every shorter prefix too.
+ */
+const jsonErrorOffset = (text: string): number => {
+  const validSoFar = (length: number) => {
+    try {
+      JSON.parse(text.slice(0, length))
+      return true
+    } catch (error) {
+      return /Unexpected end of JSON input|Unterminated string/.test(String((error as Error).message))
+    }
+  }
+  let lo = 0
+  let hi = text.length
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1
+    if (validSoFar(mid)) lo = mid
+    else hi = mid - 1
+  }
+  return lo
+}
+
 const parseJson = (text: string): Either.Either<unknown, RawIssue & { line: number; col: number }> => {
   try {
     return Either.right(JSON.parse(text))
   } catch (error) {
     const message = String((error as Error).message)
-    const offset = /position (\d+)/.exec(message)
-    const index = offset === null ? 0 : Number(offset[1])
+    const index = jsonErrorOffset(text)
     const before = text.slice(0, index).split("\n")
     return Either.left({
       path: [],
-      problem: `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, "")}`,
+      problem: `JSON syntax error: ${message.replace(/\s+/g, " ").replace(/ in JSON at position \d+.*$/, "")}`,
       found: "malformed JSON",
       expected: "valid JSON",
       line: before.length,

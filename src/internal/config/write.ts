@@ -167,6 +167,12 @@ const valueIn = (
   return { value: valued.setting.evaluate({}).value }
 }
 
+/** An expression with the variable `mx` (outside string literals) replaced by the empty string. */
+const withoutMx = (source: string): string =>
+  source.split(/('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/).map((part, i) =>
+    i % 2 === 1 ? part : part.replace(/(?<![A-Za-z0-9_.$])mx(?![A-Za-z0-9_(])/g, "''")
+  ).join("")
+
 /** Minimal TOML writer: tables in order, dotted keys, inline arrays and inline tables. */
 const toml = (tables: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]>) => {
   const key = (k: string) => (/^[A-Za-z0-9_-]+$/.test(k) ? k : JSON.stringify(k))
@@ -247,6 +253,9 @@ const toOutbound = (model: Model.Model, problems: Problems): string => {
       continue
     }
     const items: Array<{ [k: string]: string }> = []
+    // Stalwart evaluates the TLS selector per domain with `mx` still empty; a per-domain key of [queue.outbound] may
+    // not read `mx`, so there it reads as the empty string it is.
+    const condition = (c: string) => spec.stage === "domain" ? withoutMx(c) : c
     list.forEach((branch, i) => {
       for (const [ip, valued] of bySource[i]!) {
         const condition = `local_ip == '${ip}'`
@@ -256,7 +265,7 @@ const toOutbound = (model: Model.Model, problems: Problems): string => {
         })
       }
       const then = expressionSource(spec, values[i]!.value)
-      items.push(branch.if === null ? { else: then } : { if: branch.if, then })
+      items.push(branch.if === null ? { else: then } : { if: condition(branch.if), then })
     })
     // An if-list ends at its first else.
     const end = items.findIndex((item) => "else" in item)

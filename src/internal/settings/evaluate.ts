@@ -33,7 +33,8 @@ const evaluator = <S extends Stage>(stage: S) => {
         node = node[at[i]!] ??= {}
       }
       const evaluated = (setting[at[at.length - 1]!] as Keys.Setting<unknown>).evaluate(variables)
-      if (evaluated.warning !== null) (warnings ??= []).push(evaluated.warning)
+      // A selector's warning comes with every key it chooses for: said once.
+      if (evaluated.warning !== null && !(warnings ??= []).includes(evaluated.warning)) warnings.push(evaluated.warning)
       node[at[at.length - 1]!] = evaluated.value
     }
     return { settings: settings as Keys.StageSettings<S>, warnings: warnings ?? noWarnings }
