@@ -110,14 +110,16 @@ export const selector = (
       }
     })
   }
+  // next-hop names relay hosts and 'local'; MX delivery is false there.
+  const names = nextHop ? known.filter((k) => k !== "mx") : known
   for (const { name, path } of literals) {
     if (!known.includes(name)) {
       issues.push({
         path,
         problem: `no ${group === "route" && nextHop ? "relay host" : `${group} strategy`} is named ` +
-          `${JSON.stringify(name)}${didYouMean(name, known)}`,
+          `${JSON.stringify(name)}${didYouMean(name, names)}`,
         found: `the name ${JSON.stringify(name)}`,
-        expected: `one of ${known.map((k) => JSON.stringify(k)).join(", ")}`,
+        expected: `one of ${names.map((k) => JSON.stringify(k)).join(", ")}${nextHop ? ", or false for MX delivery" : ""}`,
         column: 1
       })
     }
