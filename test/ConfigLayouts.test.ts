@@ -5,13 +5,14 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Console, Duration, Effect, Either, Layer, Option } from "effect"
-import * as fc from "fast-check"
+import * as fc from "effect/FastCheck"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as util from "node:util"
 import { main } from "../src/cli/main.js"
 import type { ExplainReport } from "../src/DeliveryReport.js"
+import type { Variables } from "../src/Expression.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
@@ -425,7 +426,7 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     remote_ip: fc.constant("192.0.2.99"),
     local_ip: fc.constantFrom("192.0.2.1", "192.0.2.2", "0.0.0.0")
   })
-  const evaluate = (config: OutboundConfig.Config, vars: object) => ({
+  const evaluate = (config: OutboundConfig.Config, vars: Variables) => ({
     domain: OutboundConfig.evaluateDomain(config, { ...vars, mx: "" }).settings,
     host: OutboundConfig.evaluateHost(config, vars).settings,
     connection: OutboundConfig.evaluateConnection(config, vars).settings
