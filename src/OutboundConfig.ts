@@ -26,7 +26,7 @@ import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
 import * as Show from "./internal/config/show.js"
 import * as Write from "./internal/config/write.js"
-import { makeLocator } from "./internal/config/locate.js"
+import { makeJsonLocator, makeLocator } from "./internal/config/locate.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
 import type { ConnectionSettings, DomainSettings, HostSettings, Route } from "./Settings.js"
 
@@ -239,12 +239,14 @@ export const layerFromText = (text: string, file?: string): Layer.Layer<Outbound
 /**
  * Writes a loaded configuration in another of Stalwart's layouts: `outbound` (v0.7–v0.12 TOML), `strategies`
  * (v0.13–v0.15 TOML) or `json` (v0.16 registry objects). A setting with no equivalent in the target is an error that
- * names it; the text written is loaded again and gives the same settings (`smtp-transport config convert`).
+ * names it, at its position in `text` (the file's text) when given; the text written is loaded again and gives the
+ * same settings (`smtp-transport config convert`).
  *
  * @since 0.3.0
  * @category conversion
  */
-export const convert = (config: Config, to: Layout): Either.Either<string, ConfigError> => {
+export const convert = (config: Config, to: Layout, text?: string): Either.Either<string, ConfigError> => {
+  const locate = text === undefined ? () => null : config.layout === "json" ? makeJsonLocator(text) : makeLocator(text)
   if (config.layout === to) {
     return Either.left(
       new ConfigError({
@@ -259,7 +261,7 @@ export const convert = (config: Config, to: Layout): Either.Either<string, Confi
     )
   }
   return Either.flatMap(
-    Write.write(config.model, to, config.file, (raw) => Parse.issueOf(raw, null)),
+    Write.write(config.model, to, config.file, (raw) => Parse.issueOf(raw, locate(raw.path, raw.column))),
     (text) =>
       Either.match(Parse.parse(text, `${config.file ?? "<config>"} (converted to ${to})`), {
         onLeft: (error) => Either.left(error),
@@ -277,6 +279,6 @@ export const convert = (config: Config, to: Layout): Either.Either<string, Confi
  * @category documentation
  */
 export const show = (config: Config, text?: string): string => {
-  const locate = text === undefined || config.layout === "json" ? () => null : makeLocator(text)
+  const locate = text === undefined ? () => null : config.layout === "json" ? makeJsonLocator(text) : makeLocator(text)
   return Show.show(config, (path) => locate(path))
 }

@@ -646,6 +646,7 @@ describe("smtp-transport plan", () => {
         addresses,
         truncated,
         sourceIps: { v4: ["127.0.0.5", "127.0.0.6"], v6: [] },
+        strategies: { connection: "default", tls: "default" },
         mtaSts: null,
         error: null,
         settings: settings(180_000)
@@ -666,6 +667,7 @@ describe("smtp-transport plan", () => {
           ],
           dropped: ["mx-c.many.test"],
           limits: { mx: 2, multihomed: 1 },
+          strategies: { route: "mx", tls: "default" },
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,
@@ -678,6 +680,7 @@ describe("smtp-transport plan", () => {
           hosts: [host("mx.dual.test", 10, "ipv6_then_ipv4", ["::1"], ["127.0.0.1"])],
           dropped: [],
           limits: { mx: 2, multihomed: 1 },
+          strategies: { route: "mx", tls: "default" },
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,

@@ -236,7 +236,13 @@ describe("the json layout (v0.16)", () => {
     expect(syntax[0]![0]).toBe(2)
     expect(syntax[0]![2]).toMatch(/^JSON syntax error/)
     expect(issues("{ \"MtaRoutes\": [], \"MtaTlsStrategy\": [], \"Other\": 1 }", "x.json")).toEqual([
-      [null, "MtaRoutes", "no Stalwart registry object of that name (did you mean \"MtaRoute\"?)"]
+      [1, "MtaRoutes", "no Stalwart registry object of that name (did you mean \"MtaRoute\"?)"]
+    ])
+    // Every issue of a JSON file has its line.
+    const text = JSON.stringify({ MtaRoute: [{ "@type": "Mx", name: "mx", maxMxHosts: 0 }], MtaTlsStrategy: [{ name: "t", startTls: "required" }] }, null, 2)
+    expect(issues(text, "x.json")).toEqual([
+      [6, "MtaRoute[0].maxMxHosts", "wrong value (it is not at least 1)"],
+      [12, "MtaTlsStrategy[0].startTls", "wrong value"]
     ])
   })
 

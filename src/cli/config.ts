@@ -87,7 +87,7 @@ export const run = (parsed: Parsed): Effect.Effect<void, CliExit, FileSystem.Fil
     const config = loaded.right
     if (sub === "show") return yield* Console.log(OutboundConfig.show(config, text))
     if (sub === "convert") {
-      const written = OutboundConfig.convert(config, to as OutboundConfig.Layout)
+      const written = OutboundConfig.convert(config, to as OutboundConfig.Layout, text)
       if (Either.isLeft(written)) {
         return yield* new CliExit({
           code: ExitCode.config,

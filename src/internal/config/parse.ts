@@ -15,7 +15,7 @@ import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
-import { makeLocator, type Position, type Segment } from "./locate.js"
+import { makeJsonLocator, makeLocator, type Position, type Segment } from "./locate.js"
 import * as Model from "./model.js"
 import * as Sections from "./sections.js"
 import { build, type RawIssue } from "./setting.js"
@@ -789,7 +789,7 @@ export const parse = (text: string, file: string | null, parseOptions: ParseOpti
       notUsed: Array.from(new Set(notes.notUsed))
     })
   }
-  const locate = json ? () => null : makeLocator(text)
+  const locate = json ? makeJsonLocator(text) : makeLocator(text)
   const located = notes.issues.map((raw) => issueOf(raw, locate(raw.path, raw.column)))
   // In file order, which is how a reader fixes them; issues without a position go last, in key order.
   const order = (a: ConfigIssue, b: ConfigIssue) =>
