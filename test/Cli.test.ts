@@ -705,13 +705,15 @@ describe("smtp-transport plan", () => {
       expect(run.code, run.stderr).toBe(0)
       expect(run.stdout.split("\n")).toEqual([
         "Plan for 1 recipient from s@origin.test, retry_num 0 (nothing is sent)",
+        "Configuration layout: outbound",
         "",
         "two.test  (w@two.test)",
+        "  route mx, TLS strategy default",
         "  limits: mx 5, multihomed 2",
         "  MTA-STS: not consulted (tls.mta-sts = disable, or an address literal); timeout 10m",
         "  MX records: 10 mx.two.test",
         "  hosts kept: mx.two.test",
-        "  host mx.two.test (preference 10)",
+        "  host mx.two.test (preference 10; connection strategy default, TLS strategy default)",
         "    strategy ipv4_only; addresses 127.0.0.1",
         "    source IPs: v4 (OS picks); v6 (OS picks)",
         "    EHLO words.client.test; starttls optional: opportunistic, any certificate (RFC 7435); addresses raced 250ms apart",
