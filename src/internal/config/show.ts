@@ -11,6 +11,7 @@ import * as Layouts from "./layouts.js"
 import type { Position, Segment } from "./locate.js"
 import * as Model from "./model.js"
 import { renderDefault } from "./setting.js"
+import { jsonValue, tomlPlain } from "./write.js"
 
 /** What the loaded file says about itself. @internal */
 export interface Shown {
@@ -86,12 +87,17 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
         for (const [ip, ehlo] of s.ehloBySource) row(`${indent}  `, `${ip} ehlo`, valueText(ehlo.setting.evaluate({}).value), ehlo.origin)
         continue
       }
+      // A value as the file's layout writes it.
+      const written = (value: unknown) =>
+        layout === "outbound"
+          ? renderDefault(value)
+          : JSON.stringify(layout === "json" ? jsonValue(entry.spec, value) : tomlPlain(entry.spec, value))
       if (valued === undefined) {
         const fallback = Model.fallbackOf(entry.spec, layout, context)
-        row(indent, key, entry.name === "ehloName" ? `${valueText(fallback)} (the default EHLO name)` : renderDefault(fallback), null)
+        row(indent, key, entry.name === "ehloName" ? `${valueText(fallback)} (the default EHLO name)` : written(fallback), null)
         continue
       }
-      const text = layout === "outbound" ? rawText(valued.raw) : valueText(valued.setting.evaluate({}).value)
+      const text = layout === "outbound" ? rawText(valued.raw) : written(valued.setting.evaluate({}).value)
       row(indent, key, text, valued.origin)
     }
   }

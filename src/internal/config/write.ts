@@ -77,8 +77,8 @@ const durationText = (d: Duration.Duration): string => {
   return `${ms}ms`
 }
 
-/** A value as a plain TOML value of the `strategies` layout. */
-const tomlPlain = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
+/** A value as a plain TOML value of the `strategies` layout. @internal */
+export const tomlPlain = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
   switch (spec.kind) {
     case "duration":
       return durationText(value as Duration.Duration)
@@ -122,8 +122,8 @@ const outboundConstant = (spec: Keys.KeySpec<unknown>, value: unknown): unknown 
   }
 }
 
-/** A value as a JSON field of a v0.16 object. */
-const jsonValue = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
+/** A value as a JSON field of a v0.16 object. @internal */
+export const jsonValue = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
   switch (spec.kind) {
     case "duration":
       return Duration.toMillis(value as Duration.Duration)
