@@ -290,7 +290,12 @@ export const strategyValue = (
       const path = Array.isArray(f.raw) ? [...f.path, i as number] : [...f.path, String(i)]
       if (json) {
         if (!isTable(item)) {
-          issues.push({ path, problem: "wrong type of value", found: describeToml(item), expected: "{ sourceIp, ehloHostname }" })
+          issues.push({
+            path,
+            problem: "wrong type of value",
+            found: describeToml(item),
+            expected: "{ sourceIp, ehloHostname }"
+          })
           continue
         }
         for (const k of Object.keys(item)) {

@@ -165,7 +165,11 @@ const defaultHostname = (
   const candidates: Array<{ raw: unknown; path: ReadonlyArray<string>; from: string }> = []
   if (layout === "json") {
     const raw = at(root, ["SystemSettings", "defaultHostname"])
-    if (raw !== undefined) candidates.push({ raw, path: ["SystemSettings", "defaultHostname"], from: "SystemSettings.defaultHostname" })
+    if (raw !== undefined) candidates.push({
+      raw,
+      path: ["SystemSettings", "defaultHostname"],
+      from: "SystemSettings.defaultHostname"
+    })
   } else {
     const server = at(root, ["server", "hostname"])
     if (server !== undefined) candidates.push({ raw: server, path: ["server", "hostname"], from: "[server] hostname" })
@@ -356,7 +360,12 @@ const loadOutbound = (
   // [remote.<id>]: the relay hosts next-hop names.
   const remote = at(root, ["remote"])
   if (remote !== undefined && !isTable(remote)) {
-    notes.issues.push({ path: ["remote"], problem: "not a table", found: describeToml(remote), expected: "[remote.<id>] tables" })
+    notes.issues.push({
+      path: ["remote"],
+      problem: "not a table",
+      found: describeToml(remote),
+      expected: "[remote.<id>] tables"
+    })
   } else if (isTable(remote)) {
     for (const [id, host] of Object.entries(remote)) {
       readRoute("outbound", id, host, ["remote", id], maps, notes, "relay")
@@ -515,16 +524,31 @@ const loadStrategies = (
   // [queue.source-ip."<ip>"] ehlo-hostname: the EHLO name of every connection strategy that binds that address.
   const sources = at(root, ["queue", "source-ip"])
   if (sources !== undefined && !isTable(sources)) {
-    notes.issues.push({ path: ["queue", "source-ip"], problem: "not a table", found: describeToml(sources), expected: "[queue.source-ip.\"<ip>\"] tables" })
+    notes.issues.push({
+      path: ["queue", "source-ip"],
+      problem: "not a table",
+      found: describeToml(sources),
+      expected: "[queue.source-ip.\"<ip>\"] tables"
+    })
   } else if (isTable(sources)) {
     for (const [ip, table] of Object.entries(sources)) {
       const path = ["queue", "source-ip", ip]
       if (isIP(ip) === 0) {
-        notes.issues.push({ path, problem: "not an IP address", found: `the table ${JSON.stringify(ip)}`, expected: "[queue.source-ip.\"<IP address>\"]" })
+        notes.issues.push({
+          path,
+          problem: "not an IP address",
+          found: `the table ${JSON.stringify(ip)}`,
+          expected: "[queue.source-ip.\"<IP address>\"]"
+        })
         continue
       }
       if (!isTable(table)) {
-        notes.issues.push({ path, problem: "not a table", found: describeToml(table), expected: "a table with ehlo-hostname" })
+        notes.issues.push({
+          path,
+          problem: "not a table",
+          found: describeToml(table),
+          expected: "a table with ehlo-hostname"
+        })
         continue
       }
       for (const k of Object.keys(table)) {
@@ -542,7 +566,12 @@ const loadStrategies = (
       const ehloPath = [...path, "ehlo-hostname"]
       const checked = Keys.KEYS.ehloName.converter.convert(typeof raw === "string" ? raw : "")
       if (typeof raw !== "string" || Either.isLeft(checked)) {
-        notes.issues.push({ path: ehloPath, problem: "not a valid host name", found: describeToml(raw), expected: Keys.KEYS.ehloName.converter.expected })
+        notes.issues.push({
+          path: ehloPath,
+          problem: "not a valid host name",
+          found: describeToml(raw),
+          expected: Keys.KEYS.ehloName.converter.expected
+        })
         continue
       }
       let used = false
@@ -580,7 +609,12 @@ const selectorsOf = (
 ): Model.Model["selectors"] => {
   const table = raw === undefined ? {} : raw
   if (!isTable(table)) {
-    notes.issues.push({ path, problem: "not a table", found: describeToml(raw), expected: "route, connection and tls expressions" })
+    notes.issues.push({
+      path,
+      problem: "not a table",
+      found: describeToml(raw),
+      expected: "route, connection and tls expressions"
+    })
   }
   const value = (group: string) => isTable(table) ? table[group] : undefined
   if (isTable(table)) {
@@ -622,12 +656,22 @@ const selectorsOf = (
 const jsonExpression = (raw: unknown, path: ReadonlyArray<Segment>, notes: Notes): unknown => {
   if (typeof raw === "string") return raw
   if (!isTable(raw)) {
-    notes.issues.push({ path, problem: "not an expression", found: describeToml(raw), expected: "{ \"match\": { \"0\": { \"if\", \"then\" } }, \"else\" } or a string" })
+    notes.issues.push({
+      path,
+      problem: "not an expression",
+      found: describeToml(raw),
+      expected: "{ \"match\": { \"0\": { \"if\", \"then\" } }, \"else\" } or a string"
+    })
     return undefined
   }
   for (const k of Object.keys(raw)) {
     if (k !== "match" && k !== "else") {
-      notes.issues.push({ path: [...path, k], problem: `unknown field${Layouts.didYouMean(k, ["match", "else"])}`, found: `the field ${JSON.stringify(k)}`, expected: "match, else" })
+      notes.issues.push({
+        path: [...path, k],
+        problem: `unknown field${Layouts.didYouMean(k, ["match", "else"])}`,
+        found: `the field ${JSON.stringify(k)}`,
+        expected: "match, else"
+      })
     }
   }
   const match = raw["match"]
@@ -635,7 +679,12 @@ const jsonExpression = (raw: unknown, path: ReadonlyArray<Segment>, notes: Notes
     ? Object.keys(match).sort((a, b) => Number(a) - Number(b)).map((k) => match[k])
     : null
   if (branches === null) {
-    notes.issues.push({ path: [...path, "match"], problem: "not a table", found: describeToml(match), expected: "{ \"0\": { \"if\", \"then\" }, … }" })
+    notes.issues.push({
+      path: [...path, "match"],
+      problem: "not a table",
+      found: describeToml(match),
+      expected: "{ \"0\": { \"if\", \"then\" }, … }"
+    })
     return undefined
   }
   if (branches.length === 0) return raw["else"]
@@ -655,7 +704,12 @@ const JSON_NOT_USED: { readonly [name: string]: string } = {
 const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Model.Model, "hostname"> | null => {
   const maps = emptyMaps()
   if (!isTable(root)) {
-    notes.issues.push({ path: [], problem: "not a JSON object", found: describeToml(root), expected: "{ \"MtaOutboundStrategy\": …, \"MtaRoute\": [ … ], … }" })
+    notes.issues.push({
+      path: [],
+      problem: "not a JSON object",
+      found: describeToml(root),
+      expected: "{ \"MtaOutboundStrategy\": …, \"MtaRoute\": [ … ], … }"
+    })
     return null
   }
   for (const k of Object.keys(root)) {
@@ -664,14 +718,19 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
     else if (k.startsWith("Mta")) {
       notes.issues.push({
         path: [k],
-        problem: `no Stalwart registry object of that name${Layouts.didYouMean(k, [...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED)])}`,
+        problem: `no Stalwart registry object of that name${
+          Layouts.didYouMean(k, [...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED)])
+        }`,
         found: `the object ${JSON.stringify(k)}`,
         expected: `one of ${[...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED)].join(", ")}`
       })
     }
   }
   if (!JSON_OBJECTS.slice(0, 4).some((k) => k in root)) {
-    notes.issues.push({ ...NO_SETTINGS, found: "none of MtaOutboundStrategy, MtaRoute, MtaConnectionStrategy, MtaTlsStrategy" })
+    notes.issues.push({
+      ...NO_SETTINGS,
+      found: "none of MtaOutboundStrategy, MtaRoute, MtaConnectionStrategy, MtaTlsStrategy"
+    })
     return null
   }
   const objects = (object: string, read: (name: string, raw: unknown, path: ReadonlyArray<Segment>) => void) => {
@@ -679,14 +738,24 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
     if (list === undefined) return
     const items = Array.isArray(list) ? list.map((v, i) => [i, v] as const) : isTable(list) ? Object.entries(list) : null
     if (items === null) {
-      notes.issues.push({ path: [object], problem: "not a list of objects", found: describeToml(list), expected: `a list of ${object} objects` })
+      notes.issues.push({
+        path: [object],
+        problem: "not a list of objects",
+        found: describeToml(list),
+        expected: `a list of ${object} objects`
+      })
       return
     }
     for (const [i, item] of items) {
       const path = [object, i]
       const name = isTable(item) ? item["name"] : undefined
       if (typeof name !== "string" || name === "") {
-        notes.issues.push({ path: [...path, "name"], problem: "every object needs a name", found: describeToml(name), expected: "a non-empty string" })
+        notes.issues.push({
+          path: [...path, "name"],
+          problem: "every object needs a name",
+          found: describeToml(name),
+          expected: "a non-empty string"
+        })
         continue
       }
       read(name, item, path)
@@ -753,7 +822,11 @@ const parseJson = (text: string): Either.Either<unknown, RawIssue & { line: numb
  *
  * @internal
  */
-export const parse = (text: string, file: string | null, parseOptions: ParseOptions = {}): Either.Either<Loaded, ConfigError> => {
+export const parse = (
+  text: string,
+  file: string | null,
+  parseOptions: ParseOptions = {}
+): Either.Either<Loaded, ConfigError> => {
   const json = text.trimStart().startsWith("{")
   const parsed = json ? parseJson(text) : parseToml(text)
   if (Either.isLeft(parsed)) {

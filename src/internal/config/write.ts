@@ -326,7 +326,13 @@ const strategyFields = (
   if (sources.length > 0) {
     fields.push(
       json
-        ? ["sourceIps", Object.fromEntries(sources.map(([ip, ehlo], i) => [String(i), ehlo === undefined ? { sourceIp: ip } : { sourceIp: ip, ehloHostname: ehlo }]))]
+        ? [
+          "sourceIps",
+          Object.fromEntries(sources.map(([ip, ehlo], i) => [
+            String(i),
+            ehlo === undefined ? { sourceIp: ip } : { sourceIp: ip, ehloHostname: ehlo }
+          ]))
+        ]
         : ["source-ips", sources.map(([ip]) => ip)]
     )
   }
@@ -387,10 +393,20 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
     document["MtaRoute"] = routes.map((route) => ({
       "@type": route.type === "mx" ? "Mx" : route.type === "relay" ? "Relay" : "Local",
       name: route.name,
-      ...Object.fromEntries(route.type === "relay" ? relayFields(route.relay, true, false) : strategyFields(model, "route", route, true, problems))
+      ...Object.fromEntries(
+        route.type === "relay"
+          ? relayFields(route.relay, true, false)
+          : strategyFields(model, "route", route, true, problems)
+      )
     }))
-    document["MtaConnectionStrategy"] = connections.map((s) => ({ name: s.name, ...Object.fromEntries(strategyFields(model, "connection", s, true, problems)) }))
-    document["MtaTlsStrategy"] = tls.map((s) => ({ name: s.name, ...Object.fromEntries(strategyFields(model, "tls", s, true, problems)) }))
+    document["MtaConnectionStrategy"] = connections.map((s) => ({
+      name: s.name,
+      ...Object.fromEntries(strategyFields(model, "connection", s, true, problems))
+    }))
+    document["MtaTlsStrategy"] = tls.map((s) => ({
+      name: s.name,
+      ...Object.fromEntries(strategyFields(model, "tls", s, true, problems))
+    }))
     for (const k of ["MtaConnectionStrategy", "MtaTlsStrategy"]) if ((document[k] as Array<unknown>).length === 0) delete document[k]
     return JSON.stringify(document, null, 2) + "\n"
   }
