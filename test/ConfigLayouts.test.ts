@@ -210,6 +210,13 @@ describe("Stalwart's own TOML", () => {
 
   it("other quirks are named with their fix: a line break in a string, an unknown escape", () => {
     expect(issues("[queue.outbound]\nhostname = \"'a\nb'\"\n")[0]![2]).toContain("a line break inside a string")
+    // In a repeated table too, at the file's line.
+    const repeated = issues("[queue.strategy]\nroute = \"'mx'\"\n\n[queue.strategy]\nconnection = oops\n")
+    expect([repeated[0]![0], repeated[0]![2]]).toEqual([
+      5,
+      "TOML syntax error: a bare word as a value (Stalwart reads \"oops\" as a string; TOML does not): write it " +
+      "quoted, e.g. \"oops\", or \"'oops'\" where the key takes an expression"
+    ])
     expect(issues("[queue.outbound]\nhostname = \"matches('\\d+', rcpt)\"\n")[0]![2]).toContain(
       "the escape \\d in a \"…\" string (Stalwart passes it through; TOML has no such escape): write \\\\d"
     )

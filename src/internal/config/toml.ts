@@ -182,9 +182,8 @@ export const parseToml = (text: string): Either.Either<unknown, SyntaxIssue> => 
   if (Either.isLeft(parsed)) return parsed
   const root = parsed.right as Record<string, unknown>
   for (const { end, start } of sections) {
-    // Blank lines before the section keep smol-toml's line numbers the file's.
-    const chunk = lines.map((l, i) => i >= start && i < end ? l : "").join("\n")
-    const part = parseOne(chunk, text, 0)
+    // Each repeated section alone (its errors moved to the file's lines): linear in the file's size.
+    const part = parseOne(lines.slice(start, end).join("\n"), text, start)
     if (Either.isLeft(part)) return part
     const conflicts: Array<ReadonlyArray<string>> = []
     merge(root, part.right as Record<string, unknown>, [], conflicts)
@@ -204,12 +203,14 @@ export const parseToml = (text: string): Either.Either<unknown, SyntaxIssue> => 
   return Either.right(unflatten(root))
 }
 
-const parseOne = (text: string, original: string, _offset: number): Either.Either<unknown, SyntaxIssue> => {
+/** smol-toml on a part of the file that starts at line `offset` + 1 of `original`. */
+const parseOne = (text: string, original: string, offset: number): Either.Either<unknown, SyntaxIssue> => {
   try {
     return Either.right(Toml.parse(text, { unsafeKeyBehaviour: "throw" }))
   } catch (error) {
     if (error instanceof Toml.TomlError) {
-      const lineText = original.split(/\r?\n/)[error.line - 1] ?? ""
+      const line = error.line + offset
+      const lineText = original.split(/\r?\n/)[line - 1] ?? ""
       const quirk = quirkOf(lineText)
       const what = error.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "")
       return Either.left({
@@ -217,7 +218,7 @@ const parseOne = (text: string, original: string, _offset: number): Either.Eithe
         problem: quirk === null ? `TOML syntax error: ${what}` : `TOML syntax error: ${quirk}`,
         found: `the line ${JSON.stringify(lineText.trim())}`,
         expected: "valid TOML",
-        line: error.line,
+        line,
         col: error.column
       })
     }

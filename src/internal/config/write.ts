@@ -206,7 +206,7 @@ const relayFields = (relay: Model.RelayDefinition, json: boolean, implicitDefaul
   return fields
 }
 
-/** The strategy names a group's selector can give, plus the strategies of the file (all are written). */
+/** The names of a group's strategies: the file's and the built-in ones. */
 const namesOf = (model: Model.Model, group: Keys.Group): ReadonlyArray<string> =>
   [...Model.strategiesOf(model, group).keys()]
 
