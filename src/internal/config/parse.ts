@@ -373,8 +373,13 @@ const loadOutbound = (
   }
   Layouts.withBuiltIns(maps, "outbound")
   const nextHop = isTable(section) ? section["next-hop"] : undefined
+  // One implicit strategy per group: the selectors always name it (the route one is next-hop's default, false).
   const constant = (group: Keys.Group, name: string): Model.Selector => ({
-    setting: { key: `queue.strategy.${group}`, stage: "domain", evaluate: () => ({ value: name, warning: null }) },
+    setting: {
+      key: group === "route" ? "queue.outbound.next-hop" : `queue.outbound (the implicit ${group} strategy)`,
+      stage: "domain",
+      evaluate: () => ({ value: name, warning: null })
+    },
     raw: undefined,
     origin: null,
     constant: name
