@@ -183,6 +183,41 @@ ehlo-hostname = "x.example.org"
   })
 })
 
+describe("relay routes ([remote.<id>], [queue.route.<n>] type = \"relay\", MtaRoute Relay)", () => {
+  it("LMTP, a port, credentials as a redacted secret; tls.implicit true in TOML", () => {
+    const config = load(`
+[queue.outbound]
+next-hop = "'lmtp'"
+[remote.lmtp]
+address = "192.0.2.7"
+port = 24
+protocol = "LMTP"
+auth.username = "u"
+auth.secret = "p"
+`)
+    const route = OutboundConfig.evaluateDomain(config, { rcpt_domain: "x.test" }).settings.route
+    expect(route).toMatchObject({ _tag: "relay", name: "lmtp", address: "192.0.2.7", port: 24, protocol: "lmtp", implicitTls: true })
+    expect(JSON.stringify(route)).not.toContain("\"p\"")
+  })
+
+  it("an address is required, credentials go together, and a typo is named", () => {
+    expect(issues(`
+[queue.outbound]
+[remote.a]
+port = 0
+auth.username = "u"
+[remote.b]
+address = "192.0.2.1"
+tls.implict = false
+`)).toEqual([
+      [3, "remote.a", "a relay route needs an address"],
+      [3, "remote.a", "AUTH needs a username and a secret; the secret is missing"],
+      [4, "remote.a.port", "wrong value"],
+      [8, "remote.b.tls.implict", "unknown key (did you mean \"tls.implicit\"?)"]
+    ])
+  })
+})
+
 describe("Stalwart's own TOML", () => {
   it("flat if-block keys, as Stalwart writes its config.toml, are the if-list they stand for", () => {
     const config = load(read("v0.12-config-toml-flat.toml"))
