@@ -27,8 +27,9 @@ import * as Reference from "./internal/config/reference.js"
 import * as Show from "./internal/config/show.js"
 import * as Write from "./internal/config/write.js"
 import { makeJsonLocator, makeLocator } from "./internal/config/locate.js"
+import type { RouteSetting } from "./internal/config/relays.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
-import type { ConnectionSettings, DomainSettings, HostSettings, Route } from "./Settings.js"
+import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
 
 export {
   /**
@@ -89,8 +90,11 @@ export type Setting<A> = Keys.Setting<A>
  * @category models
  */
 export interface Config extends Keys.ConfigSettings {
-  /** The route of a domain: what the route selector names (`next-hop`, `[queue.strategy] route`, v0.16's `route`). */
-  readonly route: Setting<Route>
+  /**
+   * The route of a domain: what the route selector names (`next-hop` with the `[remote.<id>]` tables it may name,
+   * `[queue.strategy] route`, v0.16's `route`). Left: a computed name no route has, a failure of the domain's delivery.
+   */
+  readonly route: RouteSetting
   /** Which of Stalwart's layouts the file was written in. */
   readonly layout: Layout
   /** The strategies and their selectors, as loaded: what `smtp-transport config show` and `convert` read. */
@@ -144,15 +148,25 @@ export interface Evaluation<A> {
 }
 
 /**
- * Evaluates the route and the keys of the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain
- * variables:
- * the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
+ * The domain stage's evaluation. `routeError` is set when `next-hop` computed a name that no `[remote.<id>]` table
+ * has: the domain's delivery fails (kind `route`), and `settings.route` (MX delivery) is not to be used.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DomainEvaluation extends Evaluation<DomainSettings> {
+  readonly routeError: string | null
+}
+
+/**
+ * Evaluates the route (the route selector: `next-hop`, `[queue.strategy] route`, v0.16's `route`) and the keys of
+ * the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain variables: the message's
+ * (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
  *
  * @since 0.2.0
  * @category evaluation
  */
-export const evaluateDomain: (config: Config, variables: Variables) => Evaluation<DomainSettings> =
-  Evaluate.evaluateDomain
+export const evaluateDomain: (config: Config, variables: Variables) => DomainEvaluation = Evaluate.evaluateDomain
 
 /**
  * Evaluates the keys of the host stage (`ip-strategy`, `source-ip`, `tls.starttls`, `tls.allow-invalid-certs`,

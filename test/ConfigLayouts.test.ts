@@ -183,12 +183,13 @@ ehlo-hostname = "x.example.org"
   })
 })
 
-describe("relay routes ([remote.<id>], [queue.route.<n>] type = \"relay\", MtaRoute Relay)", () => {
-  it("LMTP, a port, credentials as a redacted secret; tls.implicit true in TOML", () => {
+describe("relay routes of the v0.13–v0.15 and v0.16 layouts", () => {
+  it("LMTP, a port, credentials as a redacted secret; tls.implicit true in TOML, false in JSON", () => {
     const config = load(`
-[queue.outbound]
-next-hop = "'lmtp'"
-[remote.lmtp]
+[queue.strategy]
+route = "'lmtp'"
+[queue.route.lmtp]
+type = "relay"
 address = "192.0.2.7"
 port = 24
 protocol = "LMTP"
@@ -198,23 +199,37 @@ auth.secret = "p"
     const route = OutboundConfig.evaluateDomain(config, { rcpt_domain: "x.test" }).settings.route
     expect(route).toMatchObject({ _tag: "relay", name: "lmtp", address: "192.0.2.7", port: 24, protocol: "lmtp", implicitTls: true })
     expect(JSON.stringify(route)).not.toContain("\"p\"")
+    const json = load(JSON.stringify({
+      MtaOutboundStrategy: { route: "'r'" },
+      MtaRoute: [{ "@type": "Relay", name: "r", address: "192.0.2.7", authUsername: "u", authToken: "t" }]
+    }), "x.json")
+    expect(OutboundConfig.evaluateDomain(json, { rcpt_domain: "x.test" }).settings.route).toMatchObject({
+      _tag: "relay",
+      implicitTls: false,
+      auth: Option.some({ username: "u", token: true })
+    })
   })
 
-  it("an address is required, credentials go together, and a typo is named", () => {
+  it("an address is required, credentials go together, a secret is never quoted, and a typo is named", () => {
     expect(issues(`
-[queue.outbound]
-[remote.a]
+[queue.route.a]
+type = "relay"
 port = 0
 auth.username = "u"
-[remote.b]
+[queue.route.b]
+type = "relay"
 address = "192.0.2.1"
+auth.username = "u"
+auth.secret = 12345
 tls.implict = false
 `)).toEqual([
-      [3, "remote.a", "a relay route needs an address"],
-      [3, "remote.a", "AUTH needs a username and a secret; the secret is missing"],
-      [4, "remote.a.port", "wrong value"],
-      [8, "remote.b.tls.implict", "unknown key (did you mean \"tls.implicit\"?)"]
+      [2, "queue.route.a", "a relay route needs an address"],
+      [2, "queue.route.a", "AUTH needs a username and a secret; the secret is missing"],
+      [4, "queue.route.a.port", "wrong value"],
+      [10, "queue.route.b.auth.secret", "not a non-empty string"],
+      [11, "queue.route.b.tls.implict", "unknown key (did you mean \"tls.implicit\"?)"]
     ])
+    expect(OutboundConfig.parse("[queue.route.b]\ntype = \"relay\"\naddress = \"x\"\nauth.username = \"u\"\nauth.secret = 12345\n").toString()).not.toContain("12345")
   })
 })
 
@@ -354,14 +369,18 @@ describe("a v0.16 JSON file and its TOML equivalents give the same plan", () => 
           ["mx.example.com", { connection: "default", tls: retry > 0 ? "invalid-tls" : "default" }],
           ["slow.example.com", { connection: "slow", tls: retry > 0 ? "invalid-tls" : "default" }]
         ]],
-        ["example.net", { route: "relay", tls: retry > 0 ? "invalid-tls" : "default" }, []],
+        ["example.net", { route: "relay", tls: retry > 0 ? "invalid-tls" : "default" }, [
+          ["relay.example.net", { connection: "default", tls: retry > 0 ? "invalid-tls" : "default" }]
+        ]],
         // The strict strategy requires MTA-STS, which x.secure does not publish: no host is tried.
         ["x.secure", { route: "mx", tls: retry > 0 ? "invalid-tls" : "strict" }, retry > 0
           ? [["mx.x.secure", { connection: "default", tls: "invalid-tls" }]]
           : []]
       ])
-      // The relay route is read; until relay delivery lands its mail is deferred, never sent by MX.
-      expect(json.domains[1]!.error).toMatchObject({ kind: "route", permanent: false })
+      // The relay route is the domain's one host, with no MX or MTA-STS lookup; its secret is in no plan.
+      expect(json.domains[1]!.route).toMatchObject({ type: "relay", name: "relay", address: "relay.example.net", port: 465 })
+      expect(json.domains[1]!.mx).toEqual([])
+      expect(JSON.stringify(json)).not.toContain("s3cret")
     })
   }
 

@@ -1054,6 +1054,8 @@ describe("renderReference", () => {
     expect(rows[1]).toContain("| `ehloName` | connection")
     expect(rows[1]).toContain("`[server] hostname`")
     expect(reference).toContain("- `queue.outbound.concurrency`: Stalwart v0.11.0–v0.11.1")
+    expect(reference).toContain("| route | `queue.outbound.next-hop`")
+    expect(reference).toContain("| `tls.implicit` | `implicitTls` | `true` |")
     expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
   })
 })

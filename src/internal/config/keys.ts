@@ -270,7 +270,7 @@ type SameKeys<X, Y> = Same<keyof X, keyof Y>
 type Check<T extends true> = T
 /** @internal */
 export type VocabularyCheck = [
-  // The route is chosen by the route selector (the model's), not a key.
+  // `route` comes from ROUTE_KEY (relays.ts), the rest of the domain's settings from the table.
   Check<Same<StageSettings<"domain">, Omit<DomainSettings, "route">>>,
   Check<SameKeys<StageSettings<"domain">, Omit<DomainSettings, "route">>>,
   Check<SameKeys<StageSettings<"domain">["timeouts"], DomainSettings["timeouts"]>>,
@@ -301,18 +301,19 @@ export const ENTRIES: ReadonlyArray<Entry> = (Object.keys(KEYS) as Array<Name>).
 /** The entries of a stage, in table order. @internal */
 export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filter((e) => e.spec.stage === stage)
 
+/**
+ * `next-hop`, the route: not an entry of the table since its value names a `[remote.<id>]` table of the same file
+ * and an unknown name fails the delivery rather than falling back to a default (`relays.ts` reads both). It is the
+ * route selector of the `outbound` layout in the model (`model.ts`).
+ *
+ * @internal
+ */
+export const ROUTE_KEY = { path: ["next-hop"], stage: "domain" } as const
+
 /** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
 export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = [
   { path: ["tls", "dane"], why: "DANE is not implemented: TLSA records are not consulted" }
 ]
-
-/**
- * The route selector of the `outbound` layout: `next-hop` names a `[remote.<id>]` relay (or `'local'`, or false for
- * MX delivery). It is read into the model's route selector, not into a key's setting.
- *
- * @internal
- */
-export const NEXT_HOP: ReadonlyArray<string> = ["next-hop"]
 
 /**
  * Sub-keys per table below `queue.outbound` ("" is the section itself), in table order, for the structure check and
@@ -331,7 +332,7 @@ export const TABLES: { readonly [table: string]: ReadonlyArray<string> } = (() =
   }
   for (const { spec } of ENTRIES) add(spec.path)
   for (const { path } of UNIMPLEMENTED) add(path)
-  add(NEXT_HOP)
+  add(ROUTE_KEY.path)
   return tables
 })()
 

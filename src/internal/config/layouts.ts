@@ -145,11 +145,27 @@ const RELAY_FIELDS = {
   implicitTls: { toml: "tls.implicit", json: "implicitTls" },
   allowInvalidCerts: { toml: "tls.allow-invalid-certs", json: "allowInvalidCerts" },
   username: { toml: "auth.username", json: "authUsername" },
-  secret: { toml: "auth.secret", json: "authSecret" }
+  secret: { toml: "auth.secret", json: "authSecret" },
+  // This library's (relays.ts): an OAuth 2.0 token for XOAUTH2 in place of the secret, and AUTH without verified TLS.
+  token: { toml: "auth.token", json: "authToken" },
+  allowPlaintext: { toml: "auth.allow-plaintext", json: "authAllowPlaintext" }
 } as const
 
 /** @internal */
 export type RelayField = keyof typeof RELAY_FIELDS
+
+/** @internal */
+export const RELAY_FIELD_NAMES = Object.keys({
+  address: 0,
+  port: 0,
+  protocol: 0,
+  implicitTls: 0,
+  allowInvalidCerts: 0,
+  username: 0,
+  secret: 0,
+  token: 0,
+  allowPlaintext: 0
+} satisfies { [F in RelayField]: 0 }) as ReadonlyArray<RelayField>
 
 /** A relay field's spelling in a layout. @internal */
 export const relaySpelling = (field: RelayField, json: boolean): string => RELAY_FIELDS[field][json ? "json" : "toml"]
@@ -180,7 +196,16 @@ export const relay = (
     const f = field(name)
     if (f === undefined) return undefined
     origins[name] = f.path
-    return typeof f.raw === "string" && f.raw !== "" ? f.raw : problem(f, "a non-empty string")
+    if (typeof f.raw === "string" && f.raw !== "") return f.raw
+    if (name !== "secret" && name !== "token") return problem(f, "a non-empty string")
+    // The value is never quoted back: it may be the secret.
+    issues.push({
+      path: f.path,
+      problem: "not a non-empty string",
+      found: typeof f.raw === "string" ? "an empty string" : `a value of type ${Array.isArray(f.raw) ? "list" : typeof f.raw}`,
+      expected: "a non-empty string"
+    })
+    return null
   }
   const bool = (name: RelayField, fallback: boolean): boolean | null => {
     const f = field(name)
@@ -216,7 +241,19 @@ export const relay = (
   const implicitTls = bool("implicitTls", !json)
   const allowInvalidCerts = bool("allowInvalidCerts", false)
   const username = string("username")
-  const secret = string("secret")
+  const password = string("secret")
+  const token = string("token")
+  const allowPlaintext = bool("allowPlaintext", false)
+  if (password !== undefined && token !== undefined) {
+    issues.push({
+      path: at,
+      problem: "a secret and a token together",
+      found: "both",
+      expected: `${relaySpelling("secret", json)} (a password: PLAIN, LOGIN) or ${relaySpelling("token", json)} ` +
+        "(an OAuth 2.0 token: XOAUTH2)"
+    })
+  }
+  const secret = password !== undefined ? password : token
   if ((username === undefined) !== (secret === undefined)) {
     const missing = username === undefined ? "username" : "secret"
     issues.push({
@@ -228,7 +265,7 @@ export const relay = (
   }
   if (
     typeof address !== "string" || implicitTls === null || allowInvalidCerts === null || username === null ||
-    secret === null
+    secret === null || allowPlaintext === null || (password !== undefined && token !== undefined)
   ) return null
   return {
     address,
@@ -237,7 +274,12 @@ export const relay = (
     implicitTls,
     allowInvalidCerts,
     auth: typeof username === "string" && typeof secret === "string"
-      ? Option.some({ username, secret: Redacted.make(secret) })
+      ? Option.some({
+        username,
+        secret: Redacted.make(secret),
+        ...(typeof token === "string" ? { token: true } : {}),
+        ...(allowPlaintext ? { allowPlaintext } : {})
+      })
       : Option.none(),
     origins
   }

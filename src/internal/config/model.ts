@@ -8,9 +8,11 @@
  * selector and then the chosen strategy's value, so the stage evaluations (`internal/settings/evaluate`) are the same
  * for every layout.
  */
+import * as Either from "effect/Either"
 import type * as Option from "effect/Option"
 import type { Variables } from "../../Expression.js"
 import type { RelayAuth, RelayProtocol, Route } from "../../Settings.js"
+import type { RouteSetting } from "./relays.js"
 import * as Keys from "./keys.js"
 import type { Segment } from "./locate.js"
 
@@ -147,7 +149,7 @@ export const choose = (
 export const settingsOf = (
   model: Model,
   context: Keys.DefaultContext
-): Keys.ConfigSettings & { readonly route: Keys.Setting<Route> } => {
+): Keys.ConfigSettings & { readonly route: RouteSetting } => {
   const settings: { [name: string]: any } = {}
   for (const { at, name, spec } of Keys.ENTRIES) {
     const key = keyName(model.layout, spec)
@@ -172,10 +174,12 @@ export const settingsOf = (
         evaluate: (variables) => {
           const chosen = choose(model, group, variables)
           const strategy = chosen.strategy
-          // A relay or local route has no MX keys: they keep their defaults.
-          const valued = strategy === null || (group === "route" && (strategy as RouteStrategy).type !== "mx")
-            ? undefined
-            : strategy.values[name] as Valued<unknown> | undefined
+          // A relay or local route has no keys of its own: the `mx` route's apply (a relay's addresses are resolved
+          // by `ip-strategy` and cut by `limits.multihomed` like any host's).
+          const source = group === "route" && strategy !== null && (strategy as RouteStrategy).type !== "mx"
+            ? model.routes.get("mx") ?? null
+            : strategy
+          const valued = source === null ? undefined : source.values[name] as Valued<unknown> | undefined
           if (bySource && strategy !== null) {
             const source = strategy.ehloBySource.get(String(variables["local_ip"] ?? ""))
             if (source !== undefined) return source.setting.evaluate(variables)
@@ -189,12 +193,21 @@ export const settingsOf = (
     for (const segment of at.slice(0, -1)) node = node[segment] ??= {}
     node[at[at.length - 1]!] = setting
   }
-  const route: Keys.Setting<Route> = {
-    key: model.selectors.route.setting.key,
-    stage: "domain",
+  // A route name no route has fails the domain's delivery (as relays.ts does for next-hop): mail is never sent by
+  // MX when the configuration meant another route.
+  const key = model.selectors.route.setting.key
+  const route: RouteSetting = {
+    key,
     evaluate: (variables) => {
       const chosen = choose(model, "route", variables)
-      return { value: routeOf(model, chosen.name), warning: chosen.warning }
+      if (chosen.strategy === null && !BUILT_IN.route.includes(chosen.name)) {
+        return Either.left(
+          `${key} computed ${JSON.stringify(chosen.name)}, which names no route; the routes are ${
+            [...model.routes.keys()].join(", ")
+          }`
+        )
+      }
+      return Either.right({ value: routeOf(model, chosen.name), warning: chosen.warning })
     }
   }
   return { ...(settings as Keys.ConfigSettings), route }

@@ -9,7 +9,6 @@ import * as Schema from "effect/Schema"
 import * as os from "node:os"
 import { isIP } from "node:net"
 import type { CompileOptions, Value } from "../../Expression.js"
-import type { Route } from "../../Settings.js"
 import { hostnameProblem } from "./convert.js"
 import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
@@ -18,12 +17,13 @@ import * as Layouts from "./layouts.js"
 import { makeJsonLocator, makeLocator, type Position, type Segment } from "./locate.js"
 import * as Model from "./model.js"
 import * as Sections from "./sections.js"
+import * as Relays from "./relays.js"
 import { build, type RawIssue } from "./setting.js"
 import { parseToml } from "./toml.js"
 
 /** The loaded configuration: the settings derived from the model, the model, the file and the load-time notes. @internal */
 export type Loaded = Keys.ConfigSettings & {
-  readonly route: Keys.Setting<Route>
+  readonly route: Relays.RouteSetting
   readonly layout: Keys.Layout
   readonly model: Model.Model
   readonly file: string | null
@@ -299,7 +299,7 @@ const loadOutbound = (
   options: CompileOptions,
   context: Keys.DefaultContext,
   notes: Notes
-): Omit<Model.Model, "hostname"> => {
+): Omit<Model.Model, "hostname"> & { readonly routeSetting: Relays.RouteSetting } => {
   const section = at(root, SECTION)
   const maps = emptyMaps()
   if (section !== undefined && !isTable(section)) {
@@ -357,22 +357,28 @@ const loadOutbound = (
   maps.routes.set("mx", { ...strategies.route, type: "mx" })
   maps.connections.set("default", strategies.connection)
   maps.tls.set("default", strategies.tls)
-  // [remote.<id>]: the relay hosts next-hop names.
-  const remote = at(root, ["remote"])
-  if (remote !== undefined && !isTable(remote)) {
-    notes.issues.push({
-      path: ["remote"],
-      problem: "not a table",
-      found: describeToml(remote),
-      expected: "[remote.<id>] tables"
-    })
-  } else if (isTable(remote)) {
-    for (const [id, host] of Object.entries(remote)) {
-      readRoute("outbound", id, host, ["remote", id], maps, notes, "relay")
+  // [remote.<id>] and next-hop as relays.ts reads them (its issues, its RouteSetting); the model gets the same relays.
+  const nextHop = isTable(section) ? section["next-hop"] : undefined
+  const routeSetting = Relays.route(root, nextHop, options)
+  notes.issues.push(...routeSetting.issues)
+  for (const [id, relay] of Relays.relays(root, [])) {
+    const origins: { [field: string]: Model.Origin } = {}
+    const table = at(root, ["remote", id])
+    for (const field of Layouts.RELAY_FIELD_NAMES) {
+      const spelled = Layouts.relaySpelling(field, false).split(".")
+      if (at(table, spelled) !== undefined) origins[field] = ["remote", id, ...spelled]
     }
+    const { _tag: _, name: __, ...fields } = relay
+    maps.routes.set(id, {
+      name: id,
+      origin: ["remote", id],
+      values: {},
+      ehloBySource: new Map(),
+      type: "relay",
+      relay: { ...fields, origins }
+    })
   }
   Layouts.withBuiltIns(maps, "outbound")
-  const nextHop = isTable(section) ? section["next-hop"] : undefined
   // One implicit strategy per group: the selectors always name it (the route one is next-hop's default, false).
   const constant = (group: Keys.Group, name: string): Model.Selector => ({
     setting: {
@@ -384,15 +390,17 @@ const loadOutbound = (
     origin: null,
     constant: name
   })
+  // next-hop's issues are relays.ts's (above): the model's selector is built for show and convert only.
   const route = nextHop === undefined
     ? constant("route", "mx")
     : Layouts.selector("route", [...SECTION, "next-hop"], nextHop, [...SECTION, "next-hop"], "mx", options, [
       ...maps.routes.keys()
-    ], notes.issues, true)
+    ], [], true)
   return {
     layout: "outbound",
     selectors: { route, connection: constant("connection", "default"), tls: constant("tls", "default") },
-    ...maps
+    ...maps,
+    routeSetting: routeSetting.setting
   }
 }
 
@@ -856,8 +864,10 @@ export const parse = (
       : loadOutbound(root, options, { hostname: hostname.value }, notes)
   }
   if (loaded !== null && notes.issues.length === 0) {
-    const model: Model.Model = { ...loaded, hostname }
-    const settings = Model.settingsOf(model, { hostname: hostname.value })
+    const { routeSetting, ...rest } = loaded as typeof loaded & { readonly routeSetting?: Relays.RouteSetting }
+    const model: Model.Model = { ...rest, hostname }
+    const derived = Model.settingsOf(model, { hostname: hostname.value })
+    const settings = routeSetting === undefined ? derived : { ...derived, route: routeSetting }
     return Either.right({
       ...settings,
       layout: model.layout,

@@ -6,6 +6,7 @@ import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
 import { JSON_OBJECT } from "./model.js"
 import * as Sections from "./sections.js"
+import { REMOTE_REFERENCE } from "./relays.js"
 import { renderDefault } from "./setting.js"
 
 const STAGE_TEXT = {
@@ -27,10 +28,11 @@ export const renderReference = (): string => {
       cell(spec.converter.expected)
     } | ${cell(spec.doc)} |`
   })
-  const relay = (["address", "port", "protocol", "implicitTls", "allowInvalidCerts", "username", "secret"] as const).map(
-    (field) =>
-      `| \`${Layouts.relaySpelling(field, false)}\` | \`${Layouts.relaySpelling(field, true)}\` | ${RELAY_DOC[field]} |`
-  )
+  const relay = REMOTE_REFERENCE.map(([key, fallback, accepts, doc]) => {
+    const field = Layouts.RELAY_FIELD_NAMES.find((f) => Layouts.relaySpelling(f, false) === key)
+    const json = field === undefined ? "" : `\`${Layouts.relaySpelling(field, true)}\``
+    return `| \`${key}\` | ${json} | ${fallback} | ${cell(accepts)} | ${cell(doc)} |`
+  })
   const ignored = Keys.UNIMPLEMENTED.map(({ path, why }) => `- \`queue.outbound.${path.join(".")}\`: ${cell(why)}`)
   return [
     "# Configuration reference",
@@ -58,17 +60,19 @@ export const renderReference = (): string => {
     "else `'default'` |",
     "",
     "Built-in strategies (a file may redefine them): routes `mx` and `local`, connection `default`, TLS `default` and " +
-    "`invalid-tls` (`allow-invalid-certs = true`). A name no strategy has, computed at delivery time, gets Stalwart's " +
-    "default strategy and a warning; a literal name no strategy has is an error at load.",
+    "`invalid-tls` (`allow-invalid-certs = true`). A literal name no strategy has is an error at load. A name no " +
+    "strategy has, computed at delivery time: for a connection or TLS strategy, Stalwart's default strategy and a " +
+    "warning; for a route, the domain's delivery fails (kind `route`, deferred), never sent by MX instead.",
     "",
     "## Routes",
     "",
     "`[queue.route.<name>] type = \"mx\" | \"relay\" | \"local\"` (v0.13–v0.15), `MtaRoute` objects with " +
     "`\"@type\": \"Mx\" | \"Relay\" | \"Local\"` (v0.16), `[remote.<id>]` relays (v0.7–v0.12). An `mx` route holds " +
-    "the route keys above (`limits`, `ip-lookup`); a relay route:",
+    "the route keys above (`limits`, `ip-lookup`); a relay route (plain values in every layout; `tls.implicit` is " +
+    "false by default in JSON, as in v0.16):",
     "",
-    "| TOML | JSON | meaning |",
-    "|---|---|---|",
+    "| TOML | JSON | default | accepts | meaning |",
+    "|---|---|---|---|---|",
     ...relay,
     "",
     "Per source address: `[queue.source-ip.\"<ip>\"] ehlo-hostname` (v0.13–v0.15), `sourceIps[].ehloHostname` " +
@@ -91,13 +95,3 @@ export const renderReference = (): string => {
     ""
   ].join("\n")
 }
-
-const RELAY_DOC = {
-  address: "Host name or IP address (required).",
-  port: "Port, 25 by default.",
-  protocol: "`smtp` (default) or `lmtp`.",
-  implicitTls: "TLS from the first byte (port 465). Default true in TOML (Stalwart v0.7–v0.15), false in JSON (v0.16).",
-  allowInvalidCerts: "Accept a certificate that does not verify. Default false.",
-  username: "AUTH user name; with the secret, or neither.",
-  secret: "AUTH secret; never printed (a redacted value)."
-} as const

@@ -105,6 +105,9 @@ const scan = (text: string): Scan => {
   return { text: out.join("\n"), repeats }
 }
 
+/** `auth.secret = …`, `secret = …`, `auth.token = …` (the keys of a relay that hold a credential). */
+const SECRET_LINE = /^\s*((?:[\w-]+\.)*(?:secret|token))\s*=/
+
 /** The quirk behind a syntax error on a line, and its fix, when it is one Stalwart accepts. */
 const quirkOf = (line: string): string | null => {
   const value = /^\s*[A-Za-z0-9_."'-]+\s*=\s*(.*)$/.exec(line)
@@ -211,12 +214,16 @@ const parseOne = (text: string, original: string, offset: number): Either.Either
     if (error instanceof Toml.TomlError) {
       const line = error.line + offset
       const lineText = original.split(/\r?\n/)[line - 1] ?? ""
-      const quirk = quirkOf(lineText)
+      // A relay's secret is never quoted back, not even from a line that does not parse.
+      const secret = SECRET_LINE.exec(lineText)
+      const quirk = secret === null ? quirkOf(lineText) : null
       const what = error.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "")
       return Either.left({
         path: [],
         problem: quirk === null ? `TOML syntax error: ${what}` : `TOML syntax error: ${quirk}`,
-        found: `the line ${JSON.stringify(lineText.trim())}`,
+        found: secret === null
+          ? `the line ${JSON.stringify(lineText.trim())}`
+          : `the line of the key ${secret[1]} (its value not shown)`,
         expected: "valid TOML",
         line,
         col: error.column

@@ -149,8 +149,9 @@ const valueIn = (
 ): { readonly value: unknown } | null => {
   const strategy = Model.lookup(model, group, name)
   const context = { hostname: model.hostname.value }
+  // A relay or local route takes the `mx` route's keys (as `Model.settingsOf`).
   if (group === "route" && strategy !== null && (strategy as Model.RouteStrategy).type !== "mx") {
-    return { value: Model.fallbackOf(entry.spec, model.layout, context) }
+    return name === "mx" ? { value: Model.fallbackOf(entry.spec, model.layout, context) } : valueIn(model, group, "mx", entry, problems)
   }
   const valued = strategy?.values[entry.name] as Model.Valued<unknown> | undefined
   if (valued === undefined) return { value: Model.fallbackOf(entry.spec, model.layout, context) }
@@ -200,8 +201,10 @@ const relayFields = (relay: Model.RelayDefinition, json: boolean, implicitDefaul
   if (relay.implicitTls !== implicitDefault) fields.push([Layouts.relaySpelling("implicitTls", json), relay.implicitTls])
   if (relay.allowInvalidCerts) fields.push([Layouts.relaySpelling("allowInvalidCerts", json), true])
   if (Option.isSome(relay.auth)) {
-    fields.push([Layouts.relaySpelling("username", json), relay.auth.value.username])
-    fields.push([Layouts.relaySpelling("secret", json), Redacted.value(relay.auth.value.secret)])
+    const auth = relay.auth.value
+    fields.push([Layouts.relaySpelling("username", json), auth.username])
+    fields.push([Layouts.relaySpelling(auth.token === true ? "token" : "secret", json), Redacted.value(auth.secret)])
+    if (auth.allowPlaintext === true) fields.push([Layouts.relaySpelling("allowPlaintext", json), true])
   }
   return fields
 }

@@ -1,5 +1,5 @@
 /**
- * The domain stage: the domain's settings, its MTA-STS policy and its MX plan, with the hosts an enforced policy
+ * The domain stage: the domain's settings and route, its MTA-STS policy and its MX plan (or its relay), with the hosts an enforced policy
  * excludes taken out. Shared by `deliver` and `explain`.
  */
 import * as Effect from "effect/Effect"
@@ -12,12 +12,13 @@ import * as MtaSts from "../../MtaSts.js"
 import * as MxPlan from "../../MxPlan.js"
 import type { Config } from "../../OutboundConfig.js"
 import type * as PolicyCache from "../../PolicyCache.js"
-import type { DomainSettings } from "../../Settings.js"
+import type { DomainSettings, Route } from "../../Settings.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
 import { domainStrategies, evaluateDomain } from "../settings/evaluate.js"
 import { reportError } from "./report.js"
 import { domainVariables, type Group } from "./request.js"
+import { relayPlan, routePlan, unknownRoute } from "./route.js"
 
 /** What the domain stage decided. @internal */
 export interface DomainStage {
@@ -25,6 +26,8 @@ export interface DomainStage {
   readonly settings: DomainSettings
   /** The route and TLS strategies the selectors chose, by name. */
   readonly strategies: { readonly route: string; readonly tls: string }
+  /** The domain's route; `null` when `next-hop` named no relay (`error` says so). */
+  readonly route: Route | null
   /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */
   readonly warnings: Array<string>
   readonly mtaSts: MtaSts.Outcome | null
@@ -49,11 +52,13 @@ export const domainStage = (
     const { settings } = evaluated
     const warnings = [...evaluated.warnings]
     const mode = settings.tls.mtaSts
+    const route = evaluated.routeError === null ? settings.route : null
     const strategies = domainStrategies(config, variables)
-    const stage = { variables, settings, strategies, warnings, mtaSts: null, plan: null, excluded: [], error: null }
-    // Relay and local routes are read from the configuration, but this transport delivers by MX only: their mail is
-    // deferred (never sent by MX instead, never bounced), with a message that says why.
-    if (settings.route._tag !== "mx") return { ...stage, error: unsupportedRoute(settings.route) }
+    const stage = { variables, settings, route, strategies, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    if (evaluated.routeError !== null) return { ...stage, error: unknownRoute(evaluated.routeError) }
+    // Local recipients are handed over as they are; a relay is the one host, with no MTA-STS (as Stalwart).
+    if (settings.route._tag === "local") return stage
+    if (settings.route._tag === "relay") return { ...stage, plan: relayPlan(group.target, settings.route) }
     // An address literal has no policy to publish; `disable` means not even asking.
     let mtaSts: MtaSts.Outcome | null = null
     if (!group.literal && mode !== "disable") {
@@ -86,15 +91,6 @@ export const domainStage = (
     return { ...stage, mtaSts, plan, excluded }
   })
 
-const unsupportedRoute = (route: Exclude<DomainSettings["route"], { readonly _tag: "mx" }>) =>
-  TransportError.make(
-    "dns",
-    "route",
-    `the route ${JSON.stringify(route.name)} is a ${route._tag} route${
-      route._tag === "relay" ? ` (${route.address}:${route.port})` : ""
-    }, and this transport delivers by MX only: the mail is deferred`
-  )
-
 const notListed = (host: string) =>
   TransportError.make("mta-sts", "policy", `${host} is not listed in the domain's enforced MTA-STS policy`, true)
 
@@ -110,6 +106,7 @@ export const domainPlanOf = (
 ): DomainPlan => ({
   domain: group.domain,
   recipients: group.recipients,
+  route: stage.route === null ? null : routePlan(stage.route),
   // In preference order, as a reader expects them; DNS answers in any order.
   mx: stage.plan?.records.map((r) => ({ exchange: r.exchange, priority: r.priority }))
     .sort((a, b) => a.priority - b.priority) ?? [],

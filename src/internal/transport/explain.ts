@@ -41,6 +41,7 @@ export const explainDomain = (
     }))
     const policy = policyOf(stage)
     const enforced = MtaSts.enforced(policy)
+    const relay = stage.route?._tag === "relay" ? stage.route : null
     for (const host of stage.plan?.hosts ?? []) {
       const variables = hostVariables(stage.variables, host)
       const hostEval = evaluateHost(config, variables)
@@ -67,7 +68,7 @@ export const explainDomain = (
         mtaSts: mtaStsMatch(policy, host.name),
         error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
         settings: explainedSettings(hostEval.settings, connection.settings, {
-          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls }).allowInvalidCerts,
+          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls, relay }).allowInvalidCerts,
           requireTls: requireTls || enforced
         })
       })

@@ -15,7 +15,7 @@ import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryR
 import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
 import type { Config } from "../../OutboundConfig.js"
-import type { ConnectionSettings, HostSettings } from "../../Settings.js"
+import type { ConnectionSettings, HostSettings, RelayRoute } from "../../Settings.js"
 import * as SmtpSession from "../../SmtpSession.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
@@ -45,7 +45,12 @@ export interface Delivery {
 export interface HostStage {
   readonly variables: Variables
   readonly settings: HostSettings
+  /** The relay this host is, on a relay route; `null` for an MX host. */
+  readonly relay: RelayRoute | null
 }
+
+/** The port of a host: the relay's, or the one of every MX host. */
+const portOf = (delivery: Delivery, hostStage: HostStage) => hostStage.relay?.port ?? delivery.options.port
 
 /** @internal */
 export type HostOutcome =
@@ -79,6 +84,7 @@ const connect = (
   const ehlo = settingWarnings.ehloName(settings.ehloName)
   if (ehlo !== null) warnings.push(ehlo)
   const { options } = delivery
+  const port = portOf(delivery, hostStage)
   return Effect.flatMap(
     Effect.makeSpan("smtp.attempt", {
       kind: "client",
@@ -87,13 +93,13 @@ const connect = (
       attributes: tracing.peerAttributes({
         servername: host.host.name,
         ip: candidate.ip,
-        port: options.port,
+        port,
         localAddress: candidate.source
       })
     }),
     (span) =>
       SmtpSession.connect(
-        { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
+        { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
         { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
       ).pipe(
         Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : tracing.end(span, exit)),
@@ -182,7 +188,7 @@ const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
  */
 const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
   error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
-  settings.tls.starttls === "optional"
+  settings.tls.starttls === "optional" && settings.tls.implicit !== true
 
 /**
  * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
@@ -199,14 +205,21 @@ const session = (
   record: Record
 ): Effect.Effect<HostOutcome, never, Connector> =>
   Effect.gen(function*() {
+    const { relay } = hostStage
+    const tls = effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay })
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
       servername: host.host.name,
-      tls: { ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls }), ca: delivery.ca },
+      tls: { ...tls, ca: delivery.ca },
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
-      span: connected.span
+      span: connected.span,
+      ...(relay === null ? {} : {
+        protocol: relay.protocol,
+        ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
+      })
     }
+    const port = portOf(delivery, hostStage)
     const outcome = yield* converse(delivery, group, host, connected.connection, settings, (f) => record(startMs, f))
     if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
     yield* Effect.logDebug(`${outcome.error.message}: going on in plaintext (tls.starttls = optional)`)
@@ -220,7 +233,7 @@ const session = (
       ...tracing.peerAttributes({
         servername: host.host.name,
         ip: candidate.ip,
-        port: delivery.options.port,
+        port,
         localAddress: candidate.source
       }),
       "smtp.plaintext_retry": true
@@ -228,7 +241,7 @@ const session = (
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.either(restore(SmtpSession.connect(
-            { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
+            { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
             { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span }
           ))),
           (retry) =>
@@ -247,18 +260,28 @@ const session = (
 
 /**
  * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
- * §4), so `allow-invalid-certs` does not apply to them. Shared by the session and `explain`.
+ * §4), so `allow-invalid-certs` does not apply to them. A relay adds its own `tls.allow-invalid-certs` and
+ * `tls.implicit`. Shared by the session and `explain`.
  *
  * @internal
  */
 export const effectiveTls = (
   host: HostSettings,
-  requirements: { readonly enforced: boolean; readonly requireTls: boolean }
-): Omit<SmtpSession.SessionSettings["tls"], "ca"> => ({
-  starttls: host.tls.starttls,
-  allowInvalidCerts: host.tls.allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
-  required: requirements.requireTls || requirements.enforced
-})
+  requirements: {
+    readonly enforced: boolean
+    readonly requireTls: boolean
+    readonly relay?: RelayRoute | null | undefined
+  }
+): Omit<SmtpSession.SessionSettings["tls"], "ca"> => {
+  const relay = requirements.relay ?? null
+  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true
+  return {
+    starttls: host.tls.starttls,
+    allowInvalidCerts: allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
+    required: requirements.requireTls || requirements.enforced,
+    ...(relay?.implicitTls === true ? { implicit: true } : {})
+  }
+}
 
 /** Open, one transaction, QUIT, on one connection; its attempt recorded. */
 const converse = (
