@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
-import { ipStrategies, phases, relayProtocols, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
+import { ipStrategies, layouts, phases, relayProtocols, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
 import { kinds } from "./TransportError.js"
 
 const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.NullOr(schema)
@@ -151,6 +151,8 @@ const hostPlanFields = {
   /** Addresses dropped by `limits.multihomed`. */
   truncated: strings,
   sourceIps: Schema.Struct({ v4: strings, v6: strings }),
+  /** The connection and TLS strategies the configuration's selectors chose for this host; `null` when not evaluated. */
+  strategies: nullable(Schema.Struct({ connection: Schema.String, tls: Schema.String })),
   /** Whether the host is listed in the domain's MTA-STS policy; `null` when no policy applies. */
   mtaSts: nullable(Schema.Literal("match", "mismatch")),
   error: nullable(ReportError)
@@ -237,6 +239,8 @@ const domainPlanFields = {
   /** Hosts cut by `limits.mx`. */
   dropped: strings,
   limits: Schema.Struct({ mx: Schema.Number, multihomed: Schema.Number }),
+  /** The route and TLS strategy the configuration's selectors chose for the domain (TLS: with `mx` still empty). */
+  strategies: Schema.Struct({ route: Schema.String, tls: Schema.String }),
   /** `null` when `tls.mta-sts = disable` or the domain is an address literal. */
   mtaSts: nullable(MtaStsPlan),
   error: nullable(ReportError)
@@ -266,7 +270,8 @@ export interface DomainPlan extends Schema.Schema.Type<typeof DomainPlan> {}
 export const DeliveryReport = Schema.Struct({
   recipients: Schema.Array(RecipientResult),
   attempts: Schema.Array(AttemptRecord),
-  plan: Schema.Struct({ domains: Schema.Array(DomainPlan) }),
+  /** `layout`: which of Stalwart's configuration layouts the settings were read from. */
+  plan: Schema.Struct({ layout: Schema.Literal(...layouts), domains: Schema.Array(DomainPlan) }),
   warnings: strings
 }).annotations({ identifier: "DeliveryReport" })
 
@@ -352,6 +357,8 @@ export interface ExplainedDomain extends Schema.Schema.Type<typeof ExplainedDoma
  * @category models
  */
 export const ExplainReport = Schema.Struct({
+  /** Which of Stalwart's configuration layouts the settings were read from. */
+  layout: Schema.Literal(...layouts),
   domains: Schema.Array(ExplainedDomain),
   warnings: strings
 }).annotations({ identifier: "ExplainReport" })

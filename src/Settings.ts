@@ -149,7 +149,7 @@ export interface Limits {
  * @category models
  */
 export interface DomainSettings {
-  /** Where the domain's mail goes (`next-hop` naming a `[remote.<id>]` table, or the MX hosts). */
+  /** Where the domain's mail goes: the route the route selector (`next-hop`, `[queue.strategy] route`) names. */
   readonly route: Route
   readonly limits: Limits
   readonly tls: { readonly mtaSts: TlsPolicy }
@@ -184,6 +184,22 @@ export interface ConnectionSettings {
   readonly ehloName: string
   readonly timeouts: Timeouts<SessionPhase>
 }
+
+/**
+ * Stalwart's configuration layouts: `outbound` (v0.7–v0.12, `[queue.outbound]`, every key an expression),
+ * `strategies` (v0.13–v0.15, `[queue.strategy]` expressions naming `[queue.route|connection|tls.<name>]` tables) and
+ * `json` (v0.16+, the registry objects `MtaOutboundStrategy`, `MtaRoute`, `MtaConnectionStrategy`, `MtaTlsStrategy`).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const layouts = ["outbound", "strategies", "json"] as const
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type Layout = typeof layouts[number]
 
 /**
  * The protocols a relay route speaks: SMTP (RFC 5321) or LMTP (RFC 2033: LHLO, one reply per recipient after DATA).

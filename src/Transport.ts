@@ -229,7 +229,7 @@ export const deliver = (
     const report: DeliveryReport = {
       recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
       attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
-      plan: { domains: runs.map((run) => run.plan) },
+      plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
       warnings: messageWarnings(config.warnings, message, runs.flatMap((run) => run.warnings))
     }
     return report
@@ -257,6 +257,7 @@ export const explain = (
       { concurrency: options.domainConcurrency }
     )
     const report: ExplainReport = {
+      layout: config.layout,
       domains,
       warnings: Array.from(new Set([...config.warnings, ...domains.flatMap((d) => d.warnings)]))
     }

@@ -342,11 +342,13 @@ describe("Transport.deliver: the plan and the trace", () => {
           addresses: ["192.0.2.1", "192.0.2.2"],
           truncated: [],
           sourceIps: { v4: [], v6: [] },
+          strategies: { connection: "default", tls: "default" },
           mtaSts: null,
           error: null
         }],
         dropped: [],
         limits: { mx: 5, multihomed: 2 },
+        strategies: { route: "mx", tls: "default" },
         mtaSts: { status: "none", source: null, id: null, policy: null, error: null },
         error: null
       }])

@@ -215,7 +215,8 @@ export const mtaSts = (plan: MtaStsPlan | null): string => {
 const hostLines = (h: ExplainedHost): ReadonlyArray<string> => {
   const kind = h.implicit ? "implicit MX" : `preference ${h.preference}`
   const listed = h.mtaSts === null ? "" : `, ${h.mtaSts === "match" ? "listed in" : "not listed in"} the MTA-STS policy`
-  const lines = [`  host ${h.host} (${kind}${listed})`]
+  const strategies = h.strategies === null ? "" : `; connection strategy ${h.strategies.connection}, TLS strategy ${h.strategies.tls}`
+  const lines = [`  host ${h.host} (${kind}${listed}${strategies})`]
   if (h.error !== null && h.settings === null) {
     lines.push(`    not contacted: ${errorText(h.error)}`)
     return lines
@@ -242,6 +243,7 @@ const domainLines = (d: ExplainedDomain): ReadonlyArray<string> => {
   const lines = [
     `${d.domain}  (${d.recipients.join(", ")})`,
     `  route: ${routeText(d.route)}`,
+    `  strategies: route ${d.strategies.route}, TLS ${d.strategies.tls}`,
     `  limits: mx ${d.limits.mx}, multihomed ${d.limits.multihomed}`,
     `  MTA-STS: ${mtaSts(d.mtaSts)}; timeout ${duration(d.mtaStsTimeoutMs)}`
   ]
@@ -271,7 +273,8 @@ export const explain = (
   const sender = request.from === "" ? "<>" : request.from
   const n = request.recipients.length
   const lines: Array<string> = [
-    `Plan for ${n} recipient${n === 1 ? "" : "s"} from ${sender}, retry_num ${request.retryNum} (nothing is sent)`
+    `Plan for ${n} recipient${n === 1 ? "" : "s"} from ${sender}, retry_num ${request.retryNum} (nothing is sent)`,
+    `Configuration layout: ${report.layout}`
   ]
   for (const d of report.domains) lines.push("", ...domainLines(d))
   if (report.warnings.length > 0) lines.push("", "Warnings", ...report.warnings.map((w) => `  ${w}`))

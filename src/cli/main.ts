@@ -1,5 +1,5 @@
 /**
- * The `smtp-transport` command: `send`, `plan`, `demo` and `help`, the global options, and the mapping of every
+ * The `smtp-transport` command: `send`, `plan`, `config`, `demo` and `help`, the global options, and the mapping of every
  * outcome to an exit status.
  *
  * @since 0.1.0
@@ -15,6 +15,7 @@ import { createRequire } from "node:module"
 import { closest, isParseError, type OptionSpec, parse, type Parsed } from "./args.js"
 import { CliExit, ExitCode, usage } from "./exit.js"
 import { colourFor, type CommandHelp, globalOptions, render, renderRoot } from "./help.js"
+import * as ConfigCommand from "./config.js"
 import * as Plan from "./plan.js"
 import * as Send from "./send.js"
 
@@ -74,6 +75,7 @@ interface Command {
 const commands: ReadonlyArray<Command> = [
   { help: Send.help, run: Send.run },
   { help: Plan.help, run: Plan.run },
+  { help: ConfigCommand.help, run: ConfigCommand.run },
   {
     help: demoHelp,
     run: (parsed) =>
@@ -127,7 +129,7 @@ const root = (flag: (name: string) => boolean, colour: boolean) =>
     if (flag("help")) {
       return yield* Console.log(renderRoot([...commands.map((c) => c.help), helpCommand], colour))
     }
-    return yield* usage("a command is required: send, plan or demo (see smtp-transport --help)")
+    return yield* usage("a command is required: send, plan, config or demo (see smtp-transport --help)")
   })
 
 const program = (args: ReadonlyArray<string>, colour: boolean) =>

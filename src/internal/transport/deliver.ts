@@ -13,7 +13,7 @@ import type { Dns } from "../../Dns.js"
 import * as MtaSts from "../../MtaSts.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { PolicyCache } from "../../PolicyCache.js"
-import { evaluateHost } from "../settings/evaluate.js"
+import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
@@ -84,7 +84,8 @@ export const deliverDomain = (
       const next = yield* hosts.next
       if (Option.isNone(next)) break
       const host = next.value
-      hostPlans.push(hostPlan(host, policy))
+      const hostStage = hostStages.get(host.host)
+      hostPlans.push(hostPlan(host, policy, hostStage === undefined ? null : hostStrategies(delivery.config, hostStage.variables)))
       if (Either.isLeft(host.resolution)) {
         const error = host.resolution.left
         hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })

@@ -13,7 +13,7 @@ import * as MtaSts from "../../MtaSts.js"
 import type { Config } from "../../OutboundConfig.js"
 import type { PolicyCache } from "../../PolicyCache.js"
 import type { TransportOptions } from "../../Transport.js"
-import { evaluateConnection, evaluateHost } from "../settings/evaluate.js"
+import { evaluateConnection, evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { explainedSettings } from "../settings/explain.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { effectiveTls } from "./host.js"
@@ -64,6 +64,7 @@ export const explainDomain = (
         addresses,
         truncated: Either.match(resolved, { onLeft: () => [], onRight: (r) => r.truncated }),
         sourceIps: sourceIp,
+        strategies: hostStrategies(config, variables),
         mtaSts: mtaStsMatch(policy, host.name),
         error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
         settings: explainedSettings(hostEval.settings, connection.settings, {

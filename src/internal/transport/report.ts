@@ -122,7 +122,11 @@ export const mtaStsMatch = (policy: MtaSts.Policy | null, host: string): HostPla
   policy === null || policy.mode === "none" ? null : MtaSts.matches(policy, host) ? "match" : "mismatch"
 
 /** What resolution decided for a host a delivery reached. @internal */
-export const hostPlan = (host: Candidates.HostCandidates, policy: MtaSts.Policy | null): HostPlan => ({
+export const hostPlan = (
+  host: Candidates.HostCandidates,
+  policy: MtaSts.Policy | null,
+  strategies: HostPlan["strategies"]
+): HostPlan => ({
   host: host.host.name,
   preference: host.host.preference,
   implicit: host.host.implicit,
@@ -130,6 +134,7 @@ export const hostPlan = (host: Candidates.HostCandidates, policy: MtaSts.Policy 
   addresses: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.addresses }),
   truncated: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.truncated }),
   sourceIps: { v4: host.settings.sourceIp.v4, v6: host.settings.sourceIp.v6 },
+  strategies,
   mtaSts: mtaStsMatch(policy, host.host.name),
   error: Either.match(host.resolution, { onLeft: reportError, onRight: () => null })
 })
