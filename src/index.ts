@@ -10,6 +10,8 @@ export * as Candidates from "./Candidates.js"
 export * as Connector from "./Connector.js"
 /** @since 0.2.0 */
 export * as ConnectorTest from "./ConnectorTest.js"
+/** @since 0.2.0 */
+export * as Dane from "./Dane.js"
 /** @since 0.1.0 */
 export * as DeliveryReport from "./DeliveryReport.js"
 /** @since 0.1.0 */

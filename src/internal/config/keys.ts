@@ -168,13 +168,21 @@ export const KEYS = {
     "optional",
     "Whether MTA-STS (RFC 8461) is consulted and enforced: optional, require or disable."
   ),
+  "tls.dane": key<TlsPolicy, "host">(
+    "tls.dane",
+    "host",
+    "tls",
+    Convert.tlsPolicy,
+    "optional",
+    "Whether DANE (RFC 7672) is used: optional (where secure usable TLSA records exist), require or disable."
+  ),
   "tls.allowInvalidCerts": key(
     "tls.allow-invalid-certs",
     "host",
     "bool",
     Convert.boolean,
     false,
-    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy)."
+    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy or DANE)."
   ),
   connectionAttemptDelay: key<Option.Option<Duration.Duration>, "host">(
     "connection-attempt-delay",
@@ -258,8 +266,7 @@ export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filt
 
 /** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
 export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = [
-  { path: ["next-hop"], why: "relay routing (next-hop, remote hosts) is not implemented: delivery always goes by MX" },
-  { path: ["tls", "dane"], why: "DANE is not implemented: TLSA records are not consulted" }
+  { path: ["next-hop"], why: "relay routing (next-hop, remote hosts) is not implemented: delivery always goes by MX" }
 ]
 
 /**
