@@ -16,6 +16,7 @@ import type { PolicyCache } from "../../PolicyCache.js"
 import { evaluateHost } from "../settings/evaluate.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
+import { hostDane } from "./dane.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
 import type { Variables } from "../../Expression.js"
@@ -72,12 +73,20 @@ export const deliverDomain = (
       const next = yield* hosts.next
       if (Option.isNone(next)) break
       const host = next.value
-      hostPlans.push(hostPlan(host, policy))
       if (Either.isLeft(host.resolution)) {
+        hostPlans.push(hostPlan(host, policy, null))
         hostErrors.push({ error: host.resolution.left, host: null })
         continue
       }
-      const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)
+      const hostStage = hostStages.get(host.host)!
+      const dane = yield* hostDane(group.target, delivery.options.port, host.host, hostStage.settings)
+      hostPlans.push(hostPlan(host, policy, dane))
+      if (dane?.error) {
+        // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
+        hostErrors.push({ error: dane.error, host: null })
+        continue
+      }
+      const outcome = yield* tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span)
       if (outcome._tag === "NextHost") hostErrors.push(outcome)
       else results = outcome.recipients
     }

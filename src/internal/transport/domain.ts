@@ -127,5 +127,6 @@ export const excludedHostPlan = (
   truncated: [],
   sourceIps: { v4: [], v6: [] },
   mtaSts: "mismatch",
+  dane: null,
   error: reportError(error)
 })
