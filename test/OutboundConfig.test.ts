@@ -369,10 +369,31 @@ dane = "require"
 `)
     expect(config.warnings).toEqual([
       "queue.outbound.next-hop is a Stalwart setting this library ignores: relay routing (next-hop, remote hosts) " +
-      "is not implemented: delivery always goes by MX",
-      "queue.outbound.tls.dane is a Stalwart setting this library ignores: DANE is not implemented: TLSA records " +
-      "are not consulted"
+      "is not implemented: delivery always goes by MX"
     ])
+  })
+})
+
+describe("tls.dane", () => {
+  it("is a host-stage key: optional by default, require or disable, an expression on mx like its siblings", () => {
+    const config = ok(`
+[queue.outbound.tls]
+dane = [ { if = "mx == 'strict.example'", then = "require" }, { if = "mx == 'off.example'", then = "disable" }, { else = "optional" } ]
+`)
+    expect(config.warnings).toEqual([])
+    const domain = { rcpt: "a@b.example", rcpt_domain: "b.example", retry_num: 1 }
+    const dane = (mx: string) => OutboundConfig.evaluateHost(config, { ...domain, mx }).settings.tls.dane
+    expect([dane("strict.example"), dane("off.example"), dane("other.example")]).toEqual(["require", "disable", "optional"])
+    expect(OutboundConfig.evaluateHost(ok(""), { ...domain, mx: "x.example" }).settings.tls.dane).toBe("optional")
+  })
+
+  it("a value that is no TLS policy is an error naming the key, what was found and what was expected", () => {
+    const error = bad(`
+[queue.outbound.tls]
+dane = "sometimes"
+`).message
+    expect(error).toContain("queue.outbound.tls.dane")
+    expect(error).toContain("sometimes")
   })
 })
 
@@ -962,7 +983,7 @@ allow-invalid-certs = true
       settings: {
         ipStrategy: "ipv6_only",
         sourceIp: { v4: [], v6: [] },
-        tls: { starttls: "disable", allowInvalidCerts: true },
+        tls: { starttls: "disable", dane: "optional", allowInvalidCerts: true },
         connectionAttemptDelay: Option.some(Duration.millis(100))
       },
       warnings: [
@@ -1029,6 +1050,7 @@ describe("renderReference", () => {
       "timeouts.mta-sts",
       "tls.starttls",
       "tls.mta-sts",
+      "tls.dane",
       "tls.allow-invalid-certs",
       "connection-attempt-delay"
     ])
@@ -1048,6 +1070,6 @@ describe("renderReference", () => {
     expect(rows[0]).toContain("| `ehloName` | connection")
     expect(rows[0]).toContain("`[lookup.default] hostname` of the same file")
     expect(reference).toContain("- `queue.outbound.next-hop`: relay routing")
-    expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
+    expect(reference).not.toContain("DANE is not implemented")
   })
 })
