@@ -134,5 +134,9 @@ export const hostPlan = (
   sourceIps: { v4: host.settings.sourceIp.v4, v6: host.settings.sourceIp.v6 },
   mtaSts: mtaStsMatch(policy, host.host.name),
   dane: danePlan(dane),
-  error: Either.match(host.resolution, { onLeft: reportError, onRight: () => null })
+  // a failed DANE lookup (or `tls.dane = require` unmet) keeps the host from being tried, as an unresolved one is
+  error: Either.match(host.resolution, {
+    onLeft: reportError,
+    onRight: () => dane?.error ? reportError(dane.error) : null
+  })
 })
