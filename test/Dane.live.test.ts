@@ -76,6 +76,8 @@ beforeAll(async () => {
     tlsa("mx-bogus", EE_RECORD),
     mx("servfail", "mx-servfail"),
     mx("notlsa", "mx-notlsa"),
+    // more TLSA records than a 1232-byte UDP answer holds: the resolver truncates, the client asks again over TCP
+    ...Array.from({ length: 24 }, (_, i) => tlsa("big", `3 1 2 ${i.toString(16).padStart(2, "0").repeat(64)}`)),
     // MTA-STS domains served by DANE hosts
     mx("sts", "mx-eebad"),
     `_mta-sts.sts IN TXT "v=STSv1; id=1"`,
@@ -165,7 +167,7 @@ const deliver = (domain: string, config = CONFIG) =>
 const sessions = (host: keyof typeof hosts) => servers[host]!.sessions
 
 describe("the validating resolver (unbound) through Dns.layer", () => {
-  it.live("secure answers carry the AD bit; the unsigned delegation is insecure; a bad signature and a refused zone fail", () =>
+  it.live("secure answers carry the AD bit (over TCP too); the unsigned delegation is insecure; a bad signature and a refused zone fail", () =>
     Effect.gen(function*() {
       const dns = yield* Dns.Dns
       const answer = dns.answer!
@@ -180,6 +182,10 @@ describe("the validating resolver (unbound) through Dns.layer", () => {
       expect([nodata.reason, nodata.dnssec]).toEqual(["NotFound", "secure"])
       const bogus = yield* Effect.flip(answer("TLSA", `_${port}._tcp.mx-bogus.${ZONE}`))
       expect([bogus.reason, bogus.dnssec]).toEqual(["Temporary", "bogus"])
+      // unbound says why (RFC 8914)
+      expect(bogus.message).toMatch(/^TLSA _\d+\._tcp\.mx-bogus\.dane\.test: ESERVFAIL \(DNSSEC bogus: .+\)$/)
+      const big = yield* answer("TLSA", `_${port}._tcp.big.${ZONE}`)
+      expect([big.records.length, big.secure]).toEqual([24, true])
       const servfail = yield* Effect.flip(answer("TLSA", `_${port}._tcp.mx-servfail.${ZONE}`))
       expect(servfail.reason).toBe("Temporary")
       expect(servfail.message).toContain("ESERVFAIL")
