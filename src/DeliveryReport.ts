@@ -318,7 +318,7 @@ export type ExplainedTimeouts = typeof ExplainedTimeouts.Type
 /**
  * A host as {@link ExplainReport} shows it: its plan, and every setting evaluated for it. `settings` is `null` for
  * a host an enforced MTA-STS policy excludes; `requireTls` says TLS is required whatever `starttls` says
- * (REQUIRETLS, or an enforced MTA-STS policy); `connectionAttemptDelayMs` is `null` for strictly one address at a
+ * (REQUIRETLS, an enforced MTA-STS policy, or the host's DANE TLSA records); `dane` is `tls.dane`; `connectionAttemptDelayMs` is `null` for strictly one address at a
  * time.
  *
  * @since 0.1.0

@@ -45,8 +45,8 @@ export interface RecordOf {
 }
 
 /**
- * Records with the time they may be kept, in seconds; `null` when the source does not know it (Node reports no TTL
- * for MX and TXT), in which case a cache applies its default.
+ * Records with the time they may be kept, in seconds; `null` when the source does not know it, in which case a cache
+ * applies its default.
  *
  * @internal
  */
@@ -118,9 +118,9 @@ export declare namespace Dns {
 }
 
 /**
- * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: Node
- * reports none for MX and TXT), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
- * (NXDOMAIN and NODATA, RFC 2308; Node does not expose the SOA that would give the zone's own value).
+ * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: a
+ * hand-written `Dns`, a test zone without one), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
+ * (NXDOMAIN and NODATA, RFC 2308; the SOA that would give the zone's own value is not read).
  *
  * @internal
  */
