@@ -58,9 +58,10 @@ export type HostDane = lookup.HostDane
 export type Verification = verification.Verification
 
 /**
- * RFC 7672 §2.2's decision for one MX host. `domain`: the name whose MX RRset was looked up; `implicit`: the host is
- * the domain itself (no MX records); `port`: the port the connection goes to (the TLSA name is `_<port>._tcp.<host>`).
- * `policy` is `tls.dane`; `disable` is the caller's to honour (it makes no lookup at all).
+ * RFC 7672 §2.2's decision for one MX host. `domain`: the name whose MX RRset was looked up, `mxSecure` whether it
+ * validated (`MxPlan.secure`); `implicit`: the host is the domain itself (no MX records); `families`: the address
+ * types the IP strategy uses (`Candidates.families`); `port`: the port the connection goes to (the TLSA name is
+ * `_<port>._tcp.<host>`). `policy` is `tls.dane`; `disable` is the caller's to honour (it makes no lookup at all).
  *
  * @since 0.2.0
  * @category lookups
@@ -68,8 +69,10 @@ export type Verification = verification.Verification
 export const lookupHost: (options: {
   readonly policy: TlsPolicy
   readonly domain: string
+  readonly mxSecure: boolean
   readonly host: string
   readonly implicit: boolean
+  readonly families: ReadonlyArray<"A" | "AAAA">
   readonly port: number
 }) => Effect.Effect<HostDane, never, Dns> = lookup.lookupHost
 

@@ -11,6 +11,7 @@ import { Script, type Step } from "../src/ConnectorTest.js"
 import * as Dane from "../src/Dane.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
+import * as MxPlan from "../src/MxPlan.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as Transport from "../src/Transport.js"
@@ -129,8 +130,13 @@ const zones: Dns.Zones = {
   "implicitunsigned.test": { a: ["192.0.2.1"] }
 }
 
+// As the host stage does it: the MX plan first (it says whether the MX lookup validated), then the host's decision.
 const decide = (domain: string, host: string, policy: "optional" | "require" = "optional", implicit = false) =>
-  Dane.lookupHost({ policy, domain, host, implicit, port: 25 })
+  Effect.flatMap(
+    MxPlan.plan(domain, 5),
+    (plan) =>
+      Dane.lookupHost({ policy, domain: plan.domain, mxSecure: plan.secure === true, host, implicit, families: ["A"], port: 25 })
+  )
 
 describe("Dane.lookupHost: RFC 7672 §2.2", () => {
   it.effect("secure MX, secure address, secure usable TLSA: authenticate by the usable records, STARTTLS mandatory", () =>

@@ -1,7 +1,7 @@
 /**
  * When DANE applies to an MX host (RFC 7672 §2.2): the decision table over the DNSSEC status the `Dns` service
- * reports. Every lookup goes through the service's TTL-aware `answer`, so the MX and address lookups the plan and the
- * race already made are cache hits.
+ * reports. The MX RRset's status comes from the plan (no second MX query); the address lookups go through the
+ * service's TTL-aware `answer`, so the ones the race already made are cache hits.
  *
  * @internal
  */
@@ -57,8 +57,9 @@ const look = <T extends RRType>(
 const daneError = (message: string) => TransportError.make("dane", "dane", `dane: ${message}`)
 
 /**
- * The decision for one host: `domain` is the MX lookup's name (its MX RRset, or its denial for an implicit MX, must
- * be secure), `host` the MX host, `port` the port the connection goes to.
+ * The decision for one host: `domain` is the MX lookup's name and `mxSecure` whether its MX RRset (or, for an implicit
+ * MX, its denial) was validated; `host` the MX host, `families` the address types the IP strategy looks up, `port`
+ * the port the connection goes to.
  *
  * @internal
  */
@@ -66,8 +67,10 @@ export const lookupHost = (
   options: {
     readonly policy: TlsPolicy
     readonly domain: string
+    readonly mxSecure: boolean
     readonly host: string
     readonly implicit: boolean
+    readonly families: ReadonlyArray<"A" | "AAAA">
     readonly port: number
   }
 ): Effect.Effect<HostDane, never, Dns> =>
@@ -97,22 +100,15 @@ export const lookupHost = (
       return base
     }
 
-    // 1. The MX RRset (or, for an implicit MX, the authenticated denial of one) must be secure (§2.2.1).
-    const mx = yield* look(answerer, "MX", domain)
-    if (mx._tag === "Error" && mx.error.dnssec === "bogus") {
-      return result("failed", `the MX lookup of ${domain} failed DNSSEC validation`, {
-        error: daneError(`the MX records of ${domain} are bogus (${mx.error.message})`)
-      })
-    }
-    const mxSecure = options.implicit
-      ? mx._tag === "Error" && mx.error.dnssec === "secure"
-      : mx._tag === "Answer" && mx.answer.secure
-    if (!mxSecure) {
+    // 1. The MX RRset (or, for an implicit MX, the authenticated denial of one) must be secure (§2.2.1). A bogus one
+    // never gets here: the plan's MX lookup failed (temporarily).
+    if (!options.mxSecure) {
       return result("insecure", options.implicit ? `${domain} has no MX records signed as absent` : `the MX records of ${domain} are not signed`)
     }
 
     // 2. The host's address RRsets must be secure (§2.2.2): a bogus one defers the host, an insecure one means no DANE.
-    const addresses = yield* Effect.all([look(answerer, "A", host), look(answerer, "AAAA", host)], {
+    // Only the families the IP strategy uses, which the race has looked up (cache hits).
+    const addresses = yield* Effect.forEach(options.families, (family) => look(answerer, family, host), {
       concurrency: "unbounded"
     })
     const bogus = addresses.find((a) => a._tag === "Error" && a.error.dnssec === "bogus")

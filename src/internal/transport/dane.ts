@@ -3,28 +3,38 @@
  * in each attempt. Shared by `deliver` and `explain`.
  */
 import * as Effect from "effect/Effect"
+import * as Candidates from "../../Candidates.js"
 import type { TlsInfo } from "../../Connector.js"
 import * as Dane from "../../Dane.js"
 import type { AttemptDane, DanePlan } from "../../DeliveryReport.js"
 import type { Dns } from "../../Dns.js"
-import type { MxHost } from "../../MxPlan.js"
+import type { MxHost, MxPlan } from "../../MxPlan.js"
 import type { HostSettings } from "../../Settings.js"
 
 /**
  * `null` when `tls.dane = disable` or the host is an address literal (no name, no TLSA); otherwise RFC 7672 §2.2's
- * decision. `domain`: the name the MX lookup was made for; `port`: where the connection goes.
+ * decision. `plan`: the domain's MX plan (its name and whether its MX lookup validated); `port`: where the
+ * connection goes.
  *
  * @internal
  */
 export const hostDane = (
-  domain: string,
+  plan: MxPlan,
   port: number,
   host: MxHost,
   settings: HostSettings
 ): Effect.Effect<Dane.HostDane | null, never, Dns> =>
   settings.tls.dane === "disable" || host.literal
     ? Effect.succeed(null)
-    : Dane.lookupHost({ policy: settings.tls.dane, domain, host: host.name, implicit: host.implicit, port })
+    : Dane.lookupHost({
+      policy: settings.tls.dane,
+      domain: plan.domain,
+      mxSecure: plan.secure === true,
+      host: host.name,
+      implicit: host.implicit,
+      families: Candidates.families(settings.ipStrategy),
+      port
+    })
 
 /** @internal */
 export const danePlan = (dane: Dane.HostDane | null): DanePlan | null =>

@@ -79,7 +79,7 @@ export const deliverDomain = (
         continue
       }
       const hostStage = hostStages.get(host.host)!
-      const dane = yield* hostDane(group.target, delivery.options.port, host.host, hostStage.settings)
+      const dane = yield* hostDane(plan, delivery.options.port, host.host, hostStage.settings)
       hostPlans.push(hostPlan(host, policy, dane))
       if (dane?.error) {
         // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)

@@ -49,9 +49,9 @@ export const explainDomain = (
       const { ipStrategy, sourceIp } = hostEval.settings
       const resolved = yield* Effect.either(Candidates.resolveHost(host, ipStrategy, stage.settings.limits.multihomed))
       const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
-      const dane = Either.isLeft(resolved)
+      const dane = Either.isLeft(resolved) || stage.plan === null
         ? null
-        : yield* hostDane(group.target, options.port, host, hostEval.settings)
+        : yield* hostDane(stage.plan, options.port, host, hostEval.settings)
       const connection = evaluateConnection(config, connectionVariables(variables, addresses[0] ?? "0.0.0.0", null))
       stage.warnings.push(...connection.warnings)
       // Said once per domain, not once per host that shares the setting.
