@@ -209,7 +209,7 @@ const blackHole = Effect.acquireRelease(
 const asks = (label: string) => (packet: Packet) => packet.message.includes(label)
 
 describe("Dns.layer against a server that never answers", () => {
-  it.scopedLive("n lookups that all time out send at most n × tries packets, each query from a port of its own", () =>
+  it.scopedLive("n lookups that all time out send n × tries packets, from one shared socket, a query's retry from its own", () =>
     Effect.gen(function*() {
       const hole = yield* blackHole
       const n = 30
@@ -222,8 +222,8 @@ describe("Dns.layer against a server that never answers", () => {
       // wait past the budget for any late send
       yield* Effect.sleep("1500 millis")
       expect(hole.packets.length).toBe(n * tries)
-      // the source port changes with every query (RFC 5452 §9.2), and a query's retry comes from the same one
-      expect(new Set(hole.packets.map((p) => p.port)).size).toBe(n)
+      // queries in flight together share a socket (a fresh one every 100 queries), so 30 come from one port
+      expect(new Set(hole.packets.map((p) => p.port)).size).toBe(1)
       for (let i = 0; i < n; i++) {
         const label = Buffer.from(`q${i}`)
         const own = hole.packets.filter((p) => p.message.includes(Buffer.concat([Buffer.from([label.length]), label])))
@@ -232,7 +232,7 @@ describe("Dns.layer against a server that never answers", () => {
       }
     }))
 
-  it.scopedLive("an interrupted query sends nothing more; the others in flight go on with their tries", () =>
+  it.scopedLive("an interrupted query sends nothing more; the others in flight (on its socket) go on with their tries", () =>
     Effect.gen(function*() {
       const hole = yield* blackHole
       const dns = yield* Dns.Dns.pipe(
@@ -247,6 +247,21 @@ describe("Dns.layer against a server that never answers", () => {
       yield* Effect.sleep("500 millis")
       expect(hole.packets.filter(asks("interrupted")).length).toBe(1)
       expect(hole.packets.filter(asks("other")).length).toBe(4)
+      expect(new Set(hole.packets.map((p) => p.port)).size).toBe(1)
+    }))
+
+  it.scopedLive("a socket serves at most 100 queries: the 101st in flight goes out from a fresh port", () =>
+    Effect.gen(function*() {
+      const hole = yield* blackHole
+      const n = 150
+      yield* Effect.all(
+        Array.from({ length: n }, (_, i) => Effect.flatMap(Dns.Dns, (dns) => Effect.exit(dns.a(`r${i}.silent.test`)))),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.provide(Dns.layer({ servers: [hole.server], timeout: "300 millis", tries: 1, cache: false })))
+      expect(hole.packets.length).toBe(n)
+      const ports = hole.packets.map((p) => p.port)
+      expect(new Set(ports).size).toBe(2)
+      expect(ports.filter((p) => p === ports[0]).length).toBe(100)
     }))
 })
 
