@@ -176,11 +176,11 @@ export interface LayerOptions {
 
 /**
  * The live resolver, the resolver cache in front unless `cache: false`. Each query is a DNS message of our own
- * (`dns-packet`) with the DO bit set, over UDP from a socket of its own (a fresh source port and a random id per
- * query), sent `tries` times within the budget to the servers in turn, and asked again over TCP when the answer is
- * truncated; only an answer from a server it was sent to, with its id and question, is heard. A lookup whose budget
- * runs out fails at once; an interrupted one closes its socket at once: nothing more is sent for it, and no other
- * query is disturbed.
+ * (`dns-packet`) with the DO bit set and a random id, over UDP from a socket shared by the queries in flight (a fresh
+ * source port every 100 queries, closed when idle), sent `tries` times within the budget to the servers in turn, and
+ * asked again over TCP when the answer is truncated; only an answer from a server it was sent to, with its id and
+ * question, is heard. A lookup whose budget runs out fails at once; an interrupted one stops at once: nothing more is
+ * sent for it, and the other queries on its socket are not disturbed.
  *
  * @since 0.1.0
  * @category layers

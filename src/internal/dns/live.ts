@@ -230,6 +230,8 @@ interface Channel {
   /** Queries started on it; at `queriesPerChannel` it takes no more. */
   started: number
   closed: boolean
+  /** With one server the socket is connected to it; datagrams wait here until it is. */
+  waiting: Array<Buffer> | null
 }
 
 // How many queries a UDP socket serves before new queries go to a fresh one. A socket per query cost about 70 µs of
@@ -239,7 +241,8 @@ const queriesPerChannel = 100
 
 /**
  * Queries in flight together share UDP sockets (channels), each bound to a port the OS picks, replaced after 100
- * queries and closed when its last query ends; an answer is heard only on the channel its query was sent on, from a
+ * queries and closed when its last query ends (with one server, connected to it: a send names no address, and the
+ * kernel drops datagrams from anyone else); an answer is heard only on the channel its query was sent on, from a
  * server it was sent to, with its id and question. A query is sent `tries` times within the budget, `budget / tries`
  * apart, to the servers in turn; a truncated answer is asked again over TCP of the server that sent it (RFC 7766),
  * within the same budget.
@@ -261,11 +264,21 @@ export const make = (options: LiveOptions): Resolve => {
   if (servers.length === 0) throw new TypeError("No DNS server configured")
   const families = [...new Set(servers.map((s) => s.family))]
   const current = new Map<4 | 6, Channel>()
+  const single = servers.length === 1 ? servers[0]! : undefined
 
   const open = (family: 4 | 6): Channel => {
     // bound on the first send, to a port the OS picks
     const socket = dgram.createSocket(family === 6 ? "udp6" : "udp4")
-    const channel: Channel = { socket, pending: new Map(), started: 0, closed: false }
+    const channel: Channel = { socket, pending: new Map(), started: 0, closed: false, waiting: null }
+    if (single !== undefined) {
+      // Connected to the one server: the kernel drops datagrams from anyone else, and a send names no address.
+      channel.waiting = []
+      socket.connect(single.port, single.host, () => {
+        const waiting = channel.waiting ?? []
+        channel.waiting = null
+        if (!channel.closed) for (const message of waiting) socket.send(message, ignore)
+      })
+    }
     socket.on("error", () => {
       // an ICMP error or a failed send: another try or the budget ends the query
     })
@@ -367,9 +380,10 @@ export const make = (options: LiveOptions): Resolve => {
     const server = servers[attempt % servers.length]!
     const channel = query.channels.get(server.family)
     if (channel !== undefined && channel.pending.get(query.id) === query) {
-      channel.socket.send(query.message, server.port, server.host, () => {
-        // a send that fails (no route) is one try lost; the budget still ends the query
-      })
+      // a send that fails (no route, an ICMP error) is one try lost; the budget still ends the query
+      if (single === undefined) channel.socket.send(query.message, server.port, server.host, ignore)
+      else if (channel.waiting !== null) channel.waiting.push(query.message)
+      else channel.socket.send(query.message, ignore)
     }
     if (attempt + 1 < tries) {
       const timer = setTimeout(() => {
@@ -404,6 +418,8 @@ export const make = (options: LiveOptions): Resolve => {
     }
   }
 }
+
+const ignore = () => {}
 
 const sameAddress = (configured: string, remote: string): boolean => {
   if (configured === remote) return true
