@@ -40,7 +40,7 @@ export interface ConnectOptions {
  * @category models
  */
 export interface StartTlsOptions {
-  /** The SNI name and the name the certificate must carry (the MX host name). */
+  /** The SNI name and the name the certificate must carry (the MX host name, or the relay's address). */
   readonly servername: string
   /** Trusted CA certificates (PEM) replacing Node's bundled roots; the roots when absent. */
   readonly ca?: ReadonlyArray<string> | undefined
@@ -130,8 +130,10 @@ export interface Connection {
    */
   readonly exchange: (request: Exchange) => Effect.Effect<ReadonlyArray<Reply>, SocketError>
   /**
-   * Upgrades the connection in place. Refused with a `protocol` error when the server sent anything after its reply
-   * to STARTTLS (CVE-2011-0411): those bytes would otherwise be read as if they came over TLS.
+   * Upgrades the connection in place: after the server's 220 to STARTTLS, or right after the connect for implicit
+   * TLS (RFC 8314, a relay on port 465), where the server waits for the handshake. Refused with a `protocol` error
+   * when the server sent anything not yet read (CVE-2011-0411): those bytes would otherwise be read as if they came
+   * over TLS.
    */
   readonly startTls: (options: StartTlsOptions, deadline: number) => Effect.Effect<TlsInfo, SocketError>
   /**

@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
-import { ipStrategies, phases, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
+import { ipStrategies, phases, relayProtocols, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
 import { kinds } from "./TransportError.js"
 
 const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.NullOr(schema)
@@ -244,9 +244,41 @@ export const MtaStsPlan = Schema.Struct({
  */
 export interface MtaStsPlan extends Schema.Schema.Type<typeof MtaStsPlan> {}
 
+/**
+ * The route a domain's mail took: `mx` (its MX hosts), `relay` (one configured host: its address, port, protocol,
+ * TLS mode and whether AUTH is used, never the credentials) or `local` (handed to the `LocalDelivery` service).
+ * `name` is the route's name in the configuration.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export const RoutePlan = Schema.Union(
+  Schema.Struct({ type: Schema.Literal("mx"), name: Schema.String }),
+  Schema.Struct({
+    type: Schema.Literal("relay"),
+    name: Schema.String,
+    address: Schema.String,
+    port: Schema.Number,
+    protocol: Schema.Literal(...relayProtocols),
+    /** `implicit`: TLS from the first byte; `starttls`: as `tls.starttls` says. */
+    tls: Schema.Literal("implicit", "starttls"),
+    allowInvalidCerts: Schema.Boolean,
+    auth: Schema.Boolean
+  }),
+  Schema.Struct({ type: Schema.Literal("local"), name: Schema.String })
+).annotations({ identifier: "RoutePlan" })
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type RoutePlan = typeof RoutePlan.Type
+
 const domainPlanFields = {
   domain: Schema.String,
   recipients: strings,
+  /** `null` when the route could not be decided (`error` says why). */
+  route: nullable(RoutePlan),
   /** The MX records in preference order. */
   mx: Schema.Array(Schema.Struct({ exchange: Schema.String, priority: Schema.Number })),
   /** Hosts in the order they are tried, after the shuffle and `limits.mx`; only the hosts reached are resolved. */
@@ -260,7 +292,8 @@ const domainPlanFields = {
 }
 
 /**
- * One recipient domain's plan: its MX records, the hosts kept and dropped, its limits and MTA-STS policy.
+ * One recipient domain's plan: its route, its MX records (or the relay as its one host), the hosts kept and
+ * dropped, its limits and MTA-STS policy.
  *
  * @since 0.1.0
  * @category models

@@ -23,6 +23,7 @@ import { ConfigError } from "./internal/config/error.js"
 import type * as Keys from "./internal/config/keys.js"
 import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
+import type { RouteSetting } from "./internal/config/relays.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
 import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
 
@@ -85,6 +86,8 @@ export type Setting<A> = Keys.Setting<A>
  * @category models
  */
 export interface Config extends Keys.ConfigSettings {
+  /** `next-hop` with the `[remote.<id>]` tables it may name: the domain's route. */
+  readonly route: RouteSetting
   /** The file it was loaded from, null for text and defaults. */
   readonly file: string | null
   /** Load-time warnings, e.g. Stalwart keys this library does not implement. */
@@ -121,14 +124,24 @@ export interface Evaluation<A> {
 }
 
 /**
- * Evaluates the keys of the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain variables:
- * the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
+ * The domain stage's evaluation. `routeError` is set when `next-hop` computed a name that no `[remote.<id>]` table
+ * has: the domain's delivery fails (kind `route`), and `settings.route` (MX delivery) is not to be used.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DomainEvaluation extends Evaluation<DomainSettings> {
+  readonly routeError: string | null
+}
+
+/**
+ * Evaluates the keys of the domain stage (`next-hop` into `route`, `limits`, `tls.mta-sts`, `timeouts.mta-sts`)
+ * with the domain variables: the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
  *
  * @since 0.2.0
  * @category evaluation
  */
-export const evaluateDomain: (config: Config, variables: Variables) => Evaluation<DomainSettings> =
-  Evaluate.evaluateDomain
+export const evaluateDomain: (config: Config, variables: Variables) => DomainEvaluation = Evaluate.evaluateDomain
 
 /**
  * Evaluates the keys of the host stage (`ip-strategy`, `source-ip`, `tls.starttls`, `tls.allow-invalid-certs`,

@@ -149,6 +149,8 @@ export interface Limits {
  * @category models
  */
 export interface DomainSettings {
+  /** Where the domain's mail goes (`next-hop` naming a `[remote.<id>]` table, or the MX hosts). */
+  readonly route: Route
   readonly limits: Limits
   readonly tls: { readonly mtaSts: TlsPolicy }
   readonly timeouts: Timeouts<"mta-sts">
@@ -209,6 +211,17 @@ export type RelayProtocol = typeof relayProtocols[number]
 export interface RelayAuth {
   readonly username: string
   readonly secret: Redacted.Redacted<string>
+  /**
+   * The secret is an OAuth 2.0 access token, sent with XOAUTH2; otherwise it is a password, sent with PLAIN (or
+   * LOGIN). Absent: a password.
+   */
+  readonly token?: boolean | undefined
+  /**
+   * Send the credentials over a connection that is not encrypted, or whose certificate did not verify (this
+   * library's `auth.allow-plaintext`, which Stalwart does not have). Absent: only over TLS that verified (or that
+   * `tls.allow-invalid-certs` accepts).
+   */
+  readonly allowPlaintext?: boolean | undefined
 }
 
 /**

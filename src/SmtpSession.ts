@@ -1,7 +1,8 @@
 /**
  * The SMTP client dialogue, phase by phase: connect, greeting, EHLO (HELO when EHLO is not understood), STARTTLS,
- * then one mail transaction (MAIL, RCPT…, DATA or BDAT) and QUIT. Each phase is one exchange on the connection
- * (its commands written and its replies read in one async step) under `timeouts[phase]`.
+ * AUTH, then one mail transaction (MAIL, RCPT…, DATA or BDAT) and QUIT. Each phase is one exchange on the connection
+ * (its commands written and its replies read in one async step) under `timeouts[phase]`. For relays, the same
+ * dialogue in LMTP (RFC 2033) and over implicit TLS (RFC 8314).
  *
  * Errors before the transaction fail the Effect with a `TransportError`; the transaction itself never fails and
  * reports every outcome (the MAIL reply, each recipient's, the end-of-data reply) as values.
@@ -21,7 +22,15 @@ import type * as Tracer from "effect/Tracer"
 import type { Connection, Connector, TlsInfo } from "./Connector.js"
 import type * as Dane from "./Dane.js"
 import * as internal from "./internal/session/session.js"
-import type { ConnectionSettings, Phase, SessionPhase, Timeouts, TlsPolicy } from "./Settings.js"
+import type {
+  ConnectionSettings,
+  Phase,
+  RelayAuth,
+  RelayProtocol,
+  SessionPhase,
+  Timeouts,
+  TlsPolicy
+} from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
 import type * as TransportError from "./TransportError.js"
 
@@ -42,9 +51,25 @@ export type { TlsPolicy }
  * @category models
  */
 export interface SessionSettings extends ConnectionSettings {
-  /** The MX host name: the SNI name and the name the certificate must carry. */
+  /** The MX host name (or the relay's address): the SNI name and the name the certificate must carry. */
   readonly servername: string
+  /**
+   * `smtp` (EHLO, one reply after the message) or `lmtp` (RFC 2033: LHLO, one reply per accepted recipient after
+   * the message, no HELO fallback). Absent: `smtp`.
+   */
+  readonly protocol?: RelayProtocol | undefined
+  /**
+   * AUTH (RFC 4954) after EHLO: PLAIN (else LOGIN) with a password, XOAUTH2 with a token. Sent only over TLS whose
+   * certificate verified (or that `allowInvalidCerts` accepts) unless `allowPlaintext`. Its exchanges run under
+   * `timeouts.ehlo` (Stalwart has no AUTH timeout of its own).
+   */
+  readonly auth?: RelayAuth | undefined
   readonly tls: {
+    /**
+     * TLS from the first byte (a relay on port 465, RFC 8314): the handshake under `timeouts.tls` before the
+     * greeting, the certificate verified unless `allowInvalidCerts`; `starttls` is then not used. Absent: `false`.
+     */
+    readonly implicit?: boolean | undefined
     readonly starttls: TlsPolicy
     /** Accept a certificate that does not verify where TLS is required (`optional` accepts any anyway). */
     readonly allowInvalidCerts: boolean
@@ -112,6 +137,8 @@ export interface Capabilities {
   readonly chunking: boolean
   readonly requireTls: boolean
   readonly enhancedStatusCodes: boolean
+  /** The SASL mechanisms of `AUTH` (RFC 4954), upper-cased; empty when AUTH is not advertised. */
+  readonly auth: ReadonlyArray<string>
   /** Every keyword line of the EHLO reply, as sent. */
   readonly keywords: ReadonlyArray<string>
 }
@@ -147,6 +174,8 @@ export interface Session {
   readonly ehlo: Reply
   /** The server did not understand EHLO and the session went on with HELO. */
   readonly helo: boolean
+  /** The SASL mechanism AUTH succeeded with (`PLAIN`, `LOGIN`, `XOAUTH2`); `null` without AUTH. */
+  readonly auth: string | null
 }
 
 /**
@@ -198,6 +227,12 @@ export interface RecipientOutcome {
   readonly accepted: boolean
   readonly reply: Reply | null
   readonly error: TransportError.TransportError | null
+  /**
+   * LMTP only, for an accepted recipient: its own reply after the message (RFC 2033 §4.2), as a value when 2xx and
+   * as an error otherwise, or the error that struck before it came; absent under SMTP, where
+   * {@link TransactionResult}'s `data` is every recipient's.
+   */
+  readonly data?: Either.Either<Reply, TransportError.TransportError> | undefined
 }
 
 /**
@@ -209,7 +244,10 @@ export interface RecipientOutcome {
 export interface TransactionResult {
   readonly mailFrom: Either.Either<Reply, TransportError.TransportError>
   readonly recipients: ReadonlyArray<RecipientOutcome>
-  /** The end-of-data reply; `null` when no message was sent (MAIL rejected, no recipient accepted). */
+  /**
+   * The end-of-data reply; `null` when no message was sent (MAIL rejected, no recipient accepted). Under LMTP the
+   * first recipient's reply (or the error before any came); each recipient's is in its {@link RecipientOutcome}.
+   */
   readonly data: Either.Either<Reply, TransportError.TransportError> | null
   /** The last phase reached. */
   readonly phase: Phase
@@ -267,7 +305,8 @@ export const connectScoped: (
 ) => Effect.Effect<Connection, TransportError.TransportError, Connector | Scope.Scope> = internal.connectScoped
 
 /**
- * Greeting, EHLO (or HELO), and STARTTLS with a second EHLO when the policy asks for it.
+ * With `tls.implicit` the TLS handshake first; then the greeting, EHLO (or HELO; LHLO for LMTP), STARTTLS with a
+ * second EHLO when the policy asks for it, and AUTH when the settings carry credentials.
  *
  * @since 0.1.0
  * @category constructors

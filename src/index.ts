@@ -20,6 +20,8 @@ export * as Dns from "./Dns.js"
 export * as Expression from "./Expression.js"
 /** @since 0.1.0 */
 export * as HappyEyeballs from "./HappyEyeballs.js"
+/** @since 0.3.0 */
+export * as LocalDelivery from "./LocalDelivery.js"
 /** @since 0.1.0 */
 export * as MtaSts from "./MtaSts.js"
 /** @since 0.2.0 */

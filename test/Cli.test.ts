@@ -663,6 +663,7 @@ describe("smtp-transport plan", () => {
         {
           domain: "many.test",
           recipients: ["p@many.test"],
+          route: { type: "mx", name: "mx" },
           // in preference order, whatever the DNS answer's order
           mx: [
             { exchange: "mx-a.many.test", priority: 10 },
@@ -683,6 +684,7 @@ describe("smtp-transport plan", () => {
         {
           domain: "dual.test",
           recipients: ["q@dual.test"],
+          route: { type: "mx", name: "mx" },
           mx: [{ exchange: "mx.dual.test", priority: 10 }],
           hosts: [host("mx.dual.test", 10, "ipv6_then_ipv4", ["::1"], ["127.0.0.1"])],
           dropped: [],
@@ -713,6 +715,7 @@ describe("smtp-transport plan", () => {
         "Plan for 1 recipient from s@origin.test, retry_num 0 (nothing is sent)",
         "",
         "two.test  (w@two.test)",
+        "  route: mx (MX hosts)",
         "  limits: mx 5, multihomed 2",
         "  MTA-STS: not consulted (tls.mta-sts = disable, or an address literal); timeout 10m",
         "  MX records: 10 mx.two.test",

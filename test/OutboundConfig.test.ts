@@ -359,21 +359,6 @@ mx = "if_then(rcpt_domain == 'big.example', 10, 5)"
   })
 })
 
-describe("Stalwart keys this library does not implement", () => {
-  it("are warnings, not errors", () => {
-    const config = ok(`
-[queue.outbound]
-next-hop = [ { if = "is_local_domain('', rcpt_domain)", then = "'local'" }, { else = false } ]
-[queue.outbound.tls]
-dane = "require"
-`)
-    expect(config.warnings).toEqual([
-      "queue.outbound.next-hop is a Stalwart setting this library ignores: relay routing (next-hop, remote hosts) " +
-      "is not implemented: delivery always goes by MX"
-    ])
-  })
-})
-
 describe("tls.dane", () => {
   it("is a host-stage key: optional by default, require or disable, an expression on mx like its siblings", () => {
     const config = ok(`
@@ -762,6 +747,7 @@ allow-invalid-certs = "starts_with(rcpt)"
     expect(error.issues.map((i) => `${i.line}:${i.column} ${i.path}`)).toEqual([
       "3:13 queue.outbound.hostname",
       "4:41 queue.outbound.ip-strategy[1]",
+      "5:13 queue.outbound.next-hop",
       "7:7 queue.outbound.source-ip.v4",
       "9:6 queue.outbound.limits.mx",
       "10:23 queue.outbound.limits.multihomed[0].if",
@@ -772,11 +758,11 @@ allow-invalid-certs = "starts_with(rcpt)"
       "17:24 queue.outbound.tls.allow-invalid-certs"
     ])
     const lines = error.message.split("\n")
-    expect(lines[0]).toBe("invalid configuration test.toml: 10 issues")
+    expect(lines[0]).toBe("invalid configuration test.toml: 11 issues")
     expect(lines.slice(1).map((line) => line.split(": ")[0])).toEqual(
       error.issues.map((i) => `  test.toml:${i.line}:${i.column}`)
     )
-    expect(lines[6]).toBe(
+    expect(lines[7]).toBe(
       "  test.toml:12:1: queue.outbound.timeouts.conect: unknown key (did you mean \"connect\"?): found the key " +
         "\"conect\"; expected one of connect, greeting, tls, ehlo, mail-from, rcpt-to, data, mta-sts"
     )
@@ -962,6 +948,7 @@ allow-invalid-certs = true
   it("evaluateDomain: limits, the MTA-STS policy and its timeout, in the vocabulary", () => {
     const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 3 })
     expect(settings).toEqual({
+      route: { _tag: "mx", name: "mx" },
       limits: { mx: 2, multihomed: 2 },
       tls: { mtaSts: "optional" },
       timeouts: { "mta-sts": Duration.minutes(1) }
@@ -1011,7 +998,8 @@ allow-invalid-certs = true
     const vars = { ...domain, mx: "m.example", remote_ip: "192.0.2.1", local_ip: "0.0.0.0" }
     const leaves = (value: object, prefix = ""): Array<string> =>
       Object.entries(value).flatMap(([k, v]) =>
-        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v)
+        typeof v === "object" && v !== null && !Array.isArray(v) && !Duration.isDuration(v) && !Option.isOption(v) &&
+          !("_tag" in v)
           ? leaves(v, `${prefix}${k}.`)
           : [`${prefix}${k}`]
       )
@@ -1032,7 +1020,9 @@ describe("renderReference", () => {
   const rows = reference.split("\n").filter((line) => line.startsWith("| `"))
 
   it("lists every key of the configuration, with its name in code, stage, default and meaning", () => {
-    const keys = rows.map((row) => row.split(" | ")[0]!.slice(3, -1))
+    const keys = rows.slice(0, rows.findIndex((row) => row.startsWith("| `address`"))).map((row) =>
+      row.split(" | ")[0]!.slice(3, -1)
+    )
     expect(keys).toEqual([
       "hostname",
       "ip-strategy",
@@ -1052,7 +1042,8 @@ describe("renderReference", () => {
       "tls.mta-sts",
       "tls.dane",
       "tls.allow-invalid-certs",
-      "connection-attempt-delay"
+      "connection-attempt-delay",
+      "next-hop"
     ])
     // The same keys the loader builds: every Setting's key is in the reference.
     const settings: Array<string> = []
@@ -1069,7 +1060,9 @@ describe("renderReference", () => {
     )
     expect(rows[0]).toContain("| `ehloName` | connection")
     expect(rows[0]).toContain("`[lookup.default] hostname` of the same file")
-    expect(reference).toContain("- `queue.outbound.next-hop`: relay routing")
-    expect(reference).not.toContain("DANE is not implemented")
+    expect(reference).toContain("| `next-hop` | `route` | domain |")
+    expect(reference).toContain("| `tls.implicit` | `true` |")
+    expect(reference).toContain("| `tls.dane` | `tls.dane` | host (+ `mx`) |")
+    expect(reference).not.toContain("not implemented")
   })
 })

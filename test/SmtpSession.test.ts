@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, Supervisor, TestClock } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, HashMap, Logger, LogLevel, Option, Redacted, Supervisor, TestClock } from "effect"
 import * as fc from "fast-check"
 import * as Connector from "../src/Connector.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
@@ -662,6 +662,7 @@ describe("EHLO and HELO", () => {
         chunking: true,
         requireTls: true,
         enhancedStatusCodes: true,
+        auth: ["LOGIN", "PLAIN"],
         keywords: [
           "SIZE 35882577",
           "8BITMIME",
@@ -1548,4 +1549,126 @@ describe("the connection's timer", () => {
       const slow = Effect.scoped(Effect.flatMap(openSession(), (s) => SmtpSession.quit(s)))
       expect(yield* finishesAt(slow, 1_000 + Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT))).toEqual(Exit.void)
     }).pipe(peer([Script.delay("1 second"), ...hello(), ...QUIT, Script.stall])))
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// Relays: AUTH and LMTP
+// ---------------------------------------------------------------------------------------------------------------
+
+describe("AUTH and LMTP on virtual time", () => {
+  const credentials = { username: "u", secret: Redacted.make("pw"), allowPlaintext: true }
+  const withAuth = (over: Partial<SmtpSession.SessionSettings> = {}): SmtpSession.SessionSettings => ({
+    ...settings({ starttls: "disable" }),
+    auth: credentials,
+    ...over
+  })
+
+  it.effect("a server silent after AUTH: a temporary timeout of phase auth, under the EHLO timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession(withAuth())), T.ehlo)
+      expect(Exit.isFailure(exit) ? summary(Option.getOrNull(Cause.failureOption(exit.cause))) : null).toEqual({
+        phase: "auth",
+        kind: "timeout",
+        permanent: false,
+        code: null
+      })
+    }).pipe(peer([...hello("AUTH PLAIN"), Script.expect(/^AUTH PLAIN /), Script.stall])))
+
+  it.effect("no mechanism for the credentials: temporary, kind auth, nothing sent", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession(withAuth())))
+      expect([summary(error), error.message]).toEqual([
+        { phase: "auth", kind: "auth", permanent: false, code: null },
+        "auth: the server offers AUTH CRAM-MD5; needed PLAIN or LOGIN (for a password)"
+      ])
+    }).pipe(peer([...hello("AUTH CRAM-MD5"), ...QUIT])))
+
+  it.effect("LOGIN: user name and password each after their 334; the mechanism recorded", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(withAuth()))
+      expect(session.auth).toBe("LOGIN")
+    }).pipe(peer([
+      ...hello("AUTH LOGIN"),
+      Script.expect("AUTH LOGIN"),
+      Script.reply("334 VXNlcm5hbWU6"),
+      Script.expect(Buffer.from("u").toString("base64")),
+      Script.reply("334 UGFzc3dvcmQ6"),
+      Script.expect(Buffer.from("pw").toString("base64")),
+      Script.reply("235 2.7.0 ok")
+    ])))
+
+  it.effect("LMTP: LHLO, and no HELO after a refusal", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession({ ...settings({ starttls: "disable" }), protocol: "lmtp" })))
+      expect(summary(error)).toEqual({ phase: "ehlo", kind: "reply", permanent: true, code: 500 })
+    }).pipe(peer([GREET, Script.expect("LHLO client.test"), Script.reply("500 what"), Script.expect("QUIT")])))
+
+  it.effect("LMTP: a reply per accepted recipient; a silent server after the first keeps the first's outcome", () =>
+    Effect.gen(function*() {
+      const s = { ...settings({ starttls: "disable" }), protocol: "lmtp" as const }
+      const exit = yield* finishesAt(
+        Effect.scoped(Effect.flatMap(openSession(s), (session) =>
+          SmtpSession.transaction(session, envelope(["a@y.test", "b@y.test"]), message, s))),
+        T.data
+      )
+      const result = Exit.isSuccess(exit) ? exit.value : yield* Effect.die(exit)
+      const outcome = (r: SmtpSession.RecipientOutcome) =>
+        r.data === undefined ? null : Either.isRight(r.data) ? r.data.right.code : r.data.left.kind
+      expect(result.recipients.map((r) => [r.address, r.accepted, outcome(r)])).toEqual([
+        ["a@y.test", true, 250],
+        ["b@y.test", true, "timeout"]
+      ])
+      expect(result.canQuit).toBe(false)
+    }).pipe(peer([
+      GREET,
+      Script.expect("LHLO client.test"),
+      ehloReply("8BITMIME"),
+      Script.expect(/^MAIL FROM/),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO:<a@y.test>/),
+      Script.reply("250 ok"),
+      Script.expect(/^RCPT TO:<b@y.test>/),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.reply("354 go"),
+      Script.expectData,
+      Script.reply("250 2.0.0 a delivered"),
+      Script.stall
+    ])))
+})
+
+describe("implicit TLS on virtual time", () => {
+  const implicit = (over: Over = {}): SmtpSession.SessionSettings => {
+    const s = settings({ starttls: "optional", ...over })
+    return { ...s, tls: { ...s.tls, implicit: true } }
+  }
+
+  it.effect("the handshake first, then the greeting and EHLO over TLS; no STARTTLS although offered", () =>
+    Effect.gen(function*() {
+      const session = yield* Effect.scoped(openSession(implicit()))
+      expect([session.tls?.verified, session.capabilities.startTls, session.greeting.code]).toEqual([true, true, 220])
+    }).pipe(peer([Script.handshake, ...hello("STARTTLS", "8BITMIME")])))
+
+  it.effect("a certificate that does not verify fails the handshake (temporary, phase tls) unless allowInvalidCerts", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(openSession(implicit()))).pipe(
+        peer([Script.handshakeUnverified("self-signed")])
+      )
+      expect(summary(error)).toEqual({ phase: "tls", kind: "tls", permanent: false, code: null })
+      const session = yield* Effect.scoped(openSession(implicit({ allowInvalidCerts: true }))).pipe(
+        peer([Script.handshakeUnverified("self-signed"), ...hello()])
+      )
+      expect([session.tls?.verified, session.tls?.reason]).toEqual([false, "self-signed"])
+    }))
+
+  it.effect("a server that never completes the handshake: a timeout of phase tls, at the TLS timeout", () =>
+    Effect.gen(function*() {
+      const exit = yield* finishesAt(Effect.scoped(openSession(implicit())), T.tls)
+      expect(Exit.isFailure(exit) ? summary(Option.getOrNull(Cause.failureOption(exit.cause))) : null).toEqual({
+        phase: "tls",
+        kind: "timeout",
+        permanent: false,
+        code: null
+      })
+    }).pipe(peer([Script.stall])))
 })

@@ -340,6 +340,7 @@ describe("Transport.deliver: the plan and the trace", () => {
       expect(report.plan.domains).toEqual([{
         domain: "a.test",
         recipients: ["rcpt@a.test"],
+        route: { type: "mx", name: "mx" },
         mx: [{ exchange: "mx1.a.test", priority: 10 }, { exchange: "mx2.a.test", priority: 20 }],
         hosts: [{
           host: "mx1.a.test",

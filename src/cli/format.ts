@@ -14,6 +14,7 @@ import type {
   ExplainReport,
   MtaStsPlan,
   RecipientResult,
+  RoutePlan,
   ReportError
 } from "../DeliveryReport.js"
 
@@ -71,7 +72,39 @@ const counts = (recipients: ReadonlyArray<RecipientResult>): string => {
   return `${total} recipient${total === 1 ? "" : "s"}: ${listed.join(", ")}`
 }
 
+/**
+ * The route in words; the credentials never, only whether AUTH is used.
+ *
+ * @since 0.3.0
+ */
+export const routeText = (route: RoutePlan | null): string => {
+  if (route === null) return "undecided"
+  switch (route.type) {
+    case "mx":
+      return `${route.name} (MX hosts)`
+    case "local":
+      return `${route.name} (handed to LocalDelivery)`
+    case "relay":
+      return `${route.name}: relay ${route.address} port ${route.port}, ${route.protocol.toUpperCase()}, ${
+        route.tls === "implicit" ? "implicit TLS" : "STARTTLS"
+      }${route.allowInvalidCerts ? " (any certificate)" : ""}, ${route.auth ? "AUTH" : "no AUTH"}`
+  }
+}
+
 const planLines = (domain: DomainPlan): ReadonlyArray<string> => {
+  if (domain.route !== null && domain.route.type !== "mx") {
+    const lines = [`  ${domain.domain}  route ${routeText(domain.route)}${
+      domain.error === null ? "" : `  (${errorText(domain.error)})`
+    }`]
+    if (domain.route.type === "relay") {
+      lines.push(...table(
+        domain.hosts.map((h) => [h.host, h.strategy ?? "-", h.error === null ? h.addresses.join(", ") : errorText(h.error)]),
+        [],
+        "    "
+      ))
+    }
+    return lines
+  }
   const mx = domain.mx.length === 0
     ? domain.hosts.some((h) => h.implicit) ? "no MX: the domain is its own host" : "no MX records"
     : `MX ${domain.mx.map((r) => `${r.priority} ${r.exchange}`).join(", ")}`
@@ -218,6 +251,7 @@ const hostLines = (h: ExplainedHost): ReadonlyArray<string> => {
 const domainLines = (d: ExplainedDomain): ReadonlyArray<string> => {
   const lines = [
     `${d.domain}  (${d.recipients.join(", ")})`,
+    `  route: ${routeText(d.route)}`,
     `  limits: mx ${d.limits.mx}, multihomed ${d.limits.multihomed}`,
     `  MTA-STS: ${mtaSts(d.mtaSts)}; timeout ${duration(d.mtaStsTimeoutMs)}`
   ]

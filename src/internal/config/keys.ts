@@ -234,8 +234,9 @@ type SameKeys<X, Y> = Same<keyof X, keyof Y>
 type Check<T extends true> = T
 /** @internal */
 export type VocabularyCheck = [
-  Check<Same<StageSettings<"domain">, DomainSettings>>,
-  Check<SameKeys<StageSettings<"domain">, DomainSettings>>,
+  // `route` comes from ROUTE_KEY (relays.ts), the rest of the domain's settings from the table.
+  Check<Same<StageSettings<"domain">, Omit<DomainSettings, "route">>>,
+  Check<SameKeys<StageSettings<"domain">, Omit<DomainSettings, "route">>>,
   Check<SameKeys<StageSettings<"domain">["timeouts"], DomainSettings["timeouts"]>>,
   Check<SameKeys<StageSettings<"domain">["tls"], DomainSettings["tls"]>>,
   Check<Same<StageSettings<"host">, HostSettings>>,
@@ -264,10 +265,16 @@ export const ENTRIES: ReadonlyArray<Entry> = (Object.keys(KEYS) as Array<Name>).
 /** The entries of a stage, in table order. @internal */
 export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filter((e) => e.spec.stage === stage)
 
+/**
+ * `next-hop`, the route: not an entry of the table since its value names a `[remote.<id>]` table of the same file
+ * and an unknown name fails the delivery rather than falling back to a default (`relays.ts` reads both).
+ *
+ * @internal
+ */
+export const ROUTE_KEY = { path: ["next-hop"], stage: "domain" } as const
+
 /** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
-export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = [
-  { path: ["next-hop"], why: "relay routing (next-hop, remote hosts) is not implemented: delivery always goes by MX" }
-]
+export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = []
 
 /**
  * Sub-keys per table below `queue.outbound` ("" is the section itself), in table order, for the structure check and
@@ -286,6 +293,7 @@ export const TABLES: { readonly [table: string]: ReadonlyArray<string> } = (() =
   }
   for (const { spec } of ENTRIES) add(spec.path)
   for (const { path } of UNIMPLEMENTED) add(path)
+  add(ROUTE_KEY.path)
   return tables
 })()
 

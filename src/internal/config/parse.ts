@@ -13,10 +13,12 @@ import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
 import * as Keys from "./keys.js"
 import { makeLocator, type Position, type Segment } from "./locate.js"
+import * as Relays from "./relays.js"
 import { build, type RawIssue } from "./setting.js"
 
 /** The loaded section: the settings, the file and the load-time warnings. @internal */
 export type Loaded = Keys.ConfigSettings & {
+  readonly route: Relays.RouteSetting
   readonly file: string | null
   readonly warnings: ReadonlyArray<string>
 }
@@ -166,6 +168,9 @@ const defaultHostname = (
   return "localhost"
 }
 
+/** `auth.secret = …`, `secret = …`, `auth.token = …` (the keys of `[remote.<id>]` that hold a credential). */
+const SECRET_LINE = /^\s*((?:[\w-]+\.)*(?:secret|token))\s*=/
+
 type SyntaxIssue = RawIssue & { readonly line: number; readonly col: number }
 
 const parseToml = (text: string): Either.Either<unknown, SyntaxIssue> => {
@@ -174,10 +179,14 @@ const parseToml = (text: string): Either.Either<unknown, SyntaxIssue> => {
   } catch (error) {
     if (error instanceof Toml.TomlError) {
       const lineText = text.split(/\r?\n/)[error.line - 1] ?? ""
+      // A relay's secret is never quoted back, not even from a line that does not parse.
+      const secret = SECRET_LINE.exec(lineText)
       return Either.left({
         path: [],
         problem: `TOML syntax error: ${error.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "")}`,
-        found: `the line ${JSON.stringify(lineText.trim())}`,
+        found: secret === null
+          ? `the line ${JSON.stringify(lineText.trim())}`
+          : `the line of the key ${secret[1]} (its value not shown)`,
         expected: "valid TOML",
         line: error.line,
         col: error.column
@@ -244,7 +253,9 @@ export const parse = (text: string, file: string | null): Either.Either<Loaded, 
     for (const segment of name.slice(0, -1)) node = node[segment] ??= {}
     node[name[name.length - 1]!] = built.setting
   }
-  const config: Loaded = { ...(settings as Keys.ConfigSettings), file, warnings }
+  const route = Relays.route(root, isTable(section) ? at(section, Keys.ROUTE_KEY.path) : undefined, options)
+  issues.push(...route.issues)
+  const config: Loaded = { ...(settings as Keys.ConfigSettings), route: route.setting, file, warnings }
   if (issues.length === 0) return Either.right(config)
   const locate = makeLocator(text)
   const located = issues.map((raw) => issueOf(raw, locate(raw.path, raw.column)))

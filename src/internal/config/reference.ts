@@ -2,6 +2,7 @@
  * The reference page of `[queue.outbound]`, rendered from the key table: what the docs say is what the loader reads.
  */
 import * as Keys from "./keys.js"
+import { NEXT_HOP, REMOTE_REFERENCE } from "./relays.js"
 import { renderDefault } from "./setting.js"
 
 const STAGE_TEXT = {
@@ -20,6 +21,14 @@ export const renderReference = (): string => {
       cell(spec.converter.expected)
     } | ${cell(spec.doc)} |`
   })
+  rows.push(
+    `| \`${NEXT_HOP.path.join(".")}\` | \`route\` | ${STAGE_TEXT.domain} | ${cell(NEXT_HOP.fallbackDoc!)} | ${
+      cell(NEXT_HOP.converter.expected)
+    } | ${cell(NEXT_HOP.doc)} |`
+  )
+  const relays = REMOTE_REFERENCE.map(([key, fallback, accepts, doc]) =>
+    `| \`${key}\` | ${fallback} | ${cell(accepts)} | ${cell(doc)} |`
+  )
   const ignored = Keys.UNIMPLEMENTED.map(({ path, why }) => `- \`queue.outbound.${path.join(".")}\`: ${cell(why)}`)
   return [
     "# `[queue.outbound]` reference",
@@ -31,9 +40,15 @@ export const renderReference = (): string => {
     "|---|---|---|---|---|---|",
     ...rows,
     "",
-    "Stalwart keys read past with a warning:",
+    "## `[remote.<id>]`: relay hosts",
     "",
-    ...ignored,
-    ""
+    "Plain values (not expressions), as Stalwart v0.7–v0.12 reads them; the id is what `next-hop` names, and " +
+    "`local` is built in.",
+    "",
+    "| key | default | accepts | meaning |",
+    "|---|---|---|---|",
+    ...relays,
+    "",
+    ...(ignored.length === 0 ? [] : ["Stalwart keys read past with a warning:", "", ...ignored, ""])
   ].join("\n")
 }

@@ -18,6 +18,7 @@ export const none: Capabilities = {
   chunking: false,
   requireTls: false,
   enhancedStatusCodes: false,
+  auth: [],
   keywords: []
 }
 
@@ -59,6 +60,10 @@ export const fromEhlo = (reply: Reply): Capabilities => {
         break
       case "ENHANCEDSTATUSCODES":
         result.enhancedStatusCodes = true
+        break
+      case "AUTH":
+        // Several AUTH lines add up; mechanism names are case-insensitive (RFC 4954 §3).
+        result.auth = [...result.auth, ...params.map((m) => m.toUpperCase()).filter((m) => !result.auth.includes(m))]
         break
     }
   }

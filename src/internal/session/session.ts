@@ -9,10 +9,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
-import type { Connection } from "../../Connector.js"
+import type { Connection, TlsInfo } from "../../Connector.js"
 import * as Connector from "../../Connector.js"
-import type { SessionPhase, TlsPolicy } from "../../Settings.js"
+import type { RelayAuth, SessionPhase, TlsPolicy } from "../../Settings.js"
 import type {
+  Capabilities,
   ConnectSettings,
   Envelope,
   Hello,
@@ -27,6 +28,7 @@ import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import * as log from "../log.js"
 import * as tracing from "../tracing.js"
+import * as auth from "./auth.js"
 import * as capabilities from "./capabilities.js"
 import * as dotStuff from "./dotStuff.js"
 import * as phase from "./phase.js"
@@ -115,9 +117,12 @@ export const connectScoped = (
 // An EHLO argument is a domain or an address literal: printable ASCII, no space (RFC 5321 §4.1.1.1).
 const EHLO_NAME = /^[\x21-\x7e]+$/
 
-/** EHLO, then HELO when the server does not know EHLO (500/502, RFC 5321 §3.2); each under the EHLO timeout. */
 type Phases = ReturnType<typeof phasesOf>
 
+/**
+ * EHLO, then HELO when the server does not know EHLO (500/502, RFC 5321 §3.2); LHLO alone for LMTP; each under the
+ * EHLO timeout.
+ */
 const hello = (
   connection: Connection,
   settings: SessionSettings,
@@ -125,16 +130,18 @@ const hello = (
 ): Effect.Effect<Hello, TransportError.TransportError> => {
   const name = settings.ehloName
   const timeoutMs = millis(settings.timeouts, "ehlo")
+  const lmtp = settings.protocol === "lmtp"
   return Effect.flatMap(
     phase.run(
       phases("ehlo", { "smtp.ehlo_name": name }),
-      (step) => phase.command(connection, "ehlo", timeoutMs, step, `EHLO ${name}`)
+      (step) => phase.command(connection, "ehlo", timeoutMs, step, `${lmtp ? "LHLO" : "EHLO"} ${name}`)
     ),
     (reply): Effect.Effect<Hello, TransportError.TransportError> => {
       if (SmtpReply.isPositive(reply)) {
         return Effect.succeed({ reply, capabilities: capabilities.fromEhlo(reply), helo: false })
       }
-      if (reply.code !== 500 && reply.code !== 502) return Effect.fail(TransportError.fromReply("ehlo", reply))
+      // LMTP has no HELO (RFC 2033 §4.1).
+      if (lmtp || (reply.code !== 500 && reply.code !== 502)) return Effect.fail(TransportError.fromReply("ehlo", reply))
       return Effect.flatMap(
         phase.run(
           phases("ehlo", { "smtp.ehlo_name": name, "smtp.helo": true }),
@@ -218,6 +225,45 @@ const fieldsOf = (error: TransportError.TransportError) => ({
   reply: error.reply
 })
 
+/**
+ * TLS from the first byte (RFC 8314): the handshake before the greeting, under the TLS timeout. Nothing asks for
+ * opportunistic TLS here (a relay was configured to speak TLS), so the certificate verifies unless
+ * `allowInvalidCerts`.
+ */
+const implicitTls = (connection: Connection, settings: SessionSettings, phases: Phases) => {
+  const timeoutMs = millis(settings.timeouts, "tls")
+  return phase.run(
+    phases("tls", { "smtp.tls_implicit": true }),
+    (step) =>
+      Effect.mapError(
+        connection.startTls({
+          servername: settings.servername,
+          ca: settings.tls.ca,
+          rejectUnauthorized: !settings.tls.allowInvalidCerts
+        }, step.deadline),
+        (e) => phase.fromSocket(e, "tls", timeoutMs)
+      )
+  )
+}
+
+/** AUTH under the EHLO timeout (Stalwart has no AUTH timeout); the mechanism used. */
+const authenticate = (
+  connection: Connection,
+  settings: SessionSettings,
+  phases: Phases,
+  credentials: RelayAuth,
+  caps: Capabilities,
+  tls: TlsInfo | null
+) => {
+  const refusal = auth.refusal(credentials, tls, settings.tls.allowInvalidCerts)
+  if (refusal !== null) return Effect.fail(refusal)
+  const timeoutMs = millis(settings.timeouts, "ehlo")
+  return phase.run(
+    { ...phases("ehlo"), phase: "auth" },
+    (step) => auth.authenticate(connection, credentials, caps, timeoutMs, step)
+  ).pipe(Effect.tap((m) => log.debug(() => `AUTH ${m} accepted`)))
+}
+
 export const open = (
   connection: Connection,
   settings: SessionSettings
@@ -232,6 +278,8 @@ export const open = (
       )
     }
     const phases = phasesOf(connection, settings)
+    let tls: TlsInfo | null = null
+    if (settings.tls.implicit === true) tls = yield* implicitTls(connection, settings, phases)
     const greetingMs = millis(settings.timeouts, "greeting")
     const greeting = yield* phase.run(
       phases("greeting"),
@@ -245,8 +293,7 @@ export const open = (
     // tls.starttls says.
     const dane = settings.tls.dane ?? null
     const policy: TlsPolicy = settings.tls.required || dane !== null ? "require" : settings.tls.starttls
-    let tls = null
-    if (policy !== "disable") {
+    if (tls === null && policy !== "disable") {
       if (!hi.capabilities.startTls) {
         if (policy === "require") {
           // Temporary, as Postfix's 4.7.4: a STARTTLS stripped from the EHLO reply delays mail, never bounces it.
@@ -271,6 +318,11 @@ export const open = (
       }
     }
 
+    // Capabilities are not asked again after AUTH: some servers forget the login on a second EHLO (Stalwart's note).
+    const mechanism = settings.auth === undefined
+      ? null
+      : yield* authenticate(connection, settings, phases, settings.auth, hi.capabilities, tls)
+
     const session: Session = {
       connection,
       settings,
@@ -279,13 +331,14 @@ export const open = (
       greeting,
       ehloName: settings.ehloName,
       ehlo: hi.reply,
-      helo: hi.helo
+      helo: hi.helo,
+      auth: mechanism
     }
     return session
   }).pipe(log.annotateWhenDebug("smtp.remote_ip", connection.remoteAddress))
 
 export const canQuitAfter = (error: TransportError.TransportError): boolean =>
-  error.kind === "reply" || error.kind === "policy"
+  error.kind === "reply" || error.kind === "policy" || error.kind === "auth"
 
 // ---------------------------------------------------------------------------------------------------------------
 // The transaction
@@ -409,24 +462,52 @@ export const transaction = (
 
     // The message
     const dataMs = millis(settings.timeouts, "data")
+    const finalReply = (reply: Reply) =>
+      SmtpReply.isPositive(reply) ? Either.right(reply) : Either.left(TransportError.fromReply("data", reply))
+    const send = (step: phase.Step) =>
+      chunking
+        ? sendBdat(connection, dataMs, step, normalized)
+        : sendData(connection, dataMs, step, normalized, dataInPipeline)
+    if (settings.protocol === "lmtp") {
+      // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order, all under the data deadline. Each is read on
+      // its own so that a failure part-way keeps the replies that came before it.
+      const accepted = outcomes.flatMap((o, index) => o?.accepted === true ? [index] : [])
+      const replies: Array<Reply> = []
+      const read = yield* Effect.either(phase.run(
+        phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking, "smtp.lmtp": true }),
+        (step) =>
+          Effect.gen(function*() {
+            replies.push(yield* send(step))
+            while (replies.length < accepted.length) replies.push(yield* phase.reply(connection, "data", dataMs, step))
+          })
+      ))
+      accepted.forEach((index, i) => {
+        const reply = replies[i]
+        outcomes[index] = {
+          ...outcomes[index]!,
+          data: reply !== undefined ? finalReply(reply) : Either.left(Either.isLeft(read) ? read.left : noReply)
+        }
+      })
+      const first = replies[0]
+      return result({
+        mailFrom,
+        data: first !== undefined ? finalReply(first) : Either.left(Either.isLeft(read) ? read.left : noReply),
+        phase: "data",
+        canQuit: Either.isRight(read) || read.left.kind === "reply"
+      })
+    }
     const data = yield* Effect.either(phase.run(
       phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
-      (step) =>
-        chunking
-          ? sendBdat(connection, dataMs, step, normalized)
-          : sendData(connection, dataMs, step, normalized, dataInPipeline)
+      send
     ))
     if (Either.isLeft(data)) {
       return result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
     }
-    const final = data.right
-    return result({
-      mailFrom,
-      data: SmtpReply.isPositive(final) ? Either.right(final) : Either.left(TransportError.fromReply("data", final)),
-      phase: "data",
-      canQuit: true
-    })
+    return result({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
   }).pipe(log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress))
+
+/** Cannot happen: the data phase succeeded, so every reply it was asked for came. */
+const noReply = TransportError.make("data", "protocol", "data: no reply for this recipient")
 
 /**
  * Every command sent so far has had its reply, so nothing may be waiting to be read. Bytes there now are a reply to

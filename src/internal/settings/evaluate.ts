@@ -2,9 +2,11 @@
  * One evaluation per stage, from the key table: every key of the stage evaluated with the stage's variables and put
  * where its name says. `deliver` and `explain` both call these, so what a plan shows is what a delivery uses.
  */
+import * as Either from "effect/Either"
 import type { Variables } from "../../Expression.js"
 import type { ConnectionSettings, DomainSettings, HostSettings, Stage } from "../../Settings.js"
 import * as Keys from "../config/keys.js"
+import { MX_ROUTE, type RouteSetting } from "../config/relays.js"
 
 /**
  * A stage's settings and the warnings met evaluating them (a computed value that could not be used, replaced by the
@@ -40,12 +42,38 @@ const evaluator = <S extends Stage>(stage: S) => {
 }
 
 /**
+ * The domain stage's evaluation: `routeError` says the route expression named no relay, which fails the domain's
+ * delivery (`settings.route` is then MX delivery, not to be used).
+ *
+ * @internal
+ */
+export interface DomainEvaluation extends Evaluation<DomainSettings> {
+  readonly routeError: string | null
+}
+
+const domainKeys = evaluator("domain")
+
+/**
  * The settings evaluated once per destination domain, with the domain variables (message, `rcpt`, `rcpt_domain`).
  *
  * @internal
  */
-export const evaluateDomain: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<DomainSettings> =
-  evaluator("domain")
+export const evaluateDomain = (
+  config: Keys.ConfigSettings & { readonly route: RouteSetting },
+  variables: Variables
+): DomainEvaluation => {
+  const keys = domainKeys(config, variables)
+  const route = config.route.evaluate(variables)
+  if (Either.isLeft(route)) {
+    return { settings: { ...keys.settings, route: MX_ROUTE }, warnings: keys.warnings, routeError: route.left }
+  }
+  const { value, warning } = route.right
+  return {
+    settings: { ...keys.settings, route: value },
+    warnings: warning === null ? keys.warnings : [warning, ...keys.warnings],
+    routeError: null
+  }
+}
 
 /**
  * The settings evaluated once per MX host: the domain variables and `mx`.

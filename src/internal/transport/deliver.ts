@@ -1,6 +1,6 @@
 /**
- * One destination domain, delivered: the domain stage, then its MX hosts in order, each raced and tried until one
- * takes the transaction.
+ * One destination domain, delivered: the domain stage, then its MX hosts (or its relay) in order, each raced and
+ * tried until one takes the transaction; or its recipients handed to `LocalDelivery` when the route is `local`.
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -19,6 +19,7 @@ import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { hostDane } from "./dane.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
+import { deliverLocal, relayUnresolved } from "./route.js"
 import type { Variables } from "../../Expression.js"
 
 /** @internal */
@@ -40,6 +41,17 @@ export const deliverDomain = (
   Effect.gen(function*() {
     const stage = yield* domainStage(delivery.config, delivery.options, requestVariables, group, span)
     const { plan, warnings } = stage
+    if (stage.route?._tag === "local") {
+      const recipients = yield* deliverLocal(stage.route, {
+        domain: group.domain,
+        sender: delivery.sender,
+        recipients: group.recipients,
+        message: delivery.message,
+        requireTls: delivery.requireTls
+      })
+      return { recipients, attempts: [], plan: domainPlanOf(group, stage, [], null), warnings }
+    }
+    const relay = stage.route?._tag === "relay" ? stage.route : null
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
     const hostErrors: Array<HostFailure> = stage.excluded.map(([, error]) => ({ error, host: null }))
@@ -62,7 +74,7 @@ export const deliverDomain = (
         const variables = hostVariables(stage.variables, host)
         const evaluated = evaluateHost(delivery.config, variables)
         warnings.push(...evaluated.warnings)
-        hostStages.set(host, { variables, settings: evaluated.settings })
+        hostStages.set(host, { variables, settings: evaluated.settings, relay })
         const { ipStrategy, sourceIp } = evaluated.settings
         return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
       })
@@ -75,11 +87,13 @@ export const deliverDomain = (
       const host = next.value
       if (Either.isLeft(host.resolution)) {
         hostPlans.push(hostPlan(host, policy, null))
-        hostErrors.push({ error: host.resolution.left, host: null })
+        const error = host.resolution.left
+        hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
         continue
       }
       const hostStage = hostStages.get(host.host)!
-      const dane = yield* hostDane(plan, delivery.options.port, host.host, hostStage.settings)
+      // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
+      const dane = relay === null ? yield* hostDane(plan, delivery.options.port, host.host, hostStage.settings) : null
       hostPlans.push(hostPlan(host, policy, dane))
       if (dane?.error) {
         // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)

@@ -1,5 +1,5 @@
 /**
- * The domain stage: the domain's settings, its MTA-STS policy and its MX plan, with the hosts an enforced policy
+ * The domain stage: the domain's settings and route, its MTA-STS policy and its MX plan (or its relay), with the hosts an enforced policy
  * excludes taken out. Shared by `deliver` and `explain`.
  */
 import * as Effect from "effect/Effect"
@@ -12,17 +12,20 @@ import * as MtaSts from "../../MtaSts.js"
 import * as MxPlan from "../../MxPlan.js"
 import type { Config } from "../../OutboundConfig.js"
 import type * as PolicyCache from "../../PolicyCache.js"
-import type { DomainSettings } from "../../Settings.js"
+import type { DomainSettings, Route } from "../../Settings.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
 import { evaluateDomain } from "../settings/evaluate.js"
 import { reportError } from "./report.js"
 import { domainVariables, type Group } from "./request.js"
+import { relayPlan, routePlan, unknownRoute } from "./route.js"
 
 /** What the domain stage decided. @internal */
 export interface DomainStage {
   readonly variables: Variables
   readonly settings: DomainSettings
+  /** The domain's route; `null` when `next-hop` named no relay (`error` says so). */
+  readonly route: Route | null
   /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */
   readonly warnings: Array<string>
   readonly mtaSts: MtaSts.Outcome | null
@@ -47,7 +50,12 @@ export const domainStage = (
     const { settings } = evaluated
     const warnings = [...evaluated.warnings]
     const mode = settings.tls.mtaSts
-    const stage = { variables, settings, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    const route = evaluated.routeError === null ? settings.route : null
+    const stage = { variables, settings, route, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    if (evaluated.routeError !== null) return { ...stage, error: unknownRoute(evaluated.routeError) }
+    // Local recipients are handed over as they are; a relay is the one host, with no MTA-STS (as Stalwart).
+    if (settings.route._tag === "local") return stage
+    if (settings.route._tag === "relay") return { ...stage, plan: relayPlan(group.target, settings.route) }
     // An address literal has no policy to publish; `disable` means not even asking.
     let mtaSts: MtaSts.Outcome | null = null
     if (!group.literal && mode !== "disable") {
@@ -95,6 +103,7 @@ export const domainPlanOf = (
 ): DomainPlan => ({
   domain: group.domain,
   recipients: group.recipients,
+  route: stage.route === null ? null : routePlan(stage.route),
   // In preference order, as a reader expects them; DNS answers in any order.
   mx: stage.plan?.records.map((r) => ({ exchange: r.exchange, priority: r.priority }))
     .sort((a, b) => a.priority - b.priority) ?? [],

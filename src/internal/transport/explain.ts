@@ -42,6 +42,7 @@ export const explainDomain = (
     }))
     const policy = policyOf(stage)
     const enforced = MtaSts.enforced(policy)
+    const relay = stage.route?._tag === "relay" ? stage.route : null
     for (const host of stage.plan?.hosts ?? []) {
       const variables = hostVariables(stage.variables, host)
       const hostEval = evaluateHost(config, variables)
@@ -49,7 +50,8 @@ export const explainDomain = (
       const { ipStrategy, sourceIp } = hostEval.settings
       const resolved = yield* Effect.either(Candidates.resolveHost(host, ipStrategy, stage.settings.limits.multihomed))
       const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
-      const dane = Either.isLeft(resolved) || stage.plan === null
+      // DANE is for MX hosts; a relay is trusted as its route says
+      const dane = Either.isLeft(resolved) || stage.plan === null || relay !== null
         ? null
         : yield* hostDane(stage.plan, options.port, host, hostEval.settings)
       const connection = evaluateConnection(config, connectionVariables(variables, addresses[0] ?? "0.0.0.0", null))
@@ -71,8 +73,8 @@ export const explainDomain = (
         dane: danePlan(dane),
         error: Either.match(resolved, { onLeft: reportError, onRight: () => dane?.error ? reportError(dane.error) : null }),
         settings: explainedSettings(hostEval.settings, connection.settings, {
-          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls, dane }).allowInvalidCerts,
-          requireTls: effectiveTls(hostEval.settings, { enforced, requireTls, dane }).required
+          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls, relay, dane }).allowInvalidCerts,
+          requireTls: effectiveTls(hostEval.settings, { enforced, requireTls, relay, dane }).required
         })
       })
     }

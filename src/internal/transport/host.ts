@@ -16,7 +16,7 @@ import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryR
 import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
 import type { Config } from "../../OutboundConfig.js"
-import type { ConnectionSettings, HostSettings } from "../../Settings.js"
+import type { ConnectionSettings, HostSettings, RelayRoute } from "../../Settings.js"
 import * as SmtpSession from "../../SmtpSession.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
@@ -47,8 +47,13 @@ export interface Delivery {
 export interface HostStage {
   readonly variables: Variables
   readonly settings: HostSettings
+  /** The relay this host is, on a relay route; `null` for an MX host. */
+  readonly relay: RelayRoute | null
   readonly dane?: Dane.HostDane | null | undefined
 }
+
+/** The port of a host: the relay's, or the one of every MX host. */
+const portOf = (delivery: Delivery, hostStage: HostStage) => hostStage.relay?.port ?? delivery.options.port
 
 /** @internal */
 export type HostOutcome =
@@ -82,6 +87,7 @@ const connect = (
   const ehlo = settingWarnings.ehloName(settings.ehloName)
   if (ehlo !== null) warnings.push(ehlo)
   const { options } = delivery
+  const port = portOf(delivery, hostStage)
   return Effect.flatMap(
     Effect.makeSpan("smtp.attempt", {
       kind: "client",
@@ -90,13 +96,13 @@ const connect = (
       attributes: tracing.peerAttributes({
         servername: host.host.name,
         ip: candidate.ip,
-        port: options.port,
+        port,
         localAddress: candidate.source
       })
     }),
     (span) =>
       SmtpSession.connect(
-        { ip: candidate.ip, port: options.port, localAddress: candidate.source ?? undefined },
+        { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
         { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
       ).pipe(
         Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : tracing.end(span, exit)),
@@ -187,7 +193,7 @@ const attemptTls = (tls: TlsInfo | null, dane: Dane.HostDane | null): AttemptTls
  */
 const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
   error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
-  settings.tls.starttls === "optional" && (settings.tls.dane ?? null) === null
+  settings.tls.starttls === "optional" && settings.tls.implicit !== true && (settings.tls.dane ?? null) === null
 
 /**
  * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
@@ -204,19 +210,23 @@ const session = (
   record: Record
 ): Effect.Effect<HostOutcome, never, Connector> =>
   Effect.gen(function*() {
+    const { relay } = hostStage
+    const dane = hostStage.dane ?? null
+    const tls = effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane })
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
       servername: host.host.name,
-      tls: {
-        ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, dane: hostStage.dane ?? null }),
-        ca: delivery.ca,
-        dane: hostStage.dane?.authenticate ?? null
-      },
+      tls: { ...tls, ca: delivery.ca, dane: dane?.authenticate ?? null },
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
-      span: connected.span
+      span: connected.span,
+      ...(relay === null ? {} : {
+        protocol: relay.protocol,
+        ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
+      })
     }
-    const outcome = yield* converse(delivery, group, host, connected.connection, settings, hostStage.dane ?? null, (f) => record(startMs, f))
+    const port = portOf(delivery, hostStage)
+    const outcome = yield* converse(delivery, group, host, connected.connection, settings, dane, (f) => record(startMs, f))
     if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
     yield* Effect.logDebug(`${outcome.error.message}: going on in plaintext (tls.starttls = optional)`)
     yield* connected.connection.close
@@ -229,7 +239,7 @@ const session = (
       ...tracing.peerAttributes({
         servername: host.host.name,
         ip: candidate.ip,
-        port: delivery.options.port,
+        port,
         localAddress: candidate.source
       }),
       "smtp.plaintext_retry": true
@@ -237,7 +247,7 @@ const session = (
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
           Effect.either(restore(SmtpSession.connect(
-            { ip: candidate.ip, port: delivery.options.port, localAddress: candidate.source ?? undefined },
+            { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
             { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span }
           ))),
           (retry) =>
@@ -256,23 +266,32 @@ const session = (
 
 /**
  * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
- * §4), so `allow-invalid-certs` does not apply to them. DANE (RFC 7672) requires TLS too: with usable TLSA records
- * the session verifies by them (the CA roots and `allow-invalid-certs` have no say, and an enforced MTA-STS policy
- * gives way, RFC 8461 §2); with only unusable records TLS is mandatory but not authenticated (§2.2), unless something
- * else requires a verified certificate. Shared by the session and `explain`.
+ * §4), so `allow-invalid-certs` does not apply to them. A relay adds its own `tls.allow-invalid-certs` and
+ * `tls.implicit`. DANE (RFC 7672) requires TLS too: with usable TLSA records the session verifies by them (the CA
+ * roots and `allow-invalid-certs` have no say, and an enforced MTA-STS policy gives way, RFC 8461 §2); with only
+ * unusable records TLS is mandatory but not authenticated (§2.2), unless something else requires a verified
+ * certificate. Shared by the session and `explain`.
  *
  * @internal
  */
 export const effectiveTls = (
   host: HostSettings,
-  requirements: { readonly enforced: boolean; readonly requireTls: boolean; readonly dane: Dane.HostDane | null }
+  requirements: {
+    readonly enforced: boolean
+    readonly requireTls: boolean
+    readonly relay?: RelayRoute | null | undefined
+    readonly dane?: Dane.HostDane | null | undefined
+  }
 ): Omit<SmtpSession.SessionSettings["tls"], "ca" | "dane"> => {
+  const relay = requirements.relay ?? null
   const verified = requirements.enforced || requirements.requireTls
   const daneTls = requirements.dane?.requireTls === true
+  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true || daneTls
   return {
     starttls: host.tls.starttls,
-    allowInvalidCerts: (host.tls.allowInvalidCerts || daneTls) && !verified,
-    required: verified || daneTls
+    allowInvalidCerts: allowInvalidCerts && !verified,
+    required: verified || daneTls,
+    ...(relay?.implicitTls === true ? { implicit: true } : {})
   }
 }
 

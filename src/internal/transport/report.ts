@@ -48,7 +48,8 @@ const noDataError = TransportError.make("data", "protocol", "the transaction end
 
 /**
  * Per recipient, from what the server said. A recipient is `delivered` only when it was accepted at RCPT and the
- * server answered the end of data with 2xx; a rejected RCPT keeps its own reply whatever happens to DATA.
+ * server answered the end of data with 2xx (under LMTP, its own reply after the message); a rejected RCPT keeps its
+ * own reply whatever happens to DATA.
  *
  * @internal
  */
@@ -66,9 +67,11 @@ export const recipientResults = (host: string, t: SmtpSession.TransactionResult)
         error: null
       }
     }
-    if (t.data === null) return failedBy(r.address, noDataError, host)
-    if (Either.isLeft(t.data)) return failedBy(r.address, t.data.left, host)
-    const reply = t.data.right
+    // LMTP: the recipient's own reply after the message; SMTP: the one reply for every recipient.
+    const data = r.data ?? t.data
+    if (data === null) return failedBy(r.address, noDataError, host)
+    if (Either.isLeft(data)) return failedBy(r.address, data.left, host)
+    const reply = data.right
     if (reply.code >= 200 && reply.code < 300) {
       return { address: r.address, status: "delivered", host, reply: reportReply(reply), error: null }
     }
@@ -85,6 +88,7 @@ export const firstTransportError = (t: SmtpSession.TransactionResult): Transport
   const errors = [
     Either.isLeft(t.mailFrom) ? t.mailFrom.left : null,
     ...t.recipients.map((r) => r.error),
+    ...t.recipients.map((r) => r.data !== undefined && Either.isLeft(r.data) ? r.data.left : null),
     t.data !== null && Either.isLeft(t.data) ? t.data.left : null
   ]
   return errors.find((e): e is TransportError.TransportError => e !== null && !canQuitAfter(e)) ?? null
