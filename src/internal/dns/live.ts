@@ -303,16 +303,22 @@ export const make = (options: LiveOptions): Resolve => {
     return channel
   }
 
+  const close = (family: 4 | 6, channel: Channel) => {
+    if (channel.closed || channel.pending.size > 0) return
+    channel.closed = true
+    if (current.get(family) === channel) current.delete(family)
+    channel.socket.close()
+  }
+
   // The query no longer listens on its channels; a channel closes with its last query (an idle layer holds no
-  // socket), and the next query opens a fresh one.
+  // socket). The current one waits for the end of this turn of the event loop first: a lookup that follows at once
+  // (the A after the MX) reuses it instead of opening and connecting a socket of its own.
   const release = (query: Pending) => {
     for (const [family, channel] of query.channels) {
       if (channel.pending.get(query.id) === query) channel.pending.delete(query.id)
-      if (channel.pending.size === 0 && !channel.closed) {
-        channel.closed = true
-        if (current.get(family) === channel) current.delete(family)
-        channel.socket.close()
-      }
+      if (channel.pending.size > 0 || channel.closed) continue
+      if (current.get(family) === channel) setImmediate(() => close(family, channel))
+      else close(family, channel)
     }
     query.channels.clear()
   }
