@@ -42,7 +42,7 @@ export type IpStrategy = typeof ipStrategies[number]
 export const tlsPolicies = ["optional", "require", "disable"] as const
 
 /**
- * A TLS requirement (`tls.starttls`, `tls.mta-sts`): `disable` never uses it, `optional` uses it where it can,
+ * A TLS requirement (`tls.starttls`, `tls.mta-sts`, `tls.dane`): `disable` never uses it, `optional` uses it where it can,
  * `require` fails without it.
  *
  * @since 0.2.0
@@ -167,6 +167,8 @@ export interface HostSettings {
   readonly sourceIp: SourceIp
   readonly tls: {
     readonly starttls: TlsPolicy
+    /** `tls.dane`: DANE (RFC 7672) where secure usable TLSA records exist (`optional`), required, or never consulted. */
+    readonly dane: TlsPolicy
     /** `tls.allow-invalid-certs`: accept a certificate that does not verify even where TLS is required. */
     readonly allowInvalidCerts: boolean
   }

@@ -265,7 +265,8 @@ export const explain = (
   }).pipe(Effect.withSpan("Transport.explain", spanOptions))
 
 /**
- * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
+ * The live services a delivery needs besides its `OutboundConfig`: DNS (`Dns.layer`, with its cache; point it at a
+ * trusted validating resolver for DANE),
  * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory.
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches

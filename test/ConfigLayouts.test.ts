@@ -114,10 +114,10 @@ describe("the strategies layout (v0.13–v0.15)", () => {
     expect([host.sourceIp, host.ipStrategy, host.tls]).toEqual([
       { v4: ["192.0.2.10", "192.0.2.11"], v6: ["2001:db8::10"] },
       "ipv6_then_ipv4",
-      { starttls: "optional", allowInvalidCerts: false }
+      { starttls: "optional", dane: "optional", allowInvalidCerts: false }
     ])
     const retry = OutboundConfig.evaluateHost(config, domain("x.secure", { mx: "m", retry_num: 1, last_error: "tls" }))
-    expect(retry.settings.tls).toEqual({ starttls: "optional", allowInvalidCerts: true })
+    expect(retry.settings.tls).toEqual({ starttls: "optional", dane: "optional", allowInvalidCerts: true })
     const strict = OutboundConfig.evaluateDomain(config, domain("x.secure"))
     expect(strict.settings.tls.mtaSts).toBe("require")
   })

@@ -333,18 +333,28 @@ mx = "if_then(rcpt_domain == 'big.example', 10, 5)"
   })
 })
 
-describe("Stalwart keys this library does not implement", () => {
-  it("are warnings, not errors", () => {
+describe("tls.dane", () => {
+  it("is a host-stage key: optional by default, require or disable, an expression on mx like its siblings", () => {
     const config = ok(`
 [queue.outbound]
 next-hop = [ { if = "rcpt_domain == 'local.example'", then = "'local'" }, { else = false } ]
 [queue.outbound.tls]
-dane = "require"
+dane = [ { if = "mx == 'strict.example'", then = "require" }, { if = "mx == 'off.example'", then = "disable" }, { else = "optional" } ]
 `)
-    expect(config.warnings).toEqual([
-      "queue.outbound.tls.dane is a Stalwart setting this library ignores: DANE is not implemented: TLSA records " +
-      "are not consulted"
-    ])
+    expect(config.warnings).toEqual([])
+    const domain = { rcpt: "a@b.example", rcpt_domain: "b.example", retry_num: 1 }
+    const dane = (mx: string) => OutboundConfig.evaluateHost(config, { ...domain, mx }).settings.tls.dane
+    expect([dane("strict.example"), dane("off.example"), dane("other.example")]).toEqual(["require", "disable", "optional"])
+    expect(OutboundConfig.evaluateHost(ok("[queue.outbound]\n"), { ...domain, mx: "x.example" }).settings.tls.dane).toBe("optional")
+  })
+
+  it("a value that is no TLS policy is an error naming the key, what was found and what was expected", () => {
+    const error = bad(`
+[queue.outbound.tls]
+dane = "sometimes"
+`).message
+    expect(error).toContain("queue.outbound.tls.dane")
+    expect(error).toContain("sometimes")
   })
 })
 
@@ -936,7 +946,7 @@ allow-invalid-certs = true
       settings: {
         ipStrategy: "ipv6_only",
         sourceIp: { v4: [], v6: [] },
-        tls: { starttls: "disable", allowInvalidCerts: true },
+        tls: { starttls: "disable", dane: "optional", allowInvalidCerts: true },
         connectionAttemptDelay: Option.some(Duration.millis(100))
       },
       warnings: [
@@ -1014,6 +1024,7 @@ describe("renderReference", () => {
     expect(reference).toContain("- `queue.outbound.concurrency`: Stalwart v0.11.0–v0.11.1")
     expect(reference).toContain("| route | `queue.outbound.next-hop`")
     expect(reference).toContain("| `tls.implicit` | `implicitTls` | `true` |")
-    expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
+    expect(reference).toContain("| `tls.dane` | `[queue.tls.<name>] dane` | `MtaTlsStrategy.dane` | `tls.dane` | host (+ `mx`) |")
+    expect(reference).not.toContain("not implemented")
   })
 })

@@ -344,6 +344,14 @@ describe("Transport.deliver: the plan and the trace", () => {
           sourceIps: { v4: [], v6: [] },
           strategies: { connection: "default", tls: "default" },
           mtaSts: null,
+          // the in-memory zones are unsigned: DANE does not apply, the TLSA records are not even looked up
+          dane: {
+            status: "insecure",
+            name: "_25._tcp.mx1.a.test",
+            secure: false,
+            records: [],
+            reason: "the MX records of a.test are not signed"
+          },
           error: null
         }],
         dropped: [],

@@ -123,12 +123,22 @@ const planLines = (domain: DomainPlan): ReadonlyArray<string> => {
       "    "
     )
   )
+  // DANE only where it applies or failed: an unsigned domain (most of them) says nothing
+  for (const h of domain.hosts) {
+    if (h.dane === null || h.dane.status === "insecure") continue
+    const records = h.dane.records.length === 0 ? "" : `: ${h.dane.records.join(", ")}`
+    lines.push(`    DANE ${h.host}: ${h.dane.status}, ${h.dane.reason}${records}`)
+  }
   return lines
 }
 
 /** `no` for plaintext; else the version, and whether the certificate verified (why not, when it did not). */
 const tlsText = (tls: AttemptRecord["tls"]): string =>
-  tls === null ? "no" : `${tls.version ?? "TLS"} ${tls.verified ? "verified" : `unverified (${tls.reason ?? "unknown"})`}`
+  tls === null
+    ? "no"
+    : tls.dane !== null && (tls.dane.status === "verified" || tls.dane.status === "failed")
+    ? `${tls.version ?? "TLS"} DANE ${tls.dane.status === "verified" ? `verified (${tls.dane.record})` : "failed"}`
+    : `${tls.version ?? "TLS"} ${tls.verified ? "verified" : `unverified (${tls.reason ?? "unknown"})`}`
 
 /** What a host's TLS settings amount to: opportunistic (RFC 7435), or a certificate that must verify. */
 const tlsPolicyText = (s: NonNullable<ExplainedHost["settings"]>): string => {

@@ -212,13 +212,21 @@ export const KEYS = {
     "optional",
     "Whether MTA-STS (RFC 8461) is consulted and enforced: optional, require or disable."
   ),
+  "tls.dane": key<TlsPolicy, "host">(
+    ["tls.dane", "tls", "dane", "dane"],
+    "host",
+    "tls",
+    Convert.tlsPolicy,
+    "optional",
+    "Whether DANE (RFC 7672) is used: optional (where secure usable TLSA records exist), require or disable."
+  ),
   "tls.allowInvalidCerts": key(
     ["tls.allow-invalid-certs", "tls", "allow-invalid-certs", "allowInvalidCerts"],
     "host",
     "bool",
     Convert.boolean,
     false,
-    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy)."
+    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy or DANE)."
   ),
   connectionAttemptDelay: key<Option.Option<Duration.Duration>, "host">(
     ["connection-attempt-delay", "connection", "connection-attempt-delay", "connectionAttemptDelay"],
@@ -311,9 +319,7 @@ export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filt
 export const ROUTE_KEY = { path: ["next-hop"], stage: "domain" } as const
 
 /** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
-export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = [
-  { path: ["tls", "dane"], why: "DANE is not implemented: TLSA records are not consulted" }
-]
+export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = []
 
 /**
  * Sub-keys per table below `queue.outbound` ("" is the section itself), in table order, for the structure check and

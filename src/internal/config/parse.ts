@@ -495,10 +495,6 @@ const readStrategy = (
       Layouts.strategyValue(layout, entries, f, values, ehloBySource, notes.issues)
       continue
     }
-    if (group === "tls" && f.key === "dane") {
-      notes.warnings.push(`${formatPath(f.path)} is a Stalwart setting this library ignores: DANE is not implemented`)
-      continue
-    }
     notes.issues.push({
       path: f.path,
       problem: `unknown key${Layouts.didYouMean(f.key, [...spellings.keys()])}`,

@@ -16,6 +16,7 @@ import type { PolicyCache } from "../../PolicyCache.js"
 import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
+import { hostDane } from "./dane.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
 import { deliverLocal, relayUnresolved } from "./route.js"
@@ -84,14 +85,24 @@ export const deliverDomain = (
       const next = yield* hosts.next
       if (Option.isNone(next)) break
       const host = next.value
-      const hostStage = hostStages.get(host.host)
-      hostPlans.push(hostPlan(host, policy, hostStage === undefined ? null : hostStrategies(delivery.config, hostStage.variables)))
+      const staged = hostStages.get(host.host)
+      const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
       if (Either.isLeft(host.resolution)) {
+        hostPlans.push(hostPlan(host, policy, strategies, null))
         const error = host.resolution.left
         hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
         continue
       }
-      const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)
+      const hostStage = hostStages.get(host.host)!
+      // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
+      const dane = relay === null ? yield* hostDane(plan, delivery.options.port, host.host, hostStage.settings) : null
+      hostPlans.push(hostPlan(host, policy, strategies, dane))
+      if (dane?.error) {
+        // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
+        hostErrors.push({ error: dane.error, host: null })
+        continue
+      }
+      const outcome = yield* tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span)
       if (outcome._tag === "NextHost") hostErrors.push(outcome)
       else results = outcome.recipients
     }

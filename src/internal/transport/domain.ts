@@ -141,5 +141,6 @@ export const excludedHostPlan = (
   sourceIps: { v4: [], v6: [] },
   strategies: null,
   mtaSts: "mismatch",
+  dane: null,
   error: reportError(error)
 })

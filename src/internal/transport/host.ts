@@ -11,6 +11,7 @@ import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import type * as Candidates from "../../Candidates.js"
 import type { Connection, Connector, TlsInfo } from "../../Connector.js"
+import type * as Dane from "../../Dane.js"
 import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
 import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
@@ -21,6 +22,7 @@ import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
 import { evaluateConnection } from "../settings/evaluate.js"
 import * as tracing from "../tracing.js"
+import { attemptDane } from "./dane.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
 import { connectionVariables, type Group } from "./request.js"
 import * as settingWarnings from "./warnings.js"
@@ -41,12 +43,13 @@ export interface Delivery {
   readonly ca: ReadonlyArray<string> | undefined
 }
 
-/** A host's settings and the variables they were evaluated with. @internal */
+/** A host's settings, the variables they were evaluated with, and its DANE decision (`null`: none made). @internal */
 export interface HostStage {
   readonly variables: Variables
   readonly settings: HostSettings
   /** The relay this host is, on a relay route; `null` for an MX host. */
   readonly relay: RelayRoute | null
+  readonly dane?: Dane.HostDane | null | undefined
 }
 
 /** The port of a host: the relay's, or the one of every MX host. */
@@ -177,8 +180,10 @@ type Record = (
   fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
 ) => Effect.Effect<void>
 
-const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
-  tls === null ? null : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason }
+const attemptTls = (tls: TlsInfo | null, dane: Dane.HostDane | null): AttemptTls | null =>
+  tls === null
+    ? null
+    : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason, dane: attemptDane(dane, tls) }
 
 /**
  * A handshake that failed outright (an alert, no common protocol, a reset during it) where nothing requires TLS:
@@ -188,7 +193,7 @@ const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
  */
 const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
   error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
-  settings.tls.starttls === "optional" && settings.tls.implicit !== true
+  settings.tls.starttls === "optional" && settings.tls.implicit !== true && (settings.tls.dane ?? null) === null
 
 /**
  * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
@@ -206,11 +211,12 @@ const session = (
 ): Effect.Effect<HostOutcome, never, Connector> =>
   Effect.gen(function*() {
     const { relay } = hostStage
-    const tls = effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay })
+    const dane = hostStage.dane ?? null
+    const tls = effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane })
     const settings: SmtpSession.SessionSettings = {
       ...connected.settings,
       servername: host.host.name,
-      tls: { ...tls, ca: delivery.ca },
+      tls: { ...tls, ca: delivery.ca, dane: dane?.authenticate ?? null },
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
       span: connected.span,
@@ -220,7 +226,7 @@ const session = (
       })
     }
     const port = portOf(delivery, hostStage)
-    const outcome = yield* converse(delivery, group, host, connected.connection, settings, (f) => record(startMs, f))
+    const outcome = yield* converse(delivery, group, host, connected.connection, settings, dane, (f) => record(startMs, f))
     if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
     yield* Effect.logDebug(`${outcome.error.message}: going on in plaintext (tls.starttls = optional)`)
     yield* connected.connection.close
@@ -247,7 +253,7 @@ const session = (
           (retry) =>
             Either.isRight(retry)
               ? Effect.ensuring(
-                restore(converse(delivery, group, host, retry.right, { ...plain, span }, (f) => record(retryMs, f))),
+                restore(converse(delivery, group, host, retry.right, { ...plain, span }, null, (f) => record(retryMs, f))),
                 retry.right.close
               )
               : Effect.as(
@@ -261,7 +267,10 @@ const session = (
 /**
  * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
  * §4), so `allow-invalid-certs` does not apply to them. A relay adds its own `tls.allow-invalid-certs` and
- * `tls.implicit`. Shared by the session and `explain`.
+ * `tls.implicit`. DANE (RFC 7672) requires TLS too: with usable TLSA records the session verifies by them (the CA
+ * roots and `allow-invalid-certs` have no say, and an enforced MTA-STS policy gives way, RFC 8461 §2); with only
+ * unusable records TLS is mandatory but not authenticated (§2.2), unless something else requires a verified
+ * certificate. Shared by the session and `explain`.
  *
  * @internal
  */
@@ -271,14 +280,17 @@ export const effectiveTls = (
     readonly enforced: boolean
     readonly requireTls: boolean
     readonly relay?: RelayRoute | null | undefined
+    readonly dane?: Dane.HostDane | null | undefined
   }
-): Omit<SmtpSession.SessionSettings["tls"], "ca"> => {
+): Omit<SmtpSession.SessionSettings["tls"], "ca" | "dane"> => {
   const relay = requirements.relay ?? null
-  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true
+  const verified = requirements.enforced || requirements.requireTls
+  const daneTls = requirements.dane?.requireTls === true
+  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true || daneTls
   return {
     starttls: host.tls.starttls,
-    allowInvalidCerts: allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
-    required: requirements.requireTls || requirements.enforced,
+    allowInvalidCerts: allowInvalidCerts && !verified,
+    required: verified || daneTls,
     ...(relay?.implicitTls === true ? { implicit: true } : {})
   }
 }
@@ -290,6 +302,7 @@ const converse = (
   host: Candidates.HostCandidates,
   connection: Connection,
   settings: SmtpSession.SessionSettings,
+  dane: Dane.HostDane | null,
   record: (fields: Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">) => Effect.Effect<void>
 ): Effect.Effect<HostOutcome> =>
   Effect.gen(function*() {
@@ -309,7 +322,7 @@ const converse = (
         phase: error.phase,
         outcome: "failed",
         error: reportError(error),
-        tls: attemptTls(connection.tls),
+        tls: attemptTls(connection.tls, dane),
         ehlo: error.phase === "greeting" ? null : settings.ehloName
       })
       return { _tag: "NextHost", error, host: host.host.name } as const
@@ -328,7 +341,7 @@ const converse = (
         phase: "mail-from",
         outcome: "failed",
         error: reportError(error),
-        tls: attemptTls(opening.tls),
+        tls: attemptTls(opening.tls, dane),
         ehlo: opening.ehloName
       })
       return { _tag: "NextHost", error, host: host.host.name } as const
@@ -349,7 +362,7 @@ const converse = (
       phase: transportError === null ? "quit" : transaction.phase,
       outcome: transportError === null ? "completed" : "failed",
       error: transportError === null ? null : reportError(transportError),
-      tls: attemptTls(opening.tls),
+      tls: attemptTls(opening.tls, dane),
       ehlo: opening.ehloName
     })
     return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
