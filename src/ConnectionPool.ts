@@ -2,9 +2,10 @@
  * Connection reuse: the sessions that finished a transaction and are still healthy wait here, idle, for the next
  * delivery to the same destination, as Postfix's connection cache and KumoMTA's `max_deliveries_per_connection` do.
  *
- * Two connections are interchangeable when they have the same remote address and port, source address, EHLO name, and
- * TLS: the TLS state the session reached and the requirements it was verified against (a connection that verified a
- * certificate under one policy is not handed to a delivery with stricter ones). Each connection carries its own
+ * Two connections are interchangeable when they have the same remote address and port, source address, EHLO name, host
+ * name (the name the certificate was checked for), DANE decision, and TLS: the TLS state the session reached and the
+ * requirements it was verified against (a connection that verified a certificate under one policy, or for one name, is
+ * not handed to a delivery with stricter ones or another name). Each connection carries its own
  * limits (`reuse.messages`, `reuse.idle`, `reuse.age`, evaluated when it was opened): past `messages` transactions or
  * `age` it is not reused; idle past `idle` it is closed with QUIT. Every wait is on Effect's Clock. Closing the
  * pool's scope (the layer's) closes every idle connection with QUIT.
@@ -25,8 +26,10 @@ import type { Session } from "./SmtpSession.js"
 /**
  * Where a connection goes and how its session was opened: the part of the key a delivery knows before it picks a
  * source address. `session` is, as a string, what the session was opened with besides the connection settings: the
- * TLS requirements (policy, implicit TLS, certificate checks, trusted CAs), the protocol (SMTP or LMTP) and the AUTH
- * user of a relay (never its secret, which the delivery's `accept` compares): equal strings, interchangeable sessions.
+ * host name the certificate was checked for (the MX host or the relay), the host's DANE decision (TLSA status, and the
+ * records and names a certificate is matched against), the TLS requirements (policy, implicit TLS, certificate checks,
+ * trusted CAs), the protocol (SMTP or LMTP) and the AUTH user of a relay (never its secret, which the delivery's
+ * `accept` compares): equal strings, interchangeable sessions.
  *
  * @since 0.3.0
  * @category models

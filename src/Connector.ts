@@ -14,6 +14,8 @@ import * as MetricPolling from "effect/MetricPolling"
 import type * as MetricState from "effect/MetricState"
 import type * as Scope from "effect/Scope"
 import * as live from "./internal/connection/live.js"
+import type { Verification } from "./internal/dane/verify.js"
+import type { TlsaRecord } from "./internal/dns/model.js"
 import * as socketError from "./internal/connection/socketError.js"
 import * as wire from "./internal/connection/wire.js"
 import * as scopeFinalizer from "./internal/scopeFinalizer.js"
@@ -42,8 +44,18 @@ export interface StartTlsOptions {
   readonly servername: string
   /** Trusted CA certificates (PEM) replacing Node's bundled roots; the roots when absent. */
   readonly ca?: ReadonlyArray<string> | undefined
-  /** `false` accepts any certificate (`tls.allow-invalid-certs`). */
+  /** `false` accepts any certificate (`tls.allow-invalid-certs`, and DANE, which verifies after the handshake). */
   readonly rejectUnauthorized: boolean
+  /**
+   * DANE (RFC 7672): the chain the server presents is matched against these usable TLSA records once the handshake
+   * is done, at `nowMs` (Effect's Clock); the outcome is `TlsInfo.dane`. Give `rejectUnauthorized: false` with it:
+   * the TLSA records, not the CA roots, decide.
+   */
+  readonly dane?: {
+    readonly records: ReadonlyArray<TlsaRecord>
+    readonly names: ReadonlyArray<string>
+    readonly nowMs: number
+  } | undefined
 }
 
 /**
@@ -60,6 +72,10 @@ export interface TlsInfo {
   readonly verified: boolean
   /** Why it did not verify. */
   readonly reason: string | null
+  /** The certificates the server presented, DER, leaf first (empty when it presented none). */
+  readonly peerCertificates: ReadonlyArray<Uint8Array>
+  /** The DANE verification, when `StartTlsOptions.dane` asked for one. */
+  readonly dane: Verification | null
 }
 
 /**

@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
-import { ipStrategies, phases, relayProtocols, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
+import { ipStrategies, layouts, phases, relayProtocols, sessionPhases, type SessionPhase, tlsPolicies } from "./Settings.js"
 import { kinds } from "./TransportError.js"
 
 const nullable = <S extends Schema.Schema.Any>(schema: S) => Schema.NullOr(schema)
@@ -87,6 +87,28 @@ export const RecipientResult = Schema.Struct({
 export interface RecipientResult extends Schema.Schema.Type<typeof RecipientResult> {}
 
 /**
+ * DANE on an attempt's TLS session (`null` when `tls.dane = disable`): `verified` — the certificate matched
+ * `record` (`3 1 1 …`, as a zone file writes it); `failed` — it matched none (`reason` says why; the attempt's error
+ * is of kind `dane`); `none` — the host has no TLSA records (an authenticated denial); `insecure` — a lookup on the
+ * way was not DNSSEC-validated, so DANE does not apply and the other TLS policies did. `tls.verified` stays the
+ * PKIX verdict: a DANE-EE host's certificate need not chain to any CA.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const AttemptDane = Schema.Struct({
+  status: Schema.Literal("verified", "insecure", "none", "failed"),
+  record: nullable(Schema.String),
+  reason: nullable(Schema.String)
+}).annotations({ identifier: "AttemptDane" })
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface AttemptDane extends Schema.Schema.Type<typeof AttemptDane> {}
+
+/**
  * The TLS session of an attempt. Under opportunistic TLS (`tls.starttls = optional`, nothing requiring
  * authenticated TLS) a certificate that does not verify does not stop the delivery: `verified` is `false` and
  * `reason` says why: `self-signed`, `name-mismatch`, `expired`, `untrusted-root`, or OpenSSL's code otherwise.
@@ -99,7 +121,8 @@ export const AttemptTls = Schema.Struct({
   version: nullable(Schema.String),
   cipher: nullable(Schema.String),
   verified: Schema.Boolean,
-  reason: nullable(Schema.String)
+  reason: nullable(Schema.String),
+  dane: nullable(AttemptDane)
 }).annotations({ identifier: "AttemptTls" })
 
 /**
@@ -148,6 +171,30 @@ export const AttemptRecord = Schema.Struct({
  */
 export interface AttemptRecord extends Schema.Schema.Type<typeof AttemptRecord> {}
 
+/**
+ * A host's DANE decision (RFC 7672 §2.2): `usable` — secure usable TLSA records, STARTTLS mandatory and the
+ * certificate matched against them; `unusable` — a secure RRset with no usable record, STARTTLS mandatory without
+ * authentication; `none` — no TLSA records; `insecure` — the MX, address or TLSA lookup was not DNSSEC-validated
+ * (no DANE, the other policies apply); `failed` — a lookup failed or was bogus (the host is deferred). `name` is the
+ * TLSA owner name, `secure` whether its answer validated, `records` the records as a zone file writes them.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const DanePlan = Schema.Struct({
+  status: Schema.Literal("usable", "unusable", "none", "insecure", "failed"),
+  name: Schema.String,
+  secure: Schema.Boolean,
+  records: strings,
+  reason: Schema.String
+}).annotations({ identifier: "DanePlan" })
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export interface DanePlan extends Schema.Schema.Type<typeof DanePlan> {}
+
 const hostPlanFields = {
   host: Schema.String,
   preference: Schema.Number,
@@ -158,8 +205,12 @@ const hostPlanFields = {
   /** Addresses dropped by `limits.multihomed`. */
   truncated: strings,
   sourceIps: Schema.Struct({ v4: strings, v6: strings }),
+  /** The connection and TLS strategies the configuration's selectors chose for this host; `null` when not evaluated. */
+  strategies: nullable(Schema.Struct({ connection: Schema.String, tls: Schema.String })),
   /** Whether the host is listed in the domain's MTA-STS policy; `null` when no policy applies. */
   mtaSts: nullable(Schema.Literal("match", "mismatch")),
+  /** The host's TLSA lookup and the DANE decision; `null` when `tls.dane = disable` or the host was not resolved. */
+  dane: nullable(DanePlan),
   error: nullable(ReportError)
 }
 
@@ -244,6 +295,8 @@ const domainPlanFields = {
   /** Hosts cut by `limits.mx`. */
   dropped: strings,
   limits: Schema.Struct({ mx: Schema.Number, multihomed: Schema.Number }),
+  /** The route and TLS strategy the configuration's selectors chose for the domain (TLS: with `mx` still empty). */
+  strategies: Schema.Struct({ route: Schema.String, tls: Schema.String }),
   /** `null` when `tls.mta-sts = disable` or the domain is an address literal. */
   mtaSts: nullable(MtaStsPlan),
   error: nullable(ReportError)
@@ -273,7 +326,8 @@ export interface DomainPlan extends Schema.Schema.Type<typeof DomainPlan> {}
 export const DeliveryReport = Schema.Struct({
   recipients: Schema.Array(RecipientResult),
   attempts: Schema.Array(AttemptRecord),
-  plan: Schema.Struct({ domains: Schema.Array(DomainPlan) }),
+  /** `layout`: which of Stalwart's configuration layouts the settings were read from. */
+  plan: Schema.Struct({ layout: Schema.Literal(...layouts), domains: Schema.Array(DomainPlan) }),
   warnings: strings
 }).annotations({ identifier: "DeliveryReport" })
 
@@ -309,7 +363,7 @@ export type ExplainedTimeouts = typeof ExplainedTimeouts.Type
 /**
  * A host as {@link ExplainReport} shows it: its plan, and every setting evaluated for it. `settings` is `null` for
  * a host an enforced MTA-STS policy excludes; `requireTls` says TLS is required whatever `starttls` says
- * (REQUIRETLS, or an enforced MTA-STS policy); `connectionAttemptDelayMs` is `null` for strictly one address at a
+ * (REQUIRETLS, an enforced MTA-STS policy, or the host's DANE TLSA records); `dane` is `tls.dane`; `connectionAttemptDelayMs` is `null` for strictly one address at a
  * time.
  *
  * @since 0.1.0
@@ -320,6 +374,7 @@ export const ExplainedHost = Schema.Struct({
   settings: nullable(Schema.Struct({
     ehlo: Schema.String,
     starttls: Schema.Literal(...tlsPolicies),
+    dane: Schema.Literal(...tlsPolicies),
     allowInvalidCerts: Schema.Boolean,
     requireTls: Schema.Boolean,
     connectionAttemptDelayMs: nullable(Schema.Number),
@@ -359,6 +414,8 @@ export interface ExplainedDomain extends Schema.Schema.Type<typeof ExplainedDoma
  * @category models
  */
 export const ExplainReport = Schema.Struct({
+  /** Which of Stalwart's configuration layouts the settings were read from. */
+  layout: Schema.Literal(...layouts),
   domains: Schema.Array(ExplainedDomain),
   warnings: strings
 }).annotations({ identifier: "ExplainReport" })

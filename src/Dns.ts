@@ -1,25 +1,21 @@
 /**
- * DNS as a service: the four lookups the transport needs (MX, A, AAAA, TXT), a live layer on `node:dns`, an
- * in-memory layer for tests, and a resolver cache that both can sit behind.
+ * DNS as a service: the lookups the transport needs (MX, A, AAAA, TXT, and TLSA through `answer`), each answer with
+ * its TTL and its DNSSEC status (whether the resolver validated it: the AD bit), a live layer that queries a
+ * recursive resolver over UDP and TCP, an in-memory layer for tests (zones marked secure, insecure or bogus), and a
+ * resolver cache that both can sit behind.
+ *
+ * DNSSEC. The library validates nothing itself: as Postfix does, it trusts the AD bit of the resolver it is given,
+ * which must be a trusted validating resolver on a trusted path (a local unbound on loopback). DANE (`Dane`) builds
+ * on that status.
  *
  * Timing. Code above this service sees one behaviour in production and under TestClock: a lookup answers, fails, or
  * fails `Temporary` with "no answer within <timeout>" once its budget is spent, and interrupting it abandons it
  * (`layer` says when the live layer's query stops being sent). The test layer keeps the budget with
  * `Effect.timeoutFail` on Effect's Clock (and a name's delay with `Effect.sleep`), so TestClock drives it. The live
- * layer talks to a real server in real time anyway, so it keeps the budget with a native timer armed in the query's
- * callback: no fiber, no Clock. Measured for 5,000 uncached A queries at
- * concurrency 100 against the bench's DNS server on loopback (per query, run-loop steps counted by a Supervisor's
- * `onEffect`): `Effect.timeoutFail` 78.5 steps, 2 forked fibers, 180–210 µs CPU, 1.1–1.6 s wall; the native timer
- * 22.5 steps, 0 forks, 78–85 µs CPU, 0.5–1.2 s wall (c-ares's own timeout alone: the same steps, 73–82 µs, but it
- * overshoots the budget, see `internal/dns/live.ts`). Cache entries expire on `Clock.currentTimeMillis` in every
- * layer.
- *
- * Cost (bench/budget.mjs, `dns` stage: an MX and an A lookup of a new domain per delivery, live layer with its cache,
- * c = 100, median of 3 runs interleaved): 231 µs CPU, 32.8 KB allocated, 61 run-loop steps per delivery with a
- * c-ares channel per query from a pool, the promises API and the cache's generic path; with queries sharing
- * rotating channels through the callback API and the cache running a live miss as one interruption region around
- * one `Effect.async`: 152 µs, 18.7 KB, 37 steps (14 steps per miss, 3 per hit), no fiber either way. Of what
- * remains, c-ares itself is ~16 µs per query (node alone, same server); the rest is the run loop and its garbage.
+ * layer talks to a real server in real time anyway, so it keeps the budget with a native timer armed with the query:
+ * no fiber, no Clock (measured with the earlier c-ares layer: a quarter of the run-loop steps of `Effect.timeoutFail`
+ * and no fork, see docs/performance.md). Cache entries expire on `Clock.currentTimeMillis` in every layer; a miss on
+ * the live layer is one `Effect.async` with no fiber forked.
  *
  * @since 0.1.0
  */
@@ -42,6 +38,14 @@ import * as test from "./internal/dns/test.js"
 export type MxRecord = model.MxRecord
 
 /**
+ * A TLSA record (RFC 6698): usage, selector, matching type, association data in lowercase hex.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type TlsaRecord = model.TlsaRecord
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -56,8 +60,8 @@ export type RRType = model.RRType
 export type RecordOf = model.RecordOf
 
 /**
- * Records with the time they may be kept, in seconds; `null` when the source does not know it (Node reports no TTL
- * for MX and TXT), in which case a cache applies its default.
+ * Records with the time they may be kept, in seconds (`null` when the source does not know it, in which case a cache
+ * applies its default), and whether the resolver validated them with DNSSEC (`secure`, its AD bit).
  *
  * @since 0.1.0
  * @category models
@@ -82,7 +86,8 @@ export {
   Dns,
   /**
    * `NotFound` is NXDOMAIN (the name does not exist), `NoData` is a name that exists without records of the type,
-   * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error.
+   * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error. `dnssec` is
+   * `"secure"` on an authenticated denial, `"bogus"` on a validation failure the resolver reported (a `Temporary`).
    *
    * @since 0.1.0
    * @category models
@@ -99,7 +104,8 @@ export {
 export const fromAnswerer: (answer: Answerer) => model.Dns.Service = model.fromAnswerer
 
 /**
- * The TTL-aware lookup of any service; for a service without one, its answers carry no TTL.
+ * The TTL-aware lookup of any service; for a service without one, its answers carry no TTL, are never `secure`,
+ * and TLSA answers NODATA (so DANE never applies through it).
  *
  * @since 0.1.0
  * @category constructors
@@ -111,9 +117,9 @@ export const toAnswerer: (service: model.Dns.Service) => Answerer = model.toAnsw
 // -----------------------------------------------------------------------------
 
 /**
- * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: Node
- * reports none for MX and TXT), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
- * (NXDOMAIN and NODATA, RFC 2308; Node does not expose the SOA that would give the zone's own value).
+ * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: a
+ * hand-written `Dns`, a test zone without one), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
+ * (NXDOMAIN and NODATA, RFC 2308; the SOA that would give the zone's own value is not read).
  *
  * @since 0.1.0
  * @category models
@@ -162,7 +168,10 @@ export const withTimeout = (duration: Duration.DurationInput): Layer.Layer<model
  * @category models
  */
 export interface LayerOptions {
-  /** Name servers, optionally with a port: `"127.0.0.1:5353"`, `"[::1]:5353"`. Default: the system's. */
+  /**
+   * Recursive resolvers, optionally with a port: `"127.0.0.1:5353"`, `"[::1]:5353"`; for DANE, a trusted validating
+   * one (its AD bit is trusted). Default: the system's (`/etc/resolv.conf`).
+   */
   readonly servers?: ReadonlyArray<string> | undefined
   /** The whole query's budget, retransmissions included. Default 5 seconds. */
   readonly timeout?: Duration.DurationInput | undefined
@@ -173,12 +182,12 @@ export interface LayerOptions {
 }
 
 /**
- * The live resolver on `node:dns` (c-ares), the resolver cache in front unless `cache: false`. Queries share a few
- * c-ares channels (a fresh one every 100 queries, so the source port keeps changing), and each query is sent on one
- * channel only: the server sees at most `tries` packets per lookup. A lookup whose budget runs out fails at once;
- * c-ares gives its query up by itself after the last try. Interrupting a lookup retires its channel: no new query
- * goes to it, and it is cancelled (no retransmission of the interrupted query follows) as soon as its other queries
- * have been answered or have timed out, within one budget; those other queries are not disturbed.
+ * The live resolver, the resolver cache in front unless `cache: false`. Each query is a DNS message of our own
+ * (`dns-packet`) with the DO bit set and a random id, over UDP from a socket shared by the queries in flight (a fresh
+ * source port every 100 queries, closed when idle), sent `tries` times within the budget to the servers in turn, and
+ * asked again over TCP when the answer is truncated; only an answer from a server it was sent to, with its id and
+ * question, is heard. A lookup whose budget runs out fails at once; an interrupted one stops at once: nothing more is
+ * sent for it, and the other queries on its socket are not disturbed.
  *
  * @since 0.1.0
  * @category layers
@@ -205,7 +214,9 @@ export type Rdata<A> = test.Rdata<A>
 /**
  * One name's records. A type that is absent answers NODATA; a name that is absent from the zones answers NXDOMAIN.
  * `rcode` fails every query of the name; `ttl` (seconds) goes on every answer (absent: no TTL); `delay` holds each
- * answer back on Effect's Clock (`Duration.infinity` never answers).
+ * answer back on Effect's Clock (`Duration.infinity` never answers). `dnssec` is what a validating resolver would say
+ * of the name: `secure` answers and denials carry the AD bit, `bogus` fails every query `Temporary` (SERVFAIL with
+ * "DNSSEC bogus"), absent is `insecure`. `tlsa` holds TLSA records.
  *
  * @since 0.1.0
  * @category testing

@@ -10,7 +10,7 @@ import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import type * as Tracer from "effect/Tracer"
-import { Dns, type MxRecord } from "./Dns.js"
+import { Dns, type MxRecord, toAnswerer } from "./Dns.js"
 import * as dnsName from "./internal/dnsName.js"
 import * as tracing from "./internal/tracing.js"
 import type { Limits } from "./Settings.js"
@@ -32,7 +32,9 @@ export interface MxHost {
 
 /**
  * The plan for one domain, as data for the report: the MX records as the DNS gave them (names normalised), the hosts
- * kept in the order they will be tried, and the hosts `limits.mx` dropped.
+ * kept in the order they will be tried, and the hosts `limits.mx` dropped. `secure`: the resolver validated the MX
+ * RRset (or, for an implicit MX, the denial of one) with DNSSEC, which DANE needs (RFC 7672 §2.2.1); absent when not
+ * known, which counts as insecure.
  *
  * @since 0.1.0
  * @category models
@@ -42,6 +44,7 @@ export interface MxPlan {
   readonly records: ReadonlyArray<MxRecord>
   readonly hosts: ReadonlyArray<MxHost>
   readonly dropped: ReadonlyArray<MxHost>
+  readonly secure?: boolean | undefined
 }
 
 /**
@@ -91,9 +94,10 @@ const isNullMx = (records: ReadonlyArray<MxRecord>): boolean => {
   return first.length > 0 && first.every((r) => dnsName.isRoot(r.exchange))
 }
 
-const implicitPlan = (domain: string, records: ReadonlyArray<MxRecord>): MxPlan => ({
+const implicitPlan = (domain: string, records: ReadonlyArray<MxRecord>, secure: boolean): MxPlan => ({
   domain,
   records,
+  secure,
   hosts: [{ name: domain, preference: 0, implicit: true, literal: false }],
   dropped: []
 })
@@ -101,15 +105,16 @@ const implicitPlan = (domain: string, records: ReadonlyArray<MxRecord>): MxPlan 
 const fromRecords = (
   domain: string,
   answer: ReadonlyArray<MxRecord>,
-  limit: number
+  limit: number,
+  secure: boolean
 ): Effect.Effect<MxPlan, TransportError.TransportError> => {
   const records = answer.map((r) => ({ exchange: dnsName.normalize(r.exchange), priority: r.priority }))
-  if (records.length === 0) return Effect.succeed(implicitPlan(domain, records))
+  if (records.length === 0) return Effect.succeed(implicitPlan(domain, records, secure))
   if (isNullMx(records)) return dnsError(nullMxMessage, true)
   return Effect.flatMap(orderHosts(records), (ordered) =>
     ordered.length === 0
       ? dnsError(`${domain}: the MX records name no host`, true)
-      : Effect.succeed({ domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit) }))
+      : Effect.succeed({ domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit), secure }))
 }
 
 // Without Effect.gen: a plan is on every delivery's path, and each `yield*` is a run-loop step or two.
@@ -124,13 +129,14 @@ const planOf = (rawDomain: string, mx: Limits["mx"]): Effect.Effect<MxPlan, Tran
     const host: MxHost = { name: literal, preference: 0, implicit: false, literal: true }
     return Effect.succeed({ domain, records: [], hosts: [host], dropped: [] })
   }
+  // The TTL-aware lookup, for the answer's DNSSEC status (the same query and cache entry as `mx`).
   return Effect.flatMap(Dns, (dns) =>
-    Effect.matchEffect(dns.mx(domain), {
+    Effect.matchEffect(toAnswerer(dns)("MX", domain), {
       onFailure: (error) =>
         error.reason === "Temporary"
           ? dnsError(`MX lookup for ${domain} failed: ${error.message}`, false)
-          : Effect.succeed(implicitPlan(domain, [])),
-      onSuccess: (records) => fromRecords(domain, records, limit)
+          : Effect.succeed(implicitPlan(domain, [], error.dnssec === "secure")),
+      onSuccess: (answer) => fromRecords(domain, answer.records, limit, answer.secure)
     }))
 }
 

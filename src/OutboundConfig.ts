@@ -23,8 +23,12 @@ import type { OutboundLimiter } from "./Limiter.js"
 import { ConfigError } from "./internal/config/error.js"
 import type * as ConfigErrors from "./internal/config/error.js"
 import type * as Keys from "./internal/config/keys.js"
+import type * as Model from "./internal/config/model.js"
 import * as Parse from "./internal/config/parse.js"
 import * as Reference from "./internal/config/reference.js"
+import * as Show from "./internal/config/show.js"
+import * as Write from "./internal/config/write.js"
+import { makeJsonLocator, makeLocator } from "./internal/config/locate.js"
 import type { RouteSetting } from "./internal/config/relays.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
 import type * as Settings from "./Settings.js"
@@ -99,15 +103,33 @@ export type Setting<A> = Keys.Setting<A>
  * @category models
  */
 export interface Config extends Keys.ConfigSettings {
-  /** `next-hop` with the `[remote.<id>]` tables it may name: the domain's route. */
+  /**
+   * The route of a domain: what the route selector names (`next-hop` with the `[remote.<id>]` tables it may name,
+   * `[queue.strategy] route`, v0.16's `route`). Left: a computed name no route has, a failure of the domain's delivery.
+   */
   readonly route: RouteSetting
+  /** Which of Stalwart's layouts the file was written in. */
+  readonly layout: Layout
+  /** The strategies and their selectors, as loaded: what `smtp-transport config show` and `convert` read. */
+  readonly model: Model.Model
   /** The file it was loaded from, null for text and defaults. */
   readonly file: string | null
   /** Load-time warnings, e.g. Stalwart keys this library does not implement. */
   readonly warnings: ReadonlyArray<string>
   /** The outbound limiters (`[queue.limiter.outbound.<id>]`, `[[queue.throttle]]`) that are enabled, in file order. */
   readonly limiters: ReadonlyArray<OutboundLimiter>
+  /** Stalwart settings in the file that a transport does not use (`[queue.schedule]`, `[queue.virtual]` …). */
+  readonly notUsed: ReadonlyArray<string>
 }
+
+/**
+ * Stalwart's configuration layouts: `outbound` (v0.7–v0.12, `[queue.outbound]`), `strategies` (v0.13–v0.15,
+ * `[queue.strategy]` and named `[queue.route|connection|tls.<name>]` tables) and `json` (v0.16+ registry objects).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Layout = Keys.Layout
 
 /**
  * The configuration as a service.
@@ -118,7 +140,9 @@ export interface Config extends Keys.ConfigSettings {
 export class OutboundConfig extends Context.Tag("effect-smtp-transport/OutboundConfig")<OutboundConfig, Config>() {}
 
 /**
- * Parses TOML text. Pure apart from reading the machine's host name for the `hostname` default.
+ * Parses a configuration in any of Stalwart's layouts: TOML (`[queue.outbound]` of v0.7–v0.12, or the strategies of
+ * v0.13–v0.15) or JSON (v0.16's registry objects, when the text starts with `{`). A text with no outbound setting is an
+ * error. Pure apart from reading the machine's host name for the EHLO default.
  *
  * @example
  * ```ts
@@ -166,8 +190,9 @@ export interface DomainEvaluation extends Evaluation<DomainSettings> {
 }
 
 /**
- * Evaluates the keys of the domain stage (`next-hop` into `route`, `limits`, `tls.mta-sts`, `timeouts.mta-sts`)
- * with the domain variables: the message's (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
+ * Evaluates the route (the route selector: `next-hop`, `[queue.strategy] route`, v0.16's `route`) and the keys of
+ * the domain stage (`limits`, `tls.mta-sts`, `timeouts.mta-sts`) with the domain variables: the message's
+ * (`sender`, `retry_num`, …) and `rcpt`, `rcpt_domain`.
  *
  * @since 0.2.0
  * @category evaluation
@@ -234,7 +259,7 @@ export const load: (path: string) => Effect.Effect<Config, ConfigError, FileSyst
  * @since 0.1.0
  * @category loading
  */
-export const defaults: Config = Either.getOrThrow(parse(""))
+export const defaults: Config = Either.getOrThrow(Parse.parse("", null, { allowEmpty: true }))
 
 /**
  * @since 0.1.0
@@ -255,3 +280,50 @@ export const layerDefault: Layer.Layer<OutboundConfig> = Layer.succeed(OutboundC
  */
 export const layerFromText = (text: string, file?: string): Layer.Layer<OutboundConfig, ConfigError> =>
   Layer.effect(OutboundConfig, Effect.suspend(() => parse(text, file ?? null)))
+
+/**
+ * Writes a loaded configuration in another of Stalwart's layouts: `outbound` (v0.7–v0.12 TOML), `strategies`
+ * (v0.13–v0.15 TOML) or `json` (v0.16 registry objects). A setting with no equivalent in the target is an error that
+ * names it, at its position in `text` (the file's text) when given; the text written is loaded again and gives the
+ * same settings (`smtp-transport config convert`).
+ *
+ * @since 0.3.0
+ * @category conversion
+ */
+export const convert = (config: Config, to: Layout, text?: string): Either.Either<string, ConfigError> => {
+  const locate = text === undefined ? () => null : config.layout === "json" ? makeJsonLocator(text) : makeLocator(text)
+  if (config.layout === to) {
+    return Either.left(
+      new ConfigError({
+        file: config.file,
+        issues: [Parse.issueOf({
+          path: [],
+          problem: `the file is already in the ${to} layout`,
+          found: `the ${to} layout`,
+          expected: "another layout to convert to"
+        }, null)]
+      })
+    )
+  }
+  return Either.flatMap(
+    Write.write(config.model, to, config.file, (raw) => Parse.issueOf(raw, locate(raw.path, raw.column))),
+    (text) =>
+      Either.match(Parse.parse(text, `${config.file ?? "<config>"} (converted to ${to})`), {
+        onLeft: (error) => Either.left(error),
+        onRight: () => Either.right(text)
+      })
+  )
+}
+
+/**
+ * The effective configuration as text: the layout, the selectors, every route and strategy with every value, each
+ * with where it came from (`file:line`, or `default`), in the file's own spelling; secrets are never printed. With the
+ * file's text, TOML values get their line (`smtp-transport config show`).
+ *
+ * @since 0.3.0
+ * @category documentation
+ */
+export const show = (config: Config, text?: string): string => {
+  const locate = text === undefined ? () => null : config.layout === "json" ? makeJsonLocator(text) : makeLocator(text)
+  return Show.show(config, (path) => locate(path))
+}

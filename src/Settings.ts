@@ -42,7 +42,7 @@ export type IpStrategy = typeof ipStrategies[number]
 export const tlsPolicies = ["optional", "require", "disable"] as const
 
 /**
- * A TLS requirement (`tls.starttls`, `tls.mta-sts`): `disable` never uses it, `optional` uses it where it can,
+ * A TLS requirement (`tls.starttls`, `tls.mta-sts`, `tls.dane`): `disable` never uses it, `optional` uses it where it can,
  * `require` fails without it.
  *
  * @since 0.2.0
@@ -149,7 +149,7 @@ export interface Limits {
  * @category models
  */
 export interface DomainSettings {
-  /** Where the domain's mail goes (`next-hop` naming a `[remote.<id>]` table, or the MX hosts). */
+  /** Where the domain's mail goes: the route the route selector (`next-hop`, `[queue.strategy] route`) names. */
   readonly route: Route
   readonly limits: Limits
   readonly tls: { readonly mtaSts: TlsPolicy }
@@ -172,6 +172,8 @@ export interface HostSettings {
   readonly sourceIp: SourceIp
   readonly tls: {
     readonly starttls: TlsPolicy
+    /** `tls.dane`: DANE (RFC 7672) where secure usable TLSA records exist (`optional`), required, or never consulted. */
+    readonly dane: TlsPolicy
     /** `tls.allow-invalid-certs`: accept a certificate that does not verify even where TLS is required. */
     readonly allowInvalidCerts: boolean
   }
@@ -207,6 +209,22 @@ export interface Reuse {
   /** Age past which the connection is not reused. */
   readonly age: Duration.Duration
 }
+
+/**
+ * Stalwart's configuration layouts: `outbound` (v0.7–v0.12, `[queue.outbound]`, every key an expression),
+ * `strategies` (v0.13–v0.15, `[queue.strategy]` expressions naming `[queue.route|connection|tls.<name>]` tables) and
+ * `json` (v0.16+, the registry objects `MtaOutboundStrategy`, `MtaRoute`, `MtaConnectionStrategy`, `MtaTlsStrategy`).
+ *
+ * @since 0.3.0
+ * @category constants
+ */
+export const layouts = ["outbound", "strategies", "json"] as const
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type Layout = typeof layouts[number]
 
 /**
  * The protocols a relay route speaks: SMTP (RFC 5321) or LMTP (RFC 2033: LHLO, one reply per recipient after DATA).

@@ -20,6 +20,7 @@ import type * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import type { Connection, Connector, TlsInfo } from "./Connector.js"
+import type * as Dane from "./Dane.js"
 import * as internal from "./internal/session/session.js"
 import type * as Settings from "./Settings.js"
 import type { ConnectionSettings, Phase, RelayAuth, RelayProtocol, SessionPhase, Timeouts } from "./Settings.js"
@@ -69,6 +70,15 @@ export interface SessionSettings extends Pick<ConnectionSettings, "ehloName" | "
     readonly ca?: ReadonlyArray<string> | undefined
     /** A REQUIRETLS message or an enforced MTA-STS policy: STARTTLS as if `require`. */
     readonly required: boolean
+    /**
+     * DANE (RFC 7672): the host's usable TLSA records and the names a DANE-TA chain may carry. STARTTLS is then
+     * mandatory whatever `starttls` says, the certificate is matched against the records instead of the CA roots
+     * (`allowInvalidCerts` does not apply), and any failure of the TLS step is a temporary `dane` error.
+     */
+    readonly dane?: {
+      readonly records: ReadonlyArray<Dane.TlsaRecord>
+      readonly names: ReadonlyArray<string>
+    } | null | undefined
   }
   /** A span per phase (`smtp.<phase>`) besides the span events. */
   readonly phaseSpans: boolean

@@ -254,7 +254,7 @@ export const deliver = (
     const report: DeliveryReport = {
       recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
       attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
-      plan: { domains: runs.map((run) => run.plan) },
+      plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
       warnings: messageWarnings(config.warnings, message, runs.flatMap((run) => run.warnings))
     }
     return report
@@ -327,6 +327,7 @@ export const explain = (
       { concurrency: options.domainConcurrency }
     )
     const report: ExplainReport = {
+      layout: config.layout,
       domains,
       warnings: Array.from(new Set([...config.warnings, ...domains.flatMap((d) => d.warnings)]))
     }
@@ -334,10 +335,10 @@ export const explain = (
   }).pipe(Effect.withSpan("Transport.explain", spanOptions))
 
 /**
- * The live services a delivery needs besides its `OutboundConfig`: DNS through `node:dns` (with its cache),
- * sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS and cached in memory, and the connection
- * pool and the outbound limiters' counts that deliveries on this layer share (the idle connections closed with QUIT
- * when the layer's scope closes).
+ * The live services a delivery needs besides its `OutboundConfig`: DNS (`Dns.layer`, with its cache; point it at a
+ * trusted validating resolver for DANE), sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS
+ * and cached in memory, and the connection pool and the outbound limiters' counts that deliveries on this layer share
+ * (the idle connections closed with QUIT when the layer's scope closes).
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
  * alike. This is the way to trust a private CA.

@@ -20,6 +20,11 @@ export * as Connector from "./Connector.js"
  */
 export * as ConnectorTest from "./ConnectorTest.js"
 /**
+ * @since 0.3.0
+ * @category modules
+ */
+export * as Dane from "./Dane.js"
+/**
  * @since 0.1.0
  * @category modules
  */

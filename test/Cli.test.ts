@@ -613,6 +613,7 @@ describe("smtp-transport plan", () => {
       const settings = (connect: number) => ({
         ehlo: "plan.client.test",
         starttls: "optional",
+        dane: "optional",
         allowInvalidCerts: false,
         requireTls: false,
         connectionAttemptDelayMs: 250,
@@ -626,7 +627,16 @@ describe("smtp-transport plan", () => {
         addresses,
         truncated,
         sourceIps: { v4: ["127.0.0.5", "127.0.0.6"], v6: [] },
+        strategies: { connection: "default", tls: "default" },
         mtaSts: null,
+        // the fixture's zones are unsigned: no DANE (the TLSA name carries the fixture's SMTP port)
+        dane: {
+          status: "insecure",
+          name: expect.stringMatching(new RegExp(`^_\\d+\\._tcp\\.${name.replace(/\./g, "\\.")}$`)),
+          secure: false,
+          records: [],
+          reason: `the MX records of ${name.split(".").slice(-2).join(".")} are not signed`
+        },
         error: null,
         settings: settings(180_000)
       })
@@ -647,6 +657,7 @@ describe("smtp-transport plan", () => {
           ],
           dropped: ["mx-c.many.test"],
           limits: { mx: 2, multihomed: 1 },
+          strategies: { route: "mx", tls: "default" },
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,
@@ -660,6 +671,7 @@ describe("smtp-transport plan", () => {
           hosts: [host("mx.dual.test", 10, "ipv6_then_ipv4", ["::1"], ["127.0.0.1"])],
           dropped: [],
           limits: { mx: 2, multihomed: 1 },
+          strategies: { route: "mx", tls: "default" },
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,
@@ -684,14 +696,16 @@ describe("smtp-transport plan", () => {
       expect(run.code, run.stderr).toBe(0)
       expect(run.stdout.split("\n")).toEqual([
         "Plan for 1 recipient from s@origin.test, retry_num 0 (nothing is sent)",
+        "Configuration layout: outbound",
         "",
         "two.test  (w@two.test)",
         "  route: mx (MX hosts)",
+        "  strategies: route mx, TLS default",
         "  limits: mx 5, multihomed 2",
         "  MTA-STS: not consulted (tls.mta-sts = disable, or an address literal); timeout 10m",
         "  MX records: 10 mx.two.test",
         "  hosts kept: mx.two.test",
-        "  host mx.two.test (preference 10)",
+        "  host mx.two.test (preference 10; connection strategy default, TLS strategy default)",
         "    strategy ipv4_only; addresses 127.0.0.1",
         "    source IPs: v4 (OS picks); v6 (OS picks)",
         "    EHLO words.client.test; starttls optional: opportunistic, any certificate (RFC 7435); addresses raced 250ms apart",

@@ -7,11 +7,13 @@ import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Fiber, Layer, Stream, TestClock } from "effect"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
+import type * as Dane from "../src/Dane.js"
 import { Script, type Step } from "../src/ConnectorTest.js"
 import * as Dns from "../src/Dns.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PolicyCache from "../src/PolicyCache.js"
+import { sessionKey } from "../src/internal/transport/host.js"
 import * as Transport from "../src/Transport.js"
 
 const IP = "192.0.2.1"
@@ -240,6 +242,58 @@ describe("connection reuse", () => {
         { script: [...opening, ...transaction(), ...quit] }
       ]
     }))))
+})
+
+describe("the pool key: the host's name and its DANE decision", () => {
+  it.effect("two MX hosts on one address: a session is reused only for the host it was opened for", () =>
+    Effect.gen(function*() {
+      const reports = []
+      for (const rcpt of ["x@a.test", "x@b.test", "y@a.test", "y@b.test"]) reports.push(yield* Transport.deliver(request(rcpt)))
+      expect(reports.map((r) => [r.attempts[0]!.host, r.attempts[0]!.connection, r.attempts[0]!.reused])).toEqual([
+        ["mx.a.test", "c1", false],
+        ["mx.b.test", "c2", false],
+        ["mx.a.test", "c1", true],
+        ["mx.b.test", "c2", true]
+      ])
+      expect((yield* connections).map((c) => c.ip)).toEqual([IP, IP])
+    }).pipe(Effect.provide(layersOf(config("messages = 10"), {
+      ...zones,
+      "b.test": { mx: [{ exchange: "mx.b.test", priority: 10 }] },
+      "mx.b.test": { a: [IP] }
+    }, {
+      [IP]: [
+        { script: [...opening, ...transaction(), ...transaction(), ...quit] },
+        { script: [...opening, ...transaction(), ...transaction(), ...quit] }
+      ]
+    }))))
+
+  it("the key names the certificate's host and the DANE status and records; equal only when all are equal", () => {
+    const tls = { starttls: "optional", allowInvalidCerts: false, required: false } as const
+    const record = { usage: 3, selector: 1, matchingType: 1, data: "ab".repeat(32) }
+    const dane = (status: Dane.HostDane["status"], records: ReadonlyArray<Dane.TlsaRecord>): Dane.HostDane => ({
+      status,
+      name: "_25._tcp.mx.a.test",
+      secure: status !== "insecure",
+      records,
+      reason: "",
+      authenticate: status === "usable" ? { records, names: ["mx.a.test", "a.test"] } : null,
+      requireTls: status === "usable" || status === "unusable",
+      error: null
+    })
+    const key = (servername: string, d: Dane.HostDane | null) => sessionKey({ tls, servername }, d)
+    const usable = dane("usable", [record])
+    const keys = [
+      key("mx.a.test", null),
+      key("mx.b.test", null),
+      key("mx.a.test", usable),
+      key("mx.a.test", dane("usable", [{ ...record, data: "cd".repeat(32) }])),
+      key("mx.a.test", dane("unusable", [{ ...record, usage: 1 }])),
+      key("mx.a.test", dane("none", [])),
+      key("mx.a.test", dane("insecure", []))
+    ]
+    expect(new Set(keys).size).toBe(keys.length)
+    expect(key("mx.a.test", usable)).toBe(key("mx.a.test", dane("usable", [{ ...record }])))
+  })
 })
 
 describe("Transport.deliverAll", () => {

@@ -68,10 +68,11 @@ describe("Dns.layerTest", () => {
   it.effect("answer() carries the zone's TTL, or null without one", () =>
     Effect.gen(function*() {
       const dns = yield* Dns.Dns
-      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 60 })
+      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 60, secure: false })
       expect(yield* dns.answer!("MX", "example.test")).toEqual({
         records: [{ exchange: "mx1.example.test", priority: 10 }, { exchange: "mx2.example.test", priority: 20 }],
-        ttl: null
+        ttl: null,
+        secure: false
       })
     }).pipe(Effect.provide(Dns.layerTest(zones))))
 
@@ -120,10 +121,10 @@ describe("Dns cache", () => {
   it.effect("serves an answer without a query until its TTL passes on virtual time", () =>
     Effect.gen(function*() {
       const dns = yield* Dns.Dns
-      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 60 })
+      expect(yield* dns.answer!("A", "mx1.example.test")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 60, secure: false })
       yield* TestClock.adjust("30 seconds")
       // the remaining TTL is handed on
-      expect(yield* dns.answer!("A", "MX1.example.test.")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 30 })
+      expect(yield* dns.answer!("A", "MX1.example.test.")).toEqual({ records: ["192.0.2.1", "192.0.2.2"], ttl: 30, secure: false })
       yield* TestClock.adjust("29999 millis")
       expect(yield* dns.a("mx1.example.test")).toEqual(["192.0.2.1", "192.0.2.2"])
       expect((yield* queries).length).toBe(1)
@@ -342,7 +343,7 @@ describe("Dns cache", () => {
       const program = Effect.gen(function*() {
         const dns = yield* Dns.Dns
         expect(yield* dns.a("x.test")).toEqual(["192.0.2.7"])
-        expect(yield* dns.answer!("A", "x.test")).toEqual({ records: ["192.0.2.7"], ttl: 60 })
+        expect(yield* dns.answer!("A", "x.test")).toEqual({ records: ["192.0.2.7"], ttl: 60, secure: false })
         expect(calls).toBe(1)
         yield* TestClock.adjust("60 seconds")
         expect(yield* dns.a("x.test")).toEqual(["192.0.2.7"])

@@ -204,11 +204,17 @@ tls.implicit = false
 
 describe("limiter configuration", () => {
   it("both syntaxes, in file order, each at its stage", () => {
-    const parsed = Either.getOrThrow(OutboundConfig.parse(`
+    // v0.11.4+ (and v0.13–v0.15): [queue.limiter.outbound.<id>]
+    const current = Either.getOrThrow(OutboundConfig.parse(`
 [queue.limiter.outbound.ip]
 key = ["remote_ip", "rcpt_domain"]
 concurrency = 5
 rate = "100/1s"
+`))
+    // v0.7–v0.11.3: [[queue.throttle]], beside [queue.outbound]
+    const older = Either.getOrThrow(OutboundConfig.parse(`
+[queue.outbound]
+hostname = "'mx.example.org'"
 
 [[queue.throttle]]
 match = "sender_domain = 'foobar.org'"
@@ -219,13 +225,61 @@ concurrency = 1
 key = ["mx"]
 rate = "1/30m"
 `))
-    expect(parsed.limiters.map((l) => [l.id, l.key, l.stage, l.concurrency, l.rate && Duration.toMillis(l.rate.period)]))
-      .toEqual([
-        ["ip", ["remote_ip", "rcpt_domain"], "connection", 5, 1000],
-        ["throttle[0]", ["sender_domain"], "domain", 1, null],
-        ["throttle[1]", ["mx"], "host", null, 1_800_000]
-      ])
-    expect(parsed.limiters[1]!.rate).toBeNull()
+    const shape = (l: Limiter.OutboundLimiter) =>
+      [l.id, l.key, l.stage, l.concurrency, l.rate && Duration.toMillis(l.rate.period)]
+    expect([...current.limiters, ...older.limiters].map(shape)).toEqual([
+      ["ip", ["remote_ip", "rcpt_domain"], "connection", 5, 1000],
+      ["throttle[0]", ["sender_domain"], "domain", 1, null],
+      ["throttle[1]", ["mx"], "host", null, 1_800_000]
+    ])
+    expect(older.layout).toBe("outbound")
+    expect(older.limiters[0]!.rate).toBeNull()
+  })
+
+  it("limiters load in the strategies layout; [[queue.throttle]] there, or beside [queue.limiter], is another version", () => {
+    const strategies = Either.getOrThrow(OutboundConfig.parse(`
+[queue.strategy]
+connection = "'default'"
+
+[queue.limiter.outbound.mx]
+key = ["mx"]
+concurrency = 2
+`))
+    expect(strategies.layout).toBe("strategies")
+    expect(strategies.limiters.map((l) => [l.id, l.stage, l.concurrency])).toEqual([["mx", "host", 2]])
+    const problem = (text: string) => {
+      const result = OutboundConfig.parse(text)
+      if (Either.isRight(result)) throw new Error("expected a ConfigError")
+      return result.left.issues.map((i) => `${i.line} ${i.path}: ${i.message}`)
+    }
+    expect(problem(`[queue.strategy]
+connection = "'default'"
+
+[[queue.throttle]]
+key = ["mx"]
+concurrency = 1
+`)).toContainEqual(expect.stringMatching(/^4 queue\.throttle: .*a setting of another Stalwart version.*v0\.13–v0\.15/))
+    expect(problem(`[queue.limiter.outbound.mx]
+key = ["mx"]
+concurrency = 1
+
+[[queue.throttle]]
+key = ["mx"]
+concurrency = 1
+`)).toContainEqual(expect.stringMatching(/^5 queue\.throttle: .*a setting of another Stalwart version.*this file also has/))
+  })
+
+  it("v0.16 JSON: MtaOutboundThrottle is an error saying it is not supported yet", () => {
+    const result = OutboundConfig.parse(JSON.stringify({
+      MtaConnectionStrategy: [{ name: "default" }],
+      MtaOutboundThrottle: [{ key: ["mx"], concurrency: 1 }]
+    }))
+    if (Either.isRight(result)) throw new Error("expected a ConfigError")
+    expect(result.left.issues.map((i) => [i.path, i.line])).toEqual([["MtaOutboundThrottle", 1]])
+    expect(result.left.issues[0]!.message).toContain(
+      "not supported yet: outbound limiters are not read from v0.16's JSON; write them as " +
+        "[queue.limiter.outbound.<id>] tables in a TOML layout"
+    )
   })
 
   it("every bad field is an error with its key, line, what was found and what was expected", () => {

@@ -92,11 +92,28 @@ describe("MxPlan.plan", () => {
           domain,
           records: [],
           hosts: [{ name: domain, preference: 0, implicit: true, literal: false }],
-          dropped: []
+          dropped: [],
+          // unsigned zones: the absence of MX records is not authenticated
+          secure: false
         })
       }
       expect((yield* queries).map((q) => q.rrtype)).toEqual(["MX", "MX", "MX"])
     }).pipe(Effect.provide(Dns.layerTest(zones))))
+
+  it.effect("secure: whether the resolver validated the MX RRset, or the denial behind an implicit MX", () =>
+    Effect.gen(function*() {
+      expect((yield* MxPlan.plan("signed.test", 5)).secure).toBe(true)
+      expect((yield* MxPlan.plan("signed-none.test", 5)).secure).toBe(true)
+      expect((yield* MxPlan.plan("unsigned-none.test", 5)).secure).toBe(false)
+      // a bogus MX RRset: no hosts to trust, a temporary failure as a SERVFAIL is
+      const bogus = yield* Effect.flip(MxPlan.plan("bogus.test", 5))
+      expect([bogus.phase, bogus.kind, bogus.permanent]).toEqual(["dns", "dns", false])
+    }).pipe(Effect.provide(Dns.layerTest({
+      "signed.test": { mx: [{ exchange: "mx.signed.test", priority: 10 }], dnssec: "secure" },
+      "signed-none.test": { a: ["192.0.2.1"], dnssec: "secure" },
+      "unsigned-none.test": { a: ["192.0.2.1"] },
+      "bogus.test": { mx: [{ exchange: "mx.bogus.test", priority: 10 }], dnssec: "bogus" }
+    }))))
 
   it.effect("SERVFAIL is a temporary failure, with no implicit MX", () =>
     Effect.gen(function*() {

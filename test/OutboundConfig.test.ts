@@ -118,10 +118,11 @@ describe("defaults", () => {
     expect(OutboundConfig.defaults.file).toBeNull()
   })
 
-  it("with an empty file and an empty section", () => {
-    check(ok(""))
+  it("with an empty section; a file with no outbound setting is an error", () => {
     check(ok("[queue.outbound]\n"))
-    check(ok("[queue]\n[server]\nhostname = 'x'\n"))
+    for (const text of ["", "[queue]\n[server]\nhostname = 'mx.example'\n"]) {
+      expect(bad(text).issues.map((i) => i.message.split(": found")[0])).toEqual(["no outbound setting found"])
+    }
   })
 
   it("names every key and its stage, as the key table says", () => {
@@ -140,7 +141,7 @@ describe("defaults", () => {
   })
 
   it("takes the hostname default from [lookup.default] of the same file", () => {
-    const config = ok("[lookup.default]\nhostname = \"mail.example.net\"\n")
+    const config = ok("[lookup.default]\nhostname = \"mail.example.net\"\n[queue.outbound]\n")
     expect(get(config.ehloName)).toBe("mail.example.net")
     const viaExpression = ok(
       "[lookup.default]\nhostname = \"mail.example.net\"\n[queue.outbound]\nhostname = \"'relay.' + key_get('default', 'hostname')\"\n"
@@ -149,14 +150,15 @@ describe("defaults", () => {
   })
 
   it("refuses an invalid [lookup.default] hostname", () => {
-    expect(issueAt(bad("[lookup.default]\nhostname = 5\n"), "lookup.default.hostname").found).toBe("the number 5")
-    const error = bad("[lookup.default]\nhostname = \"bad host\"\n")
+    expect(issueAt(bad("[lookup.default]\nhostname = 5\n[queue.outbound]\n"), "lookup.default.hostname").found)
+      .toBe("the number 5")
+    const error = bad("[lookup.default]\nhostname = \"bad host\"\n[queue.outbound]\n")
     expect(error.issues).toEqual([{
       path: "lookup.default.hostname",
       found: "the string \"bad host\"",
       expected: HOST,
-      message: "lookup.default.hostname: not a valid host name (it contains white space); it is the default of " +
-        "queue.outbound.hostname: found the string \"bad host\"; expected " + HOST,
+      message: "lookup.default.hostname: not a valid host name (it contains white space); it is the default EHLO " +
+        "name: found the string \"bad host\"; expected " + HOST,
       line: 2,
       column: 1
     }])
@@ -331,16 +333,28 @@ mx = "if_then(rcpt_domain == 'big.example', 10, 5)"
   })
 })
 
-describe("Stalwart keys this library does not implement", () => {
-  it("are warnings, not errors", () => {
+describe("tls.dane", () => {
+  it("is a host-stage key: optional by default, require or disable, an expression on mx like its siblings", () => {
     const config = ok(`
+[queue.outbound]
+next-hop = [ { if = "rcpt_domain == 'local.example'", then = "'local'" }, { else = false } ]
 [queue.outbound.tls]
-dane = "require"
+dane = [ { if = "mx == 'strict.example'", then = "require" }, { if = "mx == 'off.example'", then = "disable" }, { else = "optional" } ]
 `)
-    expect(config.warnings).toEqual([
-      "queue.outbound.tls.dane is a Stalwart setting this library ignores: DANE is not implemented: TLSA records " +
-      "are not consulted"
-    ])
+    expect(config.warnings).toEqual([])
+    const domain = { rcpt: "a@b.example", rcpt_domain: "b.example", retry_num: 1 }
+    const dane = (mx: string) => OutboundConfig.evaluateHost(config, { ...domain, mx }).settings.tls.dane
+    expect([dane("strict.example"), dane("off.example"), dane("other.example")]).toEqual(["require", "disable", "optional"])
+    expect(OutboundConfig.evaluateHost(ok("[queue.outbound]\n"), { ...domain, mx: "x.example" }).settings.tls.dane).toBe("optional")
+  })
+
+  it("a value that is no TLS policy is an error naming the key, what was found and what was expected", () => {
+    const error = bad(`
+[queue.outbound.tls]
+dane = "sometimes"
+`).message
+    expect(error).toContain("queue.outbound.tls.dane")
+    expect(error).toContain("sometimes")
   })
 })
 
@@ -933,7 +947,7 @@ allow-invalid-certs = true
       settings: {
         ipStrategy: "ipv6_only",
         sourceIp: { v4: [], v6: [] },
-        tls: { starttls: "disable", allowInvalidCerts: true },
+        tls: { starttls: "disable", dane: "optional", allowInvalidCerts: true },
         connectionAttemptDelay: Option.some(Duration.millis(100))
       },
       warnings: [
@@ -971,7 +985,8 @@ allow-invalid-certs = true
       ...leaves(OutboundConfig.evaluateHost(OutboundConfig.defaults, vars).settings),
       ...leaves(OutboundConfig.evaluateConnection(OutboundConfig.defaults, vars).settings)
     ]
-    const configured = leaves(OutboundConfig.defaults)
+    const { file: _f, layout: _l, model: _m, notUsed: _n, warnings: _w, ...settings } = OutboundConfig.defaults
+    const configured = leaves(settings)
       .filter((k) => k.endsWith(".key"))
       .map((k) => k.slice(0, -".key".length))
     expect(evaluated.sort()).toEqual(configured.sort())
@@ -983,28 +998,34 @@ describe("renderReference", () => {
   const rows = reference.split("\n").filter((line) => line.startsWith("| `"))
 
   it("lists every key of the configuration, with its name in code, stage, default and meaning", () => {
-    // The first table: the keys of [queue.outbound], one row per entry of the key table, in its order, then the route.
-    const keys = rows.slice(0, rows.findIndex((row) => row.startsWith("| `address`"))).map((row) =>
-      row.split(" | ")[0]!.slice(3, -1)
-    )
-    expect(keys).toEqual([...ENTRIES.map((entry) => entry.spec.path.join(".")), ROUTE_KEY.path.join(".")])
+    // The first table: the keys of [queue.outbound], one row per entry of the key table, in its order; the route
+    // selector (next-hop) is in the table of strategy selectors.
+    const keys = reference.split("## Strategy selectors")[0]!.split("\n").filter((row) =>
+      row.startsWith("| `") && !row.startsWith("| `[queue.outbound]`")
+    ).map((row) => row.split(" | ")[0]!.slice(3, -1))
+    expect(keys).toEqual(ENTRIES.map((entry) => entry.spec.path.join(".")))
+    expect(reference).toContain(`| route | \`queue.outbound.${ROUTE_KEY.path.join(".")}\``)
     // The same keys the loader builds: every Setting's key is in the reference.
     const settings: Array<string> = []
     const walk = (node: object) =>
       Object.values(node).forEach((v) =>
         typeof v === "object" && v !== null && !Array.isArray(v) && ("evaluate" in v ? settings.push(v.key) : walk(v))
       )
-    walk(OutboundConfig.defaults)
+    const { file: _f, layout: _l, model: _m, notUsed: _n, route: _r, warnings: _w, ...keyed } = OutboundConfig.defaults
+    walk(keyed)
     expect(settings.map((k) => k.replace("queue.outbound.", "")).sort()).toEqual([...keys].sort())
     expect(rows.find((r) => r.startsWith("| `timeouts.mail-from`"))).toBe(
-      "| `timeouts.mail-from` | `timeouts.mail-from` | connection (+ `remote_ip`, `local_ip`) | `5m` | " +
+      "| `timeouts.mail-from` | `[queue.connection.<name>] timeout.mail-from` | `MtaConnectionStrategy.mailFromTimeout` " +
+        "| `timeouts.mail-from` | connection (+ `remote_ip`, `local_ip`) | `5m` | " +
         "a duration: digits and one unit of ms, s, m, h or d (e.g. \"3m\", \"500ms\"; bare digits are milliseconds), " +
         "greater than zero | Bounds MAIL FROM and its reply. |"
     )
-    expect(rows[0]).toContain("| `ehloName` | connection")
-    expect(rows[0]).toContain("`[lookup.default] hostname` of the same file")
-    expect(reference).toContain("| `next-hop` | `route` | domain |")
-    expect(reference).toContain("| `tls.implicit` | `true` |")
-    expect(reference).toContain("- `queue.outbound.tls.dane`: DANE is not implemented")
+    expect(rows[1]).toContain("| `ehloName` | connection")
+    expect(rows[1]).toContain("`[server] hostname`")
+    expect(reference).toContain("- `queue.outbound.concurrency`: Stalwart v0.11.0–v0.11.1")
+    expect(reference).toContain("| route | `queue.outbound.next-hop`")
+    expect(reference).toContain("| `tls.implicit` | `implicitTls` | `true` |")
+    expect(reference).toContain("| `tls.dane` | `[queue.tls.<name>] dane` | `MtaTlsStrategy.dane` | `tls.dane` | host (+ `mx`) |")
+    expect(reference).not.toContain("not implemented")
   })
 })

@@ -61,7 +61,7 @@ auth.allow-plaintext = true
   })
 
   it("no next-hop, or false: MX; 'local' is built in", () => {
-    expect(routeOf(ok(""))).toEqual({ _tag: "mx", name: "mx" })
+    expect(routeOf(ok("[queue.outbound]\n"))).toEqual({ _tag: "mx", name: "mx" })
     expect(routeOf(ok("[queue.outbound]\nnext-hop = false\n"))).toEqual({ _tag: "mx", name: "mx" })
     expect(routeOf(ok("[queue.outbound]\nnext-hop = \"'local'\"\n"))).toEqual({ _tag: "local", name: "local" })
   })
@@ -138,8 +138,8 @@ auth.token = "t"
 
   it("the reference lists next-hop and the keys of [remote.<id>]", () => {
     const reference = OutboundConfig.renderReference()
-    expect(reference).toContain("| `next-hop` | `route` | domain | none: MX delivery |")
-    expect(reference).toContain("| `auth.allow-plaintext` | `false` |")
+    expect(reference).toContain("| route | `queue.outbound.next-hop`")
+    expect(reference).toContain("| `auth.allow-plaintext` | `authAllowPlaintext` | `false` |")
   })
 })
 

@@ -819,7 +819,9 @@ describe("STARTTLS", () => {
         version: "TLSv1.3",
         cipher: "TLS_AES_256_GCM_SHA384",
         verified: false,
-        reason: "self-signed"
+        reason: "self-signed",
+        peerCertificates: [],
+        dane: null
       })
       expect(session.capabilities.pipelining).toBe(true)
       // the same certificate where TLS is required fails the handshake, temporarily

@@ -342,11 +342,21 @@ describe("Transport.deliver: the plan and the trace", () => {
           addresses: ["192.0.2.1", "192.0.2.2"],
           truncated: [],
           sourceIps: { v4: [], v6: [] },
+          strategies: { connection: "default", tls: "default" },
           mtaSts: null,
+          // the in-memory zones are unsigned: DANE does not apply, the TLSA records are not even looked up
+          dane: {
+            status: "insecure",
+            name: "_25._tcp.mx1.a.test",
+            secure: false,
+            records: [],
+            reason: "the MX records of a.test are not signed"
+          },
           error: null
         }],
         dropped: [],
         limits: { mx: 5, multihomed: 2 },
+        strategies: { route: "mx", tls: "default" },
         mtaSts: { status: "none", source: null, id: null, policy: null, error: null },
         error: null
       }])

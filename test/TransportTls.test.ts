@@ -86,7 +86,8 @@ describe("opportunistic TLS (RFC 7435) under tls.starttls = optional", () => {
             version: "TLSv1.3",
             cipher: "TLS_AES_256_GCM_SHA384",
             verified: false,
-            reason
+            reason,
+            dane: { status: "insecure", record: null, reason: "the MX records of a.test are not signed" }
           }]
         ])
         const [c] = yield* connections

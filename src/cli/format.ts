@@ -123,12 +123,22 @@ const planLines = (domain: DomainPlan): ReadonlyArray<string> => {
       "    "
     )
   )
+  // DANE only where it applies or failed: an unsigned domain (most of them) says nothing
+  for (const h of domain.hosts) {
+    if (h.dane === null || h.dane.status === "insecure") continue
+    const records = h.dane.records.length === 0 ? "" : `: ${h.dane.records.join(", ")}`
+    lines.push(`    DANE ${h.host}: ${h.dane.status}, ${h.dane.reason}${records}`)
+  }
   return lines
 }
 
 /** `no` for plaintext; else the version, and whether the certificate verified (why not, when it did not). */
 const tlsText = (tls: AttemptRecord["tls"]): string =>
-  tls === null ? "no" : `${tls.version ?? "TLS"} ${tls.verified ? "verified" : `unverified (${tls.reason ?? "unknown"})`}`
+  tls === null
+    ? "no"
+    : tls.dane !== null && (tls.dane.status === "verified" || tls.dane.status === "failed")
+    ? `${tls.version ?? "TLS"} DANE ${tls.dane.status === "verified" ? `verified (${tls.dane.record})` : "failed"}`
+    : `${tls.version ?? "TLS"} ${tls.verified ? "verified" : `unverified (${tls.reason ?? "unknown"})`}`
 
 /** What a host's TLS settings amount to: opportunistic (RFC 7435), or a certificate that must verify. */
 const tlsPolicyText = (s: NonNullable<ExplainedHost["settings"]>): string => {
@@ -215,7 +225,8 @@ export const mtaSts = (plan: MtaStsPlan | null): string => {
 const hostLines = (h: ExplainedHost): ReadonlyArray<string> => {
   const kind = h.implicit ? "implicit MX" : `preference ${h.preference}`
   const listed = h.mtaSts === null ? "" : `, ${h.mtaSts === "match" ? "listed in" : "not listed in"} the MTA-STS policy`
-  const lines = [`  host ${h.host} (${kind}${listed})`]
+  const strategies = h.strategies === null ? "" : `; connection strategy ${h.strategies.connection}, TLS strategy ${h.strategies.tls}`
+  const lines = [`  host ${h.host} (${kind}${listed}${strategies})`]
   if (h.error !== null && h.settings === null) {
     lines.push(`    not contacted: ${errorText(h.error)}`)
     return lines
@@ -242,6 +253,7 @@ const domainLines = (d: ExplainedDomain): ReadonlyArray<string> => {
   const lines = [
     `${d.domain}  (${d.recipients.join(", ")})`,
     `  route: ${routeText(d.route)}`,
+    `  strategies: route ${d.strategies.route}, TLS ${d.strategies.tls}`,
     `  limits: mx ${d.limits.mx}, multihomed ${d.limits.multihomed}`,
     `  MTA-STS: ${mtaSts(d.mtaSts)}; timeout ${duration(d.mtaStsTimeoutMs)}`
   ]
@@ -271,7 +283,8 @@ export const explain = (
   const sender = request.from === "" ? "<>" : request.from
   const n = request.recipients.length
   const lines: Array<string> = [
-    `Plan for ${n} recipient${n === 1 ? "" : "s"} from ${sender}, retry_num ${request.retryNum} (nothing is sent)`
+    `Plan for ${n} recipient${n === 1 ? "" : "s"} from ${sender}, retry_num ${request.retryNum} (nothing is sent)`,
+    `Configuration layout: ${report.layout}`
   ]
   for (const d of report.domains) lines.push("", ...domainLines(d))
   if (report.warnings.length > 0) lines.push("", "Warnings", ...report.warnings.map((w) => `  ${w}`))

@@ -14,6 +14,7 @@ import type {
   DomainSettings,
   HostSettings,
   IpStrategy,
+  Layout as SettingsLayout,
   SessionPhase,
   Stage,
   TlsPolicy
@@ -52,10 +53,34 @@ export interface DefaultContext {
   readonly hostname: string
 }
 
+/** The three layouts of Stalwart's outbound configuration (see `Settings.layouts`). @internal */
+export type Layout = SettingsLayout
+
+/**
+ * The kind of named strategy a key belongs to in the `strategies` and `json` layouts, and so which
+ * `[queue.strategy]` expression chooses its value. In the `outbound` layout there is one implicit strategy of each.
+ *
+ * @internal
+ */
+export type Group = "route" | "connection" | "tls"
+
+/** @internal */
+export const GROUPS: ReadonlyArray<Group> = ["route", "connection", "tls"]
+
 /** @internal */
 export interface KeySpec<A, S extends Stage = Stage> {
   /** Below `queue.outbound`, e.g. `["timeouts", "mail-from"]`. */
   readonly path: ReadonlyArray<string>
+  /** The strategy the key belongs to in the `strategies` and `json` layouts. */
+  readonly group: Group
+  /**
+   * The key's spelling inside its named strategy: `[queue.<group>.<name>] <strategies>` (v0.13–v0.15) and the field
+   * `<json>` of the group's registry object (v0.16). `sourceIp.v4` and `.v6` share one list in both.
+   */
+  readonly strategies: string
+  readonly json: string
+  /** The default in the `strategies` and `json` layouts, where Stalwart's differs from the `outbound` one. */
+  readonly strategiesFallback?: A
   readonly stage: S
   readonly kind: Kind
   readonly converter: Convert.Converter<A>
@@ -67,8 +92,11 @@ export interface KeySpec<A, S extends Stage = Stage> {
   readonly doc: string
 }
 
+/** Where a key is spelled in each layout: `[outbound path, group, strategies key, json field]`. */
+type Spelling = readonly [path: string, group: Group, strategies: string, json: string]
+
 const key = <A, S extends Stage>(
-  path: string,
+  [path, group, strategies, json]: Spelling,
   stage: S,
   kind: Kind,
   converter: Convert.Converter<A>,
@@ -77,6 +105,9 @@ const key = <A, S extends Stage>(
   fallbackDoc?: string
 ): KeySpec<A, S> => ({
   path: path.split("."),
+  group,
+  strategies,
+  json,
   stage,
   kind,
   converter,
@@ -85,8 +116,14 @@ const key = <A, S extends Stage>(
   ...(fallbackDoc === undefined ? {} : { fallbackDoc })
 })
 
-const timeout = <S extends Stage>(phase: string, stage: S, minutes: number, doc: string) =>
-  key(`timeouts.${phase}`, stage, "duration", Convert.duration, Duration.minutes(minutes), doc)
+const timeout = <S extends Stage>(
+  phase: string,
+  group: Group,
+  json: string,
+  stage: S,
+  minutes: number,
+  doc: string
+) => key([`timeouts.${phase}`, group, `timeout.${phase}`, json], stage, "duration", Convert.duration, Duration.minutes(minutes), doc)
 
 /**
  * The table, in file order (which is the order of every listing generated from it). The property is the key's name in
@@ -96,16 +133,19 @@ const timeout = <S extends Stage>(phase: string, stage: S, minutes: number, doc:
  */
 export const KEYS = {
   ehloName: key(
-    "hostname",
+    ["hostname", "connection", "ehlo-hostname", "ehloHostname"],
     "connection",
     "hostname",
     Convert.hostname,
     (context: DefaultContext) => context.hostname,
     "The EHLO name.",
-    "`[lookup.default] hostname` of the same file, else the machine's host name, else `localhost`"
+    "`[server] hostname` of the same file (Stalwart v0.11.2+; `SystemSettings.defaultHostname` in JSON), else " +
+      "`[lookup.default] hostname` (v0.7–v0.11.1, `[queue.outbound]` files only), else the machine's host name, " +
+      "else `localhost`; per source address `[queue.source-ip.\"<ip>\"] ehlo-hostname` / `sourceIps[].ehloHostname` " +
+      "come first"
   ),
   ipStrategy: key<IpStrategy, "host">(
-    "ip-strategy",
+    ["ip-strategy", "route", "ip-lookup", "ipLookupStrategy"],
     "host",
     "strategy",
     Convert.ipStrategy,
@@ -113,7 +153,7 @@ export const KEYS = {
     "Which address families of an MX host are tried, in which order."
   ),
   "sourceIp.v4": key<ReadonlyArray<string>, "host">(
-    "source-ip.v4",
+    ["source-ip.v4", "connection", "source-ips", "sourceIps"],
     "host",
     "ipv4",
     Convert.ipv4List,
@@ -121,7 +161,7 @@ export const KEYS = {
     "IPv4 source addresses to bind, one picked at random per connection; empty: the OS picks."
   ),
   "sourceIp.v6": key<ReadonlyArray<string>, "host">(
-    "source-ip.v6",
+    ["source-ip.v6", "connection", "source-ips", "sourceIps"],
     "host",
     "ipv6",
     Convert.ipv6List,
@@ -129,7 +169,7 @@ export const KEYS = {
     "IPv6 source addresses to bind, one picked at random per connection; empty: the OS picks."
   ),
   "limits.mx": key(
-    "limits.mx",
+    ["limits.mx", "route", "limits.mx", "maxMxHosts"],
     "domain",
     "count",
     Convert.positiveInteger,
@@ -137,7 +177,7 @@ export const KEYS = {
     "How many MX hosts of a domain are tried."
   ),
   "limits.multihomed": key(
-    "limits.multihomed",
+    ["limits.multihomed", "route", "limits.multihomed", "maxMultihomed"],
     "domain",
     "count",
     Convert.positiveInteger,
@@ -145,23 +185,27 @@ export const KEYS = {
     "How many addresses of one MX host are tried."
   ),
   limiterWait: key(
-    "limiter-wait",
+    ["limiter-wait", "route", "limiter-wait", "limiterWait"],
     "domain",
     "duration",
     Convert.duration,
     Duration.minutes(5),
     "How long a delivery waits for its turn under an outbound limiter before it is deferred (this library's extension)."
   ),
-  "timeouts.connect": timeout("connect", "connection", 5, "Bounds the TCP connection to one address."),
-  "timeouts.greeting": timeout("greeting", "connection", 5, "Bounds the wait for the server's 220 greeting."),
-  "timeouts.tls": timeout("tls", "connection", 3, "Bounds STARTTLS and the TLS handshake together."),
-  "timeouts.ehlo": timeout("ehlo", "connection", 5, "Bounds EHLO (or HELO) and its reply."),
-  "timeouts.mail-from": timeout("mail-from", "connection", 5, "Bounds MAIL FROM and its reply."),
-  "timeouts.rcpt-to": timeout("rcpt-to", "connection", 5, "Bounds each RCPT TO and its reply."),
-  "timeouts.data": timeout("data", "connection", 10, "Bounds DATA, its 354, the message and the final reply."),
-  "timeouts.mta-sts": timeout("mta-sts", "domain", 10, "Bounds the MTA-STS policy lookup (TXT and HTTPS fetch)."),
+  "timeouts.connect": timeout("connect", "connection", "connectTimeout", "connection", 5, "Bounds the TCP connection to one address."),
+  "timeouts.greeting": timeout("greeting", "connection", "greetingTimeout", "connection", 5, "Bounds the wait for the server's 220 greeting."),
+  "timeouts.tls": timeout("tls", "tls", "tlsTimeout", "connection", 3, "Bounds STARTTLS and the TLS handshake together."),
+  "timeouts.ehlo": timeout("ehlo", "connection", "ehloTimeout", "connection", 5, "Bounds EHLO (or HELO) and its reply."),
+  "timeouts.mail-from": timeout("mail-from", "connection", "mailFromTimeout", "connection", 5, "Bounds MAIL FROM and its reply."),
+  "timeouts.rcpt-to": timeout("rcpt-to", "connection", "rcptToTimeout", "connection", 5, "Bounds each RCPT TO and its reply."),
+  "timeouts.data": timeout("data", "connection", "dataTimeout", "connection", 10, "Bounds DATA, its 354, the message and the final reply."),
+  "timeouts.mta-sts": {
+    ...timeout("mta-sts", "tls", "mtaStsTimeout", "domain", 10, "Bounds the MTA-STS policy lookup (TXT and HTTPS fetch)."),
+    // Stalwart v0.13+ lowered it from 10 to 5 minutes.
+    strategiesFallback: Duration.minutes(5)
+  },
   "tls.starttls": key<TlsPolicy, "host">(
-    "tls.starttls",
+    ["tls.starttls", "tls", "starttls", "startTls"],
     "host",
     "tls",
     Convert.tlsPolicy,
@@ -169,23 +213,31 @@ export const KEYS = {
     "Whether STARTTLS is used: optional (any certificate, RFC 7435), require (a verified one) or disable."
   ),
   "tls.mtaSts": key<TlsPolicy, "domain">(
-    "tls.mta-sts",
+    ["tls.mta-sts", "tls", "mta-sts", "mtaSts"],
     "domain",
     "tls",
     Convert.tlsPolicy,
     "optional",
     "Whether MTA-STS (RFC 8461) is consulted and enforced: optional, require or disable."
   ),
+  "tls.dane": key<TlsPolicy, "host">(
+    ["tls.dane", "tls", "dane", "dane"],
+    "host",
+    "tls",
+    Convert.tlsPolicy,
+    "optional",
+    "Whether DANE (RFC 7672) is used: optional (where secure usable TLSA records exist), require or disable."
+  ),
   "tls.allowInvalidCerts": key(
-    "tls.allow-invalid-certs",
+    ["tls.allow-invalid-certs", "tls", "allow-invalid-certs", "allowInvalidCerts"],
     "host",
     "bool",
     Convert.boolean,
     false,
-    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy)."
+    "Accept a certificate that does not verify where TLS is required (never under an enforced MTA-STS policy or DANE)."
   ),
   "reuse.messages": key(
-    "reuse.messages",
+    ["reuse.messages", "connection", "reuse.messages", "reuseMessages"],
     "connection",
     "count",
     Convert.positiveInteger,
@@ -193,7 +245,7 @@ export const KEYS = {
     "How many messages one connection carries before QUIT; 1 turns reuse off (this library's extension)."
   ),
   "reuse.idle": key(
-    "reuse.idle",
+    ["reuse.idle", "connection", "reuse.idle", "reuseIdle"],
     "connection",
     "duration",
     Convert.duration,
@@ -201,7 +253,7 @@ export const KEYS = {
     "How long a connection waits idle for the next message before QUIT (this library's extension)."
   ),
   "reuse.age": key(
-    "reuse.age",
+    ["reuse.age", "connection", "reuse.age", "reuseAge"],
     "connection",
     "duration",
     Convert.duration,
@@ -209,7 +261,7 @@ export const KEYS = {
     "How long after it was opened a connection may still take a message (this library's extension)."
   ),
   connectionAttemptDelay: key<Option.Option<Duration.Duration>, "host">(
-    "connection-attempt-delay",
+    ["connection-attempt-delay", "connection", "connection-attempt-delay", "connectionAttemptDelay"],
     "host",
     "delay",
     Convert.attemptDelay,
@@ -291,16 +343,15 @@ export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filt
 
 /**
  * `next-hop`, the route: not an entry of the table since its value names a `[remote.<id>]` table of the same file
- * and an unknown name fails the delivery rather than falling back to a default (`relays.ts` reads both).
+ * and an unknown name fails the delivery rather than falling back to a default (`relays.ts` reads both). It is the
+ * route selector of the `outbound` layout in the model (`model.ts`).
  *
  * @internal
  */
 export const ROUTE_KEY = { path: ["next-hop"], stage: "domain" } as const
 
 /** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
-export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = [
-  { path: ["tls", "dane"], why: "DANE is not implemented: TLSA records are not consulted" }
-]
+export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = []
 
 /**
  * Sub-keys per table below `queue.outbound` ("" is the section itself), in table order, for the structure check and

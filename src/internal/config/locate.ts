@@ -241,3 +241,103 @@ export const makeLocator = (text: string) => {
 
   return locate
 }
+
+/**
+ * Positions in a JSON document: each object member's key and each array element, by path; a path not found gives
+ * the position of its longest known prefix. Never throws; malformed text gives what was read before the fault.
+ *
+ * @internal
+ */
+export const makeJsonLocator = (text: string) => {
+  const positions = new Map<string, number>()
+  const id = (path: ReadonlyArray<Segment>) => path.map(String).join("\u0000")
+  let i = 0
+  const ws = () => {
+    while (i < text.length && /\s/.test(text[i]!)) i++
+  }
+  const string = (): string => {
+    const start = ++i
+    while (i < text.length && text[i] !== "\"") i += text[i] === "\\" ? 2 : 1
+    const raw = text.slice(start, i)
+    i++
+    try {
+      return JSON.parse(`"${raw}"`) as string
+    } catch {
+      return raw
+    }
+  }
+  const value = (path: ReadonlyArray<Segment>, depth: number): void => {
+    ws()
+    const c = text[i]
+    if (depth > 256) throw new Error("too deep")
+    if (c === "{") {
+      i++
+      for (;;) {
+        ws()
+        if (text[i] === "}" || i >= text.length) {
+          i++
+          return
+        }
+        if (text[i] === ",") {
+          i++
+          continue
+        }
+        if (text[i] !== "\"") throw new Error("key expected")
+        const at = i
+        const key = string()
+        const member = [...path, key]
+        if (!positions.has(id(member))) positions.set(id(member), at)
+        ws()
+        if (text[i] === ":") i++
+        value(member, depth + 1)
+      }
+    }
+    if (c === "[") {
+      i++
+      let index = 0
+      for (;;) {
+        ws()
+        if (text[i] === "]" || i >= text.length) {
+          i++
+          return
+        }
+        if (text[i] === ",") {
+          i++
+          continue
+        }
+        const element = [...path, index++]
+        positions.set(id(element), i)
+        value(element, depth + 1)
+      }
+    }
+    if (c === "\"") {
+      string()
+      return
+    }
+    while (i < text.length && !/[\s,\]}]/.test(text[i]!)) i++
+  }
+  try {
+    value([], 0)
+  } catch {
+    // what was read so far is kept
+  }
+  const lineStarts: Array<number> = [0]
+  for (let k = 0; k < text.length; k++) if (text[k] === "\n") lineStarts.push(k + 1)
+  const position = (index: number): Position => {
+    let lo = 0
+    let hi = lineStarts.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (lineStarts[mid]! <= index) lo = mid
+      else hi = mid - 1
+    }
+    return { line: lo + 1, column: index - lineStarts[lo]! + 1 }
+  }
+  return (path: ReadonlyArray<Segment>): Position | null => {
+    for (let n = path.length; n > 0; n--) {
+      const at = positions.get(id(path.slice(0, n)))
+      if (at !== undefined) return position(at)
+    }
+    return null
+  }
+}

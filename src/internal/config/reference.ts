@@ -1,8 +1,12 @@
 /**
- * The reference page of `[queue.outbound]`, rendered from the key table: what the docs say is what the loader reads.
+ * The configuration reference, rendered from the key table: what the docs say is what the loader reads, in the
+ * spelling of each of Stalwart's layouts.
  */
 import * as Keys from "./keys.js"
-import { NEXT_HOP, REMOTE_REFERENCE } from "./relays.js"
+import * as Layouts from "./layouts.js"
+import { JSON_OBJECT } from "./model.js"
+import * as Sections from "./sections.js"
+import { REMOTE_REFERENCE } from "./relays.js"
 import { renderDefault } from "./setting.js"
 
 const STAGE_TEXT = {
@@ -17,41 +21,73 @@ const cell = (text: string) => text.replace(/\|/g, "\\|").replace(/\n/g, " ")
 export const renderReference = (): string => {
   const rows = Keys.ENTRIES.map(({ name, spec }) => {
     const fallback = spec.fallbackDoc ?? `\`${renderDefault(spec.fallback)}\``
-    return `| \`${spec.path.join(".")}\` | \`${name}\` | ${STAGE_TEXT[spec.stage]} | ${cell(fallback)} | ${
+    const later = spec.strategiesFallback === undefined ? "" : ` (v0.13+: \`${renderDefault(spec.strategiesFallback)}\`)`
+    return `| \`${spec.path.join(".")}\` | \`[queue.${spec.group}.<name>] ${spec.strategies}\` | \`${
+      JSON_OBJECT[spec.group]
+    }.${spec.json}\` | \`${name}\` | ${STAGE_TEXT[spec.stage]} | ${cell(fallback + later)} | ${
       cell(spec.converter.expected)
     } | ${cell(spec.doc)} |`
   })
-  rows.push(
-    `| \`${NEXT_HOP.path.join(".")}\` | \`route\` | ${STAGE_TEXT.domain} | ${cell(NEXT_HOP.fallbackDoc!)} | ${
-      cell(NEXT_HOP.converter.expected)
-    } | ${cell(NEXT_HOP.doc)} |`
-  )
-  const relays = REMOTE_REFERENCE.map(([key, fallback, accepts, doc]) =>
-    `| \`${key}\` | ${fallback} | ${cell(accepts)} | ${cell(doc)} |`
-  )
+  const relay = REMOTE_REFERENCE.map(([key, fallback, accepts, doc]) => {
+    const field = Layouts.RELAY_FIELD_NAMES.find((f) => Layouts.relaySpelling(f, false) === key)
+    const json = field === undefined ? "" : `\`${Layouts.relaySpelling(field, true)}\``
+    return `| \`${key}\` | ${json} | ${fallback} | ${cell(accepts)} | ${cell(doc)} |`
+  })
   const ignored = Keys.UNIMPLEMENTED.map(({ path, why }) => `- \`queue.outbound.${path.join(".")}\`: ${cell(why)}`)
   return [
-    "# `[queue.outbound]` reference",
+    "# Configuration reference",
     "",
-    "Generated from the key table (`src/internal/config/keys.ts`). Every key takes a plain value, an expression or " +
-    "an if-list; the stage says when it is evaluated and so which variables an expression may read.",
+    "Generated from the key table (`src/internal/config/keys.ts`). Each key is spelled three ways, one per Stalwart " +
+    "layout (see [stalwart-compatibility.md](../stalwart-compatibility.md)): a key of `[queue.outbound]` (v0.7–v0.12; " +
+    "a plain value, an expression or an if-list), a key of a named strategy table (v0.13–v0.15; a plain value) and a " +
+    "field of a v0.16 registry object (JSON; durations in milliseconds). The stage says when it is evaluated and so " +
+    "which variables an expression may read.",
     "",
-    "| key | name in code | stage | default | accepts | meaning |",
-    "|---|---|---|---|---|---|",
+    "| `[queue.outbound]` | v0.13–v0.15 | v0.16 | name in code | stage | default | accepts | meaning |",
+    "|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
-    "## `[remote.<id>]`: relay hosts",
+    "## Strategy selectors",
     "",
-    "Plain values (not expressions), as Stalwart v0.7–v0.12 reads them; the id is what `next-hop` names, and " +
-    "`local` is built in.",
+    "| strategy | v0.7–v0.12 | v0.13–v0.15 | v0.16 | evaluated with | default (v0.13+) |",
+    "|---|---|---|---|---|---|",
+    "| route | `queue.outbound.next-hop` (a `[remote.<id>]` name, `'local'`, or false for MX) | " +
+    "`[queue.strategy] route` | `MtaOutboundStrategy.route` | the domain variables | `'mx'` |",
+    "| connection | (one implicit strategy) | `[queue.strategy] connection` | `MtaOutboundStrategy.connection` | " +
+    "the domain variables and `mx` | `'default'` |",
+    "| tls | (one implicit strategy) | `[queue.strategy] tls` | `MtaOutboundStrategy.tls` | the domain variables " +
+    "and `mx` (`\"\"` for the MTA-STS keys, evaluated per domain) | `'invalid-tls'` on a retry after a TLS error, " +
+    "else `'default'` |",
     "",
-    "| key | default | accepts | meaning |",
-    "|---|---|---|---|",
-    ...relays,
+    "Built-in strategies (a file may redefine them): routes `mx` and `local`, connection `default`, TLS `default` and " +
+    "`invalid-tls` (`allow-invalid-certs = true`). A literal name no strategy has is an error at load. A name no " +
+    "strategy has, computed at delivery time: for a connection or TLS strategy, Stalwart's default strategy and a " +
+    "warning; for a route, the domain's delivery fails (kind `route`, deferred), never sent by MX instead.",
     "",
-    "Stalwart keys read past with a warning:",
+    "## Routes",
     "",
-    ...ignored,
+    "`[queue.route.<name>] type = \"mx\" | \"relay\" | \"local\"` (v0.13–v0.15), `MtaRoute` objects with " +
+    "`\"@type\": \"Mx\" | \"Relay\" | \"Local\"` (v0.16), `[remote.<id>]` relays (v0.7–v0.12). An `mx` route holds " +
+    "the route keys above (`limits`, `ip-lookup`); a relay route (plain values in every layout; `tls.implicit` is " +
+    "false by default in JSON, as in v0.16):",
+    "",
+    "| TOML | JSON | default | accepts | meaning |",
+    "|---|---|---|---|---|",
+    ...relay,
+    "",
+    "Per source address: `[queue.source-ip.\"<ip>\"] ehlo-hostname` (v0.13–v0.15), `sourceIps[].ehloHostname` " +
+    "(v0.16): the EHLO name of connections bound to that address.",
+    "",
+    "## Read past or refused",
+    "",
+    ...(ignored.length === 0 ? [] : ["Stalwart keys read past with a warning:", "", ...ignored, ""]),
+    "Stalwart settings recognised and listed once as not used by the transport:",
+    "",
+    ...Sections.NOT_USED.map(({ table, what }) => `- \`${table}\`: ${what}`),
+    "",
+    "Settings of other Stalwart versions (errors that name the version):",
+    "",
+    ...Sections.OTHER_VERSION.map(({ table, why }) => `- \`${table}\`: ${cell(why)}`),
     ""
   ].join("\n")
 }

@@ -58,6 +58,9 @@ const relayId: Converter<Option.Option<string>> = {
 /** @internal */
 export const NEXT_HOP: KeySpec<Option.Option<string>> = {
   path: ROUTE_KEY.path,
+  group: "route",
+  strategies: "route",
+  json: "route",
   stage: ROUTE_KEY.stage,
   kind: "hostname",
   converter: relayId,

@@ -129,7 +129,9 @@ class LiveIo implements Io {
         // Node gives OpenSSL's code (or ERR_TLS_CERT_ALTNAME_INVALID) as a string, an Error in older versions.
         reason: reason === undefined || reason === null
           ? null
-          : tlsReason(typeof reason === "object" && "code" in reason ? String(reason.code) : String(reason))
+          : tlsReason(typeof reason === "object" && "code" in reason ? String(reason.code) : String(reason)),
+        peerCertificates: options.dane === undefined ? [] : peerChain(secure),
+        dane: null
       })
     }
     const onFail = (error: unknown) => {
@@ -152,6 +154,22 @@ class LiveIo implements Io {
     this.onClosed.push(released)
     this.socket.destroy()
   }
+}
+
+/**
+ * The chain as the handshake gave it, leaf first: Node links each certificate to its issuer, the last one to itself.
+ * Only read when DANE asks for it (it costs a copy of each certificate); empty otherwise.
+ */
+const peerChain = (secure: tls.TLSSocket): ReadonlyArray<Uint8Array> => {
+  const chain: Array<Uint8Array> = []
+  let cert: tls.DetailedPeerCertificate | undefined = secure.getPeerCertificate(true)
+  const seen = new Set<tls.DetailedPeerCertificate>()
+  while (cert !== undefined && cert.raw !== undefined && !seen.has(cert)) {
+    seen.add(cert)
+    chain.push(cert.raw)
+    cert = cert.issuerCertificate
+  }
+  return chain
 }
 
 /**

@@ -21,7 +21,15 @@ export type MutableRecord = {
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
-const SCRIPTED_TLS: TlsInfo = { version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", verified: true, reason: null }
+const SCRIPTED_TLS: TlsInfo = {
+  version: "TLSv1.3",
+  cipher: "TLS_AES_256_GCM_SHA384",
+  verified: true,
+  reason: null,
+  // a script has no certificate to present: DANE never verifies against a scripted peer
+  peerCertificates: [],
+  dane: null
+}
 
 /** The peer's side of a handshake: it completes, fails, or completes with a certificate that does not verify. */
 type TlsAnswer = { readonly ok: boolean; readonly unverified?: string | undefined }

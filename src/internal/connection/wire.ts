@@ -36,6 +36,7 @@ import type {
   TlsInfo
 } from "../../Connector.js"
 import * as SmtpReply from "../../SmtpReply.js"
+import { verify } from "../dane/verify.js"
 import { LineBuffer } from "../lineBuffer.js"
 import { closedByPeer, closedLocally, deadlinePassed, lineTooLong, SocketError } from "./socketError.js"
 
@@ -406,8 +407,13 @@ class TlsOp extends BaseOp<TlsInfo> {
         wire.lines.abort(result)
         return this.finish(Effect.fail(result))
       }
-      wire.tls = result
-      this.finish(Effect.succeed(result))
+      // DANE: the chain is matched here, once, so the outcome is part of the connection's TLS state
+      const dane = this.options.dane
+      const info = dane === undefined
+        ? result
+        : { ...result, dane: verify(result.peerCertificates, dane.records, dane.names, dane.nowMs) }
+      wire.tls = info
+      this.finish(Effect.succeed(info))
     })
   }
 

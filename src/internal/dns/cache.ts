@@ -108,7 +108,11 @@ export const make = (source: Answerer | { readonly query: Resolve }, options: Ca
       : shape === "records"
       ? Exit.succeed(entry.answer.records)
       // The TTL handed on is what remains, so a cache stacked on this one expires no later.
-      : Exit.succeed({ records: entry.answer.records, ttl: Math.ceil((entry.expiresAt - now) / 1000) })
+      : Exit.succeed({
+        records: entry.answer.records,
+        ttl: Math.ceil((entry.expiresAt - now) / 1000),
+        secure: entry.answer.secure
+      })
 
   // Hit, or join the query under way; `undefined` for a miss.
   const cachedOrJoined = (

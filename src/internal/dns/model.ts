@@ -15,8 +15,21 @@ export interface MxRecord {
   readonly priority: number
 }
 
+/**
+ * A TLSA record (RFC 6698 §2.1): the certificate usage, the selector, the matching type and the association data
+ * in lowercase hex.
+ *
+ * @internal
+ */
+export interface TlsaRecord {
+  readonly usage: number
+  readonly selector: number
+  readonly matchingType: number
+  readonly data: string
+}
+
 /** @internal */
-export type RRType = "MX" | "A" | "AAAA" | "TXT"
+export type RRType = "MX" | "A" | "AAAA" | "TXT" | "TLSA"
 
 /**
  * The record shape each query type yields: TXT records are the record's character-strings joined.
@@ -28,17 +41,23 @@ export interface RecordOf {
   readonly A: string
   readonly AAAA: string
   readonly TXT: string
+  readonly TLSA: TlsaRecord
 }
 
 /**
- * Records with the time they may be kept, in seconds; `null` when the source does not know it (Node reports no TTL
- * for MX and TXT), in which case a cache applies its default.
+ * Records with the time they may be kept, in seconds; `null` when the source does not know it, in which case a cache
+ * applies its default.
  *
  * @internal
  */
 export interface Answer<T extends RRType> {
   readonly records: ReadonlyArray<RecordOf[T]>
   readonly ttl: number | null
+  /**
+   * The resolver validated the RRset with DNSSEC (it set the AD bit): `false` for an unsigned (insecure) zone, and
+   * from any source that cannot tell.
+   */
+  readonly secure: boolean
 }
 
 /**
@@ -64,7 +83,9 @@ export type Resolve = (
 
 /**
  * `NotFound` is NXDOMAIN (the name does not exist), `NoData` is a name that exists without records of the type,
- * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error.
+ * `Temporary` is everything a retry may cure: SERVFAIL, REFUSED, a timeout, a network error. `dnssec` is
+ * `"secure"` on a NotFound/NoData the resolver validated (an authenticated denial, the AD bit), `"bogus"` on a
+ * Temporary failure the resolver said was a validation failure (RFC 8914's extended error); absent otherwise.
  *
  * @internal
  */
@@ -73,6 +94,7 @@ export class DnsError extends Data.TaggedError("DnsError")<{
   readonly name: string
   readonly rrtype: RRType
   readonly message: string
+  readonly dnssec?: "secure" | "bogus" | undefined
 }> {}
 
 /** @internal */
@@ -96,9 +118,9 @@ export declare namespace Dns {
 }
 
 /**
- * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: Node
- * reports none for MX and TXT), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
- * (NXDOMAIN and NODATA, RFC 2308; Node does not expose the SOA that would give the zone's own value).
+ * Resolver cache settings. Defaults: `maxEntries` 10000, `defaultTtl` 5 minutes (for answers without a TTL: a
+ * hand-written `Dns`, a test zone without one), `maxTtl` 1 hour (caps every TTL, positive and negative), `negativeTtl` 1 minute
+ * (NXDOMAIN and NODATA, RFC 2308; the SOA that would give the zone's own value is not read).
  *
  * @internal
  */
@@ -131,10 +153,18 @@ export const toAnswerer = (service: Dns.Service): Answerer => {
         return service.aaaa(name)
       case "TXT":
         return service.txt(name)
+      case "TLSA":
+        // A service without `answer` cannot say whether anything validated, so it has no DANE to offer either.
+        return Effect.fail(
+          new DnsError({ reason: "NoData", name, rrtype, message: `${rrtype} ${name}: no records of that type` })
+        )
     }
   }
   return <T extends RRType>(rrtype: T, name: string) =>
-    Effect.map(records(rrtype, name), (rs): Answer<T> => ({ records: rs as ReadonlyArray<RecordOf[T]>, ttl: null }))
+    Effect.map(
+      records(rrtype, name),
+      (rs): Answer<T> => ({ records: rs as ReadonlyArray<RecordOf[T]>, ttl: null, secure: false })
+    )
 }
 
 /**

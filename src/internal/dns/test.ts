@@ -20,7 +20,8 @@ import {
   type MxRecord,
   type RecordOf,
   type RRType,
-  timeoutAnswerer
+  timeoutAnswerer,
+  type TlsaRecord
 } from "./model.js"
 
 /** @internal */
@@ -32,6 +33,13 @@ export interface Zone {
   readonly a?: Rdata<string> | undefined
   readonly aaaa?: Rdata<string> | undefined
   readonly txt?: Rdata<string> | undefined
+  readonly tlsa?: Rdata<TlsaRecord> | undefined
+  /**
+   * What a validating resolver would say of the name's RRsets: `secure` answers (and NXDOMAIN/NODATA) are
+   * authenticated, `bogus` fails every query of the name as a validating resolver does (SERVFAIL, with RFC 8914's
+   * "DNSSEC Bogus"). Absent: `insecure`.
+   */
+  readonly dnssec?: "secure" | "insecure" | "bogus" | undefined
   /** Every query of the name fails with this code, whatever its type. */
   readonly rcode?: "NXDOMAIN" | "SERVFAIL" | undefined
   /** Seconds, for every answer of the name. Absent: no TTL (a cache uses its default). */
@@ -63,22 +71,36 @@ export interface TestOptions {
   readonly cache?: CacheOptions | undefined
 }
 
-const zoneField = { MX: "mx", A: "a", AAAA: "aaaa", TXT: "txt" } as const
+const zoneField = { MX: "mx", A: "a", AAAA: "aaaa", TXT: "txt", TLSA: "tlsa" } as const
 
 const zoneAnswer = <T extends RRType>(
   zone: Zone | undefined,
   rrtype: T,
   name: string
 ): Effect.Effect<Answer<T>, DnsError> => {
+  const secure = zone?.dnssec === "secure"
   const fail = (reason: DnsError["reason"], label: string) =>
-    Effect.fail(new DnsError({ reason, name, rrtype, message: `${rrtype} ${name}: ${label}` }))
+    Effect.fail(
+      new DnsError({
+        reason,
+        name,
+        rrtype,
+        message: `${rrtype} ${name}: ${label}`,
+        ...(secure && reason !== "Temporary" ? { dnssec: "secure" as const } : {})
+      })
+    )
   if (zone === undefined || zone.rcode === "NXDOMAIN") return fail("NotFound", "no such domain")
   if (zone.rcode === "SERVFAIL") return fail("Temporary", "ESERVFAIL")
+  if (zone.dnssec === "bogus") {
+    return Effect.fail(
+      new DnsError({ reason: "Temporary", name, rrtype, message: `${rrtype} ${name}: ESERVFAIL (DNSSEC bogus)`, dnssec: "bogus" })
+    )
+  }
   const data = zone[zoneField[rrtype]] as Rdata<RecordOf[T]> | undefined
   if (data === undefined || data === "NODATA") return fail("NoData", "no records of that type")
   if (data === "NXDOMAIN") return fail("NotFound", "no such domain")
   if (data === "SERVFAIL") return fail("Temporary", "ESERVFAIL")
-  return Effect.succeed({ records: data, ttl: zone.ttl ?? null })
+  return Effect.succeed({ records: data, ttl: zone.ttl ?? null, secure })
 }
 
 /** @internal */

@@ -4,6 +4,7 @@
  *
  * @internal
  */
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -163,8 +164,9 @@ const startTls = (
   policy: "optional" | "require"
 ) => {
   const timeoutMs = millis(settings.timeouts, "tls")
-  return phase.run(
-    phases("tls", { "smtp.tls_policy": policy }),
+  const dane = settings.tls.dane ?? null
+  const tls = phase.run(
+    phases("tls", { "smtp.tls_policy": policy, ...(dane === null ? {} : { "smtp.dane": true }) }),
     (step) =>
       Effect.flatMap(phase.command(connection, "tls", timeoutMs, step, "STARTTLS"), (reply) => {
         if (reply.code !== 220) {
@@ -178,19 +180,50 @@ const startTls = (
           }
           return Effect.as(Effect.logDebug("STARTTLS refused, going on in plaintext (tls.starttls = optional)"), null)
         }
-        return Effect.mapError(
-          connection.startTls({
-            servername: settings.servername,
-            ca: settings.tls.ca,
-            // RFC 7435: where nothing asks for authenticated TLS, any certificate beats plaintext; the attempt
-            // records whether it verified. Where TLS is required, verification as configured.
-            rejectUnauthorized: policy === "require" && !settings.tls.allowInvalidCerts
-          }, step.deadline),
-          (e) => phase.fromSocket(e, "tls", timeoutMs)
-        ).pipe(Effect.tap(() => step.debug ? Effect.logDebug(`TLS established with ${settings.servername}`) : Effect.void))
+        return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+          Effect.mapError(
+            connection.startTls({
+              servername: settings.servername,
+              ca: settings.tls.ca,
+              // RFC 7435: where nothing asks for authenticated TLS, any certificate beats plaintext; the attempt
+              // records whether it verified. Where TLS is required, verification as configured. With DANE the TLSA
+              // records decide, after the handshake (RFC 7672 §3.1): the CA roots have no say.
+              rejectUnauthorized: dane === null && policy === "require" && !settings.tls.allowInvalidCerts,
+              dane: dane === null ? undefined : { records: dane.records, names: dane.names, nowMs }
+            }, step.deadline),
+            (e) => phase.fromSocket(e, "tls", timeoutMs)
+          )
+        ).pipe(
+          Effect.flatMap((info) =>
+            info.dane !== null && info.dane.status === "failed"
+              ? Effect.fail(
+                TransportError.make(
+                  "tls",
+                  "dane",
+                  `tls: the certificate of ${settings.servername} does not match its TLSA records: ${info.dane.reason}`
+                )
+              )
+              : Effect.succeed(info)
+          ),
+          Effect.tap(() => step.debug ? Effect.logDebug(`TLS established with ${settings.servername}`) : Effect.void)
+        )
       })
   )
+  // RFC 7672 §2.2: whatever stops an authenticated TLS session with a DANE host (a refusal, a failed handshake, a
+  // mismatch) defers the mail to that host; the kind says DANE was the reason (Stalwart's `last_error` = dane).
+  return dane === null ? tls : Effect.mapError(tls, (error) =>
+    error.kind === "timeout" || error.kind === "dane"
+      ? error
+      : new TransportError.TransportError({ ...fieldsOf(error), kind: "dane", permanent: false }))
 }
+
+const fieldsOf = (error: TransportError.TransportError) => ({
+  phase: error.phase,
+  kind: error.kind,
+  permanent: error.permanent,
+  message: error.message,
+  reply: error.reply
+})
 
 /**
  * TLS from the first byte (RFC 8314): the handshake before the greeting, under the TLS timeout. Nothing asks for
@@ -256,12 +289,21 @@ export const open = (
 
     let hi = yield* hello(connection, settings, phases)
 
-    // A REQUIRETLS message or an enforced MTA-STS policy never goes in plaintext, whatever tls.starttls says.
-    const policy: TlsPolicy = settings.tls.required ? "require" : settings.tls.starttls
+    // A REQUIRETLS message, an enforced MTA-STS policy or a DANE host never goes in plaintext, whatever
+    // tls.starttls says.
+    const dane = settings.tls.dane ?? null
+    const policy: TlsPolicy = settings.tls.required || dane !== null ? "require" : settings.tls.starttls
     if (tls === null && policy !== "disable") {
       if (!hi.capabilities.startTls) {
         if (policy === "require") {
           // Temporary, as Postfix's 4.7.4: a STARTTLS stripped from the EHLO reply delays mail, never bounces it.
+          if (dane !== null) {
+            return yield* TransportError.make(
+              "tls",
+              "dane",
+              `tls: STARTTLS not advertised, and ${settings.servername} has DANE TLSA records`
+            )
+          }
           return yield* TransportError.make(
             "tls",
             "policy",

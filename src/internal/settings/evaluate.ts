@@ -6,6 +6,7 @@ import * as Either from "effect/Either"
 import type { Variables } from "../../Expression.js"
 import type { ConnectionSettings, DomainSettings, HostSettings, Stage } from "../../Settings.js"
 import * as Keys from "../config/keys.js"
+import * as Model from "../config/model.js"
 import { MX_ROUTE, type RouteSetting } from "../config/relays.js"
 
 /**
@@ -34,7 +35,8 @@ const evaluator = <S extends Stage>(stage: S) => {
         node = node[at[i]!] ??= {}
       }
       const evaluated = (setting[at[at.length - 1]!] as Keys.Setting<unknown>).evaluate(variables)
-      if (evaluated.warning !== null) (warnings ??= []).push(evaluated.warning)
+      // A selector's warning comes with every key it chooses for: said once.
+      if (evaluated.warning !== null && !(warnings ??= []).includes(evaluated.warning)) warnings.push(evaluated.warning)
       node[at[at.length - 1]!] = evaluated.value
     }
     return { settings: settings as Keys.StageSettings<S>, warnings: warnings ?? noWarnings }
@@ -90,3 +92,30 @@ export const evaluateHost: (config: Keys.ConfigSettings, variables: Variables) =
  */
 export const evaluateConnection: (config: Keys.ConfigSettings, variables: Variables) => Evaluation<ConnectionSettings> =
   evaluator("connection")
+
+/**
+ * The route and TLS strategy names the selectors choose for a domain (TLS with `mx` still empty, as Stalwart's first
+ * evaluation for MTA-STS), for the plan.
+ *
+ * @internal
+ */
+export const domainStrategies = (
+  config: { readonly model: Model.Model },
+  variables: Variables
+): { readonly route: string; readonly tls: string } => ({
+  route: Model.choose(config.model, "route", variables).name,
+  tls: Model.choose(config.model, "tls", variables).name
+})
+
+/**
+ * The connection and TLS strategy names the selectors choose for an MX host, for the plan.
+ *
+ * @internal
+ */
+export const hostStrategies = (
+  config: { readonly model: Model.Model },
+  variables: Variables
+): { readonly connection: string; readonly tls: string } => ({
+  connection: Model.choose(config.model, "connection", variables).name,
+  tls: Model.choose(config.model, "tls", variables).name
+})

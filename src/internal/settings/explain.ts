@@ -29,6 +29,7 @@ export const explainedSettings = (
 ): NonNullable<ExplainedHost["settings"]> => ({
   ehlo: connection.ehloName,
   starttls: host.tls.starttls,
+  dane: host.tls.dane,
   allowInvalidCerts: tls.allowInvalidCerts,
   requireTls: tls.requireTls,
   connectionAttemptDelayMs: Option.getOrNull(Option.map(host.connectionAttemptDelay, Duration.toMillis)),

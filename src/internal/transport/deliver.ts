@@ -15,9 +15,10 @@ import type * as MxPlan from "../../MxPlan.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { PolicyCache } from "../../PolicyCache.js"
 import * as Limiter from "../../Limiter.js"
-import { evaluateHost } from "../settings/evaluate.js"
+import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
+import { hostDane } from "./dane.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
 import { deliverLocal, relayUnresolved } from "./route.js"
@@ -127,13 +128,24 @@ const hostLoop = (
       const next = yield* hosts.next
       if (Option.isNone(next)) break
       const host = next.value
-      hostPlans.push(hostPlan(host, policy))
+      const staged = hostStages.get(host.host)
+      const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
       if (Either.isLeft(host.resolution)) {
+        hostPlans.push(hostPlan(host, policy, strategies, null))
         const error = host.resolution.left
         hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
         continue
       }
-      const outcome = yield* tryHost(delivery, group, hostStages.get(host.host)!, host, attempts, enforced, warnings, span)
+      const hostStage = hostStages.get(host.host)!
+      // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
+      const dane = relay === null ? yield* hostDane(plan, delivery.options.port, host.host, hostStage.settings) : null
+      hostPlans.push(hostPlan(host, policy, strategies, dane))
+      if (dane?.error) {
+        // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
+        hostErrors.push({ error: dane.error, host: null })
+        continue
+      }
+      const outcome = yield* tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span)
       if (outcome._tag === "Done") results = outcome.recipients
       else {
         hostErrors.push(outcome)

@@ -15,7 +15,7 @@ import type * as PolicyCache from "../../PolicyCache.js"
 import type { DomainSettings, Route } from "../../Settings.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
-import { evaluateDomain } from "../settings/evaluate.js"
+import { domainStrategies, evaluateDomain } from "../settings/evaluate.js"
 import { reportError } from "./report.js"
 import { domainVariables, type Group } from "./request.js"
 import { relayPlan, routePlan, unknownRoute } from "./route.js"
@@ -24,6 +24,8 @@ import { relayPlan, routePlan, unknownRoute } from "./route.js"
 export interface DomainStage {
   readonly variables: Variables
   readonly settings: DomainSettings
+  /** The route and TLS strategies the selectors chose, by name. */
+  readonly strategies: { readonly route: string; readonly tls: string }
   /** The domain's route; `null` when `next-hop` named no relay (`error` says so). */
   readonly route: Route | null
   /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */
@@ -51,7 +53,8 @@ export const domainStage = (
     const warnings = [...evaluated.warnings]
     const mode = settings.tls.mtaSts
     const route = evaluated.routeError === null ? settings.route : null
-    const stage = { variables, settings, route, warnings, mtaSts: null, plan: null, excluded: [], error: null }
+    const strategies = domainStrategies(config, variables)
+    const stage = { variables, settings, route, strategies, warnings, mtaSts: null, plan: null, excluded: [], error: null }
     if (evaluated.routeError !== null) return { ...stage, error: unknownRoute(evaluated.routeError) }
     // Local recipients are handed over as they are; a relay is the one host, with no MTA-STS (as Stalwart).
     if (settings.route._tag === "local") return stage
@@ -110,6 +113,7 @@ export const domainPlanOf = (
   hosts,
   dropped: stage.plan?.dropped.map((h) => h.name) ?? [],
   limits: stage.settings.limits,
+  strategies: stage.strategies,
   mtaSts: stage.mtaSts === null ? null : mtaStsPlan(stage.mtaSts),
   error: error === null ? null : reportError(error)
 })
@@ -135,6 +139,8 @@ export const excludedHostPlan = (
   addresses: [],
   truncated: [],
   sourceIps: { v4: [], v6: [] },
+  strategies: null,
   mtaSts: "mismatch",
+  dane: null,
   error: reportError(error)
 })

@@ -13,9 +13,10 @@ import * as MtaSts from "../../MtaSts.js"
 import type { Config } from "../../OutboundConfig.js"
 import type { PolicyCache } from "../../PolicyCache.js"
 import type { TransportOptions } from "../../Transport.js"
-import { evaluateConnection, evaluateHost } from "../settings/evaluate.js"
+import { evaluateConnection, evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { explainedSettings } from "../settings/explain.js"
 import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { danePlan, hostDane } from "./dane.js"
 import { effectiveTls } from "./host.js"
 import { mtaStsMatch, reportError } from "./report.js"
 import { connectionVariables, type Group, hostVariables } from "./request.js"
@@ -49,6 +50,10 @@ export const explainDomain = (
       const { ipStrategy, sourceIp } = hostEval.settings
       const resolved = yield* Effect.either(Candidates.resolveHost(host, ipStrategy, stage.settings.limits.multihomed))
       const addresses = Either.match(resolved, { onLeft: () => [], onRight: (r) => r.addresses })
+      // DANE is for MX hosts; a relay is trusted as its route says
+      const dane = Either.isLeft(resolved) || stage.plan === null || relay !== null
+        ? null
+        : yield* hostDane(stage.plan, options.port, host, hostEval.settings)
       const connection = evaluateConnection(config, connectionVariables(variables, addresses[0] ?? "0.0.0.0", null))
       stage.warnings.push(...connection.warnings)
       // Said once per domain, not once per host that shares the setting.
@@ -64,11 +69,13 @@ export const explainDomain = (
         addresses,
         truncated: Either.match(resolved, { onLeft: () => [], onRight: (r) => r.truncated }),
         sourceIps: sourceIp,
+        strategies: hostStrategies(config, variables),
         mtaSts: mtaStsMatch(policy, host.name),
-        error: Either.match(resolved, { onLeft: reportError, onRight: () => null }),
+        dane: danePlan(dane),
+        error: Either.match(resolved, { onLeft: reportError, onRight: () => dane?.error ? reportError(dane.error) : null }),
         settings: explainedSettings(hostEval.settings, connection.settings, {
-          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls, relay }).allowInvalidCerts,
-          requireTls: requireTls || enforced
+          allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls, relay, dane }).allowInvalidCerts,
+          requireTls: effectiveTls(hostEval.settings, { enforced, requireTls, relay, dane }).required
         })
       })
     }

@@ -16,6 +16,7 @@ import type * as Candidates from "../../Candidates.js"
 import type * as ConnectionPool from "../../ConnectionPool.js"
 import * as Limiter from "../../Limiter.js"
 import type { Connection, Connector, TlsInfo } from "../../Connector.js"
+import type * as Dane from "../../Dane.js"
 import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
 import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
@@ -26,6 +27,7 @@ import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
 import { evaluateConnection } from "../settings/evaluate.js"
 import * as tracing from "../tracing.js"
+import { attemptDane } from "./dane.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
 import { connectionVariables, type Group } from "./request.js"
 import * as settingWarnings from "./warnings.js"
@@ -52,7 +54,7 @@ export interface Delivery {
   readonly limiter: Limiter.Limiter.Service | null
 }
 
-/** A host's settings and the variables they were evaluated with. @internal */
+/** A host's settings, the variables they were evaluated with, and its DANE decision (`null`: none made). @internal */
 export interface HostStage {
   readonly variables: Variables
   readonly settings: HostSettings
@@ -60,6 +62,7 @@ export interface HostStage {
   readonly limiterWait: Duration.Duration
   /** The relay this host is, on a relay route; `null` for an MX host. */
   readonly relay: RelayRoute | null
+  readonly dane?: Dane.HostDane | null | undefined
 }
 
 /** The port of a host: the relay's, or the one of every MX host. */
@@ -184,10 +187,12 @@ export const tryHost = (
   parent: Tracer.Span
 ): Effect.Effect<HostOutcome, never, Connector> => {
   const { relay } = hostStage
+  const dane = hostStage.dane ?? null
   const opening: Opening = {
     tls: {
-      ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay }),
-      ca: delivery.ca
+      ...effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane }),
+      ca: delivery.ca,
+      dane: dane?.authenticate ?? null
     },
     ...(relay === null ? {} : {
       protocol: relay.protocol,
@@ -225,11 +230,20 @@ export const tryHost = (
 type Opening = Pick<SmtpSession.SessionSettings, "tls" | "protocol" | "auth">
 
 /**
- * The pool's view of an `Opening`: equal strings, interchangeable sessions. It names the AUTH user (and whether it
- * is a token, and plaintext allowed), never the secret: `sameSecret` compares that when a session is taken.
+ * The pool's view of an `Opening` for one host: equal strings, interchangeable sessions. It names the AUTH user (and
+ * whether it is a token, and plaintext allowed), never the secret: `sameSecret` compares that when a session is taken.
+ * It names the host the certificate was checked for (`servername`: the MX host or the relay), so a session verified
+ * for one name never carries mail for another on the same address, and the host's DANE decision (RFC 7672: the
+ * TLSA status, and the records and names the certificate was matched against), so a session verified by DANE is
+ * reused only for the same host under the same DANE status and records, and one opened without DANE never where DANE
+ * applies.
+ *
+ * @internal
  */
-const sessionKey = ({ auth, protocol, tls }: Opening) =>
+export const sessionKey = ({ auth, protocol, servername, tls }: Opening & { readonly servername: string }, dane: Dane.HostDane | null) =>
   [
+    servername,
+    dane === null ? "" : JSON.stringify([dane.status, dane.authenticate]),
     tls.starttls,
     tls.allowInvalidCerts,
     tls.required,
@@ -257,7 +271,8 @@ const reuse = (
   parent: Tracer.Span
 ): Effect.Effect<Option.Option<HostOutcome>> =>
   Effect.gen(function*() {
-    const key = sessionKey(opening)
+    const dane = hostStage.dane ?? null
+    const key = sessionKey({ ...opening, servername: host.host.name }, dane)
     const port = portOf(delivery, hostStage)
     for (const ip of addresses) {
       const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
@@ -295,7 +310,7 @@ const reuse = (
                       ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
                       : Effect.ensuring(
                         restore(
-                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), opening, attempts, parent)
+                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), opening, dane, attempts, parent)
                         ).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
                         permit.right
                       )
@@ -324,6 +339,7 @@ const reusedSession = (
   idle: ConnectionPool.Idle,
   connectionSettings: ConnectionSettings,
   opening: Opening,
+  dane: Dane.HostDane | null,
   attempts: Array<AttemptRecord>,
   parent: Tracer.Span
 ): Effect.Effect<HostOutcome | null> => {
@@ -368,7 +384,7 @@ const reusedSession = (
         })
       const dropped = (error: TransportError.TransportError) =>
         Effect.zipRight(
-          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls), ehlo: session.ehloName }),
+          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName }),
           Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
         )
       if (!idle.clean) {
@@ -396,7 +412,7 @@ const reusedSession = (
         reuse: idle.reuse,
         openedMs: idle.openedMs,
         messages: idle.messages
-      }, record, () => {
+      }, dane, record, () => {
         kept = true
       })
       if (!kept) yield* connection.close
@@ -445,6 +461,7 @@ const finish = (
   opening: SmtpSession.Session,
   transaction: SmtpSession.TransactionResult,
   origin: Origin,
+  dane: Dane.HostDane | null,
   record: (fields: RecordFields) => Effect.Effect<void>,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
   onKeep: () => void
@@ -461,7 +478,7 @@ const finish = (
       phase: transportError === null ? "quit" : transaction.phase,
       outcome: transportError === null ? "completed" : "failed",
       error: transportError === null ? null : reportError(transportError),
-      tls: attemptTls(opening.tls),
+      tls: attemptTls(opening.tls, dane),
       ehlo: opening.ehloName
     })
     if (keep) {
@@ -470,7 +487,7 @@ const finish = (
         destination: {
           ip: opening.connection.remoteAddress,
           port: opening.connection.remotePort,
-          session: sessionKey(opening.settings)
+          session: sessionKey(opening.settings, dane)
         },
         source: origin.source,
         session: opening,
@@ -542,13 +559,15 @@ const raceHost = (
           ...fields
         })
       })
-    return session(delivery, group, host, portOf(delivery, hostStage), opening, winner.value, winner.startMs, record)
+    return session(delivery, group, host, portOf(delivery, hostStage), opening, hostStage.dane ?? null, winner.value, winner.startMs, record)
   })
 
 type Record = (startMs: number, connection: string | null, fields: RecordFields) => Effect.Effect<void>
 
-const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
-  tls === null ? null : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason }
+const attemptTls = (tls: TlsInfo | null, dane: Dane.HostDane | null): AttemptTls | null =>
+  tls === null
+    ? null
+    : { version: tls.version, cipher: tls.cipher, verified: tls.verified, reason: tls.reason, dane: attemptDane(dane, tls) }
 
 /**
  * A handshake that failed outright (an alert, no common protocol, a reset during it) where nothing requires TLS:
@@ -558,7 +577,7 @@ const attemptTls = (tls: TlsInfo | null): AttemptTls | null =>
  */
 const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSession.SessionSettings): boolean =>
   error.phase === "tls" && (error.kind === "tls" || error.kind === "reset") && !settings.tls.required &&
-  settings.tls.starttls === "optional" && settings.tls.implicit !== true
+  settings.tls.starttls === "optional" && settings.tls.implicit !== true && (settings.tls.dane ?? null) === null
 
 /**
  * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
@@ -571,6 +590,7 @@ const session = (
   /** The host's port: the relay's, or the one of every MX host. */
   port: number,
   opening: Opening,
+  dane: Dane.HostDane | null,
   connected: Connected,
   startMs: number,
   record: Record
@@ -590,6 +610,7 @@ const session = (
       host,
       connected.connection,
       settings,
+      dane,
       (f) => record(startMs, connected.id, f),
       connected
     )
@@ -620,7 +641,9 @@ const session = (
             Either.isRight(retry)
               ? Effect.ensuring(
                 Effect.flatMap(delivery.connectionId, (id) =>
-                  restore(converse(delivery, group, host, retry.right, { ...plain, span }, (f) => record(retryMs, id, f), null))),
+                  restore(
+                    converse(delivery, group, host, retry.right, { ...plain, span }, dane, (f) => record(retryMs, id, f), null)
+                  )),
                 retry.right.close
               )
               : Effect.as(
@@ -634,7 +657,10 @@ const session = (
 /**
  * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
  * §4), so `allow-invalid-certs` does not apply to them. A relay adds its own `tls.allow-invalid-certs` and
- * `tls.implicit`. Shared by the session and `explain`.
+ * `tls.implicit`. DANE (RFC 7672) requires TLS too: with usable TLSA records the session verifies by them (the CA
+ * roots and `allow-invalid-certs` have no say, and an enforced MTA-STS policy gives way, RFC 8461 §2); with only
+ * unusable records TLS is mandatory but not authenticated (§2.2), unless something else requires a verified
+ * certificate. Shared by the session and `explain`.
  *
  * @internal
  */
@@ -644,14 +670,17 @@ export const effectiveTls = (
     readonly enforced: boolean
     readonly requireTls: boolean
     readonly relay?: RelayRoute | null | undefined
+    readonly dane?: Dane.HostDane | null | undefined
   }
-): Omit<SmtpSession.SessionSettings["tls"], "ca"> => {
+): Omit<SmtpSession.SessionSettings["tls"], "ca" | "dane"> => {
   const relay = requirements.relay ?? null
-  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true
+  const verified = requirements.enforced || requirements.requireTls
+  const daneTls = requirements.dane?.requireTls === true
+  const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true || daneTls
   return {
     starttls: host.tls.starttls,
-    allowInvalidCerts: allowInvalidCerts && !requirements.enforced && !requirements.requireTls,
-    required: requirements.requireTls || requirements.enforced,
+    allowInvalidCerts: allowInvalidCerts && !verified,
+    required: verified || daneTls,
     ...(relay?.implicitTls === true ? { implicit: true } : {})
   }
 }
@@ -666,6 +695,7 @@ const converse = (
   host: Candidates.HostCandidates,
   connection: Connection,
   settings: SmtpSession.SessionSettings,
+  dane: Dane.HostDane | null,
   record: (fields: RecordFields) => Effect.Effect<void>,
   pooled: Connected | null
 ): Effect.Effect<HostOutcome> =>
@@ -686,7 +716,7 @@ const converse = (
         phase: error.phase,
         outcome: "failed",
         error: reportError(error),
-        tls: attemptTls(connection.tls),
+        tls: attemptTls(connection.tls, dane),
         ehlo: error.phase === "greeting" ? null : settings.ehloName
       })
       return { _tag: "NextHost", error, host: host.host.name } as const
@@ -705,7 +735,7 @@ const converse = (
         phase: "mail-from",
         outcome: "failed",
         error: reportError(error),
-        tls: attemptTls(opening.tls),
+        tls: attemptTls(opening.tls, dane),
         ehlo: opening.ehloName
       })
       return { _tag: "NextHost", error, host: host.host.name } as const
@@ -723,7 +753,7 @@ const converse = (
       reuse: pooled?.settings.reuse ?? { messages: 1, idle: Duration.zero, age: Duration.zero },
       openedMs: pooled?.openedMs ?? 0,
       messages: 0
-    }, record, () => {
+    }, dane, record, () => {
       pooled!.kept = true
     })
     return done

@@ -4,12 +4,14 @@
  */
 import * as Either from "effect/Either"
 import type * as Candidates from "../../Candidates.js"
+import type * as Dane from "../../Dane.js"
 import type { HostPlan, RecipientResult, ReportError, ReportReply } from "../../DeliveryReport.js"
 import * as MtaSts from "../../MtaSts.js"
 import type * as SmtpSession from "../../SmtpSession.js"
 import type { Reply } from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import { canQuitAfter } from "../session/session.js"
+import { danePlan } from "./dane.js"
 
 /** @internal */
 export const reportReply = (reply: Reply): ReportReply => ({
@@ -122,7 +124,12 @@ export const mtaStsMatch = (policy: MtaSts.Policy | null, host: string): HostPla
   policy === null || policy.mode === "none" ? null : MtaSts.matches(policy, host) ? "match" : "mismatch"
 
 /** What resolution decided for a host a delivery reached. @internal */
-export const hostPlan = (host: Candidates.HostCandidates, policy: MtaSts.Policy | null): HostPlan => ({
+export const hostPlan = (
+  host: Candidates.HostCandidates,
+  policy: MtaSts.Policy | null,
+  strategies: HostPlan["strategies"],
+  dane: Dane.HostDane | null
+): HostPlan => ({
   host: host.host.name,
   preference: host.host.preference,
   implicit: host.host.implicit,
@@ -130,6 +137,12 @@ export const hostPlan = (host: Candidates.HostCandidates, policy: MtaSts.Policy 
   addresses: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.addresses }),
   truncated: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.truncated }),
   sourceIps: { v4: host.settings.sourceIp.v4, v6: host.settings.sourceIp.v6 },
+  strategies,
   mtaSts: mtaStsMatch(policy, host.host.name),
-  error: Either.match(host.resolution, { onLeft: reportError, onRight: () => null })
+  dane: danePlan(dane),
+  // a failed DANE lookup (or `tls.dane = require` unmet) keeps the host from being tried, as an unresolved one is
+  error: Either.match(host.resolution, {
+    onLeft: reportError,
+    onRight: () => dane?.error ? reportError(dane.error) : null
+  })
 })

@@ -1,0 +1,63 @@
+/**
+ * The host stage's DANE step (RFC 7672): the decision for a host before it is raced, and its place in the plan and
+ * in each attempt. Shared by `deliver` and `explain`.
+ */
+import * as Effect from "effect/Effect"
+import * as Candidates from "../../Candidates.js"
+import type { TlsInfo } from "../../Connector.js"
+import * as Dane from "../../Dane.js"
+import type { AttemptDane, DanePlan } from "../../DeliveryReport.js"
+import type { Dns } from "../../Dns.js"
+import type { MxHost, MxPlan } from "../../MxPlan.js"
+import type { HostSettings } from "../../Settings.js"
+
+/**
+ * `null` when `tls.dane = disable` or the host is an address literal (no name, no TLSA); otherwise RFC 7672 §2.2's
+ * decision. `plan`: the domain's MX plan (its name and whether its MX lookup validated); `port`: where the
+ * connection goes.
+ *
+ * @internal
+ */
+export const hostDane = (
+  plan: MxPlan,
+  port: number,
+  host: MxHost,
+  settings: HostSettings
+): Effect.Effect<Dane.HostDane | null, never, Dns> =>
+  settings.tls.dane === "disable" || host.literal
+    ? Effect.succeed(null)
+    : Dane.lookupHost({
+      policy: settings.tls.dane,
+      domain: plan.domain,
+      mxSecure: plan.secure === true,
+      host: host.name,
+      implicit: host.implicit,
+      families: Candidates.families(settings.ipStrategy),
+      port
+    })
+
+/** @internal */
+export const danePlan = (dane: Dane.HostDane | null): DanePlan | null =>
+  dane === null ? null : {
+    status: dane.status,
+    name: dane.name,
+    secure: dane.secure,
+    records: dane.records.map(Dane.format),
+    reason: dane.reason
+  }
+
+/**
+ * What an attempt's TLS session says of DANE: the connection's verification where DANE authenticated the host,
+ * otherwise why it did not apply.
+ *
+ * @internal
+ */
+export const attemptDane = (dane: Dane.HostDane | null, tls: TlsInfo): AttemptDane | null => {
+  if (dane === null) return null
+  if (dane.authenticate !== null) {
+    return tls.dane === null
+      ? { status: "failed", record: null, reason: "no DANE verification was made" }
+      : { status: tls.dane.status, record: tls.dane.record, reason: tls.dane.reason }
+  }
+  return { status: dane.status === "insecure" ? "insecure" : "none", record: null, reason: dane.reason }
+}
