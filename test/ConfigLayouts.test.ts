@@ -181,6 +181,19 @@ ehlo-hostname = "x.example.org"
     const strict = load("[queue.tls.default]\nstarttls = \"require\"\n")
     expect(OutboundConfig.evaluateHost(strict, { mx: "m" }).settings.tls.starttls).toBe("require")
   })
+
+  it("DANE is a TLS strategy's key in the v0.13+ and v0.16 layouts, like its siblings", () => {
+    const toml = load(
+      "[queue.strategy]\ntls = [ { if = \"mx == 'd.example'\", then = \"'dane'\" }, { else = \"'default'\" } ]\n" +
+        "[queue.tls.dane]\ndane = \"require\"\n"
+    )
+    expect(OutboundConfig.evaluateHost(toml, { mx: "d.example" }).settings.tls.dane).toBe("require")
+    expect(OutboundConfig.evaluateHost(toml, { mx: "other.example" }).settings.tls.dane).toBe("optional")
+    expect(toml.warnings).toEqual([])
+    const json = load(JSON.stringify({ MtaTlsStrategy: [{ name: "default", dane: "disable" }] }), "x.json")
+    expect(OutboundConfig.evaluateHost(json, { mx: "m" }).settings.tls.dane).toBe("disable")
+    expect(issues("[queue.tls.default]\ndane = \"maybe\"\n").map(([, p]) => p)).toEqual(["queue.tls.default.dane"])
+  })
 })
 
 describe("relay routes of the v0.13–v0.15 and v0.16 layouts", () => {
