@@ -21,7 +21,6 @@ import * as records from "./internal/dane/records.js"
 import * as verification from "./internal/dane/verify.js"
 import type * as Model from "./internal/dns/model.js"
 import type { Dns } from "./internal/dns/model.js"
-import type { TlsPolicy } from "./Settings.js"
 
 /**
  * A TLSA record: usage, selector, matching type, association data in lowercase hex.
@@ -50,6 +49,16 @@ export type LookupStatus = lookup.LookupStatus
 export type HostDane = lookup.HostDane
 
 /**
+ * What `lookupHost` needs: `domain` the MX lookup's name and `mxSecure` whether its MX RRset (or the denial behind an
+ * implicit MX) was validated; `host` the MX host, `implicit` whether it is the domain itself, `families` the address
+ * types the IP strategy looks up, `port` the port the connection goes to; `policy` is `tls.dane`.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type LookupOptions = lookup.LookupOptions
+
+/**
  * The outcome of matching a server's chain: `verified` with the record that matched (as `format` writes it), or
  * `failed` with the reason.
  *
@@ -67,15 +76,7 @@ export type Verification = verification.Verification
  * @since 0.3.0
  * @category lookups
  */
-export const lookupHost: (options: {
-  readonly policy: TlsPolicy
-  readonly domain: string
-  readonly mxSecure: boolean
-  readonly host: string
-  readonly implicit: boolean
-  readonly families: ReadonlyArray<"A" | "AAAA">
-  readonly port: number
-}) => Effect.Effect<HostDane, never, Dns> = lookup.lookupHost
+export const lookupHost: (options: LookupOptions) => Effect.Effect<HostDane, never, Dns> = lookup.lookupHost
 
 /**
  * Whether an SMTP client can use a record (RFC 7672 §3.1.3: DANE-TA(2) and DANE-EE(3) only; a known selector and

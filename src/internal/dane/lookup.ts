@@ -56,6 +56,17 @@ const look = <T extends RRType>(
 
 const daneError = (message: string) => TransportError.make("dane", "dane", `dane: ${message}`)
 
+/** @internal */
+export interface LookupOptions {
+  readonly policy: TlsPolicy
+  readonly domain: string
+  readonly mxSecure: boolean
+  readonly host: string
+  readonly implicit: boolean
+  readonly families: ReadonlyArray<"A" | "AAAA">
+  readonly port: number
+}
+
 /**
  * The decision for one host: `domain` is the MX lookup's name and `mxSecure` whether its MX RRset (or, for an implicit
  * MX, its denial) was validated; `host` the MX host, `families` the address types the IP strategy looks up, `port`
@@ -63,17 +74,7 @@ const daneError = (message: string) => TransportError.make("dane", "dane", `dane
  *
  * @internal
  */
-export const lookupHost = (
-  options: {
-    readonly policy: TlsPolicy
-    readonly domain: string
-    readonly mxSecure: boolean
-    readonly host: string
-    readonly implicit: boolean
-    readonly families: ReadonlyArray<"A" | "AAAA">
-    readonly port: number
-  }
-): Effect.Effect<HostDane, never, Dns> =>
+export const lookupHost = (options: LookupOptions): Effect.Effect<HostDane, never, Dns> =>
   Effect.gen(function*() {
     const answerer = toAnswerer(yield* Dns)
     const { domain, host, policy, port } = options
