@@ -97,7 +97,7 @@ describe("the packed library in a fresh project", () => {
         fs.readFileSync(path.join(project, "node_modules", "effect-smtp-transport", "package.json"), "utf8")
       ) as { peerDependencies: Record<string, string>; dependencies: Record<string, string> }
       expect(Object.keys(installed.peerDependencies).sort()).toEqual(["@effect/platform", "@effect/platform-node", "effect"])
-      expect(Object.keys(installed.dependencies)).toEqual(["dns-packet", "smol-toml"])
+      expect(Object.keys(installed.dependencies)).toEqual(["dns-packet", "jsonc-parser", "smol-toml"])
       // The demo's servers, and nodemailer through smtp-server, stay out of an application.
       for (const absent of ["smtp-server", "dns2", "nodemailer", "@effect/cli"]) {
         expect(fs.existsSync(path.join(project, "node_modules", absent)), absent).toBe(false)

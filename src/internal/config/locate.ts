@@ -1,8 +1,10 @@
 /**
  * Best-effort source positions for configuration issues. smol-toml returns plain objects without positions, so this
  * scans the text for key/value lines and table headers, then walks into arrays and inline tables for if-list items.
- * It never throws; when it is unsure it answers null and the issue is reported without a position.
+ * It never throws; when it is unsure it answers null and the issue is reported without a position. JSON files (v0.16)
+ * are located on jsonc-parser's syntax tree, which keeps offsets.
  */
+import * as Jsonc from "jsonc-parser"
 
 /** @internal */
 export interface Position {
@@ -141,8 +143,7 @@ const fieldStart = (text: string, open: number, field: string): { key: number; v
 /** @internal */
 export const makeLocator = (text: string) => {
   const entries = new Map<string, Entry>()
-  const lineStarts: Array<number> = [0]
-  for (let i = 0; i < text.length; i++) if (text[i] === "\n") lineStarts.push(i + 1)
+  const position = positions(text)
 
   const record = (parts: ReadonlyArray<string>, entry: Entry) => {
     const id = parts.join("\u0000")
@@ -178,16 +179,6 @@ export const makeLocator = (text: string) => {
     offset = next
   }
 
-  const position = (index: number): Position => {
-    let lo = 0
-    let hi = lineStarts.length - 1
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1
-      if (lineStarts[mid]! <= index) lo = mid
-      else hi = mid - 1
-    }
-    return { line: lo + 1, column: index - lineStarts[lo]! + 1 }
-  }
 
   /** Offset of the first character inside a single-line string value, or null if the value is not one. */
   const stringContent = (index: number): number | null => {
@@ -242,88 +233,11 @@ export const makeLocator = (text: string) => {
   return locate
 }
 
-/**
- * Positions in a JSON document: each object member's key and each array element, by path; a path not found gives
- * the position of its longest known prefix. Never throws; malformed text gives what was read before the fault.
- *
- * @internal
- */
-export const makeJsonLocator = (text: string) => {
-  const positions = new Map<string, number>()
-  const id = (path: ReadonlyArray<Segment>) => path.map(String).join("\u0000")
-  let i = 0
-  const ws = () => {
-    while (i < text.length && /\s/.test(text[i]!)) i++
-  }
-  const string = (): string => {
-    const start = ++i
-    while (i < text.length && text[i] !== "\"") i += text[i] === "\\" ? 2 : 1
-    const raw = text.slice(start, i)
-    i++
-    try {
-      return JSON.parse(`"${raw}"`) as string
-    } catch {
-      return raw
-    }
-  }
-  const value = (path: ReadonlyArray<Segment>, depth: number): void => {
-    ws()
-    const c = text[i]
-    if (depth > 256) throw new Error("too deep")
-    if (c === "{") {
-      i++
-      for (;;) {
-        ws()
-        if (text[i] === "}" || i >= text.length) {
-          i++
-          return
-        }
-        if (text[i] === ",") {
-          i++
-          continue
-        }
-        if (text[i] !== "\"") throw new Error("key expected")
-        const at = i
-        const key = string()
-        const member = [...path, key]
-        if (!positions.has(id(member))) positions.set(id(member), at)
-        ws()
-        if (text[i] === ":") i++
-        value(member, depth + 1)
-      }
-    }
-    if (c === "[") {
-      i++
-      let index = 0
-      for (;;) {
-        ws()
-        if (text[i] === "]" || i >= text.length) {
-          i++
-          return
-        }
-        if (text[i] === ",") {
-          i++
-          continue
-        }
-        const element = [...path, index++]
-        positions.set(id(element), i)
-        value(element, depth + 1)
-      }
-    }
-    if (c === "\"") {
-      string()
-      return
-    }
-    while (i < text.length && !/[\s,\]}]/.test(text[i]!)) i++
-  }
-  try {
-    value([], 0)
-  } catch {
-    // what was read so far is kept
-  }
+/** Line and column (1-based) of an offset in `text`. */
+const positions = (text: string) => {
   const lineStarts: Array<number> = [0]
-  for (let k = 0; k < text.length; k++) if (text[k] === "\n") lineStarts.push(k + 1)
-  const position = (index: number): Position => {
+  for (let i = 0; i < text.length; i++) if (text[i] === "\n") lineStarts.push(i + 1)
+  return (index: number): Position => {
     let lo = 0
     let hi = lineStarts.length - 1
     while (lo < hi) {
@@ -333,10 +247,24 @@ export const makeJsonLocator = (text: string) => {
     }
     return { line: lo + 1, column: index - lineStarts[lo]! + 1 }
   }
+}
+
+/**
+ * Positions in a JSON document: an object member's key, an array element, by path; a path not found gives the
+ * position of its longest known prefix. jsonc-parser's tree is error-tolerant, so malformed text still gives what
+ * could be read.
+ *
+ * @internal
+ */
+export const makeJsonLocator = (text: string) => {
+  const root = Jsonc.parseTree(text)
+  const position = positions(text)
   return (path: ReadonlyArray<Segment>): Position | null => {
+    if (root === undefined) return null
     for (let n = path.length; n > 0; n--) {
-      const at = positions.get(id(path.slice(0, n)))
-      if (at !== undefined) return position(at)
+      const node = Jsonc.findNodeAtLocation(root, path.slice(0, n) as Array<string | number>)
+      // A member is where its key is written; an element where it starts.
+      if (node !== undefined) return position(node.parent?.type === "property" ? node.parent.offset : node.offset)
     }
     return null
   }
