@@ -471,6 +471,16 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     expect(shown).toContain("auth.secret = <redacted>")
   })
 
+  it("show names a relay's token as auth.token (at its line) and shows auth.allow-plaintext", () => {
+    const text = "[queue.strategy]\nroute = \"'r'\"\n[queue.route.r]\ntype = \"relay\"\naddress = \"relay.test\"\n" +
+      "auth.username = \"mta\"\nauth.token = \"t0ken\"\nauth.allow-plaintext = true\n"
+    const shown = OutboundConfig.show(load(text), text)
+    expect(shown).not.toContain("t0ken")
+    expect(shown).not.toContain("auth.secret")
+    expect(shown).toMatch(/auth\.token = <redacted>\s+# test\.toml:7/)
+    expect(shown).toMatch(/auth\.allow-plaintext = true\s+# test\.toml:8/)
+  })
+
   // Generated v0.13–v0.15 files: strategies with random values, selectors as if-lists over a few conditions.
   const conditions = ["retry_num > 0", "rcpt_domain == 'a.test'", "mx == 'mx.b.test'", "ends_with(rcpt_domain, '.c')"]
   const routeConditions = conditions.filter((c) => !c.includes("mx"))

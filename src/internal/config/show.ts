@@ -131,7 +131,9 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
       field("allowInvalidCerts", String(r.allowInvalidCerts))
       if (Option.isSome(r.auth)) {
         field("username", JSON.stringify(r.auth.value.username))
-        field("secret", "<redacted>")
+        // A token is shown under its own key (and origin), as the file spells it.
+        field(r.auth.value.token === true ? "token" : "secret", "<redacted>")
+        if (r.auth.value.allowPlaintext === true) field("allowPlaintext", "true")
       }
     }
   }
