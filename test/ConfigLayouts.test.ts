@@ -638,6 +638,14 @@ describe("smtp-transport config", () => {
       const refused = yield* cli("config", "convert", "--to", "strategies", expression)
       expect(refused.code).toBe(78)
       expect(refused.stderr).toContain("cannot convert to strategies")
+      const limited = path.join(tmp, "limited.toml")
+      fs.writeFileSync(
+        limited,
+        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n"
+      )
+      const dropped = yield* cli("config", "convert", "--to", "strategies", limited)
+      expect(dropped.code).toBe(0)
+      expect(dropped.stderr).toContain("the outbound limiters (per-mx) are not converted")
       fs.rmSync(tmp, { recursive: true })
     }))
 })
