@@ -481,6 +481,18 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     expect(shown).toMatch(/auth\.allow-plaintext = true\s+# test\.toml:8/)
   })
 
+  it("show lists the outbound limiters, each with its line", () => {
+    const text = "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\n" +
+      "concurrency = 5\nrate = \"100/1s\"\nmatch = \"rcpt_domain == 'a.test'\"\n"
+    const shown = OutboundConfig.show(load(text), text)
+    expect(shown).toMatch(/# outbound limiter "per-mx", checked at the host stage\s+# test\.toml:3/)
+    expect(shown).toContain(`  key = ["mx"]\n  concurrency = 5\n  rate = "100/1s"\n  match = "rcpt_domain == 'a.test'"`)
+    const throttle = "[queue.outbound]\nhostname = \"'mx.test'\"\n[[queue.throttle]]\nkey = \"rcpt_domain\"\nconcurrency = 2\n"
+    expect(OutboundConfig.show(load(throttle), throttle)).toMatch(
+      /# outbound limiter "throttle\[0\]", checked at the domain stage\s+# test\.toml:3/
+    )
+  })
+
   // Generated v0.13–v0.15 files: strategies with random values, selectors as if-lists over a few conditions.
   const conditions = ["retry_num > 0", "rcpt_domain == 'a.test'", "mx == 'mx.b.test'", "ends_with(rcpt_domain, '.c')"]
   const routeConditions = conditions.filter((c) => !c.includes("mx"))
