@@ -359,11 +359,6 @@ const loadOutbound = (
         })
       }
     }
-    for (const { path, why } of Keys.UNIMPLEMENTED) {
-      if (at(section, path) !== undefined) {
-        notes.warnings.push(`${[...SECTION, ...path].join(".")} is a Stalwart setting this library ignores: ${why}`)
-      }
-    }
   }
   const implicit = (name: string): Model.Strategy => ({ name, origin: null, values: {}, ehloBySource: new Map() })
   const strategies = { route: implicit("mx"), connection: implicit("default"), tls: implicit("default") }
