@@ -301,6 +301,16 @@ describe("the default EHLO name, as Stalwart of each layout has it", () => {
 })
 
 describe("the json layout (v0.16)", () => {
+  it("a JSON syntax error does not quote the text around it (it may be a secret)", () => {
+    const unquoted = "{\"MtaRoute\": [{\"name\": \"r\", \"@type\": \"Relay\", \"address\": \"relay.test\",\n" +
+      "  \"authUsername\": \"u\", \"authSecret\": s3cret}]}"
+    const result = OutboundConfig.parse(unquoted, "x.json")
+    expect(Either.isLeft(result) && result.left.message).toContain("x.json:2:")
+    expect(Either.isLeft(result) && result.left.message).toContain("JSON syntax error: Unexpected character")
+    expect(Either.isLeft(result) && result.left.message).not.toContain("s3cret")
+    expect(Either.isLeft(result) && result.left.message).not.toContain("authSecret")
+  })
+
   it("a JSON syntax error has its line; an unknown Mta object is an error, other objects are ignored", () => {
     const syntax = issues("{\n  \"MtaRoute\": [ }\n", "x.json")
     expect(syntax[0]![0]).toBe(2)
