@@ -220,7 +220,7 @@ export const evaluateConnection: (config: Config, variables: Variables) => Evalu
 
 /**
  * The reference of every key as Markdown, generated from the key table: key, name in code, stage, default, what it
- * accepts, what it means; and the Stalwart keys read past with a warning.
+ * accepts, what it means; and the Stalwart settings recognised but not used by a transport.
  *
  * @since 0.2.0
  * @category documentation

@@ -10,6 +10,11 @@
  */
 export * as Candidates from "./Candidates.js"
 /**
+ * @since 0.3.0
+ * @category modules
+ */
+export * as ConnectionPool from "./ConnectionPool.js"
+/**
  * @since 0.1.0
  * @category modules
  */
@@ -44,6 +49,11 @@ export * as Expression from "./Expression.js"
  * @category modules
  */
 export * as HappyEyeballs from "./HappyEyeballs.js"
+/**
+ * @since 0.3.0
+ * @category modules
+ */
+export * as Limiter from "./Limiter.js"
 /**
  * @since 0.3.0
  * @category modules

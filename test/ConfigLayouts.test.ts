@@ -301,6 +301,16 @@ describe("the default EHLO name, as Stalwart of each layout has it", () => {
 })
 
 describe("the json layout (v0.16)", () => {
+  it("a JSON syntax error does not quote the text around it (it may be a secret)", () => {
+    const unquoted = "{\"MtaRoute\": [{\"name\": \"r\", \"@type\": \"Relay\", \"address\": \"relay.test\",\n" +
+      "  \"authUsername\": \"u\", \"authSecret\": s3cret}]}"
+    const result = OutboundConfig.parse(unquoted, "x.json")
+    expect(Either.isLeft(result) && result.left.message).toContain("x.json:2:")
+    expect(Either.isLeft(result) && result.left.message).toContain("JSON syntax error: Unexpected character")
+    expect(Either.isLeft(result) && result.left.message).not.toContain("s3cret")
+    expect(Either.isLeft(result) && result.left.message).not.toContain("authSecret")
+  })
+
   it("a JSON syntax error has its line; an unknown Mta object is an error, other objects are ignored", () => {
     const syntax = issues("{\n  \"MtaRoute\": [ }\n", "x.json")
     expect(syntax[0]![0]).toBe(2)
@@ -471,6 +481,28 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     expect(shown).toContain("auth.secret = <redacted>")
   })
 
+  it("show names a relay's token as auth.token (at its line) and shows auth.allow-plaintext", () => {
+    const text = "[queue.strategy]\nroute = \"'r'\"\n[queue.route.r]\ntype = \"relay\"\naddress = \"relay.test\"\n" +
+      "auth.username = \"mta\"\nauth.token = \"t0ken\"\nauth.allow-plaintext = true\n"
+    const shown = OutboundConfig.show(load(text), text)
+    expect(shown).not.toContain("t0ken")
+    expect(shown).not.toContain("auth.secret")
+    expect(shown).toMatch(/auth\.token = <redacted>\s+# test\.toml:7/)
+    expect(shown).toMatch(/auth\.allow-plaintext = true\s+# test\.toml:8/)
+  })
+
+  it("show lists the outbound limiters, each with its line", () => {
+    const text = "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\n" +
+      "concurrency = 5\nrate = \"100/1s\"\nmatch = \"rcpt_domain == 'a.test'\"\n"
+    const shown = OutboundConfig.show(load(text), text)
+    expect(shown).toMatch(/# outbound limiter "per-mx", checked at the host stage\s+# test\.toml:3/)
+    expect(shown).toContain(`  key = ["mx"]\n  concurrency = 5\n  rate = "100/1s"\n  match = "rcpt_domain == 'a.test'"`)
+    const throttle = "[queue.outbound]\nhostname = \"'mx.test'\"\n[[queue.throttle]]\nkey = \"rcpt_domain\"\nconcurrency = 2\n"
+    expect(OutboundConfig.show(load(throttle), throttle)).toMatch(
+      /# outbound limiter "throttle\[0\]", checked at the domain stage\s+# test\.toml:3/
+    )
+  })
+
   // Generated v0.13–v0.15 files: strategies with random values, selectors as if-lists over a few conditions.
   const conditions = ["retry_num > 0", "rcpt_domain == 'a.test'", "mx == 'mx.b.test'", "ends_with(rcpt_domain, '.c')"]
   const routeConditions = conditions.filter((c) => !c.includes("mx"))
@@ -628,6 +660,14 @@ describe("smtp-transport config", () => {
       const refused = yield* cli("config", "convert", "--to", "strategies", expression)
       expect(refused.code).toBe(78)
       expect(refused.stderr).toContain("cannot convert to strategies")
+      const limited = path.join(tmp, "limited.toml")
+      fs.writeFileSync(
+        limited,
+        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n"
+      )
+      const dropped = yield* cli("config", "convert", "--to", "strategies", limited)
+      expect(dropped.code).toBe(0)
+      expect(dropped.stderr).toContain("the outbound limiters (per-mx) are not converted")
       fs.rmSync(tmp, { recursive: true })
     }))
 })

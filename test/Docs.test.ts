@@ -91,6 +91,15 @@ describe("the public modules' doc comments", () => {
     expect(modules.flatMap((file) => untagged(file, read(file)))).toEqual([])
   })
 
+  it("every module in src/ is exported by the package and by its index", () => {
+    const modules = fs.readdirSync(new URL("../src", import.meta.url))
+      .filter((f) => f.endsWith(".ts") && f !== "index.ts" && f !== "bin.ts")
+      .map((f) => `src/${f}`)
+    const index = fs.readFileSync(new URL("../src/index.ts", import.meta.url), "utf8")
+    expect(modules.filter((m) => !publicModules().includes(m))).toEqual([])
+    expect(modules.filter((m) => !index.includes(`from "./${m.slice(4, -3)}.js"`))).toEqual([])
+  })
+
   it("the check reads every form of export", () => {
     const tags = "/**\n * @since 1.0.0\n * @category models\n */\n"
     const text = [

@@ -136,6 +136,17 @@ auth.token = "t"
     expect(error.message).not.toContain("hunter2")
   })
 
+  it("nor when the secret or token is in an inline table, bare or quoted", () => {
+    for (const [line, key] of [
+      ["auth = { username = \"u\", secret = \"hunter2\" x }", "secret"],
+      ["auth = { username = \"u\", \"token\" = \"hunter2\", port = }", "\"token\""]
+    ]) {
+      const error = bad(`[remote.a]\naddress = "a.test"\n${line}\n`)
+      expect(error.issues.map((i) => [i.line, i.found])).toEqual([[3, `the line of the key ${key} (its value not shown)`]])
+      expect(error.message).not.toContain("hunter2")
+    }
+  })
+
   it("the reference lists next-hop and the keys of [remote.<id>]", () => {
     const reference = OutboundConfig.renderReference()
     expect(reference).toContain("| route | `queue.outbound.next-hop`")

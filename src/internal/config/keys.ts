@@ -350,12 +350,9 @@ export const stageEntries = (stage: Stage): ReadonlyArray<Entry> => ENTRIES.filt
  */
 export const ROUTE_KEY = { path: ["next-hop"], stage: "domain" } as const
 
-/** Stalwart `queue.outbound` keys this library reads past with a warning instead of an error. @internal */
-export const UNIMPLEMENTED: ReadonlyArray<{ readonly path: ReadonlyArray<string>; readonly why: string }> = []
-
 /**
  * Sub-keys per table below `queue.outbound` ("" is the section itself), in table order, for the structure check and
- * unknown-key messages; the unimplemented keys are known too (they warn, they are not errors).
+ * unknown-key messages.
  *
  * @internal
  */
@@ -369,7 +366,6 @@ export const TABLES: { readonly [table: string]: ReadonlyArray<string> } = (() =
     }
   }
   for (const { spec } of ENTRIES) add(spec.path)
-  for (const { path } of UNIMPLEMENTED) add(path)
   add(ROUTE_KEY.path)
   return tables
 })()

@@ -359,11 +359,6 @@ const loadOutbound = (
         })
       }
     }
-    for (const { path, why } of Keys.UNIMPLEMENTED) {
-      if (at(section, path) !== undefined) {
-        notes.warnings.push(`${[...SECTION, ...path].join(".")} is a Stalwart setting this library ignores: ${why}`)
-      }
-    }
   }
   const implicit = (name: string): Model.Strategy => ({ name, origin: null, values: {}, ehloBySource: new Map() })
   const strategies = { route: implicit("mx"), connection: implicit("default"), tls: implicit("default") }
@@ -848,12 +843,18 @@ const parseJson = (text: string): Either.Either<unknown, RawIssue & { line: numb
   try {
     return Either.right(JSON.parse(text))
   } catch (error) {
+    // V8 quotes the text around the error (`Unexpected token 's', ..."authSecret":s3cret}" is not valid JSON`): it
+    // may be a secret, so only the kind of error is kept; the line and column say where.
     const message = String((error as Error).message)
+      .replace(/\s+/g, " ")
+      .replace(/ in JSON at position \d+.*$/, "")
+      .replace(/,? ?(\.\.\.)?".*" is not valid JSON$/, "")
+      .replace(/^Unexpected token '.*'$/, "Unexpected character")
     const index = jsonErrorOffset(text)
     const before = text.slice(0, index).split("\n")
     return Either.left({
       path: [],
-      problem: `JSON syntax error: ${message.replace(/\s+/g, " ").replace(/ in JSON at position \d+.*$/, "")}`,
+      problem: `JSON syntax error: ${message}`,
       found: "malformed JSON",
       expected: "valid JSON",
       line: before.length,

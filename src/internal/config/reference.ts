@@ -33,7 +33,6 @@ export const renderReference = (): string => {
     const json = field === undefined ? "" : `\`${Layouts.relaySpelling(field, true)}\``
     return `| \`${key}\` | ${json} | ${fallback} | ${cell(accepts)} | ${cell(doc)} |`
   })
-  const ignored = Keys.UNIMPLEMENTED.map(({ path, why }) => `- \`queue.outbound.${path.join(".")}\`: ${cell(why)}`)
   return [
     "# Configuration reference",
     "",
@@ -80,7 +79,6 @@ export const renderReference = (): string => {
     "",
     "## Read past or refused",
     "",
-    ...(ignored.length === 0 ? [] : ["Stalwart keys read past with a warning:", "", ...ignored, ""]),
     "Stalwart settings recognised and listed once as not used by the transport:",
     "",
     ...Sections.NOT_USED.map(({ table, what }) => `- \`${table}\`: ${what}`),

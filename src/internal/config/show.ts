@@ -5,6 +5,7 @@
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 import type { Value } from "../../Expression.js"
+import type { OutboundLimiter } from "../../Limiter.js"
 import { render as renderValue } from "./describe.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
@@ -20,6 +21,8 @@ export interface Shown {
   readonly model: Model.Model
   readonly warnings: ReadonlyArray<string>
   readonly notUsed: ReadonlyArray<string>
+  /** The enabled outbound limiters (not part of the model of strategies, shown after it). */
+  readonly limiters?: ReadonlyArray<OutboundLimiter> | undefined
 }
 
 /** The Stalwart versions of each layout. @internal */
@@ -131,7 +134,9 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
       field("allowInvalidCerts", String(r.allowInvalidCerts))
       if (Option.isSome(r.auth)) {
         field("username", JSON.stringify(r.auth.value.username))
-        field("secret", "<redacted>")
+        // A token is shown under its own key (and origin), as the file spells it.
+        field(r.auth.value.token === true ? "token" : "secret", "<redacted>")
+        if (r.auth.value.allowPlaintext === true) field("allowPlaintext", "true")
       }
     }
   }
@@ -142,6 +147,20 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
         strategy(group, s, "  ")
       }
     }
+  }
+  for (const limiter of shown.limiters ?? []) {
+    const throttle = /^throttle\[([0-9]+)\]$/.exec(limiter.id)
+    const origin: Model.Origin = throttle === null
+      ? ["queue", "limiter", "outbound", limiter.id]
+      : ["queue", "throttle", Number(throttle[1])]
+    lines.push("", `# outbound limiter ${JSON.stringify(limiter.id)}, checked at the ${limiter.stage} stage`.padEnd(72) +
+      `  # ${where(origin)}`)
+    lines.push(`  key = ${JSON.stringify(limiter.key)}`)
+    if (limiter.concurrency !== null) lines.push(`  concurrency = ${limiter.concurrency}`)
+    if (limiter.rate !== null) {
+      lines.push(`  rate = ${JSON.stringify(`${limiter.rate.count}/${Duration.format(limiter.rate.period)}`)}`)
+    }
+    if (limiter.match !== null) lines.push(`  match = ${JSON.stringify(limiter.match.source)}`)
   }
   if (shown.notUsed.length > 0) {
     lines.push("", "# not used by the transport:", ...shown.notUsed.map((n) => `#   ${n}`))

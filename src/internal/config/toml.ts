@@ -105,8 +105,11 @@ const scan = (text: string): Scan => {
   return { text: out.join("\n"), repeats }
 }
 
-/** `auth.secret = …`, `secret = …`, `auth.token = …` (the keys of a relay that hold a credential). */
-const SECRET_LINE = /^\s*((?:[\w-]+\.)*(?:secret|token))\s*=/
+/**
+ * `auth.secret = …`, `secret = …`, `auth.token = …` (the keys of a relay that hold a credential), at the start of the
+ * line or inside an inline table (`auth = { username = "u", secret = "…" }`), bare or quoted.
+ */
+const SECRET_LINE = /(?:^|[\s{,])((?:[\w-]+\.|"[^"]*"\.)*"?(?:secret|token)"?)\s*=/
 
 /** The quirk behind a syntax error on a line, and its fix, when it is one Stalwart accepts. */
 const quirkOf = (line: string): string | null => {
