@@ -77,7 +77,7 @@ export const renderReference = (): string => {
     "Per source address: `[queue.source-ip.\"<ip>\"] ehlo-hostname` (v0.13–v0.15), `sourceIps[].ehloHostname` " +
     "(v0.16): the EHLO name of connections bound to that address.",
     "",
-    "## Read past or refused",
+    "## Not used, or refused",
     "",
     "Stalwart settings recognised and listed once as not used by the transport:",
     "",
