@@ -3,15 +3,14 @@
  * server and a counting SMTP server on loopback.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Console, Effect, Fiber } from "effect"
+import { Effect, Fiber } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as util from "node:util"
-import { main } from "../src/cli/main.js"
 import * as Connector from "../src/Connector.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
+import { runMain } from "./utils/cli.js"
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-batch-"))
 const file = (name: string, content: string) => {
@@ -32,23 +31,9 @@ starttls = "disable"
 mta-sts = "disable"
 `)
 
-/** `main` with stdout and stderr captured. */
+/** `smtp-transport batch --config … <args>` in this process; `out` its output lines. */
 const batch = (args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    const out: Array<string> = []
-    let stderr = ""
-    const base = yield* Effect.console
-    const captured: Console.Console = {
-      ...base,
-      log: (...xs) => Effect.sync(() => void out.push(util.format(...xs))),
-      error: (...xs) => Effect.sync(() => void (stderr += `${util.format(...xs)}\n`)),
-      unsafe: { ...base.unsafe, log: (...xs) => void out.push(util.format(...xs)), error: (...xs) => void (stderr += util.format(...xs)) }
-    }
-    const code = yield* main(["node", "smtp-transport", "batch", "--config", config, ...args], { colour: false }).pipe(
-      Effect.withConsole(captured)
-    )
-    return { code, out, stderr }
-  })
+  Effect.map(runMain(["batch", "--config", config, ...args]), ({ code, lines, stderr }) => ({ code, out: lines, stderr }))
 
 describe("smtp-transport batch", () => {
   it.scopedLive("a bad line in the middle: one output line per input line, the others delivered, exit 65", () =>

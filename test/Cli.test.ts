@@ -1,20 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Console, Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Option, Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as util from "node:util"
 import * as Args from "../src/cli/args.js"
 import * as Help from "../src/cli/help.js"
-import { main } from "../src/cli/main.js"
 import * as Plan from "../src/cli/plan.js"
 import * as Send from "../src/cli/send.js"
 import type { DeliveryReport, ExplainReport } from "../src/DeliveryReport.js"
 import { makeCertificates } from "./fixtures/certs.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { type RecordedSession, startSmtpServer, type TestSmtpServer } from "./fixtures/smtpServer.js"
+import { runMain } from "./utils/cli.js"
 
 /**
  * The built `smtp-transport` executable, run as a child process against a real DNS server (dns2) and real SMTP
@@ -63,23 +62,14 @@ const spawnCli = (args: ReadonlyArray<string>, options: { readonly stdin?: strin
  */
 const inProcess = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: number } = {}) =>
   Effect.gen(function*() {
-    let stdout = ""
-    let stderr = ""
-    const base = yield* Effect.console
-    const out = (...xs: ReadonlyArray<unknown>) => (stdout += `${util.format(...xs)}\n`)
-    const err = (...xs: ReadonlyArray<unknown>) => (stderr += `${util.format(...xs)}\n`)
-    const captured: Console.Console = {
-      ...base,
-      log: (...xs) => Effect.sync(() => out(...xs)),
-      error: (...xs) => Effect.sync(() => err(...xs)),
-      unsafe: { ...base.unsafe, log: out, error: err }
-    }
     const started = performance.now()
-    const code = yield* main(["node", bin, ...args], { colour: false }).pipe(
-      Effect.withConsole(captured),
-      Effect.timeoutTo({ duration: options.timeoutMs ?? 20_000, onSuccess: (c): number | null => c, onTimeout: () => null })
+    const run = yield* runMain(args, bin).pipe(
+      Effect.timeoutTo({ duration: options.timeoutMs ?? 20_000, onSuccess: Option.some, onTimeout: Option.none })
     )
-    return { code, stdout, stderr, ms: performance.now() - started } satisfies Run
+    return Option.match(run, {
+      onNone: () => ({ code: null, stdout: "", stderr: "", ms: performance.now() - started }),
+      onSome: ({ code, stderr, stdout }) => ({ code, stdout, stderr, ms: performance.now() - started })
+    }) satisfies Run
   })
 
 /** In this process, unless the case needs a real one: standard input, or the executable's logger (--log-level). */

@@ -4,13 +4,11 @@
  * `convert` round trip as a property, and `smtp-transport config`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Console, Duration, Effect, Either, Layer, Option } from "effect"
+import { Duration, Effect, Either, Layer, Option } from "effect"
 import * as fc from "effect/FastCheck"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as util from "node:util"
-import { main } from "../src/cli/main.js"
 import type { ExplainReport } from "../src/DeliveryReport.js"
 import type { Variables } from "../src/Expression.js"
 import * as Dns from "../src/Dns.js"
@@ -18,6 +16,7 @@ import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as Transport from "../src/Transport.js"
+import { runMain } from "./utils/cli.js"
 
 const CORPUS = path.join(import.meta.dirname, "fixtures", "stalwart")
 const read = (name: string) => fs.readFileSync(path.join(CORPUS, name), "utf8")
@@ -599,22 +598,7 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
 
 // --- the command ------------------------------------------------------------------------------------------------
 
-const cli = (...args: ReadonlyArray<string>) =>
-  Effect.gen(function*() {
-    let stdout = ""
-    let stderr = ""
-    const base = yield* Effect.console
-    const out = (...xs: ReadonlyArray<unknown>) => (stdout += `${util.format(...xs)}\n`)
-    const err = (...xs: ReadonlyArray<unknown>) => (stderr += `${util.format(...xs)}\n`)
-    const captured: Console.Console = {
-      ...base,
-      log: (...xs) => Effect.sync(() => out(...xs)),
-      error: (...xs) => Effect.sync(() => err(...xs)),
-      unsafe: { ...base.unsafe, log: out, error: err }
-    }
-    const code = yield* main(["node", "smtp-transport", ...args], { colour: false }).pipe(Effect.withConsole(captured))
-    return { code, stdout, stderr }
-  })
+const cli = (...args: ReadonlyArray<string>) => runMain(args)
 
 describe("smtp-transport config", () => {
   const corpus = (name: string) => path.join(CORPUS, name)
