@@ -9,9 +9,8 @@
  * for every layout.
  */
 import * as Either from "effect/Either"
-import type * as Option from "effect/Option"
 import type { Variables } from "../../Expression.js"
-import type { RelayAuth, RelayProtocol, Route } from "../../Settings.js"
+import type { RelayRoute, Route } from "../../Settings.js"
 import type { RouteSetting } from "./relays.js"
 import * as Keys from "./keys.js"
 import type { Segment } from "./locate.js"
@@ -38,13 +37,7 @@ export interface Strategy {
 }
 
 /** A relay route's fields as the file gave them, with their origins. @internal */
-export interface RelayDefinition {
-  readonly address: string
-  readonly port: number
-  readonly protocol: RelayProtocol
-  readonly implicitTls: boolean
-  readonly allowInvalidCerts: boolean
-  readonly auth: Option.Option<RelayAuth>
+export interface RelayDefinition extends Omit<RelayRoute, "_tag" | "name"> {
   /** Where each field set by the file was read. */
   readonly origins: { readonly [field: string]: Origin }
 }
