@@ -8,7 +8,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as os from "node:os"
 import { isIP } from "node:net"
-import type { CompileOptions, Value } from "../../Expression.js"
+import type { CompileOptions, Value, Variables } from "../../Expression.js"
 import { hostnameProblem } from "./convert.js"
 import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
@@ -19,6 +19,7 @@ import { makeJsonLocator, makeLocator, type Position, type Segment } from "./loc
 import * as Model from "./model.js"
 import * as Sections from "./sections.js"
 import * as Relays from "./relays.js"
+import * as Schedule from "./schedule.js"
 import { build, type RawIssue } from "./setting.js"
 import { parseToml } from "./toml.js"
 import type { OutboundLimiter } from "../../Limiter.js"
@@ -34,6 +35,8 @@ export type Loaded = Keys.ConfigSettings & {
   readonly notUsed: ReadonlyArray<string>
   /** The outbound limiters, `[queue.limiter.outbound.<id>]` and `[[queue.throttle]]`, in file order. */
   readonly limiters: ReadonlyArray<OutboundLimiter>
+  /** The delivery schedule of a recipient (`OutboundConfig.Config.schedule`). */
+  readonly schedule: (variables: Variables) => Schedule.ScheduleEvaluation
 }
 
 const SECTION = ["queue", "outbound"] as const
@@ -915,7 +918,8 @@ export const parse = (
       file,
       warnings: notes.warnings,
       notUsed: Array.from(new Set(notes.notUsed)),
-      limiters
+      limiters,
+      schedule: (variables) => Schedule.evaluate(model.layout, variables)
     })
   }
   const locate = json ? makeJsonLocator(text) : makeLocator(text)
