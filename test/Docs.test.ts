@@ -91,13 +91,32 @@ describe("the public modules' doc comments", () => {
     expect(modules.flatMap((file) => untagged(file, read(file)))).toEqual([])
   })
 
-  it("every module in src/ is exported by the package and by its index", () => {
+  // The outbox's module loads its optional peers (@effect/cluster, @effect/workflow, @effect/sql): it is a subpath
+  // export only, so that the root never loads them.
+  const outsideIndex = ["src/Outbox.ts"]
+
+  it("every module in src/ is exported by the package and by its index, but the outbox's by the package only", () => {
     const modules = fs.readdirSync(new URL("../src", import.meta.url))
       .filter((f) => f.endsWith(".ts") && f !== "index.ts" && f !== "bin.ts")
       .map((f) => `src/${f}`)
     const index = fs.readFileSync(new URL("../src/index.ts", import.meta.url), "utf8")
     expect(modules.filter((m) => !publicModules().includes(m))).toEqual([])
-    expect(modules.filter((m) => !index.includes(`from "./${m.slice(4, -3)}.js"`))).toEqual([])
+    const inIndex = (m: string) => index.includes(`from "./${m.slice(4, -3)}.js"`)
+    expect(modules.filter((m) => !outsideIndex.includes(m) && !inIndex(m))).toEqual([])
+    expect(outsideIndex.filter(inIndex)).toEqual([])
+  })
+
+  it("no module but the outbox's imports the outbox's packages", () => {
+    const files = (dir: string): Array<string> =>
+      fs.readdirSync(new URL(`../${dir}`, import.meta.url), { withFileTypes: true }).flatMap((d) =>
+        d.isDirectory() ? files(`${dir}/${d.name}`) : d.name.endsWith(".ts") ? [`${dir}/${d.name}`] : []
+      )
+    const outboxPackages = /from "@effect\/(cluster|workflow|sql|sql-pg|sql-sqlite-node|rpc|experimental)[/"]/
+    const importing = files("src").filter((f) =>
+      outboxPackages.test(fs.readFileSync(new URL(`../${f}`, import.meta.url), "utf8"))
+    )
+    expect(importing.filter((f) => f !== "src/Outbox.ts" && !f.startsWith("src/internal/outbox/") && f !== "src/cli/outbox.ts"))
+      .toEqual([])
   })
 
   it("the check reads every form of export", () => {

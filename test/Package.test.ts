@@ -96,10 +96,33 @@ describe("the packed library in a fresh project", () => {
       const installed = JSON.parse(
         fs.readFileSync(path.join(project, "node_modules", "effect-smtp-transport", "package.json"), "utf8")
       ) as { peerDependencies: Record<string, string>; dependencies: Record<string, string> }
-      expect(Object.keys(installed.peerDependencies).sort()).toEqual(["@effect/platform", "@effect/platform-node", "effect"])
+      expect(Object.keys(installed.peerDependencies).sort()).toEqual([
+        "@effect/cluster",
+        "@effect/experimental",
+        "@effect/platform",
+        "@effect/platform-node",
+        "@effect/rpc",
+        "@effect/sql",
+        "@effect/sql-pg",
+        "@effect/sql-sqlite-node",
+        "@effect/workflow",
+        "effect"
+      ])
+      // The outbox's packages are optional peers: an application that does not use the outbox installs none of the
+      // drivers, and the library's other modules (the example below imports the root) never load them.
+      const optional = Object.keys((installed as { peerDependenciesMeta?: Record<string, unknown> }).peerDependenciesMeta ?? {})
+      expect(optional.sort()).toEqual([
+        "@effect/cluster",
+        "@effect/experimental",
+        "@effect/rpc",
+        "@effect/sql",
+        "@effect/sql-pg",
+        "@effect/sql-sqlite-node",
+        "@effect/workflow"
+      ])
       expect(Object.keys(installed.dependencies)).toEqual(["dns-packet", "jsonc-parser", "smol-toml"])
       // The demo's servers, and nodemailer through smtp-server, stay out of an application.
-      for (const absent of ["smtp-server", "dns2", "nodemailer", "@effect/cli"]) {
+      for (const absent of ["smtp-server", "dns2", "nodemailer", "@effect/cli", "@effect/sql-pg", "@effect/sql-sqlite-node"]) {
         expect(fs.existsSync(path.join(project, "node_modules", absent)), absent).toBe(false)
       }
     }), 60_000)

@@ -1,0 +1,332 @@
+/**
+ * A durable outbox: messages stored in SQL, each delivered by a durable workflow (`@effect/workflow`) that retries
+ * on the configured schedule (Stalwart's `[queue.schedule]`), until every recipient is delivered, failed or expired,
+ * with delivery status notifications to the sender at the `notify` points and on failure.
+ *
+ * Engines, one code: `layerSqlite` runs everything in one process on a SQLite file (a single-runner cluster);
+ * `layerPg` is a runner of a cluster of processes sharing PostgreSQL (`@effect/cluster`). Every attempt for a
+ * recipient domain is sent to an entity keyed by the domain, so one runner at a time holds a domain and the
+ * connection pool and limiters of its `Transport` layer see every delivery to that domain in the cluster.
+ * `layerClient` enqueues and reads without running anything (the CLI's `outbox enqueue`, `status`, `list`);
+ * `layerTest` is the in-memory workflow engine on SQLite in memory, for tests on `TestClock`.
+ *
+ * The outbox's packages (`@effect/cluster`, `@effect/workflow`, `@effect/sql`, `@effect/rpc`, and the driver:
+ * `@effect/sql-sqlite-node` or `@effect/sql-pg`) are optional peer dependencies: only this module loads them, and
+ * the drivers are loaded when their layer is built. docs/outbox.md has the design and the guarantees.
+ *
+ * @since 0.3.0
+ */
+import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
+import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import type * as Stream from "effect/Stream"
+import type * as Connector from "./Connector.js"
+import type * as Dns from "./Dns.js"
+import * as core from "./internal/outbox/core.js"
+import * as service from "./internal/outbox/service.js"
+import * as workflow from "./internal/outbox/workflow.js"
+import type * as MtaSts from "./MtaSts.js"
+import type { OutboundConfig } from "./OutboundConfig.js"
+import type * as PolicyCache from "./PolicyCache.js"
+import type { DeliveryRequest, InvalidRequest } from "./Transport.js"
+
+/**
+ * A recipient's state: `queued` (not tried yet), `deferred` (tried, retried at `nextAttemptMs`), `delivered`,
+ * `failed` (refused for good), `expired` (given up by the schedule: its TTL or `max-attempts`).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type RecipientState = core.RecipientState
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type RecipientStatus = core.RecipientStatus
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export type AttemptEntry = core.AttemptEntry
+
+/**
+ * A message's state: each recipient's, and every attempt made (per domain, the report `Transport.deliver` gave).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type MessageStatus = core.MessageStatus
+
+/**
+ * A recipient's state changed; it is in SQL when the event is published.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type StatusEvent = core.StatusEvent
+
+/**
+ * The outbox's storage failed (after the retries it makes).
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export const OutboxError: typeof core.OutboxError = core.OutboxError
+
+/**
+ * @since 0.3.0
+ * @category errors
+ */
+export type OutboxError = core.OutboxError
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface ListOptions {
+  /** At most this many messages, newest first. Default 100. */
+  readonly limit?: number | undefined
+  /** Only messages with a recipient not final. */
+  readonly pendingOnly?: boolean | undefined
+}
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export declare namespace Outbox {
+  /**
+   * @since 0.3.0
+   * @category models
+   */
+  export interface Service {
+    /**
+     * Checks the request (as `Transport.deliver` does), stores the message, its envelope and every recipient's
+     * schedule in one transaction, and returns the message's id. On a runner its workflow begins at once; through
+     * `layerClient`, a runner begins it within a second.
+     */
+    readonly enqueue: (request: DeliveryRequest) => Effect.Effect<string, InvalidRequest | OutboxError>
+    readonly status: (id: string) => Effect.Effect<Option.Option<MessageStatus>, OutboxError>
+    readonly list: (options?: ListOptions) => Effect.Effect<ReadonlyArray<MessageStatus>, OutboxError>
+    /**
+     * The state changes this process records (a runner: the attempts it ran), from the moment of subscription.
+     * A cluster's other runners publish theirs in their own process; `status` reads everyone's from SQL.
+     */
+    readonly events: Stream.Stream<StatusEvent>
+  }
+}
+
+/**
+ * @since 0.3.0
+ * @category tags
+ */
+export const Outbox: typeof service.Outbox = service.Outbox
+
+/**
+ * @since 0.3.0
+ * @category tags
+ */
+export type Outbox = service.Outbox
+
+/**
+ * Options every layer takes.
+ *
+ * @since 0.3.0
+ * @category options
+ */
+export interface Options {
+  /**
+   * The outbox's table names start with `<prefix>_`, the cluster's with `<prefix>_cluster_`; default `outbox`.
+   * Several outboxes (or test runs) can share one database under different prefixes.
+   */
+  readonly prefix?: string | undefined
+  /** `Reporting-MTA` of the DSNs; default: the configuration's `hostname` for the message's sender. */
+  readonly reportingMta?: string | undefined
+  /** A runner's attempts at once (domain attempts, each one SMTP transaction); default 100. */
+  readonly concurrency?: number | undefined
+}
+
+/**
+ * What a runner delivers with: the configuration and the services `Transport.layer` provides. Its
+ * `ConnectionPool.ConnectionPool` and `Limiter.Limiter`, when present (`Transport.layer` provides both), are shared
+ * by every delivery of the runner; without them each attempt has its own.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type RunnerRequirements =
+  | OutboundConfig
+  | Dns.Dns
+  | Connector.Connector
+  | MtaSts.PolicyFetcher
+  | PolicyCache.PolicyCache
+
+const prefixOf = (options: Options) => options.prefix ?? "outbox"
+
+const coreOf = (options: Options) =>
+  service.coreLayer(prefixOf(options), { reportingMta: options.reportingMta })
+
+/** The workflow, the domain entity and the service, on a cluster's `Sharding` and storage. */
+const clusterRunner = (options: Options) =>
+  service.serviceLayer(true).pipe(
+    Layer.provideMerge(workflow.workflowLayer),
+    Layer.provide(workflow.dispatchEntity),
+    Layer.provide(workflow.domainEntityLayer(options.concurrency ?? 100)),
+    Layer.provide(ClusterWorkflowEngine.layer),
+    Layer.provide(coreOf(options))
+  )
+
+/** Sharding settings that suit an outbox: storage polled every second, so that timed wake-ups are not late by ten. */
+const shardingDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
+  entityMessagePollInterval: "1 second",
+  entityTerminationTimeout: "5 minutes"
+}
+
+/**
+ * Everything in one process on a SQLite file (`@effect/sql-sqlite-node`): a cluster with one runner, its message
+ * storage and the outbox's tables in the file. Needs the configuration and `Transport.layer()`.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerSqlite = (
+  options: Options & { readonly filename: string }
+): Layer.Layer<Outbox, OutboxError, RunnerRequirements> => {
+  const prefix = prefixOf(options)
+  const sqlite = Layer.unwrapEffect(
+    Effect.map(
+      Effect.promise(() => import("@effect/sql-sqlite-node/SqliteClient")),
+      (m) => m.layer({ filename: options.filename })
+    )
+  )
+  const single = Sharding.layer.pipe(
+    Layer.provideMerge(Runners.layerNoop),
+    Layer.provideMerge(SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` })),
+    Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
+    Layer.provide(ShardingConfig.layer(shardingDefaults))
+  )
+  return clusterRunner(options).pipe(
+    Layer.provide(single),
+    Layer.provide(Layer.mapError(sqlite, (e) => new core.OutboxError({ message: `SQLite: ${e.message}`, cause: e })))
+  ) as Layer.Layer<Outbox, OutboxError, RunnerRequirements>
+}
+
+/**
+ * A runner of a cluster on PostgreSQL (`@effect/sql-pg`): runners reach each other over TCP at `runner` (the
+ * address the others use; it listens there too), and keep their shards, messages and the outbox's tables in the
+ * database. Start as many as needed, each with its own address.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerPg = (
+  options: Options & {
+    readonly url: string
+    readonly runner: { readonly host: string; readonly port: number }
+    readonly sharding?: Partial<ShardingConfig.ShardingConfig["Type"]> | undefined
+  }
+): Layer.Layer<Outbox, OutboxError, RunnerRequirements> => {
+  const prefix = prefixOf(options)
+  const pg = pgLayer(options.url)
+  const cluster = Layer.unwrapEffect(
+    Effect.map(
+      Effect.promise(() => import("@effect/platform-node/NodeClusterSocket")),
+      (m) =>
+        m.layer({
+          storage: "byo",
+          shardingConfig: {
+            ...shardingDefaults,
+            runnerAddress: { host: options.runner.host, port: options.runner.port } as any,
+            ...options.sharding
+          }
+        }).pipe(
+          Layer.provide([
+            SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` }),
+            Layer.orDie(SqlRunnerStorage.layerWith({ prefix: `${prefix}_cluster` }))
+          ]),
+          Layer.provide(ShardingConfig.layer({
+            ...shardingDefaults,
+            runnerAddress: { host: options.runner.host, port: options.runner.port } as any,
+            ...options.sharding
+          }))
+        )
+    )
+  )
+  return clusterRunner(options).pipe(
+    Layer.provide(Layer.mapError(cluster, (e) => new core.OutboxError({ message: `cluster: ${String(e)}`, cause: e }))),
+    Layer.provide(pg)
+  ) as Layer.Layer<Outbox, OutboxError, RunnerRequirements>
+}
+
+const pgLayer = (url: string): Layer.Layer<SqlClient.SqlClient, OutboxError> =>
+  Layer.unwrapEffect(
+    Effect.map(
+      Effect.promise(() => import("@effect/sql-pg/PgClient")),
+      (m) => m.layer({ url: Redacted.make(url), onnotice: () => {} } as any)
+    )
+  ).pipe(Layer.mapError((e) => new core.OutboxError({ message: `PostgreSQL: ${e.message}`, cause: e })))
+
+const sqliteLayer = (filename: string): Layer.Layer<SqlClient.SqlClient, OutboxError> =>
+  Layer.unwrapEffect(
+    Effect.map(
+      Effect.promise(() => import("@effect/sql-sqlite-node/SqliteClient")),
+      (m) => m.layer({ filename })
+    )
+  ).pipe(Layer.mapError((e) => new core.OutboxError({ message: `SQLite: ${e.message}`, cause: e })))
+
+/**
+ * The database of a `--db` value: `file:<path>` (or a path) for SQLite, `postgres://…` / `postgresql://…` for
+ * PostgreSQL.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerSql = (db: string): Layer.Layer<SqlClient.SqlClient, OutboxError> =>
+  /^postgres(ql)?:\/\//.test(db) ? pgLayer(db) : sqliteLayer(db.replace(/^file:/, ""))
+
+/**
+ * Enqueue and read, without running deliveries: the messages it stores are begun by a runner on the same database
+ * within a second. Needs the configuration (the schedule of each recipient is fixed at enqueue).
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerClient = (
+  options: Options & { readonly db: string }
+): Layer.Layer<Outbox, OutboxError, OutboundConfig> =>
+  service.serviceLayer(false).pipe(
+    Layer.provide(coreOf(options)),
+    Layer.provide(layerSql(options.db))
+  )
+
+/**
+ * The in-memory workflow engine (`WorkflowEngine.layerMemory`) on SQLite in memory, domains delivered in place: for
+ * tests, where it runs on `TestClock` (a retry schedule of hours takes no time). Not durable.
+ *
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerTest = (
+  options: Options = {}
+): Layer.Layer<Outbox, OutboxError, RunnerRequirements> =>
+  // No sweeper: every message of this layer is begun when it is enqueued, and its wake-ups would cost TestClock steps.
+  service.serviceLayer(true, null).pipe(
+    Layer.provideMerge(workflow.workflowLayer),
+    Layer.provide(workflow.dispatchLocal),
+    Layer.provide(WorkflowEngine.layerMemory),
+    Layer.provide(coreOf(options)),
+    Layer.provide(sqliteLayer(":memory:"))
+  ) as Layer.Layer<Outbox, OutboxError, RunnerRequirements>

@@ -1,0 +1,85 @@
+/**
+ * The outbox's state shared by its parts in one process: the SQL store, the in-process stream of status events, and
+ * the options. The models the public module exports are defined here, so that the internal modules need not import
+ * the public one.
+ */
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import type * as PubSub from "effect/PubSub"
+import type { AttemptRecord, RecipientResult, ReportError, ReportReply } from "../../DeliveryReport.js"
+import type { RecipientState, Store } from "./store.js"
+
+export type { RecipientState } from "./store.js"
+
+/** One recipient as `status` shows it. @internal */
+export interface RecipientStatus {
+  readonly address: string
+  readonly state: RecipientState
+  /** Counted failed attempts (`retry_num`); rate and concurrency deferrals do not count, as in Stalwart. */
+  readonly retryNum: number
+  /** Category of the last failure (`last_error`): `none`, `dns`, `connection`, `tls`, `unexpected-reply`, … */
+  readonly lastError: string
+  /** When the next attempt is due (epoch ms), for a queued or deferred recipient. */
+  readonly nextAttemptMs: number | null
+  /** When a TTL schedule gives it up (epoch ms). */
+  readonly expiresMs: number | null
+  /** The delivering server's reply, or the reply that refused it. */
+  readonly reply: ReportReply | null
+  /** The last error (deferred, failed, expired). */
+  readonly error: ReportError | null
+  /** The host whose answer decided the state. */
+  readonly host: string | null
+  readonly updatedMs: number
+}
+
+/** One domain's attempt, as the report of `Transport.deliver` gave it. @internal */
+export interface AttemptEntry {
+  readonly step: number
+  readonly domain: string
+  readonly startedMs: number
+  readonly recipients: ReadonlyArray<RecipientResult>
+  readonly attempts: ReadonlyArray<AttemptRecord>
+}
+
+/** @internal */
+export interface MessageStatus {
+  readonly id: string
+  readonly sender: string
+  readonly createdMs: number
+  /** Every recipient is final (delivered, failed or expired). */
+  readonly done: boolean
+  /** The id of the message this one is a delivery status notification about. */
+  readonly dsnOf: string | null
+  readonly recipients: ReadonlyArray<RecipientStatus>
+  readonly attempts: ReadonlyArray<AttemptEntry>
+}
+
+/** A recipient's state changed (recorded in SQL first). @internal */
+export interface StatusEvent {
+  readonly id: string
+  readonly address: string
+  readonly state: RecipientState
+  readonly retryNum: number
+  readonly nextAttemptMs: number | null
+  readonly error: ReportError | null
+  readonly atMs: number
+}
+
+/** The SQL storage failed (after the retries the outbox makes). @internal */
+export class OutboxError extends Data.TaggedError("OutboxError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** @internal */
+export interface CoreOptions {
+  /** `Reporting-MTA` and the Message-ID domain of the DSNs; the configuration's `hostname` when absent. */
+  readonly reportingMta: string | undefined
+}
+
+/** @internal */
+export class Core extends Context.Tag("effect-smtp-transport/internal/OutboxCore")<Core, {
+  readonly store: Store
+  readonly events: PubSub.PubSub<StatusEvent>
+  readonly options: CoreOptions
+}>() {}

@@ -1,0 +1,236 @@
+/**
+ * One attempt for one recipient domain of one message: what the domain's entity runs, on the runner that owns the
+ * domain's shard (so that the runner's `Transport` layer, its connection pool and its limiters, see every delivery to
+ * the domain in the cluster).
+ *
+ * The order is the guarantee: the recipients still pending are read from SQL, `Transport.deliver` runs for them, and
+ * its results are written before anything else happens. A replay (a crash, another runner taking the shard) reads
+ * SQL again and sends only to recipients not recorded final; what remains is the window between the server's reply
+ * to the final dot and the write (RFC 5321 §6.1's duplicate window).
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Schedule from "effect/Schedule"
+import type * as Connector from "../../Connector.js"
+import type { DeliveryReport, RecipientResult, ReportError } from "../../DeliveryReport.js"
+import type * as Dns from "../../Dns.js"
+import type * as MtaSts from "../../MtaSts.js"
+import { OutboundConfig } from "../../OutboundConfig.js"
+import type * as PolicyCache from "../../PolicyCache.js"
+import type { DeliverySchedule } from "../../Settings.js"
+import * as Transport from "../../Transport.js"
+import type { Kind } from "../../TransportError.js"
+import { Core, type StatusEvent } from "./core.js"
+import type { RecipientRow, RecipientUpdate } from "./store.js"
+
+/** @internal */
+export interface DomainJob {
+  readonly id: string
+  readonly domain: string
+  /** The workflow's step: with the id and the domain, the attempt's identity (a replayed step is the same attempt). */
+  readonly step: number
+}
+
+/** What `Transport.deliver` needs besides the configuration. @internal */
+export type TransportServices =
+  | OutboundConfig
+  | Dns.Dns
+  | Connector.Connector
+  | MtaSts.PolicyFetcher
+  | PolicyCache.PolicyCache
+
+/** Stalwart's `last_error` category of a transport error kind (`queue/mod.rs`'s `Error` kinds). @internal */
+export const category = (kind: Kind): string => {
+  switch (kind) {
+    case "dns":
+      return "dns"
+    case "reply":
+      return "unexpected-reply"
+    case "tls":
+      return "tls"
+    case "dane":
+      return "dane"
+    case "policy":
+      return "mta-sts"
+    case "concurrency":
+      return "concurrency"
+    case "rate":
+      return "rate"
+    case "route":
+    case "input":
+    case "bind":
+    case "local-address":
+      return "io"
+    default:
+      return "connection"
+  }
+}
+
+/** The durable writes wait out a storage outage (a PostgreSQL restart) rather than lose a result. @internal */
+export const storageRetry = Schedule.exponential("100 millis", 2).pipe(
+  Schedule.union(Schedule.spaced("2 seconds")),
+  Schedule.upTo("5 minutes")
+)
+
+/** A pending recipient's schedule, evaluated with its variables after an attempt (Stalwart's `set_rcpt_status`). @internal */
+export const scheduleFor = (
+  config: OutboundConfig["Type"],
+  variables: { readonly [name: string]: string | number | ReadonlyArray<string> }
+): DeliverySchedule => config.schedule(variables as any).settings
+
+/** The wait after the attempt numbered `n` (0 for the first): the last entry repeats. @internal */
+export const retryWait = (schedule: DeliverySchedule, n: number): Duration.Duration =>
+  schedule.retry[Math.min(n, schedule.retry.length - 1)] ?? Duration.minutes(2)
+
+const decodeBody = (body: string): Uint8Array => new Uint8Array(Buffer.from(body, "base64"))
+
+/** The variables of a recipient's schedule (Stalwart's rcpt variables). @internal */
+export const recipientVariables = (
+  sender: string,
+  row: Pick<RecipientRow, "address" | "domain" | "retryNum" | "lastError" | "notifyNum">,
+  recipients: ReadonlyArray<string>,
+  extra: { readonly createdMs: number; readonly nowMs: number; readonly expiresMs: number | null; readonly dsn: boolean }
+) => ({
+  sender,
+  sender_domain: sender.includes("@") ? sender.slice(sender.lastIndexOf("@") + 1).toLowerCase() : "",
+  rcpt: row.address,
+  rcpt_domain: row.domain,
+  recipients,
+  priority: 0,
+  retry_num: row.retryNum,
+  last_error: row.lastError,
+  last_status: row.lastError === "none" ? "Scheduled" : "TemporaryFailure",
+  notify_num: row.notifyNum,
+  expires_in: extra.expiresMs === null ? 0 : Math.max(0, Math.floor((extra.expiresMs - extra.nowMs) / 1000)),
+  queue_name: "default",
+  queue_age: Math.max(0, Math.floor((extra.nowMs - extra.createdMs) / 1000)),
+  source: extra.dsn ? "dsn" : "local"
+})
+
+const isPending = (row: RecipientRow) => row.state === "queued" || row.state === "deferred"
+
+/**
+ * Delivers the domain's due recipients of the message once and records the outcome. Never fails: a storage error
+ * that outlasts the retries is a defect (the workflow's activity replays the step, which replays this attempt).
+ *
+ * @internal
+ */
+export const deliverDomain = (
+  job: DomainJob
+): Effect.Effect<void, never, Core | TransportServices> =>
+  Effect.gen(function*() {
+    const { events, store } = yield* Core
+    const config = yield* OutboundConfig
+    const message = yield* store.message(job.id)
+    if (Option.isNone(message)) return
+    const msg = message.value
+    const startMs = yield* Clock.currentTimeMillis
+    const rows = yield* store.recipients(job.id)
+    // Read again at the attempt: a replay of the step finds the recipients the first run recorded final.
+    const due = rows.filter((r) => r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs)
+    if (due.length === 0) return
+    // One transaction carries the domain's recipients, so they share one attempt's variables: the largest count.
+    const first = due.reduce((a, b) => (b.retryNum > a.retryNum ? b : a))
+    const expiresMs = due.reduce<number | null>(
+      (min, r) => (r.expiresMs === null ? min : min === null ? r.expiresMs : Math.min(min, r.expiresMs)),
+      null
+    )
+    const report = yield* Transport.deliver({
+      message: decodeBody(msg.body),
+      sender: msg.sender,
+      recipients: due.map((r) => r.address),
+      requireTls: msg.requireTls,
+      attempt: {
+        retryNum: first.retryNum,
+        lastError: first.lastError,
+        lastStatus: first.lastError === "none" ? "Scheduled" : "TemporaryFailure",
+        expiresIn: expiresMs === null ? 0 : Math.max(0, Math.floor((expiresMs - startMs) / 1000))
+      }
+    }).pipe(
+      // Checked at enqueue; a request that became invalid (an edited row) fails its recipients rather than loop.
+      Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message)))
+    )
+    const endMs = yield* Clock.currentTimeMillis
+    const byAddress = new Map(report.recipients.map((r) => [r.address, r] as const))
+    const all = rows.map((r) => r.address)
+    const updates: Array<RecipientUpdate> = []
+    for (const row of due) {
+      const result = byAddress.get(row.address)!
+      updates.push(update(config, msg.sender, msg.createdMs, msg.dsnOf !== "", row, result, all, endMs))
+    }
+    const attempt = {
+      messageId: job.id,
+      step: job.step,
+      domain: job.domain,
+      startedMs: startMs,
+      report: JSON.stringify({ recipients: report.recipients, attempts: report.attempts })
+    }
+    yield* store.recordDomain(job.id, updates, attempt, endMs).pipe(Effect.retry(storageRetry), Effect.orDie)
+    yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
+      id: job.id,
+      address: u.address,
+      state: u.state,
+      retryNum: u.retryNum,
+      nextAttemptMs: u.nextAttemptMs,
+      error: byAddress.get(u.address)?.error ?? null,
+      atMs: endMs
+    })))
+  }).pipe(Effect.catchTag("SqlError", (e) => Effect.die(e)))
+
+const invalidReport = (due: ReadonlyArray<RecipientRow>, message: string): DeliveryReport => ({
+  recipients: due.map((r): RecipientResult => ({
+    address: r.address,
+    status: "failed",
+    host: null,
+    reply: null,
+    error: { phase: "dns", kind: "input", message, permanent: true, code: null, enhanced: null }
+  })),
+  attempts: [],
+  plan: { layout: "outbound", domains: [] } as any,
+  warnings: []
+})
+
+/** The recipient's new row after the attempt: Stalwart's `set_rcpt_status`. */
+const update = (
+  config: OutboundConfig["Type"],
+  sender: string,
+  createdMs: number,
+  dsn: boolean,
+  row: RecipientRow,
+  result: RecipientResult,
+  all: ReadonlyArray<string>,
+  nowMs: number
+): RecipientUpdate => {
+  const saved = JSON.stringify({ reply: result.reply, error: result.error, host: result.host })
+  if (result.status === "delivered") {
+    return { address: row.address, state: "delivered", retryNum: row.retryNum, lastError: row.lastError, nextAttemptMs: null, result: saved }
+  }
+  const error: ReportError | null = result.error
+  const lastError = error === null ? "unexpected-reply" : category(error.kind)
+  if (result.status === "failed") {
+    return { address: row.address, state: "failed", retryNum: row.retryNum + 1, lastError, nextAttemptMs: null, result: saved }
+  }
+  // Deferred. The schedule sees the new last_error and the old retry_num; limiter deferrals do not count.
+  const counted = error === null || (error.kind !== "concurrency" && error.kind !== "rate")
+  const schedule = scheduleFor(
+    config,
+    recipientVariables(sender, { ...row, lastError }, all, { createdMs, nowMs, expiresMs: row.expiresMs, dsn })
+  )
+  const retryNum = counted ? row.retryNum + 1 : row.retryNum
+  if (schedule.expiry._tag === "Attempts" && retryNum >= schedule.expiry.maxAttempts) {
+    return { address: row.address, state: "expired", retryNum, lastError, nextAttemptMs: null, result: saved }
+  }
+  const next = nowMs + Duration.toMillis(retryWait(schedule, row.retryNum))
+  return {
+    address: row.address,
+    state: "deferred",
+    retryNum,
+    lastError,
+    // Past the TTL there is no attempt: the step expires the recipient at its expiry.
+    nextAttemptMs: row.expiresMs === null ? next : Math.min(next, row.expiresMs),
+    result: saved
+  }
+}

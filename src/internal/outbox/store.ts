@@ -1,0 +1,278 @@
+/**
+ * The outbox's own durable state, in SQL tables beside the cluster's: the messages (bytes and envelope), each
+ * recipient's state, and the attempt history. The statements are the subset SQLite and PostgreSQL share (`ON CONFLICT
+ * DO NOTHING`, no RETURNING), so both engines run the same code; integers come back as strings from PostgreSQL's
+ * BIGINT, so every number is read through `Number`.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+
+/** @internal */
+export type RecipientState = "queued" | "delivered" | "deferred" | "failed" | "expired"
+
+/** @internal */
+export const finalStates: ReadonlyArray<RecipientState> = ["delivered", "failed", "expired"]
+
+/** @internal */
+export interface MessageRow {
+  readonly id: string
+  readonly sender: string
+  /** The message, base64 (one column type for both engines, whatever the bytes). */
+  readonly body: string
+  readonly requireTls: boolean
+  readonly createdMs: number
+  /** `""`, or the id of the message this one is a delivery status notification about. */
+  readonly dsnOf: string
+}
+
+/** @internal */
+export interface RecipientRow {
+  readonly messageId: string
+  readonly address: string
+  readonly domain: string
+  readonly state: RecipientState
+  readonly retryNum: number
+  readonly lastError: string
+  readonly nextAttemptMs: number | null
+  /** When a TTL schedule gives the recipient up; `null` under `max-attempts`. */
+  readonly expiresMs: number | null
+  /** How many delay DSNs went out for it. */
+  readonly notifyNum: number
+  readonly nextNotifyMs: number | null
+  /** The final reply or the last error, JSON (`{ reply, error, host }`). */
+  readonly result: string | null
+  /** Whether the failure DSN for it was enqueued. */
+  readonly dsnSent: boolean
+  readonly updatedMs: number
+}
+
+/** @internal */
+export interface AttemptRow {
+  readonly messageId: string
+  readonly step: number
+  readonly domain: string
+  readonly startedMs: number
+  /** JSON: the recipients' results and the attempts of the report. */
+  readonly report: string
+}
+
+/** @internal */
+export interface Tables {
+  readonly messages: string
+  readonly recipients: string
+  readonly attempts: string
+}
+
+/** @internal */
+export const tables = (prefix: string): Tables => ({
+  messages: `${prefix}_messages`,
+  recipients: `${prefix}_recipients`,
+  attempts: `${prefix}_attempts`
+})
+
+/** Creates the tables when they do not exist; every runner and client runs it at start, so it must be idempotent. @internal */
+export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const blob = sql.onDialectOrElse({ pg: () => "BIGINT", orElse: () => "INTEGER" })
+    yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.messages} (
+      id TEXT PRIMARY KEY,
+      sender TEXT NOT NULL,
+      body TEXT NOT NULL,
+      require_tls INTEGER NOT NULL,
+      created_ms ${blob} NOT NULL,
+      dsn_of TEXT NOT NULL,
+      started INTEGER NOT NULL,
+      done INTEGER NOT NULL
+    )`)
+    yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.messages}_pending ON ${t.messages} (started, done)`)
+    yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.recipients} (
+      message_id TEXT NOT NULL,
+      address TEXT NOT NULL,
+      domain TEXT NOT NULL,
+      position INTEGER NOT NULL,
+      state TEXT NOT NULL,
+      retry_num INTEGER NOT NULL,
+      last_error TEXT NOT NULL,
+      next_attempt_ms ${blob},
+      expires_ms ${blob},
+      notify_num INTEGER NOT NULL,
+      next_notify_ms ${blob},
+      result TEXT,
+      dsn_sent INTEGER NOT NULL,
+      updated_ms ${blob} NOT NULL,
+      PRIMARY KEY (message_id, address)
+    )`)
+    yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.attempts} (
+      message_id TEXT NOT NULL,
+      step INTEGER NOT NULL,
+      domain TEXT NOT NULL,
+      started_ms ${blob} NOT NULL,
+      report TEXT NOT NULL,
+      PRIMARY KEY (message_id, step, domain)
+    )`)
+  })
+
+const num = (u: unknown): number => Number(u)
+const numOrNull = (u: unknown): number | null => (u === null || u === undefined ? null : Number(u))
+
+const messageRow = (r: any): MessageRow => ({
+  id: r.id,
+  sender: r.sender,
+  body: r.body,
+  requireTls: num(r.require_tls) === 1,
+  createdMs: num(r.created_ms),
+  dsnOf: r.dsn_of
+})
+
+const recipientRow = (r: any): RecipientRow => ({
+  messageId: r.message_id,
+  address: r.address,
+  domain: r.domain,
+  state: r.state,
+  retryNum: num(r.retry_num),
+  lastError: r.last_error,
+  nextAttemptMs: numOrNull(r.next_attempt_ms),
+  expiresMs: numOrNull(r.expires_ms),
+  notifyNum: num(r.notify_num),
+  nextNotifyMs: numOrNull(r.next_notify_ms),
+  result: r.result ?? null,
+  dsnSent: num(r.dsn_sent) === 1,
+  updatedMs: num(r.updated_ms)
+})
+
+const attemptRow = (r: any): AttemptRow => ({
+  messageId: r.message_id,
+  step: num(r.step),
+  domain: r.domain,
+  startedMs: num(r.started_ms),
+  report: r.report
+})
+
+/** @internal */
+export interface NewRecipient {
+  readonly address: string
+  readonly domain: string
+  readonly nextAttemptMs: number
+  readonly expiresMs: number | null
+  readonly nextNotifyMs: number | null
+}
+
+/** @internal */
+export interface RecipientUpdate {
+  readonly address: string
+  readonly state: RecipientState
+  readonly retryNum: number
+  readonly lastError: string
+  readonly nextAttemptMs: number | null
+  readonly result: string | null
+}
+
+/** @internal */
+export interface Store {
+  readonly tables: Tables
+  /** Inserts the message and its recipients in one transaction; an id that exists already is left as it is. */
+  readonly insert: (
+    message: MessageRow,
+    recipients: ReadonlyArray<NewRecipient>
+  ) => Effect.Effect<boolean, SqlError>
+  readonly message: (id: string) => Effect.Effect<Option.Option<MessageRow>, SqlError>
+  readonly recipients: (id: string) => Effect.Effect<ReadonlyArray<RecipientRow>, SqlError>
+  readonly attempts: (id: string) => Effect.Effect<ReadonlyArray<AttemptRow>, SqlError>
+  /** One domain's results and its attempt record, in one transaction. */
+  readonly recordDomain: (
+    id: string,
+    updates: ReadonlyArray<RecipientUpdate>,
+    attempt: AttemptRow,
+    nowMs: number
+  ) => Effect.Effect<void, SqlError>
+  readonly expire: (id: string, addresses: ReadonlyArray<string>, nowMs: number) => Effect.Effect<void, SqlError>
+  readonly notified: (
+    id: string,
+    notes: ReadonlyArray<{ readonly address: string; readonly notifyNum: number; readonly nextNotifyMs: number | null }>
+  ) => Effect.Effect<void, SqlError>
+  readonly dsnSent: (id: string, addresses: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
+  readonly markStarted: (id: string) => Effect.Effect<void, SqlError>
+  readonly markDone: (id: string) => Effect.Effect<void, SqlError>
+  /** Messages stored but whose workflow was not started (enqueued by a client, or before a crash), oldest first. */
+  readonly unstarted: (limit: number) => Effect.Effect<ReadonlyArray<string>, SqlError>
+  /** Messages newest first, `limit` of them, optionally only those not done. */
+  readonly list: (
+    options: { readonly limit: number; readonly pendingOnly: boolean }
+  ) => Effect.Effect<ReadonlyArray<{ readonly message: MessageRow; readonly done: boolean }>, SqlError>
+}
+
+/** @internal */
+export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const t = tables(prefix)
+    yield* migrate(t)
+    const M = sql(t.messages)
+    const R = sql(t.recipients)
+    const A = sql(t.attempts)
+    const store: Store = {
+      tables: t,
+      insert: (message, recipients) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const existing = yield* sql`SELECT id FROM ${M} WHERE id = ${message.id}`
+          if (existing.length > 0) return false
+          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
+            message.requireTls ? 1 : 0
+          }, ${message.createdMs}, ${message.dsnOf}, 0, 0)`
+          let position = 0
+          for (const r of recipients) {
+            yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs})`
+          }
+          return true
+        })),
+      message: (id) =>
+        Effect.map(sql`SELECT * FROM ${M} WHERE id = ${id}`, (rows) => Option.map(Option.fromNullable(rows[0]), messageRow)),
+      recipients: (id) =>
+        Effect.map(sql`SELECT * FROM ${R} WHERE message_id = ${id} ORDER BY position`, (rows) => rows.map(recipientRow)),
+      attempts: (id) =>
+        Effect.map(
+          sql`SELECT * FROM ${A} WHERE message_id = ${id} ORDER BY started_ms, step, domain`,
+          (rows) => rows.map(attemptRow)
+        ),
+      recordDomain: (id, updates, attempt, nowMs) =>
+        sql.withTransaction(Effect.gen(function*() {
+          for (const u of updates) {
+            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, result = ${u.result}, updated_ms = ${nowMs} WHERE message_id = ${id} AND address = ${u.address}`
+          }
+          yield* sql`INSERT INTO ${A} (message_id, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
+        })),
+      expire: (id, addresses, nowMs) =>
+        addresses.length === 0 ? Effect.void : Effect.asVoid(
+          sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND ${
+            sql.in("address", addresses)
+          }`
+        ),
+      notified: (id, notes) =>
+        sql.withTransaction(Effect.forEach(notes, (n) =>
+          sql`UPDATE ${R} SET notify_num = ${n.notifyNum}, next_notify_ms = ${n.nextNotifyMs} WHERE message_id = ${id} AND address = ${n.address}`, {
+          discard: true
+        })),
+      dsnSent: (id, addresses) =>
+        addresses.length === 0 ? Effect.void : Effect.asVoid(
+          sql`UPDATE ${R} SET dsn_sent = 1 WHERE message_id = ${id} AND ${sql.in("address", addresses)}`
+        ),
+      markStarted: (id) => Effect.asVoid(sql`UPDATE ${M} SET started = 1 WHERE id = ${id}`),
+      markDone: (id) => Effect.asVoid(sql`UPDATE ${M} SET done = 1, started = 1 WHERE id = ${id}`),
+      unstarted: (limit) =>
+        Effect.map(
+          sql`SELECT id FROM ${M} WHERE started = 0 ORDER BY created_ms LIMIT ${limit}`,
+          (rows) => rows.map((r: any) => r.id as string)
+        ),
+      list: ({ limit, pendingOnly }) =>
+        Effect.map(
+          pendingOnly
+            ? sql`SELECT * FROM ${M} WHERE done = 0 ORDER BY created_ms DESC, id DESC LIMIT ${limit}`
+            : sql`SELECT * FROM ${M} ORDER BY created_ms DESC, id DESC LIMIT ${limit}`,
+          (rows) => rows.map((r: any) => ({ message: messageRow(r), done: num(r.done) === 1 }))
+        )
+    }
+    return store
+  })

@@ -1,0 +1,300 @@
+/**
+ * A message's delivery as a durable workflow (`@effect/workflow`): a loop of steps, each an activity whose result the
+ * engine records, with a durable sleep between them (`DurableClock`, a clock entity message delivered at its time
+ * when the wait is long, an in-memory sleep replayed from its start when it is short).
+ *
+ * A step: recipients past their TTL expire; every recipient domain with a due recipient gets one attempt, sent to the
+ * domain's entity (sharded by the domain, so one runner holds each domain at a time) or, on the in-memory engine, run
+ * in place; then the delay DSNs whose `notify` point has come and the failure DSNs are enqueued through the outbox;
+ * the step returns when the next thing is due. Everything it decides is read from SQL, so a replayed step decides
+ * the same or, after a partial run, only what is left.
+ */
+import * as ClusterSchema from "@effect/cluster/ClusterSchema"
+import * as Entity from "@effect/cluster/Entity"
+import * as Rpc from "@effect/rpc/Rpc"
+import * as Activity from "@effect/workflow/Activity"
+import * as DurableClock from "@effect/workflow/DurableClock"
+import * as Workflow from "@effect/workflow/Workflow"
+import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Schema from "effect/Schema"
+import type { ReportError, ReportReply } from "../../DeliveryReport.js"
+import * as OutboundConfig from "../../OutboundConfig.js"
+import { Core, type StatusEvent } from "./core.js"
+import { deliverDomain, type DomainJob, recipientVariables, scheduleFor, storageRetry, type TransportServices } from "./delivery.js"
+import * as Dsn from "./dsn.js"
+import { insertMessage } from "./enqueue.js"
+import type { RecipientRow, Store } from "./store.js"
+
+/** How a step reaches a domain's attempt: the domain's entity in a cluster, a direct call on the in-memory engine. @internal */
+export class Dispatch extends Context.Tag("effect-smtp-transport/internal/OutboxDispatch")<
+  Dispatch,
+  (job: DomainJob) => Effect.Effect<void>
+>() {}
+
+/** @internal */
+export const DeliveryWorkflow = Workflow.make({
+  name: "effect-smtp-transport/Outbox/Delivery",
+  payload: { id: Schema.String },
+  idempotencyKey: ({ id }) => id
+})
+
+/** One attempt of a message for the domain the entity is (the entity id). @internal */
+export const DeliverRpc = Rpc.make("deliver", {
+  payload: { id: Schema.String, step: Schema.Number },
+  primaryKey: ({ id, step }) => `${id}/${step}`
+})
+  .annotate(ClusterSchema.Persisted, true)
+  // A runner that stops lets the transaction under way finish (no attempt abandoned mid-transaction).
+  .annotate(ClusterSchema.Uninterruptible, true)
+
+/** @internal */
+export const DomainEntity = Entity.make("effect-smtp-transport/OutboxDomain", [DeliverRpc])
+
+/**
+ * The domain entity's handlers, on this runner's `Transport` layer: at most `concurrency` attempts at once on the
+ * runner, whatever their domains (a domain's attempts of many messages run side by side, under the runner's
+ * limiters).
+ *
+ * @internal
+ */
+export const domainEntityLayer = (concurrency: number) =>
+  Layer.unwrapEffect(Effect.map(Effect.makeSemaphore(concurrency), (permits) =>
+    DomainEntity.toLayer(
+      Effect.gen(function*() {
+        const address = yield* Entity.CurrentAddress
+        const context = yield* Effect.context<Core | TransportServices>()
+        return {
+          deliver: (request) =>
+            deliverDomain({ id: request.payload.id, step: request.payload.step, domain: address.entityId }).pipe(
+              permits.withPermits(1),
+              Effect.provide(context)
+            )
+        }
+      }),
+      { concurrency: "unbounded", maxIdleTime: "1 minute" }
+    )))
+
+/** Dispatch through the domain entities (requires `Sharding`). @internal */
+export const dispatchEntity = Layer.effect(
+  Dispatch,
+  Effect.map(DomainEntity.client, (client) => (job: DomainJob) =>
+    client(job.domain).deliver({ id: job.id, step: job.step }).pipe(
+      Effect.retry(storageRetry),
+      Effect.orDie
+    ))
+)
+
+/** Dispatch in place (the in-memory engine, tests). @internal */
+export const dispatchLocal = Layer.effect(
+  Dispatch,
+  Effect.map(Effect.context<Core | TransportServices>(), (context) => (job: DomainJob) =>
+    Effect.provide(deliverDomain(job), context))
+)
+
+const StepResult = Schema.Struct({ done: Schema.Boolean, waitMs: Schema.Number })
+
+const isPending = (r: RecipientRow) => r.state === "queued" || r.state === "deferred"
+
+interface Saved {
+  readonly reply: ReportReply | null
+  readonly error: ReportError | null
+  readonly host: string | null
+}
+
+const saved = (row: RecipientRow): Saved =>
+  row.result === null ? { reply: null, error: null, host: null } : JSON.parse(row.result) as Saved
+
+const asReply = (reply: ReportReply | null) =>
+  reply === null ? undefined : { code: reply.code, enhanced: reply.enhanced, lines: reply.text.split("\n") }
+
+/** The step numbered `n` of message `id`. @internal */
+export const step = (
+  id: string,
+  n: number
+): Effect.Effect<
+  typeof StepResult.Type,
+  never,
+  Core | Dispatch | OutboundConfig.OutboundConfig | WorkflowEngine.WorkflowEngine
+> =>
+  Effect.gen(function*() {
+    const core = yield* Core
+    const { store } = core
+    const dispatch = yield* Dispatch
+    const config = yield* OutboundConfig.OutboundConfig
+    const message = yield* store.message(id)
+    if (Option.isNone(message)) return { done: true, waitMs: 0 }
+    const msg = message.value
+    const startMs = yield* Clock.currentTimeMillis
+
+    // 1. Past its TTL, a recipient is not tried again (Stalwart checks expiry at the start of an attempt).
+    let rows = yield* store.recipients(id)
+    const expired = rows.filter((r) => isPending(r) && r.expiresMs !== null && r.expiresMs <= startMs)
+    if (expired.length > 0) {
+      yield* store.expire(id, expired.map((r) => r.address), startMs)
+      yield* publish(core.events, expired.map((r) => ({ ...r, state: "expired" as const })), id, startMs)
+      rows = yield* store.recipients(id)
+    }
+
+    // 2. One attempt per domain with a due recipient, the domains at once.
+    const domains = Array.from(new Set(
+      rows.filter((r) => isPending(r) && (r.nextAttemptMs ?? 0) <= startMs).map((r) => r.domain)
+    ))
+    yield* Effect.forEach(domains, (domain) => dispatch({ id, domain, step: n }), {
+      concurrency: "unbounded",
+      discard: true
+    })
+    rows = yield* store.recipients(id)
+    const nowMs = yield* Clock.currentTimeMillis
+    const all = rows.map((r) => r.address)
+    const reportingMta = core.options.reportingMta ??
+      OutboundConfig.evaluateConnection(config, { sender: msg.sender }).settings.ehloName
+    const body = Buffer.from(msg.body, "base64")
+    const lastAttempt = nowMs
+
+    // 3. Failure DSN: recipients given up whose sender was not told yet (none for the null sender).
+    const failed = rows.filter((r) => (r.state === "failed" || r.state === "expired") && !r.dsnSent)
+    if (failed.length > 0) {
+      const dsn = yield* Dsn.make({
+        reportingMta,
+        sender: msg.sender,
+        arrivalDate: msg.createdMs,
+        original: body,
+        recipients: failed.map((r) => {
+          const s = saved(r)
+          return {
+            address: r.address,
+            action: "failed" as const,
+            status: Dsn.statusOf({
+              reply: asReply(s.reply) ?? null,
+              kind: s.error?.kind,
+              permanent: true,
+              expired: r.state === "expired"
+            }),
+            diagnostic: asReply(s.reply),
+            remoteMta: s.host ?? undefined,
+            lastAttempt: r.updatedMs
+          }
+        })
+      })
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${id}.failed.${n}`, dsn.value, nowMs, id, config)
+      yield* store.dsnSent(id, failed.map((r) => r.address))
+    }
+
+    // 4. Delay DSN at each recipient's notify point (the schedule's `notify`, from the message's creation).
+    const delayed = rows.filter((r) => isPending(r) && r.nextNotifyMs !== null && r.nextNotifyMs <= nowMs)
+    if (delayed.length > 0) {
+      const dsn = yield* Dsn.make({
+        reportingMta,
+        sender: msg.sender,
+        arrivalDate: msg.createdMs,
+        original: body,
+        recipients: delayed.map((r) => {
+          const s = saved(r)
+          return {
+            address: r.address,
+            action: "delayed" as const,
+            status: Dsn.statusOf({ reply: asReply(s.reply) ?? null, kind: s.error?.kind, permanent: false }),
+            diagnostic: asReply(s.reply),
+            remoteMta: s.host ?? undefined,
+            willRetryUntil: r.expiresMs ?? undefined,
+            lastAttempt
+          }
+        })
+      })
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${id}.delayed.${n}`, dsn.value, nowMs, id, config)
+      // The next point of each recipient's schedule, evaluated with notify_num advanced.
+      yield* store.notified(id, delayed.map((r) => {
+        const notifyNum = r.notifyNum + 1
+        const schedule = scheduleFor(
+          config,
+          recipientVariables(msg.sender, { ...r, notifyNum }, all, {
+            createdMs: msg.createdMs,
+            nowMs,
+            expiresMs: r.expiresMs,
+            dsn: msg.dsnOf !== ""
+          })
+        )
+        const point = schedule.notify[notifyNum]
+        return {
+          address: r.address,
+          notifyNum,
+          nextNotifyMs: point === undefined ? null : msg.createdMs + Duration.toMillis(point)
+        }
+      }))
+      rows = yield* store.recipients(id)
+    }
+
+    // 5. Done, or the time of the next thing due: an attempt, an expiry, a notify point.
+    const pending = rows.filter(isPending)
+    if (pending.length === 0) {
+      yield* store.markDone(id)
+      return { done: true, waitMs: 0 }
+    }
+    const due = Math.min(
+      ...pending.flatMap((r) => [r.nextAttemptMs ?? nowMs, r.expiresMs ?? Infinity, r.nextNotifyMs ?? Infinity])
+    )
+    return { done: false, waitMs: Math.max(0, due - nowMs) }
+  }).pipe(
+    Effect.retry({ schedule: storageRetry, while: (e) => e._tag === "SqlError" }),
+    Effect.orDie
+  )
+
+/**
+ * A DSN goes through the outbox: stored (once: its id is the step's), then its own workflow begun, outside this one
+ * (not as a child: the report's delivery must not be tied to the reported message's workflow).
+ */
+const enqueueDsn = (
+  store: Store,
+  id: string,
+  dsn: Dsn.Dsn,
+  nowMs: number,
+  dsnOf: string,
+  config: OutboundConfig.Config
+) =>
+  insertMessage(store, id, { ...dsn, recipients: [...dsn.recipients] }, nowMs, dsnOf, config).pipe(
+    Effect.catchTag("InvalidRequest", (e) =>
+      Effect.as(Effect.logWarning(`outbox: the DSN of ${dsnOf} cannot be sent: ${e.message}`), false)),
+    Effect.zipRight(DeliveryWorkflow.execute({ id }, { discard: true })),
+    Effect.zipRight(store.markStarted(id)),
+    Effect.mapInputContext((context: Context.Context<WorkflowEngine.WorkflowEngine>) =>
+      Context.omit(WorkflowEngine.WorkflowInstance)(context) as Context.Context<WorkflowEngine.WorkflowEngine>
+    )
+  )
+
+const publish = (
+  events: PubSub.PubSub<StatusEvent>,
+  rows: ReadonlyArray<RecipientRow>,
+  id: string,
+  atMs: number
+) =>
+  PubSub.publishAll(events, rows.map((r): StatusEvent => ({
+    id,
+    address: r.address,
+    state: r.state,
+    retryNum: r.retryNum,
+    nextAttemptMs: null,
+    error: saved(r).error,
+    atMs
+  })))
+
+/** The workflow's body: steps until every recipient is final, sleeping durably between them. @internal */
+export const workflowLayer = DeliveryWorkflow.toLayer(({ id }) =>
+  Effect.gen(function*() {
+    for (let n = 0;; n++) {
+      const result = yield* Activity.make({
+        name: `step/${n}`,
+        success: StepResult,
+        execute: step(id, n)
+      })
+      if (result.done) return
+      yield* DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) })
+    }
+  })
+)

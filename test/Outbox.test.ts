@@ -1,0 +1,260 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Either, Layer, Option, Stream, TestClock } from "effect"
+import * as ConnectionPool from "../src/ConnectionPool.js"
+import * as ConnectorTest from "../src/ConnectorTest.js"
+import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
+import * as Dns from "../src/Dns.js"
+import * as Limiter from "../src/Limiter.js"
+import * as MtaSts from "../src/MtaSts.js"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as Outbox from "../src/Outbox.js"
+import * as PolicyCache from "../src/PolicyCache.js"
+import type { DeliverySchedule } from "../src/Settings.js"
+
+// The workflow logic on the in-memory workflow engine and SQLite in memory, on TestClock: a schedule of minutes or
+// days takes no time, and every attempt's start is exactly where the schedule puts it.
+
+// The EHLO name tells which attempt the expressions thought it was: retry_num and last_error reach them.
+const CONFIG = `
+[queue.outbound]
+hostname = [ { if = "retry_num > 0 && last_error == 'connection'", then = "'retry-' + retry_num + '.test'" },
+             { else = "'client.test'" } ]
+`
+
+const ms = (d: Duration.DurationInput) => Duration.toMillis(Duration.decode(d))
+
+const schedule = (s: {
+  retry: ReadonlyArray<Duration.DurationInput>
+  notify?: ReadonlyArray<Duration.DurationInput>
+  ttl?: Duration.DurationInput
+  maxAttempts?: number
+}): DeliverySchedule => ({
+  name: "test",
+  retry: s.retry.map(Duration.decode),
+  notify: (s.notify ?? []).map(Duration.decode),
+  expiry: s.maxAttempts !== undefined
+    ? { _tag: "Attempts", maxAttempts: s.maxAttempts }
+    : { _tag: "Ttl", ttl: Duration.decode(s.ttl ?? "5 days") }
+})
+
+/** A whole accepted session; `ehlo` is the name expected. */
+const session = (ehlo: string | RegExp, rcpts: ReadonlyArray<string>, data = "250 2.0.0 queued"): ReadonlyArray<Step> => [
+  Script.reply("220 mx ESMTP"),
+  Script.expect(ehlo instanceof RegExp ? ehlo : `EHLO ${ehlo}`),
+  Script.reply("250 mx"),
+  Script.expect(/^MAIL FROM:/),
+  Script.reply("250 ok"),
+  ...rcpts.flatMap((r) => [Script.expect(new RegExp(`^RCPT TO:<${r}>`)), Script.reply("250 ok")]),
+  Script.expect("DATA"),
+  Script.reply("354 go"),
+  Script.expectData,
+  Script.reply(data),
+  Script.expect("QUIT"),
+  Script.reply("221 bye")
+]
+
+const refuse: TestPeer = { connect: "refuse" }
+
+const zones: Dns.Zones = {
+  "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
+  "mx.a.test": { a: ["192.0.2.1"] },
+  "b.test": { mx: [{ exchange: "mx.b.test", priority: 10 }] },
+  "mx.b.test": { a: ["192.0.2.2"] },
+  // Where the DSNs to the sender go.
+  "origin.test": { mx: [{ exchange: "mx.origin.test", priority: 10 }] },
+  "mx.origin.test": { a: ["192.0.2.9"] }
+}
+
+/** Everything a runner needs, with the schedule given (the configuration's own is Stalwart's default). */
+const services = (peers: ConnectorTest.TestPeers, s: DeliverySchedule) => {
+  const config = Layer.effect(
+    OutboundConfig.OutboundConfig,
+    Effect.map(
+      Effect.orDie(Effect.suspend(() => OutboundConfig.parse(CONFIG))),
+      (c): OutboundConfig.Config => ({ ...c, schedule: () => ({ settings: s, warnings: [] }) })
+    )
+  )
+  const transport = Layer.mergeAll(
+    Dns.layerTest(zones),
+    ConnectorTest.layer(peers),
+    PolicyCache.layer,
+    MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" })),
+    ConnectionPool.layer,
+    Limiter.layer
+  )
+  return Layer.provideMerge(Outbox.layerTest({ reportingMta: "mta.test" }), Layer.merge(config, transport))
+}
+
+const request = (...recipients: ReadonlyArray<string>) => ({
+  message: "Message-ID: <m1@origin.test>\r\nSubject: hi\r\n\r\nhello\r\n",
+  sender: "sender@origin.test",
+  recipients
+})
+
+/** Moves the clock in one-second steps (each step lets the workflow's fibers run), up to `total`. */
+const advance = (total: Duration.DurationInput, stepSize: Duration.DurationInput = "30 seconds") =>
+  Effect.gen(function*() {
+    const n = Math.ceil(ms(total) / ms(stepSize))
+    for (let i = 0; i < n; i++) yield* TestClock.adjust(stepSize)
+  })
+
+const statusOf = (id: string) =>
+  Effect.flatMap(Outbox.Outbox, (o) => o.status(id)).pipe(Effect.map(Option.getOrThrow))
+
+const connectionsTo = (ip: string) =>
+  Effect.map(ConnectorTest.ConnectorTest, (t) => Effect.map(t.connections, (cs) => cs.filter((c) => c.ip === ip))).pipe(
+    Effect.flatten
+  )
+
+describe("Outbox workflow", () => {
+  it.scoped("retries exactly on the schedule, with retry_num and last_error reaching the expressions", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("you@a.test"))
+      yield* advance("10 minutes")
+      const status = yield* statusOf(id)
+      expect(status.done).toBe(true)
+      expect(status.recipients.map((r) => [r.address, r.state, r.retryNum, r.lastError])).toEqual([
+        ["you@a.test", "delivered", 2, "connection"]
+      ])
+      // Attempts at 0, then 1m after the first (retry[0]), then 5m after the second (retry[1]).
+      expect(status.attempts.map((a) => [a.step, a.domain, a.startedMs])).toEqual([
+        [0, "a.test", 0],
+        [1, "a.test", ms("1 minute")],
+        [2, "a.test", ms("6 minutes")]
+      ])
+      expect(status.attempts.map((a) => a.recipients[0]!.status)).toEqual(["deferred", "deferred", "delivered"])
+      expect(status.recipients[0]!.reply).toEqual({ code: 250, enhanced: "2.0.0", text: "queued" })
+      const connections = yield* connectionsTo("192.0.2.1")
+      expect(connections.map((c) => c.outcome)).toEqual(["refuse", "refuse", "accept"])
+      expect(connections[2]!.mismatches).toEqual([])
+      // Nothing else happened: no DSN, nothing left.
+      expect((yield* outbox.list()).map((m) => m.id)).toEqual([id])
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": [refuse, refuse, { script: session("retry-2.test", ["you@a.test"]) }]
+    }, schedule({ retry: ["1 minute", "5 minutes"] })))))
+
+  it.scoped("a delivered recipient is never sent again; the deferred domain alone is retried", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("one@a.test", "two@b.test"))
+      yield* advance("5 minutes")
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => [r.address, r.state])).toEqual([
+        ["one@a.test", "delivered"],
+        ["two@b.test", "delivered"]
+      ])
+      expect((yield* connectionsTo("192.0.2.1")).length).toBe(1)
+      expect((yield* connectionsTo("192.0.2.2")).map((c) => c.outcome)).toEqual(["refuse", "accept"])
+      expect(status.attempts.map((a) => [a.step, a.domain, a.startedMs])).toEqual([
+        [0, "a.test", 0],
+        [0, "b.test", 0],
+        [1, "b.test", ms("2 minutes")]
+      ])
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": [{ script: session("client.test", ["one@a.test"]) }],
+      "192.0.2.2": [refuse, { script: session("retry-1.test", ["two@b.test"]) }]
+    }, schedule({ retry: ["2 minutes"] })))))
+
+  it.scoped("expires at the TTL into `expired`, and the sender gets a failure DSN through the outbox", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("you@a.test"))
+      yield* advance("12 minutes")
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => [r.state, r.retryNum])).toEqual([["expired", 4]])
+      // 0, 3, 6, 9; at 10 the TTL ends.
+      expect(status.attempts.map((a) => a.startedMs)).toEqual([0, 3, 6, 9].map((m) => ms(`${m} minutes`)))
+      expect(status.recipients[0]!.updatedMs).toBe(ms("10 minutes"))
+      const all = yield* outbox.list()
+      const dsn = all.find((m) => m.dsnOf === id)!
+      expect(dsn.sender).toBe("")
+      expect(dsn.recipients.map((r) => [r.address, r.state])).toEqual([["sender@origin.test", "delivered"]])
+      const [sent] = yield* connectionsTo("192.0.2.9")
+      const text = new TextDecoder().decode(sent!.data[0])
+      expect(text).toContain("multipart/report")
+      expect(text).toContain("Action: failed")
+      expect(text).toContain("Status: 5.4.7")
+      expect(text).toContain("Final-Recipient: rfc822; you@a.test")
+      expect(text).toContain("Subject: hi")
+      expect(sent!.commands).toContain("MAIL FROM:<>")
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": refuse,
+      "192.0.2.9": [{ script: session("client.test", ["sender@origin.test"]) }]
+    }, schedule({ retry: ["3 minutes"], ttl: "10 minutes" })))))
+
+  it.scoped("a delay DSN at each notify point while the recipient is still deferred", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("you@a.test"))
+      yield* advance("9 minutes")
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => r.state)).toEqual(["delivered"])
+      const dsns = (yield* outbox.list()).filter((m) => m.dsnOf === id)
+      expect(dsns.length).toBe(1)
+      const [sent] = yield* connectionsTo("192.0.2.9")
+      const text = new TextDecoder().decode(sent!.data[0])
+      expect(text).toContain("Action: delayed")
+      expect(text).toContain("Will-Retry-Until:")
+      // The notify point (5m) is a wake-up of its own, between attempts at 4m and 8m.
+      expect(status.attempts.map((a) => a.startedMs)).toEqual([0, 4, 8].map((m) => ms(`${m} minutes`)))
+      expect(dsns[0]!.createdMs).toBe(ms("5 minutes"))
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": [refuse, refuse, { script: session(/^EHLO /, ["you@a.test"]) }],
+      "192.0.2.9": [{ script: session("client.test", ["sender@origin.test"]) }]
+    }, schedule({ retry: ["4 minutes"], notify: ["5 minutes", "1 day"], ttl: "1 hour" })))))
+
+  it.scoped("max-attempts expiry; a permanent refusal fails at once; no DSN for the null sender", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue({ ...request("you@a.test", "no@b.test"), sender: "" })
+      yield* advance("10 minutes")
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => [r.address, r.state, r.retryNum])).toEqual([
+        ["you@a.test", "expired", 2],
+        ["no@b.test", "failed", 1]
+      ])
+      expect(status.recipients[1]!.reply?.code).toBe(550)
+      expect((yield* outbox.list()).length).toBe(1)
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": refuse,
+      "192.0.2.2": [{
+        script: [
+          Script.reply("220 mx ESMTP"),
+          Script.expect("EHLO client.test"),
+          Script.reply("250 mx"),
+          Script.expect("MAIL FROM:<>"),
+          Script.reply("250 ok"),
+          Script.expect("RCPT TO:<no@b.test>"),
+          Script.reply("550 5.1.1 no such user"),
+          Script.expect("QUIT"),
+          Script.reply("221 bye")
+        ]
+      }]
+    }, schedule({ retry: ["1 minute"], maxAttempts: 2 })))))
+
+  it.scoped("an invalid request is refused at enqueue, with every problem", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const result = yield* Effect.either(outbox.enqueue(request("not an address", "x@a.test", "x@a.test")))
+      expect(Either.isLeft(result)).toBe(true)
+      expect((yield* outbox.list()).length).toBe(0)
+    }).pipe(Effect.provide(services({}, schedule({ retry: ["1 minute"] })))))
+
+  it.scoped("status events follow each recipient's state", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const events: Array<Outbox.StatusEvent> = []
+      yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => events.push(e))))
+      yield* Effect.yieldNow()
+      const id = yield* outbox.enqueue(request("you@a.test"))
+      yield* advance("2 minutes")
+      expect(events.map((e) => [e.id === id, e.address, e.state, e.retryNum, e.atMs])).toEqual([
+        [true, "you@a.test", "deferred", 1, 0],
+        [true, "you@a.test", "delivered", 1, ms("1 minute")]
+      ])
+      expect(events[0]!.nextAttemptMs).toBe(ms("1 minute"))
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": [refuse, { script: session("retry-1.test", ["you@a.test"]) }]
+    }, schedule({ retry: ["1 minute"] })))))
+})
