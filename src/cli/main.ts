@@ -1,5 +1,5 @@
 /**
- * The `smtp-transport` command: `send`, `batch`, `plan`, `config`, `demo` and `help`, the global options, and the mapping of every
+ * The `smtp-transport` command: `send`, `batch`, `plan`, `config`, `outbox`, `demo` and `help`, the global options, and the mapping of every
  * outcome to an exit status.
  *
  * @since 0.1.0
@@ -17,6 +17,7 @@ import { CliExit, ExitCode, usage } from "./exit.js"
 import { colourFor, type CommandHelp, globalOptions, render, renderRoot } from "./help.js"
 import * as Batch from "./batch.js"
 import * as ConfigCommand from "./config.js"
+import * as OutboxCommand from "./outbox.js"
 import * as Plan from "./plan.js"
 import * as Send from "./send.js"
 
@@ -78,6 +79,7 @@ const commands: ReadonlyArray<Command> = [
   { help: Batch.help, run: Batch.run },
   { help: Plan.help, run: Plan.run },
   { help: ConfigCommand.help, run: ConfigCommand.run },
+  { help: OutboxCommand.help, run: OutboxCommand.run },
   {
     help: demoHelp,
     run: (parsed) =>
@@ -131,7 +133,7 @@ const root = (flag: (name: string) => boolean, colour: boolean) =>
     if (flag("help")) {
       return yield* Console.log(renderRoot([...commands.map((c) => c.help), helpCommand], colour))
     }
-    return yield* usage("a command is required: send, batch, plan, config or demo (see smtp-transport --help)")
+    return yield* usage("a command is required: send, batch, plan, config, outbox or demo (see smtp-transport --help)")
   })
 
 const program = (args: ReadonlyArray<string>, colour: boolean) =>

@@ -1,0 +1,85 @@
+/**
+ * The outbox on SQLite in one process, through the CLI: `outbox serve` as a process of its own (the built
+ * executable), `enqueue`, `status` and `list` in this process, against a DNS server and a counting SMTP sink on
+ * loopback.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { startCountingServer } from "./fixtures/countingServer.js"
+import * as DnsServer from "./fixtures/dnsServer.js"
+import { outbox, startRunner, waitFor } from "./utils/outbox.js"
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-outbox-"))
+const file = (name: string, content: string) => {
+  const p = path.join(tmp, name)
+  fs.writeFileSync(p, content)
+  return p
+}
+
+const zones = {
+  "one.test": { mx: [{ exchange: "mx.one.test", priority: 10 }] },
+  "two.test": { mx: [{ exchange: "mx.one.test", priority: 10 }] },
+  "mx.one.test": { a: ["127.0.0.1"] }
+}
+const config = file("outbound.toml", `[queue.outbound]
+hostname = "'client.test'"
+ip-strategy = "ipv4_only"
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+`)
+
+describe("outbox on SQLite, one process", () => {
+  it.scopedLive("serve delivers what enqueue stored, each message once; status tells; SIGTERM stops it", () =>
+    Effect.gen(function*() {
+      const sink = yield* startCountingServer()
+      const dns = yield* DnsServer.scoped({ zones })
+      const db = ["--db", `file:${path.join(tmp, "one.db")}`]
+      const runner = yield* startRunner([...db, "--config", config, "--dns", dns.server, "--port", String(sink.port)])
+      const ids: Array<string> = []
+      for (let i = 0; i < 10; i++) {
+        const eml = file(`m${i}.eml`, `Message-ID: <m${i}@origin.test>\r\nSubject: ${i}\r\n\r\nbody ${i}\r\n`)
+        const to = i % 2 === 0 ? [`r${i}@one.test`] : [`r${i}@one.test`, `s${i}@two.test`]
+        const run = yield* outbox(["enqueue", ...db, "--config", config, "--from", "a@origin.test", "--message", eml, ...to])
+        expect(run.code, run.stderr).toBe(0)
+        ids.push(run.stdout.trim())
+      }
+      const all = yield* waitFor(db, (ms) => ms.length === 10 && ms.every((m) => m.done))
+      expect(all.filter((m) => m.done).length).toBe(10)
+      expect(all.flatMap((m) => m.recipients.map((r) => r.state)).every((s) => s === "delivered")).toBe(true)
+      // Each message once per recipient domain (one transaction a domain): twice for the odd ones, which have two.
+      expect(Object.fromEntries(sink.byMessageId())).toEqual(
+        Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`<m${i}@origin.test>`, i % 2 === 0 ? 1 : 2]))
+      )
+
+      const status = yield* outbox(["status", ...db, ids[1]!])
+      expect(status.code).toBe(0)
+      expect(status.stdout).toContain(`${ids[1]}: done`)
+      expect(status.stdout).toMatch(/r1@one\.test\s+delivered/)
+      expect(status.stdout).toMatch(/s1@two\.test\s+delivered/)
+      const json = JSON.parse((yield* outbox(["status", ...db, "--json", ids[1]!])).stdout)
+      expect(json.attempts.map((a: { domain: string }) => a.domain).sort()).toEqual(["one.test", "two.test"])
+      // The runner printed every state change as a JSON line.
+      const events = runner.stdout().trim().split("\n").map((l) => JSON.parse(l) as { state: string })
+      expect(events.length).toBe(15)
+      expect(events.every((e) => e.state === "delivered")).toBe(true)
+
+      yield* runner.signal("SIGTERM")
+      expect(yield* runner.exited).toBe(130)
+    }), 60_000)
+
+  it.effect("usage errors: unknown subcommand, an option of another subcommand, no recipient; status of no message", () =>
+    Effect.gen(function*() {
+      const db = ["--db", `file:${path.join(tmp, "usage.db")}`]
+      expect((yield* outbox(["nope"])).code).toBe(64)
+      expect((yield* outbox(["list", ...db, "--runner", "127.0.0.1:1"])).stderr).toContain("does not take --runner")
+      expect((yield* outbox(["enqueue", ...db])).code).toBe(64)
+      const missing = yield* outbox(["status", ...db, "nothing"])
+      expect(missing.code).toBe(66)
+      expect(missing.stderr).toContain("no message nothing")
+      expect((yield* outbox(["list", ...db])).stdout.trim()).toBe("no messages")
+    }))
+})

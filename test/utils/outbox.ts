@@ -1,0 +1,91 @@
+/**
+ * Runner processes of `smtp-transport outbox serve` (the built executable, dist/bin.js), for the outbox's live
+ * suites: started, waited for, stopped with a signal, and always killed when the test's scope closes.
+ */
+import { Duration, Effect } from "effect"
+import type * as Scope from "effect/Scope"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+import { runMain } from "./cli.js"
+
+const bin = path.resolve(import.meta.dirname, "..", "..", "dist", "bin.js")
+
+export interface Runner {
+  readonly process: ChildProcess
+  /** Standard output so far: one JSON status event a line. */
+  readonly stdout: () => string
+  readonly stderr: () => string
+  /** Resolves with the exit code (or the signal's name) once the process has exited. */
+  readonly exited: Effect.Effect<number | string>
+  readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
+}
+
+/** `smtp-transport outbox serve <args>`; ready once it printed that it serves (bounded by `timeout`). */
+export const startRunner = (
+  args: ReadonlyArray<string>,
+  timeout: Duration.DurationInput = "20 seconds"
+): Effect.Effect<Runner, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() => spawn(process.execPath, [bin, "outbox", "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] })),
+      (child) =>
+        Effect.sync(() => {
+          if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+        })
+    )
+    let stdout = ""
+    let stderr = ""
+    child.stdout!.on("data", (d) => (stdout += d.toString()))
+    child.stderr!.on("data", (d) => (stderr += d.toString()))
+    const exitPromise = new Promise<number | string>((resolve) =>
+      child.once("exit", (code, signal) => resolve(code ?? signal ?? "?"))
+    )
+    const exited = Effect.promise(() => exitPromise)
+    const ready = Effect.gen(function*() {
+      while (!stderr.includes("outbox serving")) {
+        if (child.exitCode !== null) return yield* Effect.fail(new Error(`the runner exited: ${stderr}`))
+        yield* Effect.sleep("50 millis")
+      }
+    })
+    yield* ready.pipe(
+      Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error(`the runner did not start: ${stderr}`) })
+    )
+    return {
+      process: child,
+      stdout: () => stdout,
+      stderr: () => stderr,
+      exited,
+      signal: (signal) => Effect.sync(() => void child.kill(signal))
+    }
+  })
+
+/** `smtp-transport outbox <args>` in this process: its output and status. */
+export const outbox = (args: ReadonlyArray<string>) => runMain(["outbox", ...args])
+
+interface StatusJson {
+  readonly id: string
+  readonly done: boolean
+  readonly dsnOf: string | null
+  readonly recipients: ReadonlyArray<{ readonly address: string; readonly state: string; readonly retryNum: number }>
+  readonly attempts: ReadonlyArray<{ readonly domain: string; readonly startedMs: number }>
+}
+
+/** `outbox list --json` until `done(list)` holds, polled every 200 ms, at most `timeout`. */
+export const waitFor = (
+  db: ReadonlyArray<string>,
+  done: (messages: ReadonlyArray<StatusJson>) => boolean,
+  timeout: Duration.DurationInput = "30 seconds"
+) =>
+  Effect.gen(function*() {
+    const polls = Math.ceil(Duration.toMillis(Duration.decode(timeout)) / 200)
+    let last: ReadonlyArray<StatusJson> = []
+    for (let i = 0; i < polls; i++) {
+      const run = yield* outbox(["list", ...db, "--json", "--limit", "10000"])
+      if (run.code === 0) {
+        last = JSON.parse(run.stdout) as ReadonlyArray<StatusJson>
+        if (done(last)) return last
+      }
+      yield* Effect.sleep("200 millis")
+    }
+    return last
+  })
