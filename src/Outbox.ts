@@ -17,6 +17,7 @@
  * @since 0.3.0
  */
 import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
+import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as Runners from "@effect/cluster/Runners"
 import * as RunnerStorage from "@effect/cluster/RunnerStorage"
@@ -28,7 +29,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Option from "effect/Option"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Stream from "effect/Stream"
 import type * as Connector from "./Connector.js"
@@ -189,10 +190,28 @@ const clusterRunner = (options: Options) =>
     Layer.provide(coreOf(options))
   )
 
-/** Sharding settings that suit an outbox: storage polled every second, so that timed wake-ups are not late by ten. */
+/**
+ * Sharding settings that suit an outbox: storage polled every second, so that timed wake-ups are not late by ten;
+ * a runner that stops lets its SMTP transactions end (up to five minutes, the longest default phase timeout).
+ */
 const shardingDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
   entityMessagePollInterval: "1 second",
   entityTerminationTimeout: "5 minutes"
+}
+
+/**
+ * A cluster's: a runner that died stops counting once its heartbeat (every 2 s) is 6 s old, or sooner when the
+ * health check's pings (every 2 s) fail, and its shards go to the others at the next refresh (every second). The
+ * shard locks are PostgreSQL advisory locks, held by the runner's connection: a runner that lost it (a PostgreSQL
+ * restart) cannot keep a shard another one has taken. Cluster defaults are 35 s, 10 s and 1 min: a killed runner's
+ * domains would wait half a minute.
+ */
+const clusterDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
+  ...shardingDefaults,
+  shardLockExpiration: "6 seconds",
+  shardLockRefreshInterval: "2 seconds",
+  runnerHealthCheckInterval: "2 seconds",
+  refreshAssignmentsInterval: "1 second"
 }
 
 /**
@@ -240,34 +259,25 @@ export const layerPg = (
   }
 ): Layer.Layer<Outbox, OutboxError, RunnerRequirements> => {
   const prefix = prefixOf(options)
-  const pg = pgLayer(options.url)
+  const shardingConfig: Partial<ShardingConfig.ShardingConfig["Type"]> = {
+    ...clusterDefaults,
+    runnerAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port)),
+    ...options.sharding
+  }
+  const configLayer = ShardingConfig.layer(shardingConfig)
+  const storage = Layer.merge(
+    SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` }),
+    Layer.orDie(SqlRunnerStorage.layerWith({ prefix: `${prefix}_cluster` }))
+  ).pipe(Layer.provide(configLayer))
   const cluster = Layer.unwrapEffect(
     Effect.map(
       Effect.promise(() => import("@effect/platform-node/NodeClusterSocket")),
-      (m) =>
-        m.layer({
-          storage: "byo",
-          shardingConfig: {
-            ...shardingDefaults,
-            runnerAddress: { host: options.runner.host, port: options.runner.port } as any,
-            ...options.sharding
-          }
-        }).pipe(
-          Layer.provide([
-            SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` }),
-            Layer.orDie(SqlRunnerStorage.layerWith({ prefix: `${prefix}_cluster` }))
-          ]),
-          Layer.provide(ShardingConfig.layer({
-            ...shardingDefaults,
-            runnerAddress: { host: options.runner.host, port: options.runner.port } as any,
-            ...options.sharding
-          }))
-        )
+      (m) => m.layer({ storage: "byo", shardingConfig })
     )
-  )
+  ).pipe(Layer.provideMerge(storage))
   return clusterRunner(options).pipe(
     Layer.provide(Layer.mapError(cluster, (e) => new core.OutboxError({ message: `cluster: ${String(e)}`, cause: e }))),
-    Layer.provide(pg)
+    Layer.provide(pgLayer(options.url))
   ) as Layer.Layer<Outbox, OutboxError, RunnerRequirements>
 }
 

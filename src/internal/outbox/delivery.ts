@@ -13,6 +13,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import type * as Connector from "../../Connector.js"
 import type { DeliveryReport, RecipientResult, ReportError } from "../../DeliveryReport.js"
@@ -113,6 +114,18 @@ export const recipientVariables = (
 const isPending = (row: RecipientRow) => row.state === "queued" || row.state === "deferred"
 
 /**
+ * How long an attempt's claim on its recipients lasts without renewal (renewed every third of it): a runner that
+ * died releases its recipients after this; a storage outage longer than this while a transaction runs could let a
+ * second execution send again (docs/outbox.md).
+ */
+const LEASE_MS = 15_000
+
+const newToken = Effect.map(
+  Effect.all([Random.nextIntBetween(0, 0x1_0000_0000), Random.nextIntBetween(0, 0x1_0000_0000)]),
+  ([a, b]) => `${a.toString(16).padStart(8, "0")}${b.toString(16).padStart(8, "0")}`
+)
+
+/**
  * Delivers the domain's due recipients of the message once and records the outcome. Never fails: a storage error
  * that outlasts the retries is a defect (the workflow's activity replays the step, which replays this attempt).
  *
@@ -127,11 +140,33 @@ export const deliverDomain = (
     const message = yield* store.message(job.id)
     if (Option.isNone(message)) return
     const msg = message.value
-    const startMs = yield* Clock.currentTimeMillis
-    const rows = yield* store.recipients(job.id)
-    // Read again at the attempt: a replay of the step finds the recipients the first run recorded final.
-    const due = rows.filter((r) => r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs)
+    const token = yield* newToken
+    // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
+    // another execution of this attempt holds (an entity message delivered again while the first still runs) is
+    // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
+    let rows: ReadonlyArray<RecipientRow> = []
+    let due: ReadonlyArray<RecipientRow> = []
+    let startMs = 0
+    for (;;) {
+      startMs = yield* Clock.currentTimeMillis
+      yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
+      rows = yield* store.recipients(job.id)
+      due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
+      const heldElsewhere = rows.some((r) =>
+        r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
+        r.claimUntilMs !== null && r.claimUntilMs >= startMs
+      )
+      if (due.length > 0 || !heldElsewhere) break
+      yield* Effect.sleep("500 millis")
+    }
     if (due.length === 0) return
+    // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
+    yield* Effect.forkScoped(
+      Effect.repeat(
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew(token, now + LEASE_MS))),
+        Schedule.spaced(Duration.millis(LEASE_MS / 3))
+      )
+    )
     // One transaction carries the domain's recipients, so they share one attempt's variables: the largest count.
     const first = due.reduce((a, b) => (b.retryNum > a.retryNum ? b : a))
     const expiresMs = due.reduce<number | null>(
@@ -178,7 +213,7 @@ export const deliverDomain = (
       error: byAddress.get(u.address)?.error ?? null,
       atMs: endMs
     })))
-  }).pipe(Effect.catchTag("SqlError", (e) => Effect.die(e)))
+  }).pipe(Effect.scoped, Effect.catchTag("SqlError", (e) => Effect.die(e)))
 
 const invalidReport = (due: ReadonlyArray<RecipientRow>, message: string): DeliveryReport => ({
   recipients: due.map((r): RecipientResult => ({

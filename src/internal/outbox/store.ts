@@ -46,6 +46,9 @@ export interface RecipientRow {
   /** Whether the failure DSN for it was enqueued. */
   readonly dsnSent: boolean
   readonly updatedMs: number
+  /** The attempt that holds it (a random token), until `claimUntilMs`. */
+  readonly claim: string | null
+  readonly claimUntilMs: number | null
 }
 
 /** @internal */
@@ -77,6 +80,7 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const blob = sql.onDialectOrElse({ pg: () => "BIGINT", orElse: () => "INTEGER" })
+    // (`blob`: the type of a millisecond time, 64 bits in both.)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.messages} (
       id TEXT PRIMARY KEY,
       sender TEXT NOT NULL,
@@ -102,6 +106,8 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       next_notify_ms ${blob},
       result TEXT,
       dsn_sent INTEGER NOT NULL,
+      claim TEXT,
+      claim_until ${blob},
       updated_ms ${blob} NOT NULL,
       PRIMARY KEY (message_id, address)
     )`)
@@ -140,7 +146,9 @@ const recipientRow = (r: any): RecipientRow => ({
   nextNotifyMs: numOrNull(r.next_notify_ms),
   result: r.result ?? null,
   dsnSent: num(r.dsn_sent) === 1,
-  updatedMs: num(r.updated_ms)
+  updatedMs: num(r.updated_ms),
+  claim: r.claim ?? null,
+  claimUntilMs: numOrNull(r.claim_until)
 })
 
 const attemptRow = (r: any): AttemptRow => ({
@@ -188,6 +196,19 @@ export interface Store {
     attempt: AttemptRow,
     nowMs: number
   ) => Effect.Effect<void, SqlError>
+  /**
+   * Takes the domain's due recipients that no live attempt holds, for `token` until `untilMs`: two executions of one
+   * attempt (a redelivered entity message while the first still runs) never send to the same recipient.
+   */
+  readonly claim: (
+    id: string,
+    domain: string,
+    token: string,
+    nowMs: number,
+    untilMs: number
+  ) => Effect.Effect<void, SqlError>
+  /** Extends the claim of `token` (the attempt is still under way). */
+  readonly renew: (token: string, untilMs: number) => Effect.Effect<void, SqlError>
   readonly expire: (id: string, addresses: ReadonlyArray<string>, nowMs: number) => Effect.Effect<void, SqlError>
   readonly notified: (
     id: string,
@@ -224,7 +245,7 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
           }, ${message.createdMs}, ${message.dsnOf}, 0, 0)`
           let position = 0
           for (const r of recipients) {
-            yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs})`
+            yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms, claim, claim_until) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs}, NULL, NULL)`
           }
           return true
         })),
@@ -240,10 +261,15 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
       recordDomain: (id, updates, attempt, nowMs) =>
         sql.withTransaction(Effect.gen(function*() {
           for (const u of updates) {
-            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, result = ${u.result}, updated_ms = ${nowMs} WHERE message_id = ${id} AND address = ${u.address}`
+            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address}`
           }
           yield* sql`INSERT INTO ${A} (message_id, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
         })),
+      claim: (id, domain, token, nowMs, untilMs) =>
+        Effect.asVoid(
+          sql`UPDATE ${R} SET claim = ${token}, claim_until = ${untilMs} WHERE message_id = ${id} AND domain = ${domain} AND state IN ('queued', 'deferred') AND next_attempt_ms <= ${nowMs} AND (claim IS NULL OR claim_until < ${nowMs})`
+        ),
+      renew: (token, untilMs) => Effect.asVoid(sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE claim = ${token}`),
       expire: (id, addresses, nowMs) =>
         addresses.length === 0 ? Effect.void : Effect.asVoid(
           sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND ${

@@ -25,6 +25,7 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import type { ReportError, ReportReply } from "../../DeliveryReport.js"
+import * as Dns from "../../Dns.js"
 import * as OutboundConfig from "../../OutboundConfig.js"
 import { Core, type StatusEvent } from "./core.js"
 import { deliverDomain, type DomainJob, recipientVariables, scheduleFor, storageRetry, type TransportServices } from "./delivery.js"
@@ -35,8 +36,32 @@ import type { RecipientRow, Store } from "./store.js"
 /** How a step reaches a domain's attempt: the domain's entity in a cluster, a direct call on the in-memory engine. @internal */
 export class Dispatch extends Context.Tag("effect-smtp-transport/internal/OutboxDispatch")<
   Dispatch,
-  (job: DomainJob) => Effect.Effect<void>
+  (job: DomainJob, key: string) => Effect.Effect<void>
 >() {}
+
+/**
+ * Where a domain's attempts run: the entity of its primary MX host (the lowest preference, then the first name), so
+ * that one runner holds every domain an MX host serves and an `mx`-keyed limiter counts them all; the domain itself
+ * when it has no MX record or the lookup fails (its attempt then finds out why).
+ *
+ * @internal
+ */
+export const routingKey = (domain: string): Effect.Effect<string> =>
+  Effect.flatMap(Effect.serviceOption(Dns.Dns), (dns) =>
+    Option.match(dns, {
+      onNone: () => Effect.succeed(domain),
+      onSome: (dns) =>
+        dns.mx(domain.toLowerCase()).pipe(
+          Effect.map((records) => {
+            const sorted = [...records].sort((a, b) =>
+              a.priority - b.priority || a.exchange.localeCompare(b.exchange)
+            )
+            const primary = sorted[0]?.exchange.toLowerCase().replace(/\.$/, "")
+            return primary === undefined || primary === "" ? domain : `mx:${primary}`
+          }),
+          Effect.orElseSucceed(() => domain)
+        )
+    }))
 
 /** @internal */
 export const DeliveryWorkflow = Workflow.make({
@@ -45,17 +70,22 @@ export const DeliveryWorkflow = Workflow.make({
   idempotencyKey: ({ id }) => id
 })
 
-/** One attempt of a message for the domain the entity is (the entity id). @internal */
+/**
+ * One attempt of a message for one recipient domain, sent to the entity of the domain's primary MX host (the entity
+ * id). The primary key makes a replayed step's request the same request.
+ *
+ * @internal
+ */
 export const DeliverRpc = Rpc.make("deliver", {
-  payload: { id: Schema.String, step: Schema.Number },
-  primaryKey: ({ id, step }) => `${id}/${step}`
+  payload: { id: Schema.String, step: Schema.Number, domain: Schema.String },
+  primaryKey: ({ domain, id, step }) => `${id}/${step}/${domain}`
 })
   .annotate(ClusterSchema.Persisted, true)
   // A runner that stops lets the transaction under way finish (no attempt abandoned mid-transaction).
   .annotate(ClusterSchema.Uninterruptible, true)
 
 /** @internal */
-export const DomainEntity = Entity.make("effect-smtp-transport/OutboxDomain", [DeliverRpc])
+export const DomainEntity = Entity.make("effect-smtp-transport/OutboxDestination", [DeliverRpc])
 
 /**
  * The domain entity's handlers, on this runner's `Transport` layer: at most `concurrency` attempts at once on the
@@ -68,11 +98,10 @@ export const domainEntityLayer = (concurrency: number) =>
   Layer.unwrapEffect(Effect.map(Effect.makeSemaphore(concurrency), (permits) =>
     DomainEntity.toLayer(
       Effect.gen(function*() {
-        const address = yield* Entity.CurrentAddress
         const context = yield* Effect.context<Core | TransportServices>()
         return {
           deliver: (request) =>
-            deliverDomain({ id: request.payload.id, step: request.payload.step, domain: address.entityId }).pipe(
+            deliverDomain({ id: request.payload.id, step: request.payload.step, domain: request.payload.domain }).pipe(
               permits.withPermits(1),
               Effect.provide(context)
             )
@@ -84,8 +113,8 @@ export const domainEntityLayer = (concurrency: number) =>
 /** Dispatch through the domain entities (requires `Sharding`). @internal */
 export const dispatchEntity = Layer.effect(
   Dispatch,
-  Effect.map(DomainEntity.client, (client) => (job: DomainJob) =>
-    client(job.domain).deliver({ id: job.id, step: job.step }).pipe(
+  Effect.map(DomainEntity.client, (client) => (job: DomainJob, key: string) =>
+    client(key).deliver({ id: job.id, step: job.step, domain: job.domain }).pipe(
       Effect.retry(storageRetry),
       Effect.orDie
     ))
@@ -146,7 +175,8 @@ export const step = (
     const domains = Array.from(new Set(
       rows.filter((r) => isPending(r) && (r.nextAttemptMs ?? 0) <= startMs).map((r) => r.domain)
     ))
-    yield* Effect.forEach(domains, (domain) => dispatch({ id, domain, step: n }), {
+    yield* Effect.forEach(domains, (domain) =>
+      Effect.flatMap(routingKey(domain), (key) => dispatch({ id, domain, step: n }, key)), {
       concurrency: "unbounded",
       discard: true
     })

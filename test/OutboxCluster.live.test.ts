@@ -1,0 +1,197 @@
+/**
+ * The outbox as a cluster: three `outbox serve` processes sharing PostgreSQL (127.0.0.1:5432, database `test`, trust
+ * auth; `.ci/run` starts it), against a counting SMTP sink and a DNS server on loopback. Every test run has tables
+ * of its own (a fresh prefix), dropped at the end.
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as Outbox from "../src/Outbox.js"
+import { type CountingServer, startCountingServer } from "./fixtures/countingServer.js"
+import * as DnsServer from "./fixtures/dnsServer.js"
+import { startRunner, waitFor } from "./utils/outbox.js"
+
+const url = "postgres://postgres@127.0.0.1:5432/test"
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-outbox-cluster-"))
+const file = (name: string, content: string) => {
+  const p = path.join(tmp, name)
+  fs.writeFileSync(p, content)
+  return p
+}
+const runId = `${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
+const prefixes: Array<string> = []
+const newPrefix = (name: string) => {
+  const p = `obx_${runId}_${name}`
+  prefixes.push(p)
+  return p
+}
+
+const psql = (command: string) =>
+  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
+    stdio: "pipe",
+    timeout: 30_000
+  }).toString()
+
+/** Drops every table of this run's prefixes. */
+const dropTables = () => {
+  for (const prefix of prefixes) {
+    const tables = psql(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)
+      .split("\n").filter((t) => t !== "")
+    for (const table of tables) psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
+  }
+}
+
+const pgCluster = fs.readdirSync("/etc/postgresql")[0]!
+const pgctl = (action: "restart" | "start") =>
+  execFileSync("pg_ctlcluster", ["--skip-systemctl-redirect", pgCluster, "main", action], { stdio: "pipe", timeout: 30_000 })
+
+afterAll(async () => {
+  // Whatever happened, PostgreSQL runs again at the end, and this run's tables are gone.
+  try {
+    execFileSync("pg_isready", ["-h", "127.0.0.1", "-p", "5432"], { stdio: "pipe" })
+  } catch {
+    pgctl("start")
+  }
+  dropTables()
+}, 60_000)
+
+const domains = Array.from({ length: 6 }, (_, i) => `d${i}.test`)
+// Each domain its own MX host (so that the attempts spread over the runners), and six more domains that share one.
+const zones = {
+  ...Object.fromEntries(domains.map((d, i) => [d, { mx: [{ exchange: `mx${i}.test`, priority: 10 }] }])),
+  ...Object.fromEntries(domains.map((_, i) => [`mx${i}.test`, { a: ["127.0.0.1"] }])),
+  ...Object.fromEntries(domains.map((_, i) => [`s${i}.test`, { mx: [{ exchange: "mx.shared.test", priority: 10 }] }])),
+  "mx.shared.test": { a: ["127.0.0.1"] }
+}
+const baseConfig = `[queue.outbound]
+hostname = "'client.test'"
+ip-strategy = "ipv4_only"
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+`
+
+/** Three runners on ports of their own. */
+const startCluster = (prefix: string, config: string, dns: string, sink: CountingServer, basePort: number) =>
+  Effect.forEach([0, 1, 2], (i) =>
+    startRunner([
+      "--db",
+      url,
+      "--prefix",
+      prefix,
+      "--runner",
+      `127.0.0.1:${basePort + i}`,
+      "--config",
+      config,
+      "--dns",
+      dns,
+      "--port",
+      String(sink.port),
+      "--log-level",
+      "debug"
+    ], "30 seconds"))
+
+/** `n` messages over the domains, enqueued through a client layer (what `outbox enqueue` runs). */
+const enqueue = (prefix: string, config: string, n: number, tag: string, domainOf = (i: number) => domains[i % domains.length]) =>
+  Effect.gen(function*() {
+    const outbox = yield* Outbox.Outbox
+    return yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) =>
+      outbox.enqueue({
+        message: `Message-ID: <${tag}-${i}@origin.test>\r\nSubject: ${i}\r\n\r\nbody ${i}\r\n`,
+        sender: "a@origin.test",
+        recipients: [`r${i}@${domainOf(i)}`]
+      }), { concurrency: 8 })
+  }).pipe(
+    Effect.provide(Outbox.layerClient({ db: url, prefix }).pipe(Layer.provide(OutboundConfig.layer(config)))),
+    Effect.provide(NodeContext.layer)
+  )
+
+
+/** Every Message-ID seen once, or more only where the first delivery was in the duplicate window. */
+const exactlyOnce = (sink: CountingServer, tag: string, n: number) => {
+  const counts = sink.byMessageId()
+  const missing = Array.from({ length: n }, (_, i) => `<${tag}-${i}@origin.test>`).filter((id) => !counts.has(id))
+  const twice = [...counts].filter(([, c]) => c > 1).map(([id]) => id)
+  return { missing, unexplained: twice.filter((id) => !sink.cutAfterData().has(id)), twice }
+}
+
+describe("outbox cluster on PostgreSQL, three runners", () => {
+  it.scopedLive("a runner killed with SIGKILL mid-batch: every message delivered, none twice outside the window", () =>
+    Effect.gen(function*() {
+      const prefix = newPrefix("kill")
+      const sink = yield* startCountingServer({ dataDelayMs: 50 })
+      const dns = yield* DnsServer.scoped({ zones })
+      const config = file("kill.toml", baseConfig)
+      const runners = yield* startCluster(prefix, config, dns.server, sink, 34531)
+      const n = 60
+      yield* enqueue(prefix, config, n, "kill")
+      // Mid-batch: some delivered, not all.
+      for (let i = 0; i < 200 && [...sink.byMessageId().values()].length < 10; i++) yield* Effect.sleep("50 millis")
+      yield* runners[1]!.signal("SIGKILL")
+      const all = yield* waitFor(["--db", url, "--prefix", prefix], (ms) => ms.length === n && ms.every((m) => m.done), "45 seconds")
+      expect(all.filter((m) => m.done).length).toBe(n)
+      expect(all.every((m) => m.recipients.every((r) => r.state === "delivered"))).toBe(true)
+      const once = exactlyOnce(sink, "kill", n)
+      expect(once.missing).toEqual([])
+      expect(once.unexplained).toEqual([])
+    }), 90_000)
+
+  it.scopedLive("a PostgreSQL restart mid-batch: the runners resume, every message delivered", () =>
+    Effect.gen(function*() {
+      const prefix = newPrefix("restart")
+      const sink = yield* startCountingServer({ dataDelayMs: 50 })
+      const dns = yield* DnsServer.scoped({ zones })
+      const config = file("restart.toml", baseConfig)
+      const runners = yield* startCluster(prefix, config, dns.server, sink, 34541)
+      const n = 40
+      yield* enqueue(prefix, config, n, "restart")
+      for (let i = 0; i < 200 && sink.byMessageId().size < 8; i++) yield* Effect.sleep("50 millis")
+      yield* Effect.acquireRelease(Effect.sync(() => pgctl("restart")), () =>
+        Effect.sync(() => {
+          try {
+            execFileSync("pg_isready", ["-h", "127.0.0.1", "-p", "5432"], { stdio: "pipe" })
+          } catch {
+            pgctl("start")
+          }
+        }))
+      const all = yield* waitFor(["--db", url, "--prefix", prefix], (ms) => ms.length === n && ms.every((m) => m.done), "45 seconds")
+      if (all.filter((m) => m.done).length !== n) {
+        console.log(JSON.stringify(all.filter((m) => !m.done), null, 1))
+        for (const r of runners) console.log(r.stderr().slice(-6000))
+      }
+      expect(all.filter((m) => m.done).length).toBe(n)
+      expect(all.every((m) => m.recipients.every((r) => r.state === "delivered"))).toBe(true)
+      const once = exactlyOnce(sink, "restart", n)
+      expect(once.missing).toEqual([])
+      expect(once.unexplained).toEqual([])
+    }), 90_000)
+
+  it.scopedLive("a concurrency = 2 limiter on mx holds across three runners, for six domains on one MX host", () =>
+    Effect.gen(function*() {
+      const prefix = newPrefix("limit")
+      const sink = yield* startCountingServer({ dataDelayMs: 150 })
+      const dns = yield* DnsServer.scoped({ zones })
+      const config = file("limit.toml", `${baseConfig}
+[queue.limiter.outbound.per-mx]
+key = ["mx"]
+concurrency = 2
+`)
+      const runners = yield* startCluster(prefix, config, dns.server, sink, 34551)
+      const n = 24
+      yield* enqueue(prefix, config, n, "limit", (i) => `s${i % 6}.test`)
+      const all = yield* waitFor(["--db", url, "--prefix", prefix], (ms) => ms.length === n && ms.every((m) => m.done), "45 seconds")
+      if (all.filter((m) => m.done).length !== n) {
+        console.log(JSON.stringify(all.filter((m) => !m.done), null, 1))
+        for (const r of runners) console.log(r.stderr().slice(-8000))
+      }
+      expect(all.filter((m) => m.done).length).toBe(n)
+      expect(sink.byMessageId().size).toBe(n)
+      // Two at once, never three: every domain's attempts ran on the runner that holds the MX host.
+      expect(sink.maxInData()).toBe(2)
+    }), 90_000)
+})
