@@ -58,7 +58,12 @@ const nameConverter = (nextHop: boolean): Converter<string> => ({
 })
 
 /** The stage whose variables a selector may read (Stalwart's variable sets, narrowed where a key needs it earlier). */
-const SELECTOR_STAGE: { readonly [G in Keys.Group]: Stage } = { route: "domain", connection: "host", tls: "host" }
+const SELECTOR_STAGE: { readonly [G in Keys.Group | "schedule"]: Stage } = {
+  route: "domain",
+  connection: "host",
+  tls: "host",
+  schedule: "domain"
+}
 
 /** The name a selector always gives, read from what the file wrote, when it is a literal. */
 const literalName = (raw: unknown, nextHop: boolean): string | null => {
@@ -75,7 +80,7 @@ const literalName = (raw: unknown, nextHop: boolean): string | null => {
  * @internal
  */
 export const selector = (
-  group: Keys.Group,
+  group: Keys.Group | "schedule",
   key: ReadonlyArray<string>,
   raw: unknown,
   origin: Model.Origin,
@@ -85,16 +90,11 @@ export const selector = (
   issues: Array<RawIssue>,
   nextHop = false
 ): Model.Selector => {
-  const spec: Keys.KeySpec<string> = {
-    path: key as Array<string>,
-    group,
-    strategies: key.join("."),
-    json: key.join("."),
+  const spec: Pick<Keys.KeySpec<string>, "stage" | "kind" | "converter" | "variables"> = {
     stage: SELECTOR_STAGE[group],
     kind: "strategy",
     converter: nameConverter(nextHop),
-    fallback: fallbackName,
-    doc: ""
+    ...(group === "schedule" ? { variables: Keys.SCHEDULE_VARIABLES } : {})
   }
   const built = build(spec, fallbackName, key, raw, options)
   issues.push(...built.issues)
@@ -116,7 +116,9 @@ export const selector = (
     if (!known.includes(name)) {
       issues.push({
         path,
-        problem: `no ${group === "route" && nextHop ? "relay host" : `${group} strategy`} is named ` +
+        problem: `no ${
+          group === "route" && nextHop ? "relay host" : group === "schedule" ? "schedule" : `${group} strategy`
+        } is named ` +
           `${JSON.stringify(name)}${didYouMean(name, names)}`,
         found: `the name ${JSON.stringify(name)}`,
         expected: `one of ${names.map((k) => JSON.stringify(k)).join(", ")}${nextHop ? ", or false for MX delivery" : ""}`,

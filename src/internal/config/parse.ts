@@ -253,7 +253,12 @@ const classify = (root: unknown, notes: Notes): Exclude<Keys.Layout, "json"> | n
   for (const [name, value] of Object.entries(isTable(queue) ? queue : {})) {
     const path = ["queue", name]
     const dotted = path.join(".")
-    if (Sections.LAYOUT_TABLES.outbound.includes(dotted)) found.outbound.push(dotted)
+    if (dotted === Sections.SCHEDULE_TABLE) {
+      // [queue.schedule] is both layouts': its own keys beside [queue.outbound] (v0.7–v0.12), named tables beside
+      // [queue.strategy] (v0.13–v0.15).
+      const entries = isTable(value) ? Object.values(value) : []
+      if (entries.length > 0) (entries.every(isTable) ? found.strategies : found.outbound).push(dotted)
+    } else if (Sections.LAYOUT_TABLES.outbound.includes(dotted)) found.outbound.push(dotted)
     else if (Sections.LAYOUT_TABLES.strategies.includes(dotted)) found.strategies.push(dotted)
     else if (dotted === Sections.THROTTLE_TABLE) throttle = true
     else if (dotted === Sections.LIMITER_TABLE) {
@@ -423,6 +428,7 @@ const loadOutbound = (
   return {
     layout: "outbound",
     selectors: { route, connection: constant("connection", "default"), tls: constant("tls", "default") },
+    ...Schedule.loadOutbound(at(root, ["queue", "schedule"]), options, notes.issues),
     ...maps,
     routeSetting: routeSetting.setting
   }
@@ -628,7 +634,42 @@ const loadStrategies = (
   }
   const strategy = at(root, ["queue", "strategy"])
   const selectors = selectorsOf("strategies", strategy, ["queue", "strategy"], options, maps, notes)
-  return { layout: "strategies", selectors, ...maps }
+  // [queue.schedule.<name>] and [queue.strategy] schedule.
+  const schedules = new Map<string, Model.ScheduleDefinition>()
+  const tables = at(root, ["queue", "schedule"])
+  if (tables !== undefined && !isTable(tables)) {
+    notes.issues.push({
+      path: ["queue", "schedule"],
+      problem: "not a table",
+      found: describeToml(tables),
+      expected: "[queue.schedule.<name>] tables"
+    })
+  } else if (isTable(tables)) {
+    for (const [name, raw] of Object.entries(tables)) {
+      const path = ["queue", "schedule", name]
+      if (!isTable(raw)) {
+        notes.issues.push({
+          path,
+          problem: "a setting of another Stalwart version: [queue.schedule] retry, notify, expire belong to the " +
+            "v0.7–v0.12 layout; beside [queue.strategy] a schedule is a named table chosen by [queue.strategy] schedule",
+          found: `the key queue.schedule.${name}`,
+          expected: "[queue.schedule.<name>] tables"
+        })
+        continue
+      }
+      const definition = Schedule.readNamed("strategies", name, raw, path, notes.issues)
+      if (definition !== null) schedules.set(name, definition)
+    }
+  }
+  Schedule.withBuiltIns(schedules, "strategies")
+  const scheduleSelector = Schedule.selector(
+    isTable(strategy) ? strategy["schedule"] : undefined,
+    ["queue", "strategy", "schedule"],
+    options,
+    schedules,
+    notes.issues
+  )
+  return { layout: "strategies", selectors, scheduleSelector, schedules, ...maps }
 }
 
 /** The three selectors of `[queue.strategy]` or `MtaOutboundStrategy`, with the defaults of Stalwart v0.13+. */
@@ -652,7 +693,7 @@ const selectorsOf = (
   const value = (group: string) => isTable(table) ? table[group] : undefined
   if (isTable(table)) {
     for (const k of Object.keys(table)) {
-      if (k === "schedule") notes.notUsed.push(`${path.join(".")}.schedule (the schedule strategy expression, v0.13+)`)
+      if (k === "schedule") continue
       else if (!Keys.GROUPS.includes(k as Keys.Group) && !(layout === "json" && (k === "id" || k === "description"))) {
         notes.issues.push({
           path: [...path, k],
@@ -724,9 +765,15 @@ const jsonExpression = (raw: unknown, path: ReadonlyArray<Segment>, notes: Notes
   return [...branches, { else: raw["else"] }]
 }
 
-const JSON_OBJECTS = ["MtaOutboundStrategy", "MtaRoute", "MtaConnectionStrategy", "MtaTlsStrategy", "SystemSettings"]
+const JSON_OBJECTS = [
+  "MtaOutboundStrategy",
+  "MtaRoute",
+  "MtaConnectionStrategy",
+  "MtaTlsStrategy",
+  "SystemSettings",
+  "MtaDeliverySchedule"
+]
 const JSON_NOT_USED: { readonly [name: string]: string } = {
-  MtaDeliverySchedule: "delivery schedules",
   MtaVirtualQueue: "virtual queues",
   MtaQueueQuota: "queue quotas",
   MtaInboundThrottle: "inbound limiters"
@@ -810,7 +857,22 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
   objects("MtaTlsStrategy", (name, raw, path) => readStrategy("json", "tls", name, raw, path, maps, notes))
   Layouts.withBuiltIns(maps, "json")
   const selectors = selectorsOf("json", root["MtaOutboundStrategy"], ["MtaOutboundStrategy"], options, maps, notes)
-  return { layout: "json", selectors, ...maps }
+  const schedules = new Map<string, Model.ScheduleDefinition>()
+  objects("MtaDeliverySchedule", (name, raw, path) => {
+    const definition = Schedule.readNamed("json", name, raw, path, notes.issues)
+    if (definition !== null) schedules.set(name, definition)
+  })
+  Schedule.withBuiltIns(schedules, "json")
+  const strategy = root["MtaOutboundStrategy"]
+  const given = isTable(strategy) ? strategy["schedule"] : undefined
+  const scheduleSelector = Schedule.selector(
+    given === undefined ? undefined : jsonExpression(given, ["MtaOutboundStrategy", "schedule"], notes),
+    ["MtaOutboundStrategy", "schedule"],
+    options,
+    schedules,
+    notes.issues
+  )
+  return { layout: "json", selectors, scheduleSelector, schedules, ...maps }
 }
 
 /** Options of `parse`. @internal */
@@ -919,7 +981,7 @@ export const parse = (
       warnings: notes.warnings,
       notUsed: Array.from(new Set(notes.notUsed)),
       limiters,
-      schedule: (variables) => Schedule.evaluate(model.layout, variables)
+      schedule: (variables) => Schedule.evaluate(model, variables)
     })
   }
   const locate = json ? makeJsonLocator(text) : makeLocator(text)

@@ -53,14 +53,16 @@ const branchesOf = (model: Model.Model, group: Keys.Group): ReadonlyArray<Branch
 }
 
 /** Whether a key's raw value in an `outbound` file is a constant (no variable read, not an if-list). */
-const isConstantRaw = (raw: unknown): boolean => {
+/** @internal */
+export const isConstantRaw = (raw: unknown): boolean => {
   if (Array.isArray(raw) && raw.some((item) => typeof item === "object" && item !== null)) return false
   if (typeof raw !== "string") return true
   const compiled = compile(raw)
   return Either.isRight(compiled) && compiled.right.variables.size === 0 && !raw.includes("$")
 }
 
-const same = (a: unknown, b: unknown): boolean => {
+/** @internal */
+export const same = (a: unknown, b: unknown): boolean => {
   if (Duration.isDuration(a) && Duration.isDuration(b)) return Duration.toMillis(a) === Duration.toMillis(b)
   if (Option.isOption(a) && Option.isOption(b)) {
     return Option.isNone(a) ? Option.isNone(b) : Option.isSome(b) && same(a.value, b.value)
@@ -69,7 +71,8 @@ const same = (a: unknown, b: unknown): boolean => {
   return a === b
 }
 
-const durationText = (d: Duration.Duration): string => {
+/** @internal */
+export const durationText = (d: Duration.Duration): string => {
   const ms = Duration.toMillis(d)
   for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
     if (ms % size === 0) return `${ms / size}${unit}`
@@ -78,8 +81,12 @@ const durationText = (d: Duration.Duration): string => {
 }
 
 /** A value as a plain TOML value of the `strategies` layout. @internal */
-export const tomlPlain = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
+export const tomlPlain = (spec: Pick<Keys.KeySpec<unknown>, "kind">, value: unknown): unknown => {
   switch (spec.kind) {
+    case "durations":
+      return (value as ReadonlyArray<Duration.Duration>).map(durationText)
+    case "attempts":
+      return Option.match(value as Option.Option<number>, { onNone: () => false, onSome: (n) => n })
     case "duration":
       return durationText(value as Duration.Duration)
     case "delay":
@@ -123,8 +130,12 @@ const outboundConstant = (spec: Keys.KeySpec<unknown>, value: unknown): unknown 
 }
 
 /** A value as a JSON field of a v0.16 object. @internal */
-export const jsonValue = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
+export const jsonValue = (spec: Pick<Keys.KeySpec<unknown>, "kind">, value: unknown): unknown => {
   switch (spec.kind) {
+    case "durations":
+      return (value as ReadonlyArray<Duration.Duration>).map(Duration.toMillis)
+    case "attempts":
+      return Option.match(value as Option.Option<number>, { onNone: () => false, onSome: (n) => n })
     case "duration":
       return Duration.toMillis(value as Duration.Duration)
     case "delay":
@@ -175,7 +186,8 @@ const withoutMx = (source: string): string =>
   ).join("")
 
 /** Minimal TOML writer: tables in order, dotted keys, inline arrays and inline tables. */
-const toml = (tables: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]>) => {
+/** @internal */
+export const toml = (tables: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]>) => {
   const key = (k: string) => (/^[A-Za-z0-9_-]+$/.test(k) ? k : JSON.stringify(k))
   const value = (v: unknown): string => {
     if (typeof v === "string") return JSON.stringify(v)
