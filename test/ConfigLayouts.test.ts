@@ -518,21 +518,36 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
   const selector = (names: ReadonlyArray<string>, conds: ReadonlyArray<string>) =>
     fc.tuple(fc.subarray([...conds]), fc.array(fc.constantFrom(...names), { minLength: 5, maxLength: 5 }))
       .map(([ifs, picks]) => [...ifs.map((c, i) => ({ if: c, then: `'${picks[i]}'` })), { else: `'${picks[4]}'` }])
+  // Named schedules: a retry list (required), notify (maybe empty), and expire or max-attempts or neither.
+  const durations = (min: number) => fc.array(duration, { minLength: min, maxLength: 4 })
+  const schedule = fc.tuple(
+    durations(1),
+    fc.option(durations(0), { nil: undefined }),
+    fc.oneof(
+      fc.constant({}),
+      duration.map((d) => ({ expire: d })),
+      fc.integer({ min: 1, max: 20 }).map((n) => ({ "max-attempts": n }))
+    )
+  ).map(([retry, notify, expiry]) => ({ retry, ...(notify === undefined ? {} : { notify }), ...expiry }))
+  const scheduleConditions = ["retry_num > 1", "rcpt_domain == 'a.test'", "source == 'dsn'", "last_error == 'dns'"]
   const file = fc.record({
     connections: fc.tuple(connection, connection),
     tls: fc.tuple(tls, tls),
     mx,
     relay: fc.boolean(),
-    ehloBySource: fc.boolean()
+    ehloBySource: fc.boolean(),
+    schedules: fc.tuple(schedule, schedule)
   }).chain((f) =>
     fc.record({
       f: fc.constant(f),
       route: selector(f.relay ? ["mx", "r"] : ["mx"], routeConditions),
       connection: selector(["c0", "c1", "default"], conditions),
       // Left out, the TLS selector is Stalwart's default: invalid-tls after a TLS error.
-      tlsSelector: fc.option(selector(["t0", "t1", "default", "invalid-tls"], conditions), { nil: undefined })
+      tlsSelector: fc.option(selector(["t0", "t1", "default", "invalid-tls"], conditions), { nil: undefined }),
+      // Left out, the schedule selector is Stalwart's default: dsn and report by source, else remote.
+      scheduleSelector: fc.option(selector(["s0", "s1", "remote", "dsn", "default"], scheduleConditions), { nil: undefined })
     })
-  ).map(({ connection, f, route, tlsSelector }) => {
+  ).map(({ connection, f, route, scheduleSelector, tlsSelector }) => {
     const table = (header: string, entries: object) =>
       [`[${header}]`, ...Object.entries(entries).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join("\n")
     const inline = (list: ReadonlyArray<object>) =>
@@ -542,6 +557,7 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
       `route = ${inline(route)}`,
       `connection = ${inline(connection)}`,
       tlsSelector === undefined ? "" : `tls = ${inline(tlsSelector)}`,
+      scheduleSelector === undefined ? "" : `schedule = ${inline(scheduleSelector)}`,
       table("queue.route.mx", { type: "mx", ...f.mx }),
       f.relay ? table("queue.route.r", { type: "relay", address: "192.0.2.50", port: 2525, "tls.implicit": false }) : "",
       table("queue.connection.c0", f.connections[0]),
@@ -550,7 +566,9 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
       table("queue.tls.t1", f.tls[1]),
       f.ehloBySource && (f.connections[0]["source-ips"] ?? []).includes("192.0.2.1")
         ? table("queue.source-ip.\"192.0.2.1\"", { "ehlo-hostname": "src.example" })
-        : ""
+        : "",
+      table("queue.schedule.s0", f.schedules[0]),
+      table("queue.schedule.s1", f.schedules[1])
     ].join("\n\n")
   })
   const variables = fc.record({
@@ -559,9 +577,12 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     retry_num: fc.integer({ min: 0, max: 2 }),
     last_error: fc.constantFrom("none", "tls"),
     remote_ip: fc.constant("192.0.2.99"),
-    local_ip: fc.constantFrom("192.0.2.1", "192.0.2.2", "0.0.0.0")
+    local_ip: fc.constantFrom("192.0.2.1", "192.0.2.2", "0.0.0.0"),
+    source: fc.constantFrom("dsn", "report", "authenticated")
   })
   const evaluate = (config: OutboundConfig.Config, vars: Variables) => ({
+    // The schedule as its name and values (the name of an outbound layout's one schedule is "default").
+    schedule: (({ name: _, ...values }) => values)(config.schedule(vars).settings),
     domain: OutboundConfig.evaluateDomain(config, { ...vars, mx: "" }).settings,
     host: OutboundConfig.evaluateHost(config, vars).settings,
     connection: OutboundConfig.evaluateConnection(config, vars).settings

@@ -229,3 +229,62 @@ describe("MtaDeliverySchedule of v0.16", () => {
     ])
   })
 })
+
+describe("convert and show carry the schedule", () => {
+  const strategies = `[queue.strategy]
+schedule = [ { if = "retry_num > 1", then = "'s0'" }, { if = "source == 'dsn'", then = "'dsn'" }, { else = "'s1'" } ]
+[queue.schedule.s0]
+queue-name = "remote"
+retry = ["1m", "5m"]
+max-attempts = 4
+[queue.schedule.s1]
+queue-name = "remote"
+retry = ["2m"]
+notify = ["1d"]
+expire = "2d"
+`
+  const samples: ReadonlyArray<Variables> = [{}, { retry_num: 2 }, { source: "dsn" }, { retry_num: 2, source: "dsn" }]
+  const all = (config: OutboundConfig.Config) => samples.map((vars) => (({ name: _, ...v }) => v)(scheduleOf(config, vars)))
+
+  it("to [queue.schedule] as if-lists over the selector's branches, to JSON as MtaDeliverySchedule objects", () => {
+    const config = load(strategies)
+    const outbound = Either.getOrThrow(OutboundConfig.convert(config, "outbound"))
+    expect(outbound).toContain(
+      "[queue.schedule]\n" +
+        "retry = [{ if = \"retry_num > 1\", then = \"[1m, 5m]\" }, { if = \"source == 'dsn'\", then = \"[15m, 30m, 1h, 2h]\" }, " +
+        "{ else = \"[2m]\" }]\n"
+    )
+    expect(outbound).toContain(
+      "max-attempts = [{ if = \"retry_num > 1\", then = \"4\" }, { if = \"source == 'dsn'\", then = \"10\" }, { else = \"false\" }]"
+    )
+    const json = Either.getOrThrow(OutboundConfig.convert(config, "json"))
+    expect(JSON.parse(json).MtaDeliverySchedule).toEqual([
+      { name: "s0", retry: [60_000, 300_000], notify: [], expiry: { "@type": "Attempts", maxAttempts: 4 } },
+      { name: "s1", retry: [120_000], notify: [86_400_000], expiry: { "@type": "Ttl", expire: 172_800_000 } }
+    ])
+    const back = Either.getOrThrow(OutboundConfig.convert(load(json, "c.json"), "strategies"))
+    for (const [text, file] of [[outbound, "c.toml"], [json, "c.json"], [back, "back.toml"]] as const) {
+      expect([file, all(load(text, file))]).toEqual([file, all(config)])
+    }
+  })
+
+  it("an outbound file's schedule becomes the default schedule, written even when left at its defaults", () => {
+    const written = Either.getOrThrow(OutboundConfig.convert(load("[queue.outbound]\n"), "strategies"))
+    expect(written).toContain("schedule = \"'default'\"")
+    expect(written).toContain("[queue.schedule.default]\nretry = [\"2m\", \"5m\", \"10m\", \"15m\", \"30m\", \"1h\", \"2h\"]\n" +
+      "notify = [\"1d\", \"3d\"]\nexpire = \"5d\"")
+    expect(scheduleOf(load(written))).toEqual(scheduleOf(load("[queue.outbound]\n")))
+    const computed = load("[queue.outbound]\n[queue.schedule]\nexpire = [ { if = \"retry_num > 1\", then = \"1d\" }, { else = \"2d\" } ]\n")
+    const refused = OutboundConfig.convert(computed, "json")
+    expect(Either.isLeft(refused) && refused.left.issues.map((i) => i.path)).toEqual(["queue.schedule.expire"])
+  })
+
+  it("show: the selector and every schedule with where its values came from", () => {
+    const shown = OutboundConfig.show(load(strategies), strategies)
+    expect(shown).toMatch(/^schedule = \[\{ if = "retry_num > 1".*# test\.toml:2$/m)
+    expect(shown).toMatch(/# schedule "s0"\n {2}queue-name = "remote" +# test\.toml:4\n {2}retry = \["1m", "5m"\] +# test\.toml:5\n {2}notify = \[\] +# default\n {2}max-attempts = 4 +# test\.toml:6/)
+    expect(shown).toMatch(/# schedule "dsn" \(built in\)/)
+    const outbound = "[queue.outbound]\n[queue.schedule]\nexpire = \"2d\"\n"
+    expect(OutboundConfig.show(load(outbound), outbound)).toMatch(/\[queue\.schedule\].*\nretry = \[2m, 5m, 10m, 15m, 30m, 1h, 2h\] +# default\nnotify = \[1d, 3d\] +# default\nexpire = "2d" +# test\.toml:3\nmax-attempts = false +# default/)
+  })
+})

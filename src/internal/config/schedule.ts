@@ -387,3 +387,176 @@ export const constantValues = (
       fallbackOf(n, layout)
   return { retry: get("retry"), notify: get("notify"), expire: get("expire"), maxAttempts: get("maxAttempts") }
 }
+
+// --- convert ------------------------------------------------------------------------------------------------------
+
+/** A selector's branches with the literal names they give, or null when it computes a name. */
+const branchesOf = (selector: Model.Selector): ReadonlyArray<{ readonly if: string | null; readonly name: string }> | null => {
+  const literal = (raw: unknown): string | null => {
+    if (typeof raw !== "string") return null
+    const match = /^\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*$/.exec(raw)
+    return match === null ? null : match[1] ?? match[2]!
+  }
+  if (selector.raw === undefined) return [{ if: null, name: selector.constant ?? "default" }]
+  const single = literal(selector.raw)
+  if (single !== null) return [{ if: null, name: single }]
+  if (!Array.isArray(selector.raw)) return null
+  const out: Array<{ if: string | null; name: string }> = []
+  for (const item of selector.raw as ReadonlyArray<{ readonly [k: string]: unknown }>) {
+    const name = literal(item["then"] ?? item["else"])
+    if (name === null) return null
+    out.push({ if: item["if"] === undefined ? null : String(item["if"]), name })
+  }
+  // An if-list ends at its first else.
+  const end = out.findIndex((b) => b.if === null)
+  return end === -1 ? out : out.slice(0, end + 1)
+}
+
+/** A value as the expression source of `[queue.schedule]`. */
+const expressionSource = (name: Keys.ScheduleName, value: unknown): string => {
+  switch (name) {
+    case "retry":
+    case "notify":
+      return `[${(value as ReadonlyArray<Duration.Duration>).map(durationText).join(", ")}]`
+    case "expire":
+      return durationText(value as Duration.Duration)
+    case "maxAttempts":
+      return Option.match(value as Option.Option<number>, { onNone: () => "false", onSome: String })
+  }
+}
+
+const durationText = (d: Duration.Duration): string => {
+  const ms = Duration.toMillis(d)
+  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
+
+const same = (a: unknown, b: unknown): boolean => {
+  if (Duration.isDuration(a) && Duration.isDuration(b)) return Duration.toMillis(a) === Duration.toMillis(b)
+  if (Option.isOption(a) && Option.isOption(b)) {
+    return Option.isNone(a) ? Option.isNone(b) : Option.isSome(b) && same(a.value, b.value)
+  }
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => same(x, b[i]))
+  return a === b
+}
+
+/**
+ * The schedules of a `strategies` or `json` model as `[queue.schedule]` keys of the `outbound` layout: each key an
+ * if-list over the selector's branches (or one value where they agree), `max-attempts` where a schedule expires by
+ * attempts. A selector that computes a name converts only when every schedule agrees on every key.
+ *
+ * @internal
+ */
+export const toOutbound = (model: Model.Model, problems: Array<RawIssue>): Array<readonly [string, unknown]> => {
+  const entries: Array<readonly [string, unknown]> = []
+  const branches = branchesOf(model.scheduleSelector)
+  const valuesOf = (name: string) => constantValues(model.layout, model.schedules.get(name))
+  for (const n of Keys.SCHEDULE_NAMES) {
+    const spec = Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
+    const write = (value: unknown) => {
+      if (!same(value, spec.fallback)) entries.push([spec.path, n === "maxAttempts" ? Option.getOrElse(value as Option.Option<number>, () => false) : expressionSource(n, value)])
+    }
+    if (branches === null) {
+      const all = [...[...model.schedules.keys()].map(valuesOf), valuesOf("")].map((v) => v[n])
+      if (all.every((v) => same(v, all[0]))) {
+        write(all[0])
+        continue
+      }
+      problems.push({
+        path: model.scheduleSelector.origin ?? [],
+        problem: `the schedule selector computes a schedule name, and ${spelling(n, model.layout)} differs between ` +
+          "schedules: [queue.schedule] can only hold it as an if-list of literal cases",
+        found: `the expression ${JSON.stringify(model.scheduleSelector.raw)}`,
+        expected: "an if-list whose branches give literal names ('name')"
+      })
+      break
+    }
+    const values = branches.map((b) => valuesOf(b.name)[n])
+    if (values.every((v) => same(v, values[0]))) {
+      write(values[values.length - 1])
+      continue
+    }
+    entries.push([
+      spec.path,
+      branches.map((b, i) => {
+        const then = expressionSource(n, values[i])
+        return b.if === null ? { else: then } : { if: b.if, then }
+      })
+    ])
+  }
+  return entries
+}
+
+/** A schedule's fields in a named layout: every key written, so that no layout's default decides. */
+const namedFields = (
+  values: Keys.ScheduleValues,
+  json: boolean,
+  queueName: string | undefined
+): Array<readonly [string, unknown]> => {
+  const { maxAttempts } = values
+  const spec = (n: Keys.ScheduleName) => Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
+  if (json) {
+    return [
+      ["retry", values.retry.map(Duration.toMillis)],
+      ["notify", values.notify.map(Duration.toMillis)],
+      [
+        "expiry",
+        Option.isSome(maxAttempts)
+          ? { "@type": "Attempts", maxAttempts: maxAttempts.value }
+          : { "@type": "Ttl", expire: Duration.toMillis(values.expire) }
+      ]
+    ]
+  }
+  return [
+    ...(queueName === undefined ? [] : [["queue-name", queueName] as const]),
+    ["retry", values.retry.map(durationText)],
+    ["notify", values.notify.map(durationText)],
+    Option.isSome(maxAttempts) ? [spec("maxAttempts").strategies, maxAttempts.value] : ["expire", durationText(values.expire)]
+  ]
+}
+
+/**
+ * The schedules of a model in the `strategies` or `json` layout: the selector (when the file has one; an `outbound`
+ * file's is `'default'`) and the schedules the file defines, every key written. An `outbound` file's schedule must be
+ * plain values.
+ *
+ * @internal
+ */
+export const toNamed = (
+  model: Model.Model,
+  json: boolean,
+  problems: Array<RawIssue>,
+  isConstantRaw: (raw: unknown) => boolean
+): { readonly selector: unknown; readonly schedules: ReadonlyArray<readonly [string, Array<readonly [string, unknown]>]> } => {
+  if (model.layout === "outbound") {
+    const definition = model.schedules.get("default")
+    // Written even when the file has no [queue.schedule]: v0.13+'s defaults (3 days; notifications on their own
+    // schedule) are not v0.7–v0.12's (5 days).
+    if (definition === undefined) return { selector: undefined, schedules: [] }
+    let ok = true
+    for (const n of Keys.SCHEDULE_NAMES) {
+      const valued = definition.values[n] as Model.Valued<unknown> | undefined
+      if (valued !== undefined && !isConstantRaw(valued.raw)) {
+        ok = false
+        problems.push({
+          path: valued.origin ?? [],
+          problem: "an expression: the target layout holds plain values in named schedules, chosen by " +
+            "[queue.strategy] schedule; write one schedule per case and select it there",
+          found: `the expression ${JSON.stringify(valued.raw)}`,
+          expected: "a plain value"
+        })
+      }
+    }
+    if (!ok) return { selector: undefined, schedules: [] }
+    return {
+      selector: "'default'",
+      schedules: [["default", namedFields(constantValues("outbound", definition), json, undefined)]]
+    }
+  }
+  const schedules = [...model.schedules.values()].filter((d) => d.origin !== null).map((d) =>
+    [d.name, namedFields(constantValues(model.layout, d), json, d.queueName?.setting.evaluate({}).value)] as const
+  )
+  return { selector: model.scheduleSelector.origin === null ? undefined : model.scheduleSelector.raw, schedules }
+}

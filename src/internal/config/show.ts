@@ -11,6 +11,7 @@ import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
 import type { Position, Segment } from "./locate.js"
 import * as Model from "./model.js"
+import * as Schedule from "./schedule.js"
 import { renderDefault } from "./setting.js"
 import { jsonValue, tomlPlain } from "./write.js"
 
@@ -146,6 +147,37 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
         lines.push("", `# ${group} strategy ${JSON.stringify(s.name)}${s.origin === null ? " (built in)" : ""}`)
         strategy(group, s, "  ")
       }
+    }
+  }
+  // The delivery schedules: [queue.schedule] of an outbound file, else the selector and every schedule.
+  const scheduleRows = (definition: Model.ScheduleDefinition, indent: string) => {
+    const values = Schedule.constantValues(layout, definition)
+    for (const n of Keys.SCHEDULE_NAMES) {
+      const spec = Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
+      const valued = definition.values[n] as Model.Valued<unknown> | undefined
+      const key = Schedule.spelling(n, layout)
+      if (layout === "outbound") {
+        row(indent, key, valued === undefined ? renderDefault(spec.fallback) : rawText(valued.raw), valued?.origin ?? null)
+        continue
+      }
+      // A named schedule expires by one of them: the other is not shown.
+      const attempts = Option.isSome(values.maxAttempts)
+      if ((n === "expire" && attempts) || (n === "maxAttempts" && !attempts)) continue
+      const value = values[n]
+      row(indent, key, rawText(layout === "json" ? jsonValue(spec, value) : tomlPlain(spec, value)), valued?.origin ?? null)
+    }
+  }
+  if (layout === "outbound") {
+    lines.push("", "[queue.schedule]  # the one delivery schedule")
+    scheduleRows(model.schedules.get("default")!, "")
+  } else {
+    const selector = model.scheduleSelector
+    lines.push("", "# schedule selector")
+    row("", "schedule", rawText(selector.raw), selector.origin)
+    for (const definition of model.schedules.values()) {
+      lines.push("", `# schedule ${JSON.stringify(definition.name)}${definition.origin === null ? " (built in)" : ""}`)
+      if (definition.queueName !== undefined) row("  ", "queue-name", JSON.stringify(definition.queueName.raw), definition.queueName.origin)
+      scheduleRows(definition, "  ")
     }
   }
   for (const limiter of shown.limiters ?? []) {

@@ -19,6 +19,7 @@ import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
 import * as Model from "./model.js"
 import { JSON_IP_STRATEGY } from "./plain.js"
+import * as Schedule from "./schedule.js"
 import type { RawIssue } from "./setting.js"
 
 /** One branch of a selector: a condition (null for the else) and the strategy name it gives. */
@@ -308,7 +309,13 @@ const toOutbound = (model: Model.Model, problems: Problems): string => {
     entries.push(["next-hop", items.length === 1 ? items[0]!["else"] : items])
   }
   const server = model.hostname.origin === null ? [] : [[["server"], [["hostname", model.hostname.value]]] as const]
-  return toml([...server, [["queue", "outbound"], entries], ...relays])
+  const schedule = Schedule.toOutbound(model, problems)
+  return toml([
+    ...server,
+    [["queue", "outbound"], entries],
+    ...relays,
+    ...(schedule.length === 0 ? [] : [[["queue", "schedule"], schedule] as const])
+  ])
 }
 
 /** The implicit strategies of an `outbound` file, and every strategy of the others, as plain values. */
@@ -386,6 +393,8 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
     // outbound file's single TLS strategy applies on every attempt.
     selectors.push(["tls", "'default'"])
   }
+  const schedules = Schedule.toNamed(model, json, problems, isConstantRaw)
+  if (schedules.selector !== undefined) selectors.push(["schedule", schedules.selector])
   const written = (group: Keys.Group) =>
     [...Model.strategiesOf(model, group).values()].filter((s) =>
       s.origin !== null || Object.keys(s.values).length > 0 && !(s.name === "invalid-tls" && Object.keys(s.values).length === 1)
@@ -422,6 +431,9 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
       name: s.name,
       ...Object.fromEntries(strategyFields(model, "tls", s, true, problems))
     }))
+    if (schedules.schedules.length > 0) {
+      document["MtaDeliverySchedule"] = schedules.schedules.map(([name, fields]) => ({ name, ...Object.fromEntries(fields) }))
+    }
     for (const k of ["MtaConnectionStrategy", "MtaTlsStrategy"]) if ((document[k] as Array<unknown>).length === 0) delete document[k]
     return JSON.stringify(document, null, 2) + "\n"
   }
@@ -452,6 +464,7 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
   }
   for (const s of tls) tables.push([["queue", "tls", s.name], strategyFields(model, "tls", s, false, problems)])
   for (const [ip, name] of sourceNames) tables.push([["queue", "source-ip", ip], [["ehlo-hostname", name]]])
+  for (const [name, fields] of schedules.schedules) tables.push([["queue", "schedule", name], fields])
   // A table with no key still names a strategy that must exist.
   return toml(tables)
 }
