@@ -298,7 +298,8 @@ export const withBuiltIns = (schedules: Map<string, Model.ScheduleDefinition>, l
     for (const n of Keys.SCHEDULE_NAMES) {
       if (n === "expire" && Option.isSome(v.maxAttempts)) continue
       if (n === "maxAttempts" && Option.isNone(v.maxAttempts)) continue
-      values[n] = { setting: constant(`${layout === "json" ? "MtaDeliverySchedule" : "queue.schedule"} ${name}`, v[n]), raw: undefined, origin: null }
+      const key = layout === "json" ? `MtaDeliverySchedule ${name}.${Keys.SCHEDULE_KEYS[n].json}` : `queue.schedule.${name}.${Keys.SCHEDULE_KEYS[n].strategies}`
+      values[n] = { setting: constant(key, v[n]), raw: undefined, origin: null }
     }
     schedules.set(name, { name, origin: null, values: values as Model.ScheduleDefinition["values"] })
   }
