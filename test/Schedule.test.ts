@@ -215,7 +215,8 @@ describe("MtaDeliverySchedule of v0.16", () => {
         MtaRoute: [{ "@type": "Mx", name: "mx" }],
         MtaDeliverySchedule: [
           { name: "a", retry: [0], expiry: { "@type": "Forever" } },
-          { name: "b", expiry: { "@type": "Ttl", expire: 1000, maxAttempts: 3 }, notfy: [] }
+          { name: "b", expiry: { "@type": "Ttl", expire: 1000, maxAttempts: 3 }, notfy: [] },
+          { name: "c", expiry: { "@type": "Attempts", maxAttempts: 0 } }
         ]
       },
       null,
@@ -225,7 +226,8 @@ describe("MtaDeliverySchedule of v0.16", () => {
       ["MtaDeliverySchedule[0].retry", "a duration must be greater than zero"],
       ["MtaDeliverySchedule[0].expiry.@type", "unknown expiry type"],
       ["MtaDeliverySchedule[1].expiry.maxAttempts", "unknown field of a Ttl expiry"],
-      ["MtaDeliverySchedule[1].notfy", "unknown field (did you mean \"notify\"?)"]
+      ["MtaDeliverySchedule[1].notfy", "unknown field (did you mean \"notify\"?)"],
+      ["MtaDeliverySchedule[2].expiry.maxAttempts", "it is not at least 1"]
     ])
   })
 })

@@ -83,7 +83,8 @@ export const plainValue = (
       if (!json && (raw === "true" || raw === "false")) return Either.right(raw === "true")
       return fail("wrong type of value")
     case "attempts":
-      if (typeof raw === "number" && Number.isInteger(raw)) return convert(raw)
+      // A named schedule's max-attempts is a number (false, "by the TTL", is [queue.schedule]'s alone).
+      if (typeof raw === "number" && Number.isInteger(raw)) return raw >= 1 ? convert(raw) : fail("it is not at least 1")
       if (!json && typeof raw === "string" && /^[0-9]+$/.test(raw)) return convert(Number(raw))
       return fail("wrong type of value")
     case "durations": {
