@@ -295,8 +295,11 @@ const domainPlanFields = {
   /** Hosts cut by `limits.mx`. */
   dropped: strings,
   limits: Schema.Struct({ mx: Schema.Number, multihomed: Schema.Number }),
-  /** The route and TLS strategy the configuration's selectors chose for the domain (TLS: with `mx` still empty). */
-  strategies: Schema.Struct({ route: Schema.String, tls: Schema.String }),
+  /**
+   * The route and TLS strategy the configuration's selectors chose for the domain (TLS: with `mx` still empty), and
+   * the delivery schedule an outbox would keep its undelivered recipients on (the first recipient's).
+   */
+  strategies: Schema.Struct({ route: Schema.String, tls: Schema.String, schedule: Schema.String }),
   /** `null` when `tls.mta-sts = disable` or the domain is an address literal. */
   mtaSts: nullable(MtaStsPlan),
   error: nullable(ReportError)

@@ -380,15 +380,15 @@ describe("a v0.16 JSON file and its TOML equivalents give the same plan", () => 
       expect(settingsOnly(outbound)).toEqual(settingsOnly(json))
       // The plan says which strategies the selectors chose.
       expect(json.domains.map((d) => [d.domain, d.strategies, d.hosts.map((h) => [h.host, h.strategies])])).toEqual([
-        ["example.com", { route: "mx", tls: retry > 0 ? "invalid-tls" : "default" }, [
+        ["example.com", { route: "mx", tls: retry > 0 ? "invalid-tls" : "default", schedule: "remote" }, [
           ["mx.example.com", { connection: "default", tls: retry > 0 ? "invalid-tls" : "default" }],
           ["slow.example.com", { connection: "slow", tls: retry > 0 ? "invalid-tls" : "default" }]
         ]],
-        ["example.net", { route: "relay", tls: retry > 0 ? "invalid-tls" : "default" }, [
+        ["example.net", { route: "relay", tls: retry > 0 ? "invalid-tls" : "default", schedule: "remote" }, [
           ["relay.example.net", { connection: "default", tls: retry > 0 ? "invalid-tls" : "default" }]
         ]],
         // The strict strategy requires MTA-STS, which x.secure does not publish: no host is tried.
-        ["x.secure", { route: "mx", tls: retry > 0 ? "invalid-tls" : "strict" }, retry > 0
+        ["x.secure", { route: "mx", tls: retry > 0 ? "invalid-tls" : "strict", schedule: "remote" }, retry > 0
           ? [["mx.x.secure", { connection: "default", tls: "invalid-tls" }]]
           : []]
       ])

@@ -253,7 +253,7 @@ const domainLines = (d: ExplainedDomain): ReadonlyArray<string> => {
   const lines = [
     `${d.domain}  (${d.recipients.join(", ")})`,
     `  route: ${routeText(d.route)}`,
-    `  strategies: route ${d.strategies.route}, TLS ${d.strategies.tls}`,
+    `  strategies: route ${d.strategies.route}, TLS ${d.strategies.tls}, schedule ${d.strategies.schedule}`,
     `  limits: mx ${d.limits.mx}, multihomed ${d.limits.multihomed}`,
     `  MTA-STS: ${mtaSts(d.mtaSts)}; timeout ${duration(d.mtaStsTimeoutMs)}`
   ]
