@@ -130,7 +130,12 @@ export const loadOutbound = (table: unknown, options: CompileOptions, issues: Ar
   const values: { [N in Keys.ScheduleName]?: Model.Valued<unknown> } = {}
   const known = Keys.SCHEDULE_NAMES.map((n) => Keys.SCHEDULE_KEYS[n].path)
   if (table !== undefined && !isTable(table)) {
-    issues.push({ path: PATH, problem: "not a table", found: describeToml(table), expected: `a table of ${known.join(", ")}` })
+    issues.push({
+      path: PATH,
+      problem: "not a table",
+      found: describeToml(table),
+      expected: `a table of ${known.join(", ")}`
+    })
   } else if (isTable(table)) {
     for (const [k, v] of Object.entries(table)) {
       if (known.includes(k)) continue
@@ -198,7 +203,9 @@ export const readNamed = (
     return null
   }
   const keyName = (n: Keys.ScheduleName) =>
-    json ? `MtaDeliverySchedule.${Keys.SCHEDULE_KEYS[n].json}` : `queue.schedule.${name}.${Keys.SCHEDULE_KEYS[n].strategies}`
+    json
+      ? `MtaDeliverySchedule.${Keys.SCHEDULE_KEYS[n].json}`
+      : `queue.schedule.${name}.${Keys.SCHEDULE_KEYS[n].strategies}`
   const values: { [N in Keys.ScheduleName]?: Model.Valued<unknown> } = {}
   const fields: Array<{ key: string; raw: unknown; path: ReadonlyArray<Segment> }> = json
     ? Object.entries(raw).map(([key, v]) => ({ key, raw: v, path: [...path, key] }))
@@ -223,7 +230,12 @@ export const readNamed = (
       if (typeof f.raw === "string" && f.raw !== "") {
         queueName = { setting: constant(`queue.schedule.${name}.queue-name`, f.raw), raw: f.raw, origin: f.path }
       } else {
-        issues.push({ path: f.path, problem: "wrong type of value", found: describeToml(f.raw), expected: "a virtual queue's name" })
+        issues.push({
+          path: f.path,
+          problem: "wrong type of value",
+          found: describeToml(f.raw),
+          expected: "a virtual queue's name"
+        })
       }
     } else if (json && f.key === "expiry") {
       const expiry = f.raw
@@ -254,8 +266,9 @@ export const readNamed = (
       } else {
         const given = expiry["maxAttempts"]
         // v0.16: an Attempts expiry without a number is five attempts.
-        if (given === undefined) values.maxAttempts = { setting: constant(keyName("maxAttempts"), Option.some(5)), raw: 5, origin: f.path }
-        else read("maxAttempts", { raw: given, path: [...f.path, "maxAttempts"] })
+        if (given === undefined) {
+          values.maxAttempts = { setting: constant(keyName("maxAttempts"), Option.some(5)), raw: 5, origin: f.path }
+        } else read("maxAttempts", { raw: given, path: [...f.path, "maxAttempts"] })
       }
     } else if (!OWN_FIELDS[layout].includes(f.key)) {
       issues.push({
@@ -298,7 +311,9 @@ export const withBuiltIns = (schedules: Map<string, Model.ScheduleDefinition>, l
     for (const n of Keys.SCHEDULE_NAMES) {
       if (n === "expire" && Option.isSome(v.maxAttempts)) continue
       if (n === "maxAttempts" && Option.isNone(v.maxAttempts)) continue
-      const key = layout === "json" ? `MtaDeliverySchedule ${name}.${Keys.SCHEDULE_KEYS[n].json}` : `queue.schedule.${name}.${Keys.SCHEDULE_KEYS[n].strategies}`
+      const key = layout === "json"
+        ? `MtaDeliverySchedule ${name}.${Keys.SCHEDULE_KEYS[n].json}`
+        : `queue.schedule.${name}.${Keys.SCHEDULE_KEYS[n].strategies}`
       values[n] = { setting: constant(key, v[n]), raw: undefined, origin: null }
     }
     schedules.set(name, { name, origin: null, values: values as Model.ScheduleDefinition["values"] })
@@ -392,7 +407,9 @@ export const constantValues = (
 // --- convert ------------------------------------------------------------------------------------------------------
 
 /** A selector's branches with the literal names they give, or null when it computes a name. */
-const branchesOf = (selector: Model.Selector): ReadonlyArray<{ readonly if: string | null; readonly name: string }> | null => {
+type Branch = { readonly if: string | null; readonly name: string }
+
+const branchesOf = (selector: Model.Selector): ReadonlyArray<Branch> | null => {
   const literal = (raw: unknown): string | null => {
     if (typeof raw !== "string") return null
     const match = /^\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*$/.exec(raw)
@@ -402,7 +419,7 @@ const branchesOf = (selector: Model.Selector): ReadonlyArray<{ readonly if: stri
   const single = literal(selector.raw)
   if (single !== null) return [{ if: null, name: single }]
   if (!Array.isArray(selector.raw)) return null
-  const out: Array<{ if: string | null; name: string }> = []
+  const out: Array<Branch> = []
   for (const item of selector.raw as ReadonlyArray<{ readonly [k: string]: unknown }>) {
     const name = literal(item["then"] ?? item["else"])
     if (name === null) return null
@@ -457,7 +474,12 @@ export const toOutbound = (model: Model.Model, problems: Array<RawIssue>): Array
   for (const n of Keys.SCHEDULE_NAMES) {
     const spec = Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
     const write = (value: unknown) => {
-      if (!same(value, spec.fallback)) entries.push([spec.path, n === "maxAttempts" ? Option.getOrElse(value as Option.Option<number>, () => false) : expressionSource(n, value)])
+      if (same(value, spec.fallback)) return
+      // max-attempts as TOML writes it (a number, or false); the others as expressions.
+      const written = n === "maxAttempts"
+        ? Option.getOrElse(value as Option.Option<number>, () => false)
+        : expressionSource(n, value)
+      entries.push([spec.path, written])
     }
     if (branches === null) {
       const all = [...[...model.schedules.keys()].map(valuesOf), valuesOf("")].map((v) => v[n])
@@ -514,7 +536,9 @@ const namedFields = (
     ...(queueName === undefined ? [] : [["queue-name", queueName] as const]),
     ["retry", values.retry.map(durationText)],
     ["notify", values.notify.map(durationText)],
-    Option.isSome(maxAttempts) ? [spec("maxAttempts").strategies, maxAttempts.value] : ["expire", durationText(values.expire)]
+    Option.isSome(maxAttempts)
+      ? [spec("maxAttempts").strategies, maxAttempts.value]
+      : [spec("expire").strategies, durationText(values.expire)]
   ]
 }
 
