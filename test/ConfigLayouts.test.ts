@@ -647,11 +647,19 @@ describe("smtp-transport config", () => {
       const limited = path.join(tmp, "limited.toml")
       fs.writeFileSync(
         limited,
-        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n"
+        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n" +
+          "[queue.limiter.outbound.per-domain]\nkey = \"rcpt_domain\"\nrate = \"10/1m\"\n" +
+          "match = [{ if = \"rcpt_domain == 'a.test'\", then = \"true\" }, { else = \"remote_ip == '127.0.0.1'\" }]\n"
       )
-      const dropped = yield* cli("config", "convert", "--to", "strategies", limited)
-      expect(dropped.code).toBe(0)
-      expect(dropped.stderr).toContain("the outbound limiters (per-mx) are not converted")
+      // The limiters go along, into every layout, and load back the same.
+      const shape = (c: OutboundConfig.Config) =>
+        c.limiters.map((l) => [l.key, l.concurrency, l.rate && [l.rate.count, Duration.toMillis(l.rate.period)], l.stage])
+      const original = load(fs.readFileSync(limited, "utf8"), "limited.toml")
+      for (const to of ["strategies", "json"] as const) {
+        const carried = yield* cli("config", "convert", "--to", to, limited)
+        expect([carried.code, carried.stderr]).toEqual([0, ""])
+        expect(shape(load(carried.stdout, `limited.${to}`))).toEqual(shape(original))
+      }
       fs.rmSync(tmp, { recursive: true })
     }))
 })
