@@ -207,7 +207,12 @@ const relayFields = (relay: Model.RelayDefinition, json: boolean, implicitDefaul
   if (Option.isSome(relay.auth)) {
     const auth = relay.auth.value
     fields.push([Layouts.relaySpelling("username", json), auth.username])
-    fields.push([Layouts.relaySpelling(auth.token === true ? "token" : "secret", json), Redacted.value(auth.secret)])
+    const secret = Redacted.value(auth.secret)
+    // v0.16 writes a secret as a SecretKeyOptional object; the token is this library's field, a string.
+    fields.push([
+      Layouts.relaySpelling(auth.token === true ? "token" : "secret", json),
+      json && auth.token !== true ? { "@type": "Value", secret } : secret
+    ])
     if (auth.allowPlaintext === true) fields.push([Layouts.relaySpelling("allowPlaintext", json), true])
   }
   return fields
