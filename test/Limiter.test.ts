@@ -10,6 +10,7 @@ import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step } from "../src/ConnectorTest.js"
 import type { DeliveryReport } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
+import * as Format from "../src/cli/format.js"
 import * as Expression from "../src/Expression.js"
 import * as Limiter from "../src/Limiter.js"
 import * as MtaSts from "../src/MtaSts.js"
@@ -201,6 +202,48 @@ tls.implicit = false
       config(`[queue.limiter.outbound.off]\nconcurrency = 1\nenable = false`),
       [peer(1, "10 seconds"), peer(1, "10 seconds")]
     ))))
+})
+
+describe("limiters in the plan", () => {
+  it.effect("explain shows, per domain and per host, the limiters that apply with their key values; plan prints them", () =>
+    Effect.gen(function*() {
+      const plan = yield* Transport.explain(request("r@a.test")).pipe(Effect.provide(layers(
+        config(`
+[queue.limiter.outbound.per-domain]
+key = "rcpt_domain"
+rate = "10/1m"
+[queue.limiter.outbound.per-mx]
+key = ["mx"]
+concurrency = 2
+[queue.limiter.outbound.per-ip]
+key = ["remote_ip"]
+concurrency = 1
+match = "remote_ip != '${IP}'"
+[queue.limiter.outbound.per-ip-all]
+key = ["remote_ip", "local_ip"]
+concurrency = 3
+[queue.limiter.outbound.other-sender]
+key = "sender"
+concurrency = 1
+match = "sender_domain == 'elsewhere.test'"
+`, "limiter-wait = \"2m\""),
+        []
+      )))
+      const [domain] = plan.domains
+      expect(domain!.limiters).toEqual([
+        { id: "per-domain", stage: "domain", key: { rcpt_domain: "a.test" }, concurrency: null, rate: { count: 10, periodMs: 60_000 } }
+      ])
+      expect(domain!.limiterWaitMs).toBe(120_000)
+      // per-ip's match is false for the host's address; other-sender's for this sender.
+      expect(domain!.hosts.map((h) => h.limiters)).toEqual([[
+        { id: "per-mx", stage: "host", key: { mx: "mx.a.test" }, concurrency: 2, rate: null },
+        // Connection-stage ones for the first address, no source bound.
+        { id: "per-ip-all", stage: "connection", key: { remote_ip: IP, local_ip: "0.0.0.0" }, concurrency: 3, rate: null }
+      ]])
+      const text = Format.explain(plan, { from: "s@origin.test", recipients: ["r@a.test"], retryNum: 0 })
+      expect(text).toContain("  limiter per-domain (domain stage; rcpt_domain=a.test): rate 10/1m\n  limiter-wait: 2m (then deferred)")
+      expect(text).toContain("    limiter per-mx (host stage; mx=mx.a.test): concurrency 2")
+    }))
 })
 
 describe("limiter configuration", () => {
