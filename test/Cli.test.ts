@@ -628,6 +628,7 @@ describe("smtp-transport plan", () => {
           reason: `the MX records of ${name.split(".").slice(-2).join(".")} are not signed`
         },
         error: null,
+        limiters: [],
         settings: settings(180_000)
       })
       expect(report.domains.map((d) => ({ ...d, warnings: undefined }))).toEqual([
@@ -648,6 +649,8 @@ describe("smtp-transport plan", () => {
           dropped: ["mx-c.many.test"],
           limits: { mx: 2, multihomed: 1 },
           strategies: { route: "mx", tls: "default", schedule: "default" },
+          limiterWaitMs: 300_000,
+          limiters: [],
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,
@@ -662,6 +665,8 @@ describe("smtp-transport plan", () => {
           dropped: [],
           limits: { mx: 2, multihomed: 1 },
           strategies: { route: "mx", tls: "default", schedule: "default" },
+          limiterWaitMs: 300_000,
+          limiters: [],
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,

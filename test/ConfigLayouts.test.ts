@@ -4,7 +4,7 @@
  * `convert` round trip as a property, and `smtp-transport config`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Layer, Option } from "effect"
+import { Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import * as fc from "effect/FastCheck"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -301,6 +301,33 @@ describe("the json layout (v0.16)", () => {
     expect(Either.isLeft(result) && result.left.message).toContain("JSON syntax error: Unexpected character")
     expect(Either.isLeft(result) && result.left.message).not.toContain("s3cret")
     expect(Either.isLeft(result) && result.left.message).not.toContain("authSecret")
+  })
+
+  it("a relay's authSecret is v0.16's SecretKeyOptional: Value and None load, a variable or a file is refused", () => {
+    const relay = (secret: unknown) =>
+      JSON.stringify({ MtaRoute: [{ name: "r", "@type": "Relay", address: "relay.test", authUsername: "u", authSecret: secret }] }, null, 2)
+    const loaded = load(relay({ "@type": "Value", secret: "s3cret" }), "r.json")
+    const route = loaded.model.routes.get("r")
+    const auth = route?.type === "relay" ? Option.getOrThrow(route.relay.auth) : null
+    expect(auth && [auth.username, Redacted.value(auth.secret)]).toEqual(["u", "s3cret"])
+    // Written back in the same shape, and loaded again the same.
+    const json = Either.getOrThrow(OutboundConfig.convert(load(relay({ "@type": "Value", secret: "s3cret" }), "r.json"), "strategies"))
+    const back = Either.getOrThrow(OutboundConfig.convert(load(json, "r.toml"), "json"))
+    expect(JSON.parse(back).MtaRoute[0].authSecret).toEqual({ "@type": "Value", secret: "s3cret" })
+    for (
+      const [secret, problem] of [
+        [{ "@type": "None" }, "AUTH needs a username and a secret; the secret is missing"],
+        [{ "@type": "EnvironmentVariable", variableName: "S3CRET_VAR" }, "not supported: a secret read from an environment variable"],
+        [{ "@type": "File", filePath: "/s3cret" }, "not supported: a secret read from a file"],
+        [{ "@type": "Value", secret: "s3cret", extra: 1 }, "wrong fields"]
+      ] as const
+    ) {
+      const result = OutboundConfig.parse(relay(secret), "r.json")
+      if (Either.isRight(result)) throw new Error("expected a ConfigError")
+      expect(result.left.message).toContain(problem)
+      expect(result.left.message).not.toContain("s3cret")
+      expect(result.left.issues.every((i) => i.line !== null)).toBe(true)
+    }
   })
 
   it("a JSON syntax error has its line; an unknown Mta object is an error, other objects are ignored", () => {
@@ -660,11 +687,19 @@ describe("smtp-transport config", () => {
       const limited = path.join(tmp, "limited.toml")
       fs.writeFileSync(
         limited,
-        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n"
+        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n" +
+          "[queue.limiter.outbound.per-domain]\nkey = \"rcpt_domain\"\nrate = \"10/1m\"\n" +
+          "match = [{ if = \"rcpt_domain == 'a.test'\", then = \"true\" }, { else = \"remote_ip == '127.0.0.1'\" }]\n"
       )
-      const dropped = yield* cli("config", "convert", "--to", "strategies", limited)
-      expect(dropped.code).toBe(0)
-      expect(dropped.stderr).toContain("the outbound limiters (per-mx) are not converted")
+      // The limiters go along, into every layout, and load back the same.
+      const shape = (c: OutboundConfig.Config) =>
+        c.limiters.map((l) => [l.key, l.concurrency, l.rate && [l.rate.count, Duration.toMillis(l.rate.period)], l.stage])
+      const original = load(fs.readFileSync(limited, "utf8"), "limited.toml")
+      for (const to of ["strategies", "json"] as const) {
+        const carried = yield* cli("config", "convert", "--to", to, limited)
+        expect([carried.code, carried.stderr]).toEqual([0, ""])
+        expect(shape(load(carried.stdout, `limited.${to}`))).toEqual(shape(original))
+      }
       fs.rmSync(tmp, { recursive: true })
     }))
 })

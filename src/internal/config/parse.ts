@@ -14,7 +14,7 @@ import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
-import { parseLimiters } from "./limiters.js"
+import { parseJsonLimiters, parseLimiters } from "./limiters.js"
 import { makeJsonLocator, makeLocator, type Position, type Segment } from "./locate.js"
 import * as Model from "./model.js"
 import * as Sections from "./sections.js"
@@ -778,11 +778,8 @@ const JSON_NOT_USED: { readonly [name: string]: string } = {
   MtaQueueQuota: "queue quotas",
   MtaInboundThrottle: "inbound limiters"
 }
-/** Registry objects a transport would use but this library does not read yet: an error, never skipped silently. */
-const JSON_NOT_SUPPORTED: { readonly [name: string]: string } = {
-  MtaOutboundThrottle: "outbound limiters are not read from v0.16's JSON; write them as " +
-    "[queue.limiter.outbound.<id>] tables in a TOML layout"
-}
+/** Registry objects read beside the layout's settings (internal/config/limiters.ts). */
+const JSON_BESIDE = ["MtaOutboundThrottle"]
 
 /** The v0.16 layout: registry objects as JSON. */
 const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Model.Model, "hostname"> | null => {
@@ -797,27 +794,23 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
     return null
   }
   for (const k of Object.keys(root)) {
-    if (JSON_OBJECTS.includes(k)) continue
+    if (JSON_OBJECTS.includes(k) || JSON_BESIDE.includes(k)) continue
     if (k in JSON_NOT_USED) notes.notUsed.push(`${k} (${JSON_NOT_USED[k]})`)
-    else if (k in JSON_NOT_SUPPORTED) {
-      notes.issues.push({
-        path: [k],
-        problem: `not supported yet: ${JSON_NOT_SUPPORTED[k]}`,
-        found: `the object ${JSON.stringify(k)}`,
-        expected: `one of ${JSON_OBJECTS.join(", ")}`
-      })
-    } else if (k.startsWith("Mta")) {
+    else if (k.startsWith("Mta")) {
       notes.issues.push({
         path: [k],
         problem: `no Stalwart registry object of that name${
-          Layouts.didYouMean(k, [...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED), ...Object.keys(JSON_NOT_SUPPORTED)])
+          Layouts.didYouMean(k, [...JSON_OBJECTS, ...JSON_BESIDE, ...Object.keys(JSON_NOT_USED)])
         }`,
         found: `the object ${JSON.stringify(k)}`,
-        expected: `one of ${[...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED), ...Object.keys(JSON_NOT_SUPPORTED)].join(", ")}`
+        expected: `one of ${
+          [...JSON_OBJECTS, ...JSON_BESIDE, ...Object.keys(JSON_NOT_USED)].join(", ")
+        }`
       })
     }
   }
-  if (!JSON_OBJECTS.slice(0, 4).some((k) => k in root)) {
+  // Only limiters, as in TOML: every other setting at its default.
+  if (!JSON_OBJECTS.slice(0, 4).some((k) => k in root) && !JSON_BESIDE.some((k) => k in root)) {
     notes.issues.push({
       ...NO_SETTINGS,
       found: "none of MtaOutboundStrategy, MtaRoute, MtaConnectionStrategy, MtaTlsStrategy"
@@ -953,6 +946,11 @@ export const parse = (
   let hostname: Model.Model["hostname"]
   let limiters: ReadonlyArray<OutboundLimiter> = []
   if (json) {
+    if (isTable(root)) {
+      const parsedLimiters = parseJsonLimiters(root, options, (raw, path) => jsonExpression(raw, path, notes))
+      notes.issues.push(...parsedLimiters.issues)
+      limiters = parsedLimiters.limiters
+    }
     loaded = loadJson(root, options, notes)
     hostname = defaultHostname("json", root, stores, notes)
   } else {

@@ -9,6 +9,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type { CompileOptions, Variables } from "../../Expression.js"
 import type { DeliverySchedule } from "../../Settings.js"
+import { formatDuration } from "../duration.js"
 import { describeToml } from "./describe.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
@@ -435,21 +436,14 @@ const expressionSource = (name: Keys.ScheduleName, value: unknown): string => {
   switch (name) {
     case "retry":
     case "notify":
-      return `[${(value as ReadonlyArray<Duration.Duration>).map(durationText).join(", ")}]`
+      return `[${(value as ReadonlyArray<Duration.Duration>).map(formatDuration).join(", ")}]`
     case "expire":
-      return durationText(value as Duration.Duration)
+      return formatDuration(value as Duration.Duration)
     case "maxAttempts":
       return Option.match(value as Option.Option<number>, { onNone: () => "false", onSome: String })
   }
 }
 
-const durationText = (d: Duration.Duration): string => {
-  const ms = Duration.toMillis(d)
-  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
-    if (ms % size === 0) return `${ms / size}${unit}`
-  }
-  return `${ms}ms`
-}
 
 const same = (a: unknown, b: unknown): boolean => {
   if (Duration.isDuration(a) && Duration.isDuration(b)) return Duration.toMillis(a) === Duration.toMillis(b)
@@ -534,11 +528,11 @@ const namedFields = (
   }
   return [
     ...(queueName === undefined ? [] : [["queue-name", queueName] as const]),
-    ["retry", values.retry.map(durationText)],
-    ["notify", values.notify.map(durationText)],
+    ["retry", values.retry.map(formatDuration)],
+    ["notify", values.notify.map(formatDuration)],
     Option.isSome(maxAttempts)
       ? [spec("maxAttempts").strategies, maxAttempts.value]
-      : [spec("expire").strategies, durationText(values.expire)]
+      : [spec("expire").strategies, formatDuration(values.expire)]
   ]
 }
 

@@ -6,6 +6,7 @@ import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 import type { Value } from "../../Expression.js"
 import type { OutboundLimiter } from "../../Limiter.js"
+import * as Limiters from "./limiters.js"
 import { render as renderValue } from "./describe.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
@@ -181,18 +182,18 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
     }
   }
   for (const limiter of shown.limiters ?? []) {
-    const throttle = /^throttle\[([0-9]+)\]$/.exec(limiter.id)
-    const origin: Model.Origin = throttle === null
-      ? ["queue", "limiter", "outbound", limiter.id]
-      : ["queue", "throttle", Number(throttle[1])]
+    const origin: Model.Origin = limiter.origin ?? ["queue", "limiter", "outbound", limiter.id]
     lines.push("", `# outbound limiter ${JSON.stringify(limiter.id)}, checked at the ${limiter.stage} stage`.padEnd(72) +
       `  # ${where(origin)}`)
-    lines.push(`  key = ${JSON.stringify(limiter.key)}`)
-    if (limiter.concurrency !== null) lines.push(`  concurrency = ${limiter.concurrency}`)
-    if (limiter.rate !== null) {
-      lines.push(`  rate = ${JSON.stringify(`${limiter.rate.count}/${Duration.format(limiter.rate.period)}`)}`)
+    if (layout === "json") {
+      const { description: _, ...fields } = Limiters.jsonObject(limiter)
+      for (const [k, v] of Object.entries(fields)) lines.push(`  ${k} = ${JSON.stringify(v)}`)
+    } else {
+      // An if-list's source is already TOML; anything else is a string or a list of names.
+      for (const [k, v] of Limiters.tomlFields(limiter)) {
+        lines.push(`  ${k} = ${k === "match" && Array.isArray(v) ? limiter.match!.source : JSON.stringify(v)}`)
+      }
     }
-    if (limiter.match !== null) lines.push(`  match = ${JSON.stringify(limiter.match.source)}`)
   }
   if (shown.notUsed.length > 0) {
     lines.push("", "# not used by the transport:", ...shown.notUsed.map((n) => `#   ${n}`))
