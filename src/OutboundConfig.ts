@@ -321,7 +321,7 @@ export const convert = (config: Config, to: Layout, text?: string): Either.Eithe
     )
   }
   return Either.flatMap(
-    Write.write(config.model, to, config.file, (raw) => Parse.issueOf(raw, locate(raw.path, raw.column))),
+    Write.write(config.model, config.limiters, to, config.file, (raw) => Parse.issueOf(raw, locate(raw.path, raw.column))),
     (text) =>
       Either.match(Parse.parse(text, `${config.file ?? "<config>"} (converted to ${to})`), {
         onLeft: (error) => Either.left(error),
