@@ -9,6 +9,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { startCountingServer } from "./fixtures/countingServer.js"
+import { startSmtpServer } from "./fixtures/smtpServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { outbox, startRunner, waitFor } from "./utils/outbox.js"
 
@@ -69,6 +70,55 @@ describe("outbox on SQLite, one process", () => {
 
       yield* runner.signal("SIGTERM")
       expect(yield* runner.exited).toBe(130)
+    }), 60_000)
+
+  it.scopedLive("a temporary refusal is retried on the configuration's [queue.schedule], with retry_num and last_error", () =>
+    Effect.gen(function*() {
+      const refused = new Set<string>()
+      // Each recipient is refused once with 451, then accepted.
+      const smtp = yield* startSmtpServer({
+        host: "127.0.0.1",
+        port: 0,
+        hooks: {
+          rcptTo: (address) => {
+            if (refused.has(address.address)) return undefined
+            refused.add(address.address)
+            return { code: 451, message: "4.7.1 try again later" }
+          }
+        }
+      })
+      const dns = yield* DnsServer.scoped({ zones })
+      // The EHLO name says what the expressions saw on each attempt.
+      const scheduled = file("schedule.toml", `[queue.outbound]
+hostname = [ { if = "retry_num > 0", then = "'retry-' + retry_num + '-' + last_error + '.test'" },
+             { else = "'first.test'" } ]
+ip-strategy = "ipv4_only"
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+[queue.schedule]
+retry = ["1s"]
+expire = "1m"
+`)
+      const db = ["--db", `file:${path.join(tmp, "retry.db")}`]
+      yield* startRunner([...db, "--config", scheduled, "--dns", dns.server, "--port", String(smtp.port)])
+      const eml = file("retry.eml", "Message-ID: <retry@origin.test>\r\nSubject: retry\r\n\r\nagain\r\n")
+      const run = yield* outbox(["enqueue", ...db, "--config", scheduled, "--from", "a@origin.test", "--message", eml, "x@one.test"])
+      expect(run.code, run.stderr).toBe(0)
+      const id = run.stdout.trim()
+      const [done] = yield* waitFor(db, (ms) => ms.length === 1 && ms[0]!.done)
+      expect(done!.recipients.map((r) => [r.state, r.retryNum])).toEqual([["delivered", 1]])
+      const status = JSON.parse((yield* outbox(["status", ...db, "--json", id])).stdout) as {
+        recipients: Array<{ lastError: string }>
+        attempts: Array<{ startedMs: number; recipients: Array<{ status: string }> }>
+      }
+      expect(status.recipients[0]!.lastError).toBe("unexpected-reply")
+      expect(status.attempts.map((a) => a.recipients[0]!.status)).toEqual(["deferred", "delivered"])
+      const gap = status.attempts[1]!.startedMs - status.attempts[0]!.startedMs
+      expect(gap).toBeGreaterThanOrEqual(1000)
+      expect(gap).toBeLessThan(10_000)
+      const sessions = yield* smtp.sessions
+      expect(sessions.map((s) => s.clientHostname)).toEqual(["first.test", "retry-1-unexpected-reply.test"])
     }), 60_000)
 
   it.effect("usage errors: unknown subcommand, an option of another subcommand, no recipient; status of no message", () =>
