@@ -211,7 +211,9 @@ const clusterDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
   shardLockExpiration: "6 seconds",
   shardLockRefreshInterval: "2 seconds",
   runnerHealthCheckInterval: "2 seconds",
-  refreshAssignmentsInterval: "1 second"
+  refreshAssignmentsInterval: "1 second",
+  entityMessagePollInterval: "100 millis",
+  entityReplyPollInterval: "50 millis"
 }
 
 /**

@@ -80,6 +80,13 @@ export const waitFor = (
     const polls = Math.ceil(Duration.toMillis(Duration.decode(timeout)) / 200)
     let last: ReadonlyArray<StatusJson> = []
     for (let i = 0; i < polls; i++) {
+      // One message read while some are pending; the whole list once none is.
+      const pending = yield* outbox(["list", ...db, "--json", "--pending", "--limit", "1"])
+      if (pending.code === 0 && pending.stdout.trim() !== "[]") last = JSON.parse(pending.stdout) as ReadonlyArray<StatusJson>
+      if (pending.code !== 0 || pending.stdout.trim() !== "[]") {
+        yield* Effect.sleep("200 millis")
+        continue
+      }
       const run = yield* outbox(["list", ...db, "--json", "--limit", "10000"])
       if (run.code === 0) {
         last = JSON.parse(run.stdout) as ReadonlyArray<StatusJson>

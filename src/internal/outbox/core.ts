@@ -6,6 +6,7 @@
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import type * as PubSub from "effect/PubSub"
+import type * as Scope from "effect/Scope"
 import type { AttemptRecord, RecipientResult, ReportError, ReportReply } from "../../DeliveryReport.js"
 import type { RecipientState, Store } from "./store.js"
 
@@ -82,4 +83,6 @@ export class Core extends Context.Tag("effect-smtp-transport/internal/OutboxCore
   readonly store: Store
   readonly events: PubSub.PubSub<StatusEvent>
   readonly options: CoreOptions
+  /** The outbox layer's scope: attempts run in it, so that the cluster stopping first does not cut them. */
+  readonly scope: Scope.Scope
 }>() {}

@@ -8,9 +8,11 @@
  * SQL again and sends only to recipients not recorded final; what remains is the window between the server's reply
  * to the final dot and the write (RFC 5321 §6.1's duplicate window).
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
@@ -76,6 +78,23 @@ export const storageRetry = Schedule.exponential("100 millis", 2).pipe(
   Schedule.upTo("5 minutes")
 )
 
+/**
+ * A storage operation made again until it succeeds (up to `storageRetry`'s five minutes): its failures and its
+ * defects alike, since a transaction whose connection died (a PostgreSQL restart) fails its ROLLBACK as a defect.
+ *
+ * @internal
+ */
+export const durably = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, never, R> =>
+  effect.pipe(
+    // Only storage errors: anything else (a runner shutting down) must not be retried for minutes.
+    Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect)),
+    Effect.retry({ schedule: storageRetry, while: isSqlError }),
+    Effect.orDie
+  )
+
+const isSqlError = (u: unknown): boolean =>
+  typeof u === "object" && u !== null && (u as { readonly _tag?: unknown })._tag === "SqlError"
+
 /** A pending recipient's schedule, evaluated with its variables after an attempt (Stalwart's `set_rcpt_status`). @internal */
 export const scheduleFor = (
   config: OutboundConfig["Type"],
@@ -134,13 +153,17 @@ const newToken = Effect.map(
 export const deliverDomain = (
   job: DomainJob
 ): Effect.Effect<void, never, Core | TransportServices> =>
+  // The token is drawn once: a run made again after a storage error claims with the same one, so the claim its
+  // first run may have written (the reply lost with the connection) does not hold it up.
+  Effect.flatMap(newToken, (token) => deliverWith(job, token))
+
+const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, Core | TransportServices> =>
   Effect.gen(function*() {
-    const { events, store } = yield* Core
+    const { events, scope, store } = yield* Core
     const config = yield* OutboundConfig
     const message = yield* store.message(job.id)
     if (Option.isNone(message)) return
     const msg = message.value
-    const token = yield* newToken
     // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
     // another execution of this attempt holds (an entity message delivered again while the first still runs) is
     // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
@@ -160,60 +183,79 @@ export const deliverDomain = (
       yield* Effect.sleep("500 millis")
     }
     if (due.length === 0) return
-    // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
-    yield* Effect.forkScoped(
-      Effect.repeat(
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew(token, now + LEASE_MS))),
-        Schedule.spaced(Duration.millis(LEASE_MS / 3))
+    // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
+    // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
+    // scope, which outlives the cluster's, and this handler waits for it without being interruptible.
+    const attempt = Effect.gen(function*() {
+      // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
+      yield* Effect.forkScoped(
+        Effect.repeat(
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew(token, now + LEASE_MS))),
+          Schedule.spaced(Duration.millis(LEASE_MS / 3))
+        )
       )
-    )
-    // One transaction carries the domain's recipients, so they share one attempt's variables: the largest count.
-    const first = due.reduce((a, b) => (b.retryNum > a.retryNum ? b : a))
-    const expiresMs = due.reduce<number | null>(
-      (min, r) => (r.expiresMs === null ? min : min === null ? r.expiresMs : Math.min(min, r.expiresMs)),
-      null
-    )
-    const report = yield* Transport.deliver({
-      message: decodeBody(msg.body),
-      sender: msg.sender,
-      recipients: due.map((r) => r.address),
-      requireTls: msg.requireTls,
-      attempt: {
-        retryNum: first.retryNum,
-        lastError: first.lastError,
-        lastStatus: first.lastError === "none" ? "Scheduled" : "TemporaryFailure",
-        expiresIn: expiresMs === null ? 0 : Math.max(0, Math.floor((expiresMs - startMs) / 1000))
+      // One transaction carries the domain's recipients, so they share one attempt's variables: the largest count.
+      const first = due.reduce((a, b) => (b.retryNum > a.retryNum ? b : a))
+      const expiresMs = due.reduce<number | null>(
+        (min, r) => (r.expiresMs === null ? min : min === null ? r.expiresMs : Math.min(min, r.expiresMs)),
+        null
+      )
+      const report = yield* Transport.deliver({
+        message: decodeBody(msg.body),
+        sender: msg.sender,
+        recipients: due.map((r) => r.address),
+        requireTls: msg.requireTls,
+        attempt: {
+          retryNum: first.retryNum,
+          lastError: first.lastError,
+          lastStatus: first.lastError === "none" ? "Scheduled" : "TemporaryFailure",
+          expiresIn: expiresMs === null ? 0 : Math.max(0, Math.floor((expiresMs - startMs) / 1000))
+        }
+      }).pipe(
+        // Checked at enqueue; a request that became invalid (an edited row) fails its recipients rather than loop.
+        Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message)))
+      )
+      const endMs = yield* Clock.currentTimeMillis
+      const byAddress = new Map(report.recipients.map((r) => [r.address, r] as const))
+      const all = rows.map((r) => r.address)
+      const updates: Array<RecipientUpdate> = []
+      for (const row of due) {
+        const result = byAddress.get(row.address)!
+        updates.push(update(config, msg.sender, msg.createdMs, msg.dsnOf !== "", row, result, all, endMs))
       }
-    }).pipe(
-      // Checked at enqueue; a request that became invalid (an edited row) fails its recipients rather than loop.
-      Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message)))
+      const attempt = {
+        messageId: job.id,
+        step: job.step,
+        domain: job.domain,
+        startedMs: startMs,
+        report: JSON.stringify({ recipients: report.recipients, attempts: report.attempts })
+      }
+      yield* durably(store.recordDomain(job.id, updates, attempt, endMs))
+      yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
+        id: job.id,
+        address: u.address,
+        state: u.state,
+        retryNum: u.retryNum,
+        nextAttemptMs: u.nextAttemptMs,
+        error: byAddress.get(u.address)?.error ?? null,
+        atMs: endMs
+      })))
+    }).pipe(Effect.scoped)
+    yield* Effect.uninterruptible(
+      Effect.flatMap(Effect.forkIn(Effect.interruptible(attempt), scope), Fiber.join)
     )
-    const endMs = yield* Clock.currentTimeMillis
-    const byAddress = new Map(report.recipients.map((r) => [r.address, r] as const))
-    const all = rows.map((r) => r.address)
-    const updates: Array<RecipientUpdate> = []
-    for (const row of due) {
-      const result = byAddress.get(row.address)!
-      updates.push(update(config, msg.sender, msg.createdMs, msg.dsnOf !== "", row, result, all, endMs))
-    }
-    const attempt = {
-      messageId: job.id,
-      step: job.step,
-      domain: job.domain,
-      startedMs: startMs,
-      report: JSON.stringify({ recipients: report.recipients, attempts: report.attempts })
-    }
-    yield* store.recordDomain(job.id, updates, attempt, endMs).pipe(Effect.retry(storageRetry), Effect.orDie)
-    yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
-      id: job.id,
-      address: u.address,
-      state: u.state,
-      retryNum: u.retryNum,
-      nextAttemptMs: u.nextAttemptMs,
-      error: byAddress.get(u.address)?.error ?? null,
-      atMs: endMs
-    })))
-  }).pipe(Effect.scoped, Effect.catchTag("SqlError", (e) => Effect.die(e)))
+  }).pipe(
+    // A storage outage (a PostgreSQL restart) before the attempt: the reads are made again. After the transaction,
+    // the write has its own retries above; nothing is sent before the claim is in SQL.
+    durably,
+    // Never a defect in the entity: its reply is stored, and a replayed request would get it again. The step finds
+    // the recipients still due and tries again (after its floor wait).
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.interrupt
+        : Effect.logError(`outbox: the attempt of ${job.id} for ${job.domain} failed: ${Cause.pretty(cause)}`)
+    )
+  )
 
 const invalidReport = (due: ReadonlyArray<RecipientRow>, message: string): DeliveryReport => ({
   recipients: due.map((r): RecipientResult => ({

@@ -5,6 +5,7 @@
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
@@ -26,7 +27,7 @@ import {
   type RecipientStatus,
   type StatusEvent
 } from "./core.js"
-import { storageRetry } from "./delivery.js"
+import { durably, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
 import * as Store from "./store.js"
 import { DeliveryWorkflow } from "./workflow.js"
@@ -55,12 +56,12 @@ export const coreLayer = (
   prefix: string,
   options: CoreOptions
 ): Layer.Layer<Core, OutboxError, SqlClient.SqlClient> =>
-  Layer.effect(
+  Layer.scoped(
     Core,
     Effect.gen(function*() {
       const store = yield* Effect.mapError(Store.make(prefix), storageError)
       const events = yield* PubSub.unbounded<StatusEvent>()
-      return { store, events, options }
+      return { store, events, options, scope: yield* Effect.scope }
     })
   )
 
@@ -121,14 +122,26 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
         onNone: () => Effect.void,
         onSome: (ctx) =>
           DeliveryWorkflow.execute({ id }, { discard: true }).pipe(
-            Effect.zipRight(store.markStarted(id).pipe(Effect.retry(storageRetry), Effect.orDie)),
+            Effect.zipRight(durably(store.markStarted(id))),
             Effect.provide(ctx)
           )
       })
     if (runner && sweepEvery !== null) {
-      const sweep = store.unstarted(100).pipe(
-        Effect.flatMap((ids) => Effect.forEach(ids, start, { discard: true })),
-        Effect.catchAll((error) => Effect.logWarning(`outbox: cannot read unstarted messages: ${error.message}`))
+      // A start that fails (several runners starting one message at once, storage) is left for the next sweep:
+      // the message stays unstarted until one start succeeded, and a start is idempotent (the workflow's id).
+      const startOrLater = (id: string) =>
+        Effect.catchAllCause(start(id), (cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.interrupt
+            : Effect.logDebug(`outbox: ${id} not begun yet: ${Cause.pretty(cause)}`))
+      const sweep = store.unstarted(500).pipe(
+        // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
+        Effect.flatMap((ids) => Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })),
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.interrupt
+            : Effect.logWarning(`outbox: cannot read unstarted messages: ${Cause.pretty(cause)}`)
+        )
       )
       yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepEvery)))
     }

@@ -8,6 +8,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 
 /** @internal */
 export type RecipientState = "queued" | "delivered" | "deferred" | "failed" | "expired"
@@ -230,7 +231,9 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const t = tables(prefix)
-    yield* migrate(t)
+    // Runners starting together race on CREATE TABLE IF NOT EXISTS (PostgreSQL can fail the loser on its catalog's
+    // unique index): made again, it finds the tables there.
+    yield* migrate(t).pipe(Effect.retry({ times: 5, schedule: Schedule.spaced("200 millis") }))
     const M = sql(t.messages)
     const R = sql(t.recipients)
     const A = sql(t.attempts)
@@ -267,7 +270,7 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         })),
       claim: (id, domain, token, nowMs, untilMs) =>
         Effect.asVoid(
-          sql`UPDATE ${R} SET claim = ${token}, claim_until = ${untilMs} WHERE message_id = ${id} AND domain = ${domain} AND state IN ('queued', 'deferred') AND next_attempt_ms <= ${nowMs} AND (claim IS NULL OR claim_until < ${nowMs})`
+          sql`UPDATE ${R} SET claim = ${token}, claim_until = ${untilMs} WHERE message_id = ${id} AND domain = ${domain} AND state IN ('queued', 'deferred') AND next_attempt_ms <= ${nowMs} AND (claim IS NULL OR claim = ${token} OR claim_until < ${nowMs})`
         ),
       renew: (token, untilMs) => Effect.asVoid(sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE claim = ${token}`),
       expire: (id, addresses, nowMs) =>

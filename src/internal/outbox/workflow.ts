@@ -16,6 +16,7 @@ import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
 import * as Workflow from "@effect/workflow/Workflow"
 import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -23,12 +24,21 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type { ReportError, ReportReply } from "../../DeliveryReport.js"
 import * as Dns from "../../Dns.js"
 import * as OutboundConfig from "../../OutboundConfig.js"
 import { Core, type StatusEvent } from "./core.js"
-import { deliverDomain, type DomainJob, recipientVariables, scheduleFor, storageRetry, type TransportServices } from "./delivery.js"
+import {
+  deliverDomain,
+  type DomainJob,
+  durably,
+  recipientVariables,
+  scheduleFor,
+  storageRetry,
+  type TransportServices
+} from "./delivery.js"
 import * as Dsn from "./dsn.js"
 import { insertMessage } from "./enqueue.js"
 import type { RecipientRow, Store } from "./store.js"
@@ -115,8 +125,14 @@ export const dispatchEntity = Layer.effect(
   Dispatch,
   Effect.map(DomainEntity.client, (client) => (job: DomainJob, key: string) =>
     client(key).deliver({ id: job.id, step: job.step, domain: job.domain }).pipe(
-      Effect.retry(storageRetry),
-      Effect.orDie
+      // A few seconds of retries (a full mailbox, storage): then the step's floor wait and the next step.
+      Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(8))),
+      // The step reads the outcome from SQL: an attempt that could not be sent is due again at the next step.
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.interrupt
+          : Effect.logWarning(`outbox: the attempt of ${job.id} for ${job.domain} was not made: ${Cause.pretty(cause)}`)
+      )
     ))
 )
 
@@ -270,11 +286,12 @@ export const step = (
     const due = Math.min(
       ...pending.flatMap((r) => [r.nextAttemptMs ?? nowMs, r.expiresMs ?? Infinity, r.nextNotifyMs ?? Infinity])
     )
-    return { done: false, waitMs: Math.max(0, due - nowMs) }
-  }).pipe(
-    Effect.retry({ schedule: storageRetry, while: (e) => e._tag === "SqlError" }),
-    Effect.orDie
-  )
+    // Something due now that this step did not settle (its attempt failed, or could not be sent): a floor, so that
+    // a storage outage is not a loop of steps.
+    return { done: false, waitMs: due <= nowMs ? RETRY_FLOOR_MS : due - nowMs }
+  }).pipe(durably)
+
+const RETRY_FLOOR_MS = 5_000
 
 /**
  * A DSN goes through the outbox: stored (once: its id is the step's), then its own workflow begun, outside this one
