@@ -66,11 +66,11 @@ const zones: Dns.Zones = {
 }
 
 /** Everything a runner needs, with the schedule given (the configuration's own is Stalwart's default). */
-const services = (peers: ConnectorTest.TestPeers, s: DeliverySchedule) => {
+const services = (peers: ConnectorTest.TestPeers, s: DeliverySchedule, extra = "") => {
   const config = Layer.effect(
     OutboundConfig.OutboundConfig,
     Effect.map(
-      Effect.orDie(Effect.suspend(() => OutboundConfig.parse(CONFIG))),
+      Effect.orDie(Effect.suspend(() => OutboundConfig.parse(CONFIG + extra))),
       (c): OutboundConfig.Config => ({ ...c, schedule: () => ({ settings: s, warnings: [] }) })
     )
   )
@@ -257,4 +257,38 @@ describe("Outbox workflow", () => {
     }).pipe(Effect.provide(services({
       "192.0.2.1": [refuse, { script: session("retry-1.test", ["you@a.test"]) }]
     }, schedule({ retry: ["1 minute"] })))))
+
+  it.scoped("a limiter deferral does not count: retry_num stays, last_error is concurrency", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      // Two messages to one domain at once, one permit: the second attempt is deferred by the limiter.
+      const first = yield* outbox.enqueue({ ...request("one@a.test"), message: "Subject: 1\r\n\r\n1\r\n" })
+      const second = yield* outbox.enqueue({ ...request("two@a.test"), message: "Subject: 2\r\n\r\n2\r\n" })
+      yield* advance("3 minutes")
+      const statuses = [yield* statusOf(first), yield* statusOf(second)]
+      expect(statuses.map((m) => m.recipients[0]!.state)).toEqual(["delivered", "delivered"])
+      const deferred = statuses.find((m) => m.attempts.length === 2)!
+      expect(deferred.attempts[0]!.recipients[0]!.error?.kind).toBe("concurrency")
+      // Not counted: the retry still sees retry_num 0 (EHLO client.test), and the wait was retry[0], from the end of
+      // the attempt (which waited its limiter-wait, 1 s, for the permit).
+      expect(deferred.recipients[0]!.retryNum).toBe(0)
+      expect(deferred.recipients[0]!.lastError).toBe("concurrency")
+      expect(deferred.attempts[1]!.startedMs).toBe(ms("1 second") + ms("1 minute"))
+      expect((yield* connectionsTo("192.0.2.1")).map((c) => c.mismatches)).toEqual([[], []])
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": [
+        {
+          script: [
+            ...session("client.test", [/(one|two)@a\.test/.source]).slice(0, 10),
+            Script.delay("10 seconds"),
+            ...session("client.test", [/(one|two)@a\.test/.source]).slice(10)
+          ]
+        },
+        { script: session("client.test", [/(one|two)@a\.test/.source]) }
+      ]
+    }, schedule({ retry: ["1 minute"] }), `limiter-wait = "1s"
+[queue.limiter.outbound.one]
+key = ["rcpt_domain"]
+concurrency = 1
+`))))
 })
