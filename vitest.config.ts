@@ -10,18 +10,26 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     fileParallelism: true,
-    pool: "forks",
-    // Vitest's default is one worker fewer than the cores: one, on the 2-core machines this project runs on. The live
-    // suites mostly wait on sockets and timers (the CPU is idle half the time with one worker), so four files at once
-    // take the whole run from about 90 s to about 35 s, with every timing assertion still holding (checked over
-    // repeated runs).
-    maxWorkers: 4,
-    minWorkers: 1,
+    // Each project has its own pool, so that each can have its own isolation and size (a pool's options are global).
+    poolOptions: {
+      // unit: CPU-bound, two workers for two cores. Most of a unit file's time, in a fresh worker, was importing
+      // effect and the modules under test (about 2 s a file); the unit suites keep no global state (no mocks, no
+      // fake timers, no process-wide settings: each builds its layers), so the workers are not isolated and import
+      // once. Minimum = maximum: a pool that may shrink removes an idle worker between two files, and with isolation
+      // off tinypool can remove one that has just been given the next file ("Terminating worker thread").
+      threads: { isolate: false, maxThreads: 2, minThreads: 2 },
+      // live: the suites mostly wait on sockets, timers and child processes (the CPU is idle much of the time with
+      // one worker), so four files run at once; each in a fresh process, since they start servers and processes.
+      forks: { isolate: true, maxForks: 4, minForks: 1 }
+    },
     projects: [
       // examples/*.test.ts: the documentation's examples that are test suites (docs/testing.md's).
-      { extends: true, test: { name: "unit", include: ["test/**/*.test.ts", "examples/**/*.test.ts"], exclude: live } },
+      {
+        extends: true,
+        test: { name: "unit", pool: "threads", include: ["test/**/*.test.ts", "examples/**/*.test.ts"], exclude: live }
+      },
       // The CLI and package suites run dist/: the project builds it first, and a failed build fails the run.
-      { extends: true, test: { name: "live", include: live, globalSetup: ["test/utils/build.ts"] } }
+      { extends: true, test: { name: "live", pool: "forks", include: live, globalSetup: ["test/utils/build.ts"] } }
     ]
   }
 })
