@@ -290,10 +290,16 @@ describe("smtp-transport send", () => {
   // (--log-level debug writes the SMTP dialogue to stderr, each line led by the program's name).
   it.live("reads the message from stdin (--message - and no --message), with the null sender for --from \"\"; the executable logs to stderr", () =>
     Effect.gen(function*() {
-      // A global option goes anywhere on the line, in either spelling.
-      const dash = yield* send(["--from", "", "--message", "-", "--json", "stdin1@two.test", "--log-level=debug"], {
-        stdin: "Subject: from stdin\n\nline one\n"
-      })
+      // A global option goes anywhere on the line, in either spelling. The two processes run at once: each spends
+      // most of its time starting.
+      const [dash, absent] = yield* Effect.all([
+        send(["--from", "", "--message", "-", "--json", "stdin1@two.test", "--log-level=debug"], {
+          stdin: "Subject: from stdin\n\nline one\n"
+        }),
+        runCli(["--log-level", "debug", "send", "--dns", fx.dns.server, "--port", String(fx.port), "--json", "stdin2@two.test"], {
+          stdin: "Subject: absent\n\nline two\n"
+        })
+      ], { concurrency: 2 })
       expect(dash.code, dash.stderr).toBe(0)
       expect(json<DeliveryReport>(dash).recipients.map((r) => r.status)).toEqual(["delivered"])
       expect(dash.stderr).toContain("C: RCPT TO:<stdin1@two.test>")
@@ -301,9 +307,6 @@ describe("smtp-transport send", () => {
       const logLines = dash.stderr.split("\n").filter((l) => l !== "")
       expect(logLines.length).toBeGreaterThan(5)
       expect(logLines.filter((l) => !/^smtp-transport: \d\d:\d\d:\d\d\.\d{3} debug /.test(l))).toEqual([])
-      const absent = yield* runCli(["--log-level", "debug", "send", "--dns", fx.dns.server, "--port", String(fx.port), "--json", "stdin2@two.test"], {
-        stdin: "Subject: absent\n\nline two\n"
-      })
       expect(absent.code, absent.stderr).toBe(0)
       expect(absent.stderr).toContain("C: RCPT TO:<stdin2@two.test>")
       const [first] = yield* sessionsFor(fx.v4, "stdin1@two.test")
