@@ -30,11 +30,12 @@ export default defineConfig({
       // unit: CPU-bound, two workers for two cores. Most of a unit file's time, in a fresh worker, was importing
       // effect and the modules under test (about 2 s a file); the unit suites keep no global state (no mocks, no
       // fake timers, no process-wide settings: each builds its layers), so the workers are not isolated and import
-      // once. Minimum = maximum: a pool that may shrink removes an idle worker between two files, and with isolation
-      // off tinypool can remove one that has just been given the next file ("Terminating worker thread").
+      // once. Minimum = maximum: with isolation off and a minimum below the maximum, runs here ended in tinypool's
+      // "Terminating worker thread" with files never reported (an idle worker is removed between two files).
       threads: { isolate: false, maxThreads: 2, minThreads: 2 },
       // live: the suites mostly wait on sockets, timers and child processes (the CPU is idle much of the time with
-      // one worker), so four files run at once; each in a fresh process, since they start servers and processes.
+      // one worker), so four files run at once, beside the unit pool. Each file gets a fresh process: the suites
+      // start servers and processes, and count the process's sockets and the connector's open connections.
       forks: { isolate: true, maxForks: 4, minForks: 1 }
     },
     projects: [
