@@ -295,8 +295,11 @@ const domainPlanFields = {
   /** Hosts cut by `limits.mx`. */
   dropped: strings,
   limits: Schema.Struct({ mx: Schema.Number, multihomed: Schema.Number }),
-  /** The route and TLS strategy the configuration's selectors chose for the domain (TLS: with `mx` still empty). */
-  strategies: Schema.Struct({ route: Schema.String, tls: Schema.String }),
+  /**
+   * The route and TLS strategy the configuration's selectors chose for the domain (TLS: with `mx` still empty), and
+   * the delivery schedule an outbox would keep its undelivered recipients on (the first recipient's).
+   */
+  strategies: Schema.Struct({ route: Schema.String, tls: Schema.String, schedule: Schema.String }),
   /** `null` when `tls.mta-sts = disable` or the domain is an address literal. */
   mtaSts: nullable(MtaStsPlan),
   error: nullable(ReportError)
@@ -361,6 +364,29 @@ export const ExplainedTimeouts = Schema.Struct(
 export type ExplainedTimeouts = typeof ExplainedTimeouts.Type
 
 /**
+ * An outbound limiter a delivery would count against, as {@link ExplainReport} shows it: its id, the stage it is
+ * checked at, the values of its key variables (its count is shared by every delivery with the same values), and
+ * its limits. Connection-stage limiters are shown for the host's first address with no source bound, as the
+ * connection settings are.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export const ExplainedLimiter = Schema.Struct({
+  id: Schema.String,
+  stage: Schema.Literal("domain", "host", "connection"),
+  key: Schema.Record({ key: Schema.String, value: Schema.String }),
+  concurrency: nullable(Schema.Number),
+  rate: nullable(Schema.Struct({ count: Schema.Number, periodMs: Schema.Number }))
+}).annotations({ identifier: "ExplainedLimiter" })
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface ExplainedLimiter extends Schema.Schema.Type<typeof ExplainedLimiter> {}
+
+/**
  * A host as {@link ExplainReport} shows it: its plan, and every setting evaluated for it. `settings` is `null` for
  * a host an enforced MTA-STS policy excludes; `requireTls` says TLS is required whatever `starttls` says
  * (REQUIRETLS, an enforced MTA-STS policy, or the host's DANE TLSA records); `dane` is `tls.dane`; `connectionAttemptDelayMs` is `null` for strictly one address at a
@@ -379,7 +405,9 @@ export const ExplainedHost = Schema.Struct({
     requireTls: Schema.Boolean,
     connectionAttemptDelayMs: nullable(Schema.Number),
     timeouts: ExplainedTimeouts
-  }))
+  })),
+  /** The host- and connection-stage limiters that apply to it. */
+  limiters: Schema.Array(ExplainedLimiter)
 }).annotations({ identifier: "ExplainedHost" })
 
 /**
@@ -398,6 +426,9 @@ export const ExplainedDomain = Schema.Struct({
   ...domainPlanFields,
   hosts: Schema.Array(ExplainedHost),
   mtaStsTimeoutMs: Schema.Number,
+  /** The domain-stage limiters that apply (held for the whole domain delivery), and how long one may be waited on. */
+  limiters: Schema.Array(ExplainedLimiter),
+  limiterWaitMs: Schema.Number,
   warnings: strings
 }).annotations({ identifier: "ExplainedDomain" })
 

@@ -89,7 +89,8 @@ export interface IfBlockError {
 
 /**
  * The delivery variables: sender sender_domain rcpt rcpt_domain recipients priority retry_num last_error last_status
- * expires_in queue_name (per domain), mx (per MX host), remote_ip local_ip (per connection).
+ * expires_in queue_name (per domain), mx (per MX host), remote_ip local_ip (per connection); and source notify_num
+ * queue_age, which only the delivery schedule reads (`[queue.schedule]`, `[queue.strategy] schedule`).
  *
  * @since 0.1.0
  * @category constants

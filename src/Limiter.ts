@@ -72,6 +72,8 @@ export interface OutboundLimiter {
   readonly match: Expression | null
   /** The stage its key and `match` are known at, where it is checked. */
   readonly stage: Stage
+  /** Where the configuration defines it (a path of keys and indexes), for messages; absent when built in code. */
+  readonly origin?: ReadonlyArray<string | number> | undefined
 }
 
 /**

@@ -32,7 +32,7 @@ import { makeJsonLocator, makeLocator } from "./internal/config/locate.js"
 import type { RouteSetting } from "./internal/config/relays.js"
 import * as Evaluate from "./internal/settings/evaluate.js"
 import type * as Settings from "./Settings.js"
-import type { ConnectionSettings, DomainSettings, HostSettings } from "./Settings.js"
+import type { ConnectionSettings, DeliverySchedule, DomainSettings, HostSettings } from "./Settings.js"
 
 export {
   /**
@@ -118,8 +118,23 @@ export interface Config extends Keys.ConfigSettings {
   readonly warnings: ReadonlyArray<string>
   /** The outbound limiters (`[queue.limiter.outbound.<id>]`, `[[queue.throttle]]`) that are enabled, in file order. */
   readonly limiters: ReadonlyArray<OutboundLimiter>
-  /** Stalwart settings in the file that a transport does not use (`[queue.schedule]`, `[queue.virtual]` …). */
+  /** Stalwart settings in the file that a transport does not use (`[queue.virtual]`, `[queue.quota]` …). */
   readonly notUsed: ReadonlyArray<string>
+  /**
+   * The delivery schedule of a recipient that is not delivered yet: its retry waits, delay-DSN points and expiry,
+   * evaluated with the variables of the recipient (Stalwart's rcpt variables: `sender`, `sender_domain`, `rcpt`,
+   * `rcpt_domain`, `recipients`, `priority`, `retry_num`, `last_error`, `last_status`, `expires_in`, `queue_name`,
+   * and for the schedule alone `source` — `"dsn"` for a delivery status notification —, `notify_num`, `queue_age`).
+   *
+   * - v0.7–v0.12 (`[queue.schedule] retry, notify, expire`, each an expression): the schedule named `"default"`.
+   * - v0.13–v0.15 (`[queue.strategy] schedule` naming a `[queue.schedule.<name>]`) and v0.16 (`MtaOutboundStrategy.schedule`
+   *   naming an `MtaDeliverySchedule`): the schedule the expression names.
+   *
+   * Never fails: a computed value that cannot be used is replaced by the key's default, and a computed name that no
+   * schedule has by Stalwart's fallback (`get_queue_or_default`: retry 2m … 2h, notify 1d and 3d, a five-day TTL,
+   * named `"default"`); each such replacement is in `warnings`. Names written as literals are checked at load.
+   */
+  readonly schedule: (variables: Variables) => Evaluation<DeliverySchedule>
 }
 
 /**
@@ -306,7 +321,7 @@ export const convert = (config: Config, to: Layout, text?: string): Either.Eithe
     )
   }
   return Either.flatMap(
-    Write.write(config.model, to, config.file, (raw) => Parse.issueOf(raw, locate(raw.path, raw.column))),
+    Write.write(config.model, config.limiters, to, config.file, (raw) => Parse.issueOf(raw, locate(raw.path, raw.column))),
     (text) =>
       Either.match(Parse.parse(text, `${config.file ?? "<config>"} (converted to ${to})`), {
         onLeft: (error) => Either.left(error),

@@ -307,3 +307,33 @@ export interface LocalRoute {
   readonly _tag: "local"
   readonly name: string
 }
+
+/**
+ * When a recipient that could not be delivered yet is retried, when its sender is told (a delay DSN), and when it is
+ * given up (Stalwart's `[queue.schedule]`, `[queue.schedule.<name>]`, `MtaDeliverySchedule`).
+ *
+ * The wait after the attempt numbered `n` (0 for the first) is `retry[min(n, retry.length - 1)]`: the last entry repeats.
+ * `notify` are the points, measured from the message's creation, at which a delay DSN goes to the sender; empty: none.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface DeliverySchedule {
+  /** `"default"` in the v0.7–v0.12 layout; the schedule's name (what `[queue.strategy] schedule` chose) in v0.13+. */
+  readonly name: string
+  /** At least one entry. */
+  readonly retry: ReadonlyArray<Duration.Duration>
+  readonly notify: ReadonlyArray<Duration.Duration>
+  readonly expiry: DeliveryExpiry
+}
+
+/**
+ * When a recipient is given up: `Ttl`, once `ttl` has passed since the message was created (`expire`); `Attempts`, once
+ * it was tried `maxAttempts` times (`max-attempts`, v0.13+).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type DeliveryExpiry =
+  | { readonly _tag: "Ttl"; readonly ttl: Duration.Duration }
+  | { readonly _tag: "Attempts"; readonly maxAttempts: number }

@@ -3,6 +3,7 @@
  * server and a counting SMTP server on loopback.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { vi } from "vitest"
 import { Effect, Fiber } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -86,6 +87,45 @@ describe("smtp-transport batch", () => {
       const missing = yield* batch([path.join(tmp, "nowhere.jsonl")])
       expect(missing.code).toBe(66)
       expect(missing.stderr).toContain("nowhere.jsonl")
+    }), 60_000)
+
+  it.scopedLive("on a terminal, progress goes to standard error: counts, rate, and a last line of its own", () =>
+    Effect.gen(function*() {
+      const server = yield* startCountingServer()
+      const dns = yield* DnsServer.scoped({ zones })
+      const input = file("progress.jsonl", [
+        JSON.stringify({ id: "p1", to: ["p1@batch.test"], data: "Subject: 1\r\n\r\n1\r\n" }),
+        JSON.stringify({ id: "p2", to: ["p2@batch.test", "p2@nowhere.invalid"], data: "Subject: 2\r\n\r\n2\r\n" }),
+        "not json"
+      ].join("\n"))
+      // Standard error made a terminal for the run, and what is written to it kept (restored when the test ends).
+      const written: Array<string> = []
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const isTTY = Object.getOwnPropertyDescriptor(process.stderr, "isTTY")
+          Object.defineProperty(process.stderr, "isTTY", { value: true, configurable: true })
+          const spy = vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+            written.push(String(chunk))
+            return true
+          })
+          return { isTTY, spy }
+        }),
+        ({ isTTY, spy }) =>
+          Effect.sync(() => {
+            spy.mockRestore()
+            if (isTTY === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY
+            else Object.defineProperty(process.stderr, "isTTY", isTTY)
+          })
+      )
+      const run = yield* batch(["--dns", dns.server, "--port", String(server.port), input])
+      expect(run.code, run.stderr).toBe(65)
+      expect(run.out).toHaveLength(3)
+      // Each update rewrites the line (\r … erase to the end); the last one ends it.
+      expect(written.length).toBeGreaterThan(0)
+      expect(written.every((w) => w.startsWith("\r") && /\x1b\[K\n?$/.test(w))).toBe(true)
+      expect(written.at(-1)).toMatch(
+        /^\r3 done: 2 delivered, 0 deferred, 1 failed, 1 invalid \([0-9]+ messages\/s\)\x1b\[K\n$/
+      )
     }), 60_000)
 
   it.scopedLive("interrupting batch leaves no open socket", () =>

@@ -632,6 +632,7 @@ describe("smtp-transport plan", () => {
           reason: `the MX records of ${name.split(".").slice(-2).join(".")} are not signed`
         },
         error: null,
+        limiters: [],
         settings: settings(180_000)
       })
       expect(report.domains.map((d) => ({ ...d, warnings: undefined }))).toEqual([
@@ -651,7 +652,9 @@ describe("smtp-transport plan", () => {
           ],
           dropped: ["mx-c.many.test"],
           limits: { mx: 2, multihomed: 1 },
-          strategies: { route: "mx", tls: "default" },
+          strategies: { route: "mx", tls: "default", schedule: "default" },
+          limiterWaitMs: 300_000,
+          limiters: [],
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,
@@ -665,7 +668,9 @@ describe("smtp-transport plan", () => {
           hosts: [host("mx.dual.test", 10, "ipv6_then_ipv4", ["::1"], ["127.0.0.1"])],
           dropped: [],
           limits: { mx: 2, multihomed: 1 },
-          strategies: { route: "mx", tls: "default" },
+          strategies: { route: "mx", tls: "default", schedule: "default" },
+          limiterWaitMs: 300_000,
+          limiters: [],
           mtaSts: null,
           mtaStsTimeoutMs: 600_000,
           error: null,
@@ -694,7 +699,7 @@ describe("smtp-transport plan", () => {
         "",
         "two.test  (w@two.test)",
         "  route: mx (MX hosts)",
-        "  strategies: route mx, TLS default",
+        "  strategies: route mx, TLS default, schedule default",
         "  limits: mx 5, multihomed 2",
         "  MTA-STS: not consulted (tls.mta-sts = disable, or an address literal); timeout 10m",
         "  MX records: 10 mx.two.test",

@@ -104,7 +104,7 @@ timeout.connect = "5s"
         ["deferred", "tls", "policy", false]
       ])
       expect(report.plan.layout).toBe("strategies")
-      expect(report.plan.domains[0]!.strategies).toEqual({ route: "mx", tls: "strict" })
+      expect(report.plan.domains[0]!.strategies).toEqual({ route: "mx", tls: "strict", schedule: "remote" })
       const sessions = yield* smtp.sessions
       expect(sessions.flatMap((s) => s.transactions)).toEqual([])
       expect(yield* Connector.openConnections).toBe(0)

@@ -4,7 +4,7 @@
  * `convert` round trip as a property, and `smtp-transport config`.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Layer, Option } from "effect"
+import { Duration, Effect, Either, Layer, Option, Redacted } from "effect"
 import * as fc from "effect/FastCheck"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -35,20 +35,13 @@ const issues = (text: string, file = "test.toml") => {
 
 describe("the corpus: Stalwart configurations of every layout, with their documented outcome", () => {
   const loads: ReadonlyArray<readonly [string, OutboundConfig.Layout, ReadonlyArray<string>]> = [
-    ["v0.12-next-hop.toml", "outbound", ["queue.schedule (the queue's retry, notification and expiry schedules)"]],
+    ["v0.12-next-hop.toml", "outbound", []],
     ["v0.12-equivalent.toml", "outbound", []],
     ["v0.12-config-toml-flat.toml", "outbound", []],
     ["v0.12-expressions-escapes.toml", "outbound", []],
     ["v0.13-repeated-tables.toml", "strategies", []],
-    ["v0.15-strategies.toml", "strategies", [
-      "queue.schedule (the queue's retry, notification and expiry schedules)",
-      "queue.virtual (virtual queues, v0.13+)",
-      "queue.strategy.schedule (the schedule strategy expression, v0.13+)"
-    ]],
-    ["v0.16.json", "json", [
-      "MtaDeliverySchedule (delivery schedules)",
-      "MtaOutboundStrategy.schedule (the schedule strategy expression, v0.13+)"
-    ]]
+    ["v0.15-strategies.toml", "strategies", ["queue.virtual (virtual queues, v0.13+)"]],
+    ["v0.16.json", "json", []]
   ]
   for (const [file, layout, notUsed] of loads) {
     it(`${file} loads as the ${layout} layout`, () => {
@@ -310,6 +303,33 @@ describe("the json layout (v0.16)", () => {
     expect(Either.isLeft(result) && result.left.message).not.toContain("authSecret")
   })
 
+  it("a relay's authSecret is v0.16's SecretKeyOptional: Value and None load, a variable or a file is refused", () => {
+    const relay = (secret: unknown) =>
+      JSON.stringify({ MtaRoute: [{ name: "r", "@type": "Relay", address: "relay.test", authUsername: "u", authSecret: secret }] }, null, 2)
+    const loaded = load(relay({ "@type": "Value", secret: "s3cret" }), "r.json")
+    const route = loaded.model.routes.get("r")
+    const auth = route?.type === "relay" ? Option.getOrThrow(route.relay.auth) : null
+    expect(auth && [auth.username, Redacted.value(auth.secret)]).toEqual(["u", "s3cret"])
+    // Written back in the same shape, and loaded again the same.
+    const json = Either.getOrThrow(OutboundConfig.convert(load(relay({ "@type": "Value", secret: "s3cret" }), "r.json"), "strategies"))
+    const back = Either.getOrThrow(OutboundConfig.convert(load(json, "r.toml"), "json"))
+    expect(JSON.parse(back).MtaRoute[0].authSecret).toEqual({ "@type": "Value", secret: "s3cret" })
+    for (
+      const [secret, problem] of [
+        [{ "@type": "None" }, "AUTH needs a username and a secret; the secret is missing"],
+        [{ "@type": "EnvironmentVariable", variableName: "S3CRET_VAR" }, "not supported: a secret read from an environment variable"],
+        [{ "@type": "File", filePath: "/s3cret" }, "not supported: a secret read from a file"],
+        [{ "@type": "Value", secret: "s3cret", extra: 1 }, "wrong fields"]
+      ] as const
+    ) {
+      const result = OutboundConfig.parse(relay(secret), "r.json")
+      if (Either.isRight(result)) throw new Error("expected a ConfigError")
+      expect(result.left.message).toContain(problem)
+      expect(result.left.message).not.toContain("s3cret")
+      expect(result.left.issues.every((i) => i.line !== null)).toBe(true)
+    }
+  })
+
   it("a JSON syntax error has its line; an unknown Mta object is an error, other objects are ignored", () => {
     const syntax = issues("{\n  \"MtaRoute\": [ }\n", "x.json")
     expect(syntax[0]![0]).toBe(2)
@@ -387,15 +407,15 @@ describe("a v0.16 JSON file and its TOML equivalents give the same plan", () => 
       expect(settingsOnly(outbound)).toEqual(settingsOnly(json))
       // The plan says which strategies the selectors chose.
       expect(json.domains.map((d) => [d.domain, d.strategies, d.hosts.map((h) => [h.host, h.strategies])])).toEqual([
-        ["example.com", { route: "mx", tls: retry > 0 ? "invalid-tls" : "default" }, [
+        ["example.com", { route: "mx", tls: retry > 0 ? "invalid-tls" : "default", schedule: "remote" }, [
           ["mx.example.com", { connection: "default", tls: retry > 0 ? "invalid-tls" : "default" }],
           ["slow.example.com", { connection: "slow", tls: retry > 0 ? "invalid-tls" : "default" }]
         ]],
-        ["example.net", { route: "relay", tls: retry > 0 ? "invalid-tls" : "default" }, [
+        ["example.net", { route: "relay", tls: retry > 0 ? "invalid-tls" : "default", schedule: "remote" }, [
           ["relay.example.net", { connection: "default", tls: retry > 0 ? "invalid-tls" : "default" }]
         ]],
         // The strict strategy requires MTA-STS, which x.secure does not publish: no host is tried.
-        ["x.secure", { route: "mx", tls: retry > 0 ? "invalid-tls" : "strict" }, retry > 0
+        ["x.secure", { route: "mx", tls: retry > 0 ? "invalid-tls" : "strict", schedule: "remote" }, retry > 0
           ? [["mx.x.secure", { connection: "default", tls: "invalid-tls" }]]
           : []]
       ])
@@ -525,21 +545,36 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
   const selector = (names: ReadonlyArray<string>, conds: ReadonlyArray<string>) =>
     fc.tuple(fc.subarray([...conds]), fc.array(fc.constantFrom(...names), { minLength: 5, maxLength: 5 }))
       .map(([ifs, picks]) => [...ifs.map((c, i) => ({ if: c, then: `'${picks[i]}'` })), { else: `'${picks[4]}'` }])
+  // Named schedules: a retry list (required), notify (maybe empty), and expire or max-attempts or neither.
+  const durations = (min: number) => fc.array(duration, { minLength: min, maxLength: 4 })
+  const schedule = fc.tuple(
+    durations(1),
+    fc.option(durations(0), { nil: undefined }),
+    fc.oneof(
+      fc.constant({}),
+      duration.map((d) => ({ expire: d })),
+      fc.integer({ min: 1, max: 20 }).map((n) => ({ "max-attempts": n }))
+    )
+  ).map(([retry, notify, expiry]) => ({ retry, ...(notify === undefined ? {} : { notify }), ...expiry }))
+  const scheduleConditions = ["retry_num > 1", "rcpt_domain == 'a.test'", "source == 'dsn'", "last_error == 'dns'"]
   const file = fc.record({
     connections: fc.tuple(connection, connection),
     tls: fc.tuple(tls, tls),
     mx,
     relay: fc.boolean(),
-    ehloBySource: fc.boolean()
+    ehloBySource: fc.boolean(),
+    schedules: fc.tuple(schedule, schedule)
   }).chain((f) =>
     fc.record({
       f: fc.constant(f),
       route: selector(f.relay ? ["mx", "r"] : ["mx"], routeConditions),
       connection: selector(["c0", "c1", "default"], conditions),
       // Left out, the TLS selector is Stalwart's default: invalid-tls after a TLS error.
-      tlsSelector: fc.option(selector(["t0", "t1", "default", "invalid-tls"], conditions), { nil: undefined })
+      tlsSelector: fc.option(selector(["t0", "t1", "default", "invalid-tls"], conditions), { nil: undefined }),
+      // Left out, the schedule selector is Stalwart's default: dsn and report by source, else remote.
+      scheduleSelector: fc.option(selector(["s0", "s1", "remote", "dsn", "default"], scheduleConditions), { nil: undefined })
     })
-  ).map(({ connection, f, route, tlsSelector }) => {
+  ).map(({ connection, f, route, scheduleSelector, tlsSelector }) => {
     const table = (header: string, entries: object) =>
       [`[${header}]`, ...Object.entries(entries).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join("\n")
     const inline = (list: ReadonlyArray<object>) =>
@@ -549,6 +584,7 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
       `route = ${inline(route)}`,
       `connection = ${inline(connection)}`,
       tlsSelector === undefined ? "" : `tls = ${inline(tlsSelector)}`,
+      scheduleSelector === undefined ? "" : `schedule = ${inline(scheduleSelector)}`,
       table("queue.route.mx", { type: "mx", ...f.mx }),
       f.relay ? table("queue.route.r", { type: "relay", address: "192.0.2.50", port: 2525, "tls.implicit": false }) : "",
       table("queue.connection.c0", f.connections[0]),
@@ -557,7 +593,9 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
       table("queue.tls.t1", f.tls[1]),
       f.ehloBySource && (f.connections[0]["source-ips"] ?? []).includes("192.0.2.1")
         ? table("queue.source-ip.\"192.0.2.1\"", { "ehlo-hostname": "src.example" })
-        : ""
+        : "",
+      table("queue.schedule.s0", f.schedules[0]),
+      table("queue.schedule.s1", f.schedules[1])
     ].join("\n\n")
   })
   const variables = fc.record({
@@ -566,9 +604,12 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     retry_num: fc.integer({ min: 0, max: 2 }),
     last_error: fc.constantFrom("none", "tls"),
     remote_ip: fc.constant("192.0.2.99"),
-    local_ip: fc.constantFrom("192.0.2.1", "192.0.2.2", "0.0.0.0")
+    local_ip: fc.constantFrom("192.0.2.1", "192.0.2.2", "0.0.0.0"),
+    source: fc.constantFrom("dsn", "report", "authenticated")
   })
   const evaluate = (config: OutboundConfig.Config, vars: Variables) => ({
+    // The schedule as its name and values (the name of an outbound layout's one schedule is "default").
+    schedule: (({ name: _, ...values }) => values)(config.schedule(vars).settings),
     domain: OutboundConfig.evaluateDomain(config, { ...vars, mx: "" }).settings,
     host: OutboundConfig.evaluateHost(config, vars).settings,
     connection: OutboundConfig.evaluateConnection(config, vars).settings
@@ -608,7 +649,6 @@ describe("smtp-transport config", () => {
       const ok = yield* cli("config", "check", corpus("v0.12-next-hop.toml"))
       expect([ok.code, ok.stdout.split("\n").map((l) => l.replace(CORPUS, "<c>"))]).toEqual([0, [
         "<c>/v0.12-next-hop.toml: loads (layout outbound)",
-        "<c>/v0.12-next-hop.toml: not used by the transport: queue.schedule (the queue's retry, notification and expiry schedules)",
         ""
       ]])
       const bad = yield* cli("config", "check", corpus("v0.13-wrong-route-keys.toml"))
@@ -647,11 +687,19 @@ describe("smtp-transport config", () => {
       const limited = path.join(tmp, "limited.toml")
       fs.writeFileSync(
         limited,
-        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n"
+        "[queue.outbound]\nhostname = \"'mx.test'\"\n[queue.limiter.outbound.per-mx]\nkey = [\"mx\"]\nconcurrency = 5\n" +
+          "[queue.limiter.outbound.per-domain]\nkey = \"rcpt_domain\"\nrate = \"10/1m\"\n" +
+          "match = [{ if = \"rcpt_domain == 'a.test'\", then = \"true\" }, { else = \"remote_ip == '127.0.0.1'\" }]\n"
       )
-      const dropped = yield* cli("config", "convert", "--to", "strategies", limited)
-      expect(dropped.code).toBe(0)
-      expect(dropped.stderr).toContain("the outbound limiters (per-mx) are not converted")
+      // The limiters go along, into every layout, and load back the same.
+      const shape = (c: OutboundConfig.Config) =>
+        c.limiters.map((l) => [l.key, l.concurrency, l.rate && [l.rate.count, Duration.toMillis(l.rate.period)], l.stage])
+      const original = load(fs.readFileSync(limited, "utf8"), "limited.toml")
+      for (const to of ["strategies", "json"] as const) {
+        const carried = yield* cli("config", "convert", "--to", to, limited)
+        expect([carried.code, carried.stderr]).toEqual([0, ""])
+        expect(shape(load(carried.stdout, `limited.${to}`))).toEqual(shape(original))
+      }
       fs.rmSync(tmp, { recursive: true })
     }))
 })

@@ -301,9 +301,9 @@ describe("Expression", () => {
 
     it("reads variables, with '' for one not supplied", () => {
       const expr = compiled("[sender, sender_domain, rcpt, rcpt_domain, recipients, priority, retry_num]" +
-        " + [last_error, last_status, expires_in, queue_name, mx, remote_ip, local_ip]")
+        " + [last_error, last_status, expires_in, queue_name, source, notify_num, queue_age, mx, remote_ip, local_ip]")
       expect(expr.variables).toEqual(Expression.KNOWN_VARIABLES)
-      expect(Expression.KNOWN_VARIABLES.size).toBe(14)
+      expect(Expression.KNOWN_VARIABLES.size).toBe(17)
       expect(ev("mx")).toBe("")
       expect(ev("mx", { mx: "mx1.example.org" })).toBe("mx1.example.org")
       expect(ev("remote_ip", { remote_ip: "192.0.2.1" })).toBe("192.0.2.1")
@@ -617,8 +617,8 @@ describe("Expression", () => {
         column: 1
       })
       expect(failure("$name").column).toBe(1)
-      expect(failure("notify_num > 1"))
-        .toEqual({ message: "variable notify_num is not available in this library", column: 1 })
+      expect(failure("size > 1"))
+        .toEqual({ message: "variable size is not available in this library", column: 1 })
       expect(failure("matches('(', rcpt)").column).toBe(9)
       expect(failure("matches(rcpt, rcpt)"))
         .toEqual({ message: "the first argument of matches must be a quoted regular expression", column: 9 })

@@ -10,6 +10,8 @@ import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step } from "../src/ConnectorTest.js"
 import type { DeliveryReport } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
+import * as Format from "../src/cli/format.js"
+import * as Expression from "../src/Expression.js"
 import * as Limiter from "../src/Limiter.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
@@ -202,6 +204,48 @@ tls.implicit = false
     ))))
 })
 
+describe("limiters in the plan", () => {
+  it.effect("explain shows, per domain and per host, the limiters that apply with their key values; plan prints them", () =>
+    Effect.gen(function*() {
+      const plan = yield* Transport.explain(request("r@a.test")).pipe(Effect.provide(layers(
+        config(`
+[queue.limiter.outbound.per-domain]
+key = "rcpt_domain"
+rate = "10/1m"
+[queue.limiter.outbound.per-mx]
+key = ["mx"]
+concurrency = 2
+[queue.limiter.outbound.per-ip]
+key = ["remote_ip"]
+concurrency = 1
+match = "remote_ip != '${IP}'"
+[queue.limiter.outbound.per-ip-all]
+key = ["remote_ip", "local_ip"]
+concurrency = 3
+[queue.limiter.outbound.other-sender]
+key = "sender"
+concurrency = 1
+match = "sender_domain == 'elsewhere.test'"
+`, "limiter-wait = \"2m\""),
+        []
+      )))
+      const [domain] = plan.domains
+      expect(domain!.limiters).toEqual([
+        { id: "per-domain", stage: "domain", key: { rcpt_domain: "a.test" }, concurrency: null, rate: { count: 10, periodMs: 60_000 } }
+      ])
+      expect(domain!.limiterWaitMs).toBe(120_000)
+      // per-ip's match is false for the host's address; other-sender's for this sender.
+      expect(domain!.hosts.map((h) => h.limiters)).toEqual([[
+        { id: "per-mx", stage: "host", key: { mx: "mx.a.test" }, concurrency: 2, rate: null },
+        // Connection-stage ones for the first address, no source bound.
+        { id: "per-ip-all", stage: "connection", key: { remote_ip: IP, local_ip: "0.0.0.0" }, concurrency: 3, rate: null }
+      ]])
+      const text = Format.explain(plan, { from: "s@origin.test", recipients: ["r@a.test"], retryNum: 0 })
+      expect(text).toContain("  limiter per-domain (domain stage; rcpt_domain=a.test): rate 10/1m\n  limiter-wait: 2m (then deferred)")
+      expect(text).toContain("    limiter per-mx (host stage; mx=mx.a.test): concurrency 2")
+    }))
+})
+
 describe("limiter configuration", () => {
   it("both syntaxes, in file order, each at its stage", () => {
     // v0.11.4+ (and v0.13–v0.15): [queue.limiter.outbound.<id>]
@@ -269,17 +313,57 @@ concurrency = 1
 `)).toContainEqual(expect.stringMatching(/^5 queue\.throttle: .*a setting of another Stalwart version.*this file also has/))
   })
 
-  it("v0.16 JSON: MtaOutboundThrottle is an error saying it is not supported yet", () => {
-    const result = OutboundConfig.parse(JSON.stringify({
+  it("v0.16 JSON: MtaOutboundThrottle objects in the registry's shape (key set, rate in ms, match expression)", () => {
+    const config = Either.getOrThrow(OutboundConfig.parse(JSON.stringify({
       MtaConnectionStrategy: [{ name: "default" }],
-      MtaOutboundThrottle: [{ key: ["mx"], concurrency: 1 }]
-    }))
+      MtaOutboundThrottle: [
+        { description: "per mx", key: { mx: true }, rate: { count: 100, period: 1000 } },
+        {
+          key: { remoteIp: true, rcptDomain: true },
+          rate: { count: 5, period: 60000 },
+          concurrency: 2,
+          match: { match: { "0": { if: "rcpt_domain == 'a.test'", then: "true" } }, else: "false" }
+        },
+        { description: "off", enable: false, key: { sender: true }, rate: { count: 1, period: 1 } },
+        { key: { senderDomain: true }, rate: { count: 1, period: 1000 }, match: { else: "sender_domain == 'b.test'" } }
+      ]
+    }, null, 2)))
+    const shape = (l: Limiter.OutboundLimiter) =>
+      [l.id, l.key, l.stage, l.concurrency, l.rate && [l.rate.count, Duration.toMillis(l.rate.period)]]
+    expect(config.limiters.map(shape)).toEqual([
+      ["per mx", ["mx"], "host", null, [100, 1000]],
+      ["MtaOutboundThrottle[1]", ["remote_ip", "rcpt_domain"], "connection", 2, [5, 60000]],
+      ["MtaOutboundThrottle[3]", ["sender_domain"], "domain", null, [1, 1000]]
+    ])
+    const match = config.limiters[1]!.match!
+    expect([match.evaluate({ rcpt_domain: "a.test" }), match.evaluate({ rcpt_domain: "c.test" })].map(Expression.toBool))
+      .toEqual([true, false])
+    expect(Expression.toBool(config.limiters[2]!.match!.evaluate({ sender_domain: "b.test" }))).toBe(true)
+  })
+
+  it("v0.16 JSON: every bad field of an MtaOutboundThrottle is an error at its line", () => {
+    const text = JSON.stringify({
+      MtaOutboundThrottle: [
+        { key: { mx: true, helo: true }, rate: { count: 0, period: 1000 } },
+        { key: ["mx"], rate: "100/1s", concurency: 3 },
+        { key: { mx: true } },
+        { key: { mx: true }, rate: { count: 1, period: 1000 }, match: { else: "remote_ip ==" } }
+      ]
+    }, null, 2)
+    const result = OutboundConfig.parse(text)
     if (Either.isRight(result)) throw new Error("expected a ConfigError")
-    expect(result.left.issues.map((i) => [i.path, i.line])).toEqual([["MtaOutboundThrottle", 1]])
-    expect(result.left.issues[0]!.message).toContain(
-      "not supported yet: outbound limiters are not read from v0.16's JSON; write them as " +
-        "[queue.limiter.outbound.<id>] tables in a TOML layout"
-    )
+    const lines = text.split("\n")
+    const lineOf = (needle: string, from = 0) => lines.findIndex((l, i) => i >= from && l.includes(needle)) + 1
+    expect(result.left.issues.map((i) => [i.path, i.line])).toEqual([
+      ["MtaOutboundThrottle[0].key.helo", lineOf("\"helo\"")],
+      ["MtaOutboundThrottle[0].rate.count", lineOf("\"count\": 0")],
+      ["MtaOutboundThrottle[1].key", lineOf("\"key\": [")],
+      ["MtaOutboundThrottle[1].rate", lineOf("\"rate\": \"100/1s\"")],
+      ["MtaOutboundThrottle[1].concurency", lineOf("\"concurency\"")],
+      ["MtaOutboundThrottle[2]", lineOf("{", lineOf("\"concurency\""))],
+      ["MtaOutboundThrottle[3].match", lineOf("\"else\": \"remote_ip ==\"") - 1]
+    ])
+    expect(result.left.issues[0]!.message).toContain("one of mx, remoteIp, localIp, sender, senderDomain, rcptDomain")
   })
 
   it("every bad field is an error with its key, line, what was found and what was expected", () => {

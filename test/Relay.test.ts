@@ -136,6 +136,15 @@ auth.token = "t"
     expect(error.message).not.toContain("hunter2")
   })
 
+  it("nor when the error is on a later line of a multi-line secret", () => {
+    for (const quote of ["\"\"\"", "\'\'\'"]) {
+      const error = bad(`[remote.a]\naddress = "a.test"\nauth.username = "u"\nauth.secret = ${quote}\nhunter\nhunter2${quote} x\n`)
+      expect(error.issues.map((i) => i.found)).toEqual(["the line of the key auth.secret (its value not shown)"])
+      expect(error.issues[0]!.line).toBe(6)
+      expect(error.message).not.toContain("hunter2")
+    }
+  })
+
   it("nor when the secret or token is in an inline table, bare or quoted", () => {
     for (const [line, key] of [
       ["auth = { username = \"u\", secret = \"hunter2\" x }", "secret"],

@@ -356,7 +356,7 @@ describe("Transport.deliver: the plan and the trace", () => {
         }],
         dropped: [],
         limits: { mx: 5, multihomed: 2 },
-        strategies: { route: "mx", tls: "default" },
+        strategies: { route: "mx", tls: "default", schedule: "default" },
         mtaSts: { status: "none", source: null, id: null, policy: null, error: null },
         error: null
       }])

@@ -95,13 +95,6 @@ export const run = (parsed: Parsed): Effect.Effect<void, CliExit, FileSystem.Fil
         })
       }
       for (const warning of config.warnings) yield* Console.error(`smtp-transport: warning: ${warning}`)
-      // The strategies model holds no limiters: the converted file would load without them, so say so.
-      if (config.limiters.length > 0) {
-        yield* Console.error(
-          `smtp-transport: warning: the outbound limiters (${config.limiters.map((l) => l.id).join(", ")}) are not ` +
-            "converted: copy their [queue.limiter.outbound.<id>] tables (a TOML layout; v0.16 JSON has none)"
-        )
-      }
       return yield* Console.log(written.right.trimEnd())
     }
     const lines = [`${file}: loads (layout ${config.layout})`]

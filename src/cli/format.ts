@@ -11,6 +11,7 @@ import type {
   DomainPlan,
   ExplainedDomain,
   ExplainedHost,
+  ExplainedLimiter,
   ExplainReport,
   MtaStsPlan,
   RecipientResult,
@@ -222,6 +223,16 @@ export const mtaSts = (plan: MtaStsPlan | null): string => {
   }
 }
 
+/** `per-mx (host stage; mx=mx.example.net): concurrency 2, rate 100/1s` */
+const limiterText = (l: ExplainedLimiter): string => {
+  const key = Object.entries(l.key).map(([k, v]) => `${k}=${v === "" ? "\"\"" : v}`).join(", ")
+  const limits = [
+    ...(l.concurrency === null ? [] : [`concurrency ${l.concurrency}`]),
+    ...(l.rate === null ? [] : [`rate ${l.rate.count}/${duration(l.rate.periodMs)}`])
+  ].join(", ")
+  return `${l.id} (${l.stage} stage${key === "" ? "" : `; ${key}`}): ${limits}`
+}
+
 const hostLines = (h: ExplainedHost): ReadonlyArray<string> => {
   const kind = h.implicit ? "implicit MX" : `preference ${h.preference}`
   const listed = h.mtaSts === null ? "" : `, ${h.mtaSts === "match" ? "listed in" : "not listed in"} the MTA-STS policy`
@@ -246,6 +257,7 @@ const hostLines = (h: ExplainedHost): ReadonlyArray<string> => {
       `    timeouts: ${timeoutsText(s.timeouts)}`
     )
   }
+  for (const l of h.limiters) lines.push(`    limiter ${limiterText(l)}`)
   return lines
 }
 
@@ -253,10 +265,14 @@ const domainLines = (d: ExplainedDomain): ReadonlyArray<string> => {
   const lines = [
     `${d.domain}  (${d.recipients.join(", ")})`,
     `  route: ${routeText(d.route)}`,
-    `  strategies: route ${d.strategies.route}, TLS ${d.strategies.tls}`,
+    `  strategies: route ${d.strategies.route}, TLS ${d.strategies.tls}, schedule ${d.strategies.schedule}`,
     `  limits: mx ${d.limits.mx}, multihomed ${d.limits.multihomed}`,
     `  MTA-STS: ${mtaSts(d.mtaSts)}; timeout ${duration(d.mtaStsTimeoutMs)}`
   ]
+  for (const l of d.limiters) lines.push(`  limiter ${limiterText(l)}`)
+  if (d.limiters.length > 0 || d.hosts.some((h) => h.limiters.length > 0)) {
+    lines.push(`  limiter-wait: ${duration(d.limiterWaitMs)} (then deferred)`)
+  }
   if (d.error !== null) {
     lines.push(`  no delivery possible: ${errorText(d.error)}`)
   }

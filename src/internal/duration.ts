@@ -74,3 +74,16 @@ export const parseDuration = (text: string): Either.Either<Duration.Duration, st
   }
   return Either.right(Duration.millis(millis))
 }
+
+/**
+ * A duration as Stalwart writes one: in its largest whole unit (`90s`, `2m`, `1d`), else in milliseconds.
+ *
+ * @internal
+ */
+export const formatDuration = (d: Duration.Duration): string => {
+  const ms = Duration.toMillis(d)
+  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}

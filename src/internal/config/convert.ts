@@ -150,3 +150,31 @@ export const ipProblem = (item: Value, family: 4 | 6): string | null => {
 export const ipv4List = ipList(4)
 /** @internal */
 export const ipv6List = ipList(6)
+
+/**
+ * A list of durations (`[2m, 5m]` in an expression, which is milliseconds; a duration string): Stalwart's
+ * `into_array`, a scalar being a one-element list and "" the empty one. `min` is how many it needs.
+ *
+ * @internal
+ */
+export const durationList = (min: 0 | 1): Converter<ReadonlyArray<Duration.Duration>> => ({
+  expected: `a list of durations${min === 1 ? ", at least one" : ""} (e.g. "[2m, 5m, 1h]"; each ${DURATION_SYNTAX})`,
+  convert: (value) => {
+    const items: ReadonlyArray<Value> = Array.isArray(value) ? value : value === "" ? [] : [value as Value]
+    if (items.length < min) return Either.left("at least one is needed")
+    const out: Array<Duration.Duration> = []
+    const problems: Array<string> = []
+    items.forEach((item, i) => {
+      const d = millisOrString(item)
+      if (Either.isRight(d)) out.push(d.right)
+      else problems.push(`element ${i + 1} (${render(item)})${d.left === "" ? " is not a duration" : `: ${d.left}`}`)
+    })
+    return problems.length === 0 ? Either.right(out) : Either.left(problems.join("; "))
+  }
+})
+
+/** A positive number of attempts, or false (0): none, the schedule expires by its TTL. @internal */
+export const maxAttempts: Converter<Option.Option<number>> = {
+  expected: "a positive integer, or false to expire by the TTL (expire)",
+  convert: (value) => value === 0 ? Either.right(Option.none()) : Either.map(positiveInteger.convert(value), Option.some)
+}

@@ -46,7 +46,18 @@ export interface Setting<A> {
 }
 
 /** What a key holds; decides how native TOML values and duration-looking strings are read. @internal */
-export type Kind = "hostname" | "strategy" | "ipv4" | "ipv6" | "count" | "duration" | "delay" | "tls" | "bool"
+export type Kind =
+  | "hostname"
+  | "strategy"
+  | "ipv4"
+  | "ipv6"
+  | "count"
+  | "duration"
+  | "delay"
+  | "tls"
+  | "bool"
+  | "durations"
+  | "attempts"
 
 /** What a default may depend on besides the key: the file's `[lookup.default] hostname` and the machine. @internal */
 export interface DefaultContext {
@@ -90,6 +101,8 @@ export interface KeySpec<A, S extends Stage = Stage> {
   readonly fallbackDoc?: string
   /** One line for the reference. */
   readonly doc: string
+  /** The variables an expression of the key may read, where they are not its stage's (the schedule's). */
+  readonly variables?: ReadonlyArray<string>
 }
 
 /** Where a key is spelled in each layout: `[outbound path, group, strategies key, json field]`. */
@@ -383,6 +396,126 @@ const DOMAIN_VARIABLES = [
   "expires_in",
   "queue_name"
 ] as const
+
+/**
+ * The variables of the delivery schedule and its selector (`[queue.schedule]`, `[queue.strategy] schedule`):
+ * Stalwart's rcpt variables, which are the domain stage's here plus what only a queue knows (`source` is `"dsn"` for a
+ * delivery status notification, `notify_num` the delay notices sent, `queue_age` the seconds since the message was
+ * queued).
+ *
+ * @internal
+ */
+export const SCHEDULE_VARIABLES: ReadonlyArray<string> = [...DOMAIN_VARIABLES, "source", "notify_num", "queue_age"]
+
+/** The fields of a delivery schedule, by their names in code. @internal */
+export type ScheduleName = "retry" | "notify" | "expire" | "maxAttempts"
+
+/** @internal */
+export interface ScheduleValues {
+  readonly retry: ReadonlyArray<Duration.Duration>
+  readonly notify: ReadonlyArray<Duration.Duration>
+  readonly expire: Duration.Duration
+  /** None: the schedule expires by `expire` (a TTL). */
+  readonly maxAttempts: Option.Option<number>
+}
+
+/**
+ * A key of a delivery schedule: its spelling in each layout, its converter and its default in each layout (a named
+ * schedule's defaults differ from `[queue.schedule]`'s, and v0.16's from v0.13's).
+ *
+ * @internal
+ */
+export interface ScheduleKeySpec<A> {
+  /** Below `[queue.schedule]` (v0.7–v0.12; `max-attempts` is this library's extension there). */
+  readonly path: string
+  /** In `[queue.schedule.<name>]` (v0.13–v0.15). */
+  readonly strategies: string
+  /** The field of an `MtaDeliverySchedule` (v0.16). */
+  readonly json: string
+  readonly stage: "domain"
+  readonly variables: ReadonlyArray<string>
+  readonly kind: Kind
+  readonly converter: Convert.Converter<A>
+  /** The default of `[queue.schedule]` (v0.7–v0.12). */
+  readonly fallback: A
+  /** The default in a `[queue.schedule.<name>]` table; undefined: the key is required. */
+  readonly strategiesFallback: A | undefined
+  /** The default in an `MtaDeliverySchedule` object. */
+  readonly jsonFallback: A
+  readonly doc: string
+}
+
+const minutes = (...list: ReadonlyArray<number>) => list.map((m) => Duration.minutes(m))
+const RETRY = [...minutes(2, 5, 10, 15, 30), Duration.hours(1), Duration.hours(2)]
+
+/**
+ * The schedule's key table, in file order: `[queue.schedule]` (v0.7–v0.12, each an expression of the
+ * {@link SCHEDULE_VARIABLES}), `[queue.schedule.<name>]` (v0.13–v0.15, plain values) and `MtaDeliverySchedule`
+ * (v0.16).
+ *
+ * @internal
+ */
+export const SCHEDULE_KEYS: { readonly [N in ScheduleName]: ScheduleKeySpec<ScheduleValues[N]> } = {
+  retry: {
+    path: "retry",
+    strategies: "retry",
+    json: "retry",
+    stage: "domain",
+    variables: SCHEDULE_VARIABLES,
+    kind: "durations",
+    converter: Convert.durationList(1),
+    fallback: RETRY,
+    strategiesFallback: undefined,
+    jsonFallback: [...RETRY, Duration.days(1), Duration.days(3)],
+    doc: "The wait after each attempt that left the recipient undelivered: the n-th wait after the n-th attempt, the " +
+      "last one repeated. At least one; required in a named schedule."
+  },
+  notify: {
+    path: "notify",
+    strategies: "notify",
+    json: "notify",
+    stage: "domain",
+    variables: SCHEDULE_VARIABLES,
+    kind: "durations",
+    converter: Convert.durationList(0),
+    fallback: [Duration.days(1), Duration.days(3)],
+    strategiesFallback: [],
+    jsonFallback: [Duration.days(1), Duration.days(3)],
+    doc: "When, after the message was queued, its sender gets a delay notification (RFC 3464) while a recipient is " +
+      "still being retried; empty: never."
+  },
+  expire: {
+    path: "expire",
+    strategies: "expire",
+    json: "expiry.expire",
+    stage: "domain",
+    variables: SCHEDULE_VARIABLES,
+    kind: "duration",
+    converter: Convert.duration,
+    fallback: Duration.days(5),
+    strategiesFallback: Duration.days(3),
+    jsonFallback: Duration.days(3),
+    doc: "How long after the message was queued a recipient still undelivered is given up (failed, with a " +
+      "notification to the sender)."
+  },
+  maxAttempts: {
+    path: "max-attempts",
+    strategies: "max-attempts",
+    json: "expiry.maxAttempts",
+    stage: "domain",
+    variables: SCHEDULE_VARIABLES,
+    kind: "attempts",
+    converter: Convert.maxAttempts,
+    fallback: Option.none(),
+    strategiesFallback: Option.none(),
+    jsonFallback: Option.none(),
+    doc: "Give a recipient up after this many attempts instead of after `expire` (v0.13+; in `[queue.schedule]` " +
+      "this library's extension, false: by `expire`). Not with `expire` in a named schedule."
+  }
+}
+
+/** @internal */
+export const SCHEDULE_NAMES: ReadonlyArray<ScheduleName> = ["retry", "notify", "expire", "maxAttempts"]
 
 /** The delivery variables known when a key of that stage is evaluated. @internal */
 export const STAGE_VARIABLES: { readonly [S in Stage]: ReadonlyArray<string> } = {

@@ -58,7 +58,12 @@ const nameConverter = (nextHop: boolean): Converter<string> => ({
 })
 
 /** The stage whose variables a selector may read (Stalwart's variable sets, narrowed where a key needs it earlier). */
-const SELECTOR_STAGE: { readonly [G in Keys.Group]: Stage } = { route: "domain", connection: "host", tls: "host" }
+const SELECTOR_STAGE: { readonly [G in Keys.Group | "schedule"]: Stage } = {
+  route: "domain",
+  connection: "host",
+  tls: "host",
+  schedule: "domain"
+}
 
 /** The name a selector always gives, read from what the file wrote, when it is a literal. */
 const literalName = (raw: unknown, nextHop: boolean): string | null => {
@@ -75,7 +80,7 @@ const literalName = (raw: unknown, nextHop: boolean): string | null => {
  * @internal
  */
 export const selector = (
-  group: Keys.Group,
+  group: Keys.Group | "schedule",
   key: ReadonlyArray<string>,
   raw: unknown,
   origin: Model.Origin,
@@ -85,16 +90,11 @@ export const selector = (
   issues: Array<RawIssue>,
   nextHop = false
 ): Model.Selector => {
-  const spec: Keys.KeySpec<string> = {
-    path: key as Array<string>,
-    group,
-    strategies: key.join("."),
-    json: key.join("."),
+  const spec: Pick<Keys.KeySpec<string>, "stage" | "kind" | "converter" | "variables"> = {
     stage: SELECTOR_STAGE[group],
     kind: "strategy",
     converter: nameConverter(nextHop),
-    fallback: fallbackName,
-    doc: ""
+    ...(group === "schedule" ? { variables: Keys.SCHEDULE_VARIABLES } : {})
   }
   const built = build(spec, fallbackName, key, raw, options)
   issues.push(...built.issues)
@@ -116,7 +116,9 @@ export const selector = (
     if (!known.includes(name)) {
       issues.push({
         path,
-        problem: `no ${group === "route" && nextHop ? "relay host" : `${group} strategy`} is named ` +
+        problem: `no ${
+          group === "route" && nextHop ? "relay host" : group === "schedule" ? "schedule" : `${group} strategy`
+        } is named ` +
           `${JSON.stringify(name)}${didYouMean(name, names)}`,
         found: `the name ${JSON.stringify(name)}`,
         expected: `one of ${names.map((k) => JSON.stringify(k)).join(", ")}${nextHop ? ", or false for MX delivery" : ""}`,
@@ -175,6 +177,32 @@ export const relayKeys = (json: boolean): ReadonlyArray<string> =>
   Object.values(RELAY_FIELDS).map((f) => (json ? f.json : f.toml))
 
 /**
+ * v0.16's `SecretKeyOptional`: `{ "@type": "Value", "secret" }` or `{ "@type": "None" }` (no credentials). A secret
+ * kept in an environment variable or a file is refused, with the reason: reading either while loading would make the
+ * configuration depend on the process that loads it, and `config convert` would write the secret out.
+ */
+const secretKeyOptional = (f: Field, issues: Array<RawIssue>): string | null | undefined => {
+  const raw = f.raw as { readonly [key: string]: unknown }
+  const type = raw["@type"]
+  const extra = Object.keys(raw).filter((k) => k !== "@type" && k !== (type === "Value" ? "secret" : ""))
+  if (type === "None" && extra.length === 0) return undefined
+  if (type === "Value" && extra.length === 0 && typeof raw["secret"] === "string" && raw["secret"] !== "") {
+    return raw["secret"]
+  }
+  const other = type === "EnvironmentVariable" || type === "File"
+  issues.push({
+    path: other || extra.length === 0 ? [...f.path, type === "Value" ? "secret" : "@type"] : [...f.path, extra[0]!],
+    problem: other
+      ? `not supported: a secret read from ${type === "File" ? "a file" : "an environment variable"} (give its value)`
+      : type === "Value" || type === "None" ? "wrong fields" : "not a SecretKeyOptional",
+    // The value is never quoted back: it may be the secret.
+    found: typeof type === "string" ? `@type ${JSON.stringify(type)}` : "no @type",
+    expected: "{ \"@type\": \"Value\", \"secret\": \"…\" } or { \"@type\": \"None\" }"
+  })
+  return null
+}
+
+/**
  * A relay route from its fields: `address` required, `port` 25, `protocol` smtp, `tls.implicit` true in TOML (Stalwart
  * v0.7–v0.15) and false in JSON (v0.16), credentials both or neither.
  *
@@ -196,6 +224,7 @@ export const relay = (
     const f = field(name)
     if (f === undefined) return undefined
     origins[name] = f.path
+    if (json && name === "secret" && isTable(f.raw)) return secretKeyOptional(f, issues)
     if (typeof f.raw === "string" && f.raw !== "") return f.raw
     if (name !== "secret" && name !== "token") return problem(f, "a non-empty string")
     // The value is never quoted back: it may be the secret.

@@ -1,18 +1,21 @@
 /**
- * Outbound limiters in Stalwart's two syntaxes: `[queue.limiter.outbound.<id>]` (v0.11.4+) and `[[queue.throttle]]`
- * (v0.7–v0.11.3). Each has `key` (a variable name or a list of them), `concurrency`, `rate` (`"100/1s"`), `match`
- * (an expression) and `enable`. Every field is checked: an unknown one, a key outside the six variables, a rate
- * that does not parse, or a limiter that limits nothing is an error naming its place.
+ * Outbound limiters in Stalwart's three syntaxes: `[queue.limiter.outbound.<id>]` (v0.11.4–v0.15), `[[queue.throttle]]`
+ * (v0.7–v0.11.3) and v0.16's `MtaOutboundThrottle` registry objects. Each has `key` (a variable name or a list of
+ * them; in JSON a set of camelCase names), `concurrency`, `rate` (`"100/1s"`; in JSON `{ count, period }` with the
+ * period in milliseconds), `match` (an expression or an if-list) and `enable`. Every field is checked: an unknown
+ * one, a key outside the six variables, a rate that does not parse, or a limiter that limits nothing is an error
+ * naming its place.
  *
  * @internal
  */
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
-import { compile, type CompileOptions } from "../../Expression.js"
+import * as Toml from "smol-toml"
+import { compile, compileIfBlock, type CompileOptions, type Expression } from "../../Expression.js"
 import type { Key, OutboundLimiter, Rate } from "../../Limiter.js"
 import { keys as limiterKeys } from "../../Limiter.js"
 import type { Stage } from "../../Settings.js"
-import { parseDuration } from "../duration.js"
+import { formatDuration, parseDuration } from "../duration.js"
 import { describeToml } from "./describe.js"
 import { STAGE_VARIABLES } from "./keys.js"
 import type { Segment } from "./locate.js"
@@ -44,6 +47,74 @@ export const parseRate = (text: string): Either.Either<Rate, string> => {
         ? Either.left("the period must be longer than zero")
         : Either.right({ count, period })
   )
+}
+
+/** The stage where every variable of the key and of `match` is known: where the limiter is checked. */
+const stageOfLimiter = (key: ReadonlyArray<Key>, match: Expression | null): Stage => {
+  let stage: Stage = "domain"
+  for (const k of key) stage = later(stage, stageOf(k))
+  for (const v of match?.variables ?? []) stage = later(stage, stageOf(v))
+  return stage
+}
+
+const isBranch = (raw: unknown): raw is { readonly if: string; readonly then: string } =>
+  isTable(raw) && Object.keys(raw).length === 2 && typeof raw["if"] === "string" && typeof raw["then"] === "string"
+
+/**
+ * `match`: an expression, or (as any of Stalwart's expressions may be) an if-list `[{ if, then }, …, { else }]`.
+ * It may read the variables known once a connection's addresses are (`remote_ip`, `local_ip`) and before.
+ */
+const compileMatch = (
+  raw: unknown,
+  path: ReadonlyArray<Segment>,
+  options: CompileOptions,
+  issues: Array<RawIssue>
+): Expression | null => {
+  const issue = (at: ReadonlyArray<Segment>, problem: string, found: string, expected: string, column = 1) =>
+    issues.push({ path: at, problem, found, expected, column })
+  let compiled: Either.Either<Expression, string>
+  if (typeof raw === "string") {
+    compiled = Either.mapLeft(compile(raw, options), (error) => {
+      issue(path, `not a valid expression (${error.message})`, JSON.stringify(raw), "an expression", error.column)
+      return ""
+    })
+  } else if (Array.isArray(raw) && raw.length > 0) {
+    const last = raw[raw.length - 1]
+    const branches = raw.slice(0, -1)
+    const otherwise = isTable(last) && Object.keys(last).length === 1 ? last["else"] : undefined
+    const bad = branches.findIndex((b) => !isBranch(b))
+    if (bad >= 0 || typeof otherwise !== "string") {
+      issue(
+        bad >= 0 ? [...path, bad] : [...path, raw.length - 1],
+        "not an if-list",
+        describeToml(bad >= 0 ? branches[bad] : last),
+        "{ if = \"<condition>\", then = \"<expression>\" } entries and a last { else = \"<expression>\" }"
+      )
+      return null
+    }
+    compiled = Either.mapLeft(compileIfBlock(branches as ReadonlyArray<{ if: string; then: string }>, otherwise, options), (errors) => {
+      for (const { branch, error, field } of errors) {
+        issue(
+          field === "else" ? [...path, branches.length, "else"] : [...path, branch, field],
+          `not a valid expression (${error.message})`,
+          JSON.stringify(field === "else" ? otherwise : (branches[branch] as { [k: string]: string })[field]),
+          "an expression",
+          error.column
+        )
+      }
+      return ""
+    })
+  } else {
+    issue(path, "not an expression", describeToml(raw), "an expression as a string, or an if-list")
+    return null
+  }
+  if (Either.isLeft(compiled)) return null
+  const unknown = Array.from(compiled.right.variables).filter((v) => !STAGE_VARIABLES.connection.includes(v))
+  if (unknown.length > 0) {
+    issue(path, "reads variables a limiter cannot know", unknown.join(", "), `variables among ${STAGE_VARIABLES.connection.join(", ")}`)
+    return null
+  }
+  return compiled.right
 }
 
 const one = (
@@ -105,41 +176,9 @@ const one = (
     issue(path, "a limiter that limits nothing", "neither concurrency nor rate", "concurrency, rate or both")
   }
 
-  let stage: Stage = "domain"
-  for (const k of key) stage = later(stage, stageOf(k))
-  let match: OutboundLimiter["match"] = null
-  if (raw["match"] !== undefined) {
-    const m = raw["match"]
-    if (typeof m !== "string") {
-      issue([...path, "match"], "not an expression", describeToml(m), "an expression as a string")
-    } else {
-      const compiled = compile(m, options)
-      if (Either.isLeft(compiled)) {
-        issues.push({
-          path: [...path, "match"],
-          problem: `not a valid expression (${compiled.left.message})`,
-          found: JSON.stringify(m),
-          expected: "an expression",
-          column: compiled.left.column
-        })
-      } else {
-        const unknown = Array.from(compiled.right.variables).filter((v) => !STAGE_VARIABLES.connection.includes(v))
-        if (unknown.length > 0) {
-          issue(
-            [...path, "match"],
-            "reads variables a limiter cannot know",
-            unknown.join(", "),
-            `variables among ${STAGE_VARIABLES.connection.join(", ")}`
-          )
-        } else {
-          match = compiled.right
-          for (const v of compiled.right.variables) stage = later(stage, stageOf(v))
-        }
-      }
-    }
-  }
+  const match = raw["match"] === undefined ? null : compileMatch(raw["match"], [...path, "match"], options, issues)
   if (issues.length > before || enable === false) return null
-  return { id, key, concurrency, rate, match, stage }
+  return { id, key, concurrency, rate, match, stage: stageOfLimiter(key, match), origin: path }
 }
 
 /**
@@ -189,6 +228,163 @@ export const parseLimiters = (
         const parsed = one(`throttle[${i}]`, ["queue", "throttle", i], raw, options, issues)
         if (parsed !== null) limiters.push(parsed)
       })
+    }
+  }
+  return { limiters, issues }
+}
+
+/** v0.16's spelling of each key variable (`MtaOutboundThrottleKey`). */
+const JSON_KEYS: { readonly [json: string]: Key } = {
+  mx: "mx",
+  remoteIp: "remote_ip",
+  localIp: "local_ip",
+  sender: "sender",
+  senderDomain: "sender_domain",
+  rcptDomain: "rcpt_domain"
+}
+
+const jsonKeyOf = (key: Key): string => Object.keys(JSON_KEYS).find((k) => JSON_KEYS[k] === key)!
+
+/** An if-list (or a plain expression) as v0.16 writes an Expression: `{ match: { "0": { if, then } }, else }`. @internal */
+export const jsonExpression = (raw: unknown): unknown => {
+  if (!Array.isArray(raw)) return { else: raw }
+  const items = raw as ReadonlyArray<{ readonly [k: string]: unknown }>
+  return {
+    match: Object.fromEntries(items.filter((i) => "if" in i).map((i, n) => [String(n), { if: i["if"], then: i["then"] }])),
+    else: items.find((i) => "else" in i)?.["else"]
+  }
+}
+
+/** A limiter's `match` as written: its source, or the if-list an if-block was compiled from (its source is TOML). */
+const matchRaw = (match: Expression): unknown =>
+  match.source.startsWith("[") ? (Toml.parse(`match = ${match.source}`) as { match: unknown }).match : match.source
+
+/** A limiter's fields as a `[queue.limiter.outbound.<id>]` table holds them. @internal */
+export const tomlFields = (l: OutboundLimiter): ReadonlyArray<readonly [string, unknown]> => [
+  ["key", l.key],
+  ...(l.concurrency === null ? [] : [["concurrency", l.concurrency] as const]),
+  ...(l.rate === null ? [] : [["rate", `${l.rate.count}/${formatDuration(l.rate.period)}`] as const]),
+  ...(l.match === null ? [] : [["match", matchRaw(l.match)] as const])
+]
+
+/** A limiter as a v0.16 `MtaOutboundThrottle` object; `concurrency` is this library's field there. @internal */
+export const jsonObject = (l: OutboundLimiter): { readonly [field: string]: unknown } => ({
+  description: l.id,
+  key: Object.fromEntries(l.key.map((k) => [jsonKeyOf(k), true])),
+  ...(l.rate === null ? {} : { rate: { count: l.rate.count, period: Duration.toMillis(l.rate.period) } }),
+  ...(l.concurrency === null ? {} : { concurrency: l.concurrency }),
+  ...(l.match === null ? {} : { match: jsonExpression(matchRaw(l.match)) })
+})
+
+// `concurrency` is this library's: v0.16's throttles have a rate only (Stalwart dropped outbound concurrency limits).
+const JSON_FIELDS = ["enable", "description", "key", "match", "rate", "concurrency"] as const
+
+const oneJson = (
+  index: number | string,
+  raw: unknown,
+  options: CompileOptions,
+  expression: (raw: unknown, path: ReadonlyArray<Segment>) => unknown,
+  issues: Array<RawIssue>
+): OutboundLimiter | null => {
+  const path: ReadonlyArray<Segment> = ["MtaOutboundThrottle", index]
+  const issue = (at: ReadonlyArray<Segment>, problem: string, found: string, expected: string) =>
+    issues.push({ path: at, problem, found, expected })
+  if (!isTable(raw)) {
+    issue(path, "not an object", describeToml(raw), `an object with the fields ${JSON_FIELDS.join(", ")}`)
+    return null
+  }
+  const before = issues.length
+  for (const field of Object.keys(raw)) {
+    if (!(JSON_FIELDS as ReadonlyArray<string>).includes(field)) {
+      issue([...path, field], "unknown field", `the field ${JSON.stringify(field)}`, `one of ${JSON_FIELDS.join(", ")}`)
+    }
+  }
+  const enable = raw["enable"] ?? true
+  if (typeof enable !== "boolean") issue([...path, "enable"], "not a boolean", describeToml(enable), "true or false")
+  const description = raw["description"]
+  if (description !== undefined && typeof description !== "string") {
+    issue([...path, "description"], "not a string", describeToml(description), "a string")
+  }
+  const key: Array<Key> = []
+  const rawKey = raw["key"] ?? {}
+  if (!isTable(rawKey)) {
+    issue([...path, "key"], "not a set of keys", describeToml(rawKey), `{ "mx": true, … } with keys among ${Object.keys(JSON_KEYS).join(", ")}`)
+  } else {
+    for (const [name, on] of Object.entries(rawKey)) {
+      const k = JSON_KEYS[name]
+      if (k === undefined) {
+        issue([...path, "key", name], "not a limiter key", `the key ${JSON.stringify(name)}`, `one of ${Object.keys(JSON_KEYS).join(", ")}`)
+      } else if (on !== true) {
+        issue([...path, "key", name], "not true", describeToml(on), "true (a set lists its members with true)")
+      } else key.push(k)
+    }
+  }
+  let rate: Rate | null = null
+  if (raw["rate"] !== undefined) {
+    const r = raw["rate"]
+    const count = isTable(r) ? r["count"] : undefined
+    const period = isTable(r) ? r["period"] : undefined
+    if (!isTable(r) || Object.keys(r).some((k) => k !== "count" && k !== "period")) {
+      issue([...path, "rate"], "not a rate", describeToml(r), "{ \"count\": <messages>, \"period\": <milliseconds> }")
+    } else if (typeof count !== "number" || !Number.isSafeInteger(count) || count < 1) {
+      issue([...path, "rate", "count"], "not a count", describeToml(count), "a whole number of 1 or more")
+    } else if (typeof period !== "number" || !Number.isSafeInteger(period) || period < 1) {
+      issue([...path, "rate", "period"], "not a period", describeToml(period), "a whole number of milliseconds, 1 or more")
+    } else rate = { count, period: Duration.millis(period) }
+  }
+  let concurrency: number | null = null
+  if (raw["concurrency"] !== undefined) {
+    const c = raw["concurrency"]
+    if (typeof c === "number" && Number.isSafeInteger(c) && c >= 1) concurrency = c
+    else issue([...path, "concurrency"], "not a concurrency", describeToml(c), "a whole number of 1 or more")
+  }
+  if (raw["rate"] === undefined && raw["concurrency"] === undefined) {
+    issue(path, "a limiter that limits nothing", "neither rate nor concurrency", "rate (or this library's concurrency)")
+  }
+  let match: Expression | null = null
+  if (raw["match"] !== undefined) {
+    const converted = expression(raw["match"], [...path, "match"])
+    if (converted !== undefined) match = compileMatch(converted, [...path, "match"], options, issues)
+  }
+  if (issues.length > before || enable === false) return null
+  const id = typeof description === "string" && description !== "" ? description : `MtaOutboundThrottle[${index}]`
+  return { id, key, concurrency, rate, match, stage: stageOfLimiter(key, match), origin: path }
+}
+
+/**
+ * The limiters of a v0.16 JSON document: its `MtaOutboundThrottle` objects, a list (or an object keyed by id) as the
+ * other registry objects are. `expression` turns v0.16's `{ match, else }` into the if-list the TOML layouts write.
+ *
+ * @internal
+ */
+export const parseJsonLimiters = (
+  root: { readonly [key: string]: unknown },
+  options: CompileOptions,
+  expression: (raw: unknown, path: ReadonlyArray<Segment>) => unknown
+): { readonly limiters: ReadonlyArray<OutboundLimiter>; readonly issues: ReadonlyArray<RawIssue> } => {
+  const issues: Array<RawIssue> = []
+  const limiters: Array<OutboundLimiter> = []
+  const list = root["MtaOutboundThrottle"]
+  if (list === undefined) return { limiters, issues }
+  const items = Array.isArray(list)
+    ? list.map((v, i) => [i, v] as const)
+    : isTable(list)
+    ? Object.entries(list)
+    : null
+  if (items === null) {
+    issues.push({
+      path: ["MtaOutboundThrottle"],
+      problem: "not a list of objects",
+      found: describeToml(list),
+      expected: "a list of MtaOutboundThrottle objects"
+    })
+    return { limiters, issues }
+  }
+  for (const [index, raw] of items) {
+    const parsed = oneJson(index, raw, options, expression, issues)
+    // The id names the limiter's counts: two with one description must not share them.
+    if (parsed !== null) {
+      limiters.push(limiters.some((l) => l.id === parsed.id) ? { ...parsed, id: `${parsed.id} [${index}]` } : parsed)
     }
   }
   return { limiters, issues }

@@ -57,10 +57,28 @@ export interface Selector {
   readonly constant: string | null
 }
 
+/**
+ * A delivery schedule: `[queue.schedule]` (the one schedule of the `outbound` layout, named `default`, whose values
+ * may be expressions), a `[queue.schedule.<name>]` table or an `MtaDeliverySchedule` object (plain values). Absent
+ * values are at the layout's default.
+ *
+ * @internal
+ */
+export interface ScheduleDefinition {
+  readonly name: string
+  readonly origin: Origin
+  readonly values: { readonly [N in Keys.ScheduleName]?: Valued<Keys.ScheduleValues[N]> }
+  /** v0.13–v0.15's `queue-name` (the virtual queue; read and carried, not used). */
+  readonly queueName?: Valued<string> | undefined
+}
+
 /** @internal */
 export interface Model {
   readonly layout: Keys.Layout
   readonly selectors: { readonly [G in Keys.Group]: Selector }
+  /** `[queue.strategy] schedule`, `MtaOutboundStrategy.schedule`; the constant `default` in the `outbound` layout. */
+  readonly scheduleSelector: Selector
+  readonly schedules: ReadonlyMap<string, ScheduleDefinition>
   readonly routes: ReadonlyMap<string, RouteStrategy>
   readonly connections: ReadonlyMap<string, Strategy>
   readonly tls: ReadonlyMap<string, Strategy>

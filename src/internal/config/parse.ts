@@ -8,17 +8,18 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as os from "node:os"
 import { isIP } from "node:net"
-import type { CompileOptions, Value } from "../../Expression.js"
+import type { CompileOptions, Value, Variables } from "../../Expression.js"
 import { hostnameProblem } from "./convert.js"
 import { describe, describeToml } from "./describe.js"
 import { ConfigError, type ConfigIssue } from "./error.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
-import { parseLimiters } from "./limiters.js"
+import { parseJsonLimiters, parseLimiters } from "./limiters.js"
 import { makeJsonLocator, makeLocator, type Position, type Segment } from "./locate.js"
 import * as Model from "./model.js"
 import * as Sections from "./sections.js"
 import * as Relays from "./relays.js"
+import * as Schedule from "./schedule.js"
 import { build, type RawIssue } from "./setting.js"
 import { parseToml } from "./toml.js"
 import type { OutboundLimiter } from "../../Limiter.js"
@@ -34,6 +35,8 @@ export type Loaded = Keys.ConfigSettings & {
   readonly notUsed: ReadonlyArray<string>
   /** The outbound limiters, `[queue.limiter.outbound.<id>]` and `[[queue.throttle]]`, in file order. */
   readonly limiters: ReadonlyArray<OutboundLimiter>
+  /** The delivery schedule of a recipient (`OutboundConfig.Config.schedule`). */
+  readonly schedule: (variables: Variables) => Schedule.ScheduleEvaluation
 }
 
 const SECTION = ["queue", "outbound"] as const
@@ -250,7 +253,12 @@ const classify = (root: unknown, notes: Notes): Exclude<Keys.Layout, "json"> | n
   for (const [name, value] of Object.entries(isTable(queue) ? queue : {})) {
     const path = ["queue", name]
     const dotted = path.join(".")
-    if (Sections.LAYOUT_TABLES.outbound.includes(dotted)) found.outbound.push(dotted)
+    if (dotted === Sections.SCHEDULE_TABLE) {
+      // [queue.schedule] is both layouts': its own keys beside [queue.outbound] (v0.7–v0.12), named tables beside
+      // [queue.strategy] (v0.13–v0.15).
+      const entries = isTable(value) ? Object.values(value) : []
+      if (entries.length > 0) (entries.every(isTable) ? found.strategies : found.outbound).push(dotted)
+    } else if (Sections.LAYOUT_TABLES.outbound.includes(dotted)) found.outbound.push(dotted)
     else if (Sections.LAYOUT_TABLES.strategies.includes(dotted)) found.strategies.push(dotted)
     else if (dotted === Sections.THROTTLE_TABLE) throttle = true
     else if (dotted === Sections.LIMITER_TABLE) {
@@ -420,6 +428,7 @@ const loadOutbound = (
   return {
     layout: "outbound",
     selectors: { route, connection: constant("connection", "default"), tls: constant("tls", "default") },
+    ...Schedule.loadOutbound(at(root, ["queue", "schedule"]), options, notes.issues),
     ...maps,
     routeSetting: routeSetting.setting
   }
@@ -625,7 +634,42 @@ const loadStrategies = (
   }
   const strategy = at(root, ["queue", "strategy"])
   const selectors = selectorsOf("strategies", strategy, ["queue", "strategy"], options, maps, notes)
-  return { layout: "strategies", selectors, ...maps }
+  // [queue.schedule.<name>] and [queue.strategy] schedule.
+  const schedules = new Map<string, Model.ScheduleDefinition>()
+  const tables = at(root, ["queue", "schedule"])
+  if (tables !== undefined && !isTable(tables)) {
+    notes.issues.push({
+      path: ["queue", "schedule"],
+      problem: "not a table",
+      found: describeToml(tables),
+      expected: "[queue.schedule.<name>] tables"
+    })
+  } else if (isTable(tables)) {
+    for (const [name, raw] of Object.entries(tables)) {
+      const path = ["queue", "schedule", name]
+      if (!isTable(raw)) {
+        notes.issues.push({
+          path,
+          problem: "a setting of another Stalwart version: [queue.schedule] retry, notify, expire belong to the " +
+            "v0.7–v0.12 layout; beside [queue.strategy] a schedule is a named table chosen by [queue.strategy] schedule",
+          found: `the key queue.schedule.${name}`,
+          expected: "[queue.schedule.<name>] tables"
+        })
+        continue
+      }
+      const definition = Schedule.readNamed("strategies", name, raw, path, notes.issues)
+      if (definition !== null) schedules.set(name, definition)
+    }
+  }
+  Schedule.withBuiltIns(schedules, "strategies")
+  const scheduleSelector = Schedule.selector(
+    isTable(strategy) ? strategy["schedule"] : undefined,
+    ["queue", "strategy", "schedule"],
+    options,
+    schedules,
+    notes.issues
+  )
+  return { layout: "strategies", selectors, scheduleSelector, schedules, ...maps }
 }
 
 /** The three selectors of `[queue.strategy]` or `MtaOutboundStrategy`, with the defaults of Stalwart v0.13+. */
@@ -649,7 +693,7 @@ const selectorsOf = (
   const value = (group: string) => isTable(table) ? table[group] : undefined
   if (isTable(table)) {
     for (const k of Object.keys(table)) {
-      if (k === "schedule") notes.notUsed.push(`${path.join(".")}.schedule (the schedule strategy expression, v0.13+)`)
+      if (k === "schedule") continue
       else if (!Keys.GROUPS.includes(k as Keys.Group) && !(layout === "json" && (k === "id" || k === "description"))) {
         notes.issues.push({
           path: [...path, k],
@@ -721,18 +765,21 @@ const jsonExpression = (raw: unknown, path: ReadonlyArray<Segment>, notes: Notes
   return [...branches, { else: raw["else"] }]
 }
 
-const JSON_OBJECTS = ["MtaOutboundStrategy", "MtaRoute", "MtaConnectionStrategy", "MtaTlsStrategy", "SystemSettings"]
+const JSON_OBJECTS = [
+  "MtaOutboundStrategy",
+  "MtaRoute",
+  "MtaConnectionStrategy",
+  "MtaTlsStrategy",
+  "SystemSettings",
+  "MtaDeliverySchedule"
+]
 const JSON_NOT_USED: { readonly [name: string]: string } = {
-  MtaDeliverySchedule: "delivery schedules",
   MtaVirtualQueue: "virtual queues",
   MtaQueueQuota: "queue quotas",
   MtaInboundThrottle: "inbound limiters"
 }
-/** Registry objects a transport would use but this library does not read yet: an error, never skipped silently. */
-const JSON_NOT_SUPPORTED: { readonly [name: string]: string } = {
-  MtaOutboundThrottle: "outbound limiters are not read from v0.16's JSON; write them as " +
-    "[queue.limiter.outbound.<id>] tables in a TOML layout"
-}
+/** Registry objects read beside the layout's settings (internal/config/limiters.ts). */
+const JSON_BESIDE = ["MtaOutboundThrottle"]
 
 /** The v0.16 layout: registry objects as JSON. */
 const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Model.Model, "hostname"> | null => {
@@ -747,27 +794,23 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
     return null
   }
   for (const k of Object.keys(root)) {
-    if (JSON_OBJECTS.includes(k)) continue
+    if (JSON_OBJECTS.includes(k) || JSON_BESIDE.includes(k)) continue
     if (k in JSON_NOT_USED) notes.notUsed.push(`${k} (${JSON_NOT_USED[k]})`)
-    else if (k in JSON_NOT_SUPPORTED) {
-      notes.issues.push({
-        path: [k],
-        problem: `not supported yet: ${JSON_NOT_SUPPORTED[k]}`,
-        found: `the object ${JSON.stringify(k)}`,
-        expected: `one of ${JSON_OBJECTS.join(", ")}`
-      })
-    } else if (k.startsWith("Mta")) {
+    else if (k.startsWith("Mta")) {
       notes.issues.push({
         path: [k],
         problem: `no Stalwart registry object of that name${
-          Layouts.didYouMean(k, [...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED), ...Object.keys(JSON_NOT_SUPPORTED)])
+          Layouts.didYouMean(k, [...JSON_OBJECTS, ...JSON_BESIDE, ...Object.keys(JSON_NOT_USED)])
         }`,
         found: `the object ${JSON.stringify(k)}`,
-        expected: `one of ${[...JSON_OBJECTS, ...Object.keys(JSON_NOT_USED), ...Object.keys(JSON_NOT_SUPPORTED)].join(", ")}`
+        expected: `one of ${
+          [...JSON_OBJECTS, ...JSON_BESIDE, ...Object.keys(JSON_NOT_USED)].join(", ")
+        }`
       })
     }
   }
-  if (!JSON_OBJECTS.slice(0, 4).some((k) => k in root)) {
+  // Only limiters, as in TOML: every other setting at its default.
+  if (!JSON_OBJECTS.slice(0, 4).some((k) => k in root) && !JSON_BESIDE.some((k) => k in root)) {
     notes.issues.push({
       ...NO_SETTINGS,
       found: "none of MtaOutboundStrategy, MtaRoute, MtaConnectionStrategy, MtaTlsStrategy"
@@ -807,7 +850,22 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
   objects("MtaTlsStrategy", (name, raw, path) => readStrategy("json", "tls", name, raw, path, maps, notes))
   Layouts.withBuiltIns(maps, "json")
   const selectors = selectorsOf("json", root["MtaOutboundStrategy"], ["MtaOutboundStrategy"], options, maps, notes)
-  return { layout: "json", selectors, ...maps }
+  const schedules = new Map<string, Model.ScheduleDefinition>()
+  objects("MtaDeliverySchedule", (name, raw, path) => {
+    const definition = Schedule.readNamed("json", name, raw, path, notes.issues)
+    if (definition !== null) schedules.set(name, definition)
+  })
+  Schedule.withBuiltIns(schedules, "json")
+  const strategy = root["MtaOutboundStrategy"]
+  const given = isTable(strategy) ? strategy["schedule"] : undefined
+  const scheduleSelector = Schedule.selector(
+    given === undefined ? undefined : jsonExpression(given, ["MtaOutboundStrategy", "schedule"], notes),
+    ["MtaOutboundStrategy", "schedule"],
+    options,
+    schedules,
+    notes.issues
+  )
+  return { layout: "json", selectors, scheduleSelector, schedules, ...maps }
 }
 
 /** Options of `parse`. @internal */
@@ -888,6 +946,11 @@ export const parse = (
   let hostname: Model.Model["hostname"]
   let limiters: ReadonlyArray<OutboundLimiter> = []
   if (json) {
+    if (isTable(root)) {
+      const parsedLimiters = parseJsonLimiters(root, options, (raw, path) => jsonExpression(raw, path, notes))
+      notes.issues.push(...parsedLimiters.issues)
+      limiters = parsedLimiters.limiters
+    }
     loaded = loadJson(root, options, notes)
     hostname = defaultHostname("json", root, stores, notes)
   } else {
@@ -915,7 +978,8 @@ export const parse = (
       file,
       warnings: notes.warnings,
       notUsed: Array.from(new Set(notes.notUsed)),
-      limiters
+      limiters,
+      schedule: (variables) => Schedule.evaluate(model, variables)
     })
   }
   const locate = json ? makeJsonLocator(text) : makeLocator(text)

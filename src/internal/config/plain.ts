@@ -35,7 +35,7 @@ const TLS_WORDS = ["optional", "require", "required", "disable", "disabled", "no
  */
 export const plainValue = (
   layout: Exclude<Layout, "outbound">,
-  spec: KeySpec<unknown>,
+  spec: Pick<KeySpec<unknown>, "kind" | "converter">,
   raw: unknown
 ): Either.Either<unknown, PlainProblem> => {
   const { converter } = spec
@@ -82,17 +82,41 @@ export const plainValue = (
       if (typeof raw === "boolean") return Either.right(raw)
       if (!json && (raw === "true" || raw === "false")) return Either.right(raw === "true")
       return fail("wrong type of value")
+    case "attempts":
+      // A named schedule's max-attempts is a number (false, "by the TTL", is [queue.schedule]'s alone).
+      if (typeof raw === "number" && Number.isInteger(raw)) return raw >= 1 ? convert(raw) : fail("it is not at least 1")
+      if (!json && typeof raw === "string" && /^[0-9]+$/.test(raw)) return convert(Number(raw))
+      return fail("wrong type of value")
+    case "durations": {
+      if (!Array.isArray(raw)) return fail("wrong type of value")
+      const items: Array<Value> = []
+      for (const item of raw) {
+        if (typeof item === "number" && Number.isInteger(item)) {
+          if (item <= 0) return fail("a duration must be greater than zero")
+          items.push(item)
+        } else if (!json && typeof item === "string") {
+          const d = parseDuration(item)
+          if (Either.isLeft(d)) return fail(`malformed duration ${JSON.stringify(item)} (${d.left})`)
+          items.push(Duration.toMillis(d.right))
+        } else return fail("wrong type of value")
+      }
+      return convert(items)
+    }
     case "ipv4":
     case "ipv6":
       return fail("wrong type of value")
   }
 }
 
-const wrap = (spec: KeySpec<unknown>, d: Duration.Duration): unknown =>
+const wrap = (spec: Pick<KeySpec<unknown>, "kind" | "converter">, d: Duration.Duration): unknown =>
   spec.kind === "delay" ? Either.getOrThrow(spec.converter.convert(Duration.toMillis(d))) : d
 
-const tomlExpected = (spec: KeySpec<unknown>): string => {
+const tomlExpected = (spec: Pick<KeySpec<unknown>, "kind" | "converter">): string => {
   switch (spec.kind) {
+    case "durations":
+      return "a list of durations (e.g. [\"2m\", \"5m\", \"1h\"])"
+    case "attempts":
+      return "a positive integer"
     case "strategy":
       return "one of the strings \"ipv4_only\", \"ipv6_only\", \"ipv4_then_ipv6\", \"ipv6_then_ipv4\""
     case "tls":
@@ -106,8 +130,12 @@ const tomlExpected = (spec: KeySpec<unknown>): string => {
   }
 }
 
-const jsonExpected = (spec: KeySpec<unknown>): string => {
+const jsonExpected = (spec: Pick<KeySpec<unknown>, "kind" | "converter">): string => {
   switch (spec.kind) {
+    case "durations":
+      return "a list of numbers of milliseconds, each greater than zero"
+    case "attempts":
+      return "a positive integer"
     case "strategy":
       return `one of ${Object.keys(JSON_IP_STRATEGY).map((s) => JSON.stringify(s)).join(", ")}`
     case "tls":

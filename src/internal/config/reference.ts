@@ -33,6 +33,17 @@ export const renderReference = (): string => {
     const json = field === undefined ? "" : `\`${Layouts.relaySpelling(field, true)}\``
     return `| \`${key}\` | ${json} | ${fallback} | ${cell(accepts)} | ${cell(doc)} |`
   })
+  const scheduleDefault = (value: unknown) => value === undefined ? "required" : `\`${renderDefault(value)}\``
+  const schedule = Keys.SCHEDULE_NAMES.map((n) => {
+    const spec = Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
+    const none = (value: unknown) =>
+      Array.isArray(value) && value.length === 0 ? "`[]` (none)" : n === "maxAttempts" ? "`false` (by `expire`)" : scheduleDefault(value)
+    return `| \`${spec.path}\` | \`${spec.strategies}\` | \`${spec.json}\` | ${none(spec.fallback)} | ${
+      none(spec.strategiesFallback)
+    } | ${n === "maxAttempts" ? "`5` with an `Attempts` expiry" : none(spec.jsonFallback)} | ${cell(spec.converter.expected)} | ${
+      cell(spec.doc)
+    } |`
+  })
   return [
     "# Configuration reference",
     "",
@@ -57,11 +68,35 @@ export const renderReference = (): string => {
     "| tls | (one implicit strategy) | `[queue.strategy] tls` | `MtaOutboundStrategy.tls` | the domain variables " +
     "and `mx` (`\"\"` for the MTA-STS keys, evaluated per domain) | `'invalid-tls'` on a retry after a TLS error, " +
     "else `'default'` |",
+    "| schedule | (one schedule, named `default`) | `[queue.strategy] schedule` | `MtaOutboundStrategy.schedule` | " +
+    "the domain variables and `source` (`'dsn'` for a delivery status notification), `notify_num`, `queue_age` | " +
+    "`'dsn'` when `source == 'dsn'`, `'report'` when `source == 'report'`, else `'remote'` |",
     "",
     "Built-in strategies (a file may redefine them): routes `mx` and `local`, connection `default`, TLS `default` and " +
     "`invalid-tls` (`allow-invalid-certs = true`). A literal name no strategy has is an error at load. A name no " +
     "strategy has, computed at delivery time: for a connection or TLS strategy, Stalwart's default strategy and a " +
     "warning; for a route, the domain's delivery fails (kind `route`, deferred), never sent by MX instead.",
+    "",
+    "## Delivery schedule",
+    "",
+    "When a recipient not delivered yet is retried, when its sender is told (a delay notification, RFC 3464), and " +
+    "when it is given up (failed, with a notification). `[queue.schedule]` beside `[queue.outbound]` (v0.7–v0.12: " +
+    "each key a value, an expression or an if-list of the schedule variables), `[queue.schedule.<name>]` tables chosen " +
+    "by `[queue.strategy] schedule` (v0.13–v0.15, plain values; `queue-name` is read and carried, not used) and " +
+    "`MtaDeliverySchedule` objects chosen by `MtaOutboundStrategy.schedule` (v0.16: durations in milliseconds, " +
+    "`\"retry\": \"default\"` for the default list, `expiry` `{ \"@type\": \"Ttl\", \"expire\" }` or " +
+    "`{ \"@type\": \"Attempts\", \"maxAttempts\" }`). The outbox evaluates it per recipient (`Config.schedule`).",
+    "",
+    "| `[queue.schedule]` | `[queue.schedule.<name>]` | `MtaDeliverySchedule` | default v0.7–v0.12 | " +
+    "default v0.13–v0.15 | default v0.16 | accepts | meaning |",
+    "|---|---|---|---|---|---|---|---|",
+    ...schedule,
+    "",
+    "Built-in schedules of v0.13+ (Stalwart's first-boot ones; a file may redefine them): `remote` and `local` (retry " +
+    "2m … 2h, notify 1d and 3d, expire 3d), `dsn` (retry 15m, 30m, 1h, 2h; no notify; 10 attempts), `report` " +
+    "(retry 30m, 1h, 2h; no notify; 8 attempts). A named schedule sets `expire` or `max-attempts`, not both. A literal " +
+    "name no schedule has is an error at load; the name `default`, or a computed name no schedule has, is Stalwart's " +
+    "fallback (retry 2m … 2h, notify 1d and 3d, expire 5d), with a warning for a name other than `default`.",
     "",
     "## Routes",
     "",

@@ -24,17 +24,23 @@ export const LIMITER_TABLE = "queue.limiter"
 /** @internal */
 export const THROTTLE_TABLE = "queue.throttle"
 
+/**
+ * The delivery schedules (internal/config/schedule.ts): `[queue.schedule]` beside `[queue.outbound]` (v0.7–v0.12),
+ * `[queue.schedule.<name>]` beside `[queue.strategy]` (v0.13–v0.15).
+ *
+ * @internal
+ */
+export const SCHEDULE_TABLE = "queue.schedule"
+
 /** Stalwart settings below `[queue]` a transport does not use (delivery scheduling, quotas, DSN …), and why. @internal */
 export const NOT_USED: ReadonlyArray<{ readonly table: string; readonly what: string }> = [
-  { table: "queue.schedule", what: "the queue's retry, notification and expiry schedules" },
   { table: "queue.virtual", what: "virtual queues, v0.13+" },
   { table: "queue.quota", what: "queue quotas" },
   { table: "queue.threads", what: "queue worker threads, v0.11.2+" },
   { table: "queue.hash", what: "queue sharding" },
   { table: "queue.path", what: "the queue's spool directory, v0.6 and earlier" },
   { table: "queue.dsn", what: "DSN settings" },
-  { table: "queue.outbound.dsn", what: "DSN settings" },
-  { table: "queue.strategy.schedule", what: "the schedule strategy expression, v0.13+" }
+  { table: "queue.outbound.dsn", what: "DSN settings" }
 ]
 
 /** Keys and tables of other Stalwart versions, with the version and what replaced them. @internal */
@@ -53,6 +59,7 @@ export const KNOWN_QUEUE_TABLES: ReadonlyArray<string> = [
   ...LAYOUT_TABLES.strategies,
   LIMITER_TABLE,
   THROTTLE_TABLE,
+  SCHEDULE_TABLE,
   ...NOT_USED.map((n) => n.table).filter((t) => t.split(".").length === 2)
 ]
 

@@ -13,7 +13,7 @@ import {
   type Value,
   type Variables
 } from "../../Expression.js"
-import { looksLikeDuration, parseDuration } from "../duration.js"
+import { DURATION_SYNTAX, looksLikeDuration, parseDuration } from "../duration.js"
 import { describe, describeToml, render } from "./describe.js"
 import type { Evaluated, KeySpec, Setting } from "./keys.js"
 import { STAGE_VARIABLES, STAGE_WORDS } from "./keys.js"
@@ -52,6 +52,9 @@ const IF_ITEM = "{ if = \"…\", then = \"…\" } or { else = \"…\" }"
 export const renderDefault = (value: unknown): string => {
   if (Duration.isDuration(value)) return Duration.format(value)
   if (Option.isOption(value)) return Option.match(value, { onNone: () => "false", onSome: renderDefault })
+  if (Array.isArray(value) && value.length > 0 && value.every(Duration.isDuration)) {
+    return `[${value.map((d: Duration.Duration) => Duration.format(d)).join(", ")}]`
+  }
   if (Array.isArray(value)) return value.length === 0 ? "[] (no source address)" : render(value as Value)
   if (typeof value === "string") return JSON.stringify(value)
   return String(value)
@@ -74,7 +77,7 @@ export interface Built<A> {
  * @param raw the TOML value, undefined when the key is absent
  */
 export const build = <A>(
-  spec: KeySpec<A>,
+  spec: Pick<KeySpec<A>, "stage" | "kind" | "converter" | "variables">,
   fallbackValue: A,
   keyPath: ReadonlyArray<string>,
   raw: unknown,
@@ -88,6 +91,8 @@ export const build = <A>(
   const { converter } = spec
   const isDurationKind = spec.kind === "duration" || spec.kind === "delay"
   const isListKind = spec.kind === "ipv4" || spec.kind === "ipv6"
+  const allowed = spec.variables ?? STAGE_VARIABLES[spec.stage]
+  const when = spec.variables === undefined ? STAGE_WORDS[spec.stage] : "for a recipient's schedule"
 
   /** A scalar (or, for address lists, a native array) in a value role → expression source, or an issue. */
   const slot = (value: unknown, path: ReadonlyArray<Segment>, role: Role): Slot | null => {
@@ -112,7 +117,28 @@ export const build = <A>(
     if (typeof value === "bigint") return fail("the integer is too large", expected)
     if (typeof value === "boolean") {
       if (value && role !== "if" && spec.kind === "delay") return fail("true is not a delay")
+      if (value && role !== "if" && spec.kind === "attempts") return fail("true is not a number of attempts")
       return { path, source: String(value) }
+    }
+    if (Array.isArray(value) && role !== "if" && spec.kind === "durations") {
+      // A native list of durations: the expression list of their milliseconds.
+      const items: Array<string> = []
+      value.forEach((item, i) => {
+        const parsed = typeof item === "string"
+          ? parseDuration(item)
+          : typeof item === "number" && Number.isInteger(item) && item > 0
+          ? Either.right(Duration.millis(item))
+          : Either.left("not a duration")
+        if (Either.isLeft(parsed)) {
+          issues.push({
+            path: [...path, i],
+            problem: `not a duration (${parsed.left})`,
+            found: describeToml(item),
+            expected: DURATION_SYNTAX
+          })
+        } else items.push(String(Duration.toMillis(parsed.right)))
+      })
+      return items.length === value.length ? { path, source: `[${items.join(", ")}]` } : null
     }
     if (Array.isArray(value) && role !== "if" && isListKind) {
       const family = spec.kind === "ipv4" ? 4 : 6
@@ -152,14 +178,13 @@ export const build = <A>(
       return null
     }
     const expression = compiled.right
-    const allowed = STAGE_VARIABLES[spec.stage]
     for (const variable of expression.variables) {
       if (!allowed.includes(variable)) {
         issues.push({
           path: s.path,
-          problem: `the variable ${variable} is not known when ${key} is evaluated (${STAGE_WORDS[spec.stage]})`,
+          problem: `the variable ${variable} is not known when ${key} is evaluated (${when})`,
           found: `the variable ${variable}`,
-          expected: `only the variables known ${STAGE_WORDS[spec.stage]}: ${allowed.join(", ")}`
+          expected: `only the variables known ${when}: ${allowed.join(", ")}`
         })
       }
     }

@@ -6,11 +6,13 @@ import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 import type { Value } from "../../Expression.js"
 import type { OutboundLimiter } from "../../Limiter.js"
+import * as Limiters from "./limiters.js"
 import { render as renderValue } from "./describe.js"
 import * as Keys from "./keys.js"
 import * as Layouts from "./layouts.js"
 import type { Position, Segment } from "./locate.js"
 import * as Model from "./model.js"
+import * as Schedule from "./schedule.js"
 import { renderDefault } from "./setting.js"
 import { jsonValue, tomlPlain } from "./write.js"
 
@@ -148,19 +150,50 @@ export const show = (shown: Shown, locate: (path: ReadonlyArray<Segment>) => Pos
       }
     }
   }
+  // The delivery schedules: [queue.schedule] of an outbound file, else the selector and every schedule.
+  const scheduleRows = (definition: Model.ScheduleDefinition, indent: string) => {
+    const values = Schedule.constantValues(layout, definition)
+    for (const n of Keys.SCHEDULE_NAMES) {
+      const spec = Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
+      const valued = definition.values[n] as Model.Valued<unknown> | undefined
+      const key = Schedule.spelling(n, layout)
+      if (layout === "outbound") {
+        row(indent, key, valued === undefined ? renderDefault(spec.fallback) : rawText(valued.raw), valued?.origin ?? null)
+        continue
+      }
+      // A named schedule expires by one of them: the other is not shown.
+      const attempts = Option.isSome(values.maxAttempts)
+      if ((n === "expire" && attempts) || (n === "maxAttempts" && !attempts)) continue
+      const value = values[n]
+      row(indent, key, rawText(layout === "json" ? jsonValue(spec, value) : tomlPlain(spec, value)), valued?.origin ?? null)
+    }
+  }
+  if (layout === "outbound") {
+    lines.push("", "[queue.schedule]  # the one delivery schedule")
+    scheduleRows(model.schedules.get("default")!, "")
+  } else {
+    const selector = model.scheduleSelector
+    lines.push("", "# schedule selector")
+    row("", "schedule", rawText(selector.raw), selector.origin)
+    for (const definition of model.schedules.values()) {
+      lines.push("", `# schedule ${JSON.stringify(definition.name)}${definition.origin === null ? " (built in)" : ""}`)
+      if (definition.queueName !== undefined) row("  ", "queue-name", JSON.stringify(definition.queueName.raw), definition.queueName.origin)
+      scheduleRows(definition, "  ")
+    }
+  }
   for (const limiter of shown.limiters ?? []) {
-    const throttle = /^throttle\[([0-9]+)\]$/.exec(limiter.id)
-    const origin: Model.Origin = throttle === null
-      ? ["queue", "limiter", "outbound", limiter.id]
-      : ["queue", "throttle", Number(throttle[1])]
+    const origin: Model.Origin = limiter.origin ?? ["queue", "limiter", "outbound", limiter.id]
     lines.push("", `# outbound limiter ${JSON.stringify(limiter.id)}, checked at the ${limiter.stage} stage`.padEnd(72) +
       `  # ${where(origin)}`)
-    lines.push(`  key = ${JSON.stringify(limiter.key)}`)
-    if (limiter.concurrency !== null) lines.push(`  concurrency = ${limiter.concurrency}`)
-    if (limiter.rate !== null) {
-      lines.push(`  rate = ${JSON.stringify(`${limiter.rate.count}/${Duration.format(limiter.rate.period)}`)}`)
+    if (layout === "json") {
+      const { description: _, ...fields } = Limiters.jsonObject(limiter)
+      for (const [k, v] of Object.entries(fields)) lines.push(`  ${k} = ${JSON.stringify(v)}`)
+    } else {
+      // An if-list's source is already TOML; anything else is a string or a list of names.
+      for (const [k, v] of Limiters.tomlFields(limiter)) {
+        lines.push(`  ${k} = ${k === "match" && Array.isArray(v) ? limiter.match!.source : JSON.stringify(v)}`)
+      }
     }
-    if (limiter.match !== null) lines.push(`  match = ${JSON.stringify(limiter.match.source)}`)
   }
   if (shown.notUsed.length > 0) {
     lines.push("", "# not used by the transport:", ...shown.notUsed.map((n) => `#   ${n}`))

@@ -111,6 +111,29 @@ const scan = (text: string): Scan => {
  */
 const SECRET_LINE = /(?:^|[\s{,])((?:[\w-]+\.|"[^"]*"\.)*"?(?:secret|token)"?)\s*=/
 
+/**
+ * The secret or token key whose value the line at `index` may show: the key on that line, or the key of a multi-line
+ * string (`"""`, `'''`) still open there, since an error inside such a string points at one of the secret's lines.
+ */
+const secretAt = (lines: ReadonlyArray<string>, index: number): string | null => {
+  let open: { readonly key: string; readonly delimiter: string } | null = null
+  for (let i = 0; i <= index; i++) {
+    const text = lines[i] ?? ""
+    if (open !== null) {
+      if (i === index) return open.key
+      if (text.includes(open.delimiter)) open = null
+      continue
+    }
+    const secret = SECRET_LINE.exec(text)
+    if (secret === null) continue
+    if (i === index) return secret[1]!
+    const rest = text.slice(secret.index + secret[0].length)
+    const delimiter = /^\s*("""|''')/.exec(rest)?.[1]
+    if (delimiter !== undefined && !rest.trimStart().slice(3).includes(delimiter)) open = { key: secret[1]!, delimiter }
+  }
+  return null
+}
+
 /** The quirk behind a syntax error on a line, and its fix, when it is one Stalwart accepts. */
 const quirkOf = (line: string): string | null => {
   const value = /^\s*[A-Za-z0-9_."'-]+\s*=\s*(.*)$/.exec(line)
@@ -216,9 +239,10 @@ const parseOne = (text: string, original: string, offset: number): Either.Either
   } catch (error) {
     if (error instanceof Toml.TomlError) {
       const line = error.line + offset
-      const lineText = original.split(/\r?\n/)[line - 1] ?? ""
+      const lines = original.split(/\r?\n/)
+      const lineText = lines[line - 1] ?? ""
       // A relay's secret is never quoted back, not even from a line that does not parse.
-      const secret = SECRET_LINE.exec(lineText)
+      const secret = secretAt(lines, line - 1)
       const quirk = secret === null ? quirkOf(lineText) : null
       const what = error.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "")
       return Either.left({
@@ -226,7 +250,7 @@ const parseOne = (text: string, original: string, offset: number): Either.Either
         problem: quirk === null ? `TOML syntax error: ${what}` : `TOML syntax error: ${quirk}`,
         found: secret === null
           ? `the line ${JSON.stringify(lineText.trim())}`
-          : `the line of the key ${secret[1]} (its value not shown)`,
+          : `the line of the key ${secret} (its value not shown)`,
         expected: "valid TOML",
         line,
         col: error.column

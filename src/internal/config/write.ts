@@ -14,11 +14,15 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import { compile } from "../../Expression.js"
+import type { OutboundLimiter } from "../../Limiter.js"
 import { ConfigError } from "./error.js"
 import * as Keys from "./keys.js"
+import { formatDuration } from "../duration.js"
 import * as Layouts from "./layouts.js"
+import * as Limiters from "./limiters.js"
 import * as Model from "./model.js"
 import { JSON_IP_STRATEGY } from "./plain.js"
+import * as Schedule from "./schedule.js"
 import type { RawIssue } from "./setting.js"
 
 /** One branch of a selector: a condition (null for the else) and the strategy name it gives. */
@@ -53,14 +57,16 @@ const branchesOf = (model: Model.Model, group: Keys.Group): ReadonlyArray<Branch
 }
 
 /** Whether a key's raw value in an `outbound` file is a constant (no variable read, not an if-list). */
-const isConstantRaw = (raw: unknown): boolean => {
+/** @internal */
+export const isConstantRaw = (raw: unknown): boolean => {
   if (Array.isArray(raw) && raw.some((item) => typeof item === "object" && item !== null)) return false
   if (typeof raw !== "string") return true
   const compiled = compile(raw)
   return Either.isRight(compiled) && compiled.right.variables.size === 0 && !raw.includes("$")
 }
 
-const same = (a: unknown, b: unknown): boolean => {
+/** @internal */
+export const same = (a: unknown, b: unknown): boolean => {
   if (Duration.isDuration(a) && Duration.isDuration(b)) return Duration.toMillis(a) === Duration.toMillis(b)
   if (Option.isOption(a) && Option.isOption(b)) {
     return Option.isNone(a) ? Option.isNone(b) : Option.isSome(b) && same(a.value, b.value)
@@ -69,21 +75,17 @@ const same = (a: unknown, b: unknown): boolean => {
   return a === b
 }
 
-const durationText = (d: Duration.Duration): string => {
-  const ms = Duration.toMillis(d)
-  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000]] as const) {
-    if (ms % size === 0) return `${ms / size}${unit}`
-  }
-  return `${ms}ms`
-}
-
 /** A value as a plain TOML value of the `strategies` layout. @internal */
-export const tomlPlain = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
+export const tomlPlain = (spec: Pick<Keys.KeySpec<unknown>, "kind">, value: unknown): unknown => {
   switch (spec.kind) {
+    case "durations":
+      return (value as ReadonlyArray<Duration.Duration>).map(formatDuration)
+    case "attempts":
+      return Option.match(value as Option.Option<number>, { onNone: () => false, onSome: (n) => n })
     case "duration":
-      return durationText(value as Duration.Duration)
+      return formatDuration(value as Duration.Duration)
     case "delay":
-      return Option.match(value as Option.Option<Duration.Duration>, { onNone: () => false, onSome: durationText })
+      return Option.match(value as Option.Option<Duration.Duration>, { onNone: () => false, onSome: formatDuration })
     default:
       return value
   }
@@ -99,9 +101,9 @@ const expressionSource = (spec: Keys.KeySpec<unknown>, value: unknown): string =
     case "ipv6":
       return `[${(value as ReadonlyArray<string>).map(quote).join(", ")}]`
     case "duration":
-      return durationText(value as Duration.Duration)
+      return formatDuration(value as Duration.Duration)
     case "delay":
-      return Option.match(value as Option.Option<Duration.Duration>, { onNone: () => "false", onSome: durationText })
+      return Option.match(value as Option.Option<Duration.Duration>, { onNone: () => "false", onSome: formatDuration })
     default:
       return String(value)
   }
@@ -123,8 +125,12 @@ const outboundConstant = (spec: Keys.KeySpec<unknown>, value: unknown): unknown 
 }
 
 /** A value as a JSON field of a v0.16 object. @internal */
-export const jsonValue = (spec: Keys.KeySpec<unknown>, value: unknown): unknown => {
+export const jsonValue = (spec: Pick<Keys.KeySpec<unknown>, "kind">, value: unknown): unknown => {
   switch (spec.kind) {
+    case "durations":
+      return (value as ReadonlyArray<Duration.Duration>).map(Duration.toMillis)
+    case "attempts":
+      return Option.match(value as Option.Option<number>, { onNone: () => false, onSome: (n) => n })
     case "duration":
       return Duration.toMillis(value as Duration.Duration)
     case "delay":
@@ -174,8 +180,18 @@ const withoutMx = (source: string): string =>
     i % 2 === 1 ? part : part.replace(/(?<![A-Za-z0-9_.$])mx(?![A-Za-z0-9_(])/g, "''")
   ).join("")
 
+/** An if-list (or a plain expression) as v0.16 writes an Expression. */
+const jsonExpression = Limiters.jsonExpression
+
+/** The outbound limiters as `[queue.limiter.outbound.<id>]` tables (v0.11.4+, both TOML layouts). */
+const limiterTables = (
+  limiters: ReadonlyArray<OutboundLimiter>
+): Array<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]> =>
+  limiters.map((l) => [["queue", "limiter", "outbound", l.id], Limiters.tomlFields(l)])
+
 /** Minimal TOML writer: tables in order, dotted keys, inline arrays and inline tables. */
-const toml = (tables: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]>) => {
+/** @internal */
+export const toml = (tables: ReadonlyArray<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]>) => {
   const key = (k: string) => (/^[A-Za-z0-9_-]+$/.test(k) ? k : JSON.stringify(k))
   const value = (v: unknown): string => {
     if (typeof v === "string") return JSON.stringify(v)
@@ -203,7 +219,12 @@ const relayFields = (relay: Model.RelayDefinition, json: boolean, implicitDefaul
   if (Option.isSome(relay.auth)) {
     const auth = relay.auth.value
     fields.push([Layouts.relaySpelling("username", json), auth.username])
-    fields.push([Layouts.relaySpelling(auth.token === true ? "token" : "secret", json), Redacted.value(auth.secret)])
+    const secret = Redacted.value(auth.secret)
+    // v0.16 writes a secret as a SecretKeyOptional object; the token is this library's field, a string.
+    fields.push([
+      Layouts.relaySpelling(auth.token === true ? "token" : "secret", json),
+      json && auth.token !== true ? { "@type": "Value", secret } : secret
+    ])
     if (auth.allowPlaintext === true) fields.push([Layouts.relaySpelling("allowPlaintext", json), true])
   }
   return fields
@@ -214,7 +235,7 @@ const namesOf = (model: Model.Model, group: Keys.Group): ReadonlyArray<string> =
   [...Model.strategiesOf(model, group).keys()]
 
 /** Writes the model in the `outbound` layout. */
-const toOutbound = (model: Model.Model, problems: Problems): string => {
+const toOutbound = (model: Model.Model, limiters: ReadonlyArray<OutboundLimiter>, problems: Problems): string => {
   const target: Keys.Layout = "outbound"
   const context = { hostname: model.hostname.value }
   const entries: Array<readonly [string, unknown]> = []
@@ -296,7 +317,14 @@ const toOutbound = (model: Model.Model, problems: Problems): string => {
     entries.push(["next-hop", items.length === 1 ? items[0]!["else"] : items])
   }
   const server = model.hostname.origin === null ? [] : [[["server"], [["hostname", model.hostname.value]]] as const]
-  return toml([...server, [["queue", "outbound"], entries], ...relays])
+  const schedule = Schedule.toOutbound(model, problems)
+  return toml([
+    ...server,
+    [["queue", "outbound"], entries],
+    ...relays,
+    ...limiterTables(limiters),
+    ...(schedule.length === 0 ? [] : [[["queue", "schedule"], schedule] as const])
+  ])
 }
 
 /** The implicit strategies of an `outbound` file, and every strategy of the others, as plain values. */
@@ -343,7 +371,12 @@ const strategyFields = (
 }
 
 /** Writes the model in the `strategies` (TOML) or `json` layout. */
-const toNamed = (model: Model.Model, json: boolean, problems: Problems): string => {
+const toNamed = (
+  model: Model.Model,
+  limiters: ReadonlyArray<OutboundLimiter>,
+  json: boolean,
+  problems: Problems
+): string => {
   const selectors: Array<readonly [string, unknown]> = []
   for (const group of Keys.GROUPS) {
     const selector = model.selectors[group]
@@ -374,6 +407,8 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
     // outbound file's single TLS strategy applies on every attempt.
     selectors.push(["tls", "'default'"])
   }
+  const schedules = Schedule.toNamed(model, json, problems, isConstantRaw)
+  if (schedules.selector !== undefined) selectors.push(["schedule", schedules.selector])
   const written = (group: Keys.Group) =>
     [...Model.strategiesOf(model, group).values()].filter((s) =>
       s.origin !== null || Object.keys(s.values).length > 0 && !(s.name === "invalid-tls" && Object.keys(s.values).length === 1)
@@ -382,17 +417,9 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
   const connections = written("connection")
   const tls = written("tls")
   if (json) {
-    const expression = (raw: unknown) => {
-      if (!Array.isArray(raw)) return { else: raw }
-      const items = raw as ReadonlyArray<{ readonly [k: string]: unknown }>
-      return {
-        match: Object.fromEntries(items.filter((i) => "if" in i).map((i, n) => [String(n), { if: i["if"], then: i["then"] }])),
-        else: items.find((i) => "else" in i)?.["else"]
-      }
-    }
     const document: { [k: string]: unknown } = {}
     if (model.hostname.origin !== null) document["SystemSettings"] = { defaultHostname: model.hostname.value }
-    if (selectors.length > 0) document["MtaOutboundStrategy"] = Object.fromEntries(selectors.map(([g, raw]) => [g, expression(raw)]))
+    if (selectors.length > 0) document["MtaOutboundStrategy"] = Object.fromEntries(selectors.map(([g, raw]) => [g, jsonExpression(raw)]))
     document["MtaRoute"] = routes.map((route) => ({
       "@type": route.type === "mx" ? "Mx" : route.type === "relay" ? "Relay" : "Local",
       name: route.name,
@@ -410,7 +437,11 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
       name: s.name,
       ...Object.fromEntries(strategyFields(model, "tls", s, true, problems))
     }))
+    if (schedules.schedules.length > 0) {
+      document["MtaDeliverySchedule"] = schedules.schedules.map(([name, fields]) => ({ name, ...Object.fromEntries(fields) }))
+    }
     for (const k of ["MtaConnectionStrategy", "MtaTlsStrategy"]) if ((document[k] as Array<unknown>).length === 0) delete document[k]
+    if (limiters.length > 0) document["MtaOutboundThrottle"] = limiters.map(Limiters.jsonObject)
     return JSON.stringify(document, null, 2) + "\n"
   }
   const tables: Array<readonly [ReadonlyArray<string>, ReadonlyArray<readonly [string, unknown]>]> = []
@@ -440,8 +471,9 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
   }
   for (const s of tls) tables.push([["queue", "tls", s.name], strategyFields(model, "tls", s, false, problems)])
   for (const [ip, name] of sourceNames) tables.push([["queue", "source-ip", ip], [["ehlo-hostname", name]]])
+  for (const [name, fields] of schedules.schedules) tables.push([["queue", "schedule", name], fields])
   // A table with no key still names a strategy that must exist.
-  return toml(tables)
+  return toml([...tables, ...limiterTables(limiters)])
 }
 
 /**
@@ -451,12 +483,15 @@ const toNamed = (model: Model.Model, json: boolean, problems: Problems): string 
  */
 export const write = (
   model: Model.Model,
+  limiters: ReadonlyArray<OutboundLimiter>,
   to: Keys.Layout,
   file: string | null,
   issueOf: (raw: RawIssue) => ConfigError["issues"][number]
 ): Either.Either<string, ConfigError> => {
   const problems: Problems = []
-  const text = to === "outbound" ? toOutbound(model, problems) : toNamed(model, to === "json", problems)
+  const text = to === "outbound"
+    ? toOutbound(model, limiters, problems)
+    : toNamed(model, limiters, to === "json", problems)
   if (problems.length > 0) return Either.left(new ConfigError({ file, issues: problems.map(issueOf) }))
   return Either.right(text)
 }

@@ -45,6 +45,10 @@ export const KNOWN_VARIABLES: ReadonlySet<string> = new Set([
   "last_status",
   "expires_in",
   "queue_name",
+  // Known to the delivery schedule only (keys.ts SCHEDULE_VARIABLES): what an outbox knows of a queued message.
+  "source",
+  "notify_num",
+  "queue_age",
   "mx",
   "remote_ip",
   "local_ip"
@@ -52,9 +56,6 @@ export const KNOWN_VARIABLES: ReadonlySet<string> = new Set([
 
 // Stalwart variables a delivery here has no value for; named in the error so the user knows it is not a typo.
 const STALWART_ONLY_VARIABLES: ReadonlySet<string> = new Set([
-  "notify_num",
-  "queue_age",
-  "source",
   "received_from_ip",
   "received_via_port",
   "size"

@@ -7,6 +7,7 @@ import type { Variables } from "../../Expression.js"
 import type { ConnectionSettings, DomainSettings, HostSettings, Stage } from "../../Settings.js"
 import * as Keys from "../config/keys.js"
 import * as Model from "../config/model.js"
+import * as Schedule from "../config/schedule.js"
 import { MX_ROUTE, type RouteSetting } from "../config/relays.js"
 
 /**
@@ -95,16 +96,17 @@ export const evaluateConnection: (config: Keys.ConfigSettings, variables: Variab
 
 /**
  * The route and TLS strategy names the selectors choose for a domain (TLS with `mx` still empty, as Stalwart's first
- * evaluation for MTA-STS), for the plan.
+ * evaluation for MTA-STS), and the schedule's, for the plan.
  *
  * @internal
  */
 export const domainStrategies = (
   config: { readonly model: Model.Model },
   variables: Variables
-): { readonly route: string; readonly tls: string } => ({
+): { readonly route: string; readonly tls: string; readonly schedule: string } => ({
   route: Model.choose(config.model, "route", variables).name,
-  tls: Model.choose(config.model, "tls", variables).name
+  tls: Model.choose(config.model, "tls", variables).name,
+  schedule: Schedule.evaluate(config.model, variables).settings.name
 })
 
 /**

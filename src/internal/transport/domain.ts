@@ -24,8 +24,8 @@ import { relayPlan, routePlan, unknownRoute } from "./route.js"
 export interface DomainStage {
   readonly variables: Variables
   readonly settings: DomainSettings
-  /** The route and TLS strategies the selectors chose, by name. */
-  readonly strategies: { readonly route: string; readonly tls: string }
+  /** The route and TLS strategies the selectors chose, and the delivery schedule, by name. */
+  readonly strategies: { readonly route: string; readonly tls: string; readonly schedule: string }
   /** The domain's route; `null` when `next-hop` named no relay (`error` says so). */
   readonly route: Route | null
   /** Every stage's warnings for this domain (a fallback to a default is worth telling), in evaluation order. */

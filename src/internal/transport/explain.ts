@@ -6,12 +6,14 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Candidates from "../../Candidates.js"
-import type { ExplainedDomain, ExplainedHost } from "../../DeliveryReport.js"
+import type { ExplainedDomain, ExplainedHost, ExplainedLimiter } from "../../DeliveryReport.js"
 import type { Dns } from "../../Dns.js"
+import * as Expression from "../../Expression.js"
 import type { Variables } from "../../Expression.js"
 import * as MtaSts from "../../MtaSts.js"
 import type { Config } from "../../OutboundConfig.js"
 import type { PolicyCache } from "../../PolicyCache.js"
+import type { Stage } from "../../Settings.js"
 import type { TransportOptions } from "../../Transport.js"
 import { evaluateConnection, evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { explainedSettings } from "../settings/explain.js"
@@ -21,6 +23,18 @@ import { effectiveTls } from "./host.js"
 import { mtaStsMatch, reportError } from "./report.js"
 import { connectionVariables, type Group, hostVariables } from "./request.js"
 import * as settingWarnings from "./warnings.js"
+
+/** The limiters of `stage` whose `match` holds for these variables, with their key's values (Limiter.buckets' rule). */
+const limitersAt = (config: Config, stage: Stage, variables: Variables): Array<ExplainedLimiter> =>
+  config.limiters
+    .filter((l) => l.stage === stage && (l.match === null || Expression.toBool(l.match.evaluate(variables))))
+    .map((l) => ({
+      id: l.id,
+      stage,
+      key: Object.fromEntries(l.key.map((k) => [k, String(variables[k] ?? "")])),
+      concurrency: l.concurrency,
+      rate: l.rate === null ? null : { count: l.rate.count, periodMs: Duration.toMillis(l.rate.period) }
+    }))
 
 /**
  * Connection-stage settings (EHLO name, timeouts) are evaluated for the host's first address with no source bound.
@@ -38,7 +52,8 @@ export const explainDomain = (
     const stage = yield* domainStage(config, options, requestVariables, group)
     const hosts: Array<ExplainedHost> = stage.excluded.map((excluded) => ({
       ...excludedHostPlan(excluded),
-      settings: null
+      settings: null,
+      limiters: []
     }))
     const policy = policyOf(stage)
     const enforced = MtaSts.enforced(policy)
@@ -54,7 +69,8 @@ export const explainDomain = (
       const dane = Either.isLeft(resolved) || stage.plan === null || relay !== null
         ? null
         : yield* hostDane(stage.plan, options.port, host, hostEval.settings)
-      const connection = evaluateConnection(config, connectionVariables(variables, addresses[0] ?? "0.0.0.0", null))
+      const firstConnection = connectionVariables(variables, addresses[0] ?? "0.0.0.0", null)
+      const connection = evaluateConnection(config, firstConnection)
       stage.warnings.push(...connection.warnings)
       // Said once per domain, not once per host that shares the setting.
       const ehlo = settingWarnings.ehloName(connection.settings.ehloName)
@@ -76,13 +92,16 @@ export const explainDomain = (
         settings: explainedSettings(hostEval.settings, connection.settings, {
           allowInvalidCerts: effectiveTls(hostEval.settings, { enforced, requireTls, relay, dane }).allowInvalidCerts,
           requireTls: effectiveTls(hostEval.settings, { enforced, requireTls, relay, dane }).required
-        })
+        }),
+        limiters: [...limitersAt(config, "host", variables), ...limitersAt(config, "connection", firstConnection)]
       })
     }
     return {
       ...domainPlanOf(group, stage, hosts, stage.error),
       hosts,
       mtaStsTimeoutMs: Duration.toMillis(stage.settings.timeouts["mta-sts"]),
+      limiters: limitersAt(config, "domain", stage.variables),
+      limiterWaitMs: Duration.toMillis(stage.settings.limiterWait),
       warnings: stage.warnings
     }
   })
