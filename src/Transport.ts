@@ -29,7 +29,7 @@ import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
 import * as warnings from "./internal/transport/warnings.js"
 import * as Limiter from "./Limiter.js"
 import * as MtaSts from "./MtaSts.js"
-import { OutboundConfig } from "./OutboundConfig.js"
+import { type Config, OutboundConfig } from "./OutboundConfig.js"
 import * as PolicyCache from "./PolicyCache.js"
 
 /**
@@ -221,23 +221,37 @@ export const deliver = (
   // The spans are made with explicit parents and passed down (internal/tracing): the current span is not switched.
   tracing.within("Transport.deliver", undefined, undefined, (span) => Effect.gen(function*() {
     const { groups, message, sender, variables } = yield* request_.validate(request)
-    const config = yield* OutboundConfig
-    const options = yield* TransportOptions
-    const pool = yield* Effect.serviceOption(ConnectionPool.ConnectionPool)
+    // The services and the Clock's time in one run-loop step (a `yield*` of each is two or three).
+    const { clock, config, context, options } = yield* Effect.withFiberRuntime<
+      { clock: Clock.Clock; config: Config; context: Context.Context<never>; options: TransportOptions.Service },
+      never,
+      OutboundConfig
+    >((fiber) => {
+      const context = fiber.currentContext as Context.Context<OutboundConfig>
+      return Effect.succeed({
+        // the Clock `Clock.currentTimeMillis` would read: TestClock under test
+        clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
+        config: Context.get(context, OutboundConfig),
+        context,
+        options: Context.get(context, TransportOptions)
+      })
+    })
+    const pool = Context.getOption(context, ConnectionPool.ConnectionPool)
     const delivery: Delivery = {
       span,
       config,
       options,
-      startMs: yield* Clock.currentTimeMillis,
+      startMs: clock.unsafeCurrentTimeMillis(),
+      clock,
       message,
       sender: sender?.address ?? "",
       requireTls: request.requireTls === true,
-      ca: startTlsCa(yield* TrustedCa, options.ca),
+      ca: startTlsCa(Context.get(context, TrustedCa), options.ca),
       pool: Option.getOrNull(pool),
       connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
       limiter: config.limiters.length === 0
         ? null
-        : Option.getOrUndefined(yield* Effect.serviceOption(Limiter.Limiter)) ?? (yield* Limiter.make)
+        : Option.getOrUndefined(Context.getOption(context, Limiter.Limiter)) ?? (yield* Limiter.make)
     }
     const domain = (group: request_.Group) =>
       tracing.within(

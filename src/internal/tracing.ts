@@ -5,6 +5,8 @@
  *
  * @internal
  */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Tracer from "effect/Tracer"
@@ -24,9 +26,15 @@ export const make = (
     ...(attributes === undefined ? {} : { attributes })
   })
 
-/** Ends `span` with `exit`, at the Clock's time. @internal */
+/**
+ * Ends `span` with `exit`, at the Clock's time. One run-loop step: the Clock read from the fiber's default services
+ * (what `Effect.clockWith` reads) and the span ended in the same step, not in a `sync` after it. @internal
+ */
 export const end = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
-  Effect.clockWith((clock) => Effect.sync(() => span.end(clock.unsafeCurrentTimeNanos(), exit)))
+  Effect.withFiberRuntime((fiber) => {
+    span.end(Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos(), exit)
+    return Effect.void
+  })
 
 /** `f(span)` in a span under `parent`, ended with its exit; the current span is left as it is. @internal */
 export const within = <A, E, R>(
@@ -35,9 +43,15 @@ export const within = <A, E, R>(
   attributes: Record<string, unknown> | undefined,
   f: (span: Tracer.Span) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  // Uninterruptible between making the span and registering its end, so that no interruption leaves it open.
+  // Uninterruptible between making the span and registering its end, so that no interruption leaves it open. Inside
+  // the mask a `matchCauseEffect` is what `Effect.onExit` would add (its own mask around the same match), one
+  // uninterruptible region per span instead of two.
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(make(name, parent, attributes), (span) => Effect.onExit(restore(f(span)), (exit) => end(span, exit)))
+    Effect.flatMap(make(name, parent, attributes), (span) =>
+      Effect.matchCauseEffect(restore(f(span)), {
+        onFailure: (cause) => Effect.zipRight(end(span, Exit.failCause(cause)), Effect.failCause(cause)),
+        onSuccess: (a) => Effect.as(end(span, Exit.succeed(a)), a)
+      }))
   )
 
 /** The options of a leaf span (`Effect.useSpan`) under `parent`, or under the current span. @internal */

@@ -40,6 +40,11 @@ export interface Delivery {
   readonly options: TransportOptions.Service
   /** Clock time (ms) the delivery started at: attempts are timed from it. */
   readonly startMs: number
+  /**
+   * The fiber's Clock (the one `Clock.currentTimeMillis` reads), read once per delivery: an attempt's times are read
+   * from it synchronously, where an Effect per read would be two or three run-loop steps.
+   */
+  readonly clock: Clock.Clock
   readonly message: Uint8Array
   /** The envelope sender, `""` for the null sender. */
   readonly sender: string
@@ -300,21 +305,34 @@ const reuse = (
             pool.take({ ip, port, session: key }, accept),
             Option.match({
               onNone: () => Effect.succeed(undefined),
-              onSome: (idle) =>
-                Effect.flatMap(
+              onSome: (idle): Effect.Effect<HostOutcome | null | undefined> => {
+                // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
+                const use = () =>
+                  reusedSession(
+                    delivery,
+                    pool,
+                    group,
+                    host,
+                    idle,
+                    settingsFor(idle.source),
+                    opening,
+                    dane,
+                    attempts,
+                    parent,
+                    restore
+                  )
+                // No limiter: nothing to wait for between the take and the transaction.
+                if (delivery.limiter === null) return use()
+                return Effect.flatMap(
                   Effect.either(restore(
                     limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
                   )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
                   (permit): Effect.Effect<HostOutcome | null | undefined> =>
                     Either.isLeft(permit)
                       ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
-                      : Effect.ensuring(
-                        restore(
-                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), opening, dane, attempts, parent)
-                        ).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
-                        permit.right
-                      )
+                      : Effect.ensuring(use(), permit.right)
                 )
+              }
             })
           )
         )
@@ -341,14 +359,16 @@ const reusedSession = (
   opening: Opening,
   dane: Dane.HostDane | null,
   attempts: Array<AttemptRecord>,
-  parent: Tracer.Span
+  parent: Tracer.Span,
+  /** The caller's mask: this runs uninterruptibly, the dialogue under `restore`. */
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<HostOutcome | null> => {
   const { connection } = idle.session
   // Set once made: an interruption during the dialogue closes the connection and ends the span.
   let attemptSpan: Tracer.Span | undefined
-  return Effect.uninterruptibleMask((restore) =>
+  return (
     Effect.gen(function*() {
-      const startMs = yield* Clock.currentTimeMillis
+      const startMs = delivery.clock.unsafeCurrentTimeMillis()
       const span = yield* tracing.make("smtp.attempt", parent, {
         ...tracing.peerAttributes({
           servername: host.host.name,
@@ -368,25 +388,24 @@ const reusedSession = (
         span
       }
       const session: SmtpSession.Session = { ...idle.session, settings }
-      const record = (fields: RecordFields) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          attempts.push({
-            domain: group.domain,
-            host: host.host.name,
-            ip: connection.remoteAddress,
-            source: idle.source,
-            startMs: startMs - delivery.startMs,
-            durationMs: now - startMs,
-            connection: idle.id,
-            reused: true,
-            ...fields
-          })
+      const record = (fields: RecordFields) => {
+        attempts.push({
+          domain: group.domain,
+          host: host.host.name,
+          ip: connection.remoteAddress,
+          source: idle.source,
+          startMs: startMs - delivery.startMs,
+          durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
+          connection: idle.id,
+          reused: true,
+          ...fields
         })
+      }
       const dropped = (error: TransportError.TransportError) =>
-        Effect.zipRight(
-          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName }),
-          Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
-        )
+        Effect.suspend(() => {
+          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName })
+          return Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
+        })
       if (!idle.clean) {
         const reset = yield* Effect.either(restore(SmtpSession.reset(session, settings)))
         if (Either.isLeft(reset)) {
@@ -462,11 +481,13 @@ const finish = (
   transaction: SmtpSession.TransactionResult,
   origin: Origin,
   dane: Dane.HostDane | null,
-  record: (fields: RecordFields) => Effect.Effect<void>,
+  /** Records the attempt, timed now. */
+  record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
   onKeep: () => void
 ): Effect.Effect<HostOutcome> =>
-  Effect.gen(function*() {
+  // Not an Effect.gen: on every message's path, and nothing here waits but the hand-over or the QUIT.
+  Effect.suspend(() => {
     // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
     const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
       ? transaction.mailFrom.left
@@ -474,15 +495,19 @@ const finish = (
     const transportError = refused ?? firstTransportError(transaction)
     const keep = pool !== null && transaction.canQuit && !closing(transaction) &&
       opening.connection.buffered === 0
-    yield* record({
+    record({
       phase: transportError === null ? "quit" : transaction.phase,
       outcome: transportError === null ? "completed" : "failed",
       error: transportError === null ? null : reportError(transportError),
       tls: attemptTls(opening.tls, dane),
       ehlo: opening.ehloName
     })
+    const done: HostOutcome = { _tag: "Done", recipients: recipientResults(host.host.name, transaction) }
     if (keep) {
-      yield* Effect.uninterruptible(Effect.zipRight(Effect.sync(onKeep), pool.put({
+      return Effect.as(
+        Effect.uninterruptible(Effect.suspend(() => {
+          onKeep()
+          return pool.put({
         id: origin.id,
         destination: {
           ip: opening.connection.remoteAddress,
@@ -495,11 +520,12 @@ const finish = (
         openedMs: origin.openedMs,
         messages: origin.messages + 1,
         clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
-      })))
-    } else if (transaction.canQuit) {
-      yield* SmtpSession.quit(opening)
+          })
+        })),
+        done
+      )
     }
-    return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
+    return transaction.canQuit ? Effect.as(SmtpSession.quit(opening), done) : Effect.succeed(done)
   })
 
 type RecordFields = Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
@@ -545,24 +571,24 @@ const raceHost = (
       return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: last?.error ?? noAddress(host.host.name), host: null })
     }
     const winner = race.winner.value
-    const record: Record = (startMs, connection, fields) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        attempts.push({
-          domain: group.domain,
-          host: host.host.name,
-          ip: winner.candidate.ip,
-          source: winner.candidate.source,
-          startMs: since(startMs),
-          durationMs: now - startMs,
-          connection,
-          reused: false,
-          ...fields
-        })
+    const record: Record = (startMs, connection, fields) => {
+      attempts.push({
+        domain: group.domain,
+        host: host.host.name,
+        ip: winner.candidate.ip,
+        source: winner.candidate.source,
+        startMs: since(startMs),
+        durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
+        connection,
+        reused: false,
+        ...fields
       })
+    }
     return session(delivery, group, host, portOf(delivery, hostStage), opening, hostStage.dane ?? null, winner.value, winner.startMs, record)
   })
 
-type Record = (startMs: number, connection: string | null, fields: RecordFields) => Effect.Effect<void>
+/** Records an attempt, timed now (on the delivery's Clock). */
+type Record = (startMs: number, connection: string | null, fields: RecordFields) => void
 
 const attemptTls = (tls: TlsInfo | null, dane: Dane.HostDane | null): AttemptTls | null =>
   tls === null
@@ -646,10 +672,10 @@ const session = (
                   )),
                 retry.right.close
               )
-              : Effect.as(
-                record(retryMs, null, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
-                { _tag: "NextHost", error: retry.left, host: host.host.name } as const
-              )
+              : Effect.sync(() => {
+                record(retryMs, null, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null })
+                return { _tag: "NextHost", error: retry.left, host: host.host.name } as const
+              })
         )
       ))
   })
@@ -696,7 +722,7 @@ const converse = (
   connection: Connection,
   settings: SmtpSession.SessionSettings,
   dane: Dane.HostDane | null,
-  record: (fields: RecordFields) => Effect.Effect<void>,
+  record: (fields: RecordFields) => void,
   pooled: Connected | null
 ): Effect.Effect<HostOutcome> =>
   Effect.gen(function*() {
@@ -712,7 +738,7 @@ const converse = (
       // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
       // after a timeout or a reset just close.
       if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection, settings })
-      yield* record({
+      record({
         phase: error.phase,
         outcome: "failed",
         error: reportError(error),
@@ -731,7 +757,7 @@ const converse = (
         true
       )
       yield* SmtpSession.quit(opening)
-      yield* record({
+      record({
         phase: "mail-from",
         outcome: "failed",
         error: reportError(error),
