@@ -161,7 +161,7 @@ export const resolveHost: (
   }).pipe((effect) =>
     // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
     // given, without making that span the current one.
-    Effect.useSpan("Candidates.resolveHost", tracing.leafOptions(options?.parent), () => effect)
+    tracing.leaf("Candidates.resolveHost", options?.parent, undefined, () => effect)
   )
 
 /**

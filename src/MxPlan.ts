@@ -155,4 +155,4 @@ export const plan: (
 ) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, mx, options) =>
   // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
   // given, without making that span the current one.
-  Effect.useSpan("MxPlan.plan", tracing.leafOptions(options?.parent), () => planOf(rawDomain, mx))
+  tracing.leaf("MxPlan.plan", options?.parent, undefined, () => planOf(rawDomain, mx))

@@ -18,6 +18,7 @@ import type { Phase } from "../../Settings.js"
 import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import * as socketError from "../connection/socketError.js"
+import * as tracing from "../tracing.js"
 
 /** What a phase's body gets. */
 export interface Step {
@@ -61,7 +62,8 @@ export const run = <A, R>(
     const debug = !LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel))
     const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
     const span = options.span ?? fiber.currentSpan
-    const withEvent = span === undefined || span._tag !== "Span" ? effect : Effect.onExit(effect, (exit) =>
+    // A span that records nothing (see internal/tracing) gets no event: no attributes built, no region to end it in.
+    const withEvent = span === undefined || span._tag !== "Span" || !tracing.records(span) ? effect : Effect.onExit(effect, (exit) =>
       Effect.sync(() => {
         const end = clock.unsafeCurrentTimeNanos()
         span.event(`smtp.${options.phase}`, end, {
@@ -74,11 +76,12 @@ export const run = <A, R>(
         })
       }))
     if (!options.phaseSpans) return withEvent
-    return Effect.useSpan(`smtp.${options.phase}`, {
-      attributes: { ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs },
-      ...(span === undefined ? {} : { parent: span }),
-      captureStackTrace: false
-    }, () => withEvent)
+    return tracing.leaf(
+      `smtp.${options.phase}`,
+      span,
+      { ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs },
+      () => withEvent
+    )
   })
 
 const crlf = (lines: ReadonlyArray<string>) => {
