@@ -257,7 +257,7 @@ export const deliver = (
       tracing.within(
         "Transport.deliverDomain",
         span,
-        { domain: group.domain },
+        () => ({ domain: group.domain }),
         (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
       )
     // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.

@@ -16,6 +16,7 @@ import * as Context from "effect/Context"
 import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 
 /** What every span here is made with: no stack capture (an Error per span, for a location its name gives). */
@@ -24,8 +25,27 @@ const base = { captureStackTrace: false } as const
 /** Effect's built-in tracer: the one in the default services when no tracer is provided. */
 const builtIn = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
-/** What Effect makes a no-op span from (`makeSpan` with `DisablePropagation` in the span's context). */
-const silent = { ...base, context: Context.make(Tracer.DisablePropagation, true) }
+/**
+ * The span every span here is under the built-in tracer: Effect's no-op span (what `makeSpan` gives with tracing
+ * disabled), one for all. It carries `DisablePropagation`, as Effect's does, which is how `records` knows it.
+ */
+const noop: Tracer.Span = {
+  _tag: "Span",
+  name: "smtp-transport",
+  spanId: "noop",
+  traceId: "noop",
+  parent: Option.none(),
+  context: Context.make(Tracer.DisablePropagation, true),
+  status: { _tag: "Ended", startTime: BigInt(0), endTime: BigInt(0), exit: Exit.void },
+  attributes: new Map(),
+  links: [],
+  sampled: false,
+  kind: "internal",
+  attribute() {},
+  event() {},
+  end() {},
+  addLinks() {}
+}
 
 /**
  * Whether a span records anything: `false` for a no-op span (made with tracing disabled or under the built-in
@@ -34,21 +54,38 @@ const silent = { ...base, context: Context.make(Tracer.DisablePropagation, true)
 export const records = (span: Tracer.AnySpan): boolean =>
   span._tag === "Span" && !Context.get(span.context, Tracer.DisablePropagation)
 
+/** A span's attributes, or a function building them: called only when the span records. @internal */
+export type Attributes = Record<string, unknown> | (() => Record<string, unknown>)
+
+const attributesOf = (attributes: Attributes | undefined) =>
+  typeof attributes === "function" ? attributes() : attributes
+
+/**
+ * Whether a span under `parent` would record nothing, known without looking at the fiber: its parent records nothing
+ * (the transport's root span was made under the built-in tracer, or with tracing disabled, where Effect would make
+ * a no-op child too).
+ */
+const silentUnder = (parent: Tracer.AnySpan | undefined): boolean => parent !== undefined && !records(parent)
+
+const succeedNoop = Effect.succeed(noop)
+
 /** A span under `parent` (the current span when `undefined`). @internal */
 export const make = (
   name: string,
   parent: Tracer.AnySpan | undefined,
-  attributes?: Record<string, unknown>
+  attributes?: Attributes,
+  kind?: Tracer.SpanKind
 ): Effect.Effect<Tracer.Span> =>
-  Effect.withFiberRuntime((fiber) =>
-    fiber.currentTracer === builtIn
-      ? Effect.makeSpan(name, silent)
-      : Effect.makeSpan(name, {
-        ...base,
-        ...(parent === undefined ? {} : { parent }),
-        ...(attributes === undefined ? {} : { attributes })
-      })
-  )
+  silentUnder(parent) ? succeedNoop : Effect.withFiberRuntime((fiber) => {
+    if (fiber.currentTracer === builtIn) return succeedNoop
+    const built = attributesOf(attributes)
+    return Effect.makeSpan(name, {
+      ...base,
+      ...(kind === undefined ? {} : { kind }),
+      ...(parent === undefined ? {} : { parent }),
+      ...(built === undefined ? {} : { attributes: built })
+    })
+  })
 
 /**
  * Ends `span` with `exit`, at the Clock's time. One run-loop step: the Clock read from the fiber's default services
@@ -65,13 +102,13 @@ export const end = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>): Effec
 export const within = <A, E, R>(
   name: string,
   parent: Tracer.AnySpan | undefined,
-  attributes: Record<string, unknown> | undefined,
+  attributes: Attributes | undefined,
   f: (span: Tracer.Span) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.withFiberRuntime((fiber) =>
+  silentUnder(parent) ? f(noop) : Effect.withFiberRuntime((fiber) =>
     fiber.currentTracer === builtIn
       // nothing to end
-      ? Effect.flatMap(Effect.makeSpan(name, silent), f)
+      ? f(noop)
       // Uninterruptible between making the span and registering its end, so that no interruption leaves it open.
       // Inside the mask a `matchCauseEffect` is what `Effect.onExit` would add (its own mask around the same
       // match), one uninterruptible region per span instead of two.
@@ -91,17 +128,14 @@ export const within = <A, E, R>(
 export const leaf = <A, E, R>(
   name: string,
   parent: Tracer.AnySpan | undefined,
-  attributes: Record<string, unknown> | undefined,
+  attributes: Attributes | undefined,
   f: (span: Tracer.Span) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> =>
-  Effect.withFiberRuntime((fiber) =>
-    fiber.currentTracer === builtIn
-      ? Effect.flatMap(Effect.makeSpan(name, silent), f)
-      : Effect.useSpan(name, {
-        ...leafOptions(parent),
-        ...(attributes === undefined ? {} : { attributes })
-      }, f)
-  )
+  silentUnder(parent) ? f(noop) : Effect.withFiberRuntime((fiber) => {
+    if (fiber.currentTracer === builtIn) return f(noop)
+    const built = attributesOf(attributes)
+    return Effect.useSpan(name, { ...leafOptions(parent), ...(built === undefined ? {} : { attributes: built }) }, f)
+  })
 
 /** The options of a leaf span (`Effect.useSpan`) under `parent`, or under the current span. @internal */
 export const leafOptions = (parent: Tracer.AnySpan | undefined) =>

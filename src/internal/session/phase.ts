@@ -79,7 +79,7 @@ export const run = <A, R>(
     return tracing.leaf(
       `smtp.${options.phase}`,
       span,
-      { ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs },
+      () => ({ ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs }),
       () => withEvent
     )
   })

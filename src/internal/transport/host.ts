@@ -115,17 +115,13 @@ const connect = (
   return Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(limitConnection(delivery, hostStage, variables)), (permit) =>
       Effect.flatMap(
-        Effect.makeSpan("smtp.attempt", {
-          kind: "client",
-          captureStackTrace: false,
-          parent,
-          attributes: tracing.peerAttributes({
+        tracing.make("smtp.attempt", parent, () =>
+          tracing.peerAttributes({
             servername: host.host.name,
             ip: candidate.ip,
             port,
             localAddress: candidate.source
-          })
-        }),
+          }), "client"),
         (span) =>
           restore(SmtpSession.connect(
             { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
@@ -369,7 +365,7 @@ const reusedSession = (
   return (
     Effect.gen(function*() {
       const startMs = delivery.clock.unsafeCurrentTimeMillis()
-      const span = yield* tracing.make("smtp.attempt", parent, {
+      const span = yield* tracing.make("smtp.attempt", parent, () => ({
         ...tracing.peerAttributes({
           servername: host.host.name,
           ip: connection.remoteAddress,
@@ -378,7 +374,7 @@ const reusedSession = (
         }),
         "smtp.connection": idle.id,
         "smtp.reused": true
-      })
+      }))
       attemptSpan = span
       const settings: SmtpSession.SessionSettings = {
         ...connectionSettings,
@@ -427,6 +423,7 @@ const reusedSession = (
       let kept = false
       const outcome = yield* finish(pool, host, session, transaction, {
         id: idle.id,
+        session: idle.destination.session,
         source: idle.source,
         reuse: idle.reuse,
         openedMs: idle.openedMs,
@@ -463,6 +460,8 @@ const closing = (transaction: SmtpSession.TransactionResult): boolean =>
 /** Where a connection came from, for the pool. */
 interface Origin {
   readonly id: string
+  /** The pool's session key, when known (a reused connection's: the one it was taken by). */
+  readonly session?: string | undefined
   readonly source: string | null
   readonly reuse: ConnectionSettings["reuse"]
   readonly openedMs: number
@@ -512,7 +511,7 @@ const finish = (
         destination: {
           ip: opening.connection.remoteAddress,
           port: opening.connection.remotePort,
-          session: sessionKey(opening.settings, dane)
+          session: origin.session ?? sessionKey(opening.settings, dane)
         },
         source: origin.source,
         session: opening,
