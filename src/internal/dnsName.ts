@@ -59,12 +59,25 @@ export const hostnameProblem = (name: string): string | null => {
 export const isHostname = (name: string): boolean =>
   hostnameProblem(name.endsWith(".") ? name.slice(0, -1) : name) === null
 
+const LDH_LOWER = /^[a-z0-9.-]+$/
+const NUMBER_LABEL = /^(?:[0-9]*|0x[0-9a-f]*)$/
+
+/** The last label (a trailing dot left out) is empty, decimal or hexadecimal: WHATWG's IPv4 number forms. */
+const endsInNumber = (name: string): boolean => {
+  const end = name.endsWith(".") ? name.length - 1 : name.length
+  return NUMBER_LABEL.test(name.slice(name.lastIndexOf(".", end - 1) + 1, end))
+}
+
 /**
  * The A-label form of a name (IDNA, UTS #46, lowercased), `null` when it has none.
  *
  * @internal
  */
 export const toAscii = (name: string): string | null => {
+  // Lowercase letters, digits, hyphens and dots with no `xn--` label are their own A-label form under UTS #46 (what
+  // domainToASCII would return): the common case, without the native call. Not a name whose last label is a number
+  // (WHATWG's "ends in a number"): domainToASCII reads that as an IPv4 address.
+  if (LDH_LOWER.test(name) && !name.includes("xn--") && !endsInNumber(name)) return name
   const ascii = domainToASCII(name)
   return ascii === "" ? null : ascii
 }

@@ -109,10 +109,11 @@ const wire = <B>(
     replies,
     deadline: step.deadline
   }
-  const effect = Effect.mapBoth(
-    connection.exchange(request),
-    { onFailure: (e) => fromSocket(e, phase, timeoutMs), onSuccess: f }
-  )
+  // matchEffect rather than mapBoth, whose `sync` around each mapping is a run-loop step more per exchange
+  const effect = Effect.matchEffect(connection.exchange(request), {
+    onFailure: (e) => Effect.fail(fromSocket(e, phase, timeoutMs)),
+    onSuccess: (replies) => Effect.succeed(f(replies))
+  })
   if (!step.debug) return effect
   const sent = write === undefined
     ? Effect.void
