@@ -3,6 +3,7 @@
  * Each connection attempt is one span, `smtp.attempt`, from its connect to its close; the session's phases are
  * events on it (or spans of their own under it, with `TransportOptions.phaseSpans`).
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -200,10 +201,11 @@ export const tryHost = (
       ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
     })
   }
-  const race = raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
-  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race : Effect.flatMap(
+  // Built only when no idle connection took the message (it pulls the candidates).
+  const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
+  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race() : Effect.flatMap(
     reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent),
-    Option.match({ onNone: () => race, onSome: Effect.succeed })
+    (reused) => reused === null ? race() : Effect.succeed(reused)
   )
   if (delivery.limiter === null) return run
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
@@ -258,7 +260,10 @@ export const sessionKey = ({ auth, protocol, servername, tls }: Opening & { read
 const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
   a === undefined || b === undefined ? a === b : Equal.equals(a.secret, b.secret)
 
-/** The host's addresses may still be reached through the pool's idle connections, the first one found taken. */
+/**
+ * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `null`
+ * when none took the message.
+ */
 const reuse = (
   delivery: Delivery,
   pool: ConnectionPool.ConnectionPool.Service,
@@ -270,7 +275,7 @@ const reuse = (
   opening: Opening,
   warnings: Array<string>,
   parent: Tracer.Span
-): Effect.Effect<Option.Option<HostOutcome>> =>
+): Effect.Effect<HostOutcome | null> =>
   Effect.gen(function*() {
     const dane = hostStage.dane ?? null
     const key = sessionKey({ ...opening, servername: host.host.name }, dane)
@@ -334,10 +339,10 @@ const reuse = (
         )
         if (outcome === undefined) break
         // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
-        if (outcome !== null) return Option.some(outcome)
+        if (outcome !== null) return outcome
       }
     }
-    return Option.none()
+    return null
   })
 
 /**
@@ -434,12 +439,22 @@ const reusedSession = (
       if (!kept) yield* connection.close
       yield* tracing.end(span, Exit.void)
       return outcome
-    }).pipe(Effect.onInterrupt(() =>
-      Effect.zipRight(
-        connection.close,
-        attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
-      )
-    ))
+    }).pipe(
+      // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
+      Effect.matchCauseEffect({
+        onFailure: (cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.zipRight(
+              Effect.zipRight(
+                connection.close,
+                attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
+              ),
+              Effect.failCause(cause)
+            )
+            : Effect.failCause(cause),
+        onSuccess: Effect.succeed
+      })
+    )
   )
 }
 
