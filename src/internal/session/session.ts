@@ -516,11 +516,16 @@ const noReply = TransportError.make("data", "protocol", "data: no reply for this
  */
 const refuseEarlyReply = (connection: Connection, after: string) =>
   Effect.suspend(() => {
-    const early = connection.buffered
-    return early === 0 ? Effect.void : Effect.fail(
-      TransportError.make("data", "protocol", `data: the server sent ${early} bytes after ${after}, before the message`)
-    )
+    const error = earlyReply(connection, after)
+    return error === null ? Effect.void : Effect.fail(error)
   })
+
+const earlyReply = (connection: Connection, after: string): TransportError.TransportError | null => {
+  const early = connection.buffered
+  return early === 0
+    ? null
+    : TransportError.make("data", "protocol", `data: the server sent ${early} bytes after ${after}, before the message`)
+}
 
 /** DATA (unless already pipelined), 354, the stuffed body; the end-of-data reply, whatever its code. */
 const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, normalized: Uint8Array, pipelined: boolean) =>
@@ -528,20 +533,19 @@ const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, n
     pipelined
       ? phase.reply(connection, "data", timeoutMs, step)
       : phase.command(connection, "data", timeoutMs, step, "DATA"),
-    (reply): Effect.Effect<Reply, TransportError.TransportError> =>
-      reply.code !== 354
-        ? Effect.fail(TransportError.fromReply("data", reply))
-        : Effect.zipRight(
-          refuseEarlyReply(connection, "its 354"),
-          phase.exchangeFirst(
-            connection,
-            "data",
-            timeoutMs,
-            step,
-            dotStuff.stuff(normalized),
-            `<${normalized.length} bytes of message, dot-stuffed>`
-          )
-        )
+    (reply): Effect.Effect<Reply, TransportError.TransportError> => {
+      if (reply.code !== 354) return Effect.fail(TransportError.fromReply("data", reply))
+      // `refuseEarlyReply`, checked in this step: nothing runs between the 354 and the message.
+      const early = earlyReply(connection, "its 354")
+      return early !== null ? Effect.fail(early) : phase.exchangeFirst(
+        connection,
+        "data",
+        timeoutMs,
+        step,
+        dotStuff.stuff(normalized),
+        `<${normalized.length} bytes of message, dot-stuffed>`
+      )
+    }
   )
 
 /** RFC 3030: the whole message as one last chunk, no stuffing. */

@@ -437,7 +437,7 @@ const reusedSession = (
         kept = true
       })
       if (!kept) yield* connection.close
-      yield* tracing.end(span, Exit.void)
+      if (tracing.records(span)) yield* tracing.end(span, Exit.void)
       return outcome
     }).pipe(
       // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
