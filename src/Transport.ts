@@ -18,7 +18,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as ConnectionPool from "./ConnectionPool.js"
 import * as Connector from "./Connector.js"
-import type { DeliveryReport, ExplainReport } from "./DeliveryReport.js"
+import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
 import * as tracing from "./internal/tracing.js"
 import { deliverDomain } from "./internal/transport/deliver.js"
@@ -134,7 +134,23 @@ const messageWarnings = (
   stages: ReadonlyArray<string>
 ): ReadonlyArray<string> => {
   const empty = warnings.emptyMessage(message)
+  if (config.length === 0 && empty === null && stages.length === 0) return []
   return Array.from(new Set([...config, ...(empty === null ? [] : [empty]), ...stages]))
+}
+
+/** The results are the request's recipients, in its order. */
+const inRequestOrder = (results: ReadonlyArray<RecipientResult>, recipients: ReadonlyArray<string>): boolean => {
+  if (results.length !== recipients.length) return false
+  for (let i = 0; i < results.length; i++) if (results[i]!.address !== recipients[i]) return false
+  return true
+}
+
+/** The attempts in start order (a stable sort), without a copy when they are in that order already. */
+const sortedByStart = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<AttemptRecord> => {
+  for (let i = 1; i < attempts.length; i++) {
+    if (attempts[i]!.startMs < attempts[i - 1]!.startMs) return [...attempts].sort((a, b) => a.startMs - b.startMs)
+  }
+  return attempts
 }
 
 /** Connection ids of a delivery without a pool: its own count. */
@@ -264,12 +280,22 @@ export const deliver = (
     const runs = groups.length === 1
       ? [yield* domain(groups[0]!)]
       : yield* Effect.forEach(groups, domain, { concurrency: options.domainConcurrency })
-    const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+    // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
+    // attempts are in start order already; no map to put them back in order, no sort.
+    const one = runs.length === 1 ? runs[0]! : null
+    let recipients: ReadonlyArray<RecipientResult>
+    if (one !== null && inRequestOrder(one.recipients, request.recipients)) recipients = one.recipients
+    else {
+      const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+      recipients = request.recipients.map((rcpt) => byAddress.get(rcpt)!)
+    }
     const report: DeliveryReport = {
-      recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
-      attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
+      recipients,
+      attempts: one !== null
+        ? sortedByStart(one.attempts)
+        : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
       plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
-      warnings: messageWarnings(config.warnings, message, runs.flatMap((run) => run.warnings))
+      warnings: messageWarnings(config.warnings, message, one !== null ? one.warnings : runs.flatMap((run) => run.warnings))
     }
     return report
   }))

@@ -87,8 +87,9 @@ export const domainStage = (
         warnings.push(`MTA-STS (testing): ${host.name} is not listed in the policy of ${group.target}`)
       }
     }
-    const plan = { ...planned.right, hosts: planned.right.hosts.filter((h) => !enforced || listed(h)) }
-    return { ...stage, mtaSts, plan, excluded }
+    // Without an enforced policy every host stays: the plan as planned.
+    const plan = enforced ? { ...planned.right, hosts: planned.right.hosts.filter(listed) } : planned.right
+    return { variables, settings, route, strategies, warnings, mtaSts, plan, excluded, error: null }
   })
 
 const notListed = (host: string) =>
