@@ -12,6 +12,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import { Dns, type DnsError } from "./Dns.js"
+import { withService } from "./internal/service.js"
 import * as tracing from "./internal/tracing.js"
 import type { MxHost, MxPlan } from "./MxPlan.js"
 import * as Pull from "./Pull.js"
@@ -196,7 +197,7 @@ const resolveSilently = <B>(
   k: (resolved: Either.Either<HostResolution, TransportError.TransportError>) => B
 ): Effect.Effect<B, never, Dns> => {
   if (host.literal) return Effect.succeed(k(Either.right(literalResolution(host, ipStrategy))))
-  return Effect.flatMap(Dns, (dns) => {
+  return withService(Dns, (dns) => {
     const rrtypes = families(ipStrategy)
     if (rrtypes.length > 1) {
       return Effect.map(lookupAll(dns, rrtypes, host.name), (lookups) => k(resolution(host, ipStrategy, multihomed, lookups)))

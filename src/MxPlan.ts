@@ -12,6 +12,7 @@ import * as Random from "effect/Random"
 import type * as Tracer from "effect/Tracer"
 import { Dns, type MxRecord, toAnswerer } from "./Dns.js"
 import * as dnsName from "./internal/dnsName.js"
+import { withService } from "./internal/service.js"
 import * as tracing from "./internal/tracing.js"
 import type { Limits } from "./Settings.js"
 import * as TransportError from "./TransportError.js"
@@ -135,7 +136,7 @@ const planOf = (rawDomain: string, mx: Limits["mx"]): Effect.Effect<MxPlan, Tran
     return Effect.succeed({ domain, records: [], hosts: [host], dropped: [] })
   }
   // The TTL-aware lookup, for the answer's DNSSEC status (the same query and cache entry as `mx`).
-  return Effect.flatMap(Dns, (dns) =>
+  return withService(Dns, (dns) =>
     Effect.matchEffect(toAnswerer(dns)("MX", domain), {
       onFailure: (error) =>
         error.reason === "Temporary"

@@ -12,7 +12,7 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Either from "effect/Either"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -236,15 +236,23 @@ export const deliver = (
 > =>
   // The spans are made with explicit parents and passed down (internal/tracing): the current span is not switched.
   tracing.within("Transport.deliver", undefined, undefined, (span) => Effect.gen(function*() {
-    const { groups, message, sender, variables } = yield* request_.validate(request)
-    // The services and the Clock's time in one run-loop step (a `yield*` of each is two or three).
-    const { clock, config, context, options } = yield* Effect.withFiberRuntime<
-      { clock: Clock.Clock; config: Config; context: Context.Context<never>; options: TransportOptions.Service },
-      never,
+    // The request checked, and the services and the Clock read, in one run-loop step (a `yield*` of each is two or
+    // three).
+    const { clock, config, context, groups, message, options, sender, variables } = yield* Effect.withFiberRuntime<
+      request_.Validated & {
+        clock: Clock.Clock
+        config: Config
+        context: Context.Context<never>
+        options: TransportOptions.Service
+      },
+      request_.InvalidRequest,
       OutboundConfig
     >((fiber) => {
+      const validated = request_.check(request)
+      if (Either.isLeft(validated)) return Effect.fail(validated.left)
       const context = fiber.currentContext as Context.Context<OutboundConfig>
       return Effect.succeed({
+        ...validated.right,
         // the Clock `Clock.currentTimeMillis` would read: TestClock under test
         clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
         config: Context.get(context, OutboundConfig),

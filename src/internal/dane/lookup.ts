@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import type { TlsPolicy } from "../../Settings.js"
 import * as TransportError from "../../TransportError.js"
 import { type Answer, Dns, type DnsError, type RRType, type TlsaRecord, toAnswerer } from "../dns/model.js"
+import { withService } from "../service.js"
 import { format, isUsable } from "./records.js"
 
 /**
@@ -75,8 +76,10 @@ export interface LookupOptions {
  * @internal
  */
 export const lookupHost = (options: LookupOptions): Effect.Effect<HostDane, never, Dns> =>
+  withService(Dns, (dns) => lookupWith(toAnswerer(dns), options))
+
+const lookupWith = (answerer: ReturnType<typeof toAnswerer>, options: LookupOptions): Effect.Effect<HostDane> =>
   Effect.gen(function*() {
-    const answerer = toAnswerer(yield* Dns)
     const { domain, host, policy, port } = options
     const name = `_${port}._tcp.${host}`
     const result = (

@@ -499,48 +499,46 @@ const finish = (
   record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
   onKeep: () => void
-): Effect.Effect<HostOutcome> =>
-  // Not an Effect.gen: on every message's path, and nothing here waits but the hand-over or the QUIT.
-  Effect.suspend(() => {
-    // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
-    const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
-      ? transaction.mailFrom.left
-      : null
-    const transportError = refused ?? firstTransportError(transaction)
-    const keep = pool !== null && transaction.canQuit && !closing(transaction) &&
-      opening.connection.buffered === 0
-    record({
-      phase: transportError === null ? "quit" : transaction.phase,
-      outcome: transportError === null ? "completed" : "failed",
-      error: transportError === null ? null : reportError(transportError),
-      tls: attemptTls(opening.tls, dane),
-      ehlo: opening.ehloName
-    })
-    const done: HostOutcome = { _tag: "Done", recipients: recipientResults(host.host.name, transaction) }
-    if (keep) {
-      return Effect.as(
-        Effect.uninterruptible(Effect.suspend(() => {
-          onKeep()
-          return pool.put({
-        id: origin.id,
-        destination: {
-          ip: opening.connection.remoteAddress,
-          port: opening.connection.remotePort,
-          session: origin.session ?? sessionKey(opening.settings, dane)
-        },
-        source: origin.source,
-        session: opening,
-        reuse: origin.reuse,
-        openedMs: origin.openedMs,
-        messages: origin.messages + 1,
-        clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
-          })
-        })),
-        done
-      )
-    }
-    return transaction.canQuit ? Effect.as(SmtpSession.quit(opening), done) : Effect.succeed(done)
+): Effect.Effect<HostOutcome> => {
+  // Not an Effect.gen nor a suspend: called by the step that runs it, on every message's path; nothing here waits
+  // but the hand-over or the QUIT.
+  // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
+  const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
+    ? transaction.mailFrom.left
+    : null
+  const transportError = refused ?? firstTransportError(transaction)
+  const keep = pool !== null && transaction.canQuit && !closing(transaction) &&
+    opening.connection.buffered === 0
+  record({
+    phase: transportError === null ? "quit" : transaction.phase,
+    outcome: transportError === null ? "completed" : "failed",
+    error: transportError === null ? null : reportError(transportError),
+    tls: attemptTls(opening.tls, dane),
+    ehlo: opening.ehloName
   })
+  const done: HostOutcome = { _tag: "Done", recipients: recipientResults(host.host.name, transaction) }
+  if (keep) {
+    const idle: ConnectionPool.Idle = {
+      id: origin.id,
+      destination: {
+        ip: opening.connection.remoteAddress,
+        port: opening.connection.remotePort,
+        session: origin.session ?? sessionKey(opening.settings, dane)
+      },
+      source: origin.source,
+      session: opening,
+      reuse: origin.reuse,
+      openedMs: origin.openedMs,
+      messages: origin.messages + 1,
+      clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
+    }
+    return Effect.uninterruptible(Effect.suspend(() => {
+      onKeep()
+      return Effect.as(pool.put(idle), done)
+    }))
+  }
+  return transaction.canQuit ? Effect.as(SmtpSession.quit(opening), done) : Effect.succeed(done)
+}
 
 type RecordFields = Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
 
