@@ -69,6 +69,12 @@ const silentUnder = (parent: Tracer.AnySpan | undefined): boolean => parent !== 
 
 const succeedNoop = Effect.succeed(noop)
 
+/**
+ * The span `make` would give under `parent` when that is known without a step (a parent that records nothing: the
+ * no-op span), else `null`. @internal
+ */
+export const knownUnder = (parent: Tracer.AnySpan | undefined): Tracer.Span | null => silentUnder(parent) ? noop : null
+
 /** A span under `parent` (the current span when `undefined`). @internal */
 export const make = (
   name: string,

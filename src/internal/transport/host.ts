@@ -370,7 +370,7 @@ const reusedSession = (
   return (
     Effect.gen(function*() {
       const startMs = delivery.clock.unsafeCurrentTimeMillis()
-      const span = yield* tracing.make("smtp.attempt", parent, () => ({
+      const span = tracing.knownUnder(parent) ?? (yield* tracing.make("smtp.attempt", parent, () => ({
         ...tracing.peerAttributes({
           servername: host.host.name,
           ip: connection.remoteAddress,
@@ -379,7 +379,7 @@ const reusedSession = (
         }),
         "smtp.connection": idle.id,
         "smtp.reused": true
-      }))
+      })))
       attemptSpan = span
       const settings: SmtpSession.SessionSettings = {
         ...connectionSettings,
