@@ -435,7 +435,7 @@ const reusedSession = (
         messages: idle.messages
       }, dane, record, () => {
         kept = true
-      })
+      }, true)
       if (!kept) yield* connection.close
       if (tracing.records(span)) yield* tracing.end(span, Exit.void)
       return outcome
@@ -498,7 +498,9 @@ const finish = (
   /** Records the attempt, timed now. */
   record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
-  onKeep: () => void
+  onKeep: () => void,
+  /** The caller runs this uninterruptibly already: the hand-over needs no region of its own. */
+  masked = false
 ): Effect.Effect<HostOutcome> => {
   // Not an Effect.gen nor a suspend: called by the step that runs it, on every message's path; nothing here waits
   // but the hand-over or the QUIT.
@@ -531,6 +533,11 @@ const finish = (
       openedMs: origin.openedMs,
       messages: origin.messages + 1,
       clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
+    }
+    if (masked) {
+      // Nothing can come between this call (the step that runs it) and the hand-over.
+      onKeep()
+      return Effect.as(pool.put(idle), done)
     }
     return Effect.uninterruptible(Effect.suspend(() => {
       onKeep()
