@@ -200,11 +200,15 @@ const resolveSilently = <B>(
   return withService(Dns, (dns) => {
     const rrtypes = families(ipStrategy)
     if (rrtypes.length > 1) {
-      return Effect.map(lookupAll(dns, rrtypes, host.name), (lookups) => k(resolution(host, ipStrategy, multihomed, lookups)))
+      return Effect.map(
+        lookupAll(dns, rrtypes, host.name),
+        (lookups) => k(resolution(host, ipStrategy, multihomed, lookups))
+      )
     }
     const rrtype = rrtypes[0]!
     return Effect.matchEffect(rrtype === "A" ? dns.a(host.name) : dns.aaaa(host.name), {
-      onFailure: (error) => Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: [], error }]))),
+      onFailure: (error) =>
+        Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: [], error }]))),
       onSuccess: (addresses) =>
         Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses, error: null }])))
     })

@@ -120,7 +120,9 @@ const fromRecords = (
       ? dnsError(`${domain}: the MX records name no host`, true)
       : Effect.succeed({ domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit), secure })
   const ordered = orderHosts(records)
-  return Array.isArray(ordered) ? planOf(ordered) : Effect.flatMap(ordered as Effect.Effect<ReadonlyArray<MxHost>>, planOf)
+  return Array.isArray(ordered)
+    ? planOf(ordered)
+    : Effect.flatMap(ordered as Effect.Effect<ReadonlyArray<MxHost>>, planOf)
 }
 
 // Without Effect.gen: a plan is on every delivery's path, and each `yield*` is a run-loop step or two.

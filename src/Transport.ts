@@ -303,7 +303,11 @@ export const deliver = (
         ? sortedByStart(one.attempts)
         : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
       plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
-      warnings: messageWarnings(config.warnings, message, one !== null ? one.warnings : runs.flatMap((run) => run.warnings))
+      warnings: messageWarnings(
+        config.warnings,
+        message,
+        one !== null ? one.warnings : runs.flatMap((run) => run.warnings)
+      )
     }
     return report
   }))

@@ -65,7 +65,8 @@ export const run = <A, R>(
     const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
     const span = options.span ?? fiber.currentSpan
     // A span that records nothing (see internal/tracing) gets no event: no attributes built, no region to end it in.
-    const withEvent = span === undefined || span._tag !== "Span" || !tracing.records(span) ? effect : Effect.onExit(effect, (exit) =>
+    const silent = span === undefined || span._tag !== "Span" || !tracing.records(span)
+    const withEvent = silent ? effect : Effect.onExit(effect, (exit) =>
       Effect.sync(() => {
         const end = clock.unsafeCurrentTimeNanos()
         span.event(`smtp.${options.phase}`, end, {

@@ -495,7 +495,10 @@ export const transaction = (
     }
     const data = yield* phase.attempt(
       phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
-      (step) => chunking ? Effect.either(send(step)) : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)
+      (step) =>
+        chunking
+          ? Effect.either(send(step))
+          : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)
     )
     if (Either.isLeft(data)) {
       return result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })

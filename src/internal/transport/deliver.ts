@@ -50,7 +50,12 @@ export const deliverDomain = (
         recipients: group.recipients,
         message: delivery.message,
         requireTls: delivery.requireTls
-      }), (recipients): DomainRun => ({ recipients, attempts: [], plan: domainPlanOf(group, stage, [], null), warnings }))
+      }), (recipients): DomainRun => ({
+        recipients,
+        attempts: [],
+        plan: domainPlanOf(group, stage, [], null),
+        warnings
+      }))
     }
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
