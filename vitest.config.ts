@@ -1,27 +1,51 @@
 import { defineConfig } from "vitest/config"
+import { BaseSequencer, type TestSpecification } from "vitest/node"
 
 // Two projects: `unit` runs on in-memory layers and TestClock, no sockets, servers or external programs (`npm run
 // test:unit`, seconds); `live` talks to real peers on loopback and spawns processes (the CLI, the packed library,
 // Postfix, aiosmtpd). `npm test` runs both, as CI does.
 const live = ["test/**/*.live.test.ts", "test/Cli.test.ts", "test/Package.test.ts"]
 
+/**
+ * Vitest's order (the files that took longest last time first), with the docgen check at the very front: it takes
+ * milliseconds when its cache holds the pages for this tree and about 20 s of CPU when not (test/Docs.live.test.ts),
+ * so last time's duration says nothing about this time's, and started last it would end the run alone.
+ */
+class DocgenFirst extends BaseSequencer {
+  override async sort(files: Array<TestSpecification>): Promise<Array<TestSpecification>> {
+    const sorted = await super.sort(files)
+    const first = (spec: TestSpecification) => spec.moduleId.endsWith("/test/Docs.live.test.ts")
+    return [...sorted.filter(first), ...sorted.filter((spec) => !first(spec))]
+  }
+}
+
 export default defineConfig({
   test: {
     testTimeout: 30_000,
     hookTimeout: 30_000,
     fileParallelism: true,
-    pool: "forks",
-    // Vitest's default is one worker fewer than the cores: one, on the 2-core machines this project runs on. The live
-    // suites mostly wait on sockets and timers (the CPU is idle half the time with one worker), so four files at once
-    // take the whole run from about 90 s to about 35 s, with every timing assertion still holding (checked over
-    // repeated runs).
-    maxWorkers: 4,
-    minWorkers: 1,
+    sequence: { sequencer: DocgenFirst },
+    // Each project has its own pool, so that each can have its own isolation and size (a pool's options are global).
+    poolOptions: {
+      // unit: CPU-bound, two workers for two cores. Most of a unit file's time, in a fresh worker, was importing
+      // effect and the modules under test (about 2 s a file); the unit suites keep no global state (no mocks, no
+      // fake timers, no process-wide settings: each builds its layers), so the workers are not isolated and import
+      // once. Minimum = maximum: with isolation off and a minimum below the maximum, runs here ended in tinypool's
+      // "Terminating worker thread" with files never reported (an idle worker is removed between two files).
+      threads: { isolate: false, maxThreads: 2, minThreads: 2 },
+      // live: the suites mostly wait on sockets, timers and child processes (the CPU is idle much of the time with
+      // one worker), so four files run at once, beside the unit pool. Each file gets a fresh process: the suites
+      // start servers and processes, and count the process's sockets and the connector's open connections.
+      forks: { isolate: true, maxForks: 4, minForks: 1 }
+    },
     projects: [
       // examples/*.test.ts: the documentation's examples that are test suites (docs/testing.md's).
-      { extends: true, test: { name: "unit", include: ["test/**/*.test.ts", "examples/**/*.test.ts"], exclude: live } },
+      {
+        extends: true,
+        test: { name: "unit", pool: "threads", include: ["test/**/*.test.ts", "examples/**/*.test.ts"], exclude: live }
+      },
       // The CLI and package suites run dist/: the project builds it first, and a failed build fails the run.
-      { extends: true, test: { name: "live", include: live, globalSetup: ["test/utils/build.ts"] } }
+      { extends: true, test: { name: "live", pool: "forks", include: live, globalSetup: ["test/utils/build.ts"] } }
     ]
   }
 })

@@ -9,8 +9,10 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import { Dns, type DnsError } from "./Dns.js"
+import { withService } from "./internal/service.js"
 import * as tracing from "./internal/tracing.js"
 import type { MxHost, MxPlan } from "./MxPlan.js"
 import * as Pull from "./Pull.js"
@@ -151,18 +153,67 @@ export const resolveHost: (
   options?: { readonly parent?: Tracer.AnySpan | undefined }
 ) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, ipStrategy, multihomed, options) =>
   Effect.gen(function*() {
-    if (host.literal) return { host, ipStrategy, addresses: [host.name], truncated: [], lookups: [] }
-    const limit = Math.max(1, Number.isNaN(multihomed) ? 1 : Math.floor(multihomed))
+    if (host.literal) return literalResolution(host, ipStrategy)
     const dns = yield* Dns
     const lookups = yield* lookupAll(dns, families(ipStrategy), host.name)
-    const all = lookups.flatMap((l) => l.addresses)
-    if (all.length === 0) return yield* noAddress(host, lookups)
-    return { host, ipStrategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups }
+    const resolved = resolution(host, ipStrategy, multihomed, lookups)
+    return Either.isLeft(resolved) ? yield* resolved.left : resolved.right
   }).pipe((effect) =>
     // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
     // given, without making that span the current one.
-    Effect.useSpan("Candidates.resolveHost", tracing.leafOptions(options?.parent), () => effect)
+    tracing.leaf("Candidates.resolveHost", options?.parent, undefined, () => effect)
   )
+
+const literalResolution = (host: MxHost, ipStrategy: Settings.IpStrategy): HostResolution => ({
+  host,
+  ipStrategy,
+  addresses: [host.name],
+  truncated: [],
+  lookups: []
+})
+
+/** The host's addresses from its lookups, cut to `multihomed`; no address at all is the host's error. */
+const resolution = (
+  host: MxHost,
+  ipStrategy: Settings.IpStrategy,
+  multihomed: number,
+  lookups: ReadonlyArray<FamilyLookup>
+): Either.Either<HostResolution, TransportError.TransportError> => {
+  const limit = Math.max(1, Number.isNaN(multihomed) ? 1 : Math.floor(multihomed))
+  const all = lookups.flatMap((l) => l.addresses)
+  if (all.length === 0) return Either.left(noAddress(host, lookups))
+  return Either.right({ host, ipStrategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups })
+}
+
+/**
+ * `resolveHost` as an Either handed to `k`, where its span records nothing (see internal/tracing): the lookups and
+ * the outcome in as few run-loop steps as they take, one match per family and no generator. A span that records
+ * keeps `resolveHost`, whose span ends with the host's failure.
+ */
+const resolveSilently = <B>(
+  host: MxHost,
+  ipStrategy: Settings.IpStrategy,
+  multihomed: number,
+  k: (resolved: Either.Either<HostResolution, TransportError.TransportError>) => B
+): Effect.Effect<B, never, Dns> => {
+  if (host.literal) return Effect.succeed(k(Either.right(literalResolution(host, ipStrategy))))
+  return withService(Dns, (dns) => {
+    const rrtypes = families(ipStrategy)
+    if (rrtypes.length > 1) {
+      return Effect.map(
+        lookupAll(dns, rrtypes, host.name),
+        (lookups) => k(resolution(host, ipStrategy, multihomed, lookups))
+      )
+    }
+    const rrtype = rrtypes[0]!
+    return Effect.matchEffect(rrtype === "A" ? dns.a(host.name) : dns.aaaa(host.name), {
+      onFailure: (error) =>
+        Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: [], error }]))),
+      onSuccess: (addresses) =>
+        Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses, error: null }])))
+    })
+  })
+}
 
 /**
  * The families' lookups, together. With two, the second runs in a fiber of its own while the first runs here: one
@@ -219,15 +270,25 @@ export const hosts = <S extends HostSettings, R = never>(
   settingsOf: (host: MxHost) => Effect.Effect<S, never, R>,
   /** The parent of the lookups' spans; the current span when absent. */
   options?: { readonly parent?: Tracer.AnySpan | undefined }
-): Pull.Pull<HostCandidates<S>, Dns | R> =>
-  Pull.make(plan.hosts, (host) =>
-    Effect.flatMap(settingsOf(host), (settings) =>
-      Effect.map(
-        Effect.either(resolveHost(host, settings.ipStrategy, settings.multihomed, options)),
-        (resolution): HostCandidates<S> => ({
-          host,
-          settings,
-          resolution,
-          candidates: candidatesOf(host, settings.sourceIp, resolution)
-        })
-      )))
+): Pull.Pull<HostCandidates<S>, Dns | R> => {
+  // `Pull.make` over the hosts, with the host's entry built in the lookup's own match where its span records
+  // nothing (no `either`, no `map`, no `Option.some` step of their own).
+  const silent = options?.parent !== undefined && !tracing.records(options.parent)
+  let at = 0
+  return {
+    next: Effect.suspend(() => {
+      if (at >= plan.hosts.length) return Effect.succeedNone
+      const host = plan.hosts[at++]!
+      return Effect.flatMap(settingsOf(host), (settings) => {
+        const entry = (
+          resolution: Either.Either<HostResolution, TransportError.TransportError>
+        ): Option.Option<HostCandidates<S>> =>
+          Option.some({ host, settings, resolution, candidates: candidatesOf(host, settings.sourceIp, resolution) })
+        return silent
+          ? resolveSilently(host, settings.ipStrategy, settings.multihomed, entry)
+          : Effect.map(Effect.either(resolveHost(host, settings.ipStrategy, settings.multihomed, options)), entry)
+      })
+    }),
+    isDone: () => at >= plan.hosts.length
+  }
+}

@@ -12,6 +12,7 @@ import * as Random from "effect/Random"
 import type * as Tracer from "effect/Tracer"
 import { Dns, type MxRecord, toAnswerer } from "./Dns.js"
 import * as dnsName from "./internal/dnsName.js"
+import { withService } from "./internal/service.js"
 import * as tracing from "./internal/tracing.js"
 import type { Limits } from "./Settings.js"
 import * as TransportError from "./TransportError.js"
@@ -61,7 +62,10 @@ const dnsError = (message: string, permanent: boolean) => TransportError.make("d
  * Hosts in try order: groups by ascending preference, each group shuffled. A name listed twice is kept once, at its
  * best preference; root exchanges (".") outside a null MX name no host and are skipped.
  */
-const orderHosts = (records: ReadonlyArray<MxRecord>): Effect.Effect<ReadonlyArray<MxHost>> => {
+// The hosts themselves when no group has anything to shuffle (the usual case: no run-loop step), else the shuffle.
+const orderHosts = (
+  records: ReadonlyArray<MxRecord>
+): ReadonlyArray<MxHost> | Effect.Effect<ReadonlyArray<MxHost>> => {
   const best = new Map<string, number>()
   for (const record of records) {
     if (dnsName.isRoot(record.exchange)) continue
@@ -79,7 +83,7 @@ const orderHosts = (records: ReadonlyArray<MxRecord>): Effect.Effect<ReadonlyArr
     Array.from(names, (name): MxHost => ({ name, preference, implicit: false, literal: false }))
   // A group of one has nothing to shuffle, and shuffling it would draw no random number either.
   if (preferences.every((preference) => groups.get(preference)!.length === 1)) {
-    return Effect.succeed(preferences.flatMap((preference) => hostsOf(preference, groups.get(preference)!)))
+    return preferences.flatMap((preference) => hostsOf(preference, groups.get(preference)!))
   }
   return Effect.map(
     Effect.forEach(preferences, (preference) =>
@@ -111,10 +115,14 @@ const fromRecords = (
   const records = answer.map((r) => ({ exchange: dnsName.normalize(r.exchange), priority: r.priority }))
   if (records.length === 0) return Effect.succeed(implicitPlan(domain, records, secure))
   if (isNullMx(records)) return dnsError(nullMxMessage, true)
-  return Effect.flatMap(orderHosts(records), (ordered) =>
+  const planOf = (ordered: ReadonlyArray<MxHost>): Effect.Effect<MxPlan, TransportError.TransportError> =>
     ordered.length === 0
       ? dnsError(`${domain}: the MX records name no host`, true)
-      : Effect.succeed({ domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit), secure }))
+      : Effect.succeed({ domain, records, hosts: ordered.slice(0, limit), dropped: ordered.slice(limit), secure })
+  const ordered = orderHosts(records)
+  return Array.isArray(ordered)
+    ? planOf(ordered)
+    : Effect.flatMap(ordered as Effect.Effect<ReadonlyArray<MxHost>>, planOf)
 }
 
 // Without Effect.gen: a plan is on every delivery's path, and each `yield*` is a run-loop step or two.
@@ -130,7 +138,7 @@ const planOf = (rawDomain: string, mx: Limits["mx"]): Effect.Effect<MxPlan, Tran
     return Effect.succeed({ domain, records: [], hosts: [host], dropped: [] })
   }
   // The TTL-aware lookup, for the answer's DNSSEC status (the same query and cache entry as `mx`).
-  return Effect.flatMap(Dns, (dns) =>
+  return withService(Dns, (dns) =>
     Effect.matchEffect(toAnswerer(dns)("MX", domain), {
       onFailure: (error) =>
         error.reason === "Temporary"
@@ -155,4 +163,4 @@ export const plan: (
 ) => Effect.Effect<MxPlan, TransportError.TransportError, Dns> = (rawDomain, mx, options) =>
   // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
   // given, without making that span the current one.
-  Effect.useSpan("MxPlan.plan", tracing.leafOptions(options?.parent), () => planOf(rawDomain, mx))
+  tracing.leaf("MxPlan.plan", options?.parent, undefined, () => planOf(rawDomain, mx))

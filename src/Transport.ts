@@ -12,13 +12,13 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Either from "effect/Either"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as ConnectionPool from "./ConnectionPool.js"
 import * as Connector from "./Connector.js"
-import type { DeliveryReport, ExplainReport } from "./DeliveryReport.js"
+import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
 import * as tracing from "./internal/tracing.js"
 import { deliverDomain } from "./internal/transport/deliver.js"
@@ -29,7 +29,7 @@ import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
 import * as warnings from "./internal/transport/warnings.js"
 import * as Limiter from "./Limiter.js"
 import * as MtaSts from "./MtaSts.js"
-import { OutboundConfig } from "./OutboundConfig.js"
+import { type Config, OutboundConfig } from "./OutboundConfig.js"
 import * as PolicyCache from "./PolicyCache.js"
 
 /**
@@ -134,7 +134,23 @@ const messageWarnings = (
   stages: ReadonlyArray<string>
 ): ReadonlyArray<string> => {
   const empty = warnings.emptyMessage(message)
+  if (config.length === 0 && empty === null && stages.length === 0) return []
   return Array.from(new Set([...config, ...(empty === null ? [] : [empty]), ...stages]))
+}
+
+/** The results are the request's recipients, in its order. */
+const inRequestOrder = (results: ReadonlyArray<RecipientResult>, recipients: ReadonlyArray<string>): boolean => {
+  if (results.length !== recipients.length) return false
+  for (let i = 0; i < results.length; i++) if (results[i]!.address !== recipients[i]) return false
+  return true
+}
+
+/** The attempts in start order (a stable sort), without a copy when they are in that order already. */
+const sortedByStart = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<AttemptRecord> => {
+  for (let i = 1; i < attempts.length; i++) {
+    if (attempts[i]!.startMs < attempts[i - 1]!.startMs) return [...attempts].sort((a, b) => a.startMs - b.startMs)
+  }
+  return attempts
 }
 
 /** Connection ids of a delivery without a pool: its own count. */
@@ -220,42 +236,78 @@ export const deliver = (
 > =>
   // The spans are made with explicit parents and passed down (internal/tracing): the current span is not switched.
   tracing.within("Transport.deliver", undefined, undefined, (span) => Effect.gen(function*() {
-    const { groups, message, sender, variables } = yield* request_.validate(request)
-    const config = yield* OutboundConfig
-    const options = yield* TransportOptions
-    const pool = yield* Effect.serviceOption(ConnectionPool.ConnectionPool)
+    // The request checked, and the services and the Clock read, in one run-loop step (a `yield*` of each is two or
+    // three).
+    const { clock, config, context, groups, message, options, sender, variables } = yield* Effect.withFiberRuntime<
+      request_.Validated & {
+        clock: Clock.Clock
+        config: Config
+        context: Context.Context<never>
+        options: TransportOptions.Service
+      },
+      request_.InvalidRequest,
+      OutboundConfig
+    >((fiber) => {
+      const validated = request_.check(request)
+      if (Either.isLeft(validated)) return Effect.fail(validated.left)
+      const context = fiber.currentContext as Context.Context<OutboundConfig>
+      return Effect.succeed({
+        ...validated.right,
+        // the Clock `Clock.currentTimeMillis` would read: TestClock under test
+        clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
+        config: Context.get(context, OutboundConfig),
+        context,
+        options: Context.get(context, TransportOptions)
+      })
+    })
+    const pool = Context.getOption(context, ConnectionPool.ConnectionPool)
     const delivery: Delivery = {
       span,
       config,
       options,
-      startMs: yield* Clock.currentTimeMillis,
+      startMs: clock.unsafeCurrentTimeMillis(),
+      clock,
       message,
       sender: sender?.address ?? "",
       requireTls: request.requireTls === true,
-      ca: startTlsCa(yield* TrustedCa, options.ca),
+      ca: startTlsCa(Context.get(context, TrustedCa), options.ca),
       pool: Option.getOrNull(pool),
       connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
       limiter: config.limiters.length === 0
         ? null
-        : Option.getOrUndefined(yield* Effect.serviceOption(Limiter.Limiter)) ?? (yield* Limiter.make)
+        : Option.getOrUndefined(Context.getOption(context, Limiter.Limiter)) ?? (yield* Limiter.make)
     }
     const domain = (group: request_.Group) =>
       tracing.within(
         "Transport.deliverDomain",
         span,
-        { domain: group.domain },
+        () => ({ domain: group.domain }),
         (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
       )
     // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
     const runs = groups.length === 1
       ? [yield* domain(groups[0]!)]
       : yield* Effect.forEach(groups, domain, { concurrency: options.domainConcurrency })
-    const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+    // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
+    // attempts are in start order already; no map to put them back in order, no sort.
+    const one = runs.length === 1 ? runs[0]! : null
+    let recipients: ReadonlyArray<RecipientResult>
+    if (one !== null && inRequestOrder(one.recipients, request.recipients)) recipients = one.recipients
+    else {
+      const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+      recipients = request.recipients.map((rcpt) => byAddress.get(rcpt)!)
+    }
     const report: DeliveryReport = {
-      recipients: request.recipients.map((rcpt) => byAddress.get(rcpt)!),
-      attempts: runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
+      recipients,
+      attempts: one !== null
+        ? sortedByStart(one.attempts)
+        : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
       plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
-      warnings: messageWarnings(config.warnings, message, runs.flatMap((run) => run.warnings))
+      warnings: messageWarnings(
+        config.warnings,
+        message,
+        one !== null ? one.warnings : runs.flatMap((run) => run.warnings)
+      )
     }
     return report
   }))

@@ -72,15 +72,14 @@ const inProcess = (args: ReadonlyArray<string>, options: { readonly timeoutMs?: 
     }) satisfies Run
   })
 
-/** In this process, unless the case needs a real one: standard input, or the executable's logger (--log-level). */
+/**
+ * In this process, unless the case needs a real one: standard input (the two stdin cases, which also check the
+ * executable's logger, bin.ts).
+ */
 const runCli = (
   args: ReadonlyArray<string>,
   options: { readonly stdin?: string; readonly timeoutMs?: number; readonly process?: boolean } = {}
-) =>
-  options.process === true || options.stdin !== undefined || args.includes("--log-level") ||
-    args.some((a) => a.startsWith("--log-level="))
-    ? spawnCli(args, options)
-    : inProcess(args, options)
+) => options.process === true || options.stdin !== undefined ? spawnCli(args, options) : inProcess(args, options)
 
 const json = <A>(run: Run): A => {
   try {
@@ -287,14 +286,29 @@ describe("smtp-transport send", () => {
       expect(lines[header + 2]).toBe("")
     }), 60_000)
 
-  it.live("reads the message from stdin (--message - and no --message), with the null sender for --from \"\"", () =>
+  // The two cases that start the executable: standard input is the process's, and so is the logger bin.ts installs
+  // (--log-level debug writes the SMTP dialogue to stderr, each line led by the program's name).
+  it.live("reads the message from stdin (--message - and no --message), with the null sender for --from \"\"; the executable logs to stderr", () =>
     Effect.gen(function*() {
-      const dash = yield* send(["--from", "", "--message", "-", "--json", "stdin1@two.test"], {
-        stdin: "Subject: from stdin\n\nline one\n"
-      })
+      // A global option goes anywhere on the line, in either spelling. The two processes run at once: each spends
+      // most of its time starting.
+      const [dash, absent] = yield* Effect.all([
+        send(["--from", "", "--message", "-", "--json", "stdin1@two.test", "--log-level=debug"], {
+          stdin: "Subject: from stdin\n\nline one\n"
+        }),
+        runCli(["--log-level", "debug", "send", "--dns", fx.dns.server, "--port", String(fx.port), "--json", "stdin2@two.test"], {
+          stdin: "Subject: absent\n\nline two\n"
+        })
+      ], { concurrency: 2 })
       expect(dash.code, dash.stderr).toBe(0)
-      const absent = yield* send(["--json", "stdin2@two.test"], { stdin: "Subject: absent\n\nline two\n" })
+      expect(json<DeliveryReport>(dash).recipients.map((r) => r.status)).toEqual(["delivered"])
+      expect(dash.stderr).toContain("C: RCPT TO:<stdin1@two.test>")
+      // Every line on stderr is the program's, and says so.
+      const logLines = dash.stderr.split("\n").filter((l) => l !== "")
+      expect(logLines.length).toBeGreaterThan(5)
+      expect(logLines.filter((l) => !/^smtp-transport: \d\d:\d\d:\d\d\.\d{3} debug /.test(l))).toEqual([])
       expect(absent.code, absent.stderr).toBe(0)
+      expect(absent.stderr).toContain("C: RCPT TO:<stdin2@two.test>")
       const [first] = yield* sessionsFor(fx.v4, "stdin1@two.test")
       const [second] = yield* sessionsFor(fx.v4, "stdin2@two.test")
       const t1 = first!.transactions[0]!
@@ -309,31 +323,21 @@ describe("smtp-transport send", () => {
       ])
     }), 60_000)
 
-  it.live("--log-level debug: the SMTP dialogue on stderr, the JSON on stdout untouched", () =>
+  it.live("--log-level debug: the SMTP dialogue in the log, the JSON on stdout untouched; info (the default) logs none of it", () =>
     Effect.gen(function*() {
+      const args = ["send", "--dns", fx.dns.server, "--port", String(fx.port), "--message", messageFile, "--json"]
       // A global option goes anywhere on the line, in either spelling.
-      const run = yield* runCli([
-        "send",
-        "--dns",
-        fx.dns.server,
-        "--port",
-        String(fx.port),
-        "--message",
-        messageFile,
-        "--json",
-        "log@two.test",
-        "--log-level=debug"
-      ])
-      expect(run.code, run.stderr).toBe(0)
-      expect(json<DeliveryReport>(run).recipients.map((r) => r.status)).toEqual(["delivered"])
-      expect(run.stderr).toContain("C: RCPT TO:<log@two.test>")
-      // Every line on stderr is the program's, and says so.
-      const lines = run.stderr.split("\n").filter((l) => l !== "")
-      expect(lines.length).toBeGreaterThan(5)
-      expect(lines.filter((l) => !l.startsWith("smtp-transport: "))).toEqual([])
-      const before = yield* runCli(["--log-level", "debug", "send", "--dns", fx.dns.server, "--port", String(fx.port), "--message", messageFile, "log2@two.test"])
+      const after = yield* runMain([...args, "log@two.test", "--log-level=debug"], bin)
+      expect(after.code, after.stderr).toBe(0)
+      expect(json<DeliveryReport>({ ...after, ms: 0 }).recipients.map((r) => r.status)).toEqual(["delivered"])
+      expect(after.logs.filter((l) => l.startsWith("debug C: RCPT TO:<log@two.test>"))).toHaveLength(1)
+      expect(after.stderr).toBe("")
+      const before = yield* runMain(["--log-level", "debug", ...args, "log2@two.test"], bin)
       expect(before.code, before.stderr).toBe(0)
-      expect(before.stderr).toContain("C: RCPT TO:<log2@two.test>")
+      expect(before.logs.filter((l) => l.startsWith("debug C: RCPT TO:<log2@two.test>"))).toHaveLength(1)
+      const quiet = yield* runMain([...args, "log3@two.test"], bin)
+      expect(quiet.code, quiet.stderr).toBe(0)
+      expect(quiet.logs.filter((l) => l.includes("RCPT TO:"))).toEqual([])
     }), 60_000)
 
   it.live("a permanent RCPT rejection fails that recipient only: exit 69", () =>

@@ -198,6 +198,18 @@ mta-sts = "disable"
       expect(decoded).toEqual(report)
     }).pipe(Effect.provide(layers)))
 
+  it("docs/cli.md's JSON report decodes as a DeliveryReport, with no field missing or extra", () => {
+    const page = fs.readFileSync(new URL("../docs/cli.md", import.meta.url), "utf8")
+    const section = page.slice(page.indexOf("## The JSON report"))
+    const block = /```json\n([\s\S]*?)```/.exec(section)
+    expect(block, "a json block under \"The JSON report\"").not.toBeNull()
+    const example = JSON.parse(block![1]!) as unknown
+    // A field the report has and the example lacks fails the decoding; one the example has and the report has not,
+    // the excess-property check.
+    const decoded = Schema.decodeUnknownSync(DeliveryReport.DeliveryReport, { onExcessProperty: "error" })(example)
+    expect(JSON.parse(JSON.stringify(decoded))).toEqual(example)
+  })
+
   it.effect("a plan, through JSON, decodes as an ExplainReport", () =>
     Effect.gen(function*() {
       const plan = yield* Transport.explain(request)

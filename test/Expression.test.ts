@@ -7,6 +7,7 @@ import { compileSource, run } from "../src/internal/expression/compile.js"
 import { parse } from "../src/internal/expression/parser.js"
 import { CONSTANT_NAMES } from "../src/internal/expression/value.js"
 import { show } from "./utils/expression.js"
+import { RUNS } from "./utils/properties.js"
 
 const compiled = (source: string, options?: Expression.CompileOptions): Expression.Expression => {
   const result = Expression.compile(source, options)
@@ -729,14 +730,14 @@ describe("Expression", () => {
       "compile never throws on arbitrary strings; errors point inside the source",
       [anyString, variables],
       ([source, vars]) => checkCompile(source, vars),
-      { fastCheck: { numRuns: 10_000 } }
+      { fastCheck: RUNS }
     )
 
     it.prop(
       "compile never throws on token soups of the grammar's pieces",
       [soup, variables],
       ([source, vars]) => checkCompile(source, vars),
-      { fastCheck: { numRuns: 10_000 } }
+      { fastCheck: RUNS }
     )
 
     it.prop(
@@ -747,7 +748,7 @@ describe("Expression", () => {
         if (result._tag === "Left") throw new Error(source + ": " + result.message + " at " + result.column)
         return isValue(run(result.evaluate, vars))
       },
-      { fastCheck: { numRuns: 10_000 } }
+      { fastCheck: RUNS }
     )
   })
 })

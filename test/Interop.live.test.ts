@@ -64,7 +64,9 @@ const endsWith = (stored: Buffer, sent: Buffer) => {
   return stored.length >= unix.length && stored.subarray(stored.length - unix.length).equals(unix)
 }
 
-describe("Postfix (Debian) as the receiving MTA", () => {
+// Each case has receivers of its own (a loopback address, an MTA instance, a DNS server): the cases of a block run
+// at once, since most of their time is an MTA starting, stopping and writing its log.
+describe.concurrent("Postfix (Debian) as the receiving MTA", () => {
   const certs = makeCertificates({ hostnames: ["mx.postfix.test"] })
 
   it.scopedLive("STARTTLS with a certificate from a CA made at test time: byte-exact in the mailbox, report = log", () =>
@@ -148,7 +150,7 @@ const selfSigned = (name: string) => {
   }
 }
 
-describe("Postfix: opportunistic TLS and a stripped STARTTLS", () => {
+describe.concurrent("Postfix: opportunistic TLS and a stripped STARTTLS", () => {
   it.scopedLive("a self-signed certificate under the default settings: delivered over TLS, recorded as unverified", () =>
     Effect.gen(function*() {
       const mta = yield* postfix({
@@ -201,7 +203,7 @@ describe("Postfix: opportunistic TLS and a stripped STARTTLS", () => {
     }))
 })
 
-describe("Postfix's smtp-sink", () => {
+describe.concurrent("Postfix's smtp-sink", () => {
   it.scopedLive("pipelined delivery of three recipients: each accepted, the dump holds the message as sent", () =>
     Effect.gen(function*() {
       const sink = yield* smtpSink("127.0.0.22")
@@ -227,7 +229,7 @@ describe("Postfix's smtp-sink", () => {
     }))
 })
 
-describe("aiosmtpd as the receiving MTA", () => {
+describe.concurrent("aiosmtpd as the receiving MTA", () => {
   const certs = makeCertificates({ hostnames: ["mx.aiosmtpd.test"] })
 
   it.scopedLive("an internationalised recipient over STARTTLS: SMTPUTF8 asked for, the bytes arrive as sent", () =>

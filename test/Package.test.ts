@@ -83,15 +83,19 @@ beforeAll(async () => {
 
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
-describe("the packed library in a fresh project", () => {
+// The three cases read the installed project and start processes of their own; they run at once, since each spends
+// its time waiting on those processes.
+describe.concurrent("the packed library in a fresh project", () => {
   it.live("the README's install line installs it with one copy of effect and every peer satisfied", () =>
     Effect.gen(function*() {
       expect(install.code, install.stderr).toBe(0)
       // Every path at which effect is installed: one, at the top, shared by the library and the application.
-      const copies = yield* runEffect("npm", ["ls", "effect", "--all", "--parseable"], project)
+      const [copies, tree] = yield* Effect.all([
+        runEffect("npm", ["ls", "effect", "--all", "--parseable"], project),
+        runEffect("npm", ["ls", "--all"], project)
+      ], { concurrency: "unbounded" })
       const paths = [...new Set(copies.stdout.split("\n").filter((l) => l.trim() !== ""))]
       expect(paths).toEqual([path.join(fs.realpathSync(project), "node_modules", "effect")])
-      const tree = yield* runEffect("npm", ["ls", "--all"], project)
       expect(tree.code, tree.stdout + tree.stderr).toBe(0)
       const installed = JSON.parse(
         fs.readFileSync(path.join(project, "node_modules", "effect-smtp-transport", "package.json"), "utf8")
@@ -197,12 +201,14 @@ describe("the packed library in a fresh project", () => {
     Effect.gen(function*() {
       expect(install.code, install.stderr).toBe(0)
       const bin = path.join(project, "node_modules", ".bin", "smtp-transport")
-      const version = yield* runEffect(bin, ["--version"], project)
+      const [version, help, demo] = yield* Effect.all([
+        runEffect(bin, ["--version"], project),
+        runEffect(bin, ["send", "--help"], project),
+        runEffect(bin, ["demo"], project)
+      ], { concurrency: "unbounded" })
       expect(version.stdout.trim()).toMatch(/^smtp-transport \d+\.\d+\.\d+/)
-      const help = yield* runEffect(bin, ["send", "--help"], project)
       expect(help.code).toBe(0)
       expect(help.stdout).toContain("smtp-transport send [--config <file>]")
-      const demo = yield* runEffect(bin, ["demo"], project)
       expect(demo.code).toBe(69)
       expect(demo.stdout).toBe("")
       const devDependencies = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as {

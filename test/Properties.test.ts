@@ -1,10 +1,11 @@
 /**
- * Property tests (`it.prop`, Effect's fast-check, 10,000 runs each) for the code that meets hostile bytes first: the
- * reply parser and the line reader under it, dot-stuffing, and the checks that keep CR, LF and NUL off the wire.
+ * Property tests (`it.prop`, Effect's fast-check; `PROPERTY_RUNS` runs each, test/utils/properties.ts) for the code
+ * that meets hostile bytes first: the reply parser and the line reader under it, dot-stuffing, and the checks that
+ * keep CR, LF and NUL off the wire.
  *
  * The expression parser's properties (compiles, or returns an error positioned inside the source; never throws; a
- * well-formed expression always compiles and evaluates to a value) live with it in test/Expression.test.ts, each at
- * 10,000 runs.
+ * well-formed expression always compiles and evaluates to a value) live with it in test/Expression.test.ts, with as
+ * many runs.
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Option } from "effect"
@@ -17,13 +18,12 @@ import { LineBuffer } from "../src/internal/lineBuffer.js"
 import * as SmtpReply from "../src/SmtpReply.js"
 import { watchProcess } from "./fixtures/hostilePeer.js"
 import * as dotStuff from "./utils/dotStuff.js"
+import { RUNS } from "./utils/properties.js"
 
 const watch = watchProcess()
 afterAll(() => {
   expect(watch.stop()).toEqual([])
 })
-
-const RUNS = { numRuns: 10_000 }
 
 const bytesOf = (s: string) => Buffer.byteLength(s, "utf8")
 // A reply as it may be kept: no control character but HT (RFC 5321 §4.2 textstring).

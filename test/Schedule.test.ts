@@ -37,6 +37,12 @@ const scheduleOf = (config: OutboundConfig.Config, vars: Variables = {}) => {
 
 const STALWART_RETRY = ["2m", "5m", "10m", "15m", "30m", "1h", "2h"]
 
+/** v0.16's MtaDeliveryScheduleIntervals: `{ "@type": "Custom", "intervals": { "0": { "duration": ms }, … } }`. */
+const custom = (...ms: ReadonlyArray<number>) => ({
+  "@type": "Custom",
+  intervals: Object.fromEntries(ms.map((duration, i) => [String(i), { duration }]))
+})
+
 describe("the defaults of each version", () => {
   it("v0.7–v0.12: retry 2m … 2h, notify 1d and 3d, expire 5d", () => {
     expect(scheduleOf(load("[queue.outbound]\n"))).toEqual({
@@ -78,8 +84,8 @@ describe("the defaults of each version", () => {
       MtaOutboundStrategy: { schedule: { match: { "0": { if: "retry_num > 3", then: "'capped'" } }, else: "'plain'" } },
       MtaRoute: [{ "@type": "Mx", name: "mx" }],
       MtaDeliverySchedule: [
-        { name: "plain", retry: "default" },
-        { name: "capped", retry: [60_000], notify: [], expiry: { "@type": "Attempts" } }
+        { name: "plain", retry: { "@type": "Default" }, queueId: "remote" },
+        { name: "capped", retry: custom(60_000), notify: custom(), expiry: { "@type": "Attempts" } }
       ]
     }), "v16.json")
     expect(scheduleOf(config)).toEqual({
@@ -214,9 +220,10 @@ describe("MtaDeliverySchedule of v0.16", () => {
       {
         MtaRoute: [{ "@type": "Mx", name: "mx" }],
         MtaDeliverySchedule: [
-          { name: "a", retry: [0], expiry: { "@type": "Forever" } },
-          { name: "b", expiry: { "@type": "Ttl", expire: 1000, maxAttempts: 3 }, notfy: [] },
-          { name: "c", expiry: { "@type": "Attempts", maxAttempts: 0 } }
+          { name: "a", retry: custom(0), expiry: { "@type": "Forever" } },
+          { name: "b", expiry: { "@type": "Ttl", expire: 1000, maxAttempts: 3 }, notfy: custom() },
+          { name: "c", expiry: { "@type": "Attempts", maxAttempts: 0 } },
+          { name: "d", retry: [60_000], notify: { "@type": "Custom", intervals: { "0": { duration: 1000, x: 1 } } } }
         ]
       },
       null,
@@ -227,7 +234,9 @@ describe("MtaDeliverySchedule of v0.16", () => {
       ["MtaDeliverySchedule[0].expiry.@type", "unknown expiry type"],
       ["MtaDeliverySchedule[1].expiry.maxAttempts", "unknown field of a Ttl expiry"],
       ["MtaDeliverySchedule[1].notfy", "unknown field (did you mean \"notify\"?)"],
-      ["MtaDeliverySchedule[2].expiry.maxAttempts", "it is not at least 1"]
+      ["MtaDeliverySchedule[2].expiry.maxAttempts", "it is not at least 1"],
+      ["MtaDeliverySchedule[3].retry", "not a list of intervals"],
+      ["MtaDeliverySchedule[3].notify.intervals.0", "not an interval"]
     ])
   })
 })
@@ -261,8 +270,8 @@ expire = "2d"
     )
     const json = Either.getOrThrow(OutboundConfig.convert(config, "json"))
     expect(JSON.parse(json).MtaDeliverySchedule).toEqual([
-      { name: "s0", retry: [60_000, 300_000], notify: [], expiry: { "@type": "Attempts", maxAttempts: 4 } },
-      { name: "s1", retry: [120_000], notify: [86_400_000], expiry: { "@type": "Ttl", expire: 172_800_000 } }
+      { name: "s0", retry: custom(60_000, 300_000), notify: custom(), expiry: { "@type": "Attempts", maxAttempts: 4 } },
+      { name: "s1", retry: custom(120_000), notify: custom(86_400_000), expiry: { "@type": "Ttl", expire: 172_800_000 } }
     ])
     const back = Either.getOrThrow(OutboundConfig.convert(load(json, "c.json"), "strategies"))
     for (const [text, file] of [[outbound, "c.toml"], [json, "c.json"], [back, "back.toml"]] as const) {

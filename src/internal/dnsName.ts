@@ -36,6 +36,7 @@ const MAX_LABEL = 63
  * @internal
  */
 export const hostnameProblem = (name: string): string | null => {
+  if (isPlainHostname(name)) return null
   if (name === "") return "it is empty"
   // eslint-disable-next-line no-control-regex
   if (/[\r\n\u0000]/.test(name)) return "it contains CR, LF or NUL"
@@ -52,6 +53,28 @@ export const hostnameProblem = (name: string): string | null => {
 }
 
 /**
+ * The rules of `hostnameProblem` in one pass over the characters, for the common case of a good name (a delivery
+ * checks its sender's and each recipient's domain): `false` sends the name to the checks that say what is wrong.
+ */
+const isPlainHostname = (name: string): boolean => {
+  const length = name.length
+  if (length === 0 || length > MAX_HOSTNAME) return false
+  let labelStart = 0
+  for (let i = 0; i <= length; i++) {
+    const c = i === length ? 0x2e : name.charCodeAt(i)
+    if (c === 0x2e) {
+      const labelLength = i - labelStart
+      if (labelLength === 0 || labelLength > MAX_LABEL) return false
+      if (name.charCodeAt(labelStart) === 0x2d || name.charCodeAt(i - 1) === 0x2d) return false
+      labelStart = i + 1
+    } else if (
+      !((c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x2d)
+    ) return false
+  }
+  return true
+}
+
+/**
  * A host name, fully qualified (one trailing dot) or not.
  *
  * @internal
@@ -59,12 +82,25 @@ export const hostnameProblem = (name: string): string | null => {
 export const isHostname = (name: string): boolean =>
   hostnameProblem(name.endsWith(".") ? name.slice(0, -1) : name) === null
 
+const LDH_LOWER = /^[a-z0-9.-]+$/
+const NUMBER_LABEL = /^(?:[0-9]*|0x[0-9a-f]*)$/
+
+/** The last label (a trailing dot left out) is empty, decimal or hexadecimal: WHATWG's IPv4 number forms. */
+const endsInNumber = (name: string): boolean => {
+  const end = name.endsWith(".") ? name.length - 1 : name.length
+  return NUMBER_LABEL.test(name.slice(name.lastIndexOf(".", end - 1) + 1, end))
+}
+
 /**
  * The A-label form of a name (IDNA, UTS #46, lowercased), `null` when it has none.
  *
  * @internal
  */
 export const toAscii = (name: string): string | null => {
+  // Lowercase letters, digits, hyphens and dots with no `xn--` label are their own A-label form under UTS #46 (what
+  // domainToASCII would return): the common case, without the native call. Not a name whose last label is a number
+  // (WHATWG's "ends in a number"): domainToASCII reads that as an IPv4 address.
+  if (LDH_LOWER.test(name) && !name.includes("xn--") && !endsInNumber(name)) return name
   const ascii = domainToASCII(name)
   return ascii === "" ? null : ascii
 }

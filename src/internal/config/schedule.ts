@@ -181,7 +181,45 @@ export const loadOutbound = (table: unknown, options: CompileOptions, issues: Ar
 /** The fields of a named schedule a layout has besides the keys, which are read and carried or skipped. */
 const OWN_FIELDS: { readonly [L in "strategies" | "json"]: ReadonlyArray<string> } = {
   strategies: ["queue-name", "description"],
-  json: ["name", "id", "description", "expiry"]
+  // `queueId` names the virtual queue (MtaVirtualQueue), which a transport does not use: read and not carried.
+  json: ["name", "id", "description", "expiry", "queueId"]
+}
+
+const INTERVALS_SHAPE = "{ \"@type\": \"Default\" } or { \"@type\": \"Custom\", \"intervals\": { \"0\": { \"duration\": <ms> }, … } }"
+
+/** v0.16's `MtaDeliveryScheduleIntervalsOrDefault` as a list of milliseconds, `"default"`, or `null` after an issue. */
+const intervalsOf = (raw: unknown, path: ReadonlyArray<Segment>, issues: Array<RawIssue>): Array<unknown> | "default" | null => {
+  const type = isTable(raw) ? raw["@type"] : undefined
+  const fields = isTable(raw) ? Object.keys(raw).filter((k) => k !== "@type") : []
+  if (type === "Default" && fields.length === 0) return "default"
+  const intervals = isTable(raw) ? raw["intervals"] : undefined
+  if (type !== "Custom" || fields.some((k) => k !== "intervals") || !isTable(intervals)) {
+    issues.push({
+      path: type === "Custom" && fields.some((k) => k !== "intervals")
+        ? [...path, fields.find((k) => k !== "intervals")!]
+        : path,
+      problem: "not a list of intervals",
+      found: describeToml(raw),
+      expected: INTERVALS_SHAPE
+    })
+    return null
+  }
+  const entries = Object.entries(intervals).sort(([a], [b]) => Number(a) - Number(b))
+  const out: Array<unknown> = []
+  for (const [index, item] of entries) {
+    const duration = isTable(item) && Object.keys(item).length === 1 ? item["duration"] : undefined
+    if (!/^[0-9]+$/.test(index) || duration === undefined) {
+      issues.push({
+        path: [...path, "intervals", index],
+        problem: "not an interval",
+        found: describeToml(item),
+        expected: "\"<n>\": { \"duration\": <ms> }"
+      })
+      return null
+    }
+    out.push(duration)
+  }
+  return out
 }
 
 /**
@@ -222,9 +260,11 @@ export const readNamed = (
   let queueName: Model.Valued<string> | undefined
   for (const f of fields) {
     const n = names.find((n) => spelling(n, layout) === f.key)
-    if (json && n !== undefined && typeof f.raw === "string" && f.raw.toLowerCase() === "default") {
-      // v0.16's `"retry": "default"`: the default list.
-      continue
+    if (json && (n === "retry" || n === "notify")) {
+      // v0.16's MtaDeliveryScheduleIntervalsOrDefault: `{ "@type": "Default" }` (the default list) or
+      // `{ "@type": "Custom", "intervals": { "0": { "duration": <ms> }, … } }`.
+      const intervals = intervalsOf(f.raw, f.path, issues)
+      if (intervals !== null && intervals !== "default") read(n, { raw: intervals, path: f.path })
     } else if (n !== undefined) {
       read(n, f)
     } else if (!json && f.key === "queue-name") {
@@ -506,6 +546,12 @@ export const toOutbound = (model: Model.Model, problems: Array<RawIssue>): Array
   return entries
 }
 
+/** A list of waits as v0.16 writes one (`MtaDeliveryScheduleIntervals`), every wait given. */
+const customIntervals = (waits: ReadonlyArray<Duration.Duration>) => ({
+  "@type": "Custom",
+  intervals: Object.fromEntries(waits.map((d, i) => [String(i), { duration: Duration.toMillis(d) }]))
+})
+
 /** A schedule's fields in a named layout: every key written, so that no layout's default decides. */
 const namedFields = (
   values: Keys.ScheduleValues,
@@ -516,8 +562,8 @@ const namedFields = (
   const spec = (n: Keys.ScheduleName) => Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
   if (json) {
     return [
-      ["retry", values.retry.map(Duration.toMillis)],
-      ["notify", values.notify.map(Duration.toMillis)],
+      ["retry", customIntervals(values.retry)],
+      ["notify", customIntervals(values.notify)],
       [
         "expiry",
         Option.isSome(maxAttempts)

@@ -219,7 +219,31 @@ class Wire implements Connection, IoEvents {
   // Connection ----------------------------------------------------------------------------------------------------
 
   exchange(request: Exchange): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> {
-    return this.pending(request.deadline, (resume) => new ExchangeOp(this, request, resume))
+    return Effect.clockWith((clock) => {
+      if (this.closing) return Effect.fail(closedLocally())
+      if (this.op !== null) return Effect.fail(busy())
+      // Started in this step: under PIPELINING the replies to RCPT and DATA are mostly buffered already (they came
+      // with MAIL's), and an exchange that completes at once needs neither a timer nor an async step. An exchange
+      // holds nothing (no canceler), and one interrupted before its async registration stays the pending operation,
+      // ended by its deadline or by `close`, as one interrupted while waiting does.
+      let result: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> | null = null
+      let waiting: Resume<ReadonlyArray<SmtpReply.Reply>> | null = null
+      const op = new ExchangeOp(this, request, (effect) => {
+        if (waiting !== null) waiting(effect)
+        else result = effect
+      })
+      this.op = op
+      this.expected = Infinity
+      op.start()
+      if (result !== null) return result
+      const wait = Effect.async<ReadonlyArray<SmtpReply.Reply>, SocketError>((resume) => {
+        if (result !== null) return resume(result)
+        waiting = resume
+      })
+      // The timer, armed unless it already wakes by the deadline (the operation is registered: no `expected`).
+      if (!(request.deadline < this.timerAt)) return wait
+      return Effect.zipRight(Effect.uninterruptible(Effect.suspend(() => this.arm(request.deadline, clock))), wait)
+    })
   }
 
   startTls(options: StartTlsOptions, deadline: number): Effect.Effect<TlsInfo, SocketError> {

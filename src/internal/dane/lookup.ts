@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import type { TlsPolicy } from "../../Settings.js"
 import * as TransportError from "../../TransportError.js"
 import { type Answer, Dns, type DnsError, type RRType, type TlsaRecord, toAnswerer } from "../dns/model.js"
+import { withService } from "../service.js"
 import { format, isUsable } from "./records.js"
 
 /**
@@ -74,38 +75,54 @@ export interface LookupOptions {
  *
  * @internal
  */
-export const lookupHost = (options: LookupOptions): Effect.Effect<HostDane, never, Dns> =>
-  Effect.gen(function*() {
-    const answerer = toAnswerer(yield* Dns)
-    const { domain, host, policy, port } = options
-    const name = `_${port}._tcp.${host}`
-    const result = (
-      status: LookupStatus,
-      reason: string,
-      fields: Partial<Pick<HostDane, "secure" | "records" | "authenticate" | "requireTls" | "error">> = {}
-    ): HostDane => {
-      const base: HostDane = {
-        status,
-        name,
-        secure: fields.secure ?? false,
-        records: fields.records ?? [],
-        reason,
-        authenticate: fields.authenticate ?? null,
-        requireTls: fields.requireTls ?? false,
-        error: fields.error ?? null
-      }
-      // `require`: only an authenticated host may be tried (a temporary failure, as a missing STARTTLS is)
-      if (policy === "require" && base.authenticate === null && base.error === null) {
-        return { ...base, error: daneError(`${reason}, and tls.dane = require`) }
-      }
-      return base
-    }
+export const lookupHost = (options: LookupOptions): Effect.Effect<HostDane, never, Dns> => {
+  const { domain } = options
+  // 1. The MX RRset (or, for an implicit MX, the authenticated denial of one) must be secure (§2.2.1). A bogus one
+  // never gets here: the plan's MX lookup failed (temporarily). Decided without a lookup: no step of its own.
+  if (!options.mxSecure) {
+    return Effect.succeed(resultOf(options)(
+      "insecure",
+      options.implicit ? `${domain} has no MX records signed as absent` : `the MX records of ${domain} are not signed`
+    ))
+  }
+  return withService(Dns, (dns) => lookupWith(toAnswerer(dns), options))
+}
 
-    // 1. The MX RRset (or, for an implicit MX, the authenticated denial of one) must be secure (§2.2.1). A bogus one
-    // never gets here: the plan's MX lookup failed (temporarily).
-    if (!options.mxSecure) {
-      return result("insecure", options.implicit ? `${domain} has no MX records signed as absent` : `the MX records of ${domain} are not signed`)
+/** The decision's record for `options`' host. */
+const resultOf = (options: LookupOptions) => {
+  const { policy } = options
+  const name = tlsaName(options)
+  return (
+    status: LookupStatus,
+    reason: string,
+    fields: Partial<Pick<HostDane, "secure" | "records" | "authenticate" | "requireTls" | "error">> = {}
+  ): HostDane => {
+    const base: HostDane = {
+      status,
+      name,
+      secure: fields.secure ?? false,
+      records: fields.records ?? [],
+      reason,
+      authenticate: fields.authenticate ?? null,
+      requireTls: fields.requireTls ?? false,
+      error: fields.error ?? null
     }
+    // `require`: only an authenticated host may be tried (a temporary failure, as a missing STARTTLS is)
+    if (policy === "require" && base.authenticate === null && base.error === null) {
+      return { ...base, error: daneError(`${reason}, and tls.dane = require`) }
+    }
+    return base
+  }
+}
+
+const tlsaName = (options: LookupOptions) => `_${options.port}._tcp.${options.host}`
+
+/** Steps 2 and 3, for a host whose MX RRset is secure. */
+const lookupWith = (answerer: ReturnType<typeof toAnswerer>, options: LookupOptions): Effect.Effect<HostDane> =>
+  Effect.gen(function*() {
+    const { domain, host } = options
+    const name = tlsaName(options)
+    const result = resultOf(options)
 
     // 2. The host's address RRsets must be secure (§2.2.2): a bogus one defers the host, an insecure one means no DANE.
     // Only the families the IP strategy uses, which the race has looked up (cache hits).

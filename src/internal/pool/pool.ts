@@ -113,8 +113,11 @@ export const make: Effect.Effect<ConnectionPool.Service, never, Scope.Scope> = E
       )
     })
 
+  // On every message's path: the Clock read in the step that uses it (`clockWith` reads the Clock
+  // `Clock.currentTimeMillis` would), and nothing more to run when there is nothing to close or to reschedule.
   const take = (destination: Destination, accept: (idle: Idle) => boolean) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    Effect.clockWith((clock) => {
+      const now = clock.unsafeCurrentTimeMillis()
       const key = indexOf(destination)
       const list = idle.get(key)
       if (list === undefined) return Effect.succeed(Option.none<Idle>())
@@ -131,11 +134,13 @@ export const make: Effect.Effect<ConnectionPool.Service, never, Scope.Scope> = E
           remove(list, i, key)
         }
       }
-      return Effect.as(closeAll(stale), Option.fromNullable(found))
+      const taken = Option.fromNullable(found)
+      return stale.length === 0 ? Effect.succeed(taken) : Effect.as(closeAll(stale), taken)
     })
 
   const put = (entry: Idle): Effect.Effect<void> =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    Effect.clockWith((clock) => {
+      const now = clock.unsafeCurrentTimeMillis()
       const age = ageDeadline(entry)
       if (closing) return close(entry)
       // Done with: QUIT in a fiber of the pool's, so that the delivery that gave it back does not wait for it.
@@ -146,7 +151,7 @@ export const make: Effect.Effect<ConnectionPool.Service, never, Scope.Scope> = E
       if (list === undefined) idle.set(key, [{ idle: entry, closeAtMs }])
       else list.push({ idle: entry, closeAtMs })
       count++
-      return schedule(closeAtMs)
+      return wakeMs <= closeAtMs ? Effect.void : schedule(closeAtMs)
     })
 
   // The scope interrupts the fibers forked into it first (they were added after this finalizer; a close under way

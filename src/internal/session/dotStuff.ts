@@ -7,6 +7,8 @@
  * every leading dot is doubled.
  */
 
+import { isAscii } from "node:buffer"
+
 const CR = 0x0d
 const LF = 0x0a
 const DOT = 0x2e
@@ -16,12 +18,12 @@ const DOT = 0x2e
  * DATA and BDAT deliver the same bytes (the DATA terminator needs one anyway).
  */
 export const normalize = (message: Uint8Array): Uint8Array => {
+  // Line endings found with the native search (a message is mostly CRLF already): a bare LF or CR is rare, and a
+  // JavaScript loop over every byte was two to three microseconds per message of 2 KiB.
+  const bytes = view(message)
   let extra = 0
-  for (let i = 0; i < message.length; i++) {
-    const b = message[i]!
-    if (b === LF && (i === 0 || message[i - 1] !== CR)) extra++
-    else if (b === CR && message[i + 1] !== LF) extra++
-  }
+  for (let i = bytes.indexOf(LF); i !== -1; i = bytes.indexOf(LF, i + 1)) if (i === 0 || bytes[i - 1] !== CR) extra++
+  for (let i = bytes.indexOf(CR); i !== -1; i = bytes.indexOf(CR, i + 1)) if (bytes[i + 1] !== LF) extra++
   const last = message[message.length - 1]
   const needsEnd = message.length > 0 && last !== LF && last !== CR
   if (extra === 0 && !needsEnd) return message
@@ -46,22 +48,33 @@ export const normalize = (message: Uint8Array): Uint8Array => {
   return out
 }
 
+/** A Buffer over the same bytes (no copy), for Buffer's native searches. */
+const view = (bytes: Uint8Array): Buffer =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+const LF_DOT = Buffer.from("\n.", "latin1")
+
 /**
  * The DATA payload of a normalised message: a dot at the start of any line doubled (RFC 5321 §4.5.2), then the
  * terminating `.` line.
  */
 export const stuff = (normalized: Uint8Array): Uint8Array => {
-  let dots = 0
-  for (let i = 0; i < normalized.length; i++) {
-    if (normalized[i] === DOT && (i === 0 || normalized[i - 1] === LF)) dots++
-  }
-  const out = new Uint8Array(normalized.length + dots + 3)
+  // The line-leading dots are found with the native search for LF "." and copied around in runs.
+  const bytes = view(normalized)
+  const dots: Array<number> = []
+  if (normalized[0] === DOT) dots.push(0)
+  for (let i = bytes.indexOf(LF_DOT); i !== -1; i = bytes.indexOf(LF_DOT, i + 1)) dots.push(i + 1)
+  const out = new Uint8Array(normalized.length + dots.length + 3)
+  let from = 0
   let o = 0
-  for (let i = 0; i < normalized.length; i++) {
-    const b = normalized[i]!
-    if (b === DOT && (i === 0 || normalized[i - 1] === LF)) out[o++] = DOT
-    out[o++] = b
+  for (const at of dots) {
+    out.set(normalized.subarray(from, at), o)
+    o += at - from
+    out[o++] = DOT
+    from = at
   }
+  out.set(normalized.subarray(from), o)
+  o += normalized.length - from
   out[o++] = DOT
   out[o++] = CR
   out[o++] = LF
@@ -69,10 +82,7 @@ export const stuff = (normalized: Uint8Array): Uint8Array => {
 }
 
 /** Any byte with the high bit set: the body needs `BODY=8BITMIME` (RFC 6152). */
-export const has8Bit = (message: Uint8Array): boolean => {
-  for (let i = 0; i < message.length; i++) if (message[i]! >= 0x80) return true
-  return false
-}
+export const has8Bit = (message: Uint8Array): boolean => !isAscii(message)
 
 /** Any non-ASCII byte in the header section (up to the first empty line): it needs SMTPUTF8 (RFC 6532). */
 export const headerHas8Bit = (message: Uint8Array): boolean => {

@@ -8,7 +8,9 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
@@ -18,6 +20,7 @@ import type { Phase } from "../../Settings.js"
 import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import * as socketError from "../connection/socketError.js"
+import * as tracing from "../tracing.js"
 
 /** What a phase's body gets. */
 export interface Step {
@@ -58,10 +61,12 @@ export const run = <A, R>(
   Effect.withFiberRuntime((fiber) => {
     const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
     const startMs = clock.unsafeCurrentTimeMillis()
-    const debug = !LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel))
+    const debug = isDebug(fiber)
     const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
     const span = options.span ?? fiber.currentSpan
-    const withEvent = span === undefined || span._tag !== "Span" ? effect : Effect.onExit(effect, (exit) =>
+    // A span that records nothing (see internal/tracing) gets no event: no attributes built, no region to end it in.
+    const silent = span === undefined || span._tag !== "Span" || !tracing.records(span)
+    const withEvent = silent ? effect : Effect.onExit(effect, (exit) =>
       Effect.sync(() => {
         const end = clock.unsafeCurrentTimeNanos()
         span.event(`smtp.${options.phase}`, end, {
@@ -74,11 +79,33 @@ export const run = <A, R>(
         })
       }))
     if (!options.phaseSpans) return withEvent
-    return Effect.useSpan(`smtp.${options.phase}`, {
-      attributes: { ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs },
-      ...(span === undefined ? {} : { parent: span }),
-      captureStackTrace: false
-    }, () => withEvent)
+    return tracing.leaf(
+      `smtp.${options.phase}`,
+      span,
+      () => ({ ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs }),
+      () => withEvent
+    )
+  })
+
+const isDebug = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
+  !LogLevel.lessThan(LogLevel.Debug, fiber.getFiberRef(FiberRef.currentMinimumLogLevel))
+
+/**
+ * `Effect.either(run(options, …))` for a body that gives its outcome as an Either. Where the phase reports to nothing
+ * (no span of its own, no event: see internal/tracing) the Either is the body's own, with no frame of its own; where
+ * it reports, the phase runs as `run` does, so its event and span end with the failure.
+ */
+export const attempt = <A, R>(
+  options: PhaseOptions,
+  body: (step: Step) => Effect.Effect<Either.Either<A, TransportError.TransportError>, never, R>
+): Effect.Effect<Either.Either<A, TransportError.TransportError>, never, R> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = options.span ?? fiber.currentSpan
+    if (!options.phaseSpans && (span === undefined || span._tag !== "Span" || !tracing.records(span))) {
+      const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+      return body({ deadline: clock.unsafeCurrentTimeMillis() + options.timeoutMs, debug: isDebug(fiber), clock })
+    }
+    return Effect.either(run(options, (step) => Effect.flatMap(body(step), (outcome) => outcome)))
   })
 
 const crlf = (lines: ReadonlyArray<string>) => {
@@ -106,10 +133,11 @@ const wire = <B>(
     replies,
     deadline: step.deadline
   }
-  const effect = Effect.mapBoth(
-    connection.exchange(request),
-    { onFailure: (e) => fromSocket(e, phase, timeoutMs), onSuccess: f }
-  )
+  // matchEffect rather than mapBoth, whose `sync` around each mapping is a run-loop step more per exchange
+  const effect = Effect.matchEffect(connection.exchange(request), {
+    onFailure: (e) => Effect.fail(fromSocket(e, phase, timeoutMs)),
+    onSuccess: (replies) => Effect.succeed(f(replies))
+  })
   if (!step.debug) return effect
   const sent = write === undefined
     ? Effect.void
@@ -160,6 +188,26 @@ export const exchangeFirst = (
   describe?: string
 ): Effect.Effect<SmtpReply.Reply, TransportError.TransportError> =>
   wire(connection, phase, timeoutMs, step, write, 1, first, describe)
+
+/** `exchangeFirst`, its outcome as an Either (one match, no `Effect.either` around it). */
+export const exchangeFirstEither = (
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array | undefined
+): Effect.Effect<Either.Either<SmtpReply.Reply, TransportError.TransportError>> => {
+  if (step.debug) return Effect.either(wire(connection, phase, timeoutMs, step, write, 1, first, undefined))
+  const request = {
+    write: write === undefined || write instanceof Uint8Array ? write : crlf(write),
+    replies: 1,
+    deadline: step.deadline
+  }
+  return Effect.matchEffect(connection.exchange(request), {
+    onFailure: (e) => Effect.succeed(Either.left(fromSocket(e, phase, timeoutMs))),
+    onSuccess: (replies) => Effect.succeed(Either.right(replies[0]!))
+  })
+}
 
 /** One command, one reply. */
 export const command = (

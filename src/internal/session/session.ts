@@ -393,17 +393,17 @@ export const transaction = (
 
     // MAIL (with every RCPT and DATA when pipelining): one write, MAIL's reply under its own deadline
     const mailMs = millis(settings.timeouts, "mail-from")
-    const mailReply = yield* Effect.either(phase.run(
+    const mailReply = yield* phase.attempt(
       phases("mail-from"),
       (step) =>
-        pipelined
-          ? phase.exchangeFirst(connection, "mail-from", mailMs, step, [
-            mail,
-            ...rcpts.map((r) => r.line),
-            ...(dataInPipeline ? ["DATA"] : [])
-          ])
-          : phase.command(connection, "mail-from", mailMs, step, mail)
-    ))
+        phase.exchangeFirstEither(
+          connection,
+          "mail-from",
+          mailMs,
+          step,
+          pipelined ? [mail, ...rcpts.map((r) => r.line), ...(dataInPipeline ? ["DATA"] : [])] : [mail]
+        )
+    )
     if (Either.isLeft(mailReply)) {
       return result({ mailFrom: mailReply, data: null, phase: "mail-from", canQuit: false }, everyone(mailReply.left))
     }
@@ -424,13 +424,10 @@ export const transaction = (
         outcomes[index] = { address, accepted: false, reply: null, error: broken }
         continue
       }
-      const reply = yield* Effect.either(phase.run(
+      const reply = yield* phase.attempt(
         phases("rcpt-to", { "smtp.rcpt": address }),
-        (step) =>
-          pipelined
-            ? phase.reply(connection, "rcpt-to", rcptMs, step)
-            : phase.command(connection, "rcpt-to", rcptMs, step, line)
-      ))
+        (step) => phase.exchangeFirstEither(connection, "rcpt-to", rcptMs, step, pipelined ? undefined : [line])
+      )
       if (Either.isLeft(reply)) {
         broken = reply.left
         outcomes[index] = { address, accepted: false, reply: null, error: broken }
@@ -496,10 +493,13 @@ export const transaction = (
         canQuit: Either.isRight(read) || read.left.kind === "reply"
       })
     }
-    const data = yield* Effect.either(phase.run(
+    const data = yield* phase.attempt(
       phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
-      send
-    ))
+      (step) =>
+        chunking
+          ? Effect.either(send(step))
+          : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)
+    )
     if (Either.isLeft(data)) {
       return result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
     }
@@ -516,11 +516,16 @@ const noReply = TransportError.make("data", "protocol", "data: no reply for this
  */
 const refuseEarlyReply = (connection: Connection, after: string) =>
   Effect.suspend(() => {
-    const early = connection.buffered
-    return early === 0 ? Effect.void : Effect.fail(
-      TransportError.make("data", "protocol", `data: the server sent ${early} bytes after ${after}, before the message`)
-    )
+    const error = earlyReply(connection, after)
+    return error === null ? Effect.void : Effect.fail(error)
   })
+
+const earlyReply = (connection: Connection, after: string): TransportError.TransportError | null => {
+  const early = connection.buffered
+  return early === 0
+    ? null
+    : TransportError.make("data", "protocol", `data: the server sent ${early} bytes after ${after}, before the message`)
+}
 
 /** DATA (unless already pipelined), 354, the stuffed body; the end-of-data reply, whatever its code. */
 const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, normalized: Uint8Array, pipelined: boolean) =>
@@ -528,20 +533,47 @@ const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, n
     pipelined
       ? phase.reply(connection, "data", timeoutMs, step)
       : phase.command(connection, "data", timeoutMs, step, "DATA"),
-    (reply): Effect.Effect<Reply, TransportError.TransportError> =>
-      reply.code !== 354
-        ? Effect.fail(TransportError.fromReply("data", reply))
-        : Effect.zipRight(
-          refuseEarlyReply(connection, "its 354"),
-          phase.exchangeFirst(
-            connection,
-            "data",
-            timeoutMs,
-            step,
-            dotStuff.stuff(normalized),
-            `<${normalized.length} bytes of message, dot-stuffed>`
-          )
-        )
+    (reply): Effect.Effect<Reply, TransportError.TransportError> => {
+      if (reply.code !== 354) return Effect.fail(TransportError.fromReply("data", reply))
+      // `refuseEarlyReply`, checked in this step: nothing runs between the 354 and the message.
+      const early = earlyReply(connection, "its 354")
+      return early !== null ? Effect.fail(early) : phase.exchangeFirst(
+        connection,
+        "data",
+        timeoutMs,
+        step,
+        dotStuff.stuff(normalized),
+        `<${normalized.length} bytes of message, dot-stuffed>`
+      )
+    }
+  )
+
+/** `sendData`, its outcome as an Either: each exchange's match gives it, no `Effect.either` around the phase. */
+const sendDataEither = (
+  connection: Connection,
+  timeoutMs: number,
+  step: phase.Step,
+  normalized: Uint8Array,
+  pipelined: boolean
+): Effect.Effect<Either.Either<Reply, TransportError.TransportError>> =>
+  Effect.flatMap(
+    phase.exchangeFirstEither(connection, "data", timeoutMs, step, pipelined ? undefined : ["DATA"]),
+    (reply) => {
+      if (Either.isLeft(reply)) return Effect.succeed(reply)
+      if (reply.right.code !== 354) return Effect.succeed(Either.left(TransportError.fromReply("data", reply.right)))
+      const early = earlyReply(connection, "its 354")
+      if (early !== null) return Effect.succeed(Either.left(early))
+      return step.debug
+        ? Effect.either(phase.exchangeFirst(
+          connection,
+          "data",
+          timeoutMs,
+          step,
+          dotStuff.stuff(normalized),
+          `<${normalized.length} bytes of message, dot-stuffed>`
+        ))
+        : phase.exchangeFirstEither(connection, "data", timeoutMs, step, dotStuff.stuff(normalized))
+    }
   )
 
 /** RFC 3030: the whole message as one last chunk, no stuffing. */

@@ -40,37 +40,41 @@ export const deliverDomain = (
   /** The domain's span, `Transport.deliverDomain`: the parent of its lookups' and attempts' spans. */
   span: Tracer.Span
 ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
-  Effect.gen(function*() {
-    const stage = yield* domainStage(delivery.config, delivery.options, requestVariables, group, span)
+  // A flatMap rather than an Effect.gen: one step on every delivery's path instead of two.
+  Effect.flatMap(domainStage(delivery.config, delivery.options, requestVariables, group, span), (stage) => {
     const { plan, warnings } = stage
     if (stage.route?._tag === "local") {
-      const recipients = yield* deliverLocal(stage.route, {
+      return Effect.map(deliverLocal(stage.route, {
         domain: group.domain,
         sender: delivery.sender,
         recipients: group.recipients,
         message: delivery.message,
         requireTls: delivery.requireTls
-      })
-      return { recipients, attempts: [], plan: domainPlanOf(group, stage, [], null), warnings }
+      }), (recipients): DomainRun => ({
+        recipients,
+        attempts: [],
+        plan: domainPlanOf(group, stage, [], null),
+        warnings
+      }))
     }
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
     const hostErrors: Array<HostFailure> = stage.excluded.map(([, error]) => ({ error, host: null }))
     const error = stage.error ?? (plan !== null && plan.hosts.length === 0 ? hostErrors[0]!.error : null)
     if (plan === null || error !== null) {
-      return {
+      return Effect.succeed<DomainRun>({
         recipients: group.recipients.map((rcpt) => failedBy(rcpt, error!, null)),
         attempts,
         plan: domainPlanOf(group, stage, hostPlans, error),
         warnings
-      }
+      })
     }
     const run = hostLoop(delivery, group, stage, plan, attempts, hostPlans, hostErrors, span)
     const limiter = delivery.limiter
-    if (limiter === null) return yield* run
+    if (limiter === null) return run
     // Limiters keyed at the domain stage (sender, sender_domain, rcpt_domain): held for the whole domain delivery.
     // The wait is interruptible; once held, the permits are given back whatever happens.
-    return yield* Effect.uninterruptibleMask((restore) =>
+    return Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
         Effect.either(restore(limiter.acquire(
           Limiter.buckets(delivery.config.limiters, "domain", stage.variables),

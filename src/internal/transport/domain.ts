@@ -45,51 +45,77 @@ export const domainStage = (
   group: Group,
   /** The parent of the MX lookup's span; the current span when absent. */
   span?: Tracer.AnySpan
-): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> =>
-  Effect.gen(function*() {
-    const variables = domainVariables(requestVariables, group)
-    const evaluated = evaluateDomain(config, variables)
-    const { settings } = evaluated
-    const warnings = [...evaluated.warnings]
-    const mode = settings.tls.mtaSts
-    const route = evaluated.routeError === null ? settings.route : null
-    const strategies = domainStrategies(config, variables)
-    const stage = { variables, settings, route, strategies, warnings, mtaSts: null, plan: null, excluded: [], error: null }
-    if (evaluated.routeError !== null) return { ...stage, error: unknownRoute(evaluated.routeError) }
-    // Local recipients are handed over as they are; a relay is the one host, with no MTA-STS (as Stalwart).
-    if (settings.route._tag === "local") return stage
-    if (settings.route._tag === "relay") return { ...stage, plan: relayPlan(group.target, settings.route) }
-    // An address literal has no policy to publish; `disable` means not even asking.
-    let mtaSts: MtaSts.Outcome | null = null
-    if (!group.literal && mode !== "disable") {
-      const resolved = yield* Effect.either(MtaSts.resolve(group.target, {
-        mode,
-        timeout: settings.timeouts["mta-sts"],
-        port: options.mtaStsPort,
-        ca: options.ca,
-        parent: span
-      }))
-      if (Either.isLeft(resolved)) return { ...stage, error: resolved.left }
-      mtaSts = resolved.right
-      if (mtaSts.warning !== null) warnings.push(mtaSts.warning)
+): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> => {
+  // Neither an Effect.gen nor a suspend: on every delivery's path, called by the step that runs it (deliver's and
+  // explain's yield), so the settings are evaluated then, and the steps are the lookups' own.
+  const variables = domainVariables(requestVariables, group)
+  const evaluated = evaluateDomain(config, variables)
+  const { settings } = evaluated
+  const warnings = [...evaluated.warnings]
+  const mode = settings.tls.mtaSts
+  const route = evaluated.routeError === null ? settings.route : null
+  const strategies = domainStrategies(config, variables)
+  const stage: DomainStage = {
+    variables,
+    settings,
+    route,
+    strategies,
+    warnings,
+    mtaSts: null,
+    plan: null,
+    excluded: [],
+    error: null
+  }
+  if (evaluated.routeError !== null) return Effect.succeed({ ...stage, error: unknownRoute(evaluated.routeError) })
+  // Local recipients are handed over as they are; a relay is the one host, with no MTA-STS (as Stalwart).
+  if (settings.route._tag === "local") return Effect.succeed(stage)
+  if (settings.route._tag === "relay") return Effect.succeed({ ...stage, plan: relayPlan(group.target, settings.route) })
+  // An address literal goes to MxPlan as written so that it skips DNS; a name goes in its A-label form.
+  const planWith = (mtaSts: MtaSts.Outcome | null) =>
+    Effect.matchEffect(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx, { parent: span }), {
+      onFailure: (error) => Effect.succeed<DomainStage>({ ...stage, mtaSts, error }),
+      onSuccess: (planned) => Effect.succeed(withPlan(stage, group, mtaSts, planned))
+    })
+  // An address literal has no policy to publish; `disable` means not even asking.
+  if (group.literal || mode === "disable") return planWith(null)
+  return Effect.flatMap(
+    Effect.either(MtaSts.resolve(group.target, {
+      mode,
+      timeout: settings.timeouts["mta-sts"],
+      port: options.mtaStsPort,
+      ca: options.ca,
+      parent: span
+    })),
+    (resolved) => {
+      if (Either.isLeft(resolved)) return Effect.succeed<DomainStage>({ ...stage, error: resolved.left })
+      if (resolved.right.warning !== null) warnings.push(resolved.right.warning)
+      return planWith(resolved.right)
     }
-    // An address literal goes to MxPlan as written so that it skips DNS; a name goes in its A-label form.
-    const planned = yield* Effect.either(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx, { parent: span }))
-    if (Either.isLeft(planned)) return { ...stage, mtaSts, error: planned.left }
-    const policy = mtaSts?.policy ?? null
-    const listed = (host: MxPlan.MxHost) => policy === null || MtaSts.hostAllowed(policy, host.name)
-    const enforced = MtaSts.enforced(policy)
-    const excluded = enforced
-      ? planned.right.hosts.filter((h) => !listed(h)).map((h) => [h, notListed(h.name)] as const)
-      : []
-    if (policy !== null && policy.mode === "testing") {
-      for (const host of planned.right.hosts.filter((h) => !listed(h))) {
-        warnings.push(`MTA-STS (testing): ${host.name} is not listed in the policy of ${group.target}`)
-      }
+  )
+}
+
+/** The stage with its MX plan, the hosts an enforced MTA-STS policy does not list taken out. */
+const withPlan = (
+  stage: DomainStage,
+  group: Group,
+  mtaSts: MtaSts.Outcome | null,
+  planned: MxPlan.MxPlan
+): DomainStage => {
+  const policy = mtaSts?.policy ?? null
+  const listed = (host: MxPlan.MxHost) => policy === null || MtaSts.hostAllowed(policy, host.name)
+  const enforced = MtaSts.enforced(policy)
+  const excluded = enforced
+    ? planned.hosts.filter((h) => !listed(h)).map((h) => [h, notListed(h.name)] as const)
+    : []
+  if (policy !== null && policy.mode === "testing") {
+    for (const host of planned.hosts.filter((h) => !listed(h))) {
+      stage.warnings.push(`MTA-STS (testing): ${host.name} is not listed in the policy of ${group.target}`)
     }
-    const plan = { ...planned.right, hosts: planned.right.hosts.filter((h) => !enforced || listed(h)) }
-    return { ...stage, mtaSts, plan, excluded }
-  })
+  }
+  // Without an enforced policy every host stays: the plan as planned.
+  const plan = enforced ? { ...planned, hosts: planned.hosts.filter(listed) } : planned
+  return { ...stage, mtaSts, plan, excluded, error: null }
+}
 
 const notListed = (host: string) =>
   TransportError.make("mta-sts", "policy", `${host} is not listed in the domain's enforced MTA-STS policy`, true)

@@ -3,6 +3,7 @@
  * Each connection attempt is one span, `smtp.attempt`, from its connect to its close; the session's phases are
  * events on it (or spans of their own under it, with `TransportOptions.phaseSpans`).
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -40,6 +41,11 @@ export interface Delivery {
   readonly options: TransportOptions.Service
   /** Clock time (ms) the delivery started at: attempts are timed from it. */
   readonly startMs: number
+  /**
+   * The fiber's Clock (the one `Clock.currentTimeMillis` reads), read once per delivery: an attempt's times are read
+   * from it synchronously, where an Effect per read would be two or three run-loop steps.
+   */
+  readonly clock: Clock.Clock
   readonly message: Uint8Array
   /** The envelope sender, `""` for the null sender. */
   readonly sender: string
@@ -110,17 +116,13 @@ const connect = (
   return Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(limitConnection(delivery, hostStage, variables)), (permit) =>
       Effect.flatMap(
-        Effect.makeSpan("smtp.attempt", {
-          kind: "client",
-          captureStackTrace: false,
-          parent,
-          attributes: tracing.peerAttributes({
+        tracing.make("smtp.attempt", parent, () =>
+          tracing.peerAttributes({
             servername: host.host.name,
             ip: candidate.ip,
             port,
             localAddress: candidate.source
-          })
-        }),
+          }), "client"),
         (span) =>
           restore(SmtpSession.connect(
             { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
@@ -199,10 +201,11 @@ export const tryHost = (
       ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
     })
   }
-  const race = raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
-  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race : Effect.flatMap(
+  // Built only when no idle connection took the message (it pulls the candidates).
+  const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
+  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race() : Effect.flatMap(
     reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent),
-    Option.match({ onNone: () => race, onSome: Effect.succeed })
+    (reused) => reused === null ? race() : Effect.succeed(reused)
   )
   if (delivery.limiter === null) return run
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
@@ -257,7 +260,10 @@ export const sessionKey = ({ auth, protocol, servername, tls }: Opening & { read
 const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
   a === undefined || b === undefined ? a === b : Equal.equals(a.secret, b.secret)
 
-/** The host's addresses may still be reached through the pool's idle connections, the first one found taken. */
+/**
+ * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `null`
+ * when none took the message.
+ */
 const reuse = (
   delivery: Delivery,
   pool: ConnectionPool.ConnectionPool.Service,
@@ -269,7 +275,7 @@ const reuse = (
   opening: Opening,
   warnings: Array<string>,
   parent: Tracer.Span
-): Effect.Effect<Option.Option<HostOutcome>> =>
+): Effect.Effect<HostOutcome | null> =>
   Effect.gen(function*() {
     const dane = hostStage.dane ?? null
     const key = sessionKey({ ...opening, servername: host.host.name }, dane)
@@ -300,30 +306,43 @@ const reuse = (
             pool.take({ ip, port, session: key }, accept),
             Option.match({
               onNone: () => Effect.succeed(undefined),
-              onSome: (idle) =>
-                Effect.flatMap(
+              onSome: (idle): Effect.Effect<HostOutcome | null | undefined> => {
+                // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
+                const use = () =>
+                  reusedSession(
+                    delivery,
+                    pool,
+                    group,
+                    host,
+                    idle,
+                    settingsFor(idle.source),
+                    opening,
+                    dane,
+                    attempts,
+                    parent,
+                    restore
+                  )
+                // No limiter: nothing to wait for between the take and the transaction.
+                if (delivery.limiter === null) return use()
+                return Effect.flatMap(
                   Effect.either(restore(
                     limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
                   )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
                   (permit): Effect.Effect<HostOutcome | null | undefined> =>
                     Either.isLeft(permit)
                       ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
-                      : Effect.ensuring(
-                        restore(
-                          reusedSession(delivery, pool, group, host, idle, settingsFor(idle.source), opening, dane, attempts, parent)
-                        ).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
-                        permit.right
-                      )
+                      : Effect.ensuring(use(), permit.right)
                 )
+              }
             })
           )
         )
         if (outcome === undefined) break
         // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
-        if (outcome !== null) return Option.some(outcome)
+        if (outcome !== null) return outcome
       }
     }
-    return Option.none()
+    return null
   })
 
 /**
@@ -341,15 +360,17 @@ const reusedSession = (
   opening: Opening,
   dane: Dane.HostDane | null,
   attempts: Array<AttemptRecord>,
-  parent: Tracer.Span
+  parent: Tracer.Span,
+  /** The caller's mask: this runs uninterruptibly, the dialogue under `restore`. */
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<HostOutcome | null> => {
   const { connection } = idle.session
   // Set once made: an interruption during the dialogue closes the connection and ends the span.
   let attemptSpan: Tracer.Span | undefined
-  return Effect.uninterruptibleMask((restore) =>
+  return (
     Effect.gen(function*() {
-      const startMs = yield* Clock.currentTimeMillis
-      const span = yield* tracing.make("smtp.attempt", parent, {
+      const startMs = delivery.clock.unsafeCurrentTimeMillis()
+      const span = tracing.knownUnder(parent) ?? (yield* tracing.make("smtp.attempt", parent, () => ({
         ...tracing.peerAttributes({
           servername: host.host.name,
           ip: connection.remoteAddress,
@@ -358,7 +379,7 @@ const reusedSession = (
         }),
         "smtp.connection": idle.id,
         "smtp.reused": true
-      })
+      })))
       attemptSpan = span
       const settings: SmtpSession.SessionSettings = {
         ...connectionSettings,
@@ -368,25 +389,24 @@ const reusedSession = (
         span
       }
       const session: SmtpSession.Session = { ...idle.session, settings }
-      const record = (fields: RecordFields) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          attempts.push({
-            domain: group.domain,
-            host: host.host.name,
-            ip: connection.remoteAddress,
-            source: idle.source,
-            startMs: startMs - delivery.startMs,
-            durationMs: now - startMs,
-            connection: idle.id,
-            reused: true,
-            ...fields
-          })
+      const record = (fields: RecordFields) => {
+        attempts.push({
+          domain: group.domain,
+          host: host.host.name,
+          ip: connection.remoteAddress,
+          source: idle.source,
+          startMs: startMs - delivery.startMs,
+          durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
+          connection: idle.id,
+          reused: true,
+          ...fields
         })
+      }
       const dropped = (error: TransportError.TransportError) =>
-        Effect.zipRight(
-          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName }),
-          Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
-        )
+        Effect.suspend(() => {
+          record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName })
+          return Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
+        })
       if (!idle.clean) {
         const reset = yield* Effect.either(restore(SmtpSession.reset(session, settings)))
         if (Either.isLeft(reset)) {
@@ -408,22 +428,33 @@ const reusedSession = (
       let kept = false
       const outcome = yield* finish(pool, host, session, transaction, {
         id: idle.id,
+        session: idle.destination.session,
         source: idle.source,
         reuse: idle.reuse,
         openedMs: idle.openedMs,
         messages: idle.messages
       }, dane, record, () => {
         kept = true
-      })
+      }, true)
       if (!kept) yield* connection.close
-      yield* tracing.end(span, Exit.void)
+      if (tracing.records(span)) yield* tracing.end(span, Exit.void)
       return outcome
-    }).pipe(Effect.onInterrupt(() =>
-      Effect.zipRight(
-        connection.close,
-        attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
-      )
-    ))
+    }).pipe(
+      // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
+      Effect.matchCauseEffect({
+        onFailure: (cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.zipRight(
+              Effect.zipRight(
+                connection.close,
+                attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
+              ),
+              Effect.failCause(cause)
+            )
+            : Effect.failCause(cause),
+        onSuccess: Effect.succeed
+      })
+    )
   )
 }
 
@@ -444,6 +475,8 @@ const closing = (transaction: SmtpSession.TransactionResult): boolean =>
 /** Where a connection came from, for the pool. */
 interface Origin {
   readonly id: string
+  /** The pool's session key, when known (a reused connection's: the one it was taken by). */
+  readonly session?: string | undefined
   readonly source: string | null
   readonly reuse: ConnectionSettings["reuse"]
   readonly openedMs: number
@@ -462,45 +495,57 @@ const finish = (
   transaction: SmtpSession.TransactionResult,
   origin: Origin,
   dane: Dane.HostDane | null,
-  record: (fields: RecordFields) => Effect.Effect<void>,
+  /** Records the attempt, timed now. */
+  record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
-  onKeep: () => void
-): Effect.Effect<HostOutcome> =>
-  Effect.gen(function*() {
-    // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
-    const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
-      ? transaction.mailFrom.left
-      : null
-    const transportError = refused ?? firstTransportError(transaction)
-    const keep = pool !== null && transaction.canQuit && !closing(transaction) &&
-      opening.connection.buffered === 0
-    yield* record({
-      phase: transportError === null ? "quit" : transaction.phase,
-      outcome: transportError === null ? "completed" : "failed",
-      error: transportError === null ? null : reportError(transportError),
-      tls: attemptTls(opening.tls, dane),
-      ehlo: opening.ehloName
-    })
-    if (keep) {
-      yield* Effect.uninterruptible(Effect.zipRight(Effect.sync(onKeep), pool.put({
-        id: origin.id,
-        destination: {
-          ip: opening.connection.remoteAddress,
-          port: opening.connection.remotePort,
-          session: sessionKey(opening.settings, dane)
-        },
-        source: origin.source,
-        session: opening,
-        reuse: origin.reuse,
-        openedMs: origin.openedMs,
-        messages: origin.messages + 1,
-        clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
-      })))
-    } else if (transaction.canQuit) {
-      yield* SmtpSession.quit(opening)
-    }
-    return { _tag: "Done", recipients: recipientResults(host.host.name, transaction) } as const
+  onKeep: () => void,
+  /** The caller runs this uninterruptibly already: the hand-over needs no region of its own. */
+  masked = false
+): Effect.Effect<HostOutcome> => {
+  // Not an Effect.gen nor a suspend: called by the step that runs it, on every message's path; nothing here waits
+  // but the hand-over or the QUIT.
+  // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
+  const refused = Either.isLeft(transaction.mailFrom) && transaction.mailFrom.left.kind === "policy"
+    ? transaction.mailFrom.left
+    : null
+  const transportError = refused ?? firstTransportError(transaction)
+  const keep = pool !== null && transaction.canQuit && !closing(transaction) &&
+    opening.connection.buffered === 0
+  record({
+    phase: transportError === null ? "quit" : transaction.phase,
+    outcome: transportError === null ? "completed" : "failed",
+    error: transportError === null ? null : reportError(transportError),
+    tls: attemptTls(opening.tls, dane),
+    ehlo: opening.ehloName
   })
+  const done: HostOutcome = { _tag: "Done", recipients: recipientResults(host.host.name, transaction) }
+  if (keep) {
+    const idle: ConnectionPool.Idle = {
+      id: origin.id,
+      destination: {
+        ip: opening.connection.remoteAddress,
+        port: opening.connection.remotePort,
+        session: origin.session ?? sessionKey(opening.settings, dane)
+      },
+      source: origin.source,
+      session: opening,
+      reuse: origin.reuse,
+      openedMs: origin.openedMs,
+      messages: origin.messages + 1,
+      clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
+    }
+    if (masked) {
+      // Nothing can come between this call (the step that runs it) and the hand-over.
+      onKeep()
+      return Effect.as(pool.put(idle), done)
+    }
+    return Effect.uninterruptible(Effect.suspend(() => {
+      onKeep()
+      return Effect.as(pool.put(idle), done)
+    }))
+  }
+  return transaction.canQuit ? Effect.as(SmtpSession.quit(opening), done) : Effect.succeed(done)
+}
 
 type RecordFields = Pick<AttemptRecord, "phase" | "outcome" | "error" | "tls" | "ehlo">
 
@@ -545,24 +590,24 @@ const raceHost = (
       return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: last?.error ?? noAddress(host.host.name), host: null })
     }
     const winner = race.winner.value
-    const record: Record = (startMs, connection, fields) =>
-      Effect.map(Clock.currentTimeMillis, (now) => {
-        attempts.push({
-          domain: group.domain,
-          host: host.host.name,
-          ip: winner.candidate.ip,
-          source: winner.candidate.source,
-          startMs: since(startMs),
-          durationMs: now - startMs,
-          connection,
-          reused: false,
-          ...fields
-        })
+    const record: Record = (startMs, connection, fields) => {
+      attempts.push({
+        domain: group.domain,
+        host: host.host.name,
+        ip: winner.candidate.ip,
+        source: winner.candidate.source,
+        startMs: since(startMs),
+        durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
+        connection,
+        reused: false,
+        ...fields
       })
+    }
     return session(delivery, group, host, portOf(delivery, hostStage), opening, hostStage.dane ?? null, winner.value, winner.startMs, record)
   })
 
-type Record = (startMs: number, connection: string | null, fields: RecordFields) => Effect.Effect<void>
+/** Records an attempt, timed now (on the delivery's Clock). */
+type Record = (startMs: number, connection: string | null, fields: RecordFields) => void
 
 const attemptTls = (tls: TlsInfo | null, dane: Dane.HostDane | null): AttemptTls | null =>
   tls === null
@@ -646,10 +691,10 @@ const session = (
                   )),
                 retry.right.close
               )
-              : Effect.as(
-                record(retryMs, null, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null }),
-                { _tag: "NextHost", error: retry.left, host: host.host.name } as const
-              )
+              : Effect.sync(() => {
+                record(retryMs, null, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null })
+                return { _tag: "NextHost", error: retry.left, host: host.host.name } as const
+              })
         )
       ))
   })
@@ -696,7 +741,7 @@ const converse = (
   connection: Connection,
   settings: SmtpSession.SessionSettings,
   dane: Dane.HostDane | null,
-  record: (fields: RecordFields) => Effect.Effect<void>,
+  record: (fields: RecordFields) => void,
   pooled: Connected | null
 ): Effect.Effect<HostOutcome> =>
   Effect.gen(function*() {
@@ -712,7 +757,7 @@ const converse = (
       // A refusal in words (421 greeting, EHLO 550) leaves the dialogue in step: say goodbye (RFC 5321 §3.1);
       // after a timeout or a reset just close.
       if (SmtpSession.canQuitAfter(error)) yield* SmtpSession.quit({ connection, settings })
-      yield* record({
+      record({
         phase: error.phase,
         outcome: "failed",
         error: reportError(error),
@@ -731,7 +776,7 @@ const converse = (
         true
       )
       yield* SmtpSession.quit(opening)
-      yield* record({
+      record({
         phase: "mail-from",
         outcome: "failed",
         error: reportError(error),

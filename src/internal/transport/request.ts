@@ -4,6 +4,7 @@
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import type { Variables } from "../../Expression.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { DeliveryRequest } from "../../Transport.js"
@@ -40,35 +41,41 @@ const encoder = new TextEncoder()
 /** Every problem of the request at once, or the groups in first-seen order. @internal */
 export const validate = (request: DeliveryRequest): Effect.Effect<Validated, InvalidRequest> =>
   Effect.suspend(() => {
-    const issues: Array<{ field: string; value: string; reason: string }> = []
-    let sender: address.Address | null = null
-    if (request.sender !== "") {
-      const parsed = address.parse(request.sender)
-      if (typeof parsed === "string") issues.push({ field: "sender", value: request.sender, reason: parsed })
-      else sender = parsed
-    }
-    if (request.recipients.length === 0) issues.push({ field: "recipients", value: "", reason: "is empty" })
-    const groups = new Map<string, { domain: string; target: string; literal: boolean; recipients: Array<string> }>()
-    const seen = new Set<string>()
-    request.recipients.forEach((rcpt, i) => {
-      const parsed = address.parse(rcpt)
-      if (typeof parsed === "string") return issues.push({ field: `recipients[${i}]`, value: rcpt, reason: parsed })
-      if (seen.has(rcpt)) return issues.push({ field: `recipients[${i}]`, value: rcpt, reason: "is listed twice" })
-      seen.add(rcpt)
-      const group = groups.get(parsed.domain)
-      if (group === undefined) {
-        groups.set(parsed.domain, { domain: parsed.domain, target: parsed.target, literal: parsed.literal, recipients: [rcpt] })
-      } else group.recipients.push(rcpt)
-    })
-    if (issues.length > 0) return Effect.fail(new InvalidRequest({ issues }))
-    const message = typeof request.message === "string" ? encoder.encode(request.message) : request.message
-    return Effect.succeed({
-      groups: Array.from(groups.values()),
-      message,
-      sender,
-      variables: requestVariables(request, sender)
-    })
+    const validated = check(request)
+    return Either.isLeft(validated) ? Effect.fail(validated.left) : Effect.succeed(validated.right)
   })
+
+/** `validate`, synchronously: for a caller already in a step of its own. @internal */
+export const check = (request: DeliveryRequest): Either.Either<Validated, InvalidRequest> => {
+  const issues: Array<{ field: string; value: string; reason: string }> = []
+  let sender: address.Address | null = null
+  if (request.sender !== "") {
+    const parsed = address.parse(request.sender)
+    if (typeof parsed === "string") issues.push({ field: "sender", value: request.sender, reason: parsed })
+    else sender = parsed
+  }
+  if (request.recipients.length === 0) issues.push({ field: "recipients", value: "", reason: "is empty" })
+  const groups = new Map<string, { domain: string; target: string; literal: boolean; recipients: Array<string> }>()
+  const seen = new Set<string>()
+  request.recipients.forEach((rcpt, i) => {
+    const parsed = address.parse(rcpt)
+    if (typeof parsed === "string") return issues.push({ field: `recipients[${i}]`, value: rcpt, reason: parsed })
+    if (seen.has(rcpt)) return issues.push({ field: `recipients[${i}]`, value: rcpt, reason: "is listed twice" })
+    seen.add(rcpt)
+    const group = groups.get(parsed.domain)
+    if (group === undefined) {
+      groups.set(parsed.domain, { domain: parsed.domain, target: parsed.target, literal: parsed.literal, recipients: [rcpt] })
+    } else group.recipients.push(rcpt)
+  })
+  if (issues.length > 0) return Either.left(new InvalidRequest({ issues }))
+  const message = typeof request.message === "string" ? encoder.encode(request.message) : request.message
+  return Either.right({
+    groups: Array.from(groups.values()),
+    message,
+    sender,
+    variables: requestVariables(request, sender)
+  })
+}
 
 const requestVariables = (request: DeliveryRequest, sender: address.Address | null): Variables => {
   const attempt = request.attempt ?? {}

@@ -1,0 +1,127 @@
+// The per-message budget of the reuse workload (issue 16), in one process, for decisions between two builds:
+//   node bench/reuseBudget.mjs [--count=2000] [--reps=3] [--concurrency=50] [--dist=DIR,DIR2,…]
+// Starts the bench's DNS server and sink (child processes, bounded lifetime), then per build (a directory inside this
+// checkout, so that "effect" resolves; default dist/): Transport.deliver on Transport.layer (the pool, the defaults
+// reuse.messages = 100 and reuse.idle = 5s) to five domains r0 … r4 at c = concurrency, as the reuse figure of
+// `npm run bench` runs it, after a warm-up of 1,000 messages. It prints one JSON line per build:
+//   steps     run-loop steps per message: an effect/Supervisor with OpSupervision (public API) counts them, in a run
+//             of its own (the counting slows the run); deterministic, so two builds compare without noise;
+//   fibers    fibers started per message (forEach's workers left out);
+//   cpu       CPU µs per message (process.cpuUsage), one value per repetition;
+//   kb        KB allocated per message (V8's GC statistics: what each collection found in use before it ran, minus
+//             what the previous one left), one value per repetition.
+// The wall rate is not printed: on a shared machine it says more about the neighbours than about the build. Every
+// batch is bounded in count, and the servers exit by themselves after 5 minutes.
+import { spawn } from "node:child_process"
+import path from "node:path"
+import v8 from "node:v8"
+import { Effect, Layer, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { MESSAGE, parseArgs, reuseRecipientOf, SENDER } from "./common.mjs"
+import { configText } from "./libraryClient.mjs"
+
+const here = path.dirname(new URL(import.meta.url).pathname)
+const args = parseArgs(process.argv.slice(2))
+const count = Number(args.count ?? 2000)
+const reps = Number(args.reps ?? 3)
+const concurrency = Number(args.concurrency ?? 50)
+const domains = 5
+const dists = (args.dist ?? path.join(here, "../dist")).split(",").map((d) => path.resolve(d))
+
+const children = []
+const start = (script) =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(here, script), "--lifetime=300"], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"]
+    })
+    children.push(child)
+    child.on("error", reject)
+    child.on("message", (m) => m?.type === "ready" && resolve(m.port))
+  })
+
+class Counter extends Supervisor.AbstractSupervisor {
+  steps = 0
+  fibers = 0
+  get value() {
+    return Effect.sync(() => ({ steps: this.steps, fibers: this.fibers }))
+  }
+  onStart() {
+    this.fibers++
+  }
+  onEffect() {
+    this.steps++
+  }
+}
+
+const allocation = () => {
+  const profiler = new v8.GCProfiler()
+  const start = v8.getHeapStatistics().used_heap_size
+  profiler.start()
+  return () => {
+    const end = v8.getHeapStatistics().used_heap_size
+    let allocated = 0
+    let previous = start
+    for (const gc of profiler.stop().statistics) {
+      allocated += Math.max(0, gc.beforeGC.heapStatistics.usedHeapSize - previous)
+      previous = gc.afterGC.heapStatistics.usedHeapSize
+    }
+    return allocated + Math.max(0, end - previous)
+  }
+}
+
+const measure = async (dist, dnsPort, sinkPort) => {
+  const load = (name) => import(path.join(dist, `${name}.js`))
+  const [Transport, OutboundConfig] = await Promise.all([load("Transport"), load("OutboundConfig")])
+  const runtime = ManagedRuntime.make(Layer.mergeAll(
+    OutboundConfig.layerFromText(configText({ domains }), "bench.toml"),
+    Transport.layer({ dns: { servers: [`127.0.0.1:${dnsPort}`] } })
+  ))
+  const options = { port: sinkPort, ca: undefined, domainConcurrency: 8, mtaStsPort: 443 }
+  const one = (i) =>
+    Effect.flatMap(
+      Transport.deliver({ message: MESSAGE, sender: SENDER, recipients: [reuseRecipientOf(i, domains)] }),
+      (report) =>
+        report.recipients.every((r) => r.status === "delivered")
+          ? Effect.void
+          : Effect.die(new Error(`not delivered: ${JSON.stringify(report.recipients)}`))
+    )
+  const batch = (from, n) =>
+    Effect.provideService(
+      Effect.forEach(Array.from({ length: n }, (_, k) => from + k), one, { concurrency, discard: true }),
+      Transport.TransportOptions,
+      options
+    )
+  await runtime.runPromise(batch(1_000_000, 1000))
+  const counter = new Counter()
+  await runtime.runPromise(batch(0, count).pipe(
+    Effect.supervised(counter),
+    Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+  ))
+  const cpu = []
+  const kb = []
+  for (let rep = 0; rep < reps; rep++) {
+    const allocated = allocation()
+    const cpu0 = process.cpuUsage()
+    await runtime.runPromise(batch(2_000_000 + rep * count, count))
+    const used = process.cpuUsage(cpu0)
+    kb.push(Math.round(allocated() / count / 102.4) / 10)
+    cpu.push(Math.round((used.user + used.system) / count))
+  }
+  await runtime.dispose()
+  return {
+    dist: path.relative(path.join(here, ".."), dist) || ".",
+    count,
+    concurrency,
+    steps: Math.round((counter.steps / count) * 10) / 10,
+    fibers: Math.round((Math.max(0, counter.fibers - concurrency) / count) * 100) / 100,
+    cpu,
+    kb
+  }
+}
+
+try {
+  const [dnsPort, sinkPort] = await Promise.all([start("dns.mjs"), start("sink.mjs")])
+  for (const dist of dists) console.log(JSON.stringify(await measure(dist, dnsPort, sinkPort)))
+} finally {
+  for (const child of children) child.kill("SIGKILL")
+}
+process.exit(0)
