@@ -5,8 +5,8 @@
  *
  * Engines, one code: `layerSqlite` runs everything in one process on a SQLite file (a single-runner cluster);
  * `layerPg` is a runner of a cluster of processes sharing PostgreSQL (`@effect/cluster`). Every attempt for a
- * recipient domain is sent to an entity keyed by the domain, so one runner at a time holds a domain and the
- * connection pool and limiters of its `Transport` layer see every delivery to that domain in the cluster.
+ * recipient domain is sent to an entity keyed by the domain's primary MX host, so one runner at a time holds the
+ * host, and the connection pool and limiters of its `Transport` layer see every delivery to it in the cluster.
  * `layerClient` enqueues and reads without running anything (the CLI's `outbox enqueue`, `status`, `list`);
  * `layerTest` is the in-memory workflow engine on SQLite in memory, for tests on `TestClock`.
  *

@@ -83,7 +83,7 @@ export const help: CommandHelp = {
   description: [
     "serve: a runner. On a SQLite file (--db file:outbox.db) it is the whole outbox; on PostgreSQL (--db " +
     "postgres://…) start several, each with its own --runner address: every attempt for a recipient domain runs on " +
-    "the one runner that owns the domain, so the configured limiters hold across them. Each message is a durable " +
+    "the one runner that holds the domain's primary MX host, so the configured limiters hold across them. Each message is a durable " +
     "workflow, retried on the configuration's [queue.schedule] until every recipient is delivered, failed or " +
     "expired; the sender gets a DSN at each notify point and on failure. Every state change is printed on " +
     "standard output as a JSON line. SIGTERM or Ctrl-C stops it after the attempts under way; what was waiting " +

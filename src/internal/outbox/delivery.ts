@@ -1,7 +1,7 @@
 /**
- * One attempt for one recipient domain of one message: what the domain's entity runs, on the runner that owns the
- * domain's shard (so that the runner's `Transport` layer, its connection pool and its limiters, see every delivery to
- * the domain in the cluster).
+ * One attempt for one recipient domain of one message: what the entity of the domain's primary MX host runs, on the
+ * runner that owns its shard (so that the runner's `Transport` layer, its connection pool and its limiters, see every
+ * delivery to the host in the cluster).
  *
  * The order is the guarantee: the recipients still pending are read from SQL, `Transport.deliver` runs for them, and
  * its results are written before anything else happens. A replay (a crash, another runner taking the shard) reads

@@ -4,7 +4,7 @@
  * when the wait is long, an in-memory sleep replayed from its start when it is short).
  *
  * A step: recipients past their TTL expire; every recipient domain with a due recipient gets one attempt, sent to the
- * domain's entity (sharded by the domain, so one runner holds each domain at a time) or, on the in-memory engine, run
+ * entity of the domain's primary MX host (one runner holds each host at a time) or, on the in-memory engine, run
  * in place; then the delay DSNs whose `notify` point has come and the failure DSNs are enqueued through the outbox;
  * the step returns when the next thing is due. Everything it decides is read from SQL, so a replayed step decides
  * the same or, after a partial run, only what is left.
@@ -43,7 +43,7 @@ import * as Dsn from "./dsn.js"
 import { insertMessage } from "./enqueue.js"
 import type { RecipientRow, Store } from "./store.js"
 
-/** How a step reaches a domain's attempt: the domain's entity in a cluster, a direct call on the in-memory engine. @internal */
+/** How a step reaches a domain's attempt: an entity in a cluster (keyed by `key`), a direct call in memory. @internal */
 export class Dispatch extends Context.Tag("effect-smtp-transport/internal/OutboxDispatch")<
   Dispatch,
   (job: DomainJob, key: string) => Effect.Effect<void>
