@@ -5,7 +5,7 @@
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Option } from "effect"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -14,7 +14,7 @@ import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import { type CountingServer, startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
-import { startRunner, waitFor } from "./utils/outbox.js"
+import { type Runner, startRunner, waitFor } from "./utils/outbox.js"
 
 const url = "postgres://postgres@127.0.0.1:5432/test"
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-outbox-cluster-"))
@@ -129,6 +129,19 @@ const exactlyOnce = (sink: CountingServer, tag: string, n: number) => {
   return { missing, unexplained: twice.filter((id) => !sink.cutAfterData().has(id)), twice }
 }
 
+/** What a failed wait leaves to read: the messages not done, and the runners' errors and warnings. */
+const explain = (all: ReadonlyArray<unknown>, runners: ReadonlyArray<Runner>) => {
+  console.log(JSON.stringify(all, null, 1))
+  for (const r of runners) {
+    console.log(
+      r.stderr().split("\n").filter((l) =>
+        / (error|warning|fatal) /.test(l) &&
+        !/"(shardId|group|id|entityType|entityId|host|port)"|module=|runner=|address=|^\S+ \S+ error   },?$/.test(l)
+      ).join("\n").slice(-20000)
+    )
+  }
+}
+
 describe("outbox cluster on PostgreSQL, three runners", () => {
   it.scopedLive("a runner killed with SIGKILL mid-batch: every message delivered, none twice outside the window", () =>
     Effect.gen(function*() {
@@ -143,6 +156,7 @@ describe("outbox cluster on PostgreSQL, three runners", () => {
       for (let i = 0; i < 200 && [...sink.byMessageId().values()].length < 10; i++) yield* Effect.sleep("50 millis")
       yield* runners[1]!.signal("SIGKILL")
       const all = yield* waitFor(["--db", url, "--prefix", prefix], (ms) => ms.length === n && ms.every((m) => m.done), "45 seconds")
+      if (all.filter((m) => m.done).length !== n) explain(all, runners)
       expect(all.filter((m) => m.done).length).toBe(n)
       expect(all.every((m) => m.recipients.every((r) => r.state === "delivered"))).toBe(true)
       const once = exactlyOnce(sink, "kill", n)
@@ -162,8 +176,13 @@ describe("outbox cluster on PostgreSQL, three runners", () => {
       yield* enqueue(prefix, config, n, "term")
       for (let i = 0; i < 200 && sink.byMessageId().size < 5; i++) yield* Effect.sleep("50 millis")
       yield* runners[2]!.signal("SIGTERM")
-      expect(yield* runners[2]!.exited).toBe(130)
+      const exited = yield* Effect.timeout(runners[2]!.exited, "30 seconds").pipe(Effect.option)
+      if (exited._tag === "None") {
+        console.log(runners[2]!.stderr().split("\n").filter((l) => !/ debug (C|S): |^\S+ \S+ debug  /.test(l)).slice(-150).join("\n"))
+      }
+      expect(Option.getOrNull(exited)).toBe(130)
       const all = yield* waitFor(["--db", url, "--prefix", prefix], (ms) => ms.length === n && ms.every((m) => m.done), "45 seconds")
+      if (all.filter((m) => m.done).length !== n) explain(all, runners)
       expect(all.filter((m) => m.done).length).toBe(n)
       // No transaction was cut: nothing in the duplicate window, nothing sent twice.
       expect([...sink.cutAfterData()]).toEqual([])
