@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as OutboundConfig from "../src/OutboundConfig.js"
@@ -76,19 +77,28 @@ starttls = "disable"
 mta-sts = "disable"
 `
 
+/** A port free on 127.0.0.1 now (listened on, then closed). */
+const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
 /**
  * Three runners on ports of their own: the first alone (it creates the tables: the cluster's migrations are not
  * safe to run twice at once), then the other two together.
  */
-const startCluster = (prefix: string, config: string, dns: string, sink: CountingServer, basePort: number) => {
-  const start = (i: number) =>
+const startCluster = (prefix: string, config: string, dns: string, sink: CountingServer) => {
+  const start = (port: number) =>
     startRunner([
       "--db",
       url,
       "--prefix",
       prefix,
       "--runner",
-      `127.0.0.1:${basePort + i}`,
+      `127.0.0.1:${port}`,
       "--config",
       config,
       "--dns",
@@ -99,8 +109,11 @@ const startCluster = (prefix: string, config: string, dns: string, sink: Countin
       "debug"
     ], "30 seconds")
   return Effect.gen(function*() {
-    const first = yield* start(0)
-    const rest = yield* Effect.forEach([1, 2], start, { concurrency: 2 })
+    // Ports the system has just handed out, not fixed ones: a fixed port in the ephemeral range can be taken by any
+    // other suite's connection running beside this one.
+    const ports = yield* Effect.forEach([0, 1, 2], () => freePort)
+    const first = yield* start(ports[0]!)
+    const rest = yield* Effect.forEach([ports[1]!, ports[2]!], start, { concurrency: 2 })
     return [first, ...rest]
   })
 }
@@ -149,7 +162,7 @@ describe("outbox cluster on PostgreSQL, three runners", () => {
       const sink = yield* startCountingServer({ dataDelayMs: 50 })
       const dns = yield* DnsServer.scoped({ zones })
       const config = file("kill.toml", baseConfig)
-      const runners = yield* startCluster(prefix, config, dns.server, sink, 34531)
+      const runners = yield* startCluster(prefix, config, dns.server, sink)
       const n = 40
       yield* enqueue(prefix, config, n, "kill")
       // Mid-batch: some delivered, not all.
@@ -171,7 +184,7 @@ describe("outbox cluster on PostgreSQL, three runners", () => {
       const sink = yield* startCountingServer({ dataDelayMs: 300 })
       const dns = yield* DnsServer.scoped({ zones })
       const config = file("term.toml", baseConfig)
-      const runners = yield* startCluster(prefix, config, dns.server, sink, 34561)
+      const runners = yield* startCluster(prefix, config, dns.server, sink)
       const n = 20
       yield* enqueue(prefix, config, n, "term")
       for (let i = 0; i < 200 && sink.byMessageId().size < 5; i++) yield* Effect.sleep("50 millis")
@@ -196,7 +209,7 @@ describe("outbox cluster on PostgreSQL, three runners", () => {
       const sink = yield* startCountingServer({ dataDelayMs: 50 })
       const dns = yield* DnsServer.scoped({ zones })
       const config = file("restart.toml", baseConfig)
-      const runners = yield* startCluster(prefix, config, dns.server, sink, 34541)
+      const runners = yield* startCluster(prefix, config, dns.server, sink)
       const n = 30
       yield* enqueue(prefix, config, n, "restart")
       for (let i = 0; i < 200 && sink.byMessageId().size < 8; i++) yield* Effect.sleep("50 millis")
@@ -230,7 +243,7 @@ describe("outbox cluster on PostgreSQL, three runners", () => {
 key = ["mx"]
 concurrency = 2
 `)
-      const runners = yield* startCluster(prefix, config, dns.server, sink, 34551)
+      const runners = yield* startCluster(prefix, config, dns.server, sink)
       const n = 16
       yield* enqueue(prefix, config, n, "limit", (i) => `s${i % 6}.test`)
       const all = yield* waitFor(["--db", url, "--prefix", prefix], (ms) => ms.length === n && ms.every((m) => m.done), "45 seconds")
