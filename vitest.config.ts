@@ -7,15 +7,23 @@ import { BaseSequencer, type TestSpecification } from "vitest/node"
 const live = ["test/**/*.live.test.ts", "test/Cli.test.ts", "test/Package.test.ts"]
 
 /**
- * Vitest's order (the files that took longest last time first), with the docgen check at the very front: it takes
- * milliseconds when its cache holds the pages for this tree and about 20 s of CPU when not (test/Docs.live.test.ts),
- * so last time's duration says nothing about this time's, and started last it would end the run alone.
+ * Vitest's order (the files that took longest last time first), with the long files at the very front whatever the
+ * last run says (a fresh clone, as CI's, has no last run): the docgen check takes milliseconds when its cache holds
+ * the pages for this tree and about 20 s of CPU when not (test/Docs.live.test.ts), and the outbox's cluster suite
+ * (three runner processes on PostgreSQL, kills and a restart: 30–55 s), the package suite and the outbox's CLI suite
+ * mostly wait; started last, any of them would end the run alone.
  */
-class DocgenFirst extends BaseSequencer {
+const LONG = ["Docs.live", "OutboxCluster.live", "Package", "Outbox.live", "Cli"].map((name) => `/test/${name}.test.ts`)
+
+class LongFirst extends BaseSequencer {
   override async sort(files: Array<TestSpecification>): Promise<Array<TestSpecification>> {
     const sorted = await super.sort(files)
-    const first = (spec: TestSpecification) => spec.moduleId.endsWith("/test/Docs.live.test.ts")
-    return [...sorted.filter(first), ...sorted.filter((spec) => !first(spec))]
+    const rank = (spec: TestSpecification) => {
+      const i = LONG.findIndex((suffix) => spec.moduleId.endsWith(suffix))
+      return i === -1 ? LONG.length : i
+    }
+    // Array.prototype.sort is stable: the other files keep vitest's order.
+    return sorted.sort((a, b) => rank(a) - rank(b))
   }
 }
 
@@ -24,7 +32,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     fileParallelism: true,
-    sequence: { sequencer: DocgenFirst },
+    sequence: { sequencer: LongFirst },
     // Each project has its own pool, so that each can have its own isolation and size (a pool's options are global).
     poolOptions: {
       // unit: CPU-bound, two workers for two cores. Most of a unit file's time, in a fresh worker, was importing
