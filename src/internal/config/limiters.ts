@@ -92,7 +92,8 @@ const compileMatch = (
       )
       return null
     }
-    compiled = Either.mapLeft(compileIfBlock(branches as ReadonlyArray<{ if: string; then: string }>, otherwise, options), (errors) => {
+    const block = compileIfBlock(branches as ReadonlyArray<{ if: string; then: string }>, otherwise, options)
+    compiled = Either.mapLeft(block, (errors) => {
       for (const { branch, error, field } of errors) {
         issue(
           field === "else" ? [...path, branches.length, "else"] : [...path, branch, field],
@@ -111,10 +112,29 @@ const compileMatch = (
   if (Either.isLeft(compiled)) return null
   const unknown = Array.from(compiled.right.variables).filter((v) => !STAGE_VARIABLES.connection.includes(v))
   if (unknown.length > 0) {
-    issue(path, "reads variables a limiter cannot know", unknown.join(", "), `variables among ${STAGE_VARIABLES.connection.join(", ")}`)
+    const known = STAGE_VARIABLES.connection.join(", ")
+    issue(path, "reads variables a limiter cannot know", unknown.join(", "), `variables among ${known}`)
     return null
   }
   return compiled.right
+}
+
+/** Every field is a known one (each unknown one an issue); `enable`, true when absent. */
+const checkFields = (
+  raw: { readonly [key: string]: unknown },
+  path: ReadonlyArray<Segment>,
+  known: ReadonlyArray<string>,
+  word: "key" | "field",
+  issue: (at: ReadonlyArray<Segment>, problem: string, found: string, expected: string) => void
+): unknown => {
+  for (const field of Object.keys(raw)) {
+    if (!known.includes(field)) {
+      issue([...path, field], `unknown ${word}`, `the ${word} ${JSON.stringify(field)}`, `one of ${known.join(", ")}`)
+    }
+  }
+  const enable = raw["enable"] ?? true
+  if (typeof enable !== "boolean") issue([...path, "enable"], "not a boolean", describeToml(enable), "true or false")
+  return enable
 }
 
 const one = (
@@ -131,13 +151,7 @@ const one = (
     return null
   }
   const before = issues.length
-  for (const field of Object.keys(raw)) {
-    if (!(FIELDS as ReadonlyArray<string>).includes(field)) {
-      issue([...path, field], "unknown key", `the key ${JSON.stringify(field)}`, `one of ${FIELDS.join(", ")}`)
-    }
-  }
-  const enable = raw["enable"] ?? true
-  if (typeof enable !== "boolean") issue([...path, "enable"], "not a boolean", describeToml(enable), "true or false")
+  const enable = checkFields(raw, path, FIELDS, "key", issue)
 
   const rawKey = raw["key"] ?? []
   const keyList = typeof rawKey === "string" ? [rawKey] : rawKey
@@ -245,12 +259,18 @@ const JSON_KEYS: { readonly [json: string]: Key } = {
 
 const jsonKeyOf = (key: Key): string => Object.keys(JSON_KEYS).find((k) => JSON_KEYS[k] === key)!
 
-/** An if-list (or a plain expression) as v0.16 writes an Expression: `{ match: { "0": { if, then } }, else }`. @internal */
+/**
+ * An if-list (or a plain expression) as v0.16 writes an Expression: `{ match: { "0": { if, then } }, else }`.
+ *
+ * @internal
+ */
 export const jsonExpression = (raw: unknown): unknown => {
   if (!Array.isArray(raw)) return { else: raw }
   const items = raw as ReadonlyArray<{ readonly [k: string]: unknown }>
   return {
-    match: Object.fromEntries(items.filter((i) => "if" in i).map((i, n) => [String(n), { if: i["if"], then: i["then"] }])),
+    match: Object.fromEntries(
+      items.filter((i) => "if" in i).map((i, n) => [String(n), { if: i["if"], then: i["then"] }])
+    ),
     else: items.find((i) => "else" in i)?.["else"]
   }
 }
@@ -294,13 +314,7 @@ const oneJson = (
     return null
   }
   const before = issues.length
-  for (const field of Object.keys(raw)) {
-    if (!(JSON_FIELDS as ReadonlyArray<string>).includes(field)) {
-      issue([...path, field], "unknown field", `the field ${JSON.stringify(field)}`, `one of ${JSON_FIELDS.join(", ")}`)
-    }
-  }
-  const enable = raw["enable"] ?? true
-  if (typeof enable !== "boolean") issue([...path, "enable"], "not a boolean", describeToml(enable), "true or false")
+  const enable = checkFields(raw, path, JSON_FIELDS, "field", issue)
   const description = raw["description"]
   if (description !== undefined && typeof description !== "string") {
     issue([...path, "description"], "not a string", describeToml(description), "a string")
@@ -308,12 +322,14 @@ const oneJson = (
   const key: Array<Key> = []
   const rawKey = raw["key"] ?? {}
   if (!isTable(rawKey)) {
-    issue([...path, "key"], "not a set of keys", describeToml(rawKey), `{ "mx": true, … } with keys among ${Object.keys(JSON_KEYS).join(", ")}`)
+    const names = Object.keys(JSON_KEYS).join(", ")
+    issue([...path, "key"], "not a set of keys", describeToml(rawKey), `{ "mx": true, … } with keys among ${names}`)
   } else {
     for (const [name, on] of Object.entries(rawKey)) {
       const k = JSON_KEYS[name]
       if (k === undefined) {
-        issue([...path, "key", name], "not a limiter key", `the key ${JSON.stringify(name)}`, `one of ${Object.keys(JSON_KEYS).join(", ")}`)
+        const names = Object.keys(JSON_KEYS).join(", ")
+        issue([...path, "key", name], "not a limiter key", `the key ${JSON.stringify(name)}`, `one of ${names}`)
       } else if (on !== true) {
         issue([...path, "key", name], "not true", describeToml(on), "true (a set lists its members with true)")
       } else key.push(k)
@@ -329,7 +345,8 @@ const oneJson = (
     } else if (typeof count !== "number" || !Number.isSafeInteger(count) || count < 1) {
       issue([...path, "rate", "count"], "not a count", describeToml(count), "a whole number of 1 or more")
     } else if (typeof period !== "number" || !Number.isSafeInteger(period) || period < 1) {
-      issue([...path, "rate", "period"], "not a period", describeToml(period), "a whole number of milliseconds, 1 or more")
+      const expected = "a whole number of milliseconds, 1 or more"
+      issue([...path, "rate", "period"], "not a period", describeToml(period), expected)
     } else rate = { count, period: Duration.millis(period) }
   }
   let concurrency: number | null = null
