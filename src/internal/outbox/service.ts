@@ -129,8 +129,10 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
     if (runner && sweepEvery !== null) {
       // A start that fails (several runners starting one message at once, storage) is left for the next sweep:
       // the message stays unstarted until one start succeeded, and a start is idempotent (the workflow's id).
+      // Bounded: after a storage outage a start can wait on the cluster (a shard with no owner yet) for as long as
+      // the outage lasts, and one start held up would hold up every later sweep.
       const startOrLater = (id: string) =>
-        Effect.catchAllCause(start(id), (cause) =>
+        Effect.catchAllCause(Effect.timeoutFail(start(id), { duration: "10 seconds", onTimeout: () => "timed out" }), (cause) =>
           Cause.isInterruptedOnly(cause)
             ? Effect.interrupt
             : Effect.logDebug(`outbox: ${id} not begun yet: ${Cause.pretty(cause)}`))
