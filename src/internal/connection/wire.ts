@@ -225,7 +225,8 @@ class Wire implements Connection, IoEvents {
       // Started in this step: under PIPELINING the replies to RCPT and DATA are mostly buffered already (they came
       // with MAIL's), and an exchange that completes at once needs neither a timer nor an async step. An exchange
       // holds nothing (no canceler), and one interrupted before its async registration stays the pending operation,
-      // ended by its deadline or by `close`, as one interrupted while waiting does.
+      // ended by `close`, which its owner runs on interruption (or by its deadline, when the interruption came after
+      // the timer was armed), as one interrupted while waiting is.
       let result: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> | null = null
       let waiting: Resume<ReadonlyArray<SmtpReply.Reply>> | null = null
       const op = new ExchangeOp(this, request, (effect) => {

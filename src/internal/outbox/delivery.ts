@@ -8,6 +8,7 @@
  * SQL again and sends only to recipients not recorded final; what remains is the window between the server's reply
  * to the final dot and the write (RFC 5321 §6.1's duplicate window).
  */
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
@@ -89,6 +90,14 @@ export const durably = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
     // Only storage errors: anything else (a runner shutting down) must not be retried for minutes.
     Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect) : Effect.die(defect)),
     Effect.retry({ schedule: storageRetry, while: isSqlError }),
+    Effect.orDie
+  )
+
+/** A write retried for as long as storage fails it, every 2 s: what must not be lost once the server answered. */
+const untilWritten = <A, R>(effect: Effect.Effect<A, SqlError, R>): Effect.Effect<A, never, R> =>
+  effect.pipe(
+    Effect.catchAllDefect((defect) => isSqlError(defect) ? Effect.fail(defect as SqlError) : Effect.die(defect)),
+    Effect.retry({ schedule: Schedule.spaced("2 seconds"), while: isSqlError }),
     Effect.orDie
   )
 
@@ -230,7 +239,9 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
         startedMs: startMs,
         report: JSON.stringify({ recipients: report.recipients, attempts: report.attempts })
       }
-      yield* durably(store.recordDomain(job.id, updates, attempt, endMs))
+      // The transaction is done: its outcome is written however long storage is away (an attempt made again for a
+      // lost write would send again what the server took); only the process ending stops this.
+      yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs))
       yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
         id: job.id,
         address: u.address,

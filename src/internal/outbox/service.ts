@@ -126,7 +126,8 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
             Effect.provide(ctx)
           )
       })
-    if (runner && sweepEvery !== null) {
+    const sweeping = runner && sweepEvery !== null
+    if (sweeping) {
       // A start that fails (several runners starting one message at once, storage) is left for the next sweep:
       // the message stays unstarted until one start succeeded, and a start is idempotent (the workflow's id).
       // Bounded: after a storage outage a start can wait on the cluster (a shard with no owner yet) for as long as
@@ -156,7 +157,14 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
             Effect.retry({ schedule: storageRetry, while: (e) => e._tag === "SqlError" }),
             Effect.catchTag("SqlError", (e) => Effect.fail(storageError(e)))
           )
-          yield* start(id)
+          // The message is stored: a start that fails is the sweeper's to make again (starts are idempotent), and
+          // the caller gets its id — an error here would have it enqueue the same message twice.
+          yield* sweeping
+            ? Effect.catchAllCause(start(id), (cause) =>
+              Cause.isInterruptedOnly(cause)
+                ? Effect.interrupt
+                : Effect.logWarning(`outbox: ${id} stored; its start is left to the sweeper: ${Cause.pretty(cause)}`))
+            : start(id)
           return id
         }),
       status: (id) =>

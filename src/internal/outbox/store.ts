@@ -190,7 +190,10 @@ export interface Store {
   readonly message: (id: string) => Effect.Effect<Option.Option<MessageRow>, SqlError>
   readonly recipients: (id: string) => Effect.Effect<ReadonlyArray<RecipientRow>, SqlError>
   readonly attempts: (id: string) => Effect.Effect<ReadonlyArray<AttemptRow>, SqlError>
-  /** One domain's results and its attempt record, in one transaction. */
+  /**
+   * One domain's results and its attempt record, in one transaction. A `delivered` result is always recorded and
+   * never overwritten; any other only over a pending (queued, deferred) state.
+   */
   readonly recordDomain: (
     id: string,
     updates: ReadonlyArray<RecipientUpdate>,
@@ -210,6 +213,7 @@ export interface Store {
   ) => Effect.Effect<void, SqlError>
   /** Extends the claim of `token` (the attempt is still under way). */
   readonly renew: (token: string, untilMs: number) => Effect.Effect<void, SqlError>
+  /** Gives up pending recipients, except those an attempt under way holds (its claim not lapsed). */
   readonly expire: (id: string, addresses: ReadonlyArray<string>, nowMs: number) => Effect.Effect<void, SqlError>
   readonly notified: (
     id: string,
@@ -264,7 +268,10 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
       recordDomain: (id, updates, attempt, nowMs) =>
         sql.withTransaction(Effect.gen(function*() {
           for (const u of updates) {
-            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address}`
+            // A delivery is a fact: recorded whatever another attempt recorded meanwhile (an expiry, a deferral of
+            // an attempt whose lease had lapsed), and never overwritten; any other result only over a pending state.
+            const over = u.state === "delivered" ? sql`state <> 'delivered'` : sql`state IN ('queued', 'deferred')`
+            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over}`
           }
           yield* sql`INSERT INTO ${A} (message_id, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
         })),
@@ -275,7 +282,7 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
       renew: (token, untilMs) => Effect.asVoid(sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE claim = ${token}`),
       expire: (id, addresses, nowMs) =>
         addresses.length === 0 ? Effect.void : Effect.asVoid(
-          sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND ${
+          sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND (claim IS NULL OR claim_until < ${nowMs}) AND ${
             sql.in("address", addresses)
           }`
         ),

@@ -202,7 +202,6 @@ export const step = (
     const reportingMta = core.options.reportingMta ??
       OutboundConfig.evaluateConnection(config, { sender: msg.sender }).settings.ehloName
     const body = Buffer.from(msg.body, "base64")
-    const lastAttempt = nowMs
 
     // 3. Failure DSN: recipients given up whose sender was not told yet (none for the null sender).
     const failed = rows.filter((r) => (r.state === "failed" || r.state === "expired") && !r.dsnSent)
@@ -250,7 +249,8 @@ export const step = (
             diagnostic: asReply(s.reply),
             remoteMta: s.host ?? undefined,
             willRetryUntil: r.expiresMs ?? undefined,
-            lastAttempt
+            // When its last attempt ended (the row's last write); none before a first attempt (RFC 3464 §2.3.7).
+            lastAttempt: r.updatedMs === msg.createdMs ? undefined : r.updatedMs
           }
         })
       })
