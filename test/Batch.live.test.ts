@@ -5,20 +5,14 @@
 import { describe, expect, it } from "@effect/vitest"
 import { vi } from "vitest"
 import { Effect, Fiber } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as Connector from "../src/Connector.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { runMain } from "./utils/cli.js"
+import { tempFiles } from "./utils/files.js"
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-batch-"))
-const file = (name: string, content: string) => {
-  const p = path.join(tmp, name)
-  fs.writeFileSync(p, content)
-  return p
-}
+const { dir: tmp, file } = tempFiles("batch")
 
 const zones = {
   "batch.test": { mx: [{ exchange: "mx.batch.test", priority: 10 }] },

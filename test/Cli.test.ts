@@ -3,7 +3,6 @@ import { Effect, Exit, Option, Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
-import * as os from "node:os"
 import * as path from "node:path"
 import * as Args from "../src/cli/args.js"
 import * as Help from "../src/cli/help.js"
@@ -14,6 +13,7 @@ import { makeCertificates } from "./fixtures/certs.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { type RecordedSession, startSmtpServer, type TestSmtpServer } from "./fixtures/smtpServer.js"
 import { runMain } from "./utils/cli.js"
+import { tempFiles } from "./utils/files.js"
 
 /**
  * The built `smtp-transport` executable, run as a child process against a real DNS server (dns2) and real SMTP
@@ -91,12 +91,7 @@ const json = <A>(run: Run): A => {
 
 // --- fixtures ---------------------------------------------------------------------------------------------------
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-cli-"))
-const file = (name: string, content: string) => {
-  const p = path.join(tmp, name)
-  fs.writeFileSync(p, content)
-  return p
-}
+const { dir: tmp, file } = tempFiles("cli")
 
 const message = "From: sender@origin.test\r\nSubject: cli test\r\n\r\nHello from the CLI.\r\n"
 const messageFile = file("message.eml", message)

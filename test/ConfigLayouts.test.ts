@@ -17,21 +17,12 @@ import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as Transport from "../src/Transport.js"
 import { runMain } from "./utils/cli.js"
+import { issues, load } from "./utils/config.js"
 
 const CORPUS = path.join(import.meta.dirname, "fixtures", "stalwart")
 const read = (name: string) => fs.readFileSync(path.join(CORPUS, name), "utf8")
 
-const load = (text: string, file = "test.toml"): OutboundConfig.Config => {
-  const result = OutboundConfig.parse(text, file)
-  if (Either.isLeft(result)) throw new Error(result.left.message)
-  return result.right
-}
 
-const issues = (text: string, file = "test.toml") => {
-  const result = OutboundConfig.parse(text, file)
-  if (Either.isRight(result)) throw new Error("loaded, but should not have")
-  return result.left.issues.map((i) => [i.line, i.path, i.message.split(": found")[0]!.slice(i.path === "" ? 0 : i.path.length + 2)])
-}
 
 describe("the corpus: Stalwart configurations of every layout, with their documented outcome", () => {
   const loads: ReadonlyArray<readonly [string, OutboundConfig.Layout, ReadonlyArray<string>]> = [

@@ -5,20 +5,14 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { startCountingServer } from "./fixtures/countingServer.js"
 import { startSmtpServer } from "./fixtures/smtpServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { outbox, startRunner, waitFor } from "./utils/outbox.js"
+import { tempFiles } from "./utils/files.js"
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-outbox-"))
-const file = (name: string, content: string) => {
-  const p = path.join(tmp, name)
-  fs.writeFileSync(p, content)
-  return p
-}
+const { dir: tmp, file } = tempFiles("outbox")
 
 const zones = {
   "one.test": { mx: [{ exchange: "mx.one.test", priority: 10 }] },

@@ -9,21 +9,15 @@ import { Effect, Layer, Option } from "effect"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import { type CountingServer, startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { type Runner, startRunner, waitFor } from "./utils/outbox.js"
+import { tempFiles } from "./utils/files.js"
 
 const url = "postgres://postgres@127.0.0.1:5432/test"
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "smtp-transport-outbox-cluster-"))
-const file = (name: string, content: string) => {
-  const p = path.join(tmp, name)
-  fs.writeFileSync(p, content)
-  return p
-}
+const { file } = tempFiles("outbox-cluster")
 const runId = `${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 const prefixes: Array<string> = []
 const newPrefix = (name: string) => {

@@ -9,18 +9,9 @@ import { Duration, Either } from "effect"
 import type { Variables } from "../src/Expression.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import type { DeliverySchedule } from "../src/Settings.js"
+import { issues, load } from "./utils/config.js"
 
-const load = (text: string, file = "test.toml"): OutboundConfig.Config => {
-  const result = OutboundConfig.parse(text, file)
-  if (Either.isLeft(result)) throw new Error(result.left.message)
-  return result.right
-}
 
-const issues = (text: string, file = "test.toml") => {
-  const result = OutboundConfig.parse(text, file)
-  if (Either.isRight(result)) throw new Error("loaded, but should not have")
-  return result.left.issues.map((i) => [i.line, i.path, i.message.split(": found")[0]!.slice(i.path === "" ? 0 : i.path.length + 2)])
-}
 
 /** A schedule as plain data: durations as strings. */
 const plain = (s: DeliverySchedule) => ({
