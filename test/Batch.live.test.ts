@@ -3,8 +3,8 @@
  * server and a counting SMTP server on loopback.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { vi } from "vitest"
 import { Effect, Fiber } from "effect"
+import { execFile } from "node:child_process"
 import * as path from "node:path"
 import * as Connector from "../src/Connector.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
@@ -92,34 +92,22 @@ describe("smtp-transport batch", () => {
         JSON.stringify({ id: "p2", to: ["p2@batch.test", "p2@nowhere.invalid"], data: "Subject: 2\r\n\r\n2\r\n" }),
         "not json"
       ].join("\n"))
-      // Standard error made a terminal for the run, and what is written to it kept (restored when the test ends).
-      const written: Array<string> = []
-      yield* Effect.acquireRelease(
-        Effect.sync(() => {
-          const isTTY = Object.getOwnPropertyDescriptor(process.stderr, "isTTY")
-          Object.defineProperty(process.stderr, "isTTY", { value: true, configurable: true })
-          const spy = vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
-            written.push(String(chunk))
-            return true
-          })
-          return { isTTY, spy }
-        }),
-        ({ isTTY, spy }) =>
-          Effect.sync(() => {
-            spy.mockRestore()
-            if (isTTY === undefined) delete (process.stderr as { isTTY?: boolean }).isTTY
-            else Object.defineProperty(process.stderr, "isTTY", isTTY)
-          })
-      )
-      const run = yield* batch(["--dns", dns.server, "--port", String(server.port), input])
-      expect(run.code, run.stderr).toBe(65)
-      expect(run.out).toHaveLength(3)
-      // Each update rewrites the line (\r … erase to the end); the last one ends it.
-      expect(written.length).toBeGreaterThan(0)
-      expect(written.every((w) => w.startsWith("\r") && /\x1b\[K\n?$/.test(w))).toBe(true)
-      expect(written.at(-1)).toMatch(
-        /^\r3 done: 2 delivered, 0 deferred, 1 failed, 1 invalid \([0-9]+ messages\/s\)\x1b\[K\n$/
-      )
+      // The executable on a pseudo-terminal (util-linux's `script`), as a user runs it: standard output and standard
+      // error are the terminal, and what it shows is read back. Asynchronous: the servers run in this process.
+      const command = [process.execPath, path.resolve("dist/bin.js"), "batch", "--config", config, "--dns", dns.server,
+        "--port", String(server.port), input].map((arg) => `'${arg.replace(/'/g, "'\\''")}'`).join(" ")
+      const run = yield* Effect.async<{ code: number; screen: string }>((resume) => {
+        const child = execFile("script", ["-qec", command, "/dev/null"], { timeout: 30_000 }, (error, stdout) =>
+          resume(Effect.succeed({ code: error === null ? 0 : Number(error.code), screen: stdout })))
+        return Effect.sync(() => child.kill())
+      })
+      expect(run.code, run.screen).toBe(65)
+      // The terminal turns each \n into \r\n. Each update rewrites the line (\r … erase to the end); the last one
+      // ends it, after the three report lines.
+      const screen = run.screen.replace(/\r\n/g, "\n")
+      // (a progress update may share a screen line with a report: it erases to the end of the line, not the line)
+      expect(screen.match(/\{"(id|line)":/g)).toHaveLength(3)
+      expect(screen).toMatch(/\r3 done: 2 delivered, 0 deferred, 1 failed, 1 invalid \([0-9]+ messages\/s\)\x1b\[K\n$/)
     }), 60_000)
 
   it.scopedLive("interrupting batch leaves no open socket", () =>
