@@ -98,11 +98,12 @@ describe.concurrent("Postfix (Debian) as the receiving MTA", () => {
       const stored = yield* mta.awaitMessages("alice@postfix.test", 1)
       expect(stored).toHaveLength(1)
       expect(endsWith(stored[0]!, sent)).toBe(true)
-      const log = yield* mta.awaitLog(/disconnect from .* quit=1/)
-      // The queue id Postfix gave in its 250 is the one it logged the delivery under.
+      // The queue id Postfix gave in its 250 is the one it logged the delivery under. The local agent logs after it
+      // writes the mailbox, so the log is awaited for that line itself, not for the session's end.
       const queueId = /queued as ([0-9A-F]+)/.exec(report.recipients[0]!.reply!.text)?.[1]
       expect(queueId).toBeDefined()
-      expect(log).toMatch(new RegExp(`${queueId}: to=<alice@postfix.test>.*status=sent`))
+      yield* mta.awaitLog(/disconnect from .* quit=1/)
+      const log = yield* mta.awaitLog(new RegExp(`${queueId}: to=<alice@postfix.test>.*status=sent`))
       expect(log).toMatch(/reject: RCPT from .*550 5\.1\.1 <nobody@postfix\.test>/)
       expect(log).toMatch(/disconnect from .* ehlo=2 starttls=1 mail=1 rcpt=1\/2 bdat=1 quit=1/)
       expect(log).toContain("helo=<client.interop.test>")
