@@ -133,6 +133,73 @@ tls.implicit = false
       [peer(2, "10 seconds")]
     ))))
 
+  it.effect("concurrency = 1 on remote_ip: the waiting delivery takes the connection just freed", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(reports.map(status)).toEqual(["delivered", "delivered"])
+      expect(ends).toEqual([10, 20])
+      // One connection, two transactions: the second waited for the address's permit, then took the connection the
+      // first gave back, rather than opening one beside it.
+      expect(reports.map((r) => r.attempts.map((a) => [a.connection, a.reused, a.outcome]))).toEqual([
+        [["c1", false, "completed"]],
+        [["c1", true, "completed"]]
+      ])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-ip]\nkey = ["remote_ip"]\nconcurrency = 1`),
+      [peer(2, "10 seconds")]
+    ))))
+
+  it.effect("concurrency = 1 on local_ip: likewise, one connection", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test"])
+      expect(reports.map(status)).toEqual(["delivered", "delivered", "delivered"])
+      expect(ends).toEqual([10, 20, 30])
+      expect(reports.map((r) => r.attempts[0]!.connection)).toEqual(["c1", "c1", "c1"])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-source]\nkey = "local_ip"\nconcurrency = 1`),
+      [peer(3, "10 seconds")]
+    ))))
+
+  it.effect("a delivery that comes while another waits for the address does not take the idle connection from it", () =>
+    Effect.gen(function*() {
+      // r1 holds the address's one permit until 10 s, r2 waits for it. r3 starts in r1's fiber the moment r1 is
+      // done: its connection is idle and the permit has gone to r2, which has not run yet. r3 must not hold that
+      // connection while it waits (r2 would find the pool empty and open a second one): it gives it back and queues,
+      // and each takes the one connection in turn.
+      const ends: Array<number> = [-1, -1, -1]
+      const one = (rcpt: string, i: number) =>
+        Effect.tap(Transport.deliver(request(rcpt)), () =>
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            ends[i] = now / 1000
+          }))
+      const fiber = yield* Effect.fork(Effect.all([
+        Effect.zip(one("r1@a.test", 0), one("r3@a.test", 2)),
+        one("r2@a.test", 1)
+      ], { concurrency: "unbounded" }))
+      for (let t = 0; t <= 60 && ends.some((e) => e < 0); t++) yield* TestClock.adjust(Duration.seconds(1))
+      const [[r1, r3], r2] = yield* Fiber.join(fiber)
+      const reports = [r1, r2, r3]
+      expect(reports.map(status)).toEqual(["delivered", "delivered", "delivered"])
+      expect(ends).toEqual([10, 20, 30])
+      expect(reports.map((r) => r.attempts.map((a) => a.connection))).toEqual([["c1"], ["c1"], ["c1"]])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-ip]\nkey = ["remote_ip"]\nconcurrency = 1`),
+      [peer(3, "10 seconds"), peer(3, "10 seconds")]
+    ))))
+
+  it.effect("concurrency = 1 on mx: the waiting delivery takes the connection just freed", () =>
+    Effect.gen(function*() {
+      const { reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(reports.map((r) => r.attempts.map((a) => [a.connection, a.reused]))).toEqual([[["c1", false]], [["c1", true]]])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-mx]\nkey = ["mx"]\nconcurrency = 1`),
+      [peer(2, "10 seconds")]
+    ))))
+
   it.effect("the key separates counts: another domain does not wait", () =>
     Effect.gen(function*() {
       const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test"])
