@@ -22,6 +22,7 @@ const IP = "192.0.2.1"
 const zones: Dns.Zones = {
   "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
   "b.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
+  "c.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
   "mx.a.test": { a: [IP] }
 }
 
@@ -271,6 +272,72 @@ tls.implicit = false
     ))))
 })
 
+describe("sender limiters count messages", () => {
+  /** Delivers each list of recipients as one message from s@origin.test, all at once; each one's end time. */
+  const messages = (...rcpts: ReadonlyArray<ReadonlyArray<string>>) =>
+    Effect.gen(function*() {
+      const ends: Array<number> = rcpts.map(() => -1)
+      const fiber = yield* Effect.fork(Effect.forEach(rcpts, (recipients, i) =>
+        Effect.tap(Transport.deliver({ ...request(recipients[0]!), recipients }), () =>
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            ends[i] = now / 1000
+          })), { concurrency: "unbounded" }))
+      for (let t = 0; t <= 120 && ends.some((e) => e < 0); t++) yield* TestClock.adjust(Duration.seconds(1))
+      return { reports: yield* Fiber.join(fiber), ends }
+    })
+  const noReuse = "reuse.messages = 1"
+
+  it.effect("concurrency = 1 on sender: a message to three domains is one; the next message waits for all three", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* messages(["r1@a.test", "r2@b.test", "r3@c.test"], ["r4@a.test"])
+      expect(reports.map((r) => r.recipients.map((x) => x.status))).toEqual([
+        ["delivered", "delivered", "delivered"],
+        ["delivered"]
+      ])
+      // The three domains of the first message at once (one count), the second message after them.
+      expect(ends).toEqual([10, 20])
+      expect(reports[0]!.attempts.map((a) => a.startMs)).toEqual([0, 0, 0])
+      expect(reports[1]!.attempts.map((a) => a.startMs)).toEqual([10_000])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-sender]\nkey = "sender"\nconcurrency = 1`, noReuse),
+      Array.from({ length: 4 }, () => peer(1, "10 seconds"))
+    ))))
+
+  it.effect("rate = 2/1h on sender_domain: a message to three domains is one start; the third message is deferred", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* messages(["r1@a.test", "r2@b.test", "r3@c.test"], ["r4@a.test"], ["r5@b.test"])
+      expect(reports.map((r) => r.recipients.map((x) => x.status))).toEqual([
+        ["delivered", "delivered", "delivered"],
+        ["delivered"],
+        ["deferred"]
+      ])
+      expect(ends).toEqual([0, 0, 0])
+      const third = reports[2]!
+      expect(third.recipients[0]!.error).toMatchObject({ kind: "rate", phase: "connect", permanent: false })
+      expect(third.recipients[0]!.error!.message).toContain("outbound limiter per-sender-domain (rate)")
+      // Nothing looked up, nothing contacted: the plan says why.
+      expect(third.attempts).toEqual([])
+      expect(third.plan.domains.map((d) => [d.domain, d.mx, d.error?.kind])).toEqual([["b.test", [], "rate"]])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(4)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-sender-domain]\nkey = "sender_domain"\nrate = "2/1h"`, `${noReuse}\nlimiter-wait = "1m"`),
+      Array.from({ length: 4 }, () => peer(1))
+    ))))
+
+  it.effect("a limiter that reads rcpt_domain in its match still counts per domain", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* messages(["r1@a.test", "r2@b.test"], ["r3@a.test"])
+      // Only the a.test groups are limited, one count each: one of the two waits for the other (either may go first),
+      // b.test goes at once.
+      expect([...ends].sort()).toEqual([10, 20])
+      const starts = reports.flatMap((r) => r.attempts.map((a) => [a.domain, a.startMs]))
+      expect(starts.filter(([d]) => d === "b.test")).toEqual([["b.test", 0]])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.a-sender]\nkey = "sender"\nmatch = "rcpt_domain == 'a.test'"\nconcurrency = 1`, noReuse),
+      Array.from({ length: 3 }, () => peer(1, "10 seconds"))
+    ))))
+})
+
 describe("limiters in the plan", () => {
   it.effect("explain shows, per domain and per host, the limiters that apply with their key values; plan prints them", () =>
     Effect.gen(function*() {
@@ -340,7 +407,7 @@ rate = "1/30m"
       [l.id, l.key, l.stage, l.concurrency, l.rate && Duration.toMillis(l.rate.period)]
     expect([...current.limiters, ...older.limiters].map(shape)).toEqual([
       ["ip", ["remote_ip", "rcpt_domain"], "connection", 5, 1000],
-      ["throttle[0]", ["sender_domain"], "domain", 1, null],
+      ["throttle[0]", ["sender_domain"], "message", 1, null],
       ["throttle[1]", ["mx"], "host", null, 1_800_000]
     ])
     expect(older.layout).toBe("outbound")
@@ -400,7 +467,7 @@ concurrency = 1
     expect(config.limiters.map(shape)).toEqual([
       ["per mx", ["mx"], "host", null, [100, 1000]],
       ["MtaOutboundThrottle[1]", ["remote_ip", "rcpt_domain"], "connection", 2, [5, 60000]],
-      ["MtaOutboundThrottle[3]", ["sender_domain"], "domain", null, [1, 1000]]
+      ["MtaOutboundThrottle[3]", ["sender_domain"], "message", null, [1, 1000]]
     ])
     const match = config.limiters[1]!.match!
     expect([match.evaluate({ rcpt_domain: "a.test" }), match.evaluate({ rcpt_domain: "c.test" })].map(Expression.toBool))
