@@ -22,7 +22,7 @@ import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } fr
 import * as Dns from "./Dns.js"
 import * as tracing from "./internal/tracing.js"
 import { deliverDomain, limitMessage } from "./internal/transport/deliver.js"
-import { explainDomain } from "./internal/transport/explain.js"
+import { explainDomain, limitersAt } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
 import * as request_ from "./internal/transport/request.js"
 import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
@@ -384,6 +384,7 @@ export const explain = (
     )
     const report: ExplainReport = {
       layout: config.layout,
+      limiters: limitersAt(config, "message", variables),
       domains,
       warnings: Array.from(new Set([...config.warnings, ...domains.flatMap((d) => d.warnings)]))
     }

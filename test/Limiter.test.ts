@@ -360,9 +360,16 @@ concurrency = 3
 key = "sender"
 concurrency = 1
 match = "sender_domain == 'elsewhere.test'"
+[queue.limiter.outbound.per-sender-domain]
+key = "sender_domain"
+concurrency = 5
 `, "limiter-wait = \"2m\""),
         []
       )))
+      // Sender limiters once for the message, not per domain; other-sender's match is false for this sender.
+      expect(plan.limiters).toEqual([
+        { id: "per-sender-domain", stage: "message", key: { sender_domain: "origin.test" }, concurrency: 5, rate: null }
+      ])
       const [domain] = plan.domains
       expect(domain!.limiters).toEqual([
         { id: "per-domain", stage: "domain", key: { rcpt_domain: "a.test" }, concurrency: null, rate: { count: 10, periodMs: 60_000 } }
@@ -377,6 +384,12 @@ match = "sender_domain == 'elsewhere.test'"
       const text = Format.explain(plan, { from: "s@origin.test", recipients: ["r@a.test"], retryNum: 0 })
       expect(text).toContain("  limiter per-domain (domain stage; rcpt_domain=a.test): rate 10/1m\n  limiter-wait: 2m (then deferred)")
       expect(text).toContain("    limiter per-mx (host stage; mx=mx.a.test): concurrency 2")
+      expect(text).toContain(
+        "Message limiters (one count for the whole message, before any domain):\n" +
+          "  limiter per-sender-domain (message stage; sender_domain=origin.test): concurrency 5\n" +
+          "  limiter-wait: 2m (the shortest of its domains'; then every recipient deferred)"
+      )
+      expect(text.match(/per-sender-domain/g)).toHaveLength(1)
     }))
 })
 
