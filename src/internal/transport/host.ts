@@ -80,25 +80,35 @@ export type HostOutcome =
   | { readonly _tag: "NextHost"; readonly error: TransportError.TransportError; readonly host: string | null }
   | { readonly _tag: "Done"; readonly recipients: ReadonlyArray<RecipientResult> }
 
-interface Connected {
+/** A race's success: a new connection, or an idle one taken from the pool after a limiter's wait. */
+type Connected = Opened | Taken
+
+interface ConnectedFields {
   readonly connection: Connection
   readonly id: string
   readonly candidate: Candidates.Candidate
   readonly settings: ConnectionSettings
-  /** The attempt's span; `null` for an idle connection, whose transaction makes its own. */
-  readonly span: Tracer.Span | null
   readonly openedMs: number
   /** Gives back the connection-stage limiters' permits. */
   readonly permit: Effect.Effect<void>
-  /**
-   * The pool's idle connection this attempt took after waiting for a connection-stage limiter (the one whose
-   * release gave it the turn), instead of connecting; `null` for a new connection.
-   */
-  readonly idle: ConnectionPool.Idle | null
   /** Handed to the pool (or, taken from it, to the transaction that closes it): the race's release must not close it. */
   kept: boolean
 }
 
+/** A new connection, in its attempt's span. */
+interface Opened extends ConnectedFields {
+  readonly span: Tracer.Span
+  readonly idle: null
+}
+
+/**
+ * The pool's idle connection an attempt took after waiting for a connection-stage limiter (the one whose release
+ * gave it the turn), instead of connecting; its transaction makes its own span.
+ */
+interface Taken extends ConnectedFields {
+  readonly span: null
+  readonly idle: ConnectionPool.Idle
+}
 
 /**
  * The connect of one candidate, in the attempt's own span. Interruptible; a failure or interruption closes both.
@@ -136,7 +146,9 @@ const connect = (
   // or is interrupted gives them back.
   return Effect.uninterruptibleMask((restore) =>
     Effect.flatMap(restore(limiter.acquire(buckets, hostStage.limiterWait)), (permit) => {
-      const connectNew = restore(open(delivery, host, hostStage, candidate, settings, parent, permit))
+      const connectNew: Effect.Effect<Connected, TransportError.TransportError, Connector> = restore(
+        open(delivery, host, hostStage, candidate, settings, parent, permit)
+      )
       if (pool === null) return connectNew
       const accept = (idle: ConnectionPool.Idle) =>
         idle.source === candidate.source && idle.session.ehloName === settings.ehloName &&
@@ -151,8 +163,8 @@ const connect = (
         take(0),
         Option.match({
           onNone: () => connectNew,
-          onSome: (idle) =>
-            Effect.succeed<Connected>({
+          onSome: (idle): Effect.Effect<Connected, TransportError.TransportError, Connector> =>
+            Effect.succeed<Taken>({
               connection: idle.session.connection,
               id: idle.id,
               candidate,
@@ -181,7 +193,7 @@ const open = (
   settings: ConnectionSettings,
   parent: Tracer.Span,
   permit: Effect.Effect<void>
-): Effect.Effect<Connected, TransportError.TransportError, Connector> => {
+): Effect.Effect<Opened, TransportError.TransportError, Connector> => {
   const port = portOf(delivery, hostStage)
   return Effect.flatMap(
     tracing.make("smtp.attempt", parent, () =>
@@ -200,7 +212,7 @@ const open = (
         Effect.flatMap((connection) =>
           Effect.map(
             Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
-            ([id, openedMs]): Connected => ({
+            ([id, openedMs]): Opened => ({
               connection,
               id,
               candidate,
@@ -689,12 +701,11 @@ const raceHost = (
     const connected = winner.value
     const dane = hostStage.dane ?? null
     const port = portOf(delivery, hostStage)
+    if (connected.idle === null) return session(delivery, group, host, port, opening, dane, connected, winner.startMs, record)
     const { idle } = connected
-    if (idle === null || connected.span !== null || delivery.pool === null) {
-      return session(delivery, group, host, port, opening, dane, connected, connected.span!, winner.startMs, record)
-    }
-    // An idle connection taken after a limiter's wait: its transaction closes it or gives it back.
-    const pool = delivery.pool
+    // An idle connection taken after a limiter's wait (so the pool is there): its transaction closes it or gives it
+    // back.
+    const pool = delivery.pool!
     return Effect.uninterruptibleMask((restore) => {
       connected.kept = true
       return Effect.flatMap(
@@ -712,7 +723,7 @@ const raceHost = (
                 (opened): Effect.Effect<HostOutcome, never, Connector> => {
                   if (Either.isRight(opened)) {
                     return Effect.ensuring(
-                      restore(session(delivery, group, host, port, opening, dane, opened.right, opened.right.span!, startMs, record)),
+                      restore(session(delivery, group, host, port, opening, dane, opened.right, startMs, record)),
                       release(opened.right)
                     )
                   }
@@ -761,9 +772,7 @@ const session = (
   port: number,
   opening: Opening,
   dane: Dane.HostDane | null,
-  connected: Connected,
-  /** The connection's attempt span (a new connection's, `connected.span`). */
-  attemptSpan: Tracer.Span,
+  connected: Opened,
   startMs: number,
   record: Record
 ): Effect.Effect<HostOutcome, never, Connector> =>
@@ -774,7 +783,7 @@ const session = (
       servername: host.host.name,
       phaseSpans: delivery.options.phaseSpans === true,
       // The phases report to the attempt's span without it being made the current span (a context switch each way).
-      span: attemptSpan
+      span: connected.span
     }
     const outcome = yield* converse(
       delivery,
@@ -805,7 +814,7 @@ const session = (
     const { candidate } = connected
     // A new connection, a new attempt: its own span, beside the first one's. The connect stays interruptible (it
     // cleans up after itself); once it has succeeded the connection is closed whatever happens, unless the pool has it.
-    return yield* tracing.within("smtp.attempt", Option.getOrUndefined(attemptSpan.parent), {
+    return yield* tracing.within("smtp.attempt", Option.getOrUndefined(connected.span.parent), {
       ...tracing.peerAttributes({
         servername: host.host.name,
         ip: candidate.ip,
