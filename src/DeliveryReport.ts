@@ -374,7 +374,7 @@ export type ExplainedTimeouts = typeof ExplainedTimeouts.Type
  */
 export const ExplainedLimiter = Schema.Struct({
   id: Schema.String,
-  stage: Schema.Literal("domain", "host", "connection"),
+  stage: Schema.Literal("message", "domain", "host", "connection"),
   key: Schema.Record({ key: Schema.String, value: Schema.String }),
   concurrency: nullable(Schema.Number),
   rate: nullable(Schema.Struct({ count: Schema.Number, periodMs: Schema.Number }))
@@ -447,6 +447,11 @@ export interface ExplainedDomain extends Schema.Schema.Type<typeof ExplainedDoma
 export const ExplainReport = Schema.Struct({
   /** Which of Stalwart's configuration layouts the settings were read from. */
   layout: Schema.Literal(...layouts),
+  /**
+   * The message-stage limiters (keyed on `sender`, `sender_domain`, or nothing) the message counts against once,
+   * whatever its domains; their wait is bounded by the shortest `limiterWaitMs` of its domains.
+   */
+  limiters: Schema.Array(ExplainedLimiter),
   domains: Schema.Array(ExplainedDomain),
   warnings: strings
 }).annotations({ identifier: "ExplainReport" })

@@ -7,14 +7,16 @@
  *
  * | key | stage | `concurrency` counts | `rate` counts |
  * |---|---|---|---|
- * | `sender`, `sender_domain`, `rcpt_domain` | domain | domain deliveries under way | domain deliveries started |
+ * | `sender`, `sender_domain`, or none | message | messages under way (all their domains) | messages started |
+ * | `rcpt_domain` | domain | domain deliveries under way | domain deliveries started |
  * | `mx` | host | deliveries to the host under way (each holds one connection) | deliveries to the host started |
  * | `remote_ip`, `local_ip` | connection | connections in use | connections used (new or reused) |
  *
  * A delivery over a limit waits for its turn, on Effect's Clock, up to `limiter-wait` (default 5 minutes); past it,
  * its recipients are deferred with a `TransportError` of kind `concurrency` or `rate` (Stalwart's `last_error`),
  * phase `connect`, and no connection is made for them. An idle pooled connection holds no permit: concurrency counts
- * the connections carrying a transaction.
+ * the connections carrying a transaction, and a delivery that waited for a connection-stage permit takes the pooled
+ * connection whose release gave it its turn rather than opening another.
  *
  * The state (who holds what, who started when) is the {@link Limiter} service: one per `Transport` layer, shared by
  * every delivery on it.
@@ -27,7 +29,7 @@ import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type { Expression, Variables } from "./Expression.js"
 import * as internal from "./internal/limiter/limiter.js"
-import type { Stage } from "./Settings.js"
+import type * as Settings from "./Settings.js"
 import type { TransportError } from "./TransportError.js"
 
 /**
@@ -43,6 +45,16 @@ export const keys = ["mx", "remote_ip", "local_ip", "rcpt_domain", "sender_domai
  * @category models
  */
 export type Key = typeof keys[number]
+
+/**
+ * Where a limiter is checked: `message` once per message, before its recipients are grouped by domain (`sender`,
+ * `sender_domain`, or no key), then the settings' stages (`domain` for `rcpt_domain`, `host` for `mx`,
+ * `connection` for `remote_ip` and `local_ip`).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Stage = "message" | Settings.Stage
 
 /**
  * `count` starts per `period` (`rate = "100/1s"`).

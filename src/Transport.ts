@@ -21,8 +21,8 @@ import * as Connector from "./Connector.js"
 import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
 import * as tracing from "./internal/tracing.js"
-import { deliverDomain } from "./internal/transport/deliver.js"
-import { explainDomain } from "./internal/transport/explain.js"
+import { deliverDomain, limitMessage } from "./internal/transport/deliver.js"
+import { explainDomain, limitersAt } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
 import * as request_ from "./internal/transport/request.js"
 import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
@@ -285,7 +285,11 @@ export const deliver = (
         (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
       )
     // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
-    const runs = groups.length === 1
+    const runs = delivery.limiter !== null
+      // Limiters keyed on the sender (or on nothing) count the message once, around all its domains.
+      ? yield* limitMessage(delivery, variables, groups, () =>
+        Effect.forEach(groups, domain, { concurrency: groups.length === 1 ? 1 : options.domainConcurrency }))
+      : groups.length === 1
       ? [yield* domain(groups[0]!)]
       : yield* Effect.forEach(groups, domain, { concurrency: options.domainConcurrency })
     // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
@@ -380,6 +384,7 @@ export const explain = (
     )
     const report: ExplainReport = {
       layout: config.layout,
+      limiters: limitersAt(config, "message", variables),
       domains,
       warnings: Array.from(new Set([...config.warnings, ...domains.flatMap((d) => d.warnings)]))
     }

@@ -538,6 +538,7 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
       .map(([ifs, picks]) => [...ifs.map((c, i) => ({ if: c, then: `'${picks[i]}'` })), { else: `'${picks[4]}'` }])
   // Named schedules: a retry list (required), notify (maybe empty), and expire or max-attempts or neither.
   const durations = (min: number) => fc.array(duration, { minLength: min, maxLength: 4 })
+  // Its virtual queue (queue-name; left out: "default" is written) may have a [queue.virtual] table or not.
   const schedule = fc.tuple(
     durations(1),
     fc.option(durations(0), { nil: undefined }),
@@ -545,8 +546,18 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
       fc.constant({}),
       duration.map((d) => ({ expire: d })),
       fc.integer({ min: 1, max: 20 }).map((n) => ({ "max-attempts": n }))
-    )
-  ).map(([retry, notify, expiry]) => ({ retry, ...(notify === undefined ? {} : { notify }), ...expiry }))
+    ),
+    fc.option(fc.constantFrom("remote", "default", "bulk"), { nil: undefined })
+  ).map(([retry, notify, expiry, queue]) => ({
+    ...(queue === undefined ? {} : { "queue-name": queue }),
+    retry,
+    ...(notify === undefined ? {} : { notify }),
+    ...expiry
+  }))
+  const virtualQueues = fc.uniqueArray(
+    fc.tuple(fc.constantFrom("remote", "bulk", "other"), fc.integer({ min: 1, max: 64 })),
+    { selector: ([name]) => name, maxLength: 3 }
+  )
   const scheduleConditions = ["retry_num > 1", "rcpt_domain == 'a.test'", "source == 'dsn'", "last_error == 'dns'"]
   const file = fc.record({
     connections: fc.tuple(connection, connection),
@@ -554,7 +565,8 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     mx,
     relay: fc.boolean(),
     ehloBySource: fc.boolean(),
-    schedules: fc.tuple(schedule, schedule)
+    schedules: fc.tuple(schedule, schedule),
+    virtual: virtualQueues
   }).chain((f) =>
     fc.record({
       f: fc.constant(f),
@@ -586,7 +598,8 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
         ? table("queue.source-ip.\"192.0.2.1\"", { "ehlo-hostname": "src.example" })
         : "",
       table("queue.schedule.s0", f.schedules[0]),
-      table("queue.schedule.s1", f.schedules[1])
+      table("queue.schedule.s1", f.schedules[1]),
+      ...f.virtual.map(([name, threads]) => table(`queue.virtual.${name}`, { "threads-per-node": threads }))
     ].join("\n\n")
   })
   const variables = fc.record({
@@ -606,6 +619,22 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
     connection: OutboundConfig.evaluateConnection(config, vars).settings
   })
 
+  /**
+   * The virtual queue of each schedule the file defines (`default` when it names none, as convert writes it), and the
+   * virtual queues the file defines with their thread counts.
+   */
+  const queues = (config: OutboundConfig.Config) => ({
+    schedules: [...config.model.schedules.values()].filter((d) => d.origin !== null)
+      .map((d) => [d.name, d.queueName?.setting.evaluate({}).value ?? "default"]),
+    virtual: new Map([...(config.model.virtualQueues?.values() ?? [])].map((q) => [q.name, q.threads]))
+  })
+  /** What a converted file's queues must be: the same names, and every queue of the source with its count. */
+  const sameQueues = (converted: OutboundConfig.Config, source: OutboundConfig.Config) => {
+    const [got, want] = [queues(converted), queues(source)]
+    expect(got.schedules).toEqual(want.schedules)
+    for (const [name, threads] of want.virtual) expect([name, got.virtual.get(name)]).toEqual([name, threads])
+  }
+
   it.prop(
     "converting to each layout and loading again gives the same settings",
     { text: file, samples: fc.array(variables, { minLength: 1, maxLength: 8 }) },
@@ -617,10 +646,13 @@ connect = [ { if = "retry_num > 0", then = "1m" }, { else = "5m" } ]
         const again = load(written.right, `converted.${to}`)
         expect(again.layout).toBe(to)
         for (const vars of samples) expect(evaluate(again, vars)).toEqual(evaluate(config, vars))
-        // And back again from JSON to the strategies layout.
+        // And back again from JSON to the strategies layout; the schedules' virtual queues both ways (the outbound
+        // layout has none).
         if (to === "json") {
+          sameQueues(again, config)
           const back = load(Either.getOrThrow(OutboundConfig.convert(again, "strategies")))
           for (const vars of samples) expect(evaluate(back, vars)).toEqual(evaluate(config, vars))
+          sameQueues(back, config)
         }
       }
     },

@@ -296,6 +296,46 @@ describe("the pool key: the host's name and its DANE decision", () => {
   })
 })
 
+describe("the plaintext session after a failed STARTTLS", () => {
+  const tlsConfig = config("").replace("starttls = \"disable\"", "starttls = \"optional\"")
+  const offering: ReadonlyArray<Step> = [
+    Script.reply("220 mx.a.test ESMTP"),
+    Script.expect("EHLO client.test"),
+    Script.reply("250-mx.a.test", "250 STARTTLS")
+  ]
+  const failingTls: ReadonlyArray<Step> = [...offering, Script.expect("STARTTLS"), Script.reply("220 go"), Script.handshakeFails]
+
+  it.effect("is pooled under a plaintext key: the next opportunistic delivery takes it, one that requires TLS never", () =>
+    Effect.gen(function*() {
+      const first = yield* Transport.deliver(request())
+      expect(first.attempts.map((a) => [a.connection, a.reused, a.phase, a.outcome, a.tls])).toEqual([
+        ["c1", false, "tls", "failed", null],
+        ["c2", false, "quit", "completed", null]
+      ])
+      expect(yield* idle).toBe(1)
+      // Under the same opportunistic TLS: the plaintext session, without a second failed handshake.
+      const second = yield* Transport.deliver(request())
+      expect(second.recipients[0]!.status).toBe("delivered")
+      expect(second.attempts.map((a) => [a.connection, a.reused, a.tls])).toEqual([["c2", true, null]])
+      // REQUIRETLS: TLS or nothing. The plaintext session is not for it; a new connection, whose handshake fails.
+      const strict = yield* Transport.deliver({ ...request(), requireTls: true })
+      expect(strict.recipients[0]!.status).not.toBe("delivered")
+      expect(strict.attempts.map((a) => [a.connection, a.reused, a.phase])).toEqual([["c3", false, "tls"]])
+      const conns = yield* connections
+      expect(conns).toHaveLength(3)
+      expect(conns[1]!.commands.filter((c) => c.startsWith("MAIL"))).toHaveLength(2)
+      expect(conns[1]!.commands).not.toContain("STARTTLS")
+      expect(conns[1]!.closed).toBe(false)
+      expect(yield* idle).toBe(1)
+    }).pipe(Effect.provide(layersOf(tlsConfig, zones, {
+      [IP]: [
+        { script: failingTls },
+        { script: [...offering, ...transaction(), ...transaction(), ...quit] },
+        { script: failingTls }
+      ]
+    }))))
+})
+
 describe("Transport.deliverAll", () => {
   it.effect("reports in completion order with the caller's ids; an invalid request is an outcome of its own", () =>
     Effect.gen(function*() {

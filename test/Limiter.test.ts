@@ -22,6 +22,7 @@ const IP = "192.0.2.1"
 const zones: Dns.Zones = {
   "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
   "b.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
+  "c.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
   "mx.a.test": { a: [IP] }
 }
 
@@ -133,6 +134,73 @@ tls.implicit = false
       [peer(2, "10 seconds")]
     ))))
 
+  it.effect("concurrency = 1 on remote_ip: the waiting delivery takes the connection just freed", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(reports.map(status)).toEqual(["delivered", "delivered"])
+      expect(ends).toEqual([10, 20])
+      // One connection, two transactions: the second waited for the address's permit, then took the connection the
+      // first gave back, rather than opening one beside it.
+      expect(reports.map((r) => r.attempts.map((a) => [a.connection, a.reused, a.outcome]))).toEqual([
+        [["c1", false, "completed"]],
+        [["c1", true, "completed"]]
+      ])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-ip]\nkey = ["remote_ip"]\nconcurrency = 1`),
+      [peer(2, "10 seconds")]
+    ))))
+
+  it.effect("concurrency = 1 on local_ip: likewise, one connection", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test"])
+      expect(reports.map(status)).toEqual(["delivered", "delivered", "delivered"])
+      expect(ends).toEqual([10, 20, 30])
+      expect(reports.map((r) => r.attempts[0]!.connection)).toEqual(["c1", "c1", "c1"])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-source]\nkey = "local_ip"\nconcurrency = 1`),
+      [peer(3, "10 seconds")]
+    ))))
+
+  it.effect("a delivery that comes while another waits for the address does not take the idle connection from it", () =>
+    Effect.gen(function*() {
+      // r1 holds the address's one permit until 10 s, r2 waits for it. r3 starts in r1's fiber the moment r1 is
+      // done: its connection is idle and the permit has gone to r2, which has not run yet. r3 must not hold that
+      // connection while it waits (r2 would find the pool empty and open a second one): it gives it back and queues,
+      // and each takes the one connection in turn.
+      const ends: Array<number> = [-1, -1, -1]
+      const one = (rcpt: string, i: number) =>
+        Effect.tap(Transport.deliver(request(rcpt)), () =>
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            ends[i] = now / 1000
+          }))
+      const fiber = yield* Effect.fork(Effect.all([
+        Effect.zip(one("r1@a.test", 0), one("r3@a.test", 2)),
+        one("r2@a.test", 1)
+      ], { concurrency: "unbounded" }))
+      for (let t = 0; t <= 60 && ends.some((e) => e < 0); t++) yield* TestClock.adjust(Duration.seconds(1))
+      const [[r1, r3], r2] = yield* Fiber.join(fiber)
+      const reports = [r1, r2, r3]
+      expect(reports.map(status)).toEqual(["delivered", "delivered", "delivered"])
+      expect(ends).toEqual([10, 20, 30])
+      expect(reports.map((r) => r.attempts.map((a) => a.connection))).toEqual([["c1"], ["c1"], ["c1"]])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-ip]\nkey = ["remote_ip"]\nconcurrency = 1`),
+      [peer(3, "10 seconds"), peer(3, "10 seconds")]
+    ))))
+
+  it.effect("concurrency = 1 on mx: the waiting delivery takes the connection just freed", () =>
+    Effect.gen(function*() {
+      const { reports } = yield* deliverConcurrently(["r1@a.test", "r2@a.test"])
+      expect(reports.map((r) => r.attempts.map((a) => [a.connection, a.reused]))).toEqual([[["c1", false]], [["c1", true]]])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(1)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-mx]\nkey = ["mx"]\nconcurrency = 1`),
+      [peer(2, "10 seconds")]
+    ))))
+
   it.effect("the key separates counts: another domain does not wait", () =>
     Effect.gen(function*() {
       const { ends } = yield* deliverConcurrently(["r1@a.test", "r2@a.test", "r3@b.test"])
@@ -204,6 +272,72 @@ tls.implicit = false
     ))))
 })
 
+describe("sender limiters count messages", () => {
+  /** Delivers each list of recipients as one message from s@origin.test, all at once; each one's end time. */
+  const messages = (...rcpts: ReadonlyArray<ReadonlyArray<string>>) =>
+    Effect.gen(function*() {
+      const ends: Array<number> = rcpts.map(() => -1)
+      const fiber = yield* Effect.fork(Effect.forEach(rcpts, (recipients, i) =>
+        Effect.tap(Transport.deliver({ ...request(recipients[0]!), recipients }), () =>
+          Effect.map(Clock.currentTimeMillis, (now) => {
+            ends[i] = now / 1000
+          })), { concurrency: "unbounded" }))
+      for (let t = 0; t <= 120 && ends.some((e) => e < 0); t++) yield* TestClock.adjust(Duration.seconds(1))
+      return { reports: yield* Fiber.join(fiber), ends }
+    })
+  const noReuse = "reuse.messages = 1"
+
+  it.effect("concurrency = 1 on sender: a message to three domains is one; the next message waits for all three", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* messages(["r1@a.test", "r2@b.test", "r3@c.test"], ["r4@a.test"])
+      expect(reports.map((r) => r.recipients.map((x) => x.status))).toEqual([
+        ["delivered", "delivered", "delivered"],
+        ["delivered"]
+      ])
+      // The three domains of the first message at once (one count), the second message after them.
+      expect(ends).toEqual([10, 20])
+      expect(reports[0]!.attempts.map((a) => a.startMs)).toEqual([0, 0, 0])
+      expect(reports[1]!.attempts.map((a) => a.startMs)).toEqual([10_000])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-sender]\nkey = "sender"\nconcurrency = 1`, noReuse),
+      Array.from({ length: 4 }, () => peer(1, "10 seconds"))
+    ))))
+
+  it.effect("rate = 2/1h on sender_domain: a message to three domains is one start; the third message is deferred", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* messages(["r1@a.test", "r2@b.test", "r3@c.test"], ["r4@a.test"], ["r5@b.test"])
+      expect(reports.map((r) => r.recipients.map((x) => x.status))).toEqual([
+        ["delivered", "delivered", "delivered"],
+        ["delivered"],
+        ["deferred"]
+      ])
+      expect(ends).toEqual([0, 0, 0])
+      const third = reports[2]!
+      expect(third.recipients[0]!.error).toMatchObject({ kind: "rate", phase: "connect", permanent: false })
+      expect(third.recipients[0]!.error!.message).toContain("outbound limiter per-sender-domain (rate)")
+      // Nothing looked up, nothing contacted: the plan says why.
+      expect(third.attempts).toEqual([])
+      expect(third.plan.domains.map((d) => [d.domain, d.mx, d.error?.kind])).toEqual([["b.test", [], "rate"]])
+      expect(yield* Effect.flatMap(ConnectorTest.ConnectorTest, (t) => t.connections)).toHaveLength(4)
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.per-sender-domain]\nkey = "sender_domain"\nrate = "2/1h"`, `${noReuse}\nlimiter-wait = "1m"`),
+      Array.from({ length: 4 }, () => peer(1))
+    ))))
+
+  it.effect("a limiter that reads rcpt_domain in its match still counts per domain", () =>
+    Effect.gen(function*() {
+      const { ends, reports } = yield* messages(["r1@a.test", "r2@b.test"], ["r3@a.test"])
+      // Only the a.test groups are limited, one count each: one of the two waits for the other (either may go first),
+      // b.test goes at once.
+      expect([...ends].sort()).toEqual([10, 20])
+      const starts = reports.flatMap((r) => r.attempts.map((a) => [a.domain, a.startMs]))
+      expect(starts.filter(([d]) => d === "b.test")).toEqual([["b.test", 0]])
+    }).pipe(Effect.provide(layers(
+      config(`[queue.limiter.outbound.a-sender]\nkey = "sender"\nmatch = "rcpt_domain == 'a.test'"\nconcurrency = 1`, noReuse),
+      Array.from({ length: 3 }, () => peer(1, "10 seconds"))
+    ))))
+})
+
 describe("limiters in the plan", () => {
   it.effect("explain shows, per domain and per host, the limiters that apply with their key values; plan prints them", () =>
     Effect.gen(function*() {
@@ -226,9 +360,16 @@ concurrency = 3
 key = "sender"
 concurrency = 1
 match = "sender_domain == 'elsewhere.test'"
+[queue.limiter.outbound.per-sender-domain]
+key = "sender_domain"
+concurrency = 5
 `, "limiter-wait = \"2m\""),
         []
       )))
+      // Sender limiters once for the message, not per domain; other-sender's match is false for this sender.
+      expect(plan.limiters).toEqual([
+        { id: "per-sender-domain", stage: "message", key: { sender_domain: "origin.test" }, concurrency: 5, rate: null }
+      ])
       const [domain] = plan.domains
       expect(domain!.limiters).toEqual([
         { id: "per-domain", stage: "domain", key: { rcpt_domain: "a.test" }, concurrency: null, rate: { count: 10, periodMs: 60_000 } }
@@ -243,6 +384,12 @@ match = "sender_domain == 'elsewhere.test'"
       const text = Format.explain(plan, { from: "s@origin.test", recipients: ["r@a.test"], retryNum: 0 })
       expect(text).toContain("  limiter per-domain (domain stage; rcpt_domain=a.test): rate 10/1m\n  limiter-wait: 2m (then deferred)")
       expect(text).toContain("    limiter per-mx (host stage; mx=mx.a.test): concurrency 2")
+      expect(text).toContain(
+        "Message limiters (one count for the whole message, before any domain):\n" +
+          "  limiter per-sender-domain (message stage; sender_domain=origin.test): concurrency 5\n" +
+          "  limiter-wait: 2m (the shortest of its domains'; then every recipient deferred)"
+      )
+      expect(text.match(/per-sender-domain/g)).toHaveLength(1)
     }))
 })
 
@@ -273,7 +420,7 @@ rate = "1/30m"
       [l.id, l.key, l.stage, l.concurrency, l.rate && Duration.toMillis(l.rate.period)]
     expect([...current.limiters, ...older.limiters].map(shape)).toEqual([
       ["ip", ["remote_ip", "rcpt_domain"], "connection", 5, 1000],
-      ["throttle[0]", ["sender_domain"], "domain", 1, null],
+      ["throttle[0]", ["sender_domain"], "message", 1, null],
       ["throttle[1]", ["mx"], "host", null, 1_800_000]
     ])
     expect(older.layout).toBe("outbound")
@@ -333,7 +480,7 @@ concurrency = 1
     expect(config.limiters.map(shape)).toEqual([
       ["per mx", ["mx"], "host", null, [100, 1000]],
       ["MtaOutboundThrottle[1]", ["remote_ip", "rcpt_domain"], "connection", 2, [5, 60000]],
-      ["MtaOutboundThrottle[3]", ["sender_domain"], "domain", null, [1, 1000]]
+      ["MtaOutboundThrottle[3]", ["sender_domain"], "message", null, [1, 1000]]
     ])
     const match = config.limiters[1]!.match!
     expect([match.evaluate({ rcpt_domain: "a.test" }), match.evaluate({ rcpt_domain: "c.test" })].map(Expression.toBool))

@@ -132,6 +132,23 @@ describe("connection reuse (live)", () => {
       expect(refused.map((a) => a.error?.code)).toEqual(Array(9).fill(421))
     }))
 
+  it.scopedLive("concurrency = 1 on remote_ip, two messages at once: one connection, two transactions", () =>
+    Effect.gen(function*() {
+      const server = yield* startCountingServer({ dataDelayMs: 20 })
+      const dns = yield* DnsServer.scoped({ zones })
+      const config = CONFIG(`[queue.limiter.outbound.per-ip]\nkey = ["remote_ip"]\nconcurrency = 1`)
+      const outcomes = yield* deliverAll(server.port, dns.server, config, 2, 2)
+      expect(delivered(outcomes)).toBe(2)
+      // The second waited for the address's permit and took the connection the first gave back.
+      expect(server.connections()).toBe(1)
+      expect(server.perConnection()).toEqual([2])
+      const attempts = outcomes.map((o) => Either.getOrThrow(o.report).attempts)
+      expect(attempts.map((a) => a.length)).toEqual([1, 1])
+      expect(attempts.map((a) => a[0]!.reused).sort()).toEqual([false, true])
+      expect(attempts[0]![0]!.connection).toBe(attempts[1]![0]!.connection)
+      expect(yield* Connector.openConnections).toBe(0)
+    }))
+
   it.scopedLive("a concurrency = 2 limiter on mx: the server never sees a third connection", () =>
     Effect.gen(function*() {
       const server = yield* startCountingServer({ dataDelayMs: 20 })

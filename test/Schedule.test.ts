@@ -261,9 +261,11 @@ expire = "2d"
     )
     const json = Either.getOrThrow(OutboundConfig.convert(config, "json"))
     expect(JSON.parse(json).MtaDeliverySchedule).toEqual([
-      { name: "s0", retry: custom(60_000, 300_000), notify: custom(), expiry: { "@type": "Attempts", maxAttempts: 4 } },
-      { name: "s1", retry: custom(120_000), notify: custom(86_400_000), expiry: { "@type": "Ttl", expire: 172_800_000 } }
+      { name: "s0", queueId: 0, retry: custom(60_000, 300_000), notify: custom(), expiry: { "@type": "Attempts", maxAttempts: 4 } },
+      { name: "s1", queueId: 0, retry: custom(120_000), notify: custom(86_400_000), expiry: { "@type": "Ttl", expire: 172_800_000 } }
     ])
+    // queue-name "remote" as the MtaVirtualQueue the queueId refers to (threadsPerNode left to v0.16's default).
+    expect(JSON.parse(json).MtaVirtualQueue).toEqual([{ id: 0, name: "remote" }])
     const back = Either.getOrThrow(OutboundConfig.convert(load(json, "c.json"), "strategies"))
     for (const [text, file] of [[outbound, "c.toml"], [json, "c.json"], [back, "back.toml"]] as const) {
       expect([file, all(load(text, file))]).toEqual([file, all(config)])
@@ -273,12 +275,74 @@ expire = "2d"
   it("an outbound file's schedule becomes the default schedule, written even when left at its defaults", () => {
     const written = Either.getOrThrow(OutboundConfig.convert(load("[queue.outbound]\n"), "strategies"))
     expect(written).toContain("schedule = \"'default'\"")
-    expect(written).toContain("[queue.schedule.default]\nretry = [\"2m\", \"5m\", \"10m\", \"15m\", \"30m\", \"1h\", \"2h\"]\n" +
+    // queue-name, which v0.13–v0.15 require: Stalwart's default queue, the one that needs no [queue.virtual] table.
+    expect(written).toContain("[queue.schedule.default]\nqueue-name = \"default\"\nretry = [\"2m\", \"5m\", \"10m\", \"15m\", \"30m\", \"1h\", \"2h\"]\n" +
       "notify = [\"1d\", \"3d\"]\nexpire = \"5d\"")
     expect(scheduleOf(load(written))).toEqual(scheduleOf(load("[queue.outbound]\n")))
     const computed = load("[queue.outbound]\n[queue.schedule]\nexpire = [ { if = \"retry_num > 1\", then = \"1d\" }, { else = \"2d\" } ]\n")
     const refused = OutboundConfig.convert(computed, "json")
     expect(Either.isLeft(refused) && refused.left.issues.map((i) => i.path)).toEqual(["queue.schedule.expire"])
+  })
+
+  it("queue names: queue-name and [queue.virtual] to queueId and MtaVirtualQueue objects, and back", () => {
+    const text = `[queue.strategy]
+schedule = [ { if = "retry_num > 1", then = "'slow'" }, { else = "'fast'" } ]
+[queue.schedule.fast]
+queue-name = "remote"
+retry = ["2m"]
+[queue.schedule.slow]
+queue-name = "bulk"
+retry = ["1h"]
+[queue.virtual.remote]
+threads-per-node = 50
+`
+    const queues = (config: OutboundConfig.Config) => ({
+      schedules: [...config.model.schedules.values()].filter((d) => d.origin !== null)
+        .map((d) => [d.name, d.queueName?.setting.evaluate({}).value]),
+      virtual: [...(config.model.virtualQueues?.values() ?? [])].map((q) => [q.name, q.threads])
+    })
+    expect(queues(load(text))).toEqual({ schedules: [["fast", "remote"], ["slow", "bulk"]], virtual: [["remote", 50]] })
+    const json = Either.getOrThrow(OutboundConfig.convert(load(text), "json"))
+    const document = JSON.parse(json)
+    expect(document.MtaDeliverySchedule.map((d: { name: string; queueId: number }) => [d.name, d.queueId]))
+      .toEqual([["fast", 0], ["slow", 1]])
+    // bulk has no [queue.virtual] table: its object gets v0.16's default thread count by leaving it out.
+    expect(document.MtaVirtualQueue).toEqual([{ id: 0, name: "remote", threadsPerNode: 50 }, { id: 1, name: "bulk" }])
+    const back = Either.getOrThrow(OutboundConfig.convert(load(json, "c.json"), "strategies"))
+    expect(back).toContain("[queue.schedule.slow]\nqueue-name = \"bulk\"\n")
+    // v0.13–v0.15 require threads-per-node: the count v0.16 would have used.
+    expect(back).toContain("[queue.virtual.remote]\nthreads-per-node = 50\n\n[queue.virtual.bulk]\nthreads-per-node = 25")
+    expect(queues(load(back))).toEqual({
+      schedules: [["fast", "remote"], ["slow", "bulk"]],
+      virtual: [["remote", 50], ["bulk", 25]]
+    })
+  })
+
+  it("a queueId: the file's MtaVirtualQueue, else Stalwart's first-boot queues, else a warning", () => {
+    const file = (queueId: unknown, virtual?: unknown) =>
+      load(JSON.stringify({
+        MtaRoute: [{ "@type": "Mx", name: "mx" }],
+        MtaDeliverySchedule: [{ name: "s", retry: custom(60_000), queueId }],
+        ...(virtual === undefined ? {} : { MtaVirtualQueue: virtual })
+      }), "v16.json")
+    const queueOf = (config: OutboundConfig.Config) => config.model.schedules.get("s")!.queueName?.setting.evaluate({}).value
+    expect(queueOf(file(1))).toBe("remote")
+    expect(queueOf(file("7", { "7": { name: "mine", threadsPerNode: 4 } }))).toBe("mine")
+    expect(queueOf(file(1, [{ id: 5, name: "mine" }]))).toBeUndefined()
+    const unknown = file(9)
+    expect(queueOf(unknown)).toBeUndefined()
+    expect(unknown.warnings).toContainEqual(expect.stringContaining("MtaDeliverySchedule s.queueId: 9 is the id of no MtaVirtualQueue"))
+    expect(Either.getOrThrow(OutboundConfig.convert(unknown, "strategies"))).toContain("queue-name = \"default\"")
+    const bad = OutboundConfig.parse(`[queue.strategy]\nschedule = "'s'"\n[queue.schedule.s]\nqueue-name = "q"\nretry = ["1m"]\n` +
+      `[queue.virtual.much-too-long]\nthreads-per-node = 2\n[queue.virtual.q]\nthreads = 2\n`)
+    if (Either.isRight(bad)) throw new Error("expected a ConfigError")
+    const issue = (path: string) => bad.left.issues.find((i) => i.path === path)?.message
+    expect(bad.left.issues.map((i) => i.path).sort()).toEqual(
+      ["queue.virtual.much-too-long", "queue.virtual.q", "queue.virtual.q.threads"]
+    )
+    expect(issue("queue.virtual.much-too-long")).toContain("a virtual queue's name is 1 to 8 bytes")
+    expect(issue("queue.virtual.q.threads")).toContain("unknown key: found the key \"threads\"; expected one of threads-per-node")
+    expect(issue("queue.virtual.q")).toContain("a virtual queue needs threads-per-node")
   })
 
   it("show: the selector and every schedule with where its values came from", () => {

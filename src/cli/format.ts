@@ -302,6 +302,13 @@ export const explain = (
     `Plan for ${n} recipient${n === 1 ? "" : "s"} from ${sender}, retry_num ${request.retryNum} (nothing is sent)`,
     `Configuration layout: ${report.layout}`
   ]
+  if (report.limiters.length > 0) {
+    // Counted once for the message, however many domains: said once, before them.
+    const waits = report.domains.map((d) => d.limiterWaitMs)
+    lines.push("", "Message limiters (one count for the whole message, before any domain):")
+    for (const l of report.limiters) lines.push(`  limiter ${limiterText(l)}`)
+    lines.push(`  limiter-wait: ${duration(Math.min(...waits))} (the shortest of its domains'; then every recipient deferred)`)
+  }
   for (const d of report.domains) lines.push("", ...domainLines(d))
   if (report.warnings.length > 0) lines.push("", "Warnings", ...report.warnings.map((w) => `  ${w}`))
   return lines.join("\n")

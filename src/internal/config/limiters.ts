@@ -14,7 +14,7 @@ import * as Toml from "smol-toml"
 import { compile, compileIfBlock, type CompileOptions, type Expression } from "../../Expression.js"
 import type { Key, OutboundLimiter, Rate } from "../../Limiter.js"
 import { keys as limiterKeys } from "../../Limiter.js"
-import type { Stage } from "../../Settings.js"
+import type { Stage } from "../../Limiter.js"
 import { formatDuration, parseDuration } from "../duration.js"
 import { describeToml } from "./describe.js"
 import { STAGE_VARIABLES } from "./keys.js"
@@ -26,11 +26,20 @@ const FIELDS = ["key", "concurrency", "rate", "match", "enable"] as const
 const isTable = (raw: unknown): raw is { readonly [key: string]: unknown } =>
   typeof raw === "object" && raw !== null && !Array.isArray(raw) && !(raw instanceof Date)
 
-const STAGE_ORDER: ReadonlyArray<Stage> = ["domain", "host", "connection"]
+const STAGE_ORDER: ReadonlyArray<Stage> = ["message", "domain", "host", "connection"]
+
+/** The variables a domain group adds to its message's: its recipient and domain. */
+const GROUP_VARIABLES: ReadonlyArray<string> = ["rcpt", "rcpt_domain"]
 
 /** The stage a variable is first known at. */
 const stageOf = (variable: string): Stage =>
-  STAGE_VARIABLES.domain.includes(variable) ? "domain" : STAGE_VARIABLES.host.includes(variable) ? "host" : "connection"
+  GROUP_VARIABLES.includes(variable)
+    ? "domain"
+    : STAGE_VARIABLES.domain.includes(variable)
+    ? "message"
+    : STAGE_VARIABLES.host.includes(variable)
+    ? "host"
+    : "connection"
 
 const later = (a: Stage, b: Stage): Stage => (STAGE_ORDER.indexOf(a) >= STAGE_ORDER.indexOf(b) ? a : b)
 
@@ -49,9 +58,14 @@ export const parseRate = (text: string): Either.Either<Rate, string> => {
   )
 }
 
-/** The stage where every variable of the key and of `match` is known: where the limiter is checked. */
+/**
+ * The stage where every variable of the key and of `match` is known: where the limiter is checked. As Stalwart sorts
+ * its outbound limiters (`QueueRateLimiters::parse_outbound`): `mx`, `remote_ip` or `local_ip` in the key or the
+ * match, per host or connection; else `rcpt_domain`, per domain group; else (`sender`, `sender_domain`, or no key)
+ * once per message, before its recipients are grouped.
+ */
 const stageOfLimiter = (key: ReadonlyArray<Key>, match: Expression | null): Stage => {
-  let stage: Stage = "domain"
+  let stage: Stage = "message"
   for (const k of key) stage = later(stage, stageOf(k))
   for (const v of match?.variables ?? []) stage = later(stage, stageOf(v))
   return stage

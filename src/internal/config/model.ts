@@ -68,8 +68,26 @@ export interface ScheduleDefinition {
   readonly name: string
   readonly origin: Origin
   readonly values: { readonly [N in Keys.ScheduleName]?: Valued<Keys.ScheduleValues[N]> }
-  /** v0.13–v0.15's `queue-name` (the virtual queue; read and carried, not used). */
+  /**
+   * The virtual queue it puts messages in: v0.13–v0.15's `queue-name`, v0.16's `queueId` resolved to its
+   * `MtaVirtualQueue`'s name (read and carried, not used).
+   */
   readonly queueName?: Valued<string> | undefined
+  /** v0.16's `queueId` as the file wrote it, until it is resolved to a name. */
+  readonly queueId?: { readonly raw: unknown; readonly origin: Origin } | undefined
+}
+
+/**
+ * A virtual queue (`[queue.virtual.<name>]` in v0.13–v0.15, an `MtaVirtualQueue` object in v0.16): what a schedule's
+ * queue name refers to. Read and carried by `convert`, not used (a transport has no queue threads).
+ *
+ * @internal
+ */
+export interface VirtualQueue {
+  readonly name: string
+  /** `threads-per-node` / `threadsPerNode`; `null` when the file left it out (v0.16's default then). */
+  readonly threads: number | null
+  readonly origin: Origin
 }
 
 /** @internal */
@@ -79,6 +97,8 @@ export interface Model {
   /** `[queue.strategy] schedule`, `MtaOutboundStrategy.schedule`; the constant `default` in the `outbound` layout. */
   readonly scheduleSelector: Selector
   readonly schedules: ReadonlyMap<string, ScheduleDefinition>
+  /** The virtual queues the file defines (strategies and JSON layouts), by name. */
+  readonly virtualQueues?: ReadonlyMap<string, VirtualQueue> | undefined
   readonly routes: ReadonlyMap<string, RouteStrategy>
   readonly connections: ReadonlyMap<string, Strategy>
   readonly tls: ReadonlyMap<string, Strategy>

@@ -669,7 +669,14 @@ const loadStrategies = (
     schedules,
     notes.issues
   )
-  return { layout: "strategies", selectors, scheduleSelector, schedules, ...maps }
+  // [queue.virtual.<name>]: what the schedules' queue-name refers to, carried by convert.
+  const virtual = at(root, ["queue", "virtual"])
+  const { queues: virtualQueues } = Schedule.readVirtualQueues(
+    "strategies",
+    isTable(virtual) ? Object.entries(virtual).map(([name, raw]) => [name, raw, ["queue", "virtual", name]] as const) : [],
+    notes.issues
+  )
+  return { layout: "strategies", selectors, scheduleSelector, schedules, virtualQueues, ...maps }
 }
 
 /** The three selectors of `[queue.strategy]` or `MtaOutboundStrategy`, with the defaults of Stalwart v0.13+. */
@@ -855,6 +862,18 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
     const definition = Schedule.readNamed("json", name, raw, path, notes.issues)
     if (definition !== null) schedules.set(name, definition)
   })
+  // MtaVirtualQueue: what each schedule's queueId refers to, by the object's id.
+  const virtual = root["MtaVirtualQueue"]
+  const { ids, queues: virtualQueues } = Schedule.readVirtualQueues(
+    "json",
+    Array.isArray(virtual)
+      ? virtual.map((raw, i) => [String(i), raw, ["MtaVirtualQueue", i]] as const)
+      : isTable(virtual)
+      ? Object.entries(virtual).map(([id, raw]) => [id, raw, ["MtaVirtualQueue", id]] as const)
+      : [],
+    notes.issues
+  )
+  Schedule.resolveQueueIds(schedules, ids, notes.warnings)
   Schedule.withBuiltIns(schedules, "json")
   const strategy = root["MtaOutboundStrategy"]
   const given = isTable(strategy) ? strategy["schedule"] : undefined
@@ -865,7 +884,7 @@ const loadJson = (root: unknown, options: CompileOptions, notes: Notes): Omit<Mo
     schedules,
     notes.issues
   )
-  return { layout: "json", selectors, scheduleSelector, schedules, ...maps }
+  return { layout: "json", selectors, scheduleSelector, schedules, virtualQueues, ...maps }
 }
 
 /** Options of `parse`. @internal */

@@ -82,7 +82,8 @@ export const renderReference = (): string => {
     "When a recipient not delivered yet is retried, when its sender is told (a delay notification, RFC 3464), and " +
     "when it is given up (failed, with a notification). `[queue.schedule]` beside `[queue.outbound]` (v0.7–v0.12: " +
     "each key a value, an expression or an if-list of the schedule variables), `[queue.schedule.<name>]` tables chosen " +
-    "by `[queue.strategy] schedule` (v0.13–v0.15, plain values; `queue-name` is read and carried, not used) and " +
+    "by `[queue.strategy] schedule` (v0.13–v0.15, plain values; `queue-name` and the `[queue.virtual.<name>]` it " +
+    "names are read and carried, not used) and " +
     "`MtaDeliverySchedule` objects chosen by `MtaOutboundStrategy.schedule` (v0.16: durations in milliseconds, " +
     "`\"retry\": \"default\"` for the default list, `expiry` `{ \"@type\": \"Ttl\", \"expire\" }` or " +
     "`{ \"@type\": \"Attempts\", \"maxAttempts\" }`). The outbox evaluates it per recipient (`Config.schedule`).",

@@ -181,7 +181,7 @@ export const loadOutbound = (table: unknown, options: CompileOptions, issues: Ar
 /** The fields of a named schedule a layout has besides the keys, which are read and carried or skipped. */
 const OWN_FIELDS: { readonly [L in "strategies" | "json"]: ReadonlyArray<string> } = {
   strategies: ["queue-name", "description"],
-  // `queueId` names the virtual queue (MtaVirtualQueue), which a transport does not use: read and not carried.
+  // `queueId` names the virtual queue (an MtaVirtualQueue's id): read, resolved to its name and carried.
   json: ["name", "id", "description", "expiry", "queueId"]
 }
 
@@ -258,6 +258,7 @@ export const readNamed = (
     else values[n] = { setting: constant(keyName(n), value.right), raw: f.raw, origin: f.path }
   }
   let queueName: Model.Valued<string> | undefined
+  let queueId: Model.ScheduleDefinition["queueId"]
   for (const f of fields) {
     const n = names.find((n) => spelling(n, layout) === f.key)
     if (json && (n === "retry" || n === "notify")) {
@@ -267,6 +268,8 @@ export const readNamed = (
       if (intervals !== null && intervals !== "default") read(n, { raw: intervals, path: f.path })
     } else if (n !== undefined) {
       read(n, f)
+    } else if (json && f.key === "queueId") {
+      queueId = { raw: f.raw, origin: f.path }
     } else if (!json && f.key === "queue-name") {
       if (typeof f.raw === "string" && f.raw !== "") {
         queueName = { setting: constant(`queue.schedule.${name}.queue-name`, f.raw), raw: f.raw, origin: f.path }
@@ -341,7 +344,109 @@ export const readNamed = (
     }
   }
   // With its issues (the load fails), the name is still known: the selector's check does not report it again.
-  return { name, origin: path, values: values as Model.ScheduleDefinition["values"], queueName }
+  return { name, origin: path, values: values as Model.ScheduleDefinition["values"], queueName, queueId }
+}
+
+/** Stalwart's `QueueName`: 1 to 8 bytes. */
+const queueNameProblem = (name: string): string | null =>
+  name.length === 0 || new TextEncoder().encode(name).length > 8 ? "a virtual queue's name is 1 to 8 bytes" : null
+
+/**
+ * The virtual queues of the strategies layout (`[queue.virtual.<name>] threads-per-node`, required there) or of
+ * v0.16 (`MtaVirtualQueue` objects `{ name, threadsPerNode, description }`, each with its id: its `id` field, its key
+ * in an object of objects, or its place in a list). Returns them by name, and the names by id (JSON).
+ *
+ * @internal
+ */
+export const readVirtualQueues = (
+  layout: "strategies" | "json",
+  items: ReadonlyArray<readonly [id: string, raw: unknown, path: ReadonlyArray<Segment>]>,
+  issues: Array<RawIssue>
+): { readonly queues: Map<string, Model.VirtualQueue>; readonly ids: Map<string, string> } => {
+  const json = layout === "json"
+  const queues = new Map<string, Model.VirtualQueue>()
+  const ids = new Map<string, string>()
+  const threadsKey = json ? "threadsPerNode" : "threads-per-node"
+  const known = json ? ["id", "name", "description", threadsKey] : [threadsKey]
+  for (const [id, raw, path] of items) {
+    if (!isTable(raw)) {
+      issues.push({ path, problem: "not a table", found: describeToml(raw), expected: "a virtual queue" })
+      continue
+    }
+    const name = json ? raw["name"] : path[path.length - 1]
+    if (typeof name !== "string" || queueNameProblem(name) !== null) {
+      issues.push({
+        path: json ? [...path, "name"] : path,
+        problem: typeof name === "string" ? queueNameProblem(name)! : "every virtual queue needs a name",
+        found: describeToml(name),
+        expected: "a name of 1 to 8 bytes"
+      })
+      continue
+    }
+    for (const k of Object.keys(raw)) {
+      if (!known.includes(k)) {
+        issues.push({
+          path: [...path, k],
+          problem: `unknown ${json ? "field" : "key"}${Layouts.didYouMean(k, known)}`,
+          found: `the ${json ? "field" : "key"} ${JSON.stringify(k)}`,
+          expected: `one of ${known.join(", ")}`
+        })
+      }
+    }
+    const threads = raw[threadsKey]
+    if (threads === undefined ? !json : !(Number.isSafeInteger(Number(threads)) && Number(threads) >= 1)) {
+      issues.push({
+        path: threads === undefined ? path : [...path, threadsKey],
+        problem: threads === undefined ? `a virtual queue needs ${threadsKey}` : "it is not a whole number of 1 or more",
+        found: describeToml(threads),
+        expected: `${threadsKey} = <threads>`
+      })
+      continue
+    }
+    queues.set(name, { name, threads: threads === undefined ? null : Number(threads), origin: path })
+    ids.set(json && raw["id"] !== undefined ? String(raw["id"]) : id, name)
+  }
+  return { queues, ids }
+}
+
+/**
+ * The virtual queues Stalwart v0.16 creates at first boot when there are none, by id (`crates/common/src/manager/
+ * defaults.rs`): what a schedule's `queueId` refers to in a file that defines no `MtaVirtualQueue` of its own.
+ */
+const FIRST_BOOT_QUEUES: ReadonlyMap<string, string> = new Map([["0", "local"], ["1", "remote"], ["2", "dsn"], ["3", "report"]])
+
+/**
+ * v0.16: each schedule's `queueId` resolved to its `MtaVirtualQueue`'s name: the file's objects, or, in a file that
+ * defines none, the queues Stalwart creates at first boot. An id neither has refers to a queue in the server's
+ * registry this file does not show: a warning, and its name unknown (`convert` writes `default`).
+ *
+ * @internal
+ */
+export const resolveQueueIds = (
+  schedules: Map<string, Model.ScheduleDefinition>,
+  ids: ReadonlyMap<string, string>,
+  warnings: Array<string>
+) => {
+  const known = ids.size === 0 ? FIRST_BOOT_QUEUES : ids
+  for (const [name, definition] of schedules) {
+    const queueId = definition.queueId
+    if (queueId === undefined) continue
+    const queue = typeof queueId.raw === "string" || typeof queueId.raw === "number"
+      ? known.get(String(queueId.raw))
+      : undefined
+    if (queue === undefined) {
+      warnings.push(
+        `MtaDeliverySchedule ${name}.queueId: ${JSON.stringify(queueId.raw)} is the id of no MtaVirtualQueue of this ` +
+          `file${ids.size === 0 ? " nor of Stalwart's first boot (0 local, 1 remote, 2 dsn, 3 report)" : ""}; ` +
+          "its queue's name is unknown (convert writes \"default\")"
+      )
+      continue
+    }
+    schedules.set(name, {
+      ...definition,
+      queueName: { setting: constant(`MtaDeliverySchedule ${name}.queueId`, queue), raw: queue, origin: queueId.origin }
+    })
+  }
 }
 
 /** Adds the built-in schedules a file does not define. @internal */
@@ -552,16 +657,20 @@ const customIntervals = (waits: ReadonlyArray<Duration.Duration>) => ({
   intervals: Object.fromEntries(waits.map((d, i) => [String(i), { duration: Duration.toMillis(d) }]))
 })
 
-/** A schedule's fields in a named layout: every key written, so that no layout's default decides. */
+/**
+ * A schedule's fields in a named layout: every key written, so that no layout's default decides. `queue`: its virtual
+ * queue, the name (`queue-name`, which v0.13–v0.15 require) or in JSON the id of its `MtaVirtualQueue` (`queueId`).
+ */
 const namedFields = (
   values: Keys.ScheduleValues,
   json: boolean,
-  queueName: string | undefined
+  queue: string | number
 ): Array<readonly [string, unknown]> => {
   const { maxAttempts } = values
   const spec = (n: Keys.ScheduleName) => Keys.SCHEDULE_KEYS[n] as Keys.ScheduleKeySpec<unknown>
   if (json) {
     return [
+      ["queueId", queue],
       ["retry", customIntervals(values.retry)],
       ["notify", customIntervals(values.notify)],
       [
@@ -573,7 +682,7 @@ const namedFields = (
     ]
   }
   return [
-    ...(queueName === undefined ? [] : [["queue-name", queueName] as const]),
+    ["queue-name", queue],
     ["retry", values.retry.map(formatDuration)],
     ["notify", values.notify.map(formatDuration)],
     Option.isSome(maxAttempts)
@@ -583,9 +692,17 @@ const namedFields = (
 }
 
 /**
+ * The virtual queue of a schedule that names none (the `outbound` layout's one schedule): Stalwart's `default`,
+ * the one queue v0.13–v0.15 accept without a `[queue.virtual]` table.
+ */
+const DEFAULT_QUEUE = "default"
+
+/**
  * The schedules of a model in the `strategies` or `json` layout: the selector (when the file has one; an `outbound`
- * file's is `'default'`) and the schedules the file defines, every key written. An `outbound` file's schedule must be
- * plain values.
+ * file's is `'default'`), the schedules the file defines, every key written, each with its virtual queue, and the
+ * virtual queues to write: the file's, and any a schedule names that the file does not define (in JSON every queue a
+ * schedule names is an object, `default` included; in TOML `default` needs no table). An `outbound` file's schedule
+ * must be plain values.
  *
  * @internal
  */
@@ -594,12 +711,23 @@ export const toNamed = (
   json: boolean,
   problems: Array<RawIssue>,
   isConstantRaw: (raw: unknown) => boolean
-): { readonly selector: unknown; readonly schedules: ReadonlyArray<readonly [string, Array<readonly [string, unknown]>]> } => {
+): {
+  readonly selector: unknown
+  readonly schedules: ReadonlyArray<readonly [string, Array<readonly [string, unknown]>]>
+  readonly virtualQueues: ReadonlyArray<{ readonly name: string; readonly threads: number | null }>
+} => {
+  const queues = [...(model.virtualQueues?.values() ?? [])].map(({ name, threads }) => ({ name, threads }))
+  /** The queue as the target writes it: its name in TOML, its object's id (its place in the list) in JSON. */
+  const queueOf = (name: string): string | number => {
+    let at = queues.findIndex((q) => q.name === name)
+    if (at < 0 && (json || name !== DEFAULT_QUEUE)) at = queues.push({ name, threads: null }) - 1
+    return json ? at : name
+  }
   if (model.layout === "outbound") {
     const definition = model.schedules.get("default")
     // Written even when the file has no [queue.schedule]: v0.13+'s defaults (3 days; notifications on their own
     // schedule) are not v0.7–v0.12's (5 days).
-    if (definition === undefined) return { selector: undefined, schedules: [] }
+    if (definition === undefined) return { selector: undefined, schedules: [], virtualQueues: [] }
     let ok = true
     for (const n of Keys.SCHEDULE_NAMES) {
       const valued = definition.values[n] as Model.Valued<unknown> | undefined
@@ -614,14 +742,19 @@ export const toNamed = (
         })
       }
     }
-    if (!ok) return { selector: undefined, schedules: [] }
-    return {
-      selector: "'default'",
-      schedules: [["default", namedFields(constantValues("outbound", definition), json, undefined)]]
-    }
+    if (!ok) return { selector: undefined, schedules: [], virtualQueues: [] }
+    const schedules = [["default", namedFields(constantValues("outbound", definition), json, queueOf(DEFAULT_QUEUE))] as const]
+    return { selector: "'default'", schedules, virtualQueues: queues }
   }
   const schedules = [...model.schedules.values()].filter((d) => d.origin !== null).map((d) =>
-    [d.name, namedFields(constantValues(model.layout, d), json, d.queueName?.setting.evaluate({}).value)] as const
+    [
+      d.name,
+      namedFields(constantValues(model.layout, d), json, queueOf(d.queueName?.setting.evaluate({}).value ?? DEFAULT_QUEUE))
+    ] as const
   )
-  return { selector: model.scheduleSelector.origin === null ? undefined : model.scheduleSelector.raw, schedules }
+  return {
+    selector: model.scheduleSelector.origin === null ? undefined : model.scheduleSelector.raw,
+    schedules,
+    virtualQueues: queues
+  }
 }

@@ -371,6 +371,9 @@ const strategyFields = (
 }
 
 /** Writes the model in the `strategies` (TOML) or `json` layout. */
+/** v0.16's default `MtaVirtualQueue.threadsPerNode` (`crates/registry`'s `impl Default for MtaVirtualQueue`). */
+const VIRTUAL_QUEUE_THREADS = 25
+
 const toNamed = (
   model: Model.Model,
   limiters: ReadonlyArray<OutboundLimiter>,
@@ -440,6 +443,14 @@ const toNamed = (
     if (schedules.schedules.length > 0) {
       document["MtaDeliverySchedule"] = schedules.schedules.map(([name, fields]) => ({ name, ...Object.fromEntries(fields) }))
     }
+    // The schedules' queueId are these objects' ids (their place in the list); threadsPerNode left out is v0.16's 25.
+    if (schedules.virtualQueues.length > 0) {
+      document["MtaVirtualQueue"] = schedules.virtualQueues.map(({ name, threads }, id) => ({
+        id,
+        name,
+        ...(threads === null ? {} : { threadsPerNode: threads })
+      }))
+    }
     for (const k of ["MtaConnectionStrategy", "MtaTlsStrategy"]) if ((document[k] as Array<unknown>).length === 0) delete document[k]
     if (limiters.length > 0) document["MtaOutboundThrottle"] = limiters.map(Limiters.jsonObject)
     return JSON.stringify(document, null, 2) + "\n"
@@ -472,6 +483,10 @@ const toNamed = (
   for (const s of tls) tables.push([["queue", "tls", s.name], strategyFields(model, "tls", s, false, problems)])
   for (const [ip, name] of sourceNames) tables.push([["queue", "source-ip", ip], [["ehlo-hostname", name]]])
   for (const [name, fields] of schedules.schedules) tables.push([["queue", "schedule", name], fields])
+  // v0.13–v0.15 require threads-per-node; a queue whose count the source left to v0.16's default gets that default.
+  for (const { name, threads } of schedules.virtualQueues) {
+    tables.push([["queue", "virtual", name], [["threads-per-node", threads ?? VIRTUAL_QUEUE_THREADS]]])
+  }
   // A table with no key still names a strategy that must exist.
   return toml([...tables, ...limiterTables(limiters)])
 }

@@ -12,8 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type { Variables } from "../../Expression.js"
 import * as Expression from "../../Expression.js"
-import type { Bucket, Limiter, OutboundLimiter } from "../../Limiter.js"
-import type { Stage } from "../../Settings.js"
+import type { Bucket, Limiter, OutboundLimiter, Stage } from "../../Limiter.js"
 import * as TransportError from "../../TransportError.js"
 
 /** @internal */

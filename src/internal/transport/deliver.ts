@@ -16,13 +16,14 @@ import type { MxHost } from "../../MxPlan.js"
 import type { PolicyCache } from "../../PolicyCache.js"
 import * as Limiter from "../../Limiter.js"
 import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
-import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf, settingsStage } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { hostDane } from "./dane.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
 import { deliverLocal, relayUnresolved } from "./route.js"
 import type { Variables } from "../../Expression.js"
+import * as Duration from "effect/Duration"
 
 /** @internal */
 export interface DomainRun {
@@ -92,6 +93,38 @@ export const deliverDomain = (
       )
     )
   })
+
+/**
+ * The message-stage limiters (keyed on `sender`, `sender_domain`, or nothing; Stalwart's "sender" limiters): one
+ * count per message, however many domains it goes to, held while all of them are delivered. The wait is bounded by
+ * the shortest `limiter-wait` of the message's domains (no domain waits longer than its own bound); past it, every
+ * recipient is deferred with kind `concurrency` or `rate`, and nothing is looked up or contacted.
+ *
+ * @internal
+ */
+export const limitMessage = <R>(
+  delivery: Delivery,
+  requestVariables: Variables,
+  groups: ReadonlyArray<Group>,
+  run: () => Effect.Effect<ReadonlyArray<DomainRun>, never, R>
+): Effect.Effect<ReadonlyArray<DomainRun>, never, R> => {
+  const limiter = delivery.limiter
+  const buckets = limiter === null ? [] : Limiter.buckets(delivery.config.limiters, "message", requestVariables)
+  if (limiter === null || buckets.length === 0) return run()
+  const stages = groups.map((group) => settingsStage(delivery.config, requestVariables, group))
+  const wait = stages.reduce((shortest, stage) => Duration.min(shortest, stage.settings.limiterWait), Duration.infinity)
+  return Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.either(restore(limiter.acquire(buckets, wait))), (limited) =>
+      Either.isLeft(limited)
+        ? Effect.succeed(groups.map((group, i): DomainRun => ({
+          recipients: group.recipients.map((rcpt) => failedBy(rcpt, limited.left, null)),
+          attempts: [],
+          plan: domainPlanOf(group, stages[i]!, [], limited.left),
+          warnings: stages[i]!.warnings
+        })))
+        : Effect.ensuring(restore(run()), limited.right))
+  )
+}
 
 const hostLoop = (
   delivery: Delivery,

@@ -48,25 +48,10 @@ export const domainStage = (
 ): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> => {
   // Neither an Effect.gen nor a suspend: on every delivery's path, called by the step that runs it (deliver's and
   // explain's yield), so the settings are evaluated then, and the steps are the lookups' own.
-  const variables = domainVariables(requestVariables, group)
-  const evaluated = evaluateDomain(config, variables)
-  const { settings } = evaluated
-  const warnings = [...evaluated.warnings]
+  const stage = settingsStage(config, requestVariables, group)
+  if (stage.error !== null) return Effect.succeed(stage)
+  const { settings, warnings } = stage
   const mode = settings.tls.mtaSts
-  const route = evaluated.routeError === null ? settings.route : null
-  const strategies = domainStrategies(config, variables)
-  const stage: DomainStage = {
-    variables,
-    settings,
-    route,
-    strategies,
-    warnings,
-    mtaSts: null,
-    plan: null,
-    excluded: [],
-    error: null
-  }
-  if (evaluated.routeError !== null) return Effect.succeed({ ...stage, error: unknownRoute(evaluated.routeError) })
   // Local recipients are handed over as they are; a relay is the one host, with no MTA-STS (as Stalwart).
   if (settings.route._tag === "local") return Effect.succeed(stage)
   if (settings.route._tag === "relay") return Effect.succeed({ ...stage, plan: relayPlan(group.target, settings.route) })
@@ -92,6 +77,28 @@ export const domainStage = (
       return planWith(resolved.right)
     }
   )
+}
+
+/**
+ * The domain stage's settings, route and strategies, before any lookup (`error`: `next-hop` named no relay).
+ *
+ * @internal
+ */
+export const settingsStage = (config: Config, requestVariables: Variables, group: Group): DomainStage => {
+  const variables = domainVariables(requestVariables, group)
+  const evaluated = evaluateDomain(config, variables)
+  const { settings } = evaluated
+  return {
+    variables,
+    settings,
+    route: evaluated.routeError === null ? settings.route : null,
+    strategies: domainStrategies(config, variables),
+    warnings: [...evaluated.warnings],
+    mtaSts: null,
+    plan: null,
+    excluded: [],
+    error: evaluated.routeError === null ? null : unknownRoute(evaluated.routeError)
+  }
 }
 
 /** The stage with its MX plan, the hosts an enforced MTA-STS policy does not list taken out. */

@@ -13,7 +13,7 @@ import type { Variables } from "../../Expression.js"
 import * as MtaSts from "../../MtaSts.js"
 import type { Config } from "../../OutboundConfig.js"
 import type { PolicyCache } from "../../PolicyCache.js"
-import type { Stage } from "../../Settings.js"
+import type { Stage } from "../../Limiter.js"
 import type { TransportOptions } from "../../Transport.js"
 import { evaluateConnection, evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { explainedSettings } from "../settings/explain.js"
@@ -24,8 +24,12 @@ import { mtaStsMatch, reportError } from "./report.js"
 import { connectionVariables, type Group, hostVariables } from "./request.js"
 import * as settingWarnings from "./warnings.js"
 
-/** The limiters of `stage` whose `match` holds for these variables, with their key's values (Limiter.buckets' rule). */
-const limitersAt = (config: Config, stage: Stage, variables: Variables): Array<ExplainedLimiter> =>
+/**
+ * The limiters of `stage` whose `match` holds for these variables, with their key's values (Limiter.buckets' rule).
+ *
+ * @internal
+ */
+export const limitersAt = (config: Config, stage: Stage, variables: Variables): Array<ExplainedLimiter> =>
   config.limiters
     .filter((l) => l.stage === stage && (l.match === null || Expression.toBool(l.match.evaluate(variables))))
     .map((l) => ({

@@ -80,28 +80,54 @@ export type HostOutcome =
   | { readonly _tag: "NextHost"; readonly error: TransportError.TransportError; readonly host: string | null }
   | { readonly _tag: "Done"; readonly recipients: ReadonlyArray<RecipientResult> }
 
-interface Connected {
+/** A race's success: a new connection, or an idle one taken from the pool after a limiter's wait. */
+type Connected = Opened | Taken
+
+interface ConnectedFields {
   readonly connection: Connection
   readonly id: string
   readonly candidate: Candidates.Candidate
   readonly settings: ConnectionSettings
-  readonly span: Tracer.Span
   readonly openedMs: number
   /** Gives back the connection-stage limiters' permits. */
   readonly permit: Effect.Effect<void>
-  /** Handed to the pool: the race's release must not close it. */
+  /** Handed to the pool (or, taken from it, to the transaction that closes it): the race's release must not close it. */
   kept: boolean
 }
 
+/** A new connection, in its attempt's span. */
+interface Opened extends ConnectedFields {
+  readonly span: Tracer.Span
+  readonly idle: null
+}
 
-/** The connect of one candidate, in the attempt's own span. Interruptible; a failure or interruption closes both. */
+/**
+ * The pool's idle connection an attempt took after waiting for a connection-stage limiter (the one whose release
+ * gave it the turn), instead of connecting; its transaction makes its own span.
+ */
+interface Taken extends ConnectedFields {
+  readonly span: null
+  readonly idle: ConnectionPool.Idle
+}
+
+/**
+ * The connect of one candidate, in the attempt's own span. Interruptible; a failure or interruption closes both.
+ *
+ * With connection-stage limiters (`remote_ip`, `local_ip`), their permits are taken first, and then the pool is
+ * looked at again for this address and source: a delivery that waited got its turn from a transaction that ended,
+ * and that transaction's connection, given back to the pool just before its permit, is the one to take (concurrency
+ * counts connections carrying a transaction; an idle one holds no permit, so taking it needs the permit just
+ * received, and connecting beside it would open one connection more than the limit lets transactions run).
+ */
 const connect = (
   delivery: Delivery,
   host: Candidates.HostCandidates,
   hostStage: HostStage,
   warnings: Array<string>,
   candidate: Candidates.Candidate,
-  parent: Tracer.Span
+  parent: Tracer.Span,
+  /** What the session is opened with: the pool's session key is made of it (with the host's name and DANE). */
+  opening: Opening
 ): Effect.Effect<Connected, TransportError.TransportError, Connector> => {
   const variables = connectionVariables(hostStage.variables, candidate.ip, candidate.source)
   const evaluated = evaluateConnection(delivery.config, variables)
@@ -109,65 +135,113 @@ const connect = (
   const { settings } = evaluated
   const ehlo = settingWarnings.ehloName(settings.ehloName)
   if (ehlo !== null) warnings.push(ehlo)
-  const { options } = delivery
+  const buckets = delivery.limiter === null
+    ? []
+    : Limiter.buckets(delivery.config.limiters, "connection", variables)
+  if (buckets.length === 0) return open(delivery, host, hostStage, candidate, settings, parent, Effect.void)
+  const limiter = delivery.limiter!
+  const { pool } = delivery
   const port = portOf(delivery, hostStage)
   // The limiters' permits are held from before the connect until the connection is released; a connect that fails
   // or is interrupted gives them back.
   return Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(restore(limitConnection(delivery, hostStage, variables)), (permit) =>
-      Effect.flatMap(
-        tracing.make("smtp.attempt", parent, () =>
-          tracing.peerAttributes({
-            servername: host.host.name,
-            ip: candidate.ip,
-            port,
-            localAddress: candidate.source
-          }), "client"),
-        (span) =>
-          restore(SmtpSession.connect(
-            { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
-            { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: options.phaseSpans === true, span }
-          )).pipe(
-            Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(tracing.end(span, exit), permit)),
-            Effect.flatMap((connection) =>
-              Effect.map(
-                Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
-                ([id, openedMs]): Connected => ({
-                  connection,
-                  id,
-                  candidate,
-                  settings,
-                  span,
-                  openedMs,
-                  permit,
-                  kept: false
-                })
-              )
-            )
-          )
-      ))
+    Effect.flatMap(restore(limiter.acquire(buckets, hostStage.limiterWait)), (permit) => {
+      const connectNew: Effect.Effect<Connected, TransportError.TransportError, Connector> = restore(
+        open(delivery, host, hostStage, candidate, settings, parent, permit)
+      )
+      if (pool === null) return connectNew
+      const accept = (idle: ConnectionPool.Idle) =>
+        idle.source === candidate.source && idle.session.ehloName === settings.ehloName &&
+        sameSecret(idle.session.settings.auth, opening.auth)
+      const keys = sessionKeys(opening, host.host.name, hostStage.dane ?? null)
+      const take = (k: number): Effect.Effect<Option.Option<ConnectionPool.Idle>> =>
+        Effect.flatMap(
+          pool.take({ ip: candidate.ip, port, session: keys[k]! }, accept),
+          (taken) => Option.isSome(taken) || k + 1 >= keys.length ? Effect.succeed(taken) : take(k + 1)
+        )
+      return Effect.flatMap(
+        take(0),
+        Option.match({
+          onNone: () => connectNew,
+          onSome: (idle): Effect.Effect<Connected, TransportError.TransportError, Connector> =>
+            Effect.succeed<Taken>({
+              connection: idle.session.connection,
+              id: idle.id,
+              candidate,
+              settings,
+              span: null,
+              openedMs: idle.openedMs,
+              permit,
+              idle,
+              kept: false
+            })
+        })
+      )
+    })
   )
 }
 
-/** The connection-stage limiters (remote_ip, local_ip) for one connection; a no-op release when none applies. */
-const limitConnection = (
+/**
+ * A new connection to the candidate, in the attempt's own span, under permits already held (`permit` gives them
+ * back if the connect fails or is interrupted). Interruptible.
+ */
+const open = (
   delivery: Delivery,
+  host: Candidates.HostCandidates,
   hostStage: HostStage,
-  variables: Variables
-): Effect.Effect<Effect.Effect<void>, TransportError.TransportError> =>
-  delivery.limiter === null
-    ? Effect.succeed(Effect.void)
-    : delivery.limiter.acquire(
-      Limiter.buckets(delivery.config.limiters, "connection", variables),
-      hostStage.limiterWait
-    )
+  candidate: Candidates.Candidate,
+  settings: ConnectionSettings,
+  parent: Tracer.Span,
+  permit: Effect.Effect<void>
+): Effect.Effect<Opened, TransportError.TransportError, Connector> => {
+  const port = portOf(delivery, hostStage)
+  return Effect.flatMap(
+    tracing.make("smtp.attempt", parent, () =>
+      tracing.peerAttributes({
+        servername: host.host.name,
+        ip: candidate.ip,
+        port,
+        localAddress: candidate.source
+      }), "client"),
+    (span) =>
+      SmtpSession.connect(
+        { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
+        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: delivery.options.phaseSpans === true, span }
+      ).pipe(
+        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(tracing.end(span, exit), permit)),
+        Effect.flatMap((connection) =>
+          Effect.map(
+            Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
+            ([id, openedMs]): Opened => ({
+              connection,
+              id,
+              candidate,
+              settings,
+              span,
+              openedMs,
+              permit,
+              idle: null,
+              kept: false
+            })
+          )
+        )
+      )
+  )
+}
 
 /** Closes a connection (unless the pool has it) and ends its attempt's span. */
 const release = (connected: Connected) =>
   Effect.zipRight(
     // Read when the release runs, not when the race builds it: the session may have handed the connection over since.
-    Effect.suspend(() => connected.kept ? Effect.void : connected.connection.close),
-    Effect.zipRight(connected.permit, tracing.end(connected.span, Exit.void))
+    // An idle connection taken by an attempt that lost the race is still in step: QUIT before the close.
+    Effect.suspend(() =>
+      connected.kept
+        ? Effect.void
+        : connected.idle === null
+        ? connected.connection.close
+        : Effect.ensuring(SmtpSession.quit({ connection: connected.connection }), connected.connection.close)
+    ),
+    Effect.zipRight(connected.permit, connected.span === null ? Effect.void : tracing.end(connected.span, Exit.void))
   )
 
 /**
@@ -278,9 +352,9 @@ const reuse = (
 ): Effect.Effect<HostOutcome | null> =>
   Effect.gen(function*() {
     const dane = hostStage.dane ?? null
-    const key = sessionKey({ ...opening, servername: host.host.name }, dane)
+    const keys = sessionKeys(opening, host.host.name, dane)
     const port = portOf(delivery, hostStage)
-    for (const ip of addresses) {
+    addresses: for (const ip of addresses) {
       const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
       // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
       // this delivery would send.
@@ -299,51 +373,71 @@ const reuse = (
         (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
         settingsFor(idle.source).ehloName === idle.session.ehloName &&
         sameSecret(idle.session.settings.auth, opening.auth)
-      while (true) {
-        // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
-        const outcome = yield* Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(
-            pool.take({ ip, port, session: key }, accept),
-            Option.match({
-              onNone: () => Effect.succeed(undefined),
-              onSome: (idle): Effect.Effect<HostOutcome | null | undefined> => {
-                // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
-                const use = () =>
-                  reusedSession(
-                    delivery,
-                    pool,
-                    group,
-                    host,
-                    idle,
-                    settingsFor(idle.source),
-                    opening,
-                    dane,
-                    attempts,
-                    parent,
-                    restore
+      for (const key of keys) {
+        while (true) {
+          // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
+          const outcome = yield* Effect.uninterruptibleMask((restore) =>
+            Effect.flatMap(
+              pool.take({ ip, port, session: key }, accept),
+              Option.match({
+                onNone: () => Effect.succeed(undefined),
+                onSome: (idle): Effect.Effect<HostOutcome | null | undefined | "limited"> => {
+                  // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
+                  const use = () =>
+                    reusedSession(
+                      delivery,
+                      pool,
+                      group,
+                      host,
+                      idle,
+                      settingsFor(idle.source),
+                      opening,
+                      dane,
+                      attempts,
+                      parent,
+                      restore
+                    )
+                  // No limiter: nothing to wait for between the take and the transaction.
+                  if (delivery.limiter === null) return use()
+                  const buckets = Limiter.buckets(
+                    delivery.config.limiters,
+                    "connection",
+                    connectionVariables(hostStage.variables, ip, idle.source)
                   )
-                // No limiter: nothing to wait for between the take and the transaction.
-                if (delivery.limiter === null) return use()
-                return Effect.flatMap(
-                  Effect.either(restore(
-                    limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
-                  )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
-                  (permit): Effect.Effect<HostOutcome | null | undefined> =>
-                    Either.isLeft(permit)
-                      ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
-                      : Effect.ensuring(use(), permit.right)
-                )
-              }
-            })
+                  if (buckets.length === 0) return use()
+                  // Only a permit free now: a delivery that must wait does so in the race's connect, in the limiter's
+                  // queue, and takes an idle connection when its turn comes. Waiting here, holding this connection,
+                  // would leave the one whose turn comes first nothing to take but a new connection. The connection
+                  // goes back, and the next address is looked at (a zero wait takes nothing when it fails).
+                  return Effect.flatMap(
+                    Effect.either(delivery.limiter.acquire(buckets, Duration.zero)),
+                    (permit): Effect.Effect<HostOutcome | null | undefined | "limited"> =>
+                      Either.isLeft(permit)
+                        ? Effect.as(pool.put(idle), "limited" as const)
+                        : Effect.ensuring(use(), permit.right)
+                  )
+                }
+              })
+            )
           )
-        )
-        if (outcome === undefined) break
-        // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
-        if (outcome !== null) return outcome
+          if (outcome === "limited") continue addresses
+          if (outcome === undefined) break
+          // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
+          if (outcome !== null) return outcome
+        }
       }
     }
     return null
   })
+
+/**
+ * The pool's keys a delivery looks under, in order: its own (sessions opened under its TLS requirements), then,
+ * when it would go on in plaintext after a failed handshake itself, the plaintext sessions opened that way.
+ */
+const sessionKeys = (opening: Opening, servername: string, dane: Dane.HostDane | null): ReadonlyArray<string> => {
+  const key = sessionKey({ ...opening, servername }, dane)
+  return plaintextAllowed(opening) ? [key, plaintextKey(key)] : [key]
+}
 
 /**
  * One transaction on an idle connection, RSET first when its last one did not end cleanly. `null` when the server had
@@ -562,7 +656,8 @@ const raceHost = (
 ): Effect.Effect<HostOutcome, never, Connector> =>
   HappyEyeballs.raceUse({
     candidates: host.candidates(),
-    attempt: (candidate: Candidates.Candidate) => connect(delivery, host, hostStage, warnings, candidate, parent),
+    attempt: (candidate: Candidates.Candidate) =>
+      connect(delivery, host, hostStage, warnings, candidate, parent, opening),
     release,
     delay: hostStage.settings.connectionAttemptDelay
   }, (race) => {
@@ -603,7 +698,47 @@ const raceHost = (
         ...fields
       })
     }
-    return session(delivery, group, host, portOf(delivery, hostStage), opening, hostStage.dane ?? null, winner.value, winner.startMs, record)
+    const connected = winner.value
+    const dane = hostStage.dane ?? null
+    const port = portOf(delivery, hostStage)
+    if (connected.idle === null) return session(delivery, group, host, port, opening, dane, connected, winner.startMs, record)
+    const { idle } = connected
+    // An idle connection taken after a limiter's wait (so the pool is there): its transaction closes it or gives it
+    // back.
+    const pool = delivery.pool!
+    return Effect.uninterruptibleMask((restore) => {
+      connected.kept = true
+      return Effect.flatMap(
+        reusedSession(delivery, pool, group, host, idle, connected.settings, opening, dane, attempts, parent, restore),
+        (outcome) =>
+          outcome !== null
+            ? Effect.succeed(outcome)
+            // The server had given up on it (nothing was sent): a new connection to the same address, in the same
+            // attempt, under the permits this one holds.
+            : Effect.flatMap(Clock.currentTimeMillis, (startMs) =>
+              Effect.flatMap(
+                Effect.either(restore(
+                  open(delivery, host, hostStage, connected.candidate, connected.settings, parent, Effect.void)
+                )),
+                (opened): Effect.Effect<HostOutcome, never, Connector> => {
+                  if (Either.isRight(opened)) {
+                    return Effect.ensuring(
+                      restore(session(delivery, group, host, port, opening, dane, opened.right, startMs, record)),
+                      release(opened.right)
+                    )
+                  }
+                  record(startMs, null, {
+                    phase: "connect",
+                    outcome: "failed",
+                    error: reportError(opened.left),
+                    tls: null,
+                    ehlo: null
+                  })
+                  return Effect.succeed<HostOutcome>({ _tag: "NextHost", error: opened.left, host: null })
+                }
+              ))
+      )
+    })
   })
 
 /** Records an attempt, timed now (on the delivery's Clock). */
@@ -625,8 +760,9 @@ const plaintextRetry = (error: TransportError.TransportError, settings: SmtpSess
   settings.tls.starttls === "optional" && settings.tls.implicit !== true && (settings.tls.dane ?? null) === null
 
 /**
- * The session on the race's winner: open, one transaction, QUIT; under opportunistic TLS, a failed handshake is
- * followed by a plaintext session on a new connection to the same address.
+ * The session on the race's winner: open, one transaction, then the pool or QUIT; under opportunistic TLS, a failed
+ * handshake is followed by a plaintext session on a new connection to the same address, which goes to the pool
+ * under the host's key marked plaintext (`plaintextKey`): only a delivery that would retry in plaintext itself takes it.
  */
 const session = (
   delivery: Delivery,
@@ -636,7 +772,7 @@ const session = (
   port: number,
   opening: Opening,
   dane: Dane.HostDane | null,
-  connected: Connected,
+  connected: Opened,
   startMs: number,
   record: Record
 ): Effect.Effect<HostOutcome, never, Connector> =>
@@ -657,7 +793,18 @@ const session = (
       settings,
       dane,
       (f) => record(startMs, connected.id, f),
-      connected
+      {
+        origin: {
+          id: connected.id,
+          source: connected.candidate.source,
+          reuse: connected.settings.reuse,
+          openedMs: connected.openedMs,
+          messages: 0
+        },
+        onKeep: () => {
+          connected.kept = true
+        }
+      }
     )
     if (outcome._tag === "Done" || !plaintextRetry(outcome.error, settings)) return outcome
     yield* Effect.logDebug(`${outcome.error.message}: going on in plaintext (tls.starttls = optional)`)
@@ -666,7 +813,7 @@ const session = (
     const plain: SmtpSession.SessionSettings = { ...settings, tls: { ...settings.tls, starttls: "disable" } }
     const { candidate } = connected
     // A new connection, a new attempt: its own span, beside the first one's. The connect stays interruptible (it
-    // cleans up after itself); once it has succeeded the connection is closed whatever happens.
+    // cleans up after itself); once it has succeeded the connection is closed whatever happens, unless the pool has it.
     return yield* tracing.within("smtp.attempt", Option.getOrUndefined(connected.span.parent), {
       ...tracing.peerAttributes({
         servername: host.host.name,
@@ -682,22 +829,50 @@ const session = (
             { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
             { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: settings.phaseSpans, span }
           ))),
-          (retry) =>
-            Either.isRight(retry)
-              ? Effect.ensuring(
-                Effect.flatMap(delivery.connectionId, (id) =>
-                  restore(
-                    converse(delivery, group, host, retry.right, { ...plain, span }, dane, (f) => record(retryMs, id, f), null)
-                  )),
-                retry.right.close
-              )
-              : Effect.sync(() => {
+          (retry) => {
+            if (Either.isLeft(retry)) {
+              return Effect.sync(() => {
                 record(retryMs, null, { phase: "connect", outcome: "failed", error: reportError(retry.left), tls: null, ehlo: null })
                 return { _tag: "NextHost", error: retry.left, host: host.host.name } as const
               })
+            }
+            let kept = false
+            return Effect.ensuring(
+              Effect.flatMap(delivery.connectionId, (id) =>
+                restore(
+                  converse(delivery, group, host, retry.right, { ...plain, span }, dane, (f) => record(retryMs, id, f), {
+                    origin: {
+                      id,
+                      session: plaintextKey(sessionKey({ ...opening, servername: host.host.name }, dane)),
+                      source: candidate.source,
+                      reuse: connected.settings.reuse,
+                      openedMs: retryMs,
+                      messages: 0
+                    },
+                    onKeep: () => {
+                      kept = true
+                    }
+                  })
+                )),
+              Effect.suspend(() => kept ? Effect.void : retry.right.close)
+            )
+          }
         )
       ))
   })
+
+/**
+ * The pool's key for a plaintext session opened after STARTTLS failed under opportunistic TLS (`sessionKey` is the
+ * key of the TLS requirements it was opened under): a delivery under other requirements computes another key and
+ * never takes it; one under the same requirements takes a session with TLS first, and this one only when it would
+ * itself go on in plaintext (`plaintextAllowed`).
+ */
+const plaintextKey = (sessionKey: string) => `${sessionKey} plaintext-retry`
+
+/** A delivery that would go on in plaintext after a failed handshake (the conditions of `plaintextRetry`). */
+const plaintextAllowed = (opening: Opening): boolean =>
+  !opening.tls.required && opening.tls.starttls === "optional" && opening.tls.implicit !== true &&
+  (opening.tls.dane ?? null) === null
 
 /**
  * The TLS a host gets: an enforced MTA-STS policy or a REQUIRETLS message requires verified TLS (RFC 8461 §5, RFC 8689
@@ -731,8 +906,8 @@ export const effectiveTls = (
 }
 
 /**
- * Open, one transaction, then the pool or QUIT, on one connection; its attempt recorded. `pooled`: the race's
- * winner, which may go to the pool; `null` for a connection its caller closes whatever happens.
+ * Open, one transaction, then the pool or QUIT, on one connection; its attempt recorded. `pooled`: where the
+ * connection came from, for the pool, and what to do when the pool takes it (its caller must not close it then).
  */
 const converse = (
   delivery: Delivery,
@@ -742,7 +917,7 @@ const converse = (
   settings: SmtpSession.SessionSettings,
   dane: Dane.HostDane | null,
   record: (fields: RecordFields) => void,
-  pooled: Connected | null
+  pooled: { readonly origin: Origin; readonly onKeep: () => void }
 ): Effect.Effect<HostOutcome> =>
   Effect.gen(function*() {
     const opened = yield* Effect.either(SmtpSession.open(connection, settings))
@@ -791,17 +966,7 @@ const converse = (
       requireTls: delivery.requireTls
     }
     const transaction = yield* SmtpSession.transaction(opening, envelope, delivery.message, settings)
-    const pool = pooled === null ? null : delivery.pool
-    const done = yield* finish(pool, host, opening, transaction, {
-      id: pooled?.id ?? "",
-      source: pooled?.candidate.source ?? null,
-      reuse: pooled?.settings.reuse ?? { messages: 1, idle: Duration.zero, age: Duration.zero },
-      openedMs: pooled?.openedMs ?? 0,
-      messages: 0
-    }, dane, record, () => {
-      pooled!.kept = true
-    })
-    return done
+    return yield* finish(delivery.pool, host, opening, transaction, pooled.origin, dane, record, pooled.onKeep)
   })
 
 const fieldsOf = (error: TransportError.TransportError) => ({
