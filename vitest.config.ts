@@ -9,7 +9,7 @@ const live = ["test/**/*.live.test.ts", "test/Cli.test.ts", "test/Package.test.t
 /**
  * Vitest's order (the files that took longest last time first), with the long files at the very front whatever the
  * last run says (a fresh clone, as CI's, has no last run): the docgen check takes milliseconds when its cache holds
- * the pages for this tree and about 20 s of CPU when not (test/Docs.live.test.ts), and the outbox's cluster suite
+ * the pages for this tree and about 15 s of CPU when not (test/Docs.live.test.ts), and the outbox's cluster suite
  * (three runner processes on PostgreSQL, kills and a restart: 30–55 s), the package suite and the outbox's CLI suite
  * mostly wait; started last, any of them would end the run alone.
  */

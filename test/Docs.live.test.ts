@@ -31,7 +31,7 @@ const inputsDigest = (): string => {
 
 /**
  * docgen's pages for the tree as it is, from a cache in node_modules/.cache when docgen already ran on the same
- * inputs (docgen is about 20 s of CPU, examples included; the pages and the examples' outcome are a function of the
+ * inputs (docgen is about 15 s of CPU, examples included; the pages and the examples' outcome are a function of the
  * inputs above). A fresh clone, as CI has, or any change to those inputs runs docgen again; only a successful run is
  * kept.
  */
@@ -56,5 +56,5 @@ describe("the API reference", () => {
     )
     expect(Object.keys(committed)).toEqual(Object.keys(pages).sort())
     for (const [name, content] of Object.entries(pages)) expect(committed[name], `docs/api/${name}`).toBe(content)
-  }, 300_000) // about 20 s of CPU (docgen, tsc over the examples, tsx); far more wall time on a shared machine
+  }, 300_000) // about 15 s of CPU (docgen, tsc over the examples, tsx); far more wall time on a shared machine
 })
