@@ -2,9 +2,10 @@
  * `smtp-transport batch` in this process (`main`, as `bin.ts` runs it, its Console captured) against a real DNS
  * server and a counting SMTP server on loopback.
  */
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { execFile } from "node:child_process"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Connector from "../src/Connector.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
@@ -13,6 +14,8 @@ import { runMain } from "./utils/cli.js"
 import { tempFiles } from "./utils/files.js"
 
 const { dir: tmp, file } = tempFiles("batch")
+// The files are written at load and by the cases; the folder goes with the suite.
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }))
 
 const zones = {
   "batch.test": { mx: [{ exchange: "mx.batch.test", priority: 10 }] },

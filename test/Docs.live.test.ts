@@ -11,10 +11,10 @@ const root = path.resolve(import.meta.dirname, "..")
 const dir = path.join(root, "docs", "api")
 
 /**
- * Everything docgen's output and its examples' outcome depend on: every file under src/ (the examples import the
- * package, which is src/, internals included), the configuration it reads (docgen.json, tsconfig.json,
- * package.json), the installed tools and libraries (package-lock.json, as `npm ci` installs it), the script that
- * runs it and Node's version.
+ * Everything docgen's output and its examples' outcome depend on: every file under src/ (docgen parses the public
+ * modules, and the examples import the package, built from src/ into dist/ with tsconfig.build.json, internals
+ * included), the configuration it reads (docgen.json, tsconfig.json, package.json), the installed tools and
+ * libraries (package-lock.json, as `npm ci` installs it), the script that runs it and Node's version.
  */
 const inputsDigest = (): string => {
   const hash = crypto.createHash("sha256")
@@ -23,16 +23,15 @@ const inputsDigest = (): string => {
     fs.readdirSync(path.join(root, rel), { withFileTypes: true })
       .flatMap((e) => e.isDirectory() ? walk(path.join(rel, e.name)) : [path.join(rel, e.name)])
   for (const file of [...walk("src")].sort()) add(file, fs.readFileSync(path.join(root, file)))
-  for (const file of ["docgen.json", "tsconfig.json", "package.json", "package-lock.json", "scripts/api-docs.mjs"]) {
-    add(file, fs.readFileSync(path.join(root, file)))
-  }
+  const config = ["docgen.json", "tsconfig.json", "tsconfig.build.json", "package.json", "package-lock.json"]
+  for (const file of [...config, "scripts/api-docs.mjs"]) add(file, fs.readFileSync(path.join(root, file)))
   add("node", process.version)
   return hash.digest("hex")
 }
 
 /**
  * docgen's pages for the tree as it is, from a cache in node_modules/.cache when docgen already ran on the same
- * inputs (docgen is about 20 s of CPU, examples included; the pages and the examples' outcome are a function of the
+ * inputs (docgen is about 15 s of CPU, examples included; the pages and the examples' outcome are a function of the
  * inputs above). A fresh clone, as CI has, or any change to those inputs runs docgen again; only a successful run is
  * kept.
  */
@@ -57,5 +56,5 @@ describe("the API reference", () => {
     )
     expect(Object.keys(committed)).toEqual(Object.keys(pages).sort())
     for (const [name, content] of Object.entries(pages)) expect(committed[name], `docs/api/${name}`).toBe(content)
-  }, 300_000) // about 20 s of CPU (docgen, tsc over the examples, tsx); far more wall time on a shared machine
+  }, 300_000) // about 15 s of CPU (docgen, tsc over the examples, tsx); far more wall time on a shared machine
 })

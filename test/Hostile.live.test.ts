@@ -5,8 +5,8 @@
  * with short timeouts; each case asserts the exact result and a generous wall-clock upper bound, then that the
  * connector holds no socket, the peer saw every connection close, and Node has no more active handles than before.
  */
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { afterAll, describe, expect, it, layer } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
 import * as Connector from "../src/Connector.js"
 import type { DeliveryReport, RecipientStatus } from "../src/DeliveryReport.js"
 import * as Dns from "../src/Dns.js"
@@ -32,12 +32,15 @@ afterAll(() => {
   expect(watch.stop()).toEqual([])
 })
 
-let certs: Certificates
-let otherName: Certificates
-beforeAll(() => {
-  certs = makeCertificates({ hostnames: ["mx.hostile.test"] })
-  otherName = makeCertificates({ hostnames: ["other.test"] })
-})
+/** The TLS cases' PKIs, made once for them (`layer`): one for the name dialled, one for another name. */
+class Pki extends Context.Tag("test/HostileLivePki")<Pki, {
+  readonly certs: Certificates
+  readonly otherName: Certificates
+}>() {}
+const PkiLive = Layer.sync(Pki, () => ({
+  certs: makeCertificates({ hostnames: ["mx.hostile.test"] }),
+  otherName: makeCertificates({ hostnames: ["other.test"] })
+}))
 
 // Real time. A phase under test gets a short timeout (MS); every other phase a long one, so that the honest part of
 // a dialogue never times out on a loaded 2-core CI machine. Every bound below is generous.
@@ -368,8 +371,9 @@ describe("replies out of turn on real sockets", () => {
     }))
 })
 
-describe("STARTTLS and TLS on real sockets", () => {
-  it.scopedLive("a STARTTLS 220 followed by plaintext: refused before any TLS byte, no plaintext MAIL", () =>
+// Live services (real time, `excludeTestServices`): `it.scoped` here runs on the real clock, as `it.scopedLive` does.
+layer(PkiLive, { excludeTestServices: true })("STARTTLS and TLS on real sockets", (it) => {
+  it.scoped("a STARTTLS 220 followed by plaintext: refused before any TLS byte, no plaintext MAIL", () =>
     Effect.gen(function*() {
       const peer = yield* hostilePeer(async (c) => {
         if (!(await hello(c, "STARTTLS"))) return
@@ -389,7 +393,7 @@ describe("STARTTLS and TLS on real sockets", () => {
     c.socket.end()
   }
 
-  it.scopedLive("a TLS alert (handshake failure) in answer to the ClientHello under require: tls error, no plaintext retry", () =>
+  it.scoped("a TLS alert (handshake failure) in answer to the ClientHello under require: tls error, no plaintext retry", () =>
     Effect.gen(function*() {
       const peer = yield* hostilePeer(alert)
       const result = yield* against(peer, deliverTo(peer, { starttls: "require" }))
@@ -399,7 +403,7 @@ describe("STARTTLS and TLS on real sockets", () => {
       expect(peer.connections[0]!.plain).not.toMatch(/MAIL FROM/)
     }))
 
-  it.scopedLive("the same alert under optional (RFC 7435): plaintext on a new connection, delivered", () =>
+  it.scoped("the same alert under optional (RFC 7435): plaintext on a new connection, delivered", () =>
     Effect.gen(function*() {
       let n = 0
       const peer = yield* hostilePeer(async (c) => {
@@ -420,8 +424,9 @@ describe("STARTTLS and TLS on real sockets", () => {
       expect(peer.connections.map((c) => /MAIL FROM/.test(c.plain))).toEqual([false, true])
     }))
 
-  it.scopedLive("a certificate for another name under require: tls error before any MAIL FROM; the right name is accepted", () =>
+  it.scoped("a certificate for another name under require: tls error before any MAIL FROM; the right name is accepted", () =>
     Effect.gen(function*() {
+      const { certs, otherName } = yield* Pki
       const wrong = yield* hostilePeer(async (c) => {
         if (!(await hello(c, "STARTTLS")) || (await c.line()) === null) return
         c.write(`220 go ahead${CRLF}`)

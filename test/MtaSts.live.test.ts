@@ -3,7 +3,8 @@
  * time, and a real DNS server (dns2) queried through the live `Dns` layer, which is the only thing that knows that
  * `mta-sts.<domain>` is 127.0.0.1.
  */
-import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { expect, layer } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as https from "node:https"
@@ -28,92 +29,117 @@ const zones: Dns.Zones = {
   "_mta-sts.noaddr.test": { txt: ["v=STSv1; id=1"] }
 }
 
-let pki: Certificates
-let dnsServer: DnsServer.DnsServer
-let server: https.Server
-let port: number
-const requests: Array<{ readonly host: string; readonly path: string }> = []
-let bigClosed: Promise<{ readonly finished: boolean; readonly sent: number }>
-let slowClosed: Promise<void>
-let onBigClosed: (value: { readonly finished: boolean; readonly sent: number }) => void = () => undefined
-let onSlowClosed: () => void = () => undefined
-let slowReached = false
+/**
+ * What the suite shares, started once (`layer`, below) and closed after its last test: the PKI, the DNS server, the
+ * HTTPS policy server on `port` with the log of its requests, and what it saw of the two connections the client must
+ * cut short (the oversized body's and the silent server's).
+ */
+class Suite extends Context.Tag("test/MtaStsLiveSuite")<Suite, {
+  readonly pki: Certificates
+  readonly dnsServer: DnsServer.DnsServer
+  readonly port: number
+  readonly requests: ReadonlyArray<{ readonly host: string; readonly path: string }>
+  readonly bigClosed: Promise<{ readonly finished: boolean; readonly sent: number }>
+  readonly slowClosed: Promise<void>
+  readonly slowReached: () => boolean
+}>() {}
 
-beforeAll(async () => {
-  pki = makeCertificates({ hostnames: domains.map((domain) => `mta-sts.${domain}.test`).concat("mta-sts.noaddr.test") })
-  dnsServer = await DnsServer.start({ zones })
-  bigClosed = new Promise((resolve) => (onBigClosed = resolve))
-  slowClosed = new Promise((resolve) => (onSlowClosed = resolve))
-  server = https.createServer({ key: pki.keyPem, cert: pki.certPem }, (req, res) => {
-    const host = (req.headers.host ?? "").replace(/:\d+$/, "")
-    requests.push({ host, path: req.url ?? "" })
-    switch (host) {
-      case "mta-sts.good.test": {
-        res.writeHead(200, { "content-type": "text/plain; charset=utf-8" })
-        res.end(policyBody)
-        return
-      }
-      case "mta-sts.redirect.test": {
-        res.writeHead(301, {
-          location: `https://mta-sts.good.test:${port}/.well-known/mta-sts.txt`,
-          "content-type": "text/plain"
-        })
-        res.end(policyBody)
-        return
-      }
-      case "mta-sts.html.test": {
-        res.writeHead(200, { "content-type": "text/html" })
-        res.end(policyBody)
-        return
-      }
-      case "mta-sts.big.test": {
-        // Far more than socket buffers hold, so an early close by the client shows as an unfinished response.
-        let sent = 0
-        const chunk = Buffer.alloc(16 * 1024, "a")
-        res.on("close", () => onBigClosed({ finished: res.writableFinished, sent }))
-        res.writeHead(200, { "content-type": "text/plain" })
-        const pump = () => {
-          while (sent < bigLimit && !res.destroyed) {
-            sent += chunk.length
-            if (!res.write(chunk)) {
-              res.once("drain", pump)
-              return
-            }
-          }
-          res.end()
+const SuiteLive = Layer.scoped(
+  Suite,
+  Effect.gen(function*() {
+    const pki = makeCertificates({
+      hostnames: domains.map((domain) => `mta-sts.${domain}.test`).concat("mta-sts.noaddr.test")
+    })
+    const dnsServer = yield* DnsServer.scoped({ zones })
+    const requests: Array<{ readonly host: string; readonly path: string }> = []
+    let onBigClosed: (value: { readonly finished: boolean; readonly sent: number }) => void = () => undefined
+    let onSlowClosed: () => void = () => undefined
+    const bigClosed = new Promise<{ readonly finished: boolean; readonly sent: number }>((resolve) => (onBigClosed = resolve))
+    const slowClosed = new Promise<void>((resolve) => (onSlowClosed = resolve))
+    let slowReached = false
+    let port = 0
+    const server = https.createServer({ key: pki.keyPem, cert: pki.certPem }, (req, res) => {
+      const host = (req.headers.host ?? "").replace(/:\d+$/, "")
+      requests.push({ host, path: req.url ?? "" })
+      switch (host) {
+        case "mta-sts.good.test": {
+          res.writeHead(200, { "content-type": "text/plain; charset=utf-8" })
+          res.end(policyBody)
+          return
         }
-        pump()
-        return
+        case "mta-sts.redirect.test": {
+          res.writeHead(301, {
+            location: `https://mta-sts.good.test:${port}/.well-known/mta-sts.txt`,
+            "content-type": "text/plain"
+          })
+          res.end(policyBody)
+          return
+        }
+        case "mta-sts.html.test": {
+          res.writeHead(200, { "content-type": "text/html" })
+          res.end(policyBody)
+          return
+        }
+        case "mta-sts.big.test": {
+          // Far more than socket buffers hold, so an early close by the client shows as an unfinished response.
+          let sent = 0
+          const chunk = Buffer.alloc(16 * 1024, "a")
+          res.on("close", () => onBigClosed({ finished: res.writableFinished, sent }))
+          res.writeHead(200, { "content-type": "text/plain" })
+          const pump = () => {
+            while (sent < bigLimit && !res.destroyed) {
+              sent += chunk.length
+              if (!res.write(chunk)) {
+                res.once("drain", pump)
+                return
+              }
+            }
+            res.end()
+          }
+          pump()
+          return
+        }
+        case "mta-sts.slow.test": {
+          // Never answers; the client's timeout must close the connection.
+          slowReached = true
+          req.socket.once("close", () => onSlowClosed())
+          return
+        }
       }
-      case "mta-sts.slow.test": {
-        // Never answers; the client's timeout must close the connection.
-        slowReached = true
-        req.socket.once("close", () => onSlowClosed())
-        return
-      }
-    }
-    res.writeHead(404).end()
+      res.writeHead(404).end()
+    })
+    yield* Effect.acquireRelease(
+      Effect.async<void>((resume) => {
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      () =>
+        Effect.async<void>((resume) => {
+          server.closeAllConnections()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    port = (server.address() as AddressInfo).port
+    return { pki, dnsServer, port, requests, bigClosed, slowClosed, slowReached: () => slowReached }
   })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  port = (server.address() as AddressInfo).port
-})
+)
 
-afterAll(async () => {
-  server?.closeAllConnections()
-  await new Promise((resolve) => server?.close(resolve))
-  await dnsServer?.close()
-})
+/** The live MtaSts, PolicyCache and Dns layers, resolving through the suite's DNS server; the layer trusts the
+ * suite's CA when told to. */
+const liveLayer = (options?: { readonly trustSuiteCa?: boolean }) =>
+  Layer.unwrapEffect(Effect.map(Suite, ({ dnsServer, pki }) => {
+    const mtaSts = MtaSts.layer(options?.trustSuiteCa === true ? { ca: [pki.caPem] } : undefined)
+    return Layer.mergeAll(mtaSts, PolicyCache.layerMemory()).pipe(
+      Layer.provideMerge(Dns.layer({ servers: [dnsServer.server], cache: false, timeout: "2 seconds" }))
+    )
+  }))
 
-const liveLayer = (options?: { readonly ca?: ReadonlyArray<string> }) =>
-  Layer.mergeAll(MtaSts.layer(options), PolicyCache.layerMemory()).pipe(
-    Layer.provideMerge(Dns.layer({ servers: [dnsServer.server], cache: false, timeout: "2 seconds" }))
-  )
+const url = (port: number, domain: string) => `https://mta-sts.${domain}:${port}/.well-known/mta-sts.txt`
 
-const url = (domain: string) => `https://mta-sts.${domain}:${port}/.well-known/mta-sts.txt`
-
-describe("MtaSts over real HTTPS and DNS", () => {
-  it.live("fetches and parses a policy, the host resolved through the Dns service, then serves it from the cache", () =>
+// Live services (real time, `excludeTestServices`): `it.effect` here runs on the real clock, as `it.live` does.
+layer(SuiteLive, { excludeTestServices: true })("MtaSts over real HTTPS and DNS", (it) => {
+  it.effect("fetches and parses a policy, the host resolved through the Dns service, then serves it from the cache", () =>
     Effect.gen(function*() {
+      const { dnsServer, pki, port, requests } = yield* Suite
       const options: MtaSts.ResolveOptions = { mode: "require", timeout: "5 seconds", port, ca: [pki.caPem] }
       const before = requests.length
       const first = yield* MtaSts.resolve("good.test", options)
@@ -136,18 +162,20 @@ describe("MtaSts over real HTTPS and DNS", () => {
       expect(MtaSts.hostAllowed(second.policy, "mx2.good.test")).toBe(false)
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("trusts an extra CA given to the layer", () =>
+  it.effect("trusts an extra CA given to the layer", () =>
     Effect.gen(function*() {
+      const { port } = yield* Suite
       const policy = yield* MtaSts.fetchPolicy("good.test", { port })
       expect(policy.mx).toStrictEqual(["mx1.good.test", "*.mx.good.test"])
-    }).pipe(Effect.provide(liveLayer({ ca: [pki.caPem] }))))
+    }).pipe(Effect.provide(liveLayer({ trustSuiteCa: true }))))
 
-  it.live("refuses a certificate from a CA it does not trust", () =>
+  it.effect("refuses a certificate from a CA it does not trust", () =>
     Effect.gen(function*() {
+      const { pki, port } = yield* Suite
       const untrusted = yield* Effect.flip(MtaSts.fetchPolicy("good.test", { port }))
       expect([untrusted.phase, untrusted.kind, untrusted.permanent]).toStrictEqual(["mta-sts", "tls", false])
       expect(untrusted.message).toBe(
-        `fetching ${url("good.test")} failed: unable to verify the first certificate (UNABLE_TO_VERIFY_LEAF_SIGNATURE)`
+        `fetching ${url(port, "good.test")} failed: unable to verify the first certificate (UNABLE_TO_VERIFY_LEAF_SIGNATURE)`
       )
       const otherCa = yield* Effect.flip(MtaSts.fetchPolicy("good.test", { port, ca: [pki.wrongCaPem] }))
       expect(otherCa.kind).toBe("tls")
@@ -155,8 +183,9 @@ describe("MtaSts over real HTTPS and DNS", () => {
       expect([outcome.status, outcome.policy, outcome.error?.kind]).toStrictEqual(["failed", null, "tls"])
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("does not follow a 301 redirect", () =>
+  it.effect("does not follow a 301 redirect", () =>
     Effect.gen(function*() {
+      const { pki, port, requests } = yield* Suite
       const before = requests.length
       const error = yield* Effect.flip(
         MtaSts.resolve("redirect.test", { mode: "require", timeout: "5 seconds", port, ca: [pki.caPem] })
@@ -164,25 +193,27 @@ describe("MtaSts over real HTTPS and DNS", () => {
       expect(error).toStrictEqual(TransportError.make(
         "mta-sts",
         "protocol",
-        `${url("redirect.test")} answered HTTP 301 (redirects are not followed)`
+        `${url(port, "redirect.test")} answered HTTP 301 (redirects are not followed)`
       ))
       expect(requests.slice(before)).toStrictEqual([{ host: "mta-sts.redirect.test", path: "/.well-known/mta-sts.txt" }])
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("rejects another media type", () =>
+  it.effect("rejects another media type", () =>
     Effect.gen(function*() {
+      const { pki, port } = yield* Suite
       const error = yield* Effect.flip(MtaSts.fetchPolicy("html.test", { port, ca: [pki.caPem] }))
       expect(error).toStrictEqual(
-        TransportError.make("mta-sts", "protocol", `${url("html.test")} answered media type text/html, not text/plain`)
+        TransportError.make("mta-sts", "protocol", `${url(port, "html.test")} answered media type text/html, not text/plain`)
       )
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("rejects an oversized body and closes the connection without reading the rest", () =>
+  it.effect("rejects an oversized body and closes the connection without reading the rest", () =>
     Effect.gen(function*() {
+      const { bigClosed, pki, port } = yield* Suite
       const error = yield* Effect.flip(MtaSts.fetchPolicy("big.test", { port, ca: [pki.caPem] }))
       expect([error.kind, error.permanent]).toStrictEqual(["protocol", false])
       expect(error.message).toMatch(
-        new RegExp(`^${url("big.test").replace(/\./g, "\\.")} sent a body over 65536 bytes \\(stopped after \\d+\\)$`)
+        new RegExp(`^${url(port, "big.test").replace(/\./g, "\\.")} sent a body over 65536 bytes \\(stopped after \\d+\\)$`)
       )
       const received = Number(/stopped after (\d+)/.exec(error.message)![1])
       expect(received).toBeGreaterThan(65536)
@@ -192,32 +223,35 @@ describe("MtaSts over real HTTPS and DNS", () => {
       expect(closed.sent).toBeLessThan(bigLimit)
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("times out on a server that never answers, and closes the connection", () =>
+  it.effect("times out on a server that never answers, and closes the connection", () =>
     Effect.gen(function*() {
+      const { pki, port, slowClosed, slowReached } = yield* Suite
       const error = yield* Effect.flip(
         MtaSts.resolve("slow.test", { mode: "require", timeout: "1 second", port, ca: [pki.caPem] })
       )
       expect(error).toStrictEqual(TransportError.timeout("mta-sts", "1 second"))
       expect(error.message).toBe("mta-sts timed out after 1s")
       // The request did reach the server, so the timeout cut a real exchange short.
-      expect(slowReached).toBe(true)
+      expect(slowReached()).toBe(true)
       yield* Effect.promise(() => slowClosed).pipe(Effect.timeout("5 seconds"))
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("fails with kind dns when the policy host has no address", () =>
+  it.effect("fails with kind dns when the policy host has no address", () =>
     Effect.gen(function*() {
+      const { pki, port } = yield* Suite
       const error = yield* Effect.flip(
         MtaSts.resolve("noaddr.test", { mode: "require", timeout: "5 seconds", port, ca: [pki.caPem] })
       )
       expect(error).toStrictEqual(TransportError.make(
         "mta-sts",
         "dns",
-        `fetching ${url("noaddr.test")} failed: mta-sts.noaddr.test: no address (ENOTFOUND)`
+        `fetching ${url(port, "noaddr.test")} failed: mta-sts.noaddr.test: no address (ENOTFOUND)`
       ))
     }).pipe(Effect.provide(liveLayer())))
 
-  it.live("no TXT record under require is a permanent failure, with no HTTP request", () =>
+  it.effect("no TXT record under require is a permanent failure, with no HTTP request", () =>
     Effect.gen(function*() {
+      const { port, requests } = yield* Suite
       const before = requests.length
       const error = yield* Effect.flip(MtaSts.resolve("none.test", { mode: "require", timeout: "5 seconds", port }))
       expect([error.kind, error.permanent]).toStrictEqual(["policy", true])

@@ -1,5 +1,5 @@
-import { beforeAll, describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Option } from "effect"
+import { expect, layer } from "@effect/vitest"
+import { Context, Duration, Effect, Either, Layer, Option } from "effect"
 import * as Connector from "../src/Connector.js"
 import * as dotStuff from "../src/internal/session/dotStuff.js"
 import type { TlsPolicy } from "../src/Settings.js"
@@ -36,10 +36,9 @@ const settings = (over: Over = {}): SmtpSession.SessionSettings => ({
   phaseSpans: false
 })
 
-let certs: Certificates
-beforeAll(() => {
-  certs = makeCertificates({ hostnames: ["mx.test"] })
-})
+/** The suite's PKI, made once (`layer`, below): a CA, a certificate for mx.test it signed, and an unrelated CA. */
+class Pki extends Context.Tag("test/SmtpSessionLivePki")<Pki, Certificates>() {}
+const PkiLive = Layer.sync(Pki, () => makeCertificates({ hostnames: ["mx.test"] }))
 
 const utf8 = (s: string) => new TextEncoder().encode(s)
 
@@ -78,9 +77,11 @@ const tricky = utf8(
     "bare\rcr\r\n..two dots\r\n.\r\nlast line without end, café"
 )
 
-describe("SmtpSession against smtp-server", () => {
-  it.scopedLive("STARTTLS with a CA made at test time: verified, EHLO again, message byte-identical", () =>
+// Live services (real time, `excludeTestServices`): `it.scoped` here runs on the real clock, as `it.scopedLive` does.
+layer(PkiLive, { excludeTestServices: true })("SmtpSession against smtp-server", (it) => {
+  it.scoped("STARTTLS with a CA made at test time: verified, EHLO again, message byte-identical", () =>
     Effect.gen(function*() {
+      const certs = yield* Pki
       const server = yield* startSmtpServer({ tls: { key: certs.keyPem, cert: certs.certPem }, size: 1_000_000 })
       const { result, session } = yield* deliver(
         server,
@@ -101,8 +102,9 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("require: an untrusted CA fails the tls phase with kind tls; allow-invalid-certs goes through; optional goes through", () =>
+  it.scoped("require: an untrusted CA fails the tls phase with kind tls; allow-invalid-certs goes through; optional goes through", () =>
     Effect.gen(function*() {
+      const certs = yield* Pki
       const server = yield* startSmtpServer({ tls: { key: certs.keyPem, cert: certs.certPem } })
       const error = yield* Effect.flip(deliver(
         server,
@@ -132,7 +134,7 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("STARTTLS not offered: optional goes in plaintext, require fails temporarily (4.7.4)", () =>
+  it.scoped("STARTTLS not offered: optional goes in plaintext, require fails temporarily (4.7.4)", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer()
       const { session } = yield* deliver(server, { sender: "a@x.test", recipients: ["b@y.test"] }, utf8("x\r\n"))
@@ -144,7 +146,7 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("PIPELINING with SIZE and 8BITMIME: one recipient refused, the others delivered", () =>
+  it.scoped("PIPELINING with SIZE and 8BITMIME: one recipient refused, the others delivered", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer({
         size: 1_000_000,
@@ -182,7 +184,7 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("PIPELINING with a refused MAIL: every recipient gets MAIL's error, no message is sent", () =>
+  it.scoped("PIPELINING with a refused MAIL: every recipient gets MAIL's error, no message is sent", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer({ hooks: { mailFrom: () => ({ code: 550, message: "5.7.1 sender denied" }) } })
       const { result } = yield* deliver(server, { sender: "a@x.test", recipients: ["b@y.test", "c@y.test"] }, utf8("x\r\n"))
@@ -195,7 +197,7 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("without PIPELINING, one command at a time, same outcomes", () =>
+  it.scoped("without PIPELINING, one command at a time, same outcomes", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer({
         hide: { pipelining: true },
@@ -209,7 +211,7 @@ describe("SmtpSession against smtp-server", () => {
       expect(text(recorded!.transactions[0]!.message)).toBe(text(dotStuff.normalize(tricky)))
     }))
 
-  it.scopedLive("a message whose first line is '.', and one that is a smuggling attempt, arrive intact", () =>
+  it.scoped("a message whose first line is '.', and one that is a smuggling attempt, arrive intact", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer()
       const messages = [
@@ -234,7 +236,7 @@ describe("SmtpSession against smtp-server", () => {
       ])
     }))
 
-  it.scopedLive("SMTPUTF8 for an internationalised address; permanent failure before MAIL when not offered", () =>
+  it.scoped("SMTPUTF8 for an internationalised address; permanent failure before MAIL when not offered", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer()
       const { result } = yield* deliver(server, { sender: "a@x.test", recipients: ["jösé@y.test"] }, utf8("x\r\n"))
@@ -252,7 +254,7 @@ describe("SmtpSession against smtp-server", () => {
       expect(yield* Connector.openConnections).toBe(0)
     }))
 
-  it.scopedLive("bound to 127.0.0.2: the server sees 127.0.0.2", () =>
+  it.scoped("bound to 127.0.0.2: the server sees 127.0.0.2", () =>
     Effect.gen(function*() {
       const server = yield* startSmtpServer()
       yield* deliver(server, { sender: "a@x.test", recipients: ["b@y.test"] }, utf8("x\r\n"), settings(), "127.0.0.2")
