@@ -7,7 +7,7 @@
  *
  * | key | stage | `concurrency` counts | `rate` counts |
  * |---|---|---|---|
- * | `sender`, `sender_domain`, or none | message | messages under way (all their domains) | messages started |
+ * | `sender`, `sender_domain`, or none | message | `Transport.deliver` calls under way (all their domains) | calls started |
  * | `rcpt_domain` | domain | domain deliveries under way | domain deliveries started |
  * | `mx` | host | deliveries to the host under way (each holds one connection) | deliveries to the host started |
  * | `remote_ip`, `local_ip` | connection | connections in use | connections used (new or reused) |
@@ -17,6 +17,9 @@
  * phase `connect`, and no connection is made for them. An idle pooled connection holds no permit: concurrency counts
  * the connections carrying a transaction, and a delivery that waited for a connection-stage permit takes the pooled
  * connection whose release gave it its turn rather than opening another.
+ *
+ * A message is one `Transport.deliver` call: the outbox makes one per domain attempt, so there a message-stage
+ * limiter counts each domain's attempts.
  *
  * The state (who holds what, who started when) is the {@link Limiter} service: one per `Transport` layer, shared by
  * every delivery on it.

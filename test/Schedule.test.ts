@@ -179,6 +179,21 @@ notfy = ["1d"]
     ])
   })
 
+  it("errors: a queue-name Stalwart refuses (1 to 8 bytes), so that convert never writes one", () => {
+    expect(issues(`[queue.strategy]
+schedule = "'a'"
+[queue.schedule.a]
+queue-name = "muchtoolongname"
+retry = ["1m"]
+[queue.schedule.b]
+queue-name = ""
+retry = ["1m"]
+`)).toEqual([
+      [4, "queue.schedule.a.queue-name", "a virtual queue's name is 1 to 8 bytes"],
+      [7, "queue.schedule.b.queue-name", "a virtual queue's name is 1 to 8 bytes"]
+    ])
+  })
+
   it("a flat [queue.schedule] key next to [queue.strategy] is the other layout's", () => {
     expect(issues("[queue.strategy]\nroute = \"'mx'\"\n[queue.schedule]\nretry = \"[1m]\"\n")[0]![2]).toMatch(
       /^the file mixes two layouts/

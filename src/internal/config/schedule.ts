@@ -271,14 +271,16 @@ export const readNamed = (
     } else if (json && f.key === "queueId") {
       queueId = { raw: f.raw, origin: f.path }
     } else if (!json && f.key === "queue-name") {
-      if (typeof f.raw === "string" && f.raw !== "") {
+      // Stalwart's QueueName (1 to 8 bytes) here too, not only in [queue.virtual]: a name Stalwart refuses must not
+      // load here and then fail when convert writes it out as a virtual queue.
+      if (typeof f.raw === "string" && queueNameProblem(f.raw) === null) {
         queueName = { setting: constant(`queue.schedule.${name}.queue-name`, f.raw), raw: f.raw, origin: f.path }
       } else {
         issues.push({
           path: f.path,
-          problem: "wrong type of value",
+          problem: typeof f.raw === "string" ? queueNameProblem(f.raw)! : "wrong type of value",
           found: describeToml(f.raw),
-          expected: "a virtual queue's name"
+          expected: "a virtual queue's name of 1 to 8 bytes"
         })
       }
     } else if (json && f.key === "expiry") {

@@ -108,6 +108,8 @@ interface Opened extends ConnectedFields {
 interface Taken extends ConnectedFields {
   readonly span: null
   readonly idle: ConnectionPool.Idle
+  /** Where it goes back untouched if this attempt loses the race. */
+  readonly pool: ConnectionPool.ConnectionPool.Service
 }
 
 /**
@@ -173,6 +175,7 @@ const connect = (
               openedMs: idle.openedMs,
               permit,
               idle,
+              pool,
               kept: false
             })
         })
@@ -233,13 +236,14 @@ const open = (
 const release = (connected: Connected) =>
   Effect.zipRight(
     // Read when the release runs, not when the race builds it: the session may have handed the connection over since.
-    // An idle connection taken by an attempt that lost the race is still in step: QUIT before the close.
+    // An idle connection taken by an attempt that lost the race was not used (the winner's is marked kept at once):
+    // it goes back to the pool before the permit, for the next delivery that waits on this address.
     Effect.suspend(() =>
       connected.kept
         ? Effect.void
         : connected.idle === null
         ? connected.connection.close
-        : Effect.ensuring(SmtpSession.quit({ connection: connected.connection }), connected.connection.close)
+        : connected.pool.put(connected.idle)
     ),
     Effect.zipRight(connected.permit, connected.span === null ? Effect.void : tracing.end(connected.span, Exit.void))
   )
