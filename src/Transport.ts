@@ -16,6 +16,7 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import * as ConnectionPool from "./ConnectionPool.js"
 import * as Connector from "./Connector.js"
 import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
@@ -24,12 +25,14 @@ import * as tracing from "./internal/tracing.js"
 import { deliverDomain } from "./internal/transport/deliver.js"
 import { explainDomain } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
+import type { Plans } from "./internal/transport/plans.js"
 import * as request_ from "./internal/transport/request.js"
 import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
 import * as warnings from "./internal/transport/warnings.js"
 import * as Limiter from "./Limiter.js"
 import * as MtaSts from "./MtaSts.js"
 import { type Config, OutboundConfig } from "./OutboundConfig.js"
+import * as PlanCache from "./PlanCache.js"
 import * as PolicyCache from "./PolicyCache.js"
 
 /**
@@ -151,6 +154,16 @@ const sortedByStart = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<At
     if (attempts[i]!.startMs < attempts[i - 1]!.startMs) return [...attempts].sort((a, b) => a.startMs - b.startMs)
   }
   return attempts
+}
+
+/**
+ * The layer's plan cache, used where the delivery's spans record nothing (a trace keeps every lookup's span); `null`
+ * without one.
+ */
+const planCacheOf = (context: Context.Context<never>, span: Tracer.AnySpan, clock: Clock.Clock): Plans | null => {
+  if (tracing.records(span)) return null
+  const cache = Context.getOption(context, PlanCache.PlanCache)
+  return Option.isSome(cache) ? { cache: cache.value, clock } : null
 }
 
 /** Connection ids of a delivery without a pool: its own count. */
@@ -275,7 +288,8 @@ export const deliver = (
       connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
       limiter: config.limiters.length === 0
         ? null
-        : Option.getOrUndefined(Context.getOption(context, Limiter.Limiter)) ?? (yield* Limiter.make)
+        : Option.getOrUndefined(Context.getOption(context, Limiter.Limiter)) ?? (yield* Limiter.make),
+      plans: planCacheOf(context, span, clock)
     }
     const domain = (group: request_.Group) =>
       tracing.within(
@@ -389,8 +403,9 @@ export const explain = (
 /**
  * The live services a delivery needs besides its `OutboundConfig`: DNS (`Dns.layer`, with its cache; point it at a
  * trusted validating resolver for DANE), sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS
- * and cached in memory, and the connection pool and the outbound limiters' counts that deliveries on this layer share
- * (the idle connections closed with QUIT when the layer's scope closes).
+ * and cached in memory, and the connection pool, the outbound limiters' counts and the plan cache (each domain's MX
+ * plan and each host's addresses, for their DNS answers' TTL) that deliveries on this layer share (the idle
+ * connections closed with QUIT when the layer's scope closes).
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
  * alike. This is the way to trust a private CA.
@@ -407,10 +422,12 @@ export const layer = (
   | PolicyCache.PolicyCache
   | ConnectionPool.ConnectionPool
   | Limiter.Limiter
+  | PlanCache.PlanCache
 > =>
   Layer.mergeAll(
     Connector.layer,
     ConnectionPool.layer,
+    PlanCache.layer,
     Limiter.layer,
     PolicyCache.layer,
     MtaSts.layer({ ca: options.ca }),

@@ -19,6 +19,7 @@ import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { hostDane } from "./dane.js"
+import * as plans from "./plans.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
 import { deliverLocal, relayUnresolved } from "./route.js"
@@ -41,7 +42,7 @@ export const deliverDomain = (
   span: Tracer.Span
 ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
   // A flatMap rather than an Effect.gen: one step on every delivery's path instead of two.
-  Effect.flatMap(domainStage(delivery.config, delivery.options, requestVariables, group, span), (stage) => {
+  Effect.flatMap(domainStage(delivery.config, delivery.options, requestVariables, group, span, delivery.plans), (stage) => {
     const { plan, warnings } = stage
     if (stage.route?._tag === "local") {
       return Effect.map(deliverLocal(stage.route, {
@@ -111,23 +112,24 @@ const hostLoop = (
 
     // A host's settings are evaluated when the pull reaches it, and kept for its race and session.
     const hostStages = new Map<MxHost, HostStage>()
-    const settingsOf = (host: MxHost) =>
-      Effect.sync(() => {
-        const variables = hostVariables(stage.variables, host)
-        const evaluated = evaluateHost(delivery.config, variables)
-        warnings.push(...evaluated.warnings)
-        hostStages.set(host, {
-          variables,
-          settings: evaluated.settings,
-          limiterWait: stage.settings.limiterWait,
-          relay
-        })
-        const { ipStrategy, sourceIp } = evaluated.settings
-        return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
+    const settingsOf = (host: MxHost) => {
+      const variables = hostVariables(stage.variables, host)
+      const evaluated = evaluateHost(delivery.config, variables)
+      if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
+      hostStages.set(host, {
+        variables,
+        settings: evaluated.settings,
+        limiterWait: stage.settings.limiterWait,
+        relay
       })
+      const { ipStrategy, sourceIp } = evaluated.settings
+      return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
+    }
 
     let results: ReadonlyArray<RecipientResult> | null = null
-    const hosts = Candidates.hosts(plan, settingsOf, { parent: span })
+    const hosts = delivery.plans === null
+      ? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
+      : plans.hosts(delivery.plans, plan, settingsOf)
     while (results === null) {
       const next = yield* hosts.next
       if (Option.isNone(next)) break

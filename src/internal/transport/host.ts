@@ -29,6 +29,7 @@ import * as TransportError from "../../TransportError.js"
 import { evaluateConnection } from "../settings/evaluate.js"
 import * as tracing from "../tracing.js"
 import { attemptDane } from "./dane.js"
+import type { Plans } from "./plans.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
 import { connectionVariables, type Group } from "./request.js"
 import * as settingWarnings from "./warnings.js"
@@ -58,6 +59,8 @@ export interface Delivery {
   readonly connectionId: Effect.Effect<string>
   /** The limiter state; `null` when no limiter is configured. */
   readonly limiter: Limiter.Limiter.Service | null
+  /** The layer's plan cache and this Clock; `null` without a cache, or where the delivery's spans record. */
+  readonly plans: Plans | null
 }
 
 /** A host's settings, the variables they were evaluated with, and its DANE decision (`null`: none made). @internal */
