@@ -11,6 +11,10 @@ import type { Dns } from "../../Dns.js"
 import type { MxHost, MxPlan } from "../../MxPlan.js"
 import type { HostSettings } from "../../Settings.js"
 
+/** Whether a host gets a DANE decision: `tls.dane` enabled, and a name to look TLSA records up for. @internal */
+export const daneApplies = (host: MxHost, settings: HostSettings): boolean =>
+  settings.tls.dane !== "disable" && !host.literal
+
 /**
  * `null` when `tls.dane = disable` or the host is an address literal (no name, no TLSA); otherwise RFC 7672 §2.2's
  * decision. `plan`: the domain's MX plan (its name and whether its MX lookup validated); `port`: where the
@@ -24,7 +28,7 @@ export const hostDane = (
   host: MxHost,
   settings: HostSettings
 ): Effect.Effect<Dane.HostDane | null, never, Dns> =>
-  settings.tls.dane === "disable" || host.literal
+  !daneApplies(host, settings)
     ? Effect.succeed(null)
     : Dane.lookupHost({
       policy: settings.tls.dane,

@@ -8,6 +8,7 @@ import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import * as Candidates from "../../Candidates.js"
 import type { Connector } from "../../Connector.js"
+import type * as Dane from "../../Dane.js"
 import type { AttemptRecord, DomainPlan, HostPlan, RecipientResult } from "../../DeliveryReport.js"
 import type { Dns } from "../../Dns.js"
 import * as MtaSts from "../../MtaSts.js"
@@ -18,7 +19,7 @@ import * as Limiter from "../../Limiter.js"
 import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
-import { hostDane } from "./dane.js"
+import { daneApplies, hostDane } from "./dane.js"
 import * as plans from "./plans.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
@@ -103,67 +104,86 @@ const hostLoop = (
   hostPlans: Array<HostPlan>,
   hostErrors: Array<HostFailure>,
   span: Tracer.Span
-): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
-  Effect.gen(function*() {
-    const { warnings } = stage
-    const relay = stage.route?._tag === "relay" ? stage.route : null
-    const policy = policyOf(stage)
-    const enforced = MtaSts.enforced(policy)
+): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+  // Not an Effect.gen: one host is the usual case, and each `yield*` of a generator is a step and its frames.
+  const { warnings } = stage
+  const relay = stage.route?._tag === "relay" ? stage.route : null
+  const policy = policyOf(stage)
+  const enforced = MtaSts.enforced(policy)
 
-    // A host's settings are evaluated when the pull reaches it, and kept for its race and session.
-    const hostStages = new Map<MxHost, HostStage>()
-    const settingsOf = (host: MxHost) => {
-      const variables = hostVariables(stage.variables, host)
-      const evaluated = evaluateHost(delivery.config, variables)
-      if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
-      hostStages.set(host, {
-        variables,
-        settings: evaluated.settings,
-        limiterWait: stage.settings.limiterWait,
-        relay
-      })
-      const { ipStrategy, sourceIp } = evaluated.settings
-      return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
+  // A host's settings are evaluated when the pull reaches it, and kept for its race and session.
+  const hostStages = new Map<MxHost, HostStage>()
+  const settingsOf = (host: MxHost) => {
+    const variables = hostVariables(stage.variables, host)
+    const evaluated = evaluateHost(delivery.config, variables)
+    if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
+    hostStages.set(host, {
+      variables,
+      settings: evaluated.settings,
+      limiterWait: stage.settings.limiterWait,
+      relay
+    })
+    const { ipStrategy, sourceIp } = evaluated.settings
+    return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
+  }
+
+  const done = (results: ReadonlyArray<RecipientResult> | null): DomainRun => ({
+    recipients: results ?? allHostsFailed(group.recipients, hostErrors),
+    attempts,
+    plan: domainPlanOf(group, stage, hostPlans, null),
+    warnings
+  })
+  const hosts = delivery.plans === null
+    ? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
+    : plans.hosts(delivery.plans, plan, settingsOf)
+
+  // The host's attempt, its DANE decision made (`null`: none).
+  const attempt = (
+    host: Candidates.HostCandidates,
+    hostStage: HostStage,
+    strategies: ReturnType<typeof hostStrategies> | null,
+    dane: Dane.HostDane | null
+  ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+    hostPlans.push(hostPlan(host, policy, strategies, dane))
+    if (dane?.error) {
+      // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
+      hostErrors.push({ error: dane.error, host: null })
+      return next
     }
+    return Effect.flatMap(
+      tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span),
+      (outcome) => {
+        if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
+        hostErrors.push(outcome)
+        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
+        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
+        return next
+      }
+    )
+  }
 
-    let results: ReadonlyArray<RecipientResult> | null = null
-    const hosts = delivery.plans === null
-      ? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
-      : plans.hosts(delivery.plans, plan, settingsOf)
-    while (results === null) {
-      const next = yield* hosts.next
-      if (Option.isNone(next)) break
-      const host = next.value
+  // The next host, until one takes the transaction or none is left.
+  const next: Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> = Effect.flatMap(
+    hosts.next,
+    (pulled) => {
+      if (Option.isNone(pulled)) return Effect.succeed(done(null))
+      const host = pulled.value
       const staged = hostStages.get(host.host)
       const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
       if (Either.isLeft(host.resolution)) {
         hostPlans.push(hostPlan(host, policy, strategies, null))
         const error = host.resolution.left
         hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
-        continue
+        return next
       }
-      const hostStage = hostStages.get(host.host)!
+      const hostStage = staged!
       // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
-      const dane = relay === null ? yield* hostDane(plan, delivery.options.port, host.host, hostStage.settings) : null
-      hostPlans.push(hostPlan(host, policy, strategies, dane))
-      if (dane?.error) {
-        // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
-        hostErrors.push({ error: dane.error, host: null })
-        continue
-      }
-      const outcome = yield* tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span)
-      if (outcome._tag === "Done") results = outcome.recipients
-      else {
-        hostErrors.push(outcome)
-        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
-        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") break
-      }
+      if (relay !== null || !daneApplies(host.host, hostStage.settings)) return attempt(host, hostStage, strategies, null)
+      return Effect.flatMap(
+        hostDane(plan, delivery.options.port, host.host, hostStage.settings),
+        (dane) => attempt(host, hostStage, strategies, dane)
+      )
     }
-
-    return {
-      recipients: results ?? allHostsFailed(group.recipients, hostErrors),
-      attempts,
-      plan: domainPlanOf(group, stage, hostPlans, null),
-      warnings
-    }
-  })
+  )
+  return next
+}

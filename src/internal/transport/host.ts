@@ -278,75 +278,80 @@ const reuse = (
   opening: Opening,
   warnings: Array<string>,
   parent: Tracer.Span
-): Effect.Effect<HostOutcome | null> =>
-  Effect.gen(function*() {
-    const dane = hostStage.dane ?? null
-    const key = sessionKey({ ...opening, servername: host.host.name }, dane)
-    const port = portOf(delivery, hostStage)
-    for (const ip of addresses) {
-      const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
-      // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
-      // this delivery would send.
-      const evaluated = new Map<string | null, ConnectionSettings>()
-      const settingsFor = (source: string | null) => {
-        let settings = evaluated.get(source)
-        if (settings === undefined) {
-          const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
-          if (result.warnings.length > 0) warnings.push(...result.warnings)
-          settings = result.settings
-          evaluated.set(source, settings)
-        }
-        return settings
+): Effect.Effect<HostOutcome | null> => {
+  // Not an Effect.gen: on every message's path, and a generator's steps and frames are its `yield*`s.
+  const dane = hostStage.dane ?? null
+  const key = sessionKey({ ...opening, servername: host.host.name }, dane)
+  const port = portOf(delivery, hostStage)
+  const fromAddress = (at: number): Effect.Effect<HostOutcome | null> => {
+    if (at >= addresses.length) return Effect.succeed(null)
+    const ip = addresses[at]!
+    const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
+    // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
+    // this delivery would send.
+    const evaluated = new Map<string | null, ConnectionSettings>()
+    const settingsFor = (source: string | null) => {
+      let settings = evaluated.get(source)
+      if (settings === undefined) {
+        const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
+        if (result.warnings.length > 0) warnings.push(...result.warnings)
+        settings = result.settings
+        evaluated.set(source, settings)
       }
-      const accept = (idle: ConnectionPool.Idle) =>
-        (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
-        settingsFor(idle.source).ehloName === idle.session.ehloName &&
-        sameSecret(idle.session.settings.auth, opening.auth)
-      while (true) {
-        // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
-        const outcome = yield* Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(
-            pool.take({ ip, port, session: key }, accept),
-            Option.match({
-              onNone: () => Effect.succeed(undefined),
-              onSome: (idle): Effect.Effect<HostOutcome | null | undefined> => {
-                // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
-                const use = () =>
-                  reusedSession(
-                    delivery,
-                    pool,
-                    group,
-                    host,
-                    idle,
-                    settingsFor(idle.source),
-                    opening,
-                    dane,
-                    attempts,
-                    parent,
-                    restore
-                  )
-                // No limiter: nothing to wait for between the take and the transaction.
-                if (delivery.limiter === null) return use()
-                return Effect.flatMap(
-                  Effect.either(restore(
-                    limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
-                  )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
-                  (permit): Effect.Effect<HostOutcome | null | undefined> =>
-                    Either.isLeft(permit)
-                      ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
-                      : Effect.ensuring(use(), permit.right)
-                )
-              }
-            })
-          )
-        )
-        if (outcome === undefined) break
-        // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
-        if (outcome !== null) return outcome
-      }
+      return settings
     }
-    return null
-  })
+    const accept = (idle: ConnectionPool.Idle) =>
+      (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
+      settingsFor(idle.source).ehloName === idle.session.ehloName &&
+      sameSecret(idle.session.settings.auth, opening.auth)
+    // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
+    const taken = Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        pool.take({ ip, port, session: key }, accept),
+        Option.match({
+          onNone: () => Effect.succeed(undefined),
+          onSome: (idle): Effect.Effect<HostOutcome | null | undefined> => {
+            // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
+            const use = () =>
+              reusedSession(
+                delivery,
+                pool,
+                group,
+                host,
+                idle,
+                settingsFor(idle.source),
+                opening,
+                dane,
+                attempts,
+                parent,
+                restore
+              )
+            // No limiter: nothing to wait for between the take and the transaction.
+            if (delivery.limiter === null) return use()
+            return Effect.flatMap(
+              Effect.either(restore(
+                limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
+              )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
+              (permit): Effect.Effect<HostOutcome | null | undefined> =>
+                Either.isLeft(permit)
+                  ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
+                  : Effect.ensuring(use(), permit.right)
+            )
+          }
+        })
+      )
+    )
+    const next: Effect.Effect<HostOutcome | null> = Effect.flatMap(taken, (outcome) =>
+      outcome === undefined
+        ? fromAddress(at + 1)
+        // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
+        : outcome === null
+        ? next
+        : Effect.succeed(outcome))
+    return next
+  }
+  return fromAddress(0)
+}
 
 /**
  * One transaction on an idle connection, RSET first when its last one did not end cleanly. `null` when the server had
@@ -367,97 +372,104 @@ const reusedSession = (
   /** The caller's mask: this runs uninterruptibly, the dialogue under `restore`. */
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<HostOutcome | null> => {
+  // Not an Effect.gen: called by the step that runs it, on every reused message's path.
   const { connection } = idle.session
+  const startMs = delivery.clock.unsafeCurrentTimeMillis()
   // Set once made: an interruption during the dialogue closes the connection and ends the span.
   let attemptSpan: Tracer.Span | undefined
-  return (
-    Effect.gen(function*() {
-      const startMs = delivery.clock.unsafeCurrentTimeMillis()
-      const span = tracing.knownUnder(parent) ?? (yield* tracing.make("smtp.attempt", parent, () => ({
-        ...tracing.peerAttributes({
-          servername: host.host.name,
-          ip: connection.remoteAddress,
-          port: connection.remotePort,
-          localAddress: idle.source
-        }),
-        "smtp.connection": idle.id,
-        "smtp.reused": true
-      })))
-      attemptSpan = span
-      const settings: SmtpSession.SessionSettings = {
-        ...connectionSettings,
-        ...opening,
-        servername: host.host.name,
-        phaseSpans: delivery.options.phaseSpans === true,
-        span
-      }
-      const session: SmtpSession.Session = { ...idle.session, settings }
-      const record = (fields: RecordFields) => {
-        attempts.push({
-          domain: group.domain,
-          host: host.host.name,
-          ip: connection.remoteAddress,
-          source: idle.source,
-          startMs: startMs - delivery.startMs,
-          durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
-          connection: idle.id,
-          reused: true,
-          ...fields
-        })
-      }
-      const dropped = (error: TransportError.TransportError) =>
+  const withSpan = (span: Tracer.Span): Effect.Effect<HostOutcome | null> => {
+    attemptSpan = span
+    const settings: SmtpSession.SessionSettings = {
+      ...connectionSettings,
+      ...opening,
+      servername: host.host.name,
+      phaseSpans: delivery.options.phaseSpans === true,
+      span
+    }
+    const session: SmtpSession.Session = { ...idle.session, settings }
+    const record = (fields: RecordFields) => {
+      attempts.push({
+        domain: group.domain,
+        host: host.host.name,
+        ip: connection.remoteAddress,
+        source: idle.source,
+        startMs: startMs - delivery.startMs,
+        durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
+        connection: idle.id,
+        reused: true,
+        ...fields
+      })
+    }
+    const dropped = (error: TransportError.TransportError, why: string) =>
+      Effect.zipRight(
+        Effect.logDebug(`${idle.id}: ${why}; going on over another connection`),
         Effect.suspend(() => {
           record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName })
           return Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
         })
-      if (!idle.clean) {
-        const reset = yield* Effect.either(restore(SmtpSession.reset(session, settings)))
-        if (Either.isLeft(reset)) {
-          yield* Effect.logDebug(`${idle.id}: RSET failed (${reset.left.message}); going on over another connection`)
-          return yield* dropped(reset.left)
+      )
+    const envelope: SmtpSession.Envelope = {
+      sender: delivery.sender,
+      recipients: group.recipients,
+      requireTls: delivery.requireTls
+    }
+    const transact = Effect.flatMap(
+      restore(SmtpSession.transaction(session, envelope, delivery.message, settings)),
+      (transaction): Effect.Effect<HostOutcome | null> => {
+        if (gaveUp(transaction)) {
+          const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
+          return dropped(error, error.message)
         }
+        let kept = false
+        // `finish` hands the connection over (or not) in the step that calls it: `kept` is known on return.
+        const finishing = finish(pool, host, session, transaction, {
+          id: idle.id,
+          session: idle.destination.session,
+          source: idle.source,
+          reuse: idle.reuse,
+          openedMs: idle.openedMs,
+          messages: idle.messages
+        }, dane, record, () => {
+          kept = true
+        }, true)
+        const ending = tracing.records(span) ? tracing.end(span, Exit.void) : null
+        if (kept && ending === null) return finishing
+        const after = kept ? ending! : ending === null ? connection.close : Effect.zipRight(connection.close, ending)
+        return Effect.flatMap(finishing, (outcome) => Effect.as(after, outcome))
       }
-      const envelope: SmtpSession.Envelope = {
-        sender: delivery.sender,
-        recipients: group.recipients,
-        requireTls: delivery.requireTls
-      }
-      const transaction = yield* restore(SmtpSession.transaction(session, envelope, delivery.message, settings))
-      if (gaveUp(transaction)) {
-        const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
-        yield* Effect.logDebug(`${idle.id}: ${error.message}; going on over another connection`)
-        return yield* dropped(error)
-      }
-      let kept = false
-      const outcome = yield* finish(pool, host, session, transaction, {
-        id: idle.id,
-        session: idle.destination.session,
-        source: idle.source,
-        reuse: idle.reuse,
-        openedMs: idle.openedMs,
-        messages: idle.messages
-      }, dane, record, () => {
-        kept = true
-      }, true)
-      if (!kept) yield* connection.close
-      if (tracing.records(span)) yield* tracing.end(span, Exit.void)
-      return outcome
-    }).pipe(
-      // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
-      Effect.matchCauseEffect({
-        onFailure: (cause) =>
-          Cause.isInterruptedOnly(cause)
-            ? Effect.zipRight(
-              Effect.zipRight(
-                connection.close,
-                attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
-              ),
-              Effect.failCause(cause)
-            )
-            : Effect.failCause(cause),
-        onSuccess: Effect.succeed
-      })
     )
+    if (idle.clean) return transact
+    return Effect.flatMap(
+      Effect.either(restore(SmtpSession.reset(session, settings))),
+      (reset) => Either.isLeft(reset) ? dropped(reset.left, `RSET failed (${reset.left.message})`) : transact
+    )
+  }
+  const known = tracing.knownUnder(parent)
+  const body = known !== null ? withSpan(known) : Effect.flatMap(tracing.make("smtp.attempt", parent, () => ({
+    ...tracing.peerAttributes({
+      servername: host.host.name,
+      ip: connection.remoteAddress,
+      port: connection.remotePort,
+      localAddress: idle.source
+    }),
+    "smtp.connection": idle.id,
+    "smtp.reused": true
+  })), withSpan)
+  return body.pipe(
+    // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
+    Effect.matchCauseEffect({
+      onFailure: (cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.zipRight(
+            Effect.zipRight(
+              connection.close,
+              attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
+            ),
+            Effect.failCause(cause)
+          )
+          : Effect.failCause(cause),
+      onSuccess: Effect.succeed
+    })
   )
 }
 
