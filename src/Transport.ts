@@ -22,7 +22,7 @@ import * as Connector from "./Connector.js"
 import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
 import * as tracing from "./internal/tracing.js"
-import { deliverDomain } from "./internal/transport/deliver.js"
+import { deliverDomain, type DomainRun } from "./internal/transport/deliver.js"
 import { explainDomain } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
 import type { Plans } from "./internal/transport/plans.js"
@@ -31,7 +31,7 @@ import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
 import * as warnings from "./internal/transport/warnings.js"
 import * as Limiter from "./Limiter.js"
 import * as MtaSts from "./MtaSts.js"
-import { type Config, OutboundConfig } from "./OutboundConfig.js"
+import { OutboundConfig } from "./OutboundConfig.js"
 import * as PlanCache from "./PlanCache.js"
 import * as PolicyCache from "./PolicyCache.js"
 
@@ -248,83 +248,73 @@ export const deliver = (
   OutboundConfig | Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache
 > =>
   // The spans are made with explicit parents and passed down (internal/tracing): the current span is not switched.
-  tracing.within("Transport.deliver", undefined, undefined, (span) => Effect.gen(function*() {
-    // The request checked, and the services and the Clock read, in one run-loop step (a `yield*` of each is two or
-    // three).
-    const { clock, config, context, groups, message, options, sender, variables } = yield* Effect.withFiberRuntime<
-      request_.Validated & {
-        clock: Clock.Clock
-        config: Config
-        context: Context.Context<never>
-        options: TransportOptions.Service
-      },
-      request_.InvalidRequest,
-      OutboundConfig
-    >((fiber) => {
-      const validated = request_.check(request)
-      if (Either.isLeft(validated)) return Effect.fail(validated.left)
-      const context = fiber.currentContext as Context.Context<OutboundConfig>
-      return Effect.succeed({
-        ...validated.right,
-        // the Clock `Clock.currentTimeMillis` would read: TestClock under test
-        clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
-        config: Context.get(context, OutboundConfig),
-        context,
-        options: Context.get(context, TransportOptions)
-      })
-    })
+  // Not an Effect.gen: the request checked, the services and the Clock read and the domain's delivery started in
+  // the step that reads the fiber (under the built-in tracer, the span's own step).
+  tracing.withinFiber("Transport.deliver", undefined, undefined, (span, fiber) => {
+    const validated = request_.check(request)
+    if (Either.isLeft(validated)) return Effect.fail(validated.left)
+    const { groups, message, sender, variables } = validated.right
+    const context = fiber.currentContext as Context.Context<OutboundConfig>
+    // the Clock `Clock.currentTimeMillis` would read: TestClock under test
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    const config = Context.get(context, OutboundConfig)
+    const options = Context.get(context, TransportOptions)
     const pool = Context.getOption(context, ConnectionPool.ConnectionPool)
-    const delivery: Delivery = {
-      span,
-      config,
-      options,
-      startMs: clock.unsafeCurrentTimeMillis(),
-      clock,
-      message,
-      sender: sender?.address ?? "",
-      requireTls: request.requireTls === true,
-      ca: startTlsCa(Context.get(context, TrustedCa), options.ca),
-      pool: Option.getOrNull(pool),
-      connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
-      limiter: config.limiters.length === 0
-        ? null
-        : Option.getOrUndefined(Context.getOption(context, Limiter.Limiter)) ?? (yield* Limiter.make),
-      plans: planCacheOf(context, span, clock)
-    }
-    const domain = (group: request_.Group) =>
-      tracing.within(
-        "Transport.deliverDomain",
+    const run = (limiter: Limiter.Limiter.Service | null) => {
+      const delivery: Delivery = {
         span,
-        () => ({ domain: group.domain }),
-        (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
-      )
-    // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
-    const runs = groups.length === 1
-      ? [yield* domain(groups[0]!)]
-      : yield* Effect.forEach(groups, domain, { concurrency: options.domainConcurrency })
-    // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
-    // attempts are in start order already; no map to put them back in order, no sort.
-    const one = runs.length === 1 ? runs[0]! : null
-    let recipients: ReadonlyArray<RecipientResult>
-    if (one !== null && inRequestOrder(one.recipients, request.recipients)) recipients = one.recipients
-    else {
-      const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
-      recipients = request.recipients.map((rcpt) => byAddress.get(rcpt)!)
-    }
-    const report: DeliveryReport = {
-      recipients,
-      attempts: one !== null
-        ? sortedByStart(one.attempts)
-        : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
-      plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
-      warnings: messageWarnings(
-        config.warnings,
+        config,
+        options,
+        startMs: clock.unsafeCurrentTimeMillis(),
+        clock,
         message,
-        one !== null ? one.warnings : runs.flatMap((run) => run.warnings)
-      )
+        sender: sender?.address ?? "",
+        requireTls: request.requireTls === true,
+        ca: startTlsCa(Context.get(context, TrustedCa), options.ca),
+        pool: Option.getOrNull(pool),
+        connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
+        limiter,
+        plans: planCacheOf(context, span, clock)
+      }
+      const domain = (group: request_.Group) =>
+        tracing.within(
+          "Transport.deliverDomain",
+          span,
+          () => ({ domain: group.domain }),
+          (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
+        )
+      const report = (runs: ReadonlyArray<DomainRun>): DeliveryReport => {
+        // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
+        // attempts are in start order already; no map to put them back in order, no sort.
+        const one = runs.length === 1 ? runs[0]! : null
+        let recipients: ReadonlyArray<RecipientResult>
+        if (one !== null && inRequestOrder(one.recipients, request.recipients)) recipients = one.recipients
+        else {
+          const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+          recipients = request.recipients.map((rcpt) => byAddress.get(rcpt)!)
+        }
+        return {
+          recipients,
+          attempts: one !== null
+            ? sortedByStart(one.attempts)
+            : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
+          plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
+          warnings: messageWarnings(
+            config.warnings,
+            message,
+            one !== null ? one.warnings : runs.flatMap((run) => run.warnings)
+          )
+        }
+      }
+      // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
+      return groups.length === 1
+        ? Effect.map(domain(groups[0]!), (run) => report([run]))
+        : Effect.map(Effect.forEach(groups, domain, { concurrency: options.domainConcurrency }), report)
     }
-    return report
-  }))
+    if (config.limiters.length === 0) return run(null)
+    const shared = Context.getOption(context, Limiter.Limiter)
+    return Option.isSome(shared) ? run(shared.value) : Effect.flatMap(Limiter.make, run)
+  })
 
 /**
  * A request of {@link deliverAll}, with the caller's id for it.
