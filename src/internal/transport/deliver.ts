@@ -19,7 +19,7 @@ import * as Limiter from "../../Limiter.js"
 import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
 import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
-import { daneApplies, hostDane } from "./dane.js"
+import { hostDane, hostDaneNow } from "./dane.js"
 import * as plans from "./plans.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
 import { type Group, hostVariables } from "./request.js"
@@ -178,7 +178,9 @@ const hostLoop = (
       }
       const hostStage = staged!
       // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
-      if (relay !== null || !daneApplies(host.host, hostStage.settings)) return attempt(host, hostStage, strategies, null)
+      if (relay !== null) return attempt(host, hostStage, strategies, null)
+      const now = hostDaneNow(plan, delivery.options.port, host.host, hostStage.settings)
+      if (now !== undefined) return attempt(host, hostStage, strategies, now)
       return Effect.flatMap(
         hostDane(plan, delivery.options.port, host.host, hostStage.settings),
         (dane) => attempt(host, hostStage, strategies, dane)
