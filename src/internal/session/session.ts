@@ -367,9 +367,13 @@ export const transaction = (
       fields: Pick<TransactionResult, "mailFrom" | "data" | "phase" | "canQuit">,
       recipients?: ReadonlyArray<RecipientOutcome>
     ): TransactionResult => ({
-      ...fields,
+      // Field by field rather than a spread of `fields`: on every message's path.
+      mailFrom: fields.mailFrom,
       recipients: recipients ??
         outcomes.map((o, i) => o ?? { address: envelope.recipients[i]!, accepted: false, reply: null, error: null }),
+      data: fields.data,
+      phase: fields.phase,
+      canQuit: fields.canQuit,
       pipelined,
       chunking
     })

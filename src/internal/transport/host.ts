@@ -249,7 +249,8 @@ type Opening = Pick<SmtpSession.SessionSettings, "tls" | "protocol" | "auth">
 export const sessionKey = ({ auth, protocol, servername, tls }: Opening & { readonly servername: string }, dane: Dane.HostDane | null) =>
   [
     servername,
-    dane === null ? "" : JSON.stringify([dane.status, dane.authenticate]),
+    // JSON.stringify's text, without it where there is nothing to escape (a status; no records to authenticate by)
+    dane === null ? "" : dane.authenticate === null ? `["${dane.status}",null]` : JSON.stringify([dane.status, dane.authenticate]),
     tls.starttls,
     tls.allowInvalidCerts,
     tls.required,
