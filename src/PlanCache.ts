@@ -20,7 +20,6 @@
 import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
 import type { HostResolution } from "./Candidates.js"
-import { Lru } from "./internal/lru.js"
 import type { MxPlan } from "./MxPlan.js"
 import type { IpStrategy } from "./Settings.js"
 
@@ -69,29 +68,48 @@ interface Kept<A> {
   readonly expiresMs: number
 }
 
+/** A bounded map whose oldest entry goes first: a read does not reorder it (every entry expires with its TTL anyway). */
+class Bounded<A> {
+  private readonly entries = new Map<string, Kept<A>>()
+  constructor(private readonly capacity: number) {}
+
+  get(key: string, nowMs: number): A | undefined {
+    const kept = this.entries.get(key)
+    if (kept === undefined) return undefined
+    if (kept.expiresMs > nowMs) return kept.value
+    this.entries.delete(key)
+    return undefined
+  }
+
+  set(key: string, value: A, expiresMs: number): void {
+    this.entries.delete(key)
+    if (this.capacity <= 0) return
+    this.entries.set(key, { value, expiresMs })
+    while (this.entries.size > this.capacity) {
+      const oldest = this.entries.keys().next()
+      if (oldest.done === true) break
+      this.entries.delete(oldest.value)
+    }
+  }
+}
+
 /**
- * A cache in memory holding at most `capacity` plans and as many address lists (default 10 000 each), the least
- * recently used dropped first.
+ * A cache in memory holding at most `capacity` plans and as many address lists (default 10 000 each); when full, the
+ * one stored first is dropped (a read is a plain map read on every message's path, where keeping a recency order
+ * would reinsert the entry each time).
  *
  * @since 0.3.0
  * @category constructors
  */
 export const make = (capacity = 10_000): PlanCache.Service => {
-  const plans = new Lru<string, Kept<MxPlan>>(capacity)
-  const addresses = new Lru<string, Kept<HostResolution>>(capacity)
-  const valid = <A>(lru: Lru<string, Kept<A>>, key: string, nowMs: number): A | undefined => {
-    const kept = lru.get(key)
-    if (kept === undefined) return undefined
-    if (kept.expiresMs > nowMs) return kept.value
-    lru.delete(key)
-    return undefined
-  }
+  const plans = new Bounded<MxPlan>(capacity)
+  const addresses = new Bounded<HostResolution>(capacity)
   return {
-    mxPlan: (domain, mx, nowMs) => valid(plans, `${mx} ${domain}`, nowMs),
-    setMxPlan: (domain, mx, plan, expiresMs) => plans.set(`${mx} ${domain}`, { value: plan, expiresMs }),
-    addresses: (host, ipStrategy, multihomed, nowMs) => valid(addresses, `${ipStrategy} ${multihomed} ${host}`, nowMs),
+    mxPlan: (domain, mx, nowMs) => plans.get(`${mx} ${domain}`, nowMs),
+    setMxPlan: (domain, mx, plan, expiresMs) => plans.set(`${mx} ${domain}`, plan, expiresMs),
+    addresses: (host, ipStrategy, multihomed, nowMs) => addresses.get(`${ipStrategy} ${multihomed} ${host}`, nowMs),
     setAddresses: (host, ipStrategy, multihomed, resolution, expiresMs) =>
-      addresses.set(`${ipStrategy} ${multihomed} ${host}`, { value: resolution, expiresMs })
+      addresses.set(`${ipStrategy} ${multihomed} ${host}`, resolution, expiresMs)
   }
 }
 

@@ -151,7 +151,7 @@ describe("PlanCache", () => {
       config: config().replace("[queue.outbound.tls]", "[queue.outbound.limits]\nmx = 1\n[queue.outbound.tls]")
     }))))
 
-  it.effect("is keyed by what the configuration decides: another limits.mx is another plan", () =>
+  it.effect("is keyed by what the configuration decides (another limits.mx is another plan), and bounded", () =>
     Effect.gen(function*() {
       const cache = PlanCache.make()
       const plan = { domain: "a.test", records: [], hosts: [], dropped: [] }
@@ -164,6 +164,12 @@ describe("PlanCache", () => {
       expect(cache.addresses("mx.a.test", "ipv4_only", 2, 0)).toBe(resolution)
       expect(cache.addresses("mx.a.test", "ipv6_only", 2, 0)).toBeUndefined()
       expect(cache.addresses("mx.a.test", "ipv4_only", 1, 0)).toBeUndefined()
+      // Bounded: the plan stored first goes first.
+      const small = PlanCache.make(2)
+      for (const d of ["a.test", "b.test", "c.test"]) small.setMxPlan(d, 5, { ...plan, domain: d }, 1_000)
+      expect(small.mxPlan("a.test", 5, 0)).toBeUndefined()
+      expect(small.mxPlan("b.test", 5, 0)?.domain).toBe("b.test")
+      expect(small.mxPlan("c.test", 5, 0)?.domain).toBe("c.test")
       expect(PlanCache.keepMs(null)).toBe(0)
       expect(PlanCache.keepMs(1)).toBe(0)
       expect(PlanCache.keepMs(300)).toBe(299_000)
