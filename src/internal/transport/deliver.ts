@@ -17,7 +17,7 @@ import type { MxHost } from "../../MxPlan.js"
 import type { PolicyCache } from "../../PolicyCache.js"
 import * as Limiter from "../../Limiter.js"
 import { evaluateHost, hostStrategies } from "../settings/evaluate.js"
-import { type DomainStage, domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.js"
+import { type DomainStage, domainPlanOf, domainStageOrNow, excludedHostPlan, policyOf } from "./domain.js"
 import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { hostDane, hostDaneNow } from "./dane.js"
 import * as plans from "./plans.js"
@@ -42,8 +42,8 @@ export const deliverDomain = (
   /** The domain's span, `Transport.deliverDomain`: the parent of its lookups' and attempts' spans. */
   span: Tracer.Span
 ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
-  // A flatMap rather than an Effect.gen: one step on every delivery's path instead of two.
-  Effect.flatMap(domainStage(delivery.config, delivery.options, requestVariables, group, span, delivery.plans), (stage) => {
+  // Neither an Effect.gen nor a flatMap where the stage needed nothing to run: it goes on in this step.
+  andThen(domainStageOrNow(delivery.config, delivery.options, requestVariables, group, span, delivery.plans), (stage) => {
     const { plan, warnings } = stage
     if (stage.route?._tag === "local") {
       return Effect.map(deliverLocal(stage.route, {
@@ -95,6 +95,12 @@ export const deliverDomain = (
     )
   })
 
+/** `f` of the value now, or after the effect: a value known at once costs no step. */
+const andThen = <A, B, E, R, E2, R2>(
+  value: A | Effect.Effect<A, E, R>,
+  f: (a: A) => Effect.Effect<B, E2, R2>
+): Effect.Effect<B, E | E2, R | R2> => Effect.isEffect(value) ? Effect.flatMap(value, f) : f(value)
+
 const hostLoop = (
   delivery: Delivery,
   group: Group,
@@ -133,9 +139,16 @@ const hostLoop = (
     plan: domainPlanOf(group, stage, hostPlans, null),
     warnings
   })
-  const hosts = delivery.plans === null
-    ? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
-    : plans.hosts(delivery.plans, plan, settingsOf)
+  // The next host: from the plan cache's pull in this step when its addresses are kept.
+  const cached = delivery.plans === null ? null : plans.hosts(delivery.plans, plan, settingsOf)
+  const hosts = cached ?? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
+  const next = (): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+    const pulled = cached === null ? undefined : cached.pull()
+    if (pulled === undefined || Effect.isEffect(pulled)) {
+      return Effect.flatMap(pulled ?? hosts.next, (host) => onHost(Option.getOrNull(host)))
+    }
+    return onHost(pulled)
+  }
 
   // The host's attempt, its DANE decision made (`null`: none).
   const attempt = (
@@ -148,7 +161,7 @@ const hostLoop = (
     if (dane?.error) {
       // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
       hostErrors.push({ error: dane.error, host: null })
-      return next
+      return next()
     }
     return Effect.flatMap(
       tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span),
@@ -157,35 +170,33 @@ const hostLoop = (
         hostErrors.push(outcome)
         // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
         if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
-        return next
+        return next()
       }
     )
   }
 
-  // The next host, until one takes the transaction or none is left.
-  const next: Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> = Effect.flatMap(
-    hosts.next,
-    (pulled) => {
-      if (Option.isNone(pulled)) return Effect.succeed(done(null))
-      const host = pulled.value
-      const staged = hostStages.get(host.host)
-      const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
-      if (Either.isLeft(host.resolution)) {
-        hostPlans.push(hostPlan(host, policy, strategies, null))
-        const error = host.resolution.left
-        hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
-        return next
-      }
-      const hostStage = staged!
-      // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
-      if (relay !== null) return attempt(host, hostStage, strategies, null)
-      const now = hostDaneNow(plan, delivery.options.port, host.host, hostStage.settings)
-      if (now !== undefined) return attempt(host, hostStage, strategies, now)
-      return Effect.flatMap(
-        hostDane(plan, delivery.options.port, host.host, hostStage.settings),
-        (dane) => attempt(host, hostStage, strategies, dane)
-      )
+  // Each host in turn, until one takes the transaction or none is left.
+  const onHost = (
+    host: Candidates.HostCandidates | null
+  ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+    if (host === null) return Effect.succeed(done(null))
+    const staged = hostStages.get(host.host)
+    const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
+    if (Either.isLeft(host.resolution)) {
+      hostPlans.push(hostPlan(host, policy, strategies, null))
+      const error = host.resolution.left
+      hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
+      return next()
     }
-  )
-  return next
+    const hostStage = staged!
+    // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
+    if (relay !== null) return attempt(host, hostStage, strategies, null)
+    const now = hostDaneNow(plan, delivery.options.port, host.host, hostStage.settings)
+    if (now !== undefined) return attempt(host, hostStage, strategies, now)
+    return Effect.flatMap(
+      hostDane(plan, delivery.options.port, host.host, hostStage.settings),
+      (dane) => attempt(host, hostStage, strategies, dane)
+    )
+  }
+  return next()
 }

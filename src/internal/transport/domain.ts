@@ -45,10 +45,27 @@ export const domainStage = (
   requestVariables: Variables,
   group: Group,
   /** The parent of the MX lookup's span; the current span when absent. */
-  span?: Tracer.AnySpan,
-  /** The layer's plan cache, where `span` records nothing; `null`: plan from the lookups. */
-  plans: Plans | null = null
+  span?: Tracer.AnySpan
 ): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> => {
+  const stage = domainStageOrNow(config, options, requestVariables, group, span, null)
+  return Effect.isEffect(stage) ? stage : Effect.succeed(stage)
+}
+
+/**
+ * `domainStage`, or the stage itself when it needed nothing to run (a plan from the cache, no MTA-STS policy to
+ * resolve): for a caller that goes on in the same step.
+ *
+ * @internal
+ */
+export const domainStageOrNow = (
+  config: Config,
+  options: TransportOptions.Service,
+  requestVariables: Variables,
+  group: Group,
+  span: Tracer.AnySpan | undefined,
+  /** The layer's plan cache, where `span` records nothing; `null`: plan from the lookups. */
+  plans: Plans | null
+): DomainStage | Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> => {
   // Neither an Effect.gen nor a suspend: on every delivery's path, called by the step that runs it (deliver's and
   // explain's yield), so the settings are evaluated then, and the steps are the lookups' own.
   const variables = domainVariables(requestVariables, group)
@@ -77,7 +94,7 @@ export const domainStage = (
   const planWith = (mtaSts: MtaSts.Outcome | null) => {
     // A plan the cache keeps: the stage in the step that asked for it.
     const kept = plans === null || group.literal ? undefined : keptMxPlan(plans, group.target, settings.limits.mx)
-    if (kept !== undefined) return Effect.succeed(withPlan(stage, group, mtaSts, kept))
+    if (kept !== undefined) return withPlan(stage, group, mtaSts, kept)
     return Effect.matchEffect(
       plans === null || group.literal
         ? MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx, { parent: span })
@@ -101,7 +118,8 @@ export const domainStage = (
     (resolved) => {
       if (Either.isLeft(resolved)) return Effect.succeed<DomainStage>({ ...stage, error: resolved.left })
       if (resolved.right.warning !== null) warnings.push(resolved.right.warning)
-      return planWith(resolved.right)
+      const planned = planWith(resolved.right)
+      return Effect.isEffect(planned) ? planned : Effect.succeed(planned)
     }
   )
 }

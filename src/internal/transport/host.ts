@@ -206,10 +206,9 @@ export const tryHost = (
   }
   // Built only when no idle connection took the message (it pulls the candidates).
   const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
-  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race() : Effect.flatMap(
-    reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent),
-    (reused) => reused === null ? race() : Effect.succeed(reused)
-  )
+  const run = delivery.pool === null || Either.isLeft(host.resolution)
+    ? race()
+    : reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent, race)
   if (delivery.limiter === null) return run
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
   const limiter = delivery.limiter
@@ -265,7 +264,7 @@ const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
   a === undefined || b === undefined ? a === b : Equal.equals(a.secret, b.secret)
 
 /**
- * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `null`
+ * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `race`
  * when none took the message.
  */
 const reuse = (
@@ -278,14 +277,16 @@ const reuse = (
   attempts: Array<AttemptRecord>,
   opening: Opening,
   warnings: Array<string>,
-  parent: Tracer.Span
-): Effect.Effect<HostOutcome | null> => {
+  parent: Tracer.Span,
+  /** A new connection: what follows when no idle connection took the message (a continuation, not a step more). */
+  race: () => Effect.Effect<HostOutcome, never, Connector>
+): Effect.Effect<HostOutcome, never, Connector> => {
   // Not an Effect.gen: on every message's path, and a generator's steps and frames are its `yield*`s.
   const dane = hostStage.dane ?? null
   const key = sessionKey({ ...opening, servername: host.host.name }, dane)
   const port = portOf(delivery, hostStage)
-  const fromAddress = (at: number): Effect.Effect<HostOutcome | null> => {
-    if (at >= addresses.length) return Effect.succeed(null)
+  const fromAddress = (at: number): Effect.Effect<HostOutcome, never, Connector> => {
+    if (at >= addresses.length) return race()
     const ip = addresses[at]!
     const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
     // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
@@ -342,7 +343,7 @@ const reuse = (
         })
       )
     )
-    const next: Effect.Effect<HostOutcome | null> = Effect.flatMap(taken, (outcome) =>
+    const next: Effect.Effect<HostOutcome, never, Connector> = Effect.flatMap(taken, (outcome) =>
       outcome === undefined
         ? fromAddress(at + 1)
         // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.

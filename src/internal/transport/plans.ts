@@ -44,43 +44,64 @@ export const hosts = <S extends Candidates.HostSettings>(
   plans: Plans,
   plan: MxPlan,
   settingsOf: (host: MxHost) => S
-): Pull.Pull<Candidates.HostCandidates<S>, Dns> => {
+): Pull.Pull<Candidates.HostCandidates<S>, Dns> & {
+  /**
+   * The next host now when nothing needs to run (its addresses kept; `null`: no host left), else the Effect that
+   * gives it: `next` without a step of its own for a caller already in one.
+   */
+  readonly pull: () => Candidates.HostCandidates<S> | null | Effect.Effect<Option.Option<Candidates.HostCandidates<S>>, never, Dns>
+} => {
   let at = 0
-  return {
-    next: Effect.suspend(() => {
-      if (at >= plan.hosts.length) return Effect.succeedNone
-      const host = plan.hosts[at++]!
-      const settings = settingsOf(host)
-      const { ipStrategy, multihomed } = settings
-      const entry = (
-        resolved: Either.Either<Candidates.HostResolution, TransportError.TransportError>
-      ): Option.Option<Candidates.HostCandidates<S>> =>
-        Option.some({ host, settings, resolution: resolved, candidates: candidatesOf(host, settings.sourceIp, resolved) })
-      const rrtypes = families(ipStrategy)
-      if (host.literal || rrtypes.length > 1) return resolveSilently(host, ipStrategy, multihomed, entry)
-      const kept = plans.cache.addresses(host.name, ipStrategy, multihomed, plans.clock.unsafeCurrentTimeMillis())
-      if (kept !== undefined) return Effect.succeed(entry(Either.right(kept)))
-      const rrtype = rrtypes[0]!
-      // The TTL-aware lookup: the same query and cache entry as `a`/`aaaa`.
-      return withService(Dns, (dns) =>
-        Effect.matchEffect(toAnswerer(dns)(rrtype, host.name), {
-          onFailure: (error) =>
-            Effect.succeed(entry(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: [], error }]))),
-          onSuccess: (answer) => {
-            const resolved = resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: answer.records, error: null }])
-            const keep = PlanCache.keepMs(answer.ttl)
-            if (keep > 0 && Either.isRight(resolved)) {
-              plans.cache.setAddresses(
-                host.name,
-                ipStrategy,
-                multihomed,
-                resolved.right,
-                plans.clock.unsafeCurrentTimeMillis() + keep
-              )
-            }
-            return Effect.succeed(entry(resolved))
+  const pull = () => {
+    if (at >= plan.hosts.length) return null
+    const host = plan.hosts[at++]!
+    const settings = settingsOf(host)
+    const { ipStrategy, multihomed } = settings
+    const entry = (
+      resolved: Either.Either<Candidates.HostResolution, TransportError.TransportError>
+    ): Candidates.HostCandidates<S> => ({
+      host,
+      settings,
+      resolution: resolved,
+      candidates: candidatesOf(host, settings.sourceIp, resolved)
+    })
+    const rrtypes = families(ipStrategy)
+    if (host.literal || rrtypes.length > 1) {
+      return resolveSilently(host, ipStrategy, multihomed, (resolved) => Option.some(entry(resolved)))
+    }
+    const kept = plans.cache.addresses(host.name, ipStrategy, multihomed, plans.clock.unsafeCurrentTimeMillis())
+    if (kept !== undefined) return entry(Either.right(kept))
+    const rrtype = rrtypes[0]!
+    // The TTL-aware lookup: the same query and cache entry as `a`/`aaaa`.
+    return withService(Dns, (dns) =>
+      Effect.matchEffect(toAnswerer(dns)(rrtype, host.name), {
+        onFailure: (error) =>
+          Effect.succeed(Option.some(entry(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: [], error }])))),
+        onSuccess: (answer) => {
+          const resolved = resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: answer.records, error: null }])
+          const keep = PlanCache.keepMs(answer.ttl)
+          if (keep > 0 && Either.isRight(resolved)) {
+            plans.cache.setAddresses(
+              host.name,
+              ipStrategy,
+              multihomed,
+              resolved.right,
+              plans.clock.unsafeCurrentTimeMillis() + keep
+            )
           }
-        }))
+          return Effect.succeed(Option.some(entry(resolved)))
+        }
+      }))
+  }
+  return {
+    pull,
+    next: Effect.suspend(() => {
+      const pulled = pull()
+      return pulled === null
+        ? Effect.succeedNone
+        : Effect.isEffect(pulled)
+        ? pulled
+        : Effect.succeed(Option.some(pulled))
     }),
     isDone: () => at >= plan.hosts.length
   }
