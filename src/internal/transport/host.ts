@@ -377,10 +377,7 @@ const reusedSession = (
   // Not an Effect.gen: called by the step that runs it, on every reused message's path.
   const { connection } = idle.session
   const startMs = delivery.clock.unsafeCurrentTimeMillis()
-  // Set once made: an interruption during the dialogue closes the connection and ends the span.
-  let attemptSpan: Tracer.Span | undefined
   const withSpan = (span: Tracer.Span): Effect.Effect<HostOutcome | null> => {
-    attemptSpan = span
     const settings: SmtpSession.SessionSettings = {
       ...connectionSettings,
       ...opening,
@@ -415,39 +412,58 @@ const reusedSession = (
       recipients: group.recipients,
       requireTls: delivery.requireTls
     }
-    const transact = Effect.flatMap(
+    // Only the dialogue is interruptible (under `restore`); an interruption there closes the connection and ends the
+    // span: what `Effect.onInterrupt` does, without its own uninterruptible region (this runs in the caller's), in
+    // the match that goes on with the dialogue's outcome.
+    const interrupted = (cause: Cause.Cause<unknown>): Effect.Effect<never> =>
+      Effect.zipRight(
+        Effect.zipRight(connection.close, tracing.end(span, Exit.interrupt(FiberId.none))),
+        // An interruption only: no failure in it
+        Effect.failCause(cause as Cause.Cause<never>)
+      )
+    const transact = Effect.matchCauseEffect(
       restore(SmtpSession.transaction(session, envelope, delivery.message, settings)),
-      (transaction): Effect.Effect<HostOutcome | null> => {
-        if (gaveUp(transaction)) {
-          const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
-          return dropped(error, error.message)
+      {
+        onFailure: (cause): Effect.Effect<HostOutcome | null> =>
+          Cause.isInterruptedOnly(cause) ? interrupted(cause) : Effect.failCause(cause),
+        onSuccess: (transaction): Effect.Effect<HostOutcome | null> => {
+          if (gaveUp(transaction)) {
+            const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
+            return dropped(error, error.message)
+          }
+          let kept = false
+          // `finish` hands the connection over (or not) in the step that calls it: `kept` is known on return.
+          const finishing = finish(pool, host, session, transaction, {
+            id: idle.id,
+            session: idle.destination.session,
+            source: idle.source,
+            reuse: idle.reuse,
+            openedMs: idle.openedMs,
+            messages: idle.messages
+          }, dane, record, () => {
+            kept = true
+          }, true)
+          const ending = tracing.records(span) ? tracing.end(span, Exit.void) : null
+          if (kept && ending === null) return finishing
+          const after = kept ? ending! : ending === null ? connection.close : Effect.zipRight(connection.close, ending)
+          return Effect.flatMap(finishing, (outcome) => Effect.as(after, outcome))
         }
-        let kept = false
-        // `finish` hands the connection over (or not) in the step that calls it: `kept` is known on return.
-        const finishing = finish(pool, host, session, transaction, {
-          id: idle.id,
-          session: idle.destination.session,
-          source: idle.source,
-          reuse: idle.reuse,
-          openedMs: idle.openedMs,
-          messages: idle.messages
-        }, dane, record, () => {
-          kept = true
-        }, true)
-        const ending = tracing.records(span) ? tracing.end(span, Exit.void) : null
-        if (kept && ending === null) return finishing
-        const after = kept ? ending! : ending === null ? connection.close : Effect.zipRight(connection.close, ending)
-        return Effect.flatMap(finishing, (outcome) => Effect.as(after, outcome))
       }
     )
     if (idle.clean) return transact
-    return Effect.flatMap(
-      Effect.either(restore(SmtpSession.reset(session, settings))),
-      (reset) => Either.isLeft(reset) ? dropped(reset.left, `RSET failed (${reset.left.message})`) : transact
-    )
+    return Effect.matchCauseEffect(restore(SmtpSession.reset(session, settings)), {
+      onFailure: (cause): Effect.Effect<HostOutcome | null> => {
+        if (Cause.isInterruptedOnly(cause)) return interrupted(cause)
+        const error = Cause.failureOption(cause)
+        return Option.isSome(error)
+          ? dropped(error.value, `RSET failed (${error.value.message})`)
+          : Effect.failCause(cause) as Effect.Effect<never>
+      },
+      onSuccess: () => transact
+    })
   }
   const known = tracing.knownUnder(parent)
-  const body = known !== null ? withSpan(known) : Effect.flatMap(tracing.make("smtp.attempt", parent, () => ({
+  return known !== null ? withSpan(known) : Effect.flatMap(tracing.make("smtp.attempt", parent, () => ({
     ...tracing.peerAttributes({
       servername: host.host.name,
       ip: connection.remoteAddress,
@@ -457,22 +473,6 @@ const reusedSession = (
     "smtp.connection": idle.id,
     "smtp.reused": true
   })), withSpan)
-  return body.pipe(
-    // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
-    Effect.matchCauseEffect({
-      onFailure: (cause) =>
-        Cause.isInterruptedOnly(cause)
-          ? Effect.zipRight(
-            Effect.zipRight(
-              connection.close,
-              attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
-            ),
-            Effect.failCause(cause)
-          )
-          : Effect.failCause(cause),
-      onSuccess: Effect.succeed
-    })
-  )
 }
 
 /** An idle connection the server no longer serves: lost, reset, or a 421 at MAIL, with no recipient accepted. */
