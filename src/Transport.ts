@@ -13,6 +13,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -276,12 +277,12 @@ export const deliver = (
         limiter,
         plans: planCacheOf(context, span, clock)
       }
-      const domain = (group: request_.Group) =>
+      const domain = <A>(group: request_.Group, then: (run: DomainRun) => A) =>
         tracing.within(
           "Transport.deliverDomain",
           span,
           () => ({ domain: group.domain }),
-          (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
+          (domainSpan) => deliverDomain(delivery, variables, group, domainSpan, then)
         )
       const report = (runs: ReadonlyArray<DomainRun>): DeliveryReport => {
         // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
@@ -307,9 +308,13 @@ export const deliver = (
         }
       }
       // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
+      // The report built in the step that ends the domain's delivery.
       return groups.length === 1
-        ? Effect.map(domain(groups[0]!), (run) => report([run]))
-        : Effect.map(Effect.forEach(groups, domain, { concurrency: options.domainConcurrency }), report)
+        ? domain(groups[0]!, (run) => report([run]))
+        : Effect.map(
+          Effect.forEach(groups, (group) => domain(group, identity), { concurrency: options.domainConcurrency }),
+          report
+        )
     }
     if (config.limiters.length === 0) return run(null)
     const shared = Context.getOption(context, Limiter.Limiter)

@@ -4,6 +4,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import * as Candidates from "../../Candidates.js"
@@ -35,13 +36,15 @@ export interface DomainRun {
 }
 
 /** @internal */
-export const deliverDomain = (
+export const deliverDomain = <A = DomainRun>(
   delivery: Delivery,
   requestVariables: Variables,
   group: Group,
   /** The domain's span, `Transport.deliverDomain`: the parent of its lookups' and attempts' spans. */
-  span: Tracer.Span
-): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
+  span: Tracer.Span,
+  /** What the caller makes of the run, applied in the step that ends it (a `map` would be two more). */
+  then: (run: DomainRun) => A = identity as (run: DomainRun) => A
+): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> =>
   // Neither an Effect.gen nor a flatMap where the stage needed nothing to run: it goes on in this step.
   andThen(domainStageOrNow(delivery.config, delivery.options, requestVariables, group, span, delivery.plans), (stage) => {
     const { plan, warnings } = stage
@@ -52,28 +55,30 @@ export const deliverDomain = (
         recipients: group.recipients,
         message: delivery.message,
         requireTls: delivery.requireTls
-      }), (recipients): DomainRun => ({
-        recipients,
-        attempts: [],
-        plan: domainPlanOf(group, stage, [], null),
-        warnings
-      }))
+      }), (recipients) =>
+        then({
+          recipients,
+          attempts: [],
+          plan: domainPlanOf(group, stage, [], null),
+          warnings
+        }))
     }
     const attempts: Array<AttemptRecord> = []
     const hostPlans: Array<HostPlan> = stage.excluded.map(excludedHostPlan)
     const hostErrors: Array<HostFailure> = stage.excluded.map(([, error]) => ({ error, host: null }))
     const error = stage.error ?? (plan !== null && plan.hosts.length === 0 ? hostErrors[0]!.error : null)
     if (plan === null || error !== null) {
-      return Effect.succeed<DomainRun>({
+      return Effect.succeed(then({
         recipients: group.recipients.map((rcpt) => failedBy(rcpt, error!, null)),
         attempts,
         plan: domainPlanOf(group, stage, hostPlans, error),
         warnings
-      })
+      }))
     }
-    const run = hostLoop(delivery, group, stage, plan, attempts, hostPlans, hostErrors, span)
+    // Started by the step that calls it (it goes as far as it can without one): after the limiters' wait, if any.
+    const run = () => hostLoop(delivery, group, stage, plan, attempts, hostPlans, hostErrors, span, then)
     const limiter = delivery.limiter
-    if (limiter === null) return run
+    if (limiter === null) return run()
     // Limiters keyed at the domain stage (sender, sender_domain, rcpt_domain): held for the whole domain delivery.
     // The wait is interruptible; once held, the permits are given back whatever happens.
     return Effect.uninterruptibleMask((restore) =>
@@ -84,13 +89,13 @@ export const deliverDomain = (
         ))),
         (limited) =>
           Either.isLeft(limited)
-            ? Effect.succeed<DomainRun>({
+            ? Effect.succeed(then({
               recipients: group.recipients.map((rcpt) => failedBy(rcpt, limited.left, null)),
               attempts,
               plan: domainPlanOf(group, stage, hostPlans, limited.left),
               warnings
-            })
-            : Effect.ensuring(restore(run), limited.right)
+            }))
+            : Effect.ensuring(restore(run()), limited.right)
       )
     )
   })
@@ -101,7 +106,7 @@ const andThen = <A, B, E, R, E2, R2>(
   f: (a: A) => Effect.Effect<B, E2, R2>
 ): Effect.Effect<B, E | E2, R | R2> => Effect.isEffect(value) ? Effect.flatMap(value, f) : f(value)
 
-const hostLoop = (
+const hostLoop = <A>(
   delivery: Delivery,
   group: Group,
   stage: DomainStage,
@@ -109,8 +114,9 @@ const hostLoop = (
   attempts: Array<AttemptRecord>,
   hostPlans: Array<HostPlan>,
   hostErrors: Array<HostFailure>,
-  span: Tracer.Span
-): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+  span: Tracer.Span,
+  then: (run: DomainRun) => A
+): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
   // Not an Effect.gen: one host is the usual case, and each `yield*` of a generator is a step and its frames.
   const { warnings } = stage
   const relay = stage.route?._tag === "relay" ? stage.route : null
@@ -133,16 +139,17 @@ const hostLoop = (
     return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
   }
 
-  const done = (results: ReadonlyArray<RecipientResult> | null): DomainRun => ({
-    recipients: results ?? allHostsFailed(group.recipients, hostErrors),
-    attempts,
-    plan: domainPlanOf(group, stage, hostPlans, null),
-    warnings
-  })
+  const done = (results: ReadonlyArray<RecipientResult> | null): A =>
+    then({
+      recipients: results ?? allHostsFailed(group.recipients, hostErrors),
+      attempts,
+      plan: domainPlanOf(group, stage, hostPlans, null),
+      warnings
+    })
   // The next host: from the plan cache's pull in this step when its addresses are kept.
   const cached = delivery.plans === null ? null : plans.hosts(delivery.plans, plan, settingsOf)
   const hosts = cached ?? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
-  const next = (): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+  const next = (): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
     const pulled = cached === null ? undefined : cached.pull()
     if (pulled === undefined || Effect.isEffect(pulled)) {
       return Effect.flatMap(pulled ?? hosts.next, (host) => onHost(Option.getOrNull(host)))
@@ -156,7 +163,7 @@ const hostLoop = (
     hostStage: HostStage,
     strategies: ReturnType<typeof hostStrategies> | null,
     dane: Dane.HostDane | null
-  ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+  ): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
     hostPlans.push(hostPlan(host, policy, strategies, dane))
     if (dane?.error) {
       // A failed TLSA lookup or `tls.dane = require` without usable records: the host is not tried (RFC 7672 §2.2)
@@ -178,7 +185,7 @@ const hostLoop = (
   // Each host in turn, until one takes the transaction or none is left.
   const onHost = (
     host: Candidates.HostCandidates | null
-  ): Effect.Effect<DomainRun, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
+  ): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
     if (host === null) return Effect.succeed(done(null))
     const staged = hostStages.get(host.host)
     const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
