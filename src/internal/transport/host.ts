@@ -307,42 +307,42 @@ const reuse = (
       settingsFor(idle.source).ehloName === idle.session.ehloName &&
       sameSecret(idle.session.settings.auth, opening.auth)
     // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
-    const taken = Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        pool.take({ ip, port, session: key }, accept),
-        Option.match({
-          onNone: () => Effect.succeed(undefined),
-          onSome: (idle): Effect.Effect<HostOutcome | null | undefined> => {
-            // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
-            const use = () =>
-              reusedSession(
-                delivery,
-                pool,
-                group,
-                host,
-                idle,
-                settingsFor(idle.source),
-                opening,
-                dane,
-                attempts,
-                parent,
-                restore
-              )
-            // No limiter: nothing to wait for between the take and the transaction.
-            if (delivery.limiter === null) return use()
-            return Effect.flatMap(
-              Effect.either(restore(
-                limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
-              )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
-              (permit): Effect.Effect<HostOutcome | null | undefined> =>
-                Either.isLeft(permit)
-                  ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
-                  : Effect.ensuring(use(), permit.right)
-            )
-          }
-        })
-      )
-    )
+    const taken = Effect.uninterruptibleMask((restore) => {
+      const onSome = (idle: ConnectionPool.Idle): Effect.Effect<HostOutcome | null | undefined> => {
+        // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
+        const use = () =>
+          reusedSession(
+            delivery,
+            pool,
+            group,
+            host,
+            idle,
+            settingsFor(idle.source),
+            opening,
+            dane,
+            attempts,
+            parent,
+            restore
+          )
+        // No limiter: nothing to wait for between the take and the transaction.
+        if (delivery.limiter === null) return use()
+        return Effect.flatMap(
+          Effect.either(restore(
+            limitConnection(delivery, hostStage, connectionVariables(hostStage.variables, ip, idle.source))
+          )).pipe(Effect.onInterrupt(() => idle.session.connection.close)),
+          (permit): Effect.Effect<HostOutcome | null | undefined> =>
+            Either.isLeft(permit)
+              ? Effect.as(pool.put(idle), { _tag: "NextHost", error: permit.left, host: null } as const)
+              : Effect.ensuring(use(), permit.right)
+        )
+      }
+      const match = Option.match({ onNone: () => Effect.succeed(undefined), onSome })
+      const destination = { ip, port, session: key }
+      if (pool.takeNow === undefined) return Effect.flatMap(pool.take(destination, accept), match)
+      // Taken in this step, inside the mask: nothing can come between the take and its use or return.
+      const now = pool.takeNow(destination, accept, delivery.clock.unsafeCurrentTimeMillis())
+      return now === null ? Effect.succeed(undefined) : Effect.isEffect(now) ? Effect.flatMap(now, match) : onSome(now)
+    })
     const next: Effect.Effect<HostOutcome, never, Connector> = Effect.flatMap(taken, (outcome) =>
       outcome === undefined
         ? fromAddress(at + 1)
@@ -442,7 +442,7 @@ const reusedSession = (
             messages: idle.messages
           }, dane, record, () => {
             kept = true
-          }, true)
+          }, delivery.clock)
           const ending = tracing.records(span) ? tracing.end(span, Exit.void) : null
           if (kept && ending === null) return finishing
           const after = kept ? ending! : ending === null ? connection.close : Effect.zipRight(connection.close, ending)
@@ -516,8 +516,11 @@ const finish = (
   record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
   onKeep: () => void,
-  /** The caller runs this uninterruptibly already: the hand-over needs no region of its own. */
-  masked = false
+  /**
+   * The caller runs this uninterruptibly already, and this is its Clock: the hand-over needs no region of its own,
+   * and is made in this step where the pool can (`putNow`).
+   */
+  masked: Clock.Clock | null = null
 ): Effect.Effect<HostOutcome> => {
   // Not an Effect.gen nor a suspend: called by the step that runs it, on every message's path; nothing here waits
   // but the hand-over or the QUIT.
@@ -551,10 +554,12 @@ const finish = (
       messages: origin.messages + 1,
       clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
     }
-    if (masked) {
+    if (masked !== null) {
       // Nothing can come between this call (the step that runs it) and the hand-over.
       onKeep()
-      return Effect.as(pool.put(idle), done)
+      if (pool.putNow === undefined) return Effect.as(pool.put(idle), done)
+      const rest = pool.putNow(idle, masked.unsafeCurrentTimeMillis())
+      return rest === null ? Effect.succeed(done) : Effect.as(rest, done)
     }
     return Effect.uninterruptible(Effect.suspend(() => {
       onKeep()
