@@ -15,6 +15,7 @@ import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PlanCache from "../src/PlanCache.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import * as Transport from "../src/Transport.js"
+import { recorder } from "./fixtures/tracer.js"
 
 const IP = "192.0.2.1"
 const IP2 = "192.0.2.2"
@@ -124,6 +125,23 @@ describe("PlanCache", () => {
       expect(yield* run(true)).toEqual(without)
       expect(without.filter((qs) => qs.length > 0)).toHaveLength(3)
     }))
+
+  it.effect("is not used where the delivery's spans record: every message makes its lookups, each in its span", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      for (let i = 0; i < 3; i++) {
+        yield* delivered.pipe(Effect.withTracer(tracer))
+        expect(yield* queriesSince).toEqual(["MX a.test", "A mx.a.test"])
+      }
+      const names = recorded.spans.map((span) => span.name)
+      expect(names.filter((n) => n === "MxPlan.plan")).toHaveLength(3)
+      expect(names.filter((n) => n === "Candidates.resolveHost")).toHaveLength(3)
+      // Without the tracer, the same layer's cache takes over.
+      yield* delivered
+      expect(yield* queriesSince).toEqual(["MX a.test", "A mx.a.test"])
+      yield* delivered
+      expect(yield* queriesSince).toEqual([])
+    }).pipe(Effect.provide(layers({ zones: zones(60), peers: peers(5, IP) }))))
 
   it.effect("never keeps an answer without a TTL", () =>
     Effect.gen(function*() {
