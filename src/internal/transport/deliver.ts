@@ -124,17 +124,22 @@ const hostLoop = <A>(
   const enforced = MtaSts.enforced(policy)
 
   // A host's settings are evaluated when the pull reaches it, and kept for its race and session.
-  const hostStages = new Map<MxHost, HostStage>()
+  // The pull evaluates a host's settings just before it hands that host over: the last host's stage is the one
+  // asked for (no Map per message).
+  let staged: { readonly host: MxHost; readonly stage: HostStage } | null = null
   const settingsOf = (host: MxHost) => {
     const variables = hostVariables(stage.variables, host)
     const evaluated = evaluateHost(delivery.config, variables)
     if (evaluated.warnings.length > 0) warnings.push(...evaluated.warnings)
-    hostStages.set(host, {
-      variables,
-      settings: evaluated.settings,
-      limiterWait: stage.settings.limiterWait,
-      relay
-    })
+    staged = {
+      host,
+      stage: {
+        variables,
+        settings: evaluated.settings,
+        limiterWait: stage.settings.limiterWait,
+        relay
+      }
+    }
     const { ipStrategy, sourceIp } = evaluated.settings
     return { ipStrategy, sourceIp, multihomed: stage.settings.limits.multihomed }
   }
@@ -187,22 +192,23 @@ const hostLoop = <A>(
     host: Candidates.HostCandidates | null
   ): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
     if (host === null) return Effect.succeed(done(null))
-    const staged = hostStages.get(host.host)
-    const strategies = staged === undefined ? null : hostStrategies(delivery.config, staged.variables)
+    const hostStage = staged !== null && staged.host === host.host ? staged.stage : undefined
+    const strategies = hostStage === undefined ? null : hostStrategies(delivery.config, hostStage.variables)
     if (Either.isLeft(host.resolution)) {
       hostPlans.push(hostPlan(host, policy, strategies, null))
       const error = host.resolution.left
       hostErrors.push({ error: relay === null ? error : relayUnresolved(relay, error), host: null })
       return next()
     }
-    const hostStage = staged!
+    // Every host the pull hands over had its settings evaluated first.
+    const settled = hostStage!
     // DANE is for MX hosts (RFC 7672); a relay is a configured host, trusted as its route says
-    if (relay !== null) return attempt(host, hostStage, strategies, null)
-    const now = hostDaneNow(plan, delivery.options.port, host.host, hostStage.settings)
-    if (now !== undefined) return attempt(host, hostStage, strategies, now)
+    if (relay !== null) return attempt(host, settled, strategies, null)
+    const now = hostDaneNow(plan, delivery.options.port, host.host, settled.settings)
+    if (now !== undefined) return attempt(host, settled, strategies, now)
     return Effect.flatMap(
-      hostDane(plan, delivery.options.port, host.host, hostStage.settings),
-      (dane) => attempt(host, hostStage, strategies, dane)
+      hostDane(plan, delivery.options.port, host.host, settled.settings),
+      (dane) => attempt(host, settled, strategies, dane)
     )
   }
   return next()

@@ -291,14 +291,21 @@ const reuse = (
     const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
     // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
     // this delivery would send.
-    const evaluated = new Map<string | null, ConnectionSettings>()
+    // One source address is the usual case: its settings kept in a variable, a Map only for a second one.
+    let firstSource: string | null | undefined
+    let firstSettings: ConnectionSettings | undefined
+    let others: Map<string | null, ConnectionSettings> | undefined
     const settingsFor = (source: string | null) => {
-      let settings = evaluated.get(source)
+      if (firstSettings !== undefined && firstSource === source) return firstSettings
+      let settings = others?.get(source)
       if (settings === undefined) {
         const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
         if (result.warnings.length > 0) warnings.push(...result.warnings)
         settings = result.settings
-        evaluated.set(source, settings)
+        if (firstSettings === undefined) {
+          firstSource = source
+          firstSettings = settings
+        } else (others ??= new Map()).set(source, settings)
       }
       return settings
     }
