@@ -229,9 +229,14 @@ export const exchangeFirstEither = (
     replies: 1,
     deadline: step.deadline
   }
+  const onFailure = (e: SocketError): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
+    Either.left(fromSocket(e, phase, timeoutMs))
+  const onSuccess = (replies: ReadonlyArray<SmtpReply.Reply>): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
+    Either.right(replies[0]!)
+  if (connection.exchangeEither !== undefined) return connection.exchangeEither(request, onFailure, onSuccess)
   return Effect.matchEffect(connection.exchange(request), {
-    onFailure: (e) => Effect.succeed(Either.left(fromSocket(e, phase, timeoutMs))),
-    onSuccess: (replies) => Effect.succeed(Either.right(replies[0]!))
+    onFailure: (e) => Effect.succeed(onFailure(e)),
+    onSuccess: (replies) => Effect.succeed(onSuccess(replies))
   })
 }
 
