@@ -7,18 +7,15 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import { Dns, type DnsError } from "./Dns.js"
-import { withService } from "./internal/service.js"
+import * as internal from "./internal/candidates.js"
 import * as tracing from "./internal/tracing.js"
 import type { MxHost, MxPlan } from "./MxPlan.js"
-import * as Pull from "./Pull.js"
+import type * as Pull from "./Pull.js"
 import type * as Settings from "./Settings.js"
-import * as SourceIp from "./SourceIp.js"
-import * as TransportError from "./TransportError.js"
+import type * as TransportError from "./TransportError.js"
 
 /**
  * What this stage reads of a host's settings: its `ipStrategy` and `sourceIp`, and the domain's
@@ -95,47 +92,7 @@ export interface HostCandidates<S extends HostSettings = HostSettings> {
  * @since 0.1.0
  * @category utils
  */
-export const families = (strategy: Settings.IpStrategy): ReadonlyArray<"A" | "AAAA"> => {
-  switch (strategy) {
-    case "ipv4_only":
-      return ["A"]
-    case "ipv6_only":
-      return ["AAAA"]
-    case "ipv4_then_ipv6":
-      return ["A", "AAAA"]
-    case "ipv6_then_ipv4":
-      return ["AAAA", "A"]
-  }
-}
-
-const dnsFailure = (message: string, permanent: boolean) => TransportError.make("dns", "dns", message, permanent)
-
-/**
- * The strategy's verdict when no family gave an address. A temporary failure anywhere may clear up, so it wins;
- * NXDOMAIN is final (for an explicit MX host, and for the implicit one where it also means the domain has neither
- * MX nor address); NODATA on every family, or an empty answer, is temporary, as the domain's DNS may be mid-change.
- */
-const noAddress = (host: MxHost, lookups: ReadonlyArray<FamilyLookup>): TransportError.TransportError => {
-  const errors = lookups.flatMap((l) => (l.error === null ? [] : [l.error]))
-  const detail = errors.map((e) => e.message).join("; ")
-  if (errors.some((e) => e.reason === "Temporary")) {
-    return dnsFailure(`address lookup for ${host.name} failed: ${detail}`, false)
-  }
-  if (errors.some((e) => e.reason === "NotFound")) {
-    return host.implicit
-      ? dnsFailure(`${host.name}: no MX and no address (${detail})`, true)
-      : dnsFailure(`MX host ${host.name} does not exist (${detail})`, true)
-  }
-  return dnsFailure(`no IP addresses found for ${host.name}${detail === "" ? "" : ` (${detail})`}`, false)
-}
-
-const lookupFamily = (dns: Dns.Service, rrtype: "A" | "AAAA", name: string): Effect.Effect<FamilyLookup> =>
-  (rrtype === "A" ? dns.a(name) : dns.aaaa(name)).pipe(
-    Effect.match({
-      onSuccess: (addresses): FamilyLookup => ({ rrtype, addresses, error: null }),
-      onFailure: (error): FamilyLookup => ({ rrtype, addresses: [], error })
-    })
-  )
+export const families: (strategy: Settings.IpStrategy) => ReadonlyArray<"A" | "AAAA"> = internal.families
 
 /**
  * A host's addresses under a strategy: the families it needs, queried together, concatenated in the strategy's
@@ -153,109 +110,16 @@ export const resolveHost: (
   options?: { readonly parent?: Tracer.AnySpan | undefined }
 ) => Effect.Effect<HostResolution, TransportError.TransportError, Dns> = (host, ipStrategy, multihomed, options) =>
   Effect.gen(function*() {
-    if (host.literal) return literalResolution(host, ipStrategy)
+    if (host.literal) return internal.literalResolution(host, ipStrategy)
     const dns = yield* Dns
-    const lookups = yield* lookupAll(dns, families(ipStrategy), host.name)
-    const resolved = resolution(host, ipStrategy, multihomed, lookups)
+    const lookups = yield* internal.lookupAll(dns, families(ipStrategy), host.name)
+    const resolved = internal.resolution(host, ipStrategy, multihomed, lookups)
     return Either.isLeft(resolved) ? yield* resolved.left : resolved.right
   }).pipe((effect) =>
     // A leaf span (see SmtpSession's phase spans): timed, not made the parent of the lookups; under `parent` when
     // given, without making that span the current one.
     tracing.leaf("Candidates.resolveHost", options?.parent, undefined, () => effect)
   )
-
-const literalResolution = (host: MxHost, ipStrategy: Settings.IpStrategy): HostResolution => ({
-  host,
-  ipStrategy,
-  addresses: [host.name],
-  truncated: [],
-  lookups: []
-})
-
-/** The host's addresses from its lookups, cut to `multihomed`; no address at all is the host's error. */
-const resolution = (
-  host: MxHost,
-  ipStrategy: Settings.IpStrategy,
-  multihomed: number,
-  lookups: ReadonlyArray<FamilyLookup>
-): Either.Either<HostResolution, TransportError.TransportError> => {
-  const limit = Math.max(1, Number.isNaN(multihomed) ? 1 : Math.floor(multihomed))
-  const all = lookups.flatMap((l) => l.addresses)
-  if (all.length === 0) return Either.left(noAddress(host, lookups))
-  return Either.right({ host, ipStrategy, addresses: all.slice(0, limit), truncated: all.slice(limit), lookups })
-}
-
-/**
- * `resolveHost` as an Either handed to `k`, where its span records nothing (see internal/tracing): the lookups and
- * the outcome in as few run-loop steps as they take, one match per family and no generator. A span that records
- * keeps `resolveHost`, whose span ends with the host's failure.
- */
-const resolveSilently = <B>(
-  host: MxHost,
-  ipStrategy: Settings.IpStrategy,
-  multihomed: number,
-  k: (resolved: Either.Either<HostResolution, TransportError.TransportError>) => B
-): Effect.Effect<B, never, Dns> => {
-  if (host.literal) return Effect.succeed(k(Either.right(literalResolution(host, ipStrategy))))
-  return withService(Dns, (dns) => {
-    const rrtypes = families(ipStrategy)
-    if (rrtypes.length > 1) {
-      return Effect.map(
-        lookupAll(dns, rrtypes, host.name),
-        (lookups) => k(resolution(host, ipStrategy, multihomed, lookups))
-      )
-    }
-    const rrtype = rrtypes[0]!
-    return Effect.matchEffect(rrtype === "A" ? dns.a(host.name) : dns.aaaa(host.name), {
-      onFailure: (error) =>
-        Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses: [], error }]))),
-      onSuccess: (addresses) =>
-        Effect.succeed(k(resolution(host, ipStrategy, multihomed, [{ rrtype, addresses, error: null }])))
-    })
-  })
-}
-
-/**
- * The families' lookups, together. With two, the second runs in a fiber of its own while the first runs here: one
- * fork rather than a fiber per family and the machinery of a concurrent `forEach`.
- */
-const lookupAll = (
-  dns: Dns.Service,
-  rrtypes: ReadonlyArray<"A" | "AAAA">,
-  name: string
-): Effect.Effect<ReadonlyArray<FamilyLookup>> => {
-  const [first, second] = rrtypes
-  if (second === undefined) return Effect.map(lookupFamily(dns, first!, name), (lookup) => [lookup])
-  // From the fork to the registration of its clean-up nothing can interrupt: the second lookup never outlives this.
-  return Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Effect.fork(restore(lookupFamily(dns, second, name))), (fiber) =>
-      Effect.onExit(
-        restore(Effect.flatMap(
-          lookupFamily(dns, first!, name),
-          // `await` rather than `join`: nothing to merge back from a lookup's FiberRefs.
-          (one) => Effect.map(Effect.flatten(Fiber.await(fiber)), (two) => [one, two])
-        )),
-        (exit) => Exit.isSuccess(exit) ? Effect.void : Fiber.interrupt(fiber)
-      ))
-  )
-}
-
-const noCandidates = (): Pull.Pull<Candidate> => Pull.fromIterable([])
-
-const candidatesOf = (
-  host: MxHost,
-  sourceIp: Settings.SourceIp,
-  resolution: Either.Either<HostResolution, TransportError.TransportError>
-): () => Pull.Pull<Candidate> => {
-  if (Either.isLeft(resolution)) return noCandidates
-  const { addresses } = resolution.right
-  return () =>
-    Pull.make(addresses, (ip) =>
-      Effect.map(
-        SourceIp.pick(ip, sourceIp),
-        (source): Candidate => ({ host, ip, family: SourceIp.family(ip) ?? 4, source })
-      ))
-}
 
 /**
  * The plan as a pull of hosts, lazily: a host's settings are evaluated and its addresses looked up only when it is
@@ -283,9 +147,9 @@ export const hosts = <S extends HostSettings, R = never>(
         const entry = (
           resolution: Either.Either<HostResolution, TransportError.TransportError>
         ): Option.Option<HostCandidates<S>> =>
-          Option.some({ host, settings, resolution, candidates: candidatesOf(host, settings.sourceIp, resolution) })
+          Option.some({ host, settings, resolution, candidates: internal.candidatesOf(host, settings.sourceIp, resolution) })
         return silent
-          ? resolveSilently(host, settings.ipStrategy, settings.multihomed, entry)
+          ? internal.resolveSilently(host, settings.ipStrategy, settings.multihomed, entry)
           : Effect.map(Effect.either(resolveHost(host, settings.ipStrategy, settings.multihomed, options)), entry)
       })
     }),

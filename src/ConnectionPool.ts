@@ -84,10 +84,26 @@ export declare namespace ConnectionPool {
       accept: (idle: Idle) => boolean
     ) => Effect.Effect<Option.Option<Idle>>
     /**
+     * `take` in the caller's step, with the Clock's time (ms) it read: the connection taken, `null` for none, or an
+     * Effect when stale connections must be closed first (it gives the one taken). Optional: a caller that finds it
+     * absent uses `take`. It spares a delivery the run-loop steps of an Effect on every message's path; it must be
+     * called where nothing can interrupt before the connection taken is used or given back.
+     */
+    readonly takeNow?: (
+      destination: Destination,
+      accept: (idle: Idle) => boolean,
+      nowMs: number
+    ) => Idle | null | Effect.Effect<Option.Option<Idle>>
+    /**
      * Gives a connection back after a transaction. It waits for the next delivery, unless it has carried
      * `reuse.messages` transactions, is past `reuse.age`, or the pool is closing: then it is closed with QUIT.
      */
     readonly put: (idle: Idle) => Effect.Effect<void>
+    /**
+     * `put` in the caller's step, with the Clock's time (ms) it read: `null` when nothing is left to run, else the
+     * Effect that completes it (a QUIT, the idle-time sweeper rescheduled). Optional, as `takeNow`.
+     */
+    readonly putNow?: (idle: Idle, nowMs: number) => Effect.Effect<void> | null
     /** How many connections are idle (for tests and metrics). */
     readonly size: Effect.Effect<number>
   }

@@ -130,6 +130,17 @@ export interface Connection {
    */
   readonly exchange: (request: Exchange) => Effect.Effect<ReadonlyArray<Reply>, SocketError>
   /**
+   * `exchange`, its outcome handed to `onFailure` or `onSuccess` in the step that completes it: the same exchange,
+   * without the frame and the run-loop steps a `match` around it adds (a session makes four on every message).
+   * Optional: a caller that finds it absent matches `exchange`'s outcome itself. A defect or an interruption is not
+   * handed over: it ends the Effect as it would end `exchange`.
+   */
+  readonly exchangeEither?: <B>(
+    request: Exchange,
+    onFailure: (error: SocketError) => B,
+    onSuccess: (replies: ReadonlyArray<Reply>) => B
+  ) => Effect.Effect<B>
+  /**
    * Upgrades the connection in place: after the server's 220 to STARTTLS, or right after the connect for implicit
    * TLS (RFC 8314, a relay on port 465), where the server waits for the handshake. Refused with a `protocol` error
    * when the server sent anything not yet read (CVE-2011-0411): those bytes would otherwise be read as if they came

@@ -13,23 +13,27 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import * as ConnectionPool from "./ConnectionPool.js"
 import * as Connector from "./Connector.js"
 import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
 import * as tracing from "./internal/tracing.js"
-import { deliverDomain, limitMessage } from "./internal/transport/deliver.js"
+import { deliverDomain, type DomainRun, limitMessage } from "./internal/transport/deliver.js"
 import { explainDomain, limitersAt } from "./internal/transport/explain.js"
 import type { Delivery } from "./internal/transport/host.js"
+import type { Plans } from "./internal/transport/plans.js"
 import * as request_ from "./internal/transport/request.js"
 import { startTlsCa, TrustedCa } from "./internal/transport/trust.js"
 import * as warnings from "./internal/transport/warnings.js"
 import * as Limiter from "./Limiter.js"
 import * as MtaSts from "./MtaSts.js"
-import { type Config, OutboundConfig } from "./OutboundConfig.js"
+import { OutboundConfig } from "./OutboundConfig.js"
+import * as PlanCache from "./PlanCache.js"
 import * as PolicyCache from "./PolicyCache.js"
 
 /**
@@ -153,6 +157,16 @@ const sortedByStart = (attempts: ReadonlyArray<AttemptRecord>): ReadonlyArray<At
   return attempts
 }
 
+/**
+ * The layer's plan cache, used where the delivery's spans record nothing (a trace keeps every lookup's span); `null`
+ * without one.
+ */
+const planCacheOf = (context: Context.Context<never>, span: Tracer.AnySpan, clock: Clock.Clock): Plans | null => {
+  if (tracing.records(span)) return null
+  const cache = Context.getOption(context, PlanCache.PlanCache)
+  return Option.isSome(cache) ? { cache: cache.value, clock } : null
+}
+
 /** Connection ids of a delivery without a pool: its own count. */
 const ownIds = (): Effect.Effect<string> => {
   let n = 0
@@ -235,86 +249,78 @@ export const deliver = (
   OutboundConfig | Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache
 > =>
   // The spans are made with explicit parents and passed down (internal/tracing): the current span is not switched.
-  tracing.within("Transport.deliver", undefined, undefined, (span) => Effect.gen(function*() {
-    // The request checked, and the services and the Clock read, in one run-loop step (a `yield*` of each is two or
-    // three).
-    const { clock, config, context, groups, message, options, sender, variables } = yield* Effect.withFiberRuntime<
-      request_.Validated & {
-        clock: Clock.Clock
-        config: Config
-        context: Context.Context<never>
-        options: TransportOptions.Service
-      },
-      request_.InvalidRequest,
-      OutboundConfig
-    >((fiber) => {
-      const validated = request_.check(request)
-      if (Either.isLeft(validated)) return Effect.fail(validated.left)
-      const context = fiber.currentContext as Context.Context<OutboundConfig>
-      return Effect.succeed({
-        ...validated.right,
-        // the Clock `Clock.currentTimeMillis` would read: TestClock under test
-        clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
-        config: Context.get(context, OutboundConfig),
-        context,
-        options: Context.get(context, TransportOptions)
-      })
-    })
+  // Not an Effect.gen: the request checked, the services and the Clock read and the domain's delivery started in
+  // the step that reads the fiber (under the built-in tracer, the span's own step).
+  tracing.withinFiber("Transport.deliver", undefined, undefined, (span, fiber) => {
+    const validated = request_.check(request)
+    if (Either.isLeft(validated)) return Effect.fail(validated.left)
+    const { groups, message, sender, variables } = validated.right
+    const context = fiber.currentContext as Context.Context<OutboundConfig>
+    // the Clock `Clock.currentTimeMillis` would read: TestClock under test
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    const config = Context.get(context, OutboundConfig)
+    const options = Context.get(context, TransportOptions)
     const pool = Context.getOption(context, ConnectionPool.ConnectionPool)
-    const delivery: Delivery = {
-      span,
-      config,
-      options,
-      startMs: clock.unsafeCurrentTimeMillis(),
-      clock,
-      message,
-      sender: sender?.address ?? "",
-      requireTls: request.requireTls === true,
-      ca: startTlsCa(Context.get(context, TrustedCa), options.ca),
-      pool: Option.getOrNull(pool),
-      connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
-      limiter: config.limiters.length === 0
-        ? null
-        : Option.getOrUndefined(Context.getOption(context, Limiter.Limiter)) ?? (yield* Limiter.make)
-    }
-    const domain = (group: request_.Group) =>
-      tracing.within(
-        "Transport.deliverDomain",
+    const run = (limiter: Limiter.Limiter.Service | null) => {
+      const delivery: Delivery = {
         span,
-        () => ({ domain: group.domain }),
-        (domainSpan) => deliverDomain(delivery, variables, group, domainSpan)
-      )
-    // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
-    const runs = delivery.limiter !== null
-      // Limiters keyed on the sender (or on nothing) count the message once, around all its domains.
-      ? yield* limitMessage(delivery, variables, groups, () =>
-        Effect.forEach(groups, domain, { concurrency: groups.length === 1 ? 1 : options.domainConcurrency }))
-      : groups.length === 1
-      ? [yield* domain(groups[0]!)]
-      : yield* Effect.forEach(groups, domain, { concurrency: options.domainConcurrency })
-    // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
-    // attempts are in start order already; no map to put them back in order, no sort.
-    const one = runs.length === 1 ? runs[0]! : null
-    let recipients: ReadonlyArray<RecipientResult>
-    if (one !== null && inRequestOrder(one.recipients, request.recipients)) recipients = one.recipients
-    else {
-      const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
-      recipients = request.recipients.map((rcpt) => byAddress.get(rcpt)!)
-    }
-    const report: DeliveryReport = {
-      recipients,
-      attempts: one !== null
-        ? sortedByStart(one.attempts)
-        : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
-      plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
-      warnings: messageWarnings(
-        config.warnings,
+        config,
+        options,
+        startMs: clock.unsafeCurrentTimeMillis(),
+        clock,
         message,
-        one !== null ? one.warnings : runs.flatMap((run) => run.warnings)
-      )
+        sender: sender?.address ?? "",
+        requireTls: request.requireTls === true,
+        ca: startTlsCa(Context.get(context, TrustedCa), options.ca),
+        pool: Option.getOrNull(pool),
+        connectionId: Option.isSome(pool) ? pool.value.connectionId : ownIds(),
+        limiter,
+        plans: planCacheOf(context, span, clock)
+      }
+      const domain = <A>(group: request_.Group, then: (run: DomainRun) => A) =>
+        tracing.within(
+          "Transport.deliverDomain",
+          span,
+          () => ({ domain: group.domain }),
+          (domainSpan) => deliverDomain(delivery, variables, group, domainSpan, then)
+        )
+      const report = (runs: ReadonlyArray<DomainRun>): DeliveryReport => {
+        // One domain (the usual case): its recipients are the request's, in its order (grouping kept it), and its
+        // attempts are in start order already; no map to put them back in order, no sort.
+        const one = runs.length === 1 ? runs[0]! : null
+        let recipients: ReadonlyArray<RecipientResult>
+        if (one !== null && inRequestOrder(one.recipients, request.recipients)) recipients = one.recipients
+        else {
+          const byAddress = new Map(runs.flatMap((run) => run.recipients.map((r) => [r.address, r] as const)))
+          recipients = request.recipients.map((rcpt) => byAddress.get(rcpt)!)
+        }
+        return {
+          recipients,
+          attempts: one !== null
+            ? sortedByStart(one.attempts)
+            : runs.flatMap((run) => run.attempts).sort((a, b) => a.startMs - b.startMs),
+          plan: { layout: config.layout, domains: runs.map((run) => run.plan) },
+          warnings: messageWarnings(
+            config.warnings,
+            message,
+            one !== null ? one.warnings : runs.flatMap((run) => run.warnings)
+          )
+        }
+      }
+      // One domain (the usual case) needs no concurrent forEach, which would fork a fiber for it.
+      const all = () =>
+        groups.length === 1
+          ? domain(groups[0]!, (run): ReadonlyArray<DomainRun> => [run])
+          : Effect.forEach(groups, (group) => domain(group, identity), { concurrency: options.domainConcurrency })
+      // Limiters keyed on the sender (or on nothing) count the message once, around all its domains.
+      if (limiter !== null) return Effect.map(limitMessage(delivery, variables, groups, all), report)
+      // The report built in the step that ends the domain's delivery.
+      return groups.length === 1 ? domain(groups[0]!, (run) => report([run])) : Effect.map(all(), report)
     }
-    return report
-  }))
+    if (config.limiters.length === 0) return run(null)
+    const shared = Context.getOption(context, Limiter.Limiter)
+    return Option.isSome(shared) ? run(shared.value) : Effect.flatMap(Limiter.make, run)
+  })
 
 /**
  * A request of {@link deliverAll}, with the caller's id for it.
@@ -394,8 +400,9 @@ export const explain = (
 /**
  * The live services a delivery needs besides its `OutboundConfig`: DNS (`Dns.layer`, with its cache; point it at a
  * trusted validating resolver for DANE), sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS
- * and cached in memory, and the connection pool and the outbound limiters' counts that deliveries on this layer share
- * (the idle connections closed with QUIT when the layer's scope closes).
+ * and cached in memory, and the connection pool, the outbound limiters' counts and the plan cache (each domain's MX
+ * plan and each host's addresses, for their DNS answers' TTL) that deliveries on this layer share (the idle
+ * connections closed with QUIT when the layer's scope closes).
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
  * alike. This is the way to trust a private CA.
@@ -412,10 +419,12 @@ export const layer = (
   | PolicyCache.PolicyCache
   | ConnectionPool.ConnectionPool
   | Limiter.Limiter
+  | PlanCache.PlanCache
 > =>
   Layer.mergeAll(
     Connector.layer,
     ConnectionPool.layer,
+    PlanCache.layer,
     Limiter.layer,
     PolicyCache.layer,
     MtaSts.layer({ ca: options.ca }),

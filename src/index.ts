@@ -80,6 +80,11 @@ export * as MxPlan from "./MxPlan.js"
  */
 export * as OutboundConfig from "./OutboundConfig.js"
 /**
+ * @since 0.3.0
+ * @category modules
+ */
+export * as PlanCache from "./PlanCache.js"
+/**
  * @since 0.1.0
  * @category modules
  */

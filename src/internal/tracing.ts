@@ -16,6 +16,7 @@ import * as Context from "effect/Context"
 import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 
@@ -125,6 +126,22 @@ export const within = <A, E, R>(
             onSuccess: (a) => Effect.as(end(span, Exit.succeed(a)), a)
           }))
       )
+  )
+
+/**
+ * `within` for a body that starts by reading its fiber: `f` gets the span and the fiber, in the step that decides
+ * the span where nothing is to be recorded (no step of its own for the read). @internal
+ */
+export const withinFiber = <A, E, R>(
+  name: string,
+  parent: Tracer.AnySpan | undefined,
+  attributes: Attributes | undefined,
+  f: (span: Tracer.Span, fiber: Fiber.RuntimeFiber<unknown, unknown>) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) =>
+    silentUnder(parent) || fiber.currentTracer === builtIn
+      ? f(noop, fiber)
+      : within(name, parent, attributes, (span) => Effect.withFiberRuntime((inner) => f(span, inner)))
   )
 
 /**

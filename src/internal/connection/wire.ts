@@ -19,11 +19,14 @@
  *
  * @internal
  */
+import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import { identity } from "effect/Function"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type {
   ConnectOptions,
@@ -219,25 +222,59 @@ class Wire implements Connection, IoEvents {
   // Connection ----------------------------------------------------------------------------------------------------
 
   exchange(request: Exchange): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> {
+    return this.exchangeMapped(request, identity)
+  }
+
+  exchangeEither<B>(
+    request: Exchange,
+    onFailure: (error: SocketError) => B,
+    onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
+  ): Effect.Effect<B> {
+    // The outcome mapped where the exchange completes: an exit (the usual case) in place, without the frame and the
+    // step a `matchEffect` around the exchange would add.
+    const outcome = (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>): Effect.Effect<B> => {
+      if (!Exit.isExit(effect)) {
+        return Effect.matchEffect(effect, {
+          onFailure: (error) => Effect.succeed(onFailure(error)),
+          onSuccess: (replies) => Effect.succeed(onSuccess(replies))
+        })
+      }
+      const exit = effect as Exit.Exit<ReadonlyArray<SmtpReply.Reply>, SocketError>
+      if (Exit.isSuccess(exit)) return Effect.succeed(onSuccess(exit.value))
+      const failure = Cause.failureOption(exit.cause)
+      // A defect or an interruption: no SocketError in the cause, passed on as it is.
+      return Option.isSome(failure)
+        ? Effect.succeed(onFailure(failure.value))
+        : Effect.failCause(exit.cause as Cause.Cause<never>)
+    }
+    return this.exchangeMapped(request, outcome)
+  }
+
+  /** The exchange, each way it can end mapped by `outcome` before it is handed on. */
+  private exchangeMapped<B, E>(
+    request: Exchange,
+    outcome: (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>) => Effect.Effect<B, E>
+  ): Effect.Effect<B, E> {
     return Effect.clockWith((clock) => {
-      if (this.closing) return Effect.fail(closedLocally())
-      if (this.op !== null) return Effect.fail(busy())
+      if (this.closing) return outcome(Effect.fail(closedLocally()))
+      if (this.op !== null) return outcome(Effect.fail(busy()))
       // Started in this step: under PIPELINING the replies to RCPT and DATA are mostly buffered already (they came
       // with MAIL's), and an exchange that completes at once needs neither a timer nor an async step. An exchange
       // holds nothing (no canceler), and one interrupted before its async registration stays the pending operation,
       // ended by `close`, which its owner runs on interruption (or by its deadline, when the interruption came after
       // the timer was armed), as one interrupted while waiting is.
-      let result: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> | null = null
-      let waiting: Resume<ReadonlyArray<SmtpReply.Reply>> | null = null
+      let result: Effect.Effect<B, E> | null = null
+      let waiting: ((effect: Effect.Effect<B, E>) => void) | null = null
       const op = new ExchangeOp(this, request, (effect) => {
-        if (waiting !== null) waiting(effect)
-        else result = effect
+        const mapped = outcome(effect)
+        if (waiting !== null) waiting(mapped)
+        else result = mapped
       })
       this.op = op
       this.expected = Infinity
       op.start()
       if (result !== null) return result
-      const wait = Effect.async<ReadonlyArray<SmtpReply.Reply>, SocketError>((resume) => {
+      const wait = Effect.async<B, E>((resume) => {
         if (result !== null) return resume(result)
         waiting = resume
       })

@@ -76,16 +76,24 @@ export interface LookupOptions {
  * @internal
  */
 export const lookupHost = (options: LookupOptions): Effect.Effect<HostDane, never, Dns> => {
+  const known = withoutLookup(options)
+  if (known !== undefined) return Effect.succeed(known)
+  return withService(Dns, (dns) => lookupWith(toAnswerer(dns), options))
+}
+
+/**
+ * The decision when it needs no lookup (an MX RRset that is not secure), else `undefined`: for a caller that goes on
+ * in the same step. @internal
+ */
+export const withoutLookup = (options: LookupOptions): HostDane | undefined => {
   const { domain } = options
   // 1. The MX RRset (or, for an implicit MX, the authenticated denial of one) must be secure (§2.2.1). A bogus one
   // never gets here: the plan's MX lookup failed (temporarily). Decided without a lookup: no step of its own.
-  if (!options.mxSecure) {
-    return Effect.succeed(resultOf(options)(
-      "insecure",
-      options.implicit ? `${domain} has no MX records signed as absent` : `the MX records of ${domain} are not signed`
-    ))
-  }
-  return withService(Dns, (dns) => lookupWith(toAnswerer(dns), options))
+  if (options.mxSecure) return undefined
+  return resultOf(options)(
+    "insecure",
+    options.implicit ? `${domain} has no MX records signed as absent` : `the MX records of ${domain} are not signed`
+  )
 }
 
 /** The decision's record for `options`' host. */

@@ -115,44 +115,52 @@ export const make: Effect.Effect<ConnectionPool.Service, never, Scope.Scope> = E
 
   // On every message's path: the Clock read in the step that uses it (`clockWith` reads the Clock
   // `Clock.currentTimeMillis` would), and nothing more to run when there is nothing to close or to reschedule.
+  const takeNow = (
+    destination: Destination,
+    accept: (idle: Idle) => boolean,
+    now: number
+  ): Idle | null | Effect.Effect<Option.Option<Idle>> => {
+    const key = indexOf(destination)
+    const list = idle.get(key)
+    if (list === undefined) return null
+    const stale: Array<Idle> = []
+    let found: Idle | null = null
+    for (let i = list.length - 1; i >= 0 && found === null; i--) {
+      const entry = list[i]!
+      // Bytes from the server while idle: a 421 before it closes, or garbage. Either way not a session to use.
+      if (entry.closeAtMs <= now || entry.idle.session.connection.buffered > 0) {
+        stale.push(entry.idle)
+        remove(list, i, key)
+      } else if (accept(entry.idle)) {
+        found = entry.idle
+        remove(list, i, key)
+      }
+    }
+    return stale.length === 0 ? found : Effect.as(closeAll(stale), Option.fromNullable(found))
+  }
+
   const take = (destination: Destination, accept: (idle: Idle) => boolean) =>
     Effect.clockWith((clock) => {
-      const now = clock.unsafeCurrentTimeMillis()
-      const key = indexOf(destination)
-      const list = idle.get(key)
-      if (list === undefined) return Effect.succeed(Option.none<Idle>())
-      const stale: Array<Idle> = []
-      let found: Idle | null = null
-      for (let i = list.length - 1; i >= 0 && found === null; i--) {
-        const entry = list[i]!
-        // Bytes from the server while idle: a 421 before it closes, or garbage. Either way not a session to use.
-        if (entry.closeAtMs <= now || entry.idle.session.connection.buffered > 0) {
-          stale.push(entry.idle)
-          remove(list, i, key)
-        } else if (accept(entry.idle)) {
-          found = entry.idle
-          remove(list, i, key)
-        }
-      }
-      const taken = Option.fromNullable(found)
-      return stale.length === 0 ? Effect.succeed(taken) : Effect.as(closeAll(stale), taken)
+      const taken = takeNow(destination, accept, clock.unsafeCurrentTimeMillis())
+      return taken === null || !Effect.isEffect(taken) ? Effect.succeed(Option.fromNullable(taken)) : taken
     })
 
+  const putNow = (entry: Idle, now: number): Effect.Effect<void> | null => {
+    const age = ageDeadline(entry)
+    if (closing) return close(entry)
+    // Done with: QUIT in a fiber of the pool's, so that the delivery that gave it back does not wait for it.
+    if (entry.messages >= entry.reuse.messages || age <= now) return closeAll([entry])
+    const closeAtMs = Math.min(now + Duration.toMillis(entry.reuse.idle), age)
+    const key = indexOf(entry.destination)
+    const list = idle.get(key)
+    if (list === undefined) idle.set(key, [{ idle: entry, closeAtMs }])
+    else list.push({ idle: entry, closeAtMs })
+    count++
+    return wakeMs <= closeAtMs ? null : schedule(closeAtMs)
+  }
+
   const put = (entry: Idle): Effect.Effect<void> =>
-    Effect.clockWith((clock) => {
-      const now = clock.unsafeCurrentTimeMillis()
-      const age = ageDeadline(entry)
-      if (closing) return close(entry)
-      // Done with: QUIT in a fiber of the pool's, so that the delivery that gave it back does not wait for it.
-      if (entry.messages >= entry.reuse.messages || age <= now) return closeAll([entry])
-      const closeAtMs = Math.min(now + Duration.toMillis(entry.reuse.idle), age)
-      const key = indexOf(entry.destination)
-      const list = idle.get(key)
-      if (list === undefined) idle.set(key, [{ idle: entry, closeAtMs }])
-      else list.push({ idle: entry, closeAtMs })
-      count++
-      return wakeMs <= closeAtMs ? Effect.void : schedule(closeAtMs)
-    })
+    Effect.clockWith((clock) => putNow(entry, clock.unsafeCurrentTimeMillis()) ?? Effect.void)
 
   // The scope interrupts the fibers forked into it first (they were added after this finalizer; a close under way
   // still releases its socket), then this closes what is idle, with QUIT.
@@ -165,7 +173,9 @@ export const make: Effect.Effect<ConnectionPool.Service, never, Scope.Scope> = E
   const service: ConnectionPool.Service = {
     connectionId: Effect.sync(() => `c${++ids}`),
     take,
+    takeNow,
     put,
+    putNow,
     size: Effect.sync(() => count)
   }
   return service

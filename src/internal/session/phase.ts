@@ -108,6 +108,32 @@ export const attempt = <A, R>(
     return Effect.either(run(options, (step) => Effect.flatMap(body(step), (outcome) => outcome)))
   })
 
+/** What a phase reads of its fiber, read once for phases that follow each other in one fiber (a transaction's). */
+export interface Reader {
+  readonly clock: Clock.Clock
+  readonly debug: boolean
+  readonly currentSpan: Tracer.AnySpan | undefined
+}
+
+export const reader = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Reader => ({
+  clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
+  debug: isDebug(fiber),
+  currentSpan: fiber.currentSpan
+})
+
+/** `attempt`, with what it reads of the fiber read before: where the phase reports to nothing, no step of its own. */
+export const attemptWith = <A, R>(
+  read: Reader,
+  options: PhaseOptions,
+  body: (step: Step) => Effect.Effect<Either.Either<A, TransportError.TransportError>, never, R>
+): Effect.Effect<Either.Either<A, TransportError.TransportError>, never, R> => {
+  const span = options.span ?? read.currentSpan
+  if (!options.phaseSpans && (span === undefined || span._tag !== "Span" || !tracing.records(span))) {
+    return body({ deadline: read.clock.unsafeCurrentTimeMillis() + options.timeoutMs, debug: read.debug, clock: read.clock })
+  }
+  return attempt(options, body)
+}
+
 const crlf = (lines: ReadonlyArray<string>) => {
   if (lines.length === 1) return `${lines[0]}\r\n`
   let out = ""
@@ -203,9 +229,14 @@ export const exchangeFirstEither = (
     replies: 1,
     deadline: step.deadline
   }
+  const onFailure = (e: SocketError): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
+    Either.left(fromSocket(e, phase, timeoutMs))
+  const onSuccess = (replies: ReadonlyArray<SmtpReply.Reply>): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
+    Either.right(replies[0]!)
+  if (connection.exchangeEither !== undefined) return connection.exchangeEither(request, onFailure, onSuccess)
   return Effect.matchEffect(connection.exchange(request), {
-    onFailure: (e) => Effect.succeed(Either.left(fromSocket(e, phase, timeoutMs))),
-    onSuccess: (replies) => Effect.succeed(Either.right(replies[0]!))
+    onFailure: (e) => Effect.succeed(onFailure(e)),
+    onSuccess: (replies) => Effect.succeed(onSuccess(replies))
   })
 }
 

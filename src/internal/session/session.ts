@@ -350,7 +350,11 @@ export const transaction = (
   message: Uint8Array,
   settings: SessionSettings
 ): Effect.Effect<TransactionResult> =>
-  Effect.gen(function*() {
+  // The fiber's Clock, log level and span read once for the transaction's phases (`phase.attemptWith`), in the step
+  // that starts it.
+  Effect.withFiberRuntime((fiber) => {
+    const reader = phase.reader(fiber)
+    const body = Effect.gen(function*() {
     const { connection } = session
     const phases = phasesOf(connection, settings)
     const caps = session.capabilities
@@ -363,9 +367,13 @@ export const transaction = (
       fields: Pick<TransactionResult, "mailFrom" | "data" | "phase" | "canQuit">,
       recipients?: ReadonlyArray<RecipientOutcome>
     ): TransactionResult => ({
-      ...fields,
+      // Field by field rather than a spread of `fields`: on every message's path.
+      mailFrom: fields.mailFrom,
       recipients: recipients ??
         outcomes.map((o, i) => o ?? { address: envelope.recipients[i]!, accepted: false, reply: null, error: null }),
+      data: fields.data,
+      phase: fields.phase,
+      canQuit: fields.canQuit,
       pipelined,
       chunking
     })
@@ -393,7 +401,7 @@ export const transaction = (
 
     // MAIL (with every RCPT and DATA when pipelining): one write, MAIL's reply under its own deadline
     const mailMs = millis(settings.timeouts, "mail-from")
-    const mailReply = yield* phase.attempt(
+    const mailReply = yield* phase.attemptWith(reader, 
       phases("mail-from"),
       (step) =>
         phase.exchangeFirstEither(
@@ -424,7 +432,7 @@ export const transaction = (
         outcomes[index] = { address, accepted: false, reply: null, error: broken }
         continue
       }
-      const reply = yield* phase.attempt(
+      const reply = yield* phase.attemptWith(reader, 
         phases("rcpt-to", { "smtp.rcpt": address }),
         (step) => phase.exchangeFirstEither(connection, "rcpt-to", rcptMs, step, pipelined ? undefined : [line])
       )
@@ -493,7 +501,7 @@ export const transaction = (
         canQuit: Either.isRight(read) || read.left.kind === "reply"
       })
     }
-    const data = yield* phase.attempt(
+    const data = yield* phase.attemptWith(reader, 
       phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
       (step) =>
         chunking
@@ -504,7 +512,9 @@ export const transaction = (
       return result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
     }
     return result({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
-  }).pipe(log.annotateWhenDebug("smtp.remote_ip", session.connection.remoteAddress))
+  })
+    return reader.debug ? Effect.annotateLogs(body, "smtp.remote_ip", session.connection.remoteAddress) : body
+  })
 
 /** Cannot happen: the data phase succeeded, so every reply it was asked for came. */
 const noReply = TransportError.make("data", "protocol", "data: no reply for this recipient")

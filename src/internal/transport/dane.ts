@@ -10,6 +10,11 @@ import type { AttemptDane, DanePlan } from "../../DeliveryReport.js"
 import type { Dns } from "../../Dns.js"
 import type { MxHost, MxPlan } from "../../MxPlan.js"
 import type { HostSettings } from "../../Settings.js"
+import { withoutLookup } from "../dane/lookup.js"
+
+/** Whether a host gets a DANE decision: `tls.dane` enabled, and a name to look TLSA records up for. @internal */
+export const daneApplies = (host: MxHost, settings: HostSettings): boolean =>
+  settings.tls.dane !== "disable" && !host.literal
 
 /**
  * `null` when `tls.dane = disable` or the host is an address literal (no name, no TLSA); otherwise RFC 7672 §2.2's
@@ -24,17 +29,29 @@ export const hostDane = (
   host: MxHost,
   settings: HostSettings
 ): Effect.Effect<Dane.HostDane | null, never, Dns> =>
-  settings.tls.dane === "disable" || host.literal
-    ? Effect.succeed(null)
-    : Dane.lookupHost({
-      policy: settings.tls.dane,
-      domain: plan.domain,
-      mxSecure: plan.secure === true,
-      host: host.name,
-      implicit: host.implicit,
-      families: Candidates.families(settings.ipStrategy),
-      port
-    })
+  !daneApplies(host, settings) ? Effect.succeed(null) : Dane.lookupHost(lookupOptions(plan, port, host, settings))
+
+/**
+ * `hostDane`'s decision when it needs no lookup (DANE does not apply: `null`; an MX RRset that is not secure), else
+ * `undefined`: for a caller that goes on in the same step. @internal
+ */
+export const hostDaneNow = (
+  plan: MxPlan,
+  port: number,
+  host: MxHost,
+  settings: HostSettings
+): Dane.HostDane | null | undefined =>
+  !daneApplies(host, settings) ? null : withoutLookup(lookupOptions(plan, port, host, settings))
+
+const lookupOptions = (plan: MxPlan, port: number, host: MxHost, settings: HostSettings): Dane.LookupOptions => ({
+  policy: settings.tls.dane,
+  domain: plan.domain,
+  mxSecure: plan.secure === true,
+  host: host.name,
+  implicit: host.implicit,
+  families: Candidates.families(settings.ipStrategy),
+  port
+})
 
 /** @internal */
 export const danePlan = (dane: Dane.HostDane | null): DanePlan | null =>

@@ -16,6 +16,7 @@ import type { DomainSettings, Route } from "../../Settings.js"
 import type { TransportOptions } from "../../Transport.js"
 import * as TransportError from "../../TransportError.js"
 import { domainStrategies, evaluateDomain } from "../settings/evaluate.js"
+import { keptMxPlan, mxPlanOf, type Plans } from "./plans.js"
 import { reportError } from "./report.js"
 import { domainVariables, type Group } from "./request.js"
 import { relayPlan, routePlan, unknownRoute } from "./route.js"
@@ -46,6 +47,25 @@ export const domainStage = (
   /** The parent of the MX lookup's span; the current span when absent. */
   span?: Tracer.AnySpan
 ): Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> => {
+  const stage = domainStageOrNow(config, options, requestVariables, group, span, null)
+  return Effect.isEffect(stage) ? stage : Effect.succeed(stage)
+}
+
+/**
+ * `domainStage`, or the stage itself when it needed nothing to run (a plan from the cache, no MTA-STS policy to
+ * resolve): for a caller that goes on in the same step.
+ *
+ * @internal
+ */
+export const domainStageOrNow = (
+  config: Config,
+  options: TransportOptions.Service,
+  requestVariables: Variables,
+  group: Group,
+  span: Tracer.AnySpan | undefined,
+  /** The layer's plan cache, where `span` records nothing; `null`: plan from the lookups. */
+  plans: Plans | null
+): DomainStage | Effect.Effect<DomainStage, never, Dns.Dns | MtaSts.PolicyFetcher | PolicyCache.PolicyCache> => {
   // Neither an Effect.gen nor a suspend: on every delivery's path, called by the step that runs it (deliver's and
   // explain's yield), so the settings are evaluated then, and the steps are the lookups' own.
   const stage = settingsStage(config, requestVariables, group)
@@ -56,11 +76,20 @@ export const domainStage = (
   if (settings.route._tag === "local") return Effect.succeed(stage)
   if (settings.route._tag === "relay") return Effect.succeed({ ...stage, plan: relayPlan(group.target, settings.route) })
   // An address literal goes to MxPlan as written so that it skips DNS; a name goes in its A-label form.
-  const planWith = (mtaSts: MtaSts.Outcome | null) =>
-    Effect.matchEffect(MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx, { parent: span }), {
-      onFailure: (error) => Effect.succeed<DomainStage>({ ...stage, mtaSts, error }),
-      onSuccess: (planned) => Effect.succeed(withPlan(stage, group, mtaSts, planned))
-    })
+  const planWith = (mtaSts: MtaSts.Outcome | null) => {
+    // A plan the cache keeps: the stage in the step that asked for it.
+    const kept = plans === null || group.literal ? undefined : keptMxPlan(plans, group.target, settings.limits.mx)
+    if (kept !== undefined) return withPlan(stage, group, mtaSts, kept)
+    return Effect.matchEffect(
+      plans === null || group.literal
+        ? MxPlan.plan(group.literal ? group.domain : group.target, settings.limits.mx, { parent: span })
+        : mxPlanOf(plans, group.target, settings.limits.mx),
+      {
+        onFailure: (error) => Effect.succeed<DomainStage>({ ...stage, mtaSts, error }),
+        onSuccess: (planned) => Effect.succeed(withPlan(stage, group, mtaSts, planned))
+      }
+    )
+  }
   // An address literal has no policy to publish; `disable` means not even asking.
   if (group.literal || mode === "disable") return planWith(null)
   return Effect.flatMap(
@@ -74,7 +103,8 @@ export const domainStage = (
     (resolved) => {
       if (Either.isLeft(resolved)) return Effect.succeed<DomainStage>({ ...stage, error: resolved.left })
       if (resolved.right.warning !== null) warnings.push(resolved.right.warning)
-      return planWith(resolved.right)
+      const planned = planWith(resolved.right)
+      return Effect.isEffect(planned) ? planned : Effect.succeed(planned)
     }
   )
 }

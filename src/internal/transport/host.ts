@@ -29,6 +29,7 @@ import * as TransportError from "../../TransportError.js"
 import { evaluateConnection } from "../settings/evaluate.js"
 import * as tracing from "../tracing.js"
 import { attemptDane } from "./dane.js"
+import type { Plans } from "./plans.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
 import { connectionVariables, type Group } from "./request.js"
 import * as settingWarnings from "./warnings.js"
@@ -58,6 +59,8 @@ export interface Delivery {
   readonly connectionId: Effect.Effect<string>
   /** The limiter state; `null` when no limiter is configured. */
   readonly limiter: Limiter.Limiter.Service | null
+  /** The layer's plan cache and this Clock; `null` without a cache, or where the delivery's spans record. */
+  readonly plans: Plans | null
 }
 
 /** A host's settings, the variables they were evaluated with, and its DANE decision (`null`: none made). @internal */
@@ -281,10 +284,9 @@ export const tryHost = (
   }
   // Built only when no idle connection took the message (it pulls the candidates).
   const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
-  const run = delivery.pool === null || Either.isLeft(host.resolution) ? race() : Effect.flatMap(
-    reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent),
-    (reused) => reused === null ? race() : Effect.succeed(reused)
-  )
+  const run = delivery.pool === null || Either.isLeft(host.resolution)
+    ? race()
+    : reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent, race)
   if (delivery.limiter === null) return run
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
   const limiter = delivery.limiter
@@ -324,7 +326,8 @@ type Opening = Pick<SmtpSession.SessionSettings, "tls" | "protocol" | "auth">
 export const sessionKey = ({ auth, protocol, servername, tls }: Opening & { readonly servername: string }, dane: Dane.HostDane | null) =>
   [
     servername,
-    dane === null ? "" : JSON.stringify([dane.status, dane.authenticate]),
+    // JSON.stringify's text, without it where there is nothing to escape (a status; no records to authenticate by)
+    dane === null ? "" : dane.authenticate === null ? `["${dane.status}",null]` : JSON.stringify([dane.status, dane.authenticate]),
     tls.starttls,
     tls.allowInvalidCerts,
     tls.required,
@@ -339,7 +342,7 @@ const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
   a === undefined || b === undefined ? a === b : Equal.equals(a.secret, b.secret)
 
 /**
- * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `null`
+ * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `race`
  * when none took the message.
  */
 const reuse = (
@@ -352,87 +355,106 @@ const reuse = (
   attempts: Array<AttemptRecord>,
   opening: Opening,
   warnings: Array<string>,
-  parent: Tracer.Span
-): Effect.Effect<HostOutcome | null> =>
-  Effect.gen(function*() {
-    const dane = hostStage.dane ?? null
-    const keys = sessionKeys(opening, host.host.name, dane)
-    const port = portOf(delivery, hostStage)
-    addresses: for (const ip of addresses) {
-      const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
-      // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
-      // this delivery would send.
-      const evaluated = new Map<string | null, ConnectionSettings>()
-      const settingsFor = (source: string | null) => {
-        let settings = evaluated.get(source)
-        if (settings === undefined) {
-          const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
-          if (result.warnings.length > 0) warnings.push(...result.warnings)
-          settings = result.settings
-          evaluated.set(source, settings)
-        }
-        return settings
+  parent: Tracer.Span,
+  /** A new connection: what follows when no idle connection took the message (a continuation, not a step more). */
+  race: () => Effect.Effect<HostOutcome, never, Connector>
+): Effect.Effect<HostOutcome, never, Connector> => {
+  // Not an Effect.gen: on every message's path, and a generator's steps and frames are its `yield*`s.
+  const dane = hostStage.dane ?? null
+  const keys = sessionKeys(opening, host.host.name, dane)
+  const port = portOf(delivery, hostStage)
+  const fromAddress = (at: number): Effect.Effect<HostOutcome, never, Connector> => {
+    if (at >= addresses.length) return race()
+    const ip = addresses[at]!
+    const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
+    // The connection settings an idle connection would get now, per source address: its EHLO name must be the one
+    // this delivery would send.
+    // One source address is the usual case: its settings kept in a variable, a Map only for a second one.
+    let firstSource: string | null | undefined
+    let firstSettings: ConnectionSettings | undefined
+    let others: Map<string | null, ConnectionSettings> | undefined
+    const settingsFor = (source: string | null) => {
+      if (firstSettings !== undefined && firstSource === source) return firstSettings
+      let settings = others?.get(source)
+      if (settings === undefined) {
+        const result = evaluateConnection(delivery.config, connectionVariables(hostStage.variables, ip, source))
+        if (result.warnings.length > 0) warnings.push(...result.warnings)
+        settings = result.settings
+        if (firstSettings === undefined) {
+          firstSource = source
+          firstSettings = settings
+        } else (others ??= new Map()).set(source, settings)
       }
-      const accept = (idle: ConnectionPool.Idle) =>
-        (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
-        settingsFor(idle.source).ehloName === idle.session.ehloName &&
-        sameSecret(idle.session.settings.auth, opening.auth)
-      for (const key of keys) {
-        while (true) {
-          // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
-          const outcome = yield* Effect.uninterruptibleMask((restore) =>
-            Effect.flatMap(
-              pool.take({ ip, port, session: key }, accept),
-              Option.match({
-                onNone: () => Effect.succeed(undefined),
-                onSome: (idle): Effect.Effect<HostOutcome | null | undefined | "limited"> => {
-                  // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
-                  const use = () =>
-                    reusedSession(
-                      delivery,
-                      pool,
-                      group,
-                      host,
-                      idle,
-                      settingsFor(idle.source),
-                      opening,
-                      dane,
-                      attempts,
-                      parent,
-                      restore
-                    )
-                  // No limiter: nothing to wait for between the take and the transaction.
-                  if (delivery.limiter === null) return use()
-                  const buckets = Limiter.buckets(
-                    delivery.config.limiters,
-                    "connection",
-                    connectionVariables(hostStage.variables, ip, idle.source)
-                  )
-                  if (buckets.length === 0) return use()
-                  // Only a permit free now: a delivery that must wait does so in the race's connect, in the limiter's
-                  // queue, and takes an idle connection when its turn comes. Waiting here, holding this connection,
-                  // would leave the one whose turn comes first nothing to take but a new connection. The connection
-                  // goes back, and the next address is looked at (a zero wait takes nothing when it fails).
-                  return Effect.flatMap(
-                    Effect.either(delivery.limiter.acquire(buckets, Duration.zero)),
-                    (permit): Effect.Effect<HostOutcome | null | undefined | "limited"> =>
-                      Either.isLeft(permit)
-                        ? Effect.as(pool.put(idle), "limited" as const)
-                        : Effect.ensuring(use(), permit.right)
-                  )
-                }
-              })
-            )
-          )
-          if (outcome === "limited") continue addresses
-          if (outcome === undefined) break
-          // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
-          if (outcome !== null) return outcome
-        }
-      }
+      return settings
     }
-    return null
-  })
+    const accept = (idle: ConnectionPool.Idle) =>
+      (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
+      settingsFor(idle.source).ehloName === idle.session.ehloName &&
+      sameSecret(idle.session.settings.auth, opening.auth)
+    // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
+    const taken = (key: string) =>
+      Effect.uninterruptibleMask((restore) => {
+        const onSome = (idle: ConnectionPool.Idle): Effect.Effect<HostOutcome | null | undefined | "limited"> => {
+          // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
+          const use = () =>
+            reusedSession(
+              delivery,
+              pool,
+              group,
+              host,
+              idle,
+              settingsFor(idle.source),
+              opening,
+              dane,
+              attempts,
+              parent,
+              restore
+            )
+          // No limiter: nothing to wait for between the take and the transaction.
+          if (delivery.limiter === null) return use()
+          const buckets = Limiter.buckets(
+            delivery.config.limiters,
+            "connection",
+            connectionVariables(hostStage.variables, ip, idle.source)
+          )
+          if (buckets.length === 0) return use()
+          // Only a permit free now: a delivery that must wait does so in the race's connect, in the limiter's
+          // queue, and takes an idle connection when its turn comes. Waiting here, holding this connection,
+          // would leave the one whose turn comes first nothing to take but a new connection. The connection
+          // goes back, and the next address is looked at (a zero wait takes nothing when it fails).
+          return Effect.flatMap(
+            Effect.either(delivery.limiter.acquire(buckets, Duration.zero)),
+            (permit): Effect.Effect<HostOutcome | null | undefined | "limited"> =>
+              Either.isLeft(permit)
+                ? Effect.as(pool.put(idle), "limited" as const)
+                : Effect.ensuring(use(), permit.right)
+          )
+        }
+        const match = Option.match({ onNone: () => Effect.succeed(undefined), onSome })
+        const destination = { ip, port, session: key }
+        if (pool.takeNow === undefined) return Effect.flatMap(pool.take(destination, accept), match)
+        // Taken in this step, inside the mask: nothing can come between the take and its use or return.
+        const now = pool.takeNow(destination, accept, delivery.clock.unsafeCurrentTimeMillis())
+        return now === null ? Effect.succeed(undefined) : Effect.isEffect(now) ? Effect.flatMap(now, match) : onSome(now)
+      })
+    // Each session key in turn (the plaintext-retry key after the TLS one, where plaintext is allowed).
+    const fromKey = (k: number): Effect.Effect<HostOutcome, never, Connector> => {
+      if (k >= keys.length) return fromAddress(at + 1)
+      const next: Effect.Effect<HostOutcome, never, Connector> = Effect.flatMap(taken(keys[k]!), (outcome) =>
+        outcome === undefined
+          ? fromKey(k + 1)
+          : outcome === "limited"
+          ? fromAddress(at + 1)
+          // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
+          : outcome === null
+          ? next
+          : Effect.succeed(outcome))
+      return next
+    }
+    return fromKey(0)
+  }
+  return fromAddress(0)
+}
 
 /**
  * The pool's keys a delivery looks under, in order: its own (sessions opened under its TLS requirements), then,
@@ -462,98 +484,105 @@ const reusedSession = (
   /** The caller's mask: this runs uninterruptibly, the dialogue under `restore`. */
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<HostOutcome | null> => {
+  // Not an Effect.gen: called by the step that runs it, on every reused message's path.
   const { connection } = idle.session
-  // Set once made: an interruption during the dialogue closes the connection and ends the span.
-  let attemptSpan: Tracer.Span | undefined
-  return (
-    Effect.gen(function*() {
-      const startMs = delivery.clock.unsafeCurrentTimeMillis()
-      const span = tracing.knownUnder(parent) ?? (yield* tracing.make("smtp.attempt", parent, () => ({
-        ...tracing.peerAttributes({
-          servername: host.host.name,
-          ip: connection.remoteAddress,
-          port: connection.remotePort,
-          localAddress: idle.source
-        }),
-        "smtp.connection": idle.id,
-        "smtp.reused": true
-      })))
-      attemptSpan = span
-      const settings: SmtpSession.SessionSettings = {
-        ...connectionSettings,
-        ...opening,
-        servername: host.host.name,
-        phaseSpans: delivery.options.phaseSpans === true,
-        span
-      }
-      const session: SmtpSession.Session = { ...idle.session, settings }
-      const record = (fields: RecordFields) => {
-        attempts.push({
-          domain: group.domain,
-          host: host.host.name,
-          ip: connection.remoteAddress,
-          source: idle.source,
-          startMs: startMs - delivery.startMs,
-          durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
-          connection: idle.id,
-          reused: true,
-          ...fields
-        })
-      }
-      const dropped = (error: TransportError.TransportError) =>
+  const startMs = delivery.clock.unsafeCurrentTimeMillis()
+  const withSpan = (span: Tracer.Span): Effect.Effect<HostOutcome | null> => {
+    const settings: SmtpSession.SessionSettings = {
+      ...connectionSettings,
+      ...opening,
+      servername: host.host.name,
+      phaseSpans: delivery.options.phaseSpans === true,
+      span
+    }
+    const session: SmtpSession.Session = { ...idle.session, settings }
+    const record = (fields: RecordFields) => {
+      attempts.push({
+        domain: group.domain,
+        host: host.host.name,
+        ip: connection.remoteAddress,
+        source: idle.source,
+        startMs: startMs - delivery.startMs,
+        durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
+        connection: idle.id,
+        reused: true,
+        ...fields
+      })
+    }
+    const dropped = (error: TransportError.TransportError, why: string) =>
+      Effect.zipRight(
+        Effect.logDebug(`${idle.id}: ${why}; going on over another connection`),
         Effect.suspend(() => {
           record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName })
           return Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
         })
-      if (!idle.clean) {
-        const reset = yield* Effect.either(restore(SmtpSession.reset(session, settings)))
-        if (Either.isLeft(reset)) {
-          yield* Effect.logDebug(`${idle.id}: RSET failed (${reset.left.message}); going on over another connection`)
-          return yield* dropped(reset.left)
+      )
+    const envelope: SmtpSession.Envelope = {
+      sender: delivery.sender,
+      recipients: group.recipients,
+      requireTls: delivery.requireTls
+    }
+    // Only the dialogue is interruptible (under `restore`); an interruption there closes the connection and ends the
+    // span: what `Effect.onInterrupt` does, without its own uninterruptible region (this runs in the caller's), in
+    // the match that goes on with the dialogue's outcome.
+    const interrupted = (cause: Cause.Cause<unknown>): Effect.Effect<never> =>
+      Effect.zipRight(
+        Effect.zipRight(connection.close, tracing.end(span, Exit.interrupt(FiberId.none))),
+        // An interruption only: no failure in it
+        Effect.failCause(cause as Cause.Cause<never>)
+      )
+    const transact = Effect.matchCauseEffect(
+      restore(SmtpSession.transaction(session, envelope, delivery.message, settings)),
+      {
+        onFailure: (cause): Effect.Effect<HostOutcome | null> =>
+          Cause.isInterruptedOnly(cause) ? interrupted(cause) : Effect.failCause(cause),
+        onSuccess: (transaction): Effect.Effect<HostOutcome | null> => {
+          if (gaveUp(transaction)) {
+            const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
+            return dropped(error, error.message)
+          }
+          let kept = false
+          // `finish` hands the connection over (or not) in the step that calls it: `kept` is known on return.
+          const finishing = finish(pool, host, session, transaction, {
+            id: idle.id,
+            session: idle.destination.session,
+            source: idle.source,
+            reuse: idle.reuse,
+            openedMs: idle.openedMs,
+            messages: idle.messages
+          }, dane, record, () => {
+            kept = true
+          }, delivery.clock)
+          const ending = tracing.records(span) ? tracing.end(span, Exit.void) : null
+          if (kept && ending === null) return finishing
+          const after = kept ? ending! : ending === null ? connection.close : Effect.zipRight(connection.close, ending)
+          return Effect.flatMap(finishing, (outcome) => Effect.as(after, outcome))
         }
       }
-      const envelope: SmtpSession.Envelope = {
-        sender: delivery.sender,
-        recipients: group.recipients,
-        requireTls: delivery.requireTls
-      }
-      const transaction = yield* restore(SmtpSession.transaction(session, envelope, delivery.message, settings))
-      if (gaveUp(transaction)) {
-        const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
-        yield* Effect.logDebug(`${idle.id}: ${error.message}; going on over another connection`)
-        return yield* dropped(error)
-      }
-      let kept = false
-      const outcome = yield* finish(pool, host, session, transaction, {
-        id: idle.id,
-        session: idle.destination.session,
-        source: idle.source,
-        reuse: idle.reuse,
-        openedMs: idle.openedMs,
-        messages: idle.messages
-      }, dane, record, () => {
-        kept = true
-      }, true)
-      if (!kept) yield* connection.close
-      if (tracing.records(span)) yield* tracing.end(span, Exit.void)
-      return outcome
-    }).pipe(
-      // What `Effect.onInterrupt` does, without its own uninterruptible region: this runs in the caller's.
-      Effect.matchCauseEffect({
-        onFailure: (cause) =>
-          Cause.isInterruptedOnly(cause)
-            ? Effect.zipRight(
-              Effect.zipRight(
-                connection.close,
-                attemptSpan === undefined ? Effect.void : tracing.end(attemptSpan, Exit.interrupt(FiberId.none))
-              ),
-              Effect.failCause(cause)
-            )
-            : Effect.failCause(cause),
-        onSuccess: Effect.succeed
-      })
     )
-  )
+    if (idle.clean) return transact
+    return Effect.matchCauseEffect(restore(SmtpSession.reset(session, settings)), {
+      onFailure: (cause): Effect.Effect<HostOutcome | null> => {
+        if (Cause.isInterruptedOnly(cause)) return interrupted(cause)
+        const error = Cause.failureOption(cause)
+        return Option.isSome(error)
+          ? dropped(error.value, `RSET failed (${error.value.message})`)
+          : Effect.failCause(cause) as Effect.Effect<never>
+      },
+      onSuccess: () => transact
+    })
+  }
+  const known = tracing.knownUnder(parent)
+  return known !== null ? withSpan(known) : Effect.flatMap(tracing.make("smtp.attempt", parent, () => ({
+    ...tracing.peerAttributes({
+      servername: host.host.name,
+      ip: connection.remoteAddress,
+      port: connection.remotePort,
+      localAddress: idle.source
+    }),
+    "smtp.connection": idle.id,
+    "smtp.reused": true
+  })), withSpan)
 }
 
 /** An idle connection the server no longer serves: lost, reset, or a 421 at MAIL, with no recipient accepted. */
@@ -597,8 +626,11 @@ const finish = (
   record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
   onKeep: () => void,
-  /** The caller runs this uninterruptibly already: the hand-over needs no region of its own. */
-  masked = false
+  /**
+   * The caller runs this uninterruptibly already, and this is its Clock: the hand-over needs no region of its own,
+   * and is made in this step where the pool can (`putNow`).
+   */
+  masked: Clock.Clock | null = null
 ): Effect.Effect<HostOutcome> => {
   // Not an Effect.gen nor a suspend: called by the step that runs it, on every message's path; nothing here waits
   // but the hand-over or the QUIT.
@@ -632,10 +664,12 @@ const finish = (
       messages: origin.messages + 1,
       clean: transaction.data !== null || refused !== null || Either.isLeft(transaction.mailFrom)
     }
-    if (masked) {
+    if (masked !== null) {
       // Nothing can come between this call (the step that runs it) and the hand-over.
       onKeep()
-      return Effect.as(pool.put(idle), done)
+      if (pool.putNow === undefined) return Effect.as(pool.put(idle), done)
+      const rest = pool.putNow(idle, masked.unsafeCurrentTimeMillis())
+      return rest === null ? Effect.succeed(done) : Effect.as(rest, done)
     }
     return Effect.uninterruptible(Effect.suspend(() => {
       onKeep()
