@@ -8,7 +8,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -30,7 +30,7 @@ import {
 import { durably, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
 import * as Store from "./store.js"
-import { DeliveryWorkflow } from "./workflow.js"
+import { DeliveryWorkflow, Revive } from "./workflow.js"
 
 /** @internal */
 export interface ListOptions {
@@ -105,12 +105,28 @@ const statusOf = (store: Store.Store, message: Store.MessageRow, done: boolean) 
   })
 
 /**
- * The service. On a runner `enqueue` begins the workflow at once, and a sweeper begins those of messages stored
- * without one (a client's `enqueue`, a process stopped in between) every `sweepEvery`.
+ * How the sweeper works: every `every` it begins the workflows of messages stored without one, and its watchdog
+ * revives those of messages that stalled — begun, with a pending recipient due for longer than `stallAfter` that no
+ * attempt holds. A workflow that runs makes an attempt when a recipient is due (within a step's floor wait of 5 s
+ * when an attempt could not be made), so one overdue that long was lost by the engine (see `Revive`).
  *
  * @internal
  */
-export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null) =>
+export interface Sweep {
+  readonly every: Duration.DurationInput
+  readonly stallAfter: Duration.DurationInput
+}
+
+/** @internal */
+export const defaultSweep: Sweep = { every: "1 second", stallAfter: "20 seconds" }
+
+/**
+ * The service. On a runner `enqueue` begins the workflow at once, and the sweeper (`Sweep`) begins those of messages
+ * stored without one (a client's `enqueue`, a process stopped in between) and revives stalled ones.
+ *
+ * @internal
+ */
+export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive["Type"] }) | null) =>
   Effect.gen(function*() {
     const core = yield* Core
     const { store } = core
@@ -126,27 +142,51 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
             Effect.provide(ctx)
           )
       })
-    const sweeping = runner && sweepEvery !== null
-    if (sweeping) {
+    const sweeping = runner && sweep !== null
+    if (runner && sweep !== null) {
       // A start that fails (several runners starting one message at once, storage) is left for the next sweep:
       // the message stays unstarted until one start succeeded, and a start is idempotent (the workflow's id).
       // Bounded: after a storage outage a start can wait on the cluster (a shard with no owner yet) for as long as
       // the outage lasts, and one start held up would hold up every later sweep.
-      const startOrLater = (id: string) =>
-        Effect.catchAllCause(Effect.timeoutFail(start(id), { duration: "10 seconds", onTimeout: () => "timed out" }), (cause) =>
-          Cause.isInterruptedOnly(cause)
-            ? Effect.interrupt
-            : Effect.logDebug(`outbox: ${id} not begun yet: ${Cause.pretty(cause)}`))
-      const sweep = store.unstarted(500).pipe(
+      const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string) =>
+        Effect.catchAllCause(
+          Effect.timeoutFail(effect, { duration: "10 seconds", onTimeout: () => "timed out" }),
+          (cause) =>
+            Cause.isInterruptedOnly(cause)
+              ? Effect.interrupt
+              : Effect.as(Effect.logDebug(`outbox: ${what}: ${Cause.pretty(cause)}`), undefined)
+        )
+      const startOrLater = (id: string) => bounded(start(id), `${id} not begun yet`)
+      const stallMs = Duration.toMillis(Duration.decode(sweep.stallAfter))
+      // Marked revived only once the revival went through: one that failed is made again at the next sweep.
+      const revive = (stalled: { readonly id: string; readonly domains: ReadonlyArray<string> }) =>
+        bounded(
+          sweep.revive(stalled.id, stalled.domains).pipe(
+            Effect.tap((what) =>
+              Effect.flatMap(Clock.currentTimeMillis, (now) => store.markRevived(stalled.id, now)).pipe(
+                Effect.zipRight(Effect.logWarning(
+                  `outbox: ${stalled.id} stalled (a recipient due for over ${stallMs / 1000} s, no attempt); ${what}`
+                ))
+              )
+            )
+          ),
+          `${stalled.id} stalled, not revived yet`
+        )
+      const once = Effect.gen(function*() {
+        const ids = yield* store.unstarted(500)
         // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
-        Effect.flatMap((ids) => Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })),
+        yield* Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })
+        const now = yield* Clock.currentTimeMillis
+        const stalled = yield* store.stalled(now, now - stallMs, 500)
+        yield* Effect.forEach(stalled, revive, { discard: true, concurrency: 16 })
+      }).pipe(
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause)
             ? Effect.interrupt
-            : Effect.logWarning(`outbox: cannot read unstarted messages: ${Cause.pretty(cause)}`)
+            : Effect.logWarning(`outbox: cannot read the messages to begin or revive: ${Cause.pretty(cause)}`)
         )
       )
-      yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepEvery)))
+      yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(sweep.every)))
     }
     const service: Service = {
       enqueue: (request) =>
@@ -183,6 +223,9 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
     return service
   })
 
-/** @internal */
-export const serviceLayer = (runner: boolean, sweepEvery: Duration.DurationInput | null = "1 second") =>
-  Layer.scoped(Outbox, make(runner, sweepEvery))
+/** A runner's service, with the sweeper. @internal */
+export const runnerLayer = (sweep: Sweep = defaultSweep) =>
+  Layer.scoped(Outbox, Effect.flatMap(Revive, (revive) => make(true, { ...sweep, revive })))
+
+/** A client's service (`runner` false), or a runner's without a sweeper (the in-memory engine's). @internal */
+export const serviceLayer = (runner: boolean) => Layer.scoped(Outbox, make(runner, null))

@@ -90,7 +90,8 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       created_ms ${blob} NOT NULL,
       dsn_of TEXT NOT NULL,
       started INTEGER NOT NULL,
-      done INTEGER NOT NULL
+      done INTEGER NOT NULL,
+      revived_ms ${blob}
     )`)
     yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.messages}_pending ON ${t.messages} (started, done)`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.recipients} (
@@ -112,6 +113,8 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       updated_ms ${blob} NOT NULL,
       PRIMARY KEY (message_id, address)
     )`)
+    // The watchdog's query (overdue recipients) reads a range of this index, not the whole queue.
+    yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.recipients}_due ON ${t.recipients} (state, next_attempt_ms)`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.attempts} (
       message_id TEXT NOT NULL,
       step INTEGER NOT NULL,
@@ -224,6 +227,16 @@ export interface Store {
   readonly markDone: (id: string) => Effect.Effect<void, SqlError>
   /** Messages stored but whose workflow was not started (enqueued by a client, or before a crash), oldest first. */
   readonly unstarted: (limit: number) => Effect.Effect<ReadonlyArray<string>, SqlError>
+  /**
+   * Messages begun whose workflow made no progress: a pending recipient due since `beforeMs` or earlier that no
+   * attempt holds, and not revived since `beforeMs`. Oldest first.
+   */
+  readonly stalled: (nowMs: number, beforeMs: number, limit: number) => Effect.Effect<
+    ReadonlyArray<{ readonly id: string; readonly domains: ReadonlyArray<string> }>,
+    SqlError
+  >
+  /** The watchdog revived the message's workflow at `nowMs` (it is not looked at again before the bound). */
+  readonly markRevived: (id: string, nowMs: number) => Effect.Effect<void, SqlError>
   /** Messages newest first, `limit` of them, optionally only those not done. */
   readonly list: (
     options: { readonly limit: number; readonly pendingOnly: boolean }
@@ -247,9 +260,9 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         sql.withTransaction(Effect.gen(function*() {
           const existing = yield* sql`SELECT id FROM ${M} WHERE id = ${message.id}`
           if (existing.length > 0) return false
-          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
+          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
             message.requireTls ? 1 : 0
-          }, ${message.createdMs}, ${message.dsnOf}, 0, 0)`
+          }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL)`
           let position = 0
           for (const r of recipients) {
             yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms, claim, claim_until) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs}, NULL, NULL)`
@@ -302,6 +315,20 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
           sql`SELECT id FROM ${M} WHERE started = 0 ORDER BY created_ms LIMIT ${limit}`,
           (rows) => rows.map((r: any) => r.id as string)
         ),
+      stalled: (nowMs, beforeMs, limit) =>
+        Effect.map(
+          sql`SELECT r.message_id AS id, r.domain AS domain, m.created_ms AS created_ms FROM ${R} r JOIN ${M} m ON m.id = r.message_id WHERE r.state IN ('queued', 'deferred') AND r.next_attempt_ms <= ${beforeMs} AND (r.claim IS NULL OR r.claim_until < ${nowMs}) AND m.started = 1 AND m.done = 0 AND (m.revived_ms IS NULL OR m.revived_ms <= ${beforeMs}) ORDER BY m.created_ms, r.message_id LIMIT ${limit}`,
+          (rows) => {
+            const byId = new Map<string, Set<string>>()
+            for (const r of rows as ReadonlyArray<any>) {
+              const domains = byId.get(r.id) ?? new Set<string>()
+              domains.add(r.domain)
+              byId.set(r.id, domains)
+            }
+            return Array.from(byId, ([id, domains]) => ({ id, domains: Array.from(domains) }))
+          }
+        ),
+      markRevived: (id, nowMs) => Effect.asVoid(sql`UPDATE ${M} SET revived_ms = ${nowMs} WHERE id = ${id}`),
       list: ({ limit, pendingOnly }) =>
         Effect.map(
           pendingOnly

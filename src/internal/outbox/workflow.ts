@@ -11,6 +11,11 @@
  */
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
+import { EntityAddress } from "@effect/cluster/EntityAddress"
+import { EntityId } from "@effect/cluster/EntityId"
+import { EntityType } from "@effect/cluster/EntityType"
+import { MessageStorage } from "@effect/cluster/MessageStorage"
+import * as Sharding from "@effect/cluster/Sharding"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
@@ -141,6 +146,79 @@ export const dispatchLocal = Layer.effect(
   Dispatch,
   Effect.map(Effect.context<Core | TransportServices>(), (context) => (job: DomainJob) =>
     Effect.provide(deliverDomain(job), context))
+)
+
+/**
+ * Brings a stalled message's workflow back (the watchdog of service.ts calls it for a message whose recipients are
+ * overdue and that no attempt holds): `domains` are its pending recipient domains. Says what it did, for the log.
+ *
+ * @internal
+ */
+export class Revive extends Context.Tag("effect-smtp-transport/internal/OutboxRevive")<
+  Revive,
+  (id: string, domains: ReadonlyArray<string>) => Effect.Effect<string, unknown>
+>() {}
+
+/**
+ * Revival on `@effect/cluster` (requires `Sharding` and its `MessageStorage`). The ways a workflow stalls there, and
+ * what undoes each:
+ *
+ * - A message to an entity (the workflow's run, its clock, a domain attempt) was read from storage and then not
+ *   processed: the read marks it (`last_read`) and storage does not hand it out again for ten minutes. It happens
+ *   when the reading runner stops, or loses the shard, or its connection dies (a PostgreSQL restart) between the
+ *   read and the processing. `resetAddress` clears the mark of the entity's unprocessed messages, and the shard's
+ *   owner reads them at its next poll. (A message being processed is not processed twice: the owner skips it.)
+ * - The run has a result although the message is not done (the workflow ended on a defect, or was suspended and
+ *   nothing resumed it): the run's replies are cleared (`Sharding.reset`, what `WorkflowEngine.resume` does for a
+ *   suspended one), and it runs again, replaying its recorded steps.
+ * - The run was never stored (a start whose write failed after the message was marked begun): begun again.
+ *
+ * Each is idempotent: the workflow's execution id is the message's, a run already under way is left alone, and the
+ * attempts' claims keep two executions from sending to one recipient.
+ *
+ * @internal
+ */
+export const reviveCluster = Layer.effect(
+  Revive,
+  Effect.gen(function*() {
+    const sharding = yield* Sharding.Sharding
+    const storage = yield* MessageStorage
+    const engine = yield* WorkflowEngine.WorkflowEngine
+    const workflowGroup = Context.get(DeliveryWorkflow.annotations, ClusterSchema.ShardGroup)
+    const addressOf = (entityType: string, entityId: string, group: (id: EntityId) => string) => {
+      const eid = EntityId.make(entityId)
+      return new EntityAddress({
+        entityType: EntityType.make(entityType),
+        entityId: eid,
+        shardId: sharding.getShardId(eid, group(eid))
+      })
+    }
+    return (id: string, domains: ReadonlyArray<string>) =>
+      Effect.gen(function*() {
+        const executionId = yield* DeliveryWorkflow.executionId({ id })
+        // The entity types of ClusterWorkflowEngine: the workflow's, and its durable clock's (same entity id).
+        const run = addressOf(`Workflow/${DeliveryWorkflow.name}`, executionId, workflowGroup)
+        yield* storage.resetAddress(run)
+        yield* storage.resetAddress(addressOf("Workflow/-/DurableClock", executionId, workflowGroup))
+        yield* Effect.forEach(domains, (domain) =>
+          Effect.flatMap(routingKey(domain), (key) =>
+            storage.resetAddress(addressOf(DomainEntity.type, key, (eid) => DomainEntity.getShardGroup(eid)))), {
+          discard: true
+        })
+        const requestId = yield* storage.requestIdForPrimaryKey({ address: run, tag: "run", id: "" })
+        if (Option.isNone(requestId)) {
+          yield* DeliveryWorkflow.execute({ id }, { discard: true }).pipe(
+            Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
+          )
+          return "begun again (its run was not stored)"
+        }
+        const replies = yield* storage.repliesForUnfiltered([requestId.value])
+        const ended = replies.some((reply) => reply._tag === "WithExit")
+        if (ended) yield* sharding.reset(requestId.value)
+        yield* sharding.pollStorage
+        return ended ? "run again (its run had a result, the message is not done)" : "its messages read again"
+      })
+  })
 )
 
 const StepResult = Schema.Struct({ done: Schema.Boolean, waitMs: Schema.Number })
@@ -331,17 +409,42 @@ const publish = (
     atMs
   })))
 
-/** The workflow's body: steps until every recipient is final, sleeping durably between them. @internal */
+/**
+ * The workflow's body: steps until every recipient is final, sleeping durably between them.
+ *
+ * The engine's own work can fail where a step cannot: the write of an activity's request or of a clock message
+ * (a PostgreSQL restart), a runner stopping under it. Such a failure is a defect in this body, and a defect ends the
+ * workflow for good (the cluster stores it as the workflow's result, and nothing would run it again: the message
+ * would stay pending with no workflow). So a step or a wait that dies is followed by the next step after the floor
+ * wait: every step reads what is left from SQL, so skipping to the next one loses nothing, and a replay takes the
+ * same path from the recorded results. Interruption (a suspension, the runner stopping) passes through.
+ */
 export const workflowLayer = DeliveryWorkflow.toLayer(({ id }) =>
   Effect.gen(function*() {
     for (let n = 0;; n++) {
-      const result = yield* Activity.make({
-        name: `step/${n}`,
-        success: StepResult,
-        execute: step(id, n)
-      })
+      const result: typeof StepResult.Type = yield* survive(
+        Activity.make({ name: `step/${n}`, success: StepResult, execute: step(id, n) }),
+        id,
+        `step ${n}`,
+        { done: false, waitMs: RETRY_FLOOR_MS }
+      )
       if (result.done) return
-      yield* DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) })
+      yield* survive(
+        DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) }),
+        id,
+        `wait ${n}`,
+        undefined
+      )
     }
   })
 )
+
+const survive = <A, E, R>(effect: Effect.Effect<A, E, R>, id: string, what: string, fallback: A): Effect.Effect<A, E, R> =>
+  Effect.catchAllCause(effect, (cause) =>
+    Cause.isInterruptedOnly(cause)
+      ? Effect.failCause(cause)
+      : Effect.as(
+        Effect.logWarning(`outbox: ${id}: the workflow's ${what} failed; the next step goes on: ${Cause.pretty(cause)}`)
+          .pipe(Effect.zipRight(Effect.sleep(Duration.millis(RETRY_FLOOR_MS)))),
+        fallback
+      ))
