@@ -27,7 +27,7 @@ import {
   type RecipientStatus,
   type StatusEvent
 } from "./core.js"
-import { durably, storageRetry } from "./delivery.js"
+import { durably, storageDefects, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
 import * as Store from "./store.js"
 import { DeliveryWorkflow, Revive } from "./workflow.js"
@@ -48,6 +48,13 @@ export interface Service {
 
 /** @internal */
 export class Outbox extends Context.Tag("effect-smtp-transport/Outbox")<Outbox, Service>() {}
+
+/**
+ * Reads are made again a few times (about 3 s): the first statements after a PostgreSQL restart can meet a pooled
+ * connection that died with it.
+ */
+const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
+  effect.pipe(storageDefects, Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(5))))
 
 const storageError = (error: SqlError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
@@ -194,28 +201,31 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
           const id = yield* newId
           const now = yield* Clock.currentTimeMillis
           yield* insertMessage(store, id, request, now, "", config).pipe(
+            storageDefects,
             Effect.retry({ schedule: storageRetry, while: (e) => e._tag === "SqlError" }),
-            Effect.catchTag("SqlError", (e) => Effect.fail(storageError(e)))
+            Effect.catchTag("SqlError", (e) => Effect.fail(storageError(e))),
+            Effect.withSpan("outbox.enqueue.store")
           )
           // The message is stored: a start that fails is the sweeper's to make again (starts are idempotent), and
           // the caller gets its id — an error here would have it enqueue the same message twice.
-          yield* sweeping
+          yield* (sweeping
             ? Effect.catchAllCause(start(id), (cause) =>
               Cause.isInterruptedOnly(cause)
                 ? Effect.interrupt
                 : Effect.logWarning(`outbox: ${id} stored; its start is left to the sweeper: ${Cause.pretty(cause)}`))
-            : start(id)
+            : start(id)).pipe(Effect.withSpan("outbox.enqueue.start"))
           return id
-        }),
+        }).pipe(Effect.withSpan("outbox.enqueue")),
       status: (id) =>
         Effect.gen(function*() {
           const message = yield* store.message(id)
           if (Option.isNone(message)) return Option.none()
           return Option.some(yield* statusOf(store, message.value, false))
-        }).pipe(Effect.mapError(storageError)),
+        }).pipe(readRetry, Effect.mapError(storageError)),
       list: (options = {}) =>
         store.list({ limit: options.limit ?? 100, pendingOnly: options.pendingOnly ?? false }).pipe(
           Effect.flatMap((rows) => Effect.forEach(rows, (r) => statusOf(store, r.message, r.done))),
+          readRetry,
           Effect.mapError(storageError)
         ),
       events: Stream.fromPubSub(core.events)

@@ -130,6 +130,8 @@ export const dispatchEntity = Layer.effect(
   Dispatch,
   Effect.map(DomainEntity.client, (client) => (job: DomainJob, key: string) =>
     client(key).deliver({ id: job.id, step: job.step, domain: job.domain }).pipe(
+      // The entity's request and reply through the cluster (storage, and the network when another runner holds it).
+      Effect.withSpan("outbox.dispatch"),
       // A few seconds of retries (a full mailbox, storage): then the step's floor wait and the next step.
       Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(8))),
       // The step reads the outcome from SQL: an attempt that could not be sent is due again at the next step.
@@ -367,7 +369,7 @@ export const step = (
     // Something due now that this step did not settle (its attempt failed, or could not be sent): a floor, so that
     // a storage outage is not a loop of steps.
     return { done: false, waitMs: due <= nowMs ? RETRY_FLOOR_MS : due - nowMs }
-  }).pipe(durably)
+  }).pipe(durably, Effect.withSpan("outbox.step"))
 
 const RETRY_FLOOR_MS = 5_000
 
