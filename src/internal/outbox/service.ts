@@ -163,12 +163,14 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
               ? Effect.interrupt
               : Effect.as(Effect.logDebug(`outbox: ${what}: ${Cause.pretty(cause)}`), undefined)
         )
-      const startOrLater = (id: string) => bounded(start(id), `${id} not begun yet`)
+      const startOrLater = (id: string) =>
+        bounded(start(id).pipe(Effect.withSpan("outbox.sweep.start")), `${id} not begun yet`)
       const stallMs = Duration.toMillis(Duration.decode(sweep.stallAfter))
       // Marked revived only once the revival went through: one that failed is made again at the next sweep.
       const revive = (stalled: { readonly id: string; readonly domains: ReadonlyArray<string> }) =>
         bounded(
           sweep.revive(stalled.id, stalled.domains).pipe(
+            Effect.withSpan("outbox.revive"),
             Effect.tap((what) =>
               Effect.flatMap(Clock.currentTimeMillis, (now) => store.markRevived(stalled.id, now)).pipe(
                 Effect.zipRight(Effect.logWarning(
@@ -184,8 +186,11 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
         // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
         yield* Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })
         const now = yield* Clock.currentTimeMillis
-        const stalled = yield* store.stalled(now, now - stallMs, 500)
-        yield* Effect.forEach(stalled, revive, { discard: true, concurrency: 16 })
+        // A few a sweep, oldest first: in a backlog that drains slower than `stallAfter` (recipients due, waiting
+        // for a runner's attempt permit, not claimed yet) healthy messages look stalled too, and reviving them is
+        // harmless but not free (a few statements each).
+        const stalled = yield* store.stalled(now, now - stallMs, 20)
+        yield* Effect.forEach(stalled, revive, { discard: true, concurrency: 4 })
       }).pipe(
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause)
