@@ -297,11 +297,16 @@ layer(ClusterLive, { timeout: "120 seconds", excludeTestServices: true })("outbo
       const messages = yield* settled(ids, "45 seconds")
       if (delivered(messages) !== n) explain(messages, [...runners, stopped])
       expect(delivered(messages)).toBe(n)
-      // No transaction was cut: nothing in the duplicate window, nothing sent twice.
+      // No transaction was abandoned: each message arrived once and is recorded delivered once. (A transaction cut
+      // after its final dot would have been sent again by another runner. The sink's "cut after data" is not the
+      // measure here: it also counts a pooled connection closed without QUIT after its reply, when the stopping
+      // runner's pool closes.)
       const once = exactlyOnce(sink, "term", n)
-      expect(once.cut).toEqual([])
       expect(once.twice).toEqual([])
       expect(once.count).toBe(n)
+      expect(messages.filter((m) =>
+        m.attempts.filter((a) => a.recipients.some((r) => r.status === "delivered")).length !== 1
+      ).map((m) => m.id)).toEqual([])
     }), 90_000)
 
   it.effect("a runner killed with SIGKILL mid-batch: every message delivered, none twice outside the window", () =>

@@ -13,6 +13,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import type { AttemptRecord, RecipientResult } from "../../DeliveryReport.js"
@@ -181,8 +182,15 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
           ),
           `${stalled.id} stalled, not revived yet`
         )
+      // This runner's sweeper token: the messages it takes to begin are its own for 10 s (the bound of a start), so
+      // that three runners do not each begin every message a client stored.
+      const token = yield* Effect.map(
+        Effect.all([Random.nextIntBetween(0, 0x1_0000_0000), Random.nextIntBetween(0, 0x1_0000_0000)]),
+        ([a, b]) => `${a.toString(16)}.${b.toString(16)}`
+      )
       const once = Effect.gen(function*() {
-        const ids = yield* store.unstarted(500)
+        const takenAt = yield* Clock.currentTimeMillis
+        const ids = yield* store.unstarted(token, takenAt, takenAt + 10_000, 500)
         // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
         yield* Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })
         const now = yield* Clock.currentTimeMillis

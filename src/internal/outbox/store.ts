@@ -91,7 +91,9 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       dsn_of TEXT NOT NULL,
       started INTEGER NOT NULL,
       done INTEGER NOT NULL,
-      revived_ms ${blob}
+      revived_ms ${blob},
+      start_claim TEXT,
+      start_until ${blob}
     )`)
     yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.messages}_pending ON ${t.messages} (started, done)`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.recipients} (
@@ -225,8 +227,16 @@ export interface Store {
   readonly dsnSent: (id: string, addresses: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
   readonly markStarted: (id: string) => Effect.Effect<void, SqlError>
   readonly markDone: (id: string) => Effect.Effect<void, SqlError>
-  /** Messages stored but whose workflow was not started (enqueued by a client, or before a crash), oldest first. */
-  readonly unstarted: (limit: number) => Effect.Effect<ReadonlyArray<string>, SqlError>
+  /**
+   * Messages stored but whose workflow was not started (enqueued by a client, or before a crash), oldest first,
+   * taken for the sweeper `token` until `untilMs` (or still its own): each is begun by one runner, not by all.
+   */
+  readonly unstarted: (
+    token: string,
+    nowMs: number,
+    untilMs: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<string>, SqlError>
   /**
    * Messages begun whose workflow made no progress: a pending recipient due since `beforeMs` or earlier that no
    * attempt holds, and not revived since `beforeMs`. Oldest first.
@@ -260,9 +270,9 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         sql.withTransaction(Effect.gen(function*() {
           const existing = yield* sql`SELECT id FROM ${M} WHERE id = ${message.id}`
           if (existing.length > 0) return false
-          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
+          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms, start_claim, start_until) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
             message.requireTls ? 1 : 0
-          }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL)`
+          }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL, NULL, NULL)`
           let position = 0
           for (const r of recipients) {
             yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms, claim, claim_until) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs}, NULL, NULL)`
@@ -310,11 +320,15 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         ),
       markStarted: (id) => Effect.asVoid(sql`UPDATE ${M} SET started = 1 WHERE id = ${id}`),
       markDone: (id) => Effect.asVoid(sql`UPDATE ${M} SET done = 1, started = 1 WHERE id = ${id}`),
-      unstarted: (limit) =>
-        Effect.map(
-          sql`SELECT id FROM ${M} WHERE started = 0 ORDER BY created_ms LIMIT ${limit}`,
-          (rows) => rows.map((r: any) => r.id as string)
-        ),
+      unstarted: (token, nowMs, untilMs, limit) => {
+        // The conditions twice: PostgreSQL checks the outer ones again on a row another sweeper took meanwhile.
+        const free = sql`started = 0 AND (start_claim IS NULL OR start_claim = ${token} OR start_until < ${nowMs})`
+        return sql`UPDATE ${M} SET start_claim = ${token}, start_until = ${untilMs} WHERE id IN (SELECT id FROM ${M} WHERE ${free} ORDER BY created_ms LIMIT ${limit}) AND ${free}`
+          .pipe(
+            Effect.zipRight(sql`SELECT id FROM ${M} WHERE started = 0 AND start_claim = ${token} ORDER BY created_ms LIMIT ${limit}`),
+            Effect.map((rows) => rows.map((r: any) => r.id as string))
+          )
+      },
       stalled: (nowMs, beforeMs, limit) =>
         Effect.map(
           sql`SELECT r.message_id AS id, r.domain AS domain, m.created_ms AS created_ms FROM ${R} r JOIN ${M} m ON m.id = r.message_id WHERE r.state IN ('queued', 'deferred') AND r.next_attempt_ms <= ${beforeMs} AND (r.claim IS NULL OR r.claim_until < ${nowMs}) AND m.started = 1 AND m.done = 0 AND (m.revived_ms IS NULL OR m.revived_ms <= ${beforeMs}) ORDER BY m.created_ms, r.message_id LIMIT ${limit}`,
