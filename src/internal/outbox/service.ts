@@ -145,7 +145,7 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
       Option.match(engine, {
         onNone: () => Effect.void,
         onSome: (ctx) =>
-          DeliveryWorkflow.execute({ id }, { discard: true }).pipe(
+          DeliveryWorkflow.execute({ id, generation: 0 }, { discard: true }).pipe(
             Effect.zipRight(durably(store.markStarted(id))),
             Effect.provide(ctx)
           )
@@ -168,9 +168,9 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
         bounded(start(id).pipe(Effect.withSpan("outbox.sweep.start")), `${id} not begun yet`)
       const stallMs = Duration.toMillis(Duration.decode(sweep.stallAfter))
       // Marked revived only once the revival went through: one that failed is made again at the next sweep.
-      const revive = (stalled: { readonly id: string; readonly domains: ReadonlyArray<string> }) =>
+      const revive = (stalled: Store.Stalled) =>
         bounded(
-          sweep.revive(stalled.id, stalled.domains).pipe(
+          sweep.revive(stalled).pipe(
             Effect.withSpan("outbox.revive"),
             Effect.tap((what) =>
               Effect.flatMap(Clock.currentTimeMillis, (now) => store.markRevived(stalled.id, now)).pipe(

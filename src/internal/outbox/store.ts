@@ -92,6 +92,7 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       started INTEGER NOT NULL,
       done INTEGER NOT NULL,
       revived_ms ${blob},
+      generation INTEGER NOT NULL,
       start_claim TEXT,
       start_until ${blob}
     )`)
@@ -184,6 +185,16 @@ export interface RecipientUpdate {
   readonly result: string | null
 }
 
+/** A message the watchdog found stalled. @internal */
+export interface Stalled {
+  readonly id: string
+  readonly domains: ReadonlyArray<string>
+  /** Its workflow's generation (0 until the watchdog began a new one). */
+  readonly generation: number
+  /** Whether it was revived before (then, a bound ago or more) and is stalled still. */
+  readonly revivedBefore: boolean
+}
+
 /** @internal */
 export interface Store {
   readonly tables: Tables
@@ -241,10 +252,9 @@ export interface Store {
    * Messages begun whose workflow made no progress: a pending recipient due since `beforeMs` or earlier that no
    * attempt holds, and not revived since `beforeMs`. Oldest first.
    */
-  readonly stalled: (nowMs: number, beforeMs: number, limit: number) => Effect.Effect<
-    ReadonlyArray<{ readonly id: string; readonly domains: ReadonlyArray<string> }>,
-    SqlError
-  >
+  readonly stalled: (nowMs: number, beforeMs: number, limit: number) => Effect.Effect<ReadonlyArray<Stalled>, SqlError>
+  /** A new generation of the message's workflow (a new execution id), returned. */
+  readonly nextGeneration: (id: string) => Effect.Effect<number, SqlError>
   /** The watchdog revived the message's workflow at `nowMs` (it is not looked at again before the bound). */
   readonly markRevived: (id: string, nowMs: number) => Effect.Effect<void, SqlError>
   /** Messages newest first, `limit` of them, optionally only those not done. */
@@ -270,9 +280,9 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         sql.withTransaction(Effect.gen(function*() {
           const existing = yield* sql`SELECT id FROM ${M} WHERE id = ${message.id}`
           if (existing.length > 0) return false
-          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms, start_claim, start_until) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
+          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms, generation, start_claim, start_until) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
             message.requireTls ? 1 : 0
-          }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL, NULL, NULL)`
+          }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL, 0, NULL, NULL)`
           let position = 0
           for (const r of recipients) {
             yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms, claim, claim_until) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs}, NULL, NULL)`
@@ -331,16 +341,27 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
       },
       stalled: (nowMs, beforeMs, limit) =>
         Effect.map(
-          sql`SELECT r.message_id AS id, r.domain AS domain, m.created_ms AS created_ms FROM ${R} r JOIN ${M} m ON m.id = r.message_id WHERE r.state IN ('queued', 'deferred') AND r.next_attempt_ms <= ${beforeMs} AND (r.claim IS NULL OR r.claim_until < ${nowMs}) AND m.started = 1 AND m.done = 0 AND (m.revived_ms IS NULL OR m.revived_ms <= ${beforeMs}) ORDER BY m.created_ms, r.message_id LIMIT ${limit}`,
+          sql`SELECT r.message_id AS id, r.domain AS domain, m.created_ms AS created_ms, m.generation AS generation, m.revived_ms AS revived_ms FROM ${R} r JOIN ${M} m ON m.id = r.message_id WHERE r.state IN ('queued', 'deferred') AND r.next_attempt_ms <= ${beforeMs} AND (r.claim IS NULL OR r.claim_until < ${nowMs}) AND m.started = 1 AND m.done = 0 AND (m.revived_ms IS NULL OR m.revived_ms <= ${beforeMs}) ORDER BY m.created_ms, r.message_id LIMIT ${limit}`,
           (rows) => {
-            const byId = new Map<string, Set<string>>()
+            const byId = new Map<string, { domains: Set<string>; generation: number; revivedBefore: boolean }>()
             for (const r of rows as ReadonlyArray<any>) {
-              const domains = byId.get(r.id) ?? new Set<string>()
-              domains.add(r.domain)
-              byId.set(r.id, domains)
+              const entry = byId.get(r.id) ??
+                { domains: new Set<string>(), generation: num(r.generation), revivedBefore: r.revived_ms !== null }
+              entry.domains.add(r.domain)
+              byId.set(r.id, entry)
             }
-            return Array.from(byId, ([id, domains]) => ({ id, domains: Array.from(domains) }))
+            return Array.from(byId, ([id, e]): Stalled => ({
+              id,
+              domains: Array.from(e.domains),
+              generation: e.generation,
+              revivedBefore: e.revivedBefore
+            }))
           }
+        ),
+      nextGeneration: (id) =>
+        sql`UPDATE ${M} SET generation = generation + 1 WHERE id = ${id}`.pipe(
+          Effect.zipRight(sql`SELECT generation FROM ${M} WHERE id = ${id}`),
+          Effect.map((rows) => num((rows[0] as any)?.generation ?? 0))
         ),
       markRevived: (id, nowMs) => Effect.asVoid(sql`UPDATE ${M} SET revived_ms = ${nowMs} WHERE id = ${id}`),
       list: ({ limit, pendingOnly }) =>

@@ -46,7 +46,7 @@ import {
 } from "./delivery.js"
 import * as Dsn from "./dsn.js"
 import { insertMessage } from "./enqueue.js"
-import type { RecipientRow, Store } from "./store.js"
+import type { RecipientRow, Stalled, Store } from "./store.js"
 
 /** How a step reaches a domain's attempt: an entity in a cluster (keyed by `key`), a direct call in memory. @internal */
 export class Dispatch extends Context.Tag("effect-smtp-transport/internal/OutboxDispatch")<
@@ -81,8 +81,9 @@ export const routingKey = (domain: string): Effect.Effect<string> =>
 /** @internal */
 export const DeliveryWorkflow = Workflow.make({
   name: "effect-smtp-transport/Outbox/Delivery",
-  payload: { id: Schema.String },
-  idempotencyKey: ({ id }) => id
+  // `generation`: 0, or the watchdog's new execution of a message whose workflow hung (a new execution id).
+  payload: { id: Schema.String, generation: Schema.Number },
+  idempotencyKey: ({ generation, id }) => (generation === 0 ? id : `${id}#${generation}`)
 })
 
 /**
@@ -158,7 +159,7 @@ export const dispatchLocal = Layer.effect(
  */
 export class Revive extends Context.Tag("effect-smtp-transport/internal/OutboxRevive")<
   Revive,
-  (id: string, domains: ReadonlyArray<string>) => Effect.Effect<string, unknown>
+  (stalled: Stalled) => Effect.Effect<string, unknown>
 >() {}
 
 /**
@@ -174,6 +175,10 @@ export class Revive extends Context.Tag("effect-smtp-transport/internal/OutboxRe
  *   nothing resumed it): the run's replies are cleared (`Sharding.reset`, what `WorkflowEngine.resume` does for a
  *   suspended one), and it runs again, replaying its recorded steps.
  * - The run was never stored (a start whose write failed after the message was marked begun): begun again.
+ * - Still stalled a bound after a revival: the run is held by a runner but hangs there (seen after a PostgreSQL
+ *   restart: the run under way, its next activity request never stored, and the entity skipping the run as being
+ *   processed). Nothing outside the runner can end it, so a new generation of the workflow is begun (a new
+ *   execution id); the hung one, should it wake, finds in SQL what the new one did.
  *
  * Each is idempotent: the workflow's execution id is the message's, a run already under way is left alone, and the
  * attempts' claims keep two executions from sending to one recipient.
@@ -195,9 +200,17 @@ export const reviveCluster = Layer.effect(
         shardId: sharding.getShardId(eid, group(eid))
       })
     }
-    return (id: string, domains: ReadonlyArray<string>) =>
+    const { store } = yield* Core
+    return ({ domains, generation, id, revivedBefore }: Stalled) =>
       Effect.gen(function*() {
-        const executionId = yield* DeliveryWorkflow.executionId({ id })
+        if (revivedBefore) {
+          const next = yield* store.nextGeneration(id)
+          yield* DeliveryWorkflow.execute({ id, generation: next }, { discard: true }).pipe(
+            Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
+          )
+          return `begun anew as generation ${next} (still stalled after a revival)`
+        }
+        const executionId = yield* DeliveryWorkflow.executionId({ id, generation })
         // The entity types of ClusterWorkflowEngine: the workflow's, and its durable clock's (same entity id).
         const run = addressOf(`Workflow/${DeliveryWorkflow.name}`, executionId, workflowGroup)
         yield* storage.resetAddress(run)
@@ -209,7 +222,7 @@ export const reviveCluster = Layer.effect(
         })
         const requestId = yield* storage.requestIdForPrimaryKey({ address: run, tag: "run", id: "" })
         if (Option.isNone(requestId)) {
-          yield* DeliveryWorkflow.execute({ id }, { discard: true }).pipe(
+          yield* DeliveryWorkflow.execute({ id, generation }, { discard: true }).pipe(
             Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
           )
           return "begun again (its run was not stored)"
@@ -242,7 +255,8 @@ const asReply = (reply: ReportReply | null) =>
 /** The step numbered `n` of message `id`. @internal */
 export const step = (
   id: string,
-  n: number
+  n: number,
+  generation = 0
 ): Effect.Effect<
   typeof StepResult.Type,
   never,
@@ -308,7 +322,7 @@ export const step = (
           }
         })
       })
-      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${id}.failed.${n}`, dsn.value, nowMs, id, config)
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.failed.${n}`, dsn.value, nowMs, id, config)
       yield* store.dsnSent(id, failed.map((r) => r.address))
     }
 
@@ -334,7 +348,7 @@ export const step = (
           }
         })
       })
-      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${id}.delayed.${n}`, dsn.value, nowMs, id, config)
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.delayed.${n}`, dsn.value, nowMs, id, config)
       // The next point of each recipient's schedule, evaluated with notify_num advanced.
       yield* store.notified(id, delayed.map((r) => {
         const notifyNum = r.notifyNum + 1
@@ -373,6 +387,9 @@ export const step = (
 
 const RETRY_FLOOR_MS = 5_000
 
+/** A DSN's id is its step's: a later generation's steps count from 0 again, so the generation is part of it. */
+const dsnBase = (id: string, generation: number) => (generation === 0 ? id : `${id}.g${generation}`)
+
 /**
  * A DSN goes through the outbox: stored (once: its id is the step's), then its own workflow begun, outside this one
  * (not as a child: the report's delivery must not be tied to the reported message's workflow).
@@ -388,7 +405,7 @@ const enqueueDsn = (
   insertMessage(store, id, { ...dsn, recipients: [...dsn.recipients] }, nowMs, dsnOf, config).pipe(
     Effect.catchTag("InvalidRequest", (e) =>
       Effect.as(Effect.logWarning(`outbox: the DSN of ${dsnOf} cannot be sent: ${e.message}`), false)),
-    Effect.zipRight(DeliveryWorkflow.execute({ id }, { discard: true })),
+    Effect.zipRight(DeliveryWorkflow.execute({ id, generation: 0 }, { discard: true })),
     Effect.zipRight(store.markStarted(id)),
     Effect.mapInputContext((context: Context.Context<WorkflowEngine.WorkflowEngine>) =>
       Context.omit(WorkflowEngine.WorkflowInstance)(context) as Context.Context<WorkflowEngine.WorkflowEngine>
@@ -421,11 +438,11 @@ const publish = (
  * wait: every step reads what is left from SQL, so skipping to the next one loses nothing, and a replay takes the
  * same path from the recorded results. Interruption (a suspension, the runner stopping) passes through.
  */
-export const workflowLayer = DeliveryWorkflow.toLayer(({ id }) =>
+export const workflowLayer = DeliveryWorkflow.toLayer(({ generation, id }) =>
   Effect.gen(function*() {
     for (let n = 0;; n++) {
       const result: typeof StepResult.Type = yield* survive(
-        Activity.make({ name: `step/${n}`, success: StepResult, execute: step(id, n) }),
+        Activity.make({ name: `step/${n}`, success: StepResult, execute: step(id, n, generation) }),
         id,
         `step ${n}`,
         { done: false, waitMs: RETRY_FLOOR_MS }
