@@ -18,7 +18,7 @@ import { spawn, execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Layer, Option, Stream, Tracer } from "effect"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { boundLifetime, MESSAGE, parseArgs, reuseRecipientOf, SENDER } from "./common.mjs"
 import { configText } from "./libraryClient.mjs"
@@ -104,8 +104,8 @@ const waitDone = (outbox, n, budgetMs) =>
     return false
   })
 
-/** Outbox on a SQLite file, in this process. */
-const sqlite = async (tag) => {
+/** Outbox on a SQLite file, in this process (traced by `tracer` when given). */
+const sqlite = async (tag, tracer) => {
   const before = await sinkCount()
   const layer = Outbox.layerSqlite({ filename: path.join(tmp, `${tag}.db`) }).pipe(
     Layer.provide(Layer.merge(configLayer, Transport.layer({ dns: { servers: [dnsServer] } })))
@@ -121,7 +121,8 @@ const sqlite = async (tag) => {
       return { done, ms, enqueueMs }
     }).pipe(
       Effect.provide(layer),
-      (e) => Effect.flatMap(Transport.TransportOptions, (o) => Effect.provideService(e, Transport.TransportOptions, transportOptions(o)))
+      (e) => Effect.flatMap(Transport.TransportOptions, (o) => Effect.provideService(e, Transport.TransportOptions, transportOptions(o))),
+      (e) => (tracer === undefined ? e : Effect.withTracer(e, tracer))
     )
   )
   const sent = (await sinkCount()) - before
@@ -182,6 +183,117 @@ const pg = async (tag, runners, basePort) => {
   }
 }
 
+
+/**
+ * The cost of each durable step, measured: a tracer that receives the outbox's spans (outbox.enqueue.store,
+ * outbox.enqueue.start — or outbox.sweep.start, a runner beginning a client's message —, outbox.step, outbox.dispatch, outbox.attempt, outbox.claim, outbox.smtp, outbox.record) and
+ * @effect/sql's `sql.execute` spans, and adds up per step its calls, its time (the span's duration: a step's time
+ * includes its children's) and the SQL statements run directly under it (attributed to the innermost outbox span).
+ * The cluster's own storage statements are not traced (@effect/cluster disables tracing for them): on PostgreSQL the
+ * rows each table gained and the index scans it had, per message, come from pg_stat_user_tables instead.
+ */
+const costTracer = () => {
+  const stats = new Map()
+  const entry = (name) => {
+    let e = stats.get(name)
+    if (e === undefined) stats.set(name, e = { calls: 0, ns: 0n, sql: 0, sqlNs: 0n })
+    return e
+  }
+  let next = 0
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const span = {
+        _tag: "Span", name, spanId: String(++next), traceId: "bench", parent, context, links: [...links], sampled: true,
+        kind, status: { _tag: "Started", startTime }, attributes: new Map(),
+        end(endTime, exit) {
+          this.status = { _tag: "Ended", startTime, endTime, exit }
+          const ns = endTime - startTime
+          if (name.startsWith("outbox.")) {
+            const e = entry(name)
+            e.calls++
+            e.ns += ns
+          } else if (name === "sql.execute") {
+            // The innermost outbox span above it, or none (the sweeper, and reads outside the steps).
+            let p = parent
+            while (Option.isSome(p) && !(p.value._tag === "Span" && p.value.name.startsWith("outbox."))) {
+              p = p.value._tag === "Span" ? p.value.parent : Option.none()
+            }
+            const e = entry(Option.isSome(p) ? p.value.name : "(outside the steps)")
+            e.sql++
+            e.sqlNs += ns
+          }
+        },
+        attribute(key, value) { this.attributes.set(key, value) },
+        event() {},
+        addLinks(l) { this.links.push(...l) }
+      }
+      return span
+    },
+    context: (f) => f()
+  })
+  return { tracer, stats }
+}
+
+/** Rows written and index scans per table of the prefix, from PostgreSQL's statistics. */
+const tableStats = (prefix) => {
+  psql("SELECT pg_stat_clear_snapshot()")
+  const rows = psql(`SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, coalesce(idx_scan, 0) + coalesce(seq_scan, 0) FROM pg_stat_user_tables WHERE relname LIKE '${prefix}\\_%' ORDER BY relname`)
+  return rows.split("\n").filter(Boolean).map((l) => {
+    const [table, ins, upd, del, scans] = l.split("|")
+    return { table: table.slice(prefix.length + 1), ins: Number(ins), upd: Number(upd), del: Number(del), scans: Number(scans) }
+  })
+}
+
+const STEP_ORDER = ["outbox.enqueue", "outbox.enqueue.store", "outbox.enqueue.start", "outbox.sweep.start", "outbox.revive", "outbox.step", "outbox.dispatch",
+  "outbox.attempt", "outbox.claim", "outbox.smtp", "outbox.record", "(outside the steps)"]
+const costRows = (stats, n) =>
+  [...stats].sort(([a], [b]) => STEP_ORDER.indexOf(a) - STEP_ORDER.indexOf(b)).map(([name, e]) => ({
+    name,
+    calls: e.calls / n,
+    ms: Number(e.ns) / 1e6 / n,
+    sql: e.sql / n,
+    sqlMs: Number(e.sqlNs) / 1e6 / n
+  }))
+
+/**
+ * `runners` PostgreSQL runners in this process (Outbox.layerPg, each its own pool, sharding and runner address; they
+ * reach each other over loopback sockets as separate processes do), traced; the messages enqueued through a client
+ * layer. For the costs only: one process's CPU runs all three.
+ */
+const pgTraced = async (tag, runners, basePort) => {
+  const prefix = `bench_${process.pid}_${tag}`
+  const { tracer, stats } = costTracer()
+  try {
+    const runnerLayer = (r) => Outbox.layerPg({ url, prefix, runner: { host: "127.0.0.1", port: basePort + r } }).pipe(
+      Layer.provide(Layer.merge(configLayer, Transport.layer({ dns: { servers: [dnsServer] } })))
+    )
+    const result = await run(
+      Effect.gen(function* () {
+        // The first alone (it creates the tables), then the others.
+        yield* Layer.build(runnerLayer(0))
+        for (let r = 1; r < runners; r++) yield* Layer.build(runnerLayer(r))
+        yield* Effect.sleep("3 seconds")
+        const client = yield* Layer.build(Outbox.layerClient({ db: url, prefix }).pipe(Layer.provide(configLayer)))
+        const outbox = client.unsafeMap.get(Outbox.Outbox.key)
+        const t0 = performance.now()
+        yield* Effect.forEach(Array.from({ length: N }, (_, i) => i), (i) => outbox.enqueue(request(tag, i)), { concurrency: 16 })
+        const done = yield* waitDone(outbox, N, 300_000)
+        return { done, ms: performance.now() - t0 }
+      }).pipe(
+        Effect.scoped,
+        (e) => Effect.flatMap(Transport.TransportOptions, (o) => Effect.provideService(e, Transport.TransportOptions, transportOptions(o))),
+        (e) => Effect.withTracer(e, tracer)
+      )
+    )
+    if (!result.done) throw new Error(`pg traced ${runners}: not done`)
+    await new Promise((r) => setTimeout(r, 1500))
+    return { costs: costRows(stats, N), tables: tableStats(prefix).map((t) => ({ ...t, ins: t.ins / N, upd: t.upd / N, del: t.del / N, scans: t.scans / N })), ms: result.ms }
+  } finally {
+    const tables = psql(`SELECT tablename FROM pg_tables WHERE tablename LIKE '${prefix}\\_%'`).split("\n").filter(Boolean)
+    for (const t of tables) psql(`DROP TABLE IF EXISTS "${t}" CASCADE`)
+  }
+}
+
 const results = []
 const record = (name, r) => {
   results.push({ name, ...r })
@@ -199,22 +311,58 @@ if (withPg) {
   record("pg, 3 runners", await pg("pg3", 3, 35110))
 }
 record("deliverAll", await deliverAll("da2"))
+const throughputLoad = os.loadavg()
+
+// The costs, in runs of their own (the tracer's bookkeeping is not in the figures above).
+const costs = []
+{
+  const { tracer, stats } = costTracer()
+  await sqlite("sqc", tracer)
+  costs.push({ name: "sqlite, 1 runner", costs: costRows(stats, N), tables: [] })
+}
+if (withPg) {
+  costs.push({ name: "pg, 1 runner", ...(await pgTraced("pc1", 1, 35120)) })
+  costs.push({ name: "pg, 3 runners (one process)", ...(await pgTraced("pc3", 3, 35130)) })
+}
+const f = (x, d = 2) => x.toFixed(d)
 
 const base = results.filter((r) => r.name === "deliverAll").reduce((a, r) => a + r.rate, 0) /
   results.filter((r) => r.name === "deliverAll").length
 const lines = [
   `# Outbox benchmark (${new Date().toISOString().slice(0, 10)}, N = ${N} messages to ${DOMAINS} domains, ` +
-  `${os.cpus().length} cores, Node ${process.version}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")})`,
+  `${os.cpus().length} cores, Node ${process.version}, load ${throughputLoad.map((l) => l.toFixed(2)).join(" ")})`,
   "",
   "| run | messages/s | × deliverAll | enqueue ms/msg | cluster rows per message (messages, replies) |",
   "|---|---|---|---|---|",
   ...results.map((r) =>
     `| ${r.name} | ${r.rate.toFixed(1)} | ${(r.rate / base).toFixed(3)} | ${r.enqueuePerMs?.toFixed(2) ?? "-"} | ` +
-    `${r.storage === undefined ? "-" : `${r.storage.messages.toFixed(1)}, ${r.storage.replies.toFixed(1)}`} |`)
+    `${r.storage === undefined ? "-" : `${r.storage.messages.toFixed(1)}, ${r.storage.replies.toFixed(1)}`} |`),
+  "",
+  `## What each durable step costs, per message (traced runs, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")})`,
+  "",
+  "Per message: how often the step ran, its time (a span's duration, its children's included: `outbox.attempt`",
+  "contains claim, smtp and record; `outbox.dispatch` is the step's wait for the attempt's entity request and reply,",
+  "the attempt included; `outbox.step` contains the dispatch), and the outbox store's SQL statements run directly",
+  "in it (count, time). The cluster's own statements (workflow run, activities, entity messages, replies, clock,",
+  "shard locks) are not traced by @effect/cluster; on PostgreSQL they show in the table rows below.",
+  ...costs.flatMap((c) => [
+    "",
+    `### ${c.name}`,
+    "",
+    "| step | calls/msg | ms/msg | SQL statements/msg | SQL ms/msg |",
+    "|---|---|---|---|---|",
+    ...c.costs.map((r) => `| ${r.name} | ${f(r.calls)} | ${f(r.ms)} | ${f(r.sql)} | ${f(r.sqlMs)} |`),
+    ...(c.tables.length === 0 ? [] : [
+      "",
+      "| table | inserts/msg | updates/msg | deletes/msg | scans/msg |",
+      "|---|---|---|---|---|",
+      ...c.tables.map((t) => `| ${t.table} | ${f(t.ins)} | ${f(t.upd)} | ${f(t.del)} | ${f(t.scans, 1)} |`)
+    ])
+  ])
 ]
 fs.mkdirSync(new URL("./results/", import.meta.url), { recursive: true })
 fs.writeFileSync(new URL(`./results/${out}.md`, import.meta.url), lines.join("\n") + "\n")
-fs.writeFileSync(new URL(`./results/${out}.json`, import.meta.url), JSON.stringify({ n: N, results }, null, 2) + "\n")
+fs.writeFileSync(new URL(`./results/${out}.json`, import.meta.url), JSON.stringify({ n: N, results, costs }, null, 2) + "\n")
 console.log(lines.join("\n"))
 fs.rmSync(tmp, { recursive: true, force: true })
 process.exit(0)

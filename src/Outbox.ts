@@ -27,6 +27,7 @@ import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -158,6 +159,12 @@ export interface Options {
   readonly reportingMta?: string | undefined
   /** A runner's attempts at once (domain attempts, each one SMTP transaction); default 100. */
   readonly concurrency?: number | undefined
+  /**
+   * A runner's watchdog: a message whose pending recipient has been due for longer than this with no attempt
+   * holding it has a stalled workflow, which the runner brings back (docs/outbox.md); default 20 seconds. A running
+   * workflow attempts a due recipient within seconds, so this bounds how long the cluster can lose a message.
+   */
+  readonly stallAfter?: Duration.DurationInput | undefined
 }
 
 /**
@@ -182,7 +189,8 @@ const coreOf = (options: Options) =>
 
 /** The workflow, the domain entity and the service, on a cluster's `Sharding` and storage. */
 const clusterRunner = (options: Options) =>
-  service.serviceLayer(true).pipe(
+  service.runnerLayer({ ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }).pipe(
+    Layer.provide(workflow.reviveCluster),
     Layer.provideMerge(workflow.workflowLayer),
     Layer.provide(workflow.dispatchEntity),
     Layer.provide(workflow.domainEntityLayer(options.concurrency ?? 100)),
@@ -201,13 +209,18 @@ const shardingDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
 
 /**
  * A cluster's: a runner that died stops counting once its heartbeat (every 2 s) is 6 s old, or sooner when the
- * health check's pings (every 2 s) fail, and its shards go to the others at the next refresh (every second). The
- * shard locks are PostgreSQL advisory locks, held by the runner's connection: a runner that lost it (a PostgreSQL
- * restart) cannot keep a shard another one has taken. Cluster defaults are 35 s, 10 s and 1 min: a killed runner's
- * domains would wait half a minute.
+ * health check's pings (every 2 s) fail, and its shards go to the others at the next refresh (every second). Cluster
+ * defaults are 35 s, 10 s and 1 min: a killed runner's domains would wait half a minute.
+ *
+ * The shard locks are rows of the prefix's own table (`<prefix>_cluster_locks`, a lease of 6 s renewed every 2 s),
+ * not PostgreSQL advisory locks: an advisory lock is numbered by the shard alone (1000001 + its number), the same in
+ * every cluster of the database, so two outboxes on one database under different prefixes (or two test runs, or a
+ * benchmark beside them) took each other's shards, and a message whose shard the other cluster held waited, with no
+ * runner of its own cluster to run it, until the other let go (issue 19's stuck message).
  */
 const clusterDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
   ...shardingDefaults,
+  shardLockDisableAdvisory: true,
   shardLockExpiration: "6 seconds",
   shardLockRefreshInterval: "2 seconds",
   runnerHealthCheckInterval: "2 seconds",
@@ -335,7 +348,7 @@ export const layerTest = (
   options: Options = {}
 ): Layer.Layer<Outbox, OutboxError, RunnerRequirements> =>
   // No sweeper: every message of this layer is begun when it is enqueued, and its wake-ups would cost TestClock steps.
-  service.serviceLayer(true, null).pipe(
+  service.serviceLayer(true).pipe(
     Layer.provideMerge(workflow.workflowLayer),
     Layer.provide(workflow.dispatchLocal),
     Layer.provide(WorkflowEngine.layerMemory),

@@ -3,9 +3,15 @@
  * executable), `enqueue`, `status` and `list` in this process, against a DNS server and a counting SMTP sink on
  * loopback.
  */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer, Option } from "effect"
 import * as path from "node:path"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as Outbox from "../src/Outbox.js"
+import * as Transport from "../src/Transport.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
 import { startSmtpServer } from "./fixtures/smtpServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
@@ -126,4 +132,45 @@ expire = "1m"
       expect(missing.stderr).toContain("no message nothing")
       expect((yield* outbox(["list", ...db])).stdout.trim()).toBe("no messages")
     }))
+
+  it.scopedLive("the watchdog begins again a message marked begun whose workflow the cluster does not have", () =>
+    Effect.gen(function*() {
+      const sink = yield* startCountingServer()
+      const dns = yield* DnsServer.scoped({ zones })
+      const filename = path.join(tmp, "revive.db")
+      const configLayer = OutboundConfig.layer(config).pipe(Layer.provide(NodeContext.layer))
+      const id = yield* Effect.flatMap(Outbox.Outbox, (o) =>
+        o.enqueue({
+          message: "Message-ID: <lost@origin.test>\r\nSubject: lost\r\n\r\nbody\r\n",
+          sender: "a@origin.test",
+          recipients: ["r@one.test"]
+        })).pipe(Effect.provide(Outbox.layerClient({ db: `file:${filename}` }).pipe(Layer.provide(configLayer))))
+      // What a lost workflow leaves: the message marked begun (the sweeper will not begin it), nothing in the
+      // cluster's storage to run it.
+      yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE outbox_messages SET started = 1 WHERE id = ${id}`)
+        .pipe(Effect.provide(SqliteClient.layer({ filename })))
+      const status = yield* Effect.gen(function*() {
+        const outbox = yield* Outbox.Outbox
+        for (let i = 0; i < 150; i++) {
+          const s = yield* outbox.status(id)
+          if (Option.isSome(s) && s.value.done) return s
+          yield* Effect.sleep("100 millis")
+        }
+        return yield* outbox.status(id)
+      }).pipe(
+        Effect.provide(
+          Outbox.layerSqlite({ filename, stallAfter: "1 second" }).pipe(
+            Layer.provide(Layer.merge(configLayer, Transport.layer({ dns: { servers: [dns.server] } })))
+          )
+        ),
+        Effect.provideService(Transport.TransportOptions, {
+          port: sink.port,
+          ca: undefined,
+          domainConcurrency: 1,
+          mtaStsPort: 443
+        })
+      )
+      expect(Option.map(status, (s) => s.recipients.map((r) => r.state))).toEqual(Option.some(["delivered"]))
+      expect(Object.fromEntries(sink.byMessageId())).toEqual({ "<lost@origin.test>": 1 })
+    }), 60_000)
 })

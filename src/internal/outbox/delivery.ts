@@ -101,6 +101,15 @@ const untilWritten = <A, R>(effect: Effect.Effect<A, SqlError, R>): Effect.Effec
     Effect.orDie
   )
 
+/**
+ * A transaction whose connection died (a PostgreSQL restart) fails its ROLLBACK as a defect: made a storage error,
+ * like any other, so that the retries around it see it.
+ *
+ * @internal
+ */
+export const storageDefects = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+  Effect.catchAllDefect(effect, (defect) => isSqlError(defect) ? Effect.fail(defect as SqlError) : Effect.die(defect))
+
 const isSqlError = (u: unknown): boolean =>
   typeof u === "object" && u !== null && (u as { readonly _tag?: unknown })._tag === "SqlError"
 
@@ -164,7 +173,7 @@ export const deliverDomain = (
 ): Effect.Effect<void, never, Core | TransportServices> =>
   // The token is drawn once: a run made again after a storage error claims with the same one, so the claim its
   // first run may have written (the reply lost with the connection) does not hold it up.
-  Effect.flatMap(newToken, (token) => deliverWith(job, token))
+  Effect.flatMap(newToken, (token) => deliverWith(job, token)).pipe(Effect.withSpan("outbox.attempt"))
 
 const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, Core | TransportServices> =>
   Effect.gen(function*() {
@@ -176,21 +185,20 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
     // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
     // another execution of this attempt holds (an entity message delivered again while the first still runs) is
     // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
-    let rows: ReadonlyArray<RecipientRow> = []
-    let due: ReadonlyArray<RecipientRow> = []
-    let startMs = 0
-    for (;;) {
-      startMs = yield* Clock.currentTimeMillis
-      yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
-      rows = yield* store.recipients(job.id)
-      due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
-      const heldElsewhere = rows.some((r) =>
-        r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
-        r.claimUntilMs !== null && r.claimUntilMs >= startMs
-      )
-      if (due.length > 0 || !heldElsewhere) break
-      yield* Effect.sleep("500 millis")
-    }
+    const { due, rows, startMs } = yield* Effect.gen(function*() {
+      for (;;) {
+        const startMs = yield* Clock.currentTimeMillis
+        yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
+        const rows = yield* store.recipients(job.id)
+        const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
+        const heldElsewhere = rows.some((r) =>
+          r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
+          r.claimUntilMs !== null && r.claimUntilMs >= startMs
+        )
+        if (due.length > 0 || !heldElsewhere) return { due, rows, startMs }
+        yield* Effect.sleep("500 millis")
+      }
+    }).pipe(Effect.withSpan("outbox.claim"))
     if (due.length === 0) return
     // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
     // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
@@ -222,7 +230,8 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
         }
       }).pipe(
         // Checked at enqueue; a request that became invalid (an edited row) fails its recipients rather than loop.
-        Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message)))
+        Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message))),
+        Effect.withSpan("outbox.smtp")
       )
       const endMs = yield* Clock.currentTimeMillis
       const byAddress = new Map(report.recipients.map((r) => [r.address, r] as const))
@@ -241,7 +250,7 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
       }
       // The transaction is done: its outcome is written however long storage is away (an attempt made again for a
       // lost write would send again what the server took); only the process ending stops this.
-      yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs))
+      yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs)).pipe(Effect.withSpan("outbox.record"))
       yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
         id: job.id,
         address: u.address,

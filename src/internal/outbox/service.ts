@@ -8,11 +8,12 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import type { AttemptRecord, RecipientResult } from "../../DeliveryReport.js"
@@ -27,10 +28,10 @@ import {
   type RecipientStatus,
   type StatusEvent
 } from "./core.js"
-import { durably, storageRetry } from "./delivery.js"
+import { durably, storageDefects, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
 import * as Store from "./store.js"
-import { DeliveryWorkflow } from "./workflow.js"
+import { DeliveryWorkflow, Revive } from "./workflow.js"
 
 /** @internal */
 export interface ListOptions {
@@ -48,6 +49,13 @@ export interface Service {
 
 /** @internal */
 export class Outbox extends Context.Tag("effect-smtp-transport/Outbox")<Outbox, Service>() {}
+
+/**
+ * Reads are made again a few times (about 3 s): the first statements after a PostgreSQL restart can meet a pooled
+ * connection that died with it.
+ */
+const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
+  effect.pipe(storageDefects, Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(5))))
 
 const storageError = (error: SqlError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
@@ -105,12 +113,28 @@ const statusOf = (store: Store.Store, message: Store.MessageRow, done: boolean) 
   })
 
 /**
- * The service. On a runner `enqueue` begins the workflow at once, and a sweeper begins those of messages stored
- * without one (a client's `enqueue`, a process stopped in between) every `sweepEvery`.
+ * How the sweeper works: every `every` it begins the workflows of messages stored without one, and its watchdog
+ * revives those of messages that stalled — begun, with a pending recipient due for longer than `stallAfter` that no
+ * attempt holds. A workflow that runs makes an attempt when a recipient is due (within a step's floor wait of 5 s
+ * when an attempt could not be made), so one overdue that long was lost by the engine (see `Revive`).
  *
  * @internal
  */
-export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null) =>
+export interface Sweep {
+  readonly every: Duration.DurationInput
+  readonly stallAfter: Duration.DurationInput
+}
+
+/** @internal */
+export const defaultSweep: Sweep = { every: "1 second", stallAfter: "20 seconds" }
+
+/**
+ * The service. On a runner `enqueue` begins the workflow at once, and the sweeper (`Sweep`) begins those of messages
+ * stored without one (a client's `enqueue`, a process stopped in between) and revives stalled ones.
+ *
+ * @internal
+ */
+export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive["Type"] }) | null) =>
   Effect.gen(function*() {
     const core = yield* Core
     const { store } = core
@@ -121,32 +145,68 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
       Option.match(engine, {
         onNone: () => Effect.void,
         onSome: (ctx) =>
-          DeliveryWorkflow.execute({ id }, { discard: true }).pipe(
+          DeliveryWorkflow.execute({ id, generation: 0 }, { discard: true }).pipe(
             Effect.zipRight(durably(store.markStarted(id))),
             Effect.provide(ctx)
           )
       })
-    const sweeping = runner && sweepEvery !== null
-    if (sweeping) {
+    const sweeping = runner && sweep !== null
+    if (runner && sweep !== null) {
       // A start that fails (several runners starting one message at once, storage) is left for the next sweep:
       // the message stays unstarted until one start succeeded, and a start is idempotent (the workflow's id).
       // Bounded: after a storage outage a start can wait on the cluster (a shard with no owner yet) for as long as
       // the outage lasts, and one start held up would hold up every later sweep.
+      const bounded = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string) =>
+        Effect.catchAllCause(
+          Effect.timeoutFail(effect, { duration: "10 seconds", onTimeout: () => "timed out" }),
+          (cause) =>
+            Cause.isInterruptedOnly(cause)
+              ? Effect.interrupt
+              : Effect.as(Effect.logDebug(`outbox: ${what}: ${Cause.pretty(cause)}`), undefined)
+        )
       const startOrLater = (id: string) =>
-        Effect.catchAllCause(Effect.timeoutFail(start(id), { duration: "10 seconds", onTimeout: () => "timed out" }), (cause) =>
-          Cause.isInterruptedOnly(cause)
-            ? Effect.interrupt
-            : Effect.logDebug(`outbox: ${id} not begun yet: ${Cause.pretty(cause)}`))
-      const sweep = store.unstarted(500).pipe(
+        bounded(start(id).pipe(Effect.withSpan("outbox.sweep.start")), `${id} not begun yet`)
+      const stallMs = Duration.toMillis(Duration.decode(sweep.stallAfter))
+      // Marked revived only once the revival went through: one that failed is made again at the next sweep.
+      const revive = (stalled: Store.Stalled) =>
+        bounded(
+          sweep.revive(stalled).pipe(
+            Effect.withSpan("outbox.revive"),
+            Effect.tap((what) =>
+              Effect.flatMap(Clock.currentTimeMillis, (now) => store.markRevived(stalled.id, now)).pipe(
+                Effect.zipRight(Effect.logWarning(
+                  `outbox: ${stalled.id} stalled (a recipient due for over ${stallMs / 1000} s, no attempt); ${what}`
+                ))
+              )
+            )
+          ),
+          `${stalled.id} stalled, not revived yet`
+        )
+      // This runner's sweeper token: the messages it takes to begin are its own for 10 s (the bound of a start), so
+      // that three runners do not each begin every message a client stored.
+      const token = yield* Effect.map(
+        Effect.all([Random.nextIntBetween(0, 0x1_0000_0000), Random.nextIntBetween(0, 0x1_0000_0000)]),
+        ([a, b]) => `${a.toString(16)}.${b.toString(16)}`
+      )
+      const once = Effect.gen(function*() {
+        const takenAt = yield* Clock.currentTimeMillis
+        const ids = yield* store.unstarted(token, takenAt, takenAt + 10_000, 500)
         // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
-        Effect.flatMap((ids) => Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })),
+        yield* Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })
+        const now = yield* Clock.currentTimeMillis
+        // A few a sweep, oldest first: in a backlog that drains slower than `stallAfter` (recipients due, waiting
+        // for a runner's attempt permit, not claimed yet) healthy messages look stalled too, and reviving them is
+        // harmless but not free (a few statements each).
+        const stalled = yield* store.stalled(now, now - stallMs, 20)
+        yield* Effect.forEach(stalled, revive, { discard: true, concurrency: 4 })
+      }).pipe(
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause)
             ? Effect.interrupt
-            : Effect.logWarning(`outbox: cannot read unstarted messages: ${Cause.pretty(cause)}`)
+            : Effect.logWarning(`outbox: cannot read the messages to begin or revive: ${Cause.pretty(cause)}`)
         )
       )
-      yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced(sweepEvery)))
+      yield* Effect.forkScoped(Effect.repeat(once, Schedule.spaced(sweep.every)))
     }
     const service: Service = {
       enqueue: (request) =>
@@ -154,28 +214,31 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
           const id = yield* newId
           const now = yield* Clock.currentTimeMillis
           yield* insertMessage(store, id, request, now, "", config).pipe(
+            storageDefects,
             Effect.retry({ schedule: storageRetry, while: (e) => e._tag === "SqlError" }),
-            Effect.catchTag("SqlError", (e) => Effect.fail(storageError(e)))
+            Effect.catchTag("SqlError", (e) => Effect.fail(storageError(e))),
+            Effect.withSpan("outbox.enqueue.store")
           )
           // The message is stored: a start that fails is the sweeper's to make again (starts are idempotent), and
           // the caller gets its id — an error here would have it enqueue the same message twice.
-          yield* sweeping
+          yield* (sweeping
             ? Effect.catchAllCause(start(id), (cause) =>
               Cause.isInterruptedOnly(cause)
                 ? Effect.interrupt
                 : Effect.logWarning(`outbox: ${id} stored; its start is left to the sweeper: ${Cause.pretty(cause)}`))
-            : start(id)
+            : start(id)).pipe(Effect.withSpan("outbox.enqueue.start"))
           return id
-        }),
+        }).pipe(Effect.withSpan("outbox.enqueue")),
       status: (id) =>
         Effect.gen(function*() {
           const message = yield* store.message(id)
           if (Option.isNone(message)) return Option.none()
           return Option.some(yield* statusOf(store, message.value, false))
-        }).pipe(Effect.mapError(storageError)),
+        }).pipe(readRetry, Effect.mapError(storageError)),
       list: (options = {}) =>
         store.list({ limit: options.limit ?? 100, pendingOnly: options.pendingOnly ?? false }).pipe(
           Effect.flatMap((rows) => Effect.forEach(rows, (r) => statusOf(store, r.message, r.done))),
+          readRetry,
           Effect.mapError(storageError)
         ),
       events: Stream.fromPubSub(core.events)
@@ -183,6 +246,9 @@ export const make = (runner: boolean, sweepEvery: Duration.DurationInput | null)
     return service
   })
 
-/** @internal */
-export const serviceLayer = (runner: boolean, sweepEvery: Duration.DurationInput | null = "1 second") =>
-  Layer.scoped(Outbox, make(runner, sweepEvery))
+/** A runner's service, with the sweeper. @internal */
+export const runnerLayer = (sweep: Sweep = defaultSweep) =>
+  Layer.scoped(Outbox, Effect.flatMap(Revive, (revive) => make(true, { ...sweep, revive })))
+
+/** A client's service (`runner` false), or a runner's without a sweeper (the in-memory engine's). @internal */
+export const serviceLayer = (runner: boolean) => Layer.scoped(Outbox, make(runner, null))

@@ -90,7 +90,11 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       created_ms ${blob} NOT NULL,
       dsn_of TEXT NOT NULL,
       started INTEGER NOT NULL,
-      done INTEGER NOT NULL
+      done INTEGER NOT NULL,
+      revived_ms ${blob},
+      generation INTEGER NOT NULL,
+      start_claim TEXT,
+      start_until ${blob}
     )`)
     yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.messages}_pending ON ${t.messages} (started, done)`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.recipients} (
@@ -112,6 +116,8 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       updated_ms ${blob} NOT NULL,
       PRIMARY KEY (message_id, address)
     )`)
+    // The watchdog's query (overdue recipients) reads a range of this index, not the whole queue.
+    yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.recipients}_due ON ${t.recipients} (state, next_attempt_ms)`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.attempts} (
       message_id TEXT NOT NULL,
       step INTEGER NOT NULL,
@@ -179,6 +185,16 @@ export interface RecipientUpdate {
   readonly result: string | null
 }
 
+/** A message the watchdog found stalled. @internal */
+export interface Stalled {
+  readonly id: string
+  readonly domains: ReadonlyArray<string>
+  /** Its workflow's generation (0 until the watchdog began a new one). */
+  readonly generation: number
+  /** Whether it was revived before (then, a bound ago or more) and is stalled still. */
+  readonly revivedBefore: boolean
+}
+
 /** @internal */
 export interface Store {
   readonly tables: Tables
@@ -222,8 +238,25 @@ export interface Store {
   readonly dsnSent: (id: string, addresses: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
   readonly markStarted: (id: string) => Effect.Effect<void, SqlError>
   readonly markDone: (id: string) => Effect.Effect<void, SqlError>
-  /** Messages stored but whose workflow was not started (enqueued by a client, or before a crash), oldest first. */
-  readonly unstarted: (limit: number) => Effect.Effect<ReadonlyArray<string>, SqlError>
+  /**
+   * Messages stored but whose workflow was not started (enqueued by a client, or before a crash), oldest first,
+   * taken for the sweeper `token` until `untilMs` (or still its own): each is begun by one runner, not by all.
+   */
+  readonly unstarted: (
+    token: string,
+    nowMs: number,
+    untilMs: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<string>, SqlError>
+  /**
+   * Messages begun whose workflow made no progress: a pending recipient due since `beforeMs` or earlier that no
+   * attempt holds, and not revived since `beforeMs`. Oldest first.
+   */
+  readonly stalled: (nowMs: number, beforeMs: number, limit: number) => Effect.Effect<ReadonlyArray<Stalled>, SqlError>
+  /** A new generation of the message's workflow (a new execution id), returned. */
+  readonly nextGeneration: (id: string) => Effect.Effect<number, SqlError>
+  /** The watchdog revived the message's workflow at `nowMs` (it is not looked at again before the bound). */
+  readonly markRevived: (id: string, nowMs: number) => Effect.Effect<void, SqlError>
   /** Messages newest first, `limit` of them, optionally only those not done. */
   readonly list: (
     options: { readonly limit: number; readonly pendingOnly: boolean }
@@ -247,9 +280,9 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         sql.withTransaction(Effect.gen(function*() {
           const existing = yield* sql`SELECT id FROM ${M} WHERE id = ${message.id}`
           if (existing.length > 0) return false
-          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
+          yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms, generation, start_claim, start_until) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
             message.requireTls ? 1 : 0
-          }, ${message.createdMs}, ${message.dsnOf}, 0, 0)`
+          }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL, 0, NULL, NULL)`
           let position = 0
           for (const r of recipients) {
             yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms, claim, claim_until) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs}, NULL, NULL)`
@@ -297,11 +330,40 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         ),
       markStarted: (id) => Effect.asVoid(sql`UPDATE ${M} SET started = 1 WHERE id = ${id}`),
       markDone: (id) => Effect.asVoid(sql`UPDATE ${M} SET done = 1, started = 1 WHERE id = ${id}`),
-      unstarted: (limit) =>
+      unstarted: (token, nowMs, untilMs, limit) => {
+        // The conditions twice: PostgreSQL checks the outer ones again on a row another sweeper took meanwhile.
+        const free = sql`started = 0 AND (start_claim IS NULL OR start_claim = ${token} OR start_until < ${nowMs})`
+        return sql`UPDATE ${M} SET start_claim = ${token}, start_until = ${untilMs} WHERE id IN (SELECT id FROM ${M} WHERE ${free} ORDER BY created_ms LIMIT ${limit}) AND ${free}`
+          .pipe(
+            Effect.zipRight(sql`SELECT id FROM ${M} WHERE started = 0 AND start_claim = ${token} ORDER BY created_ms LIMIT ${limit}`),
+            Effect.map((rows) => rows.map((r: any) => r.id as string))
+          )
+      },
+      stalled: (nowMs, beforeMs, limit) =>
         Effect.map(
-          sql`SELECT id FROM ${M} WHERE started = 0 ORDER BY created_ms LIMIT ${limit}`,
-          (rows) => rows.map((r: any) => r.id as string)
+          sql`SELECT r.message_id AS id, r.domain AS domain, m.created_ms AS created_ms, m.generation AS generation, m.revived_ms AS revived_ms FROM ${R} r JOIN ${M} m ON m.id = r.message_id WHERE r.state IN ('queued', 'deferred') AND r.next_attempt_ms <= ${beforeMs} AND (r.claim IS NULL OR r.claim_until < ${nowMs}) AND m.started = 1 AND m.done = 0 AND (m.revived_ms IS NULL OR m.revived_ms <= ${beforeMs}) ORDER BY m.created_ms, r.message_id LIMIT ${limit}`,
+          (rows) => {
+            const byId = new Map<string, { domains: Set<string>; generation: number; revivedBefore: boolean }>()
+            for (const r of rows as ReadonlyArray<any>) {
+              const entry = byId.get(r.id) ??
+                { domains: new Set<string>(), generation: num(r.generation), revivedBefore: r.revived_ms !== null }
+              entry.domains.add(r.domain)
+              byId.set(r.id, entry)
+            }
+            return Array.from(byId, ([id, e]): Stalled => ({
+              id,
+              domains: Array.from(e.domains),
+              generation: e.generation,
+              revivedBefore: e.revivedBefore
+            }))
+          }
         ),
+      nextGeneration: (id) =>
+        sql`UPDATE ${M} SET generation = generation + 1 WHERE id = ${id}`.pipe(
+          Effect.zipRight(sql`SELECT generation FROM ${M} WHERE id = ${id}`),
+          Effect.map((rows) => num((rows[0] as any)?.generation ?? 0))
+        ),
+      markRevived: (id, nowMs) => Effect.asVoid(sql`UPDATE ${M} SET revived_ms = ${nowMs} WHERE id = ${id}`),
       list: ({ limit, pendingOnly }) =>
         Effect.map(
           pendingOnly

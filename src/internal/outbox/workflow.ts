@@ -11,6 +11,11 @@
  */
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import * as Entity from "@effect/cluster/Entity"
+import { EntityAddress } from "@effect/cluster/EntityAddress"
+import { EntityId } from "@effect/cluster/EntityId"
+import { EntityType } from "@effect/cluster/EntityType"
+import { MessageStorage } from "@effect/cluster/MessageStorage"
+import * as Sharding from "@effect/cluster/Sharding"
 import * as Rpc from "@effect/rpc/Rpc"
 import * as Activity from "@effect/workflow/Activity"
 import * as DurableClock from "@effect/workflow/DurableClock"
@@ -41,7 +46,7 @@ import {
 } from "./delivery.js"
 import * as Dsn from "./dsn.js"
 import { insertMessage } from "./enqueue.js"
-import type { RecipientRow, Store } from "./store.js"
+import type { RecipientRow, Stalled, Store } from "./store.js"
 
 /** How a step reaches a domain's attempt: an entity in a cluster (keyed by `key`), a direct call in memory. @internal */
 export class Dispatch extends Context.Tag("effect-smtp-transport/internal/OutboxDispatch")<
@@ -76,8 +81,9 @@ export const routingKey = (domain: string): Effect.Effect<string> =>
 /** @internal */
 export const DeliveryWorkflow = Workflow.make({
   name: "effect-smtp-transport/Outbox/Delivery",
-  payload: { id: Schema.String },
-  idempotencyKey: ({ id }) => id
+  // `generation`: 0, or the watchdog's new execution of a message whose workflow hung (a new execution id).
+  payload: { id: Schema.String, generation: Schema.Number },
+  idempotencyKey: ({ generation, id }) => (generation === 0 ? id : `${id}#${generation}`)
 })
 
 /**
@@ -125,6 +131,8 @@ export const dispatchEntity = Layer.effect(
   Dispatch,
   Effect.map(DomainEntity.client, (client) => (job: DomainJob, key: string) =>
     client(key).deliver({ id: job.id, step: job.step, domain: job.domain }).pipe(
+      // The entity's request and reply through the cluster (storage, and the network when another runner holds it).
+      Effect.withSpan("outbox.dispatch"),
       // A few seconds of retries (a full mailbox, storage): then the step's floor wait and the next step.
       Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(8))),
       // The step reads the outcome from SQL: an attempt that could not be sent is due again at the next step.
@@ -141,6 +149,91 @@ export const dispatchLocal = Layer.effect(
   Dispatch,
   Effect.map(Effect.context<Core | TransportServices>(), (context) => (job: DomainJob) =>
     Effect.provide(deliverDomain(job), context))
+)
+
+/**
+ * Brings a stalled message's workflow back (the watchdog of service.ts calls it for a message whose recipients are
+ * overdue and that no attempt holds): `domains` are its pending recipient domains. Says what it did, for the log.
+ *
+ * @internal
+ */
+export class Revive extends Context.Tag("effect-smtp-transport/internal/OutboxRevive")<
+  Revive,
+  (stalled: Stalled) => Effect.Effect<string, unknown>
+>() {}
+
+/**
+ * Revival on `@effect/cluster` (requires `Sharding` and its `MessageStorage`). The ways a workflow stalls there, and
+ * what undoes each:
+ *
+ * - A message to an entity (the workflow's run, its clock, a domain attempt) was read from storage and then not
+ *   processed: the read marks it (`last_read`) and storage does not hand it out again for ten minutes. It happens
+ *   when the reading runner stops, or loses the shard, or its connection dies (a PostgreSQL restart) between the
+ *   read and the processing. `resetAddress` clears the mark of the entity's unprocessed messages, and the shard's
+ *   owner reads them at its next poll. (A message being processed is not processed twice: the owner skips it.)
+ * - The run has a result although the message is not done (the workflow ended on a defect, or was suspended and
+ *   nothing resumed it): the run's replies are cleared (`Sharding.reset`, what `WorkflowEngine.resume` does for a
+ *   suspended one), and it runs again, replaying its recorded steps.
+ * - The run was never stored (a start whose write failed after the message was marked begun): begun again.
+ * - Still stalled a bound after a revival: the run is held by a runner but hangs there (seen after a PostgreSQL
+ *   restart: the run under way, its next activity request never stored, and the entity skipping the run as being
+ *   processed). Nothing outside the runner can end it, so a new generation of the workflow is begun (a new
+ *   execution id); the hung one, should it wake, finds in SQL what the new one did.
+ *
+ * Each is idempotent: the workflow's execution id is the message's, a run already under way is left alone, and the
+ * attempts' claims keep two executions from sending to one recipient.
+ *
+ * @internal
+ */
+export const reviveCluster = Layer.effect(
+  Revive,
+  Effect.gen(function*() {
+    const sharding = yield* Sharding.Sharding
+    const storage = yield* MessageStorage
+    const engine = yield* WorkflowEngine.WorkflowEngine
+    const workflowGroup = Context.get(DeliveryWorkflow.annotations, ClusterSchema.ShardGroup)
+    const addressOf = (entityType: string, entityId: string, group: (id: EntityId) => string) => {
+      const eid = EntityId.make(entityId)
+      return new EntityAddress({
+        entityType: EntityType.make(entityType),
+        entityId: eid,
+        shardId: sharding.getShardId(eid, group(eid))
+      })
+    }
+    const { store } = yield* Core
+    return ({ domains, generation, id, revivedBefore }: Stalled) =>
+      Effect.gen(function*() {
+        if (revivedBefore) {
+          const next = yield* store.nextGeneration(id)
+          yield* DeliveryWorkflow.execute({ id, generation: next }, { discard: true }).pipe(
+            Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
+          )
+          return `begun anew as generation ${next} (still stalled after a revival)`
+        }
+        const executionId = yield* DeliveryWorkflow.executionId({ id, generation })
+        // The entity types of ClusterWorkflowEngine: the workflow's, and its durable clock's (same entity id).
+        const run = addressOf(`Workflow/${DeliveryWorkflow.name}`, executionId, workflowGroup)
+        yield* storage.resetAddress(run)
+        yield* storage.resetAddress(addressOf("Workflow/-/DurableClock", executionId, workflowGroup))
+        yield* Effect.forEach(domains, (domain) =>
+          Effect.flatMap(routingKey(domain), (key) =>
+            storage.resetAddress(addressOf(DomainEntity.type, key, (eid) => DomainEntity.getShardGroup(eid)))), {
+          discard: true
+        })
+        const requestId = yield* storage.requestIdForPrimaryKey({ address: run, tag: "run", id: "" })
+        if (Option.isNone(requestId)) {
+          yield* DeliveryWorkflow.execute({ id, generation }, { discard: true }).pipe(
+            Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
+          )
+          return "begun again (its run was not stored)"
+        }
+        const replies = yield* storage.repliesForUnfiltered([requestId.value])
+        const ended = replies.some((reply) => reply._tag === "WithExit")
+        if (ended) yield* sharding.reset(requestId.value)
+        yield* sharding.pollStorage
+        return ended ? "run again (its run had a result, the message is not done)" : "its messages read again"
+      })
+  })
 )
 
 const StepResult = Schema.Struct({ done: Schema.Boolean, waitMs: Schema.Number })
@@ -162,7 +255,8 @@ const asReply = (reply: ReportReply | null) =>
 /** The step numbered `n` of message `id`. @internal */
 export const step = (
   id: string,
-  n: number
+  n: number,
+  generation = 0
 ): Effect.Effect<
   typeof StepResult.Type,
   never,
@@ -228,7 +322,7 @@ export const step = (
           }
         })
       })
-      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${id}.failed.${n}`, dsn.value, nowMs, id, config)
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.failed.${n}`, dsn.value, nowMs, id, config)
       yield* store.dsnSent(id, failed.map((r) => r.address))
     }
 
@@ -254,7 +348,7 @@ export const step = (
           }
         })
       })
-      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${id}.delayed.${n}`, dsn.value, nowMs, id, config)
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.delayed.${n}`, dsn.value, nowMs, id, config)
       // The next point of each recipient's schedule, evaluated with notify_num advanced.
       yield* store.notified(id, delayed.map((r) => {
         const notifyNum = r.notifyNum + 1
@@ -289,9 +383,12 @@ export const step = (
     // Something due now that this step did not settle (its attempt failed, or could not be sent): a floor, so that
     // a storage outage is not a loop of steps.
     return { done: false, waitMs: due <= nowMs ? RETRY_FLOOR_MS : due - nowMs }
-  }).pipe(durably)
+  }).pipe(durably, Effect.withSpan("outbox.step"))
 
 const RETRY_FLOOR_MS = 5_000
+
+/** A DSN's id is its step's: a later generation's steps count from 0 again, so the generation is part of it. */
+const dsnBase = (id: string, generation: number) => (generation === 0 ? id : `${id}.g${generation}`)
 
 /**
  * A DSN goes through the outbox: stored (once: its id is the step's), then its own workflow begun, outside this one
@@ -308,7 +405,7 @@ const enqueueDsn = (
   insertMessage(store, id, { ...dsn, recipients: [...dsn.recipients] }, nowMs, dsnOf, config).pipe(
     Effect.catchTag("InvalidRequest", (e) =>
       Effect.as(Effect.logWarning(`outbox: the DSN of ${dsnOf} cannot be sent: ${e.message}`), false)),
-    Effect.zipRight(DeliveryWorkflow.execute({ id }, { discard: true })),
+    Effect.zipRight(DeliveryWorkflow.execute({ id, generation: 0 }, { discard: true })),
     Effect.zipRight(store.markStarted(id)),
     Effect.mapInputContext((context: Context.Context<WorkflowEngine.WorkflowEngine>) =>
       Context.omit(WorkflowEngine.WorkflowInstance)(context) as Context.Context<WorkflowEngine.WorkflowEngine>
@@ -331,17 +428,42 @@ const publish = (
     atMs
   })))
 
-/** The workflow's body: steps until every recipient is final, sleeping durably between them. @internal */
-export const workflowLayer = DeliveryWorkflow.toLayer(({ id }) =>
+/**
+ * The workflow's body: steps until every recipient is final, sleeping durably between them.
+ *
+ * The engine's own work can fail where a step cannot: the write of an activity's request or of a clock message
+ * (a PostgreSQL restart), a runner stopping under it. Such a failure is a defect in this body, and a defect ends the
+ * workflow for good (the cluster stores it as the workflow's result, and nothing would run it again: the message
+ * would stay pending with no workflow). So a step or a wait that dies is followed by the next step after the floor
+ * wait: every step reads what is left from SQL, so skipping to the next one loses nothing, and a replay takes the
+ * same path from the recorded results. Interruption (a suspension, the runner stopping) passes through.
+ */
+export const workflowLayer = DeliveryWorkflow.toLayer(({ generation, id }) =>
   Effect.gen(function*() {
     for (let n = 0;; n++) {
-      const result = yield* Activity.make({
-        name: `step/${n}`,
-        success: StepResult,
-        execute: step(id, n)
-      })
+      const result: typeof StepResult.Type = yield* survive(
+        Activity.make({ name: `step/${n}`, success: StepResult, execute: step(id, n, generation) }),
+        id,
+        `step ${n}`,
+        { done: false, waitMs: RETRY_FLOOR_MS }
+      )
       if (result.done) return
-      yield* DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) })
+      yield* survive(
+        DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) }),
+        id,
+        `wait ${n}`,
+        undefined
+      )
     }
   })
 )
+
+const survive = <A, E, R>(effect: Effect.Effect<A, E, R>, id: string, what: string, fallback: A): Effect.Effect<A, E, R> =>
+  Effect.catchAllCause(effect, (cause) =>
+    Cause.isInterruptedOnly(cause)
+      ? Effect.failCause(cause)
+      : Effect.as(
+        Effect.logWarning(`outbox: ${id}: the workflow's ${what} failed; the next step goes on: ${Cause.pretty(cause)}`)
+          .pipe(Effect.zipRight(Effect.sleep(Duration.millis(RETRY_FLOOR_MS)))),
+        fallback
+      ))
