@@ -401,8 +401,9 @@ export const explain = (
  * The live services a delivery needs besides its `OutboundConfig`: DNS (`Dns.layer`, with its cache; point it at a
  * trusted validating resolver for DANE), sockets through `node:net`/`node:tls`, MTA-STS policies fetched over HTTPS
  * and cached in memory, and the connection pool, the outbound limiters' counts and the plan cache (each domain's MX
- * plan and each host's addresses, for their DNS answers' TTL) that deliveries on this layer share (the idle
- * connections closed with QUIT when the layer's scope closes).
+ * plan and each host's addresses, for their DNS answers' TTL as the resolver cache hands it on, capped by its
+ * `maxTtl`; nothing kept with `dns: { cache: false }`) that deliveries on this layer share (the idle connections
+ * closed with QUIT when the layer's scope closes).
  *
  * `ca`: extra trusted CA certificates (PEM), added to Node's roots, for STARTTLS and for MTA-STS policy fetches
  * alike. This is the way to trust a private CA.
@@ -424,7 +425,9 @@ export const layer = (
   Layer.mergeAll(
     Connector.layer,
     ConnectionPool.layer,
-    PlanCache.layer,
+    // Behind the resolver cache, and kept no longer than it keeps an answer; with that cache turned off, every
+    // delivery is to look its domain up, so nothing is kept (a cache of capacity 0).
+    options.dns?.cache === false ? Layer.sync(PlanCache.PlanCache, () => PlanCache.make(0)) : PlanCache.layer,
     Limiter.layer,
     PolicyCache.layer,
     MtaSts.layer({ ca: options.ca }),

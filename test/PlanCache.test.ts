@@ -56,14 +56,17 @@ const layers = (
     readonly zones: Dns.Zones
     readonly peers: ConnectorTest.TestPeers
     readonly config?: string
-    readonly dnsCache?: boolean
+    readonly dnsCache?: boolean | Dns.CacheOptions
     readonly plans?: boolean
   }
 ) =>
   Layer.mergeAll(
     ConnectionPool.layer,
     Layer.orDie(OutboundConfig.layerFromText(options.config ?? config())),
-    Dns.layerTest(options.zones, options.dnsCache === true ? { cache: {} } : {}),
+    Dns.layerTest(
+      options.zones,
+      options.dnsCache === true ? { cache: {} } : options.dnsCache ? { cache: options.dnsCache } : {}
+    ),
     ConnectorTest.layer(options.peers),
     PolicyCache.layer,
     MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" })),
@@ -124,6 +127,30 @@ describe("PlanCache", () => {
       const without = yield* run(false)
       expect(yield* run(true)).toEqual(without)
       expect(without.filter((qs) => qs.length > 0)).toHaveLength(3)
+    }))
+
+  it.effect("behind a resolver cache whose maxTtl is below the zone's TTL: kept no longer than that cache keeps", () =>
+    Effect.gen(function*() {
+      // A TTL of 2 hours, a resolver cache that keeps answers 60 s: each delivery 61 s after the last must look up
+      // again, with the plan cache as without it.
+      const run = (plans: boolean) =>
+        Effect.gen(function*() {
+          const log: Array<ReadonlyArray<string>> = []
+          for (const ms of [0, 30_000, 31_000, 61_000]) {
+            yield* TestClock.adjust(Duration.millis(ms))
+            yield* delivered
+            log.push(yield* queriesSince)
+          }
+          return log
+        }).pipe(Effect.provide(layers({
+          zones: zones(7200),
+          peers: peers(4, IP),
+          dnsCache: { maxTtl: "60 seconds" },
+          plans
+        })))
+      const without = yield* run(false)
+      expect(without).toEqual([["MX a.test", "A mx.a.test"], [], ["MX a.test", "A mx.a.test"], ["MX a.test", "A mx.a.test"]])
+      expect(yield* run(true)).toEqual(without)
     }))
 
   it.effect("is not used where the delivery's spans record: every message makes its lookups, each in its span", () =>

@@ -33,13 +33,13 @@ const requests = (n: number) =>
     }
   })))
 
-const deliverAll = (port: number, dns: string, config: string, n: number, concurrency: number) =>
+const deliverAll = (port: number, dns: string, config: string, n: number, concurrency: number, dnsCache = true) =>
   Transport.deliverAll(requests(n), { concurrency }).pipe(
     Stream.runCollect,
     Effect.map((chunk) => Array.from(chunk)),
     Effect.provide(Layer.mergeAll(
       Layer.orDie(OutboundConfig.layerFromText(config)),
-      Transport.layer({ dns: { servers: [dns] } })
+      Transport.layer({ dns: dnsCache ? { servers: [dns] } : { servers: [dns], cache: false } })
     )),
     Effect.provideService(Transport.TransportOptions, {
       port,
@@ -75,6 +75,17 @@ describe("connection reuse (live)", () => {
       }
       expect(Array.from(ids.values())).toEqual([10, 10, 10, 10, 10])
       expect(yield* Connector.openConnections).toBe(0)
+    }))
+
+  it.scopedLive("DNS: the layer's caches look a domain up once; with the resolver cache off, every message does", () =>
+    Effect.gen(function*() {
+      const server = yield* startCountingServer()
+      const dns = yield* DnsServer.scoped({ zones })
+      expect(delivered(yield* deliverAll(server.port, dns.server, CONFIG(), 5, 1))).toBe(5)
+      expect([dns.count("reuse.test", "MX"), dns.count("mx.reuse.test", "A")]).toEqual([1, 1])
+      // `cache: false`: no plan cache either (it would keep the plan for the answers' TTL).
+      expect(delivered(yield* deliverAll(server.port, dns.server, CONFIG(), 5, 1, false))).toBe(5)
+      expect([dns.count("reuse.test", "MX"), dns.count("mx.reuse.test", "A")]).toEqual([6, 6])
     }))
 
   it.scopedLive("50 messages, 5 at a time: no more connections open than deliveries running, every message once", () =>

@@ -85,17 +85,22 @@ export const make = (source: Answerer | { readonly query: Resolve }, options: Ca
   const inFlight = new Map<string, Flight>()
 
   // Stores what may be kept (RFC 2308: a name or type that does not exist is an answer too; a failure to get an
-  // answer is not) and ends the flight.
+  // answer is not) and ends the flight. Returns the answer to hand on: its TTL capped at `maxTtl`, as a hit would
+  // hand it on, so that a cache stacked on this one (the transport's plan cache) keeps it no longer than this one.
   const store = (key: string, flight: Flight, error: DnsError | null, answer: AnyAnswer | null, now: number) => {
     if (inFlight.get(key) === flight) inFlight.delete(key)
     if (answer !== null) {
       const ttl = answer.ttl === null ? defaultTtl : answer.ttl * 1000
       const keep = Math.min(ttl, maxTtl)
       if (keep > 0) stored.set(key, { answer, error: null, expiresAt: now + keep })
+      return answer.ttl !== null && answer.ttl * 1000 > keep
+        ? { records: answer.records, ttl: Math.floor(keep / 1000), secure: answer.secure }
+        : answer
     } else if (error !== null && error.reason !== "Temporary") {
       const keep = Math.min(negativeTtl, maxTtl)
       if (keep > 0) stored.set(key, { answer: null, error, expiresAt: now + keep })
     }
+    return answer
   }
 
   const hand = (flight: Flight, handed: Handed) => {
@@ -166,9 +171,9 @@ export const make = (source: Answerer | { readonly query: Resolve }, options: Ca
             return exit
           },
           onSuccess: (value) => {
-            store(key, flight, null, value, clock.unsafeCurrentTimeMillis())
-            hand(flight, Exit.succeed(value))
-            return shaped(value, shape)
+            const handed = store(key, flight, null, value, clock.unsafeCurrentTimeMillis())!
+            hand(flight, Exit.succeed(handed))
+            return shaped(handed, shape)
           }
         })
       })
@@ -191,9 +196,9 @@ export const make = (source: Answerer | { readonly query: Resolve }, options: Ca
           restore(Effect.async<unknown, DnsError>((resume) => {
             cancel = query(rrtype, name, (error, answer) => {
               running = false
-              store(key, flight, error, answer, clock.unsafeCurrentTimeMillis())
-              if (flight.waiters !== undefined) hand(flight, error === null ? Exit.succeed(answer!) : Exit.fail(error))
-              resume(error === null ? shaped(answer!, shape) : Exit.fail(error))
+              const handed = store(key, flight, error, answer, clock.unsafeCurrentTimeMillis())
+              if (flight.waiters !== undefined) hand(flight, error === null ? Exit.succeed(handed!) : Exit.fail(error))
+              resume(error === null ? shaped(handed!, shape) : Exit.fail(error))
             })
           })),
           {
