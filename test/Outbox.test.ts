@@ -9,6 +9,7 @@ import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import * as PolicyCache from "../src/PolicyCache.js"
+import type { Variables } from "../src/Expression.js"
 import type { DeliverySchedule } from "../src/Settings.js"
 
 // The workflow logic on the in-memory workflow engine and SQLite in memory, on TestClock: a schedule of minutes or
@@ -66,12 +67,19 @@ const zones: Dns.Zones = {
 }
 
 /** Everything a runner needs, with the schedule given (the configuration's own is Stalwart's default). */
-const services = (peers: ConnectorTest.TestPeers, s: DeliverySchedule, extra = "") => {
+const services = (
+  peers: ConnectorTest.TestPeers,
+  s: DeliverySchedule | ((variables: Variables) => DeliverySchedule),
+  extra = ""
+) => {
   const config = Layer.effect(
     OutboundConfig.OutboundConfig,
     Effect.map(
       Effect.orDie(Effect.suspend(() => OutboundConfig.parse(CONFIG + extra))),
-      (c): OutboundConfig.Config => ({ ...c, schedule: () => ({ settings: s, warnings: [] }) })
+      (c): OutboundConfig.Config => ({
+        ...c,
+        schedule: (variables) => ({ settings: typeof s === "function" ? s(variables) : s, warnings: [] })
+      })
     )
   )
   const transport = Layer.mergeAll(
@@ -182,6 +190,41 @@ describe("Outbox workflow", () => {
       "192.0.2.1": refuse,
       "192.0.2.9": [{ script: session("client.test", ["sender@origin.test"]) }]
     }, schedule({ retry: ["3 minutes"], ttl: "10 minutes" })))))
+
+  it.scoped("the expiry is the schedule's as evaluated after each attempt (Stalwart's set_rcpt_status)", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("you@a.test"))
+      yield* advance("20 minutes")
+      const status = yield* statusOf(id)
+      // Enqueued under a 1-hour TTL; the deferral of the second attempt (retry_num 1) evaluates a 10-minute one.
+      expect(status.recipients.map((r) => [r.state, r.retryNum])).toEqual([["expired", 4]])
+      expect(status.attempts.map((a) => a.startedMs)).toEqual([0, 3, 6, 9].map((m) => ms(`${m} minutes`)))
+      expect(status.recipients[0]!.updatedMs).toBe(ms("10 minutes"))
+    }).pipe(Effect.provide(services(
+      {
+        "192.0.2.1": refuse,
+        "192.0.2.9": [{ script: session("client.test", ["sender@origin.test"]) }]
+      },
+      (variables) =>
+        schedule({ retry: ["3 minutes"], ttl: Number(variables["retry_num"] ?? 0) >= 1 ? "10 minutes" : "1 hour" })
+    ))))
+
+  it.scoped("each next notify point is the schedule's next interval after the last notice", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("you@a.test"))
+      yield* advance("12 minutes")
+      const dsns = (yield* outbox.list()).filter((m) => m.dsnOf === id)
+      // notify = [5m, 5m]: at 5 minutes, then 5 minutes after that notice (not 5 minutes after enqueue).
+      expect(dsns.map((d) => d.createdMs).sort((a, b) => a - b)).toEqual([ms("5 minutes"), ms("10 minutes")])
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": refuse,
+      "192.0.2.9": [
+        { script: session("client.test", ["sender@origin.test"]) },
+        { script: session("client.test", ["sender@origin.test"]) }
+      ]
+    }, schedule({ retry: ["4 minutes"], notify: ["5 minutes", "5 minutes"], ttl: "1 hour" })))))
 
   it.scoped("a delay DSN at each notify point while the recipient is still deferred", () =>
     Effect.gen(function*() {

@@ -321,13 +321,17 @@ const update = (
     return { address: row.address, state: "expired", retryNum, lastError, nextAttemptMs: null, result: saved }
   }
   const next = nowMs + Duration.toMillis(retryWait(schedule, row.retryNum))
+  // The expiry is the schedule's as evaluated now (Stalwart's set_rcpt_status: `rcpt.expires = queue.expiry` after
+  // each temporary failure): a TTL from the message's creation, or none under max-attempts.
+  const expiresMs = schedule.expiry._tag === "Ttl" ? createdMs + Duration.toMillis(schedule.expiry.ttl) : null
   return {
     address: row.address,
     state: "deferred",
     retryNum,
     lastError,
     // Past the TTL there is no attempt: the step expires the recipient at its expiry.
-    nextAttemptMs: row.expiresMs === null ? next : Math.min(next, row.expiresMs),
+    nextAttemptMs: expiresMs === null ? next : Math.min(next, expiresMs),
+    expiresMs,
     result: saved
   }
 }

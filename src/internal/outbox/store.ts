@@ -182,6 +182,8 @@ export interface RecipientUpdate {
   readonly retryNum: number
   readonly lastError: string
   readonly nextAttemptMs: number | null
+  /** A deferral's expiry, the schedule's as evaluated after the attempt; `undefined`: left as it was. */
+  readonly expiresMs?: number | null
   readonly result: string | null
 }
 
@@ -304,7 +306,8 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
             // A delivery is a fact: recorded whatever another attempt recorded meanwhile (an expiry, a deferral of
             // an attempt whose lease had lapsed), and never overwritten; any other result only over a pending state.
             const over = u.state === "delivered" ? sql`state <> 'delivered'` : sql`state IN ('queued', 'deferred')`
-            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over}`
+            const expires = u.expiresMs === undefined ? sql`` : sql`expires_ms = ${u.expiresMs}, `
+            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over}`
           }
           yield* sql`INSERT INTO ${A} (message_id, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
         })),

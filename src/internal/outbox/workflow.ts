@@ -326,7 +326,8 @@ export const step = (
       yield* store.dsnSent(id, failed.map((r) => r.address))
     }
 
-    // 4. Delay DSN at each recipient's notify point (the schedule's `notify`, from the message's creation).
+    // 4. Delay DSN at each recipient's notify point (the first one the schedule's first `notify` after enqueue; each
+    // next one that schedule's next interval after this notice, as Stalwart's `update_next_dsn`).
     const delayed = rows.filter((r) => isPending(r) && r.nextNotifyMs !== null && r.nextNotifyMs <= nowMs)
     if (delayed.length > 0) {
       const dsn = yield* Dsn.make({
@@ -349,7 +350,7 @@ export const step = (
         })
       })
       if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.delayed.${n}`, dsn.value, nowMs, id, config)
-      // The next point of each recipient's schedule, evaluated with notify_num advanced.
+      // The next point of each recipient's schedule, evaluated now with notify_num advanced, from now.
       yield* store.notified(id, delayed.map((r) => {
         const notifyNum = r.notifyNum + 1
         const schedule = scheduleFor(
@@ -365,7 +366,7 @@ export const step = (
         return {
           address: r.address,
           notifyNum,
-          nextNotifyMs: point === undefined ? null : msg.createdMs + Duration.toMillis(point)
+          nextNotifyMs: point === undefined ? null : nowMs + Duration.toMillis(point)
         }
       }))
       rows = yield* store.recipients(id)
