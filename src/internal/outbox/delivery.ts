@@ -36,6 +36,8 @@ export interface DomainJob {
   readonly domain: string
   /** The workflow's step: with the id and the domain, the attempt's identity (a replayed step is the same attempt). */
   readonly step: number
+  /** The workflow's generation (the watchdog's new execution counts its steps from 0 again). */
+  readonly generation: number
 }
 
 /** What `Transport.deliver` needs besides the configuration. @internal */
@@ -243,6 +245,7 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
       }
       const attempt = {
         messageId: job.id,
+        generation: job.generation,
         step: job.step,
         domain: job.domain,
         startedMs: startMs,

@@ -167,21 +167,23 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
       const startOrLater = (id: string) =>
         bounded(start(id).pipe(Effect.withSpan("outbox.sweep.start")), `${id} not begun yet`)
       const stallMs = Duration.toMillis(Duration.decode(sweep.stallAfter))
-      // Marked revived only once the revival went through: one that failed is made again at the next sweep.
-      const revive = (stalled: Store.Stalled) =>
-        bounded(
-          sweep.revive(stalled).pipe(
-            Effect.withSpan("outbox.revive"),
-            Effect.tap((what) =>
-              Effect.flatMap(Clock.currentTimeMillis, (now) => store.markRevived(stalled.id, now)).pipe(
-                Effect.zipRight(Effect.logWarning(
-                  `outbox: ${stalled.id} stalled (a recipient due for over ${stallMs / 1000} s, no attempt); ${what}`
-                ))
-              )
+      // Taken first, in one write that only one runner's sweep can make (three watchdogs see the same stall); one
+      // that fails is made again a bound later, when the message is still stalled then.
+      const revive = (stalled: Store.Stalled, now: number) =>
+        Effect.flatMap(store.takeRevival(stalled.id, now, now - stallMs), (taken) =>
+          taken
+            ? bounded(
+              sweep.revive(stalled).pipe(
+                Effect.withSpan("outbox.revive"),
+                Effect.tap((what) =>
+                  Effect.logWarning(
+                    `outbox: ${stalled.id} stalled (a recipient due for over ${stallMs / 1000} s, no attempt); ${what}`
+                  )
+                )
+              ),
+              `${stalled.id} stalled, not revived yet`
             )
-          ),
-          `${stalled.id} stalled, not revived yet`
-        )
+            : Effect.void)
       // This runner's sweeper token: the messages it takes to begin are its own for 10 s (the bound of a start), so
       // that three runners do not each begin every message a client stored.
       const token = yield* Effect.map(
@@ -198,7 +200,7 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
         // for a runner's attempt permit, not claimed yet) healthy messages look stalled too, and reviving them is
         // harmless but not free (a few statements each).
         const stalled = yield* store.stalled(now, now - stallMs, 20)
-        yield* Effect.forEach(stalled, revive, { discard: true, concurrency: 4 })
+        yield* Effect.forEach(stalled, (s) => revive(s, now), { discard: true, concurrency: 4 })
       }).pipe(
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause)

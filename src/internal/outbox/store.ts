@@ -55,6 +55,7 @@ export interface RecipientRow {
 /** @internal */
 export interface AttemptRow {
   readonly messageId: string
+  readonly generation: number
   readonly step: number
   readonly domain: string
   readonly startedMs: number
@@ -120,11 +121,12 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
     yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.recipients}_due ON ${t.recipients} (state, next_attempt_ms)`)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.attempts} (
       message_id TEXT NOT NULL,
+      generation INTEGER NOT NULL,
       step INTEGER NOT NULL,
       domain TEXT NOT NULL,
       started_ms ${blob} NOT NULL,
       report TEXT NOT NULL,
-      PRIMARY KEY (message_id, step, domain)
+      PRIMARY KEY (message_id, generation, step, domain)
     )`)
   })
 
@@ -160,6 +162,7 @@ const recipientRow = (r: any): RecipientRow => ({
 
 const attemptRow = (r: any): AttemptRow => ({
   messageId: r.message_id,
+  generation: num(r.generation),
   step: num(r.step),
   domain: r.domain,
   startedMs: num(r.started_ms),
@@ -258,7 +261,11 @@ export interface Store {
   /** A new generation of the message's workflow (a new execution id), returned. */
   readonly nextGeneration: (id: string) => Effect.Effect<number, SqlError>
   /** The watchdog revived the message's workflow at `nowMs` (it is not looked at again before the bound). */
-  readonly markRevived: (id: string, nowMs: number) => Effect.Effect<void, SqlError>
+  /**
+   * Takes the revival of a stalled message for this sweep: true for the one runner whose write changed the row (not
+   * revived since `beforeMs`); the others leave it.
+   */
+  readonly takeRevival: (id: string, nowMs: number, beforeMs: number) => Effect.Effect<boolean, SqlError>
   /** Messages newest first, `limit` of them, optionally only those not done. */
   readonly list: (
     options: { readonly limit: number; readonly pendingOnly: boolean }
@@ -297,7 +304,7 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
         Effect.map(sql`SELECT * FROM ${R} WHERE message_id = ${id} ORDER BY position`, (rows) => rows.map(recipientRow)),
       attempts: (id) =>
         Effect.map(
-          sql`SELECT * FROM ${A} WHERE message_id = ${id} ORDER BY started_ms, step, domain`,
+          sql`SELECT * FROM ${A} WHERE message_id = ${id} ORDER BY started_ms, generation, step, domain`,
           (rows) => rows.map(attemptRow)
         ),
       recordDomain: (id, updates, attempt, nowMs) =>
@@ -309,7 +316,9 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
             const expires = u.expiresMs === undefined ? sql`` : sql`expires_ms = ${u.expiresMs}, `
             yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over}`
           }
-          yield* sql`INSERT INTO ${A} (message_id, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
+          yield* sql`INSERT INTO ${A} (message_id, generation, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.generation}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
+          // Progress: a later stall is a first one again for the watchdog (a revival, not a new generation).
+          yield* sql`UPDATE ${M} SET revived_ms = NULL WHERE id = ${id} AND revived_ms IS NOT NULL`
         })),
       claim: (id, domain, token, nowMs, untilMs) =>
         Effect.asVoid(
@@ -362,11 +371,15 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError, SqlClient.S
           }
         ),
       nextGeneration: (id) =>
-        sql`UPDATE ${M} SET generation = generation + 1 WHERE id = ${id}`.pipe(
-          Effect.zipRight(sql`SELECT generation FROM ${M} WHERE id = ${id}`),
-          Effect.map((rows) => num((rows[0] as any)?.generation ?? 0))
+        Effect.map(
+          sql`UPDATE ${M} SET generation = generation + 1 WHERE id = ${id} RETURNING generation`,
+          (rows) => num((rows[0] as any)?.generation ?? 0)
         ),
-      markRevived: (id, nowMs) => Effect.asVoid(sql`UPDATE ${M} SET revived_ms = ${nowMs} WHERE id = ${id}`),
+      takeRevival: (id, nowMs, beforeMs) =>
+        Effect.map(
+          sql`UPDATE ${M} SET revived_ms = ${nowMs} WHERE id = ${id} AND done = 0 AND (revived_ms IS NULL OR revived_ms <= ${beforeMs}) RETURNING id`,
+          (rows) => rows.length > 0
+        ),
       list: ({ limit, pendingOnly }) =>
         Effect.map(
           pendingOnly

@@ -10,6 +10,7 @@
  * the same or, after a partial run, only what is left.
  */
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
+import { createHash } from "node:crypto"
 import * as Entity from "@effect/cluster/Entity"
 import { EntityAddress } from "@effect/cluster/EntityAddress"
 import { EntityId } from "@effect/cluster/EntityId"
@@ -93,8 +94,10 @@ export const DeliveryWorkflow = Workflow.make({
  * @internal
  */
 export const DeliverRpc = Rpc.make("deliver", {
-  payload: { id: Schema.String, step: Schema.Number, domain: Schema.String },
-  primaryKey: ({ domain, id, step }) => `${id}/${step}/${domain}`
+  payload: { id: Schema.String, generation: Schema.Number, step: Schema.Number, domain: Schema.String },
+  // The generation too: a new generation counts its steps from 0 again, and its requests must not be taken for
+  // (and answered with the replies of) the old one's.
+  primaryKey: ({ domain, generation, id, step }) => `${id}/${generation}/${step}/${domain}`
 })
   .annotate(ClusterSchema.Persisted, true)
   // A runner that stops lets the transaction under way finish (no attempt abandoned mid-transaction).
@@ -117,7 +120,12 @@ export const domainEntityLayer = (concurrency: number) =>
         const context = yield* Effect.context<Core | TransportServices>()
         return {
           deliver: (request) =>
-            deliverDomain({ id: request.payload.id, step: request.payload.step, domain: request.payload.domain }).pipe(
+            deliverDomain({
+              id: request.payload.id,
+              generation: request.payload.generation,
+              step: request.payload.step,
+              domain: request.payload.domain
+            }).pipe(
               permits.withPermits(1),
               Effect.provide(context)
             )
@@ -130,7 +138,7 @@ export const domainEntityLayer = (concurrency: number) =>
 export const dispatchEntity = Layer.effect(
   Dispatch,
   Effect.map(DomainEntity.client, (client) => (job: DomainJob, key: string) =>
-    client(key).deliver({ id: job.id, step: job.step, domain: job.domain }).pipe(
+    client(key).deliver({ id: job.id, generation: job.generation, step: job.step, domain: job.domain }).pipe(
       // The entity's request and reply through the cluster (storage, and the network when another runner holds it).
       Effect.withSpan("outbox.dispatch"),
       // A few seconds of retries (a full mailbox, storage): then the step's floor wait and the next step.
@@ -161,6 +169,9 @@ export class Revive extends Context.Tag("effect-smtp-transport/internal/OutboxRe
   Revive,
   (stalled: Stalled) => Effect.Effect<string, unknown>
 >() {}
+
+/** Generations of a message's workflow the watchdog begins at most (the first included). @internal */
+export const MAX_GENERATIONS = 3
 
 /**
  * Revival on `@effect/cluster` (requires `Sharding` and its `MessageStorage`). The ways a workflow stalls there, and
@@ -203,7 +214,9 @@ export const reviveCluster = Layer.effect(
     const { store } = yield* Core
     return ({ domains, generation, id, revivedBefore }: Stalled) =>
       Effect.gen(function*() {
-        if (revivedBefore) {
+        // Bounded: in a backlog healthy messages look stalled too (their recipients wait for an attempt permit), and
+        // each generation is one more workflow for the same permits.
+        if (revivedBefore && generation + 1 < MAX_GENERATIONS) {
           const next = yield* store.nextGeneration(id)
           yield* DeliveryWorkflow.execute({ id, generation: next }, { discard: true }).pipe(
             Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
@@ -286,7 +299,7 @@ export const step = (
       rows.filter((r) => isPending(r) && (r.nextAttemptMs ?? 0) <= startMs).map((r) => r.domain)
     ))
     yield* Effect.forEach(domains, (domain) =>
-      Effect.flatMap(routingKey(domain), (key) => dispatch({ id, domain, step: n }, key)), {
+      Effect.flatMap(routingKey(domain), (key) => dispatch({ id, domain, step: n, generation }, key)), {
       concurrency: "unbounded",
       discard: true
     })
@@ -322,7 +335,7 @@ export const step = (
           }
         })
       })
-      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.failed.${n}`, dsn.value, nowMs, id, config)
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, dsnId(id, "failed", failed), dsn.value, nowMs, id, config)
       yield* store.dsnSent(id, failed.map((r) => r.address))
     }
 
@@ -349,7 +362,7 @@ export const step = (
           }
         })
       })
-      if (Option.isSome(dsn)) yield* enqueueDsn(store, `${dsnBase(id, generation)}.delayed.${n}`, dsn.value, nowMs, id, config)
+      if (Option.isSome(dsn)) yield* enqueueDsn(store, dsnId(id, "delayed", delayed), dsn.value, nowMs, id, config)
       // The next point of each recipient's schedule, evaluated now with notify_num advanced, from now.
       yield* store.notified(id, delayed.map((r) => {
         const notifyNum = r.notifyNum + 1
@@ -388,8 +401,15 @@ export const step = (
 
 const RETRY_FLOOR_MS = 5_000
 
-/** A DSN's id is its step's: a later generation's steps count from 0 again, so the generation is part of it. */
-const dsnBase = (id: string, generation: number) => (generation === 0 ? id : `${id}.g${generation}`)
+/**
+ * A DSN's id is what it reports, not the step that made it: the recipients (each with the notices it had), so that a
+ * step run again after an engine failure, a replay or a second generation of the workflow making the same notice
+ * store it once (an id stored already is left as it is).
+ */
+const dsnId = (id: string, kind: "failed" | "delayed", rows: ReadonlyArray<RecipientRow>) => {
+  const what = rows.map((r) => `${r.address} ${r.notifyNum}`).sort().join("\n")
+  return `${id}.${kind}.${createHash("sha256").update(what).digest("hex").slice(0, 16)}`
+}
 
 /**
  * A DSN goes through the outbox: stored (once: its id is the step's), then its own workflow begun, outside this one
