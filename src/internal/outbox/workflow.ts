@@ -461,30 +461,38 @@ const publish = (
  */
 export const workflowLayer = DeliveryWorkflow.toLayer(({ generation, id }) =>
   Effect.gen(function*() {
+    // Failures in a row: a storage outage passes, a failure that repeats this often is a defect of its own (a bug),
+    // which then ends the workflow (the watchdog's generations, bounded, take it from there) rather than loop.
+    let failures = 0
+    const survive = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string, fallback: A) =>
+      Effect.catchAllCause(Effect.tap(effect, () => {
+        failures = 0
+      }), (cause) => {
+        if (Cause.isInterruptedOnly(cause) || ++failures > MAX_FAILURES) return Effect.failCause(cause)
+        return Effect.as(
+          Effect.logWarning(`outbox: ${id}: the workflow's ${what} failed; the next step goes on: ${Cause.pretty(cause)}`),
+          fallback
+        )
+      })
     for (let n = 0;; n++) {
       const result: typeof StepResult.Type = yield* survive(
         Activity.make({ name: `step/${n}`, success: StepResult, execute: step(id, n, generation) }),
-        id,
         `step ${n}`,
-        { done: false, waitMs: RETRY_FLOOR_MS }
+        // The wait after a failed step, durable, growing with the failures in a row (5 s, 10 s, … 10 minutes).
+        { done: false, waitMs: Math.min(RETRY_FLOOR_MS * 2 ** Math.min(failures, 10), 600_000) }
       )
       if (result.done) return
-      yield* survive(
-        DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) }),
-        id,
+      const slept = yield* survive(
+        Effect.as(DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) }), true),
         `wait ${n}`,
-        undefined
+        false
       )
+      // A wait that failed is made in memory (not durable: a replay makes it again), so that the next step is not
+      // at once.
+      if (!slept) yield* Effect.sleep(Duration.millis(RETRY_FLOOR_MS))
     }
   })
 )
 
-const survive = <A, E, R>(effect: Effect.Effect<A, E, R>, id: string, what: string, fallback: A): Effect.Effect<A, E, R> =>
-  Effect.catchAllCause(effect, (cause) =>
-    Cause.isInterruptedOnly(cause)
-      ? Effect.failCause(cause)
-      : Effect.as(
-        Effect.logWarning(`outbox: ${id}: the workflow's ${what} failed; the next step goes on: ${Cause.pretty(cause)}`)
-          .pipe(Effect.zipRight(Effect.sleep(Duration.millis(RETRY_FLOOR_MS)))),
-        fallback
-      ))
+/** Engine failures in a row a workflow survives (about an hour of durable waits, growing from 5 s to 10 minutes). */
+const MAX_FAILURES = 12
