@@ -199,12 +199,19 @@ const clusterRunner = (options: Options) =>
   )
 
 /**
- * Sharding settings that suit an outbox: storage polled every second, so that timed wake-ups are not late by ten;
- * a runner that stops lets its SMTP transactions end (up to five minutes, the longest default phase timeout).
+ * Sharding settings that suit an outbox: storage polled every second, so that timed wake-ups are not late by ten.
+ *
+ * A runner that stops (or hands a shard over) gives each entity's requests `entityTerminationTimeout` to end, then
+ * interrupts them. That wait is not what keeps an SMTP transaction whole: the attempt runs from its claim to the
+ * write of its outcome in a region nothing interrupts (deliverDomain), so a stop waits for it whatever this bound,
+ * for as long as the transaction's phase timeouts let it run. What is interrupted is replayable: a workflow's run
+ * and its step resume on the runner that takes the shard, and an attempt not begun is made there. A long bound (it
+ * was five minutes) let the stop wait on requests that cannot end while the runner stops: a run waiting for a step
+ * whose domain entity is on a shard this runner holds until its entities end (issue 19's slow stop).
  */
 const shardingDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
   entityMessagePollInterval: "1 second",
-  entityTerminationTimeout: "5 minutes"
+  entityTerminationTimeout: "3 seconds"
 }
 
 /**

@@ -5,8 +5,8 @@
  * One cluster serves every case, in this order: the limiter case needs three runners and a sink that has seen
  * nothing else (its maximum of transactions at once is the sink's over its life), the SIGTERM case stops one runner
  * and a new one takes its place, the PostgreSQL restart keeps the runners, and the SIGKILL case kills one last.
- * (SIGTERM before the restart, as when each case had runners of its own: a runner stopped after a restart can take
- * longer than the case's 30 s to end its work; docs/outbox.md.)
+ * (SIGTERM before the restart: a runner stopped shortly after a restart sometimes leaves a message sent twice, a
+ * known open defect of its own, docs/outbox.md. A stop there no longer takes long.)
  * Four runner starts instead of twelve; each case has its own messages (a Message-ID tag of its own) and is judged
  * on those alone. The cluster's tables have a prefix of this run's, dropped at the end.
  */

@@ -476,14 +476,25 @@ export const workflowLayer = DeliveryWorkflow.toLayer(({ generation, id }) =>
       })
     for (let n = 0;; n++) {
       const result: typeof StepResult.Type = yield* survive(
-        Activity.make({ name: `step/${n}`, success: StepResult, execute: step(id, n, generation) }),
+        // The engine runs an activity uninterruptible; a step is made interruptible again, so that a runner that
+        // stops does not wait for it (a reply from a domain entity whose shard cannot move until this runner lets
+        // go, storage retries after a PostgreSQL restart): every step is replayable (it reads what is left from SQL,
+        // and each write is one statement), and the SMTP transaction it dispatches protects itself in the domain
+        // entity (deliverDomain). An interrupted step is made again where the workflow resumes.
+        Activity.make({ name: `step/${n}`, success: StepResult, execute: Effect.interruptible(step(id, n, generation)) }),
         `step ${n}`,
         // The wait after a failed step, durable, growing with the failures in a row (5 s, 10 s, … 10 minutes).
         { done: false, waitMs: Math.min(RETRY_FLOOR_MS * 2 ** Math.min(failures, 10), 600_000) }
       )
       if (result.done) return
       const slept = yield* survive(
-        Effect.as(DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs) }), true),
+        // Always on the durable clock (the workflow suspended, woken by the clock entity), never in memory: a
+        // wait of 60 s or less would otherwise be an uninterruptible activity sleeping in the entity, and a runner
+        // that stops would wait for it to end.
+        Effect.as(
+          DurableClock.sleep({ name: `wait/${n}`, duration: Duration.millis(result.waitMs), inMemoryThreshold: Duration.zero }),
+          true
+        ),
         `wait ${n}`,
         false
       )
