@@ -72,6 +72,32 @@ describe("outbox on SQLite, one process", () => {
       expect(yield* runner.exited).toBe(130)
     }), 60_000)
 
+  it.scopedLive("SIGTERM while the server takes 5 s to answer the final dot: the stop waits, the outcome is recorded", () =>
+    Effect.gen(function*() {
+      // Longer than the cluster's grace for its entities (3 s): the stop must wait for the transaction and its
+      // write, not cut it when the outbox's own scope closes (the reply would be lost, and the message sent again).
+      const sink = yield* startCountingServer({ dataDelayMs: 5_000 })
+      const dns = yield* DnsServer.scoped({ zones })
+      const db = ["--db", `file:${path.join(tmp, "term.db")}`]
+      const args = [...db, "--config", config, "--dns", dns.server, "--port", String(sink.port)]
+      const runner = yield* startRunner(args)
+      const eml = file("term.eml", "Message-ID: <term@origin.test>\r\nSubject: t\r\n\r\nbody\r\n")
+      const run = yield* outbox(["enqueue", ...db, "--config", config, "--from", "a@origin.test", "--message", eml, "r@one.test"])
+      expect(run.code, run.stderr).toBe(0)
+      const id = run.stdout.trim()
+      for (let i = 0; i < 200 && sink.maxInData() === 0; i++) yield* Effect.sleep("50 millis")
+      expect(sink.maxInData()).toBe(1)
+      yield* runner.signal("SIGTERM")
+      expect(yield* runner.exited).toBe(130)
+      // The transaction ended with its reply read, and its outcome is in SQL.
+      expect(sink.byMessageId().get("<term@origin.test>")).toBe(1)
+      expect(sink.cutAfterData().size).toBe(0)
+      const status = JSON.parse((yield* outbox(["status", ...db, "--json", id])).stdout) as {
+        recipients: ReadonlyArray<{ state: string }>
+      }
+      expect(status.recipients.map((r) => r.state)).toEqual(["delivered"])
+    }), 60_000)
+
   it.scopedLive("a temporary refusal is retried on the configuration's [queue.schedule], with retry_num and last_error", () =>
     Effect.gen(function*() {
       const refused = new Set<string>()

@@ -5,6 +5,7 @@
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
 import type * as PubSub from "effect/PubSub"
 import type * as Scope from "effect/Scope"
 import type { AttemptRecord, RecipientResult, ReportError, ReportReply } from "../../DeliveryReport.js"
@@ -83,6 +84,12 @@ export class Core extends Context.Tag("effect-smtp-transport/internal/OutboxCore
   readonly store: Store
   readonly events: PubSub.PubSub<StatusEvent>
   readonly options: CoreOptions
-  /** The outbox layer's scope: attempts run in it, so that the cluster stopping first does not cut them. */
+  /**
+   * Where attempts run: a scope of the outbox layer's, so that the cluster stopping first does not cut them, and
+   * which the layer closes only once every attempt under way has ended (its transaction and the write of its
+   * outcome): closing it interrupts nothing that was sent and not recorded.
+   */
   readonly scope: Scope.Scope
+  /** Held by each attempt while it runs (one permit each); the layer's close takes them all. */
+  readonly attempts: Effect.Semaphore
 }>() {}

@@ -179,7 +179,7 @@ export const deliverDomain = (
 
 const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, Core | TransportServices> =>
   Effect.gen(function*() {
-    const { events, scope, store } = yield* Core
+    const { attempts, events, scope, store } = yield* Core
     const config = yield* OutboundConfig
     const message = yield* store.message(job.id)
     if (Option.isNone(message)) return
@@ -265,7 +265,7 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
       })))
     }).pipe(Effect.scoped)
     yield* Effect.uninterruptible(
-      Effect.flatMap(Effect.forkIn(Effect.interruptible(attempt), scope), Fiber.join)
+      Effect.flatMap(Effect.forkIn(attempts.withPermits(1)(Effect.interruptible(attempt)), scope), Fiber.join)
     )
   }).pipe(
     // A storage outage (a PostgreSQL restart) before the attempt: the reads are made again. After the transaction,

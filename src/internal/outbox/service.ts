@@ -10,11 +10,13 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { AttemptRecord, RecipientResult } from "../../DeliveryReport.js"
 import { OutboundConfig } from "../../OutboundConfig.js"
@@ -59,6 +61,9 @@ const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
 
 const storageError = (error: SqlError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
+/** More attempts than can ever run at once: the close takes them all, so it waits for every one. */
+const ALL_ATTEMPTS = 1_000_000_000
+
 /** The store and the event hub. @internal */
 export const coreLayer = (
   prefix: string,
@@ -69,7 +74,12 @@ export const coreLayer = (
     Effect.gen(function*() {
       const store = yield* Effect.mapError(Store.make(prefix), storageError)
       const events = yield* PubSub.unbounded<StatusEvent>()
-      return { store, events, options, scope: yield* Effect.scope }
+      // Attempts are forked into a scope of their own, closed (interrupting what is left) after the finalizer below
+      // has waited for every attempt under way: finalizers run last-added first.
+      const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+      const attempts = yield* Effect.makeSemaphore(ALL_ATTEMPTS)
+      yield* Effect.addFinalizer(() => attempts.take(ALL_ATTEMPTS))
+      return { store, events, options, scope, attempts }
     })
   )
 
