@@ -33,7 +33,8 @@ starttls = "disable"
 mta-sts = "disable"
 `)
 
-describe("outbox on SQLite, one process", () => {
+// The cases run at once: each has its own database file, servers and runner process, and mostly waits on them.
+describe.concurrent("outbox on SQLite, one process", () => {
   it.scopedLive("serve delivers what enqueue stored, each message once; status tells; SIGTERM stops it", () =>
     Effect.gen(function*() {
       const sink = yield* startCountingServer()
@@ -72,11 +73,11 @@ describe("outbox on SQLite, one process", () => {
       expect(yield* runner.exited).toBe(130)
     }), 60_000)
 
-  it.scopedLive("SIGTERM while the server takes 5 s to answer the final dot: the stop waits, the outcome is recorded", () =>
+  it.scopedLive("SIGTERM while the server takes 4 s to answer the final dot: the stop waits, the outcome is recorded", () =>
     Effect.gen(function*() {
       // Longer than the cluster's grace for its entities (3 s): the stop must wait for the transaction and its
       // write, not cut it when the outbox's own scope closes (the reply would be lost, and the message sent again).
-      const sink = yield* startCountingServer({ dataDelayMs: 5_000 })
+      const sink = yield* startCountingServer({ dataDelayMs: 4_000 })
       const dns = yield* DnsServer.scoped({ zones })
       const db = ["--db", `file:${path.join(tmp, "term.db")}`]
       const args = [...db, "--config", config, "--dns", dns.server, "--port", String(sink.port)]
