@@ -5,9 +5,8 @@
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
-import type * as Effect from "effect/Effect"
+import type * as FiberSet from "effect/FiberSet"
 import type * as PubSub from "effect/PubSub"
-import type * as Scope from "effect/Scope"
 import type { AttemptRecord, RecipientResult, ReportError, ReportReply } from "../../DeliveryReport.js"
 import type { RecipientState, Store } from "./store.js"
 
@@ -85,11 +84,9 @@ export class Core extends Context.Tag("effect-smtp-transport/internal/OutboxCore
   readonly events: PubSub.PubSub<StatusEvent>
   readonly options: CoreOptions
   /**
-   * Where attempts run: a scope of the outbox layer's, so that the cluster stopping first does not cut them, and
-   * which the layer closes only once every attempt under way has ended (its transaction and the write of its
-   * outcome): closing it interrupts nothing that was sent and not recorded.
+   * Where attempts run: a set of the outbox layer's, so that the cluster stopping first does not cut them, which the
+   * layer's close waits to be empty before it interrupts what is left: every attempt under way ends (its transaction
+   * and the write of its outcome), nothing sent is left unrecorded.
    */
-  readonly scope: Scope.Scope
-  /** Held by each attempt while it runs (one permit each); the layer's close takes them all. */
-  readonly attempts: Effect.Semaphore
+  readonly attempts: FiberSet.FiberSet
 }>() {}

@@ -14,6 +14,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
@@ -179,7 +180,7 @@ export const deliverDomain = (
 
 const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, Core | TransportServices> =>
   Effect.gen(function*() {
-    const { attempts, events, scope, store } = yield* Core
+    const { attempts, events, store } = yield* Core
     const config = yield* OutboundConfig
     const message = yield* store.message(job.id)
     if (Option.isNone(message)) return
@@ -204,7 +205,8 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
     if (due.length === 0) return
     // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
     // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
-    // scope, which outlives the cluster's, and this handler waits for it without being interruptible.
+    // attempt set, which outlives the cluster and whose close waits for it, and this handler waits for it without
+    // being interruptible.
     const attempt = Effect.gen(function*() {
       // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
       yield* Effect.forkScoped(
@@ -265,7 +267,7 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
       })))
     }).pipe(Effect.scoped)
     yield* Effect.uninterruptible(
-      Effect.flatMap(Effect.forkIn(attempts.withPermits(1)(Effect.interruptible(attempt)), scope), Fiber.join)
+      Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt)), Fiber.join)
     )
   }).pipe(
     // A storage outage (a PostgreSQL restart) before the attempt: the reads are made again. After the transaction,

@@ -10,13 +10,12 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
-import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { AttemptRecord, RecipientResult } from "../../DeliveryReport.js"
 import { OutboundConfig } from "../../OutboundConfig.js"
@@ -61,9 +60,6 @@ const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
 
 const storageError = (error: SqlError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
-/** More attempts than can ever run at once: the close takes them all, so it waits for every one. */
-const ALL_ATTEMPTS = 1_000_000_000
-
 /** The store and the event hub. @internal */
 export const coreLayer = (
   prefix: string,
@@ -74,12 +70,11 @@ export const coreLayer = (
     Effect.gen(function*() {
       const store = yield* Effect.mapError(Store.make(prefix), storageError)
       const events = yield* PubSub.unbounded<StatusEvent>()
-      // Attempts are forked into a scope of their own, closed (interrupting what is left) after the finalizer below
-      // has waited for every attempt under way: finalizers run last-added first.
-      const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
-      const attempts = yield* Effect.makeSemaphore(ALL_ATTEMPTS)
-      yield* Effect.addFinalizer(() => attempts.take(ALL_ATTEMPTS))
-      return { store, events, options, scope, attempts }
+      // The set's own finalizer interrupts its fibers; the one added after it runs first (last-added first) and
+      // waits for every attempt under way to end.
+      const attempts = yield* FiberSet.make()
+      yield* Effect.addFinalizer(() => FiberSet.awaitEmpty(attempts))
+      return { store, events, options, attempts }
     })
   )
 
