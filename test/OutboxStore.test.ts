@@ -5,11 +5,12 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
+import * as Events from "../src/internal/outbox/events.js"
 import * as Store from "../src/internal/outbox/store.js"
 
 const withStore = <A, E>(f: (store: Store.Store) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
-    const store = yield* Store.make("t")
+    const store = yield* Store.make("t", yield* Events.local)
     yield* Store.migrate(Store.tables("t"))
     yield* store.insert(
       { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" },
