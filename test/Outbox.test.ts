@@ -56,6 +56,19 @@ const session = (ehlo: string | RegExp, rcpts: ReadonlyArray<string>, data = "25
 
 const refuse: TestPeer = { connect: "refuse" }
 
+/** A session that refuses the recipient for good at RCPT; `mailFrom` is the MAIL command expected. */
+const refuseRcpt = (rcpt: string, mailFrom: string | RegExp = /^MAIL FROM:/): ReadonlyArray<Step> => [
+  Script.reply("220 mx ESMTP"),
+  Script.expect("EHLO client.test"),
+  Script.reply("250 mx"),
+  Script.expect(mailFrom),
+  Script.reply("250 ok"),
+  Script.expect(`RCPT TO:<${rcpt}>`),
+  Script.reply("550 5.1.1 no such user"),
+  Script.expect("QUIT"),
+  Script.reply("221 bye")
+]
+
 const zones: Dns.Zones = {
   "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
   "mx.a.test": { a: ["192.0.2.1"] },
@@ -270,19 +283,7 @@ describe("Outbox workflow", () => {
       expect((yield* outbox.list()).length).toBe(1)
     }).pipe(Effect.provide(services({
       "192.0.2.1": refuse,
-      "192.0.2.2": [{
-        script: [
-          Script.reply("220 mx ESMTP"),
-          Script.expect("EHLO client.test"),
-          Script.reply("250 mx"),
-          Script.expect("MAIL FROM:<>"),
-          Script.reply("250 ok"),
-          Script.expect("RCPT TO:<no@b.test>"),
-          Script.reply("550 5.1.1 no such user"),
-          Script.expect("QUIT"),
-          Script.reply("221 bye")
-        ]
-      }]
+      "192.0.2.2": [{ script: refuseRcpt("no@b.test", "MAIL FROM:<>") }]
     }, schedule({ retry: ["1 minute"], maxAttempts: 2 })))))
 
   it.scoped("an invalid request is refused at enqueue, with every problem", () =>
@@ -340,19 +341,7 @@ describe("Outbox workflow", () => {
       }
     }).pipe(Effect.provide(services({
       "192.0.2.1": refuse,
-      "192.0.2.2": [{
-        script: [
-          Script.reply("220 mx ESMTP"),
-          Script.expect("EHLO client.test"),
-          Script.reply("250 mx"),
-          Script.expect(/^MAIL FROM:/),
-          Script.reply("250 ok"),
-          Script.expect("RCPT TO:<no@b.test>"),
-          Script.reply("550 5.1.1 no such user"),
-          Script.expect("QUIT"),
-          Script.reply("221 bye")
-        ]
-      }],
+      "192.0.2.2": [{ script: refuseRcpt("no@b.test") }],
       "192.0.2.9": [
         { script: session("client.test", ["sender@origin.test"]) },
         { script: session("client.test", ["sender@origin.test"]) }

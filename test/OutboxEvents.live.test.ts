@@ -11,39 +11,26 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Stream } from "effect"
-import { execFileSync } from "node:child_process"
-import * as net from "node:net"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { tempFiles } from "./utils/files.js"
-import { startRunner } from "./utils/outbox.js"
+import { dropTables, pgUrl as url, psqlRows, startPgRunner } from "./utils/outbox.js"
 
-const url = "postgres://postgres@127.0.0.1:5432/test"
 const { file } = tempFiles("outbox-events")
 const prefix = `obe_${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 
-const psql = (command: string) =>
-  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
-    stdio: "pipe",
-    timeout: 30_000
-  }).toString().split("\n").filter((l) => l !== "")
-
-/** The same, or nothing while PostgreSQL is away (another suite restarts it: OutboxCluster.live). */
+/** `psql`, or nothing while PostgreSQL is away (another suite restarts it: OutboxCluster.live). */
 const psqlOrNone = (command: string) => {
   try {
-    return psql(command)
+    return psqlRows(command)
   } catch {
     return []
   }
 }
 
-afterAll(() => {
-  for (const table of psql(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)) {
-    psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
-  }
-}, 60_000)
+afterAll(() => dropTables(prefix), 60_000)
 
 const zones = { "one.test": { mx: [{ exchange: "mx.one.test", priority: 10 }] }, "mx.one.test": { a: ["127.0.0.1"] } }
 const config = file("events.toml", `[queue.outbound]
@@ -53,14 +40,6 @@ ip-strategy = "ipv4_only"
 starttls = "disable"
 mta-sts = "disable"
 `)
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 /** The sessions LISTENing on this prefix's channel (its events, or a listener's probe channel), idle. */
 const listeners = () =>
@@ -78,21 +57,7 @@ describe("outbox events on PostgreSQL", () => {
     Effect.gen(function*() {
       const sink = yield* startCountingServer()
       const dns = yield* DnsServer.scoped({ zones })
-      const port = yield* freePort
-      const runner = yield* startRunner([
-        "--db",
-        url,
-        "--prefix",
-        prefix,
-        "--runner",
-        `127.0.0.1:${port}`,
-        "--config",
-        config,
-        "--dns",
-        dns.server,
-        "--port",
-        String(sink.port)
-      ], "30 seconds")
+      const runner = yield* startPgRunner(prefix, { config, dns: dns.server, port: sink.port })
       const client = yield* Layer.build(Outbox.layerClient({ db: url, prefix }).pipe(
         Layer.provide(OutboundConfig.layer(config)),
         Layer.provide(NodeContext.layer)

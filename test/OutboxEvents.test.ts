@@ -119,6 +119,8 @@ describe("the store's writes announce what they changed", () => {
         // The same message again (a replayed step's DSN): nothing stored, nothing announced.
         expect(yield* store.insert(message, [recipient("a@a.test")])).toBe(false)
         yield* store.recordDomain("m1", [update("a@a.test", "delivered"), update("b@a.test", "deferred")], attempt(0), 100)
+        // The same write again (its commit's reply lost): nothing changes, nothing is announced twice.
+        yield* store.recordDomain("m1", [update("a@a.test", "delivered"), update("b@a.test", "deferred")], attempt(0), 100)
         // A late deferral of a delivered recipient is not recorded, so not announced.
         yield* store.recordDomain("m1", [update("a@a.test", "deferred")], attempt(1), 200)
         // c is held by an attempt under way: the expiry leaves it to the attempt.

@@ -4,9 +4,65 @@
  */
 import { Duration, Effect } from "effect"
 import type * as Scope from "effect/Scope"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import * as net from "node:net"
 import * as path from "node:path"
 import { runMain } from "./cli.js"
+
+/** The cluster suites' PostgreSQL (`.ci/run` starts it): trust auth, database `test`. */
+export const pgUrl = "postgres://postgres@127.0.0.1:5432/test"
+
+/** A statement through `psql` on that database: its output, a row a line. */
+export const psql = (command: string): string =>
+  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
+    stdio: "pipe",
+    timeout: 30_000
+  }).toString()
+
+/** Its rows. */
+export const psqlRows = (command: string): ReadonlyArray<string> => psql(command).split("\n").filter((l) => l !== "")
+
+/** Drops the tables of a run's prefix (the outbox's and its cluster's). */
+export const dropTables = (prefix: string) => {
+  for (const table of psqlRows(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)) {
+    psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
+  }
+}
+
+/** A port free on 127.0.0.1 now (listened on, then closed): a runner's `--runner` address. */
+export const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/**
+ * `outbox serve` on `pgUrl` under `prefix`, at a port the system has just handed out (a fixed port in the ephemeral
+ * range can be taken by any other suite's connection running beside this one), delivering to `port` on loopback.
+ */
+export const startPgRunner = (
+  prefix: string,
+  options: { readonly config: string; readonly dns: string; readonly port: number },
+  extra: ReadonlyArray<string> = []
+) =>
+  Effect.flatMap(freePort, (runnerPort) =>
+    startRunner([
+      "--db",
+      pgUrl,
+      "--prefix",
+      prefix,
+      "--runner",
+      `127.0.0.1:${runnerPort}`,
+      "--config",
+      options.config,
+      "--dns",
+      options.dns,
+      "--port",
+      String(options.port),
+      ...extra
+    ], "30 seconds"))
 
 const bin = path.resolve(import.meta.dirname, "..", "..", "dist", "bin.js")
 

@@ -336,8 +336,11 @@ export const make = (prefix: string, announcer: Announcer): Effect.Effect<Store,
             // A delivery is a fact: recorded whatever another attempt recorded meanwhile (an expiry, a deferral of
             // an attempt whose lease had lapsed), and never overwritten; any other result only over a pending state.
             const over = u.state === "delivered" ? sql`state <> 'delivered'` : sql`state IN ('queued', 'deferred')`
+            // Nor again: a write made again after its commit's reply was lost (a PostgreSQL restart) changes nothing
+            // the second time, so it announces nothing twice.
+            const again = sql`NOT (state = ${u.state} AND retry_num = ${u.retryNum} AND updated_ms = ${nowMs})`
             const expires = u.expiresMs === undefined ? sql`` : sql`expires_ms = ${u.expiresMs}, `
-            const changed = yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over} RETURNING address`
+            const changed = yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over} AND ${again} RETURNING address`
             // Only what the statement changed: a result another attempt's outcome kept out is not announced.
             if (changed.length > 0) {
               events.push({
