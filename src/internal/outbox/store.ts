@@ -132,10 +132,10 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
   })
 
 const num = (u: unknown): number => Number(u)
+const numOrNull = (u: unknown): number | null => (u === null || u === undefined ? null : Number(u))
 /** The error of a row's `result` (JSON `{ reply, error, host }`). */
 const errorOf = (result: string | null): ReportError | null =>
   result === null ? null : (JSON.parse(result) as { readonly error: ReportError | null }).error
-const numOrNull = (u: unknown): number | null => (u === null || u === undefined ? null : Number(u))
 
 const messageRow = (r: any): MessageRow => ({
   id: r.id,
