@@ -4,7 +4,7 @@
  */
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, Exit, Fiber, Option, Queue, Schema, Stream, TestClock } from "effect"
 import type { ReportError } from "../src/DeliveryReport.js"
 import * as Events from "../src/internal/outbox/events.js"
 import * as Store from "../src/internal/outbox/store.js"
@@ -139,4 +139,37 @@ describe("the store's writes announce what they changed", () => {
           ["c@a.test", "queued", 0]
         ])
       })))
+})
+
+describe("a listener's probes", () => {
+  /** `watch` with probes that come back through `back` (or not), run for `seconds` of the test clock. */
+  const run = (send: (back: Queue.Queue<string>) => Effect.Effect<unknown, unknown>, seconds: number) =>
+    Effect.gen(function*() {
+      const back = yield* Queue.unbounded<string>()
+      const fiber = yield* Effect.fork(Events.watch(send(back), Stream.fromQueue(back)))
+      for (let i = 0; i < seconds; i++) yield* TestClock.adjust("1 second")
+      return Option.map(yield* Fiber.poll(fiber), (exit) => Exit.isFailure(exit))
+    })
+
+  it.effect("probes that come back: the connection is alive", () =>
+    Effect.gen(function*() {
+      expect(yield* run((back) => Queue.offer(back, "1"), 30)).toEqual(Option.none())
+    }))
+
+  it.effect("a probe PostgreSQL took that does not come back: lost, 3 s after it was sent", () =>
+    Effect.gen(function*() {
+      // Sent at 1 s; at 4 s it is 3 s old, at 5 s more.
+      expect(yield* run(() => Effect.void, 4)).toEqual(Option.none())
+      expect(yield* run(() => Effect.void, 5)).toEqual(Option.some(true))
+    }))
+
+  it.effect("probes that cannot be sent (PostgreSQL away): nothing to conclude, no listening again for nothing", () =>
+    Effect.gen(function*() {
+      expect(yield* run(() => Effect.fail("connection refused"), 30)).toEqual(Option.none())
+    }))
+
+  it.effect("a slow round (a pool or a process that did not run for seconds) forgives the probes not heard yet", () =>
+    Effect.gen(function*() {
+      expect(yield* run(() => Effect.sleep("3 seconds"), 40)).toEqual(Option.none())
+    }))
 })

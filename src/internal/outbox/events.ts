@@ -12,12 +12,14 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
@@ -177,15 +179,50 @@ export const channelOf = (prefix: string): string =>
     ? `${prefix}_events`
     : `outbox_events_${createHash("sha256").update(prefix).digest("hex").slice(0, 24)}`
 
-class ListenLost extends Data.TaggedError("ListenLost")<{ readonly reason: string }> {}
+/** @internal */
+export class ListenLost extends Data.TaggedError("ListenLost")<{ readonly reason: string }> {}
 
 /**
  * How often a listener checks that its connection still hears (a probe notification sent through the pool to a
- * channel of its own), and how long it waits for one before it listens again: `PgClient.listen` neither ends nor
- * fails when its connection dies (a PostgreSQL restart), it goes silent.
+ * channel of its own), and how long after a probe was sent it listens again if that probe has not come back:
+ * `PgClient.listen` neither ends nor fails when its connection dies (a PostgreSQL restart), it goes silent.
  */
-const PROBE_EVERY = "1 second"
-const PROBE_LOST_AFTER = "3 seconds"
+const PROBE_EVERY_MS = 1_000
+const LOST_AFTER_MS = 3_000
+
+/**
+ * Fails once a probe this listener sent (committed: its statement returned) has not come back for `LOST_AFTER_MS`.
+ * Only a loss, not a slow process: a round of the loop that took far longer than its second (the process starved of
+ * CPU, a slow pool) forgives the probes not heard yet, since what this process has not read yet is not lost — a
+ * listener that listened again for nothing would miss the changes of its gap.
+ *
+ * @internal
+ */
+export const watch = (send: Effect.Effect<unknown, unknown>, heard: Stream.Stream<unknown, unknown>) =>
+  Effect.gen(function*() {
+    // When the oldest probe not heard back was sent; null while every probe sent came back.
+    const unanswered = yield* Ref.make<number | null>(null)
+    const hearing = Stream.runForEach(heard, () => Ref.set(unanswered, null)).pipe(
+      Effect.zipRight(Effect.fail(new ListenLost({ reason: "the probe channel's stream ended" })))
+    )
+    const probing = Effect.gen(function*() {
+      let last = yield* Clock.currentTimeMillis
+      for (;;) {
+        yield* Effect.sleep(PROBE_EVERY_MS)
+        const sent = yield* Effect.either(send)
+        const now = yield* Clock.currentTimeMillis
+        const stalled = now - last > 3 * PROBE_EVERY_MS
+        last = now
+        if (stalled) yield* Ref.set(unanswered, null)
+        else if (Either.isRight(sent)) yield* Ref.update(unanswered, (u) => u ?? now)
+        const oldest = yield* Ref.get(unanswered)
+        if (oldest !== null && now - oldest > LOST_AFTER_MS) {
+          return yield* new ListenLost({ reason: `a probe sent ${now - oldest} ms ago did not come back` })
+        }
+      }
+    })
+    return yield* Effect.raceFirst(hearing, probing)
+  })
 
 /** After a lost connection, the next LISTEN: at once, then less often, at most every 5 s, for as long as it takes. */
 const relisten = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("5 seconds")))
@@ -223,14 +260,8 @@ export const postgres = (
             ),
             Stream.flattenIterables
           )
-          const alive = pg.listen(probe).pipe(
-            Stream.timeoutFail(() => new ListenLost({ reason: `no probe came back for ${PROBE_LOST_AFTER}` }), PROBE_LOST_AFTER),
-            Stream.drain
-          )
-          const probing = Stream.fromEffect(
-            Effect.repeat(Effect.ignore(sql`SELECT pg_notify(${probe}, '1')`), Schedule.spaced(PROBE_EVERY))
-          ).pipe(Stream.drain)
-          return heard.pipe(Stream.merge(alive), Stream.merge(probing))
+          const alive = Stream.fromEffect(watch(sql`SELECT pg_notify(${probe}, '1')`, pg.listen(probe))).pipe(Stream.drain)
+          return Stream.merge(heard, alive)
         }
       )
       return Stream.unwrap(session).pipe(
