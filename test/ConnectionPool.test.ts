@@ -299,7 +299,8 @@ describe("the pool key: the host's name and its DANE decision", () => {
 
   it("the key names the trusted CAs: Node's roots and the extra ones, as startTlsCa lists them, or any other list", () => {
     const tls = { starttls: "optional", allowInvalidCerts: false, required: false } as const
-    const key = (ca: ReadonlyArray<string> | undefined) => sessionKey({ tls: { ...tls, ca }, servername: "mx.a.test" }, null)
+    const key = (ca: ReadonlyArray<string> | undefined) =>
+      sessionKey({ tls: { ...tls, ca }, servername: "mx.a.test" }, null)
     const roots = nodeTls.rootCertificates
     const lists = [
       undefined,

@@ -18,7 +18,11 @@
  */
 export const extend: {
   <A extends object, B extends object>(base: A, more: B): Omit<A, keyof B> & B
-  <A extends object, B extends object, C extends object>(base: A, more: B, most: C): Omit<Omit<A, keyof B> & B, keyof C> & C
+  <A extends object, B extends object, C extends object>(
+    base: A,
+    more: B,
+    most: C
+  ): Omit<Omit<A, keyof B> & B, keyof C> & C
 } = (base: object, more: object, most?: object): any => {
   if (Object.hasOwn(base, PROTO) || Object.hasOwn(more, PROTO) || (most !== undefined && Object.hasOwn(most, PROTO))) {
     return { ...base, ...more, ...most }
