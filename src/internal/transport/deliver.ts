@@ -133,14 +133,17 @@ export const limitMessage = <R>(
   )
 }
 
-/** The host's stage with its DANE decision, field by field: a spread adding `dane` is V8's slow path (`extend`). */
+/**
+ * The host's stage with its DANE decision, field by field: a spread adding `dane` is V8's slow path (`extend`). The
+ * `satisfies` names every key, optional ones included, so a field added to `HostStage` cannot be dropped here.
+ */
 const withDane = (stage: HostStage, dane: Dane.HostDane | null): HostStage => ({
   variables: stage.variables,
   settings: stage.settings,
   limiterWait: stage.limiterWait,
   relay: stage.relay,
   dane
-})
+} satisfies Record<keyof Required<HostStage>, unknown>)
 
 /** `f` of the value now, or after the effect: a value known at once costs no step. */
 const andThen = <A, B, E, R, E2, R2>(

@@ -506,7 +506,8 @@ const reusedSession = (
       phaseSpans: delivery.options.phaseSpans === true,
       span
     })
-    // Field by field: a spread of the pooled session (objects of several shapes by now) leaves V8's fast path.
+    // Field by field: a spread of the pooled session (objects of several shapes by now) leaves V8's fast path. The
+    // `satisfies` names every key, optional ones included, so a field added to `Session` cannot be dropped here.
     const pooled = idle.session
     const session: SmtpSession.Session = {
       connection: pooled.connection,
@@ -518,7 +519,7 @@ const reusedSession = (
       ehlo: pooled.ehlo,
       helo: pooled.helo,
       auth: pooled.auth
-    }
+    } satisfies { readonly [K in keyof Required<SmtpSession.Session>]: unknown }
     const record = (fields: RecordFields) => {
       attempts.push({
         domain: group.domain,
