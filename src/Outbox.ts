@@ -37,6 +37,7 @@ import type * as Connector from "./Connector.js"
 import type * as Dns from "./Dns.js"
 import * as core from "./internal/outbox/core.js"
 import * as service from "./internal/outbox/service.js"
+import * as store from "./internal/outbox/store.js"
 import * as workflow from "./internal/outbox/workflow.js"
 import type * as MtaSts from "./MtaSts.js"
 import type { OutboundConfig } from "./OutboundConfig.js"
@@ -287,10 +288,12 @@ export const layerPg = (
     ...options.sharding
   }
   const configLayer = ShardingConfig.layer(shardingConfig)
+  // Built under the prefix's start lock: the storage makes the cluster's tables when built, and runners starting at
+  // once on a new prefix would fail on PostgreSQL's catalog.
   const storage = Layer.merge(
     SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` }),
     Layer.orDie(SqlRunnerStorage.layerWith({ prefix: `${prefix}_cluster` }))
-  ).pipe(Layer.provide(configLayer))
+  ).pipe(Layer.provide(configLayer), store.exclusiveLayer(prefix))
   const cluster = Layer.unwrapEffect(
     Effect.map(
       Effect.promise(() => import("@effect/platform-node/NodeClusterSocket")),

@@ -4,6 +4,7 @@
  */
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { MigrationError } from "@effect/sql/Migrator"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -58,7 +59,7 @@ export class Outbox extends Context.Tag("effect-smtp-transport/Outbox")<Outbox, 
 const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
   effect.pipe(storageDefects, Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(5))))
 
-const storageError = (error: SqlError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
+const storageError = (error: SqlError | MigrationError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
 /** The store and the event hub. @internal */
 export const coreLayer = (
