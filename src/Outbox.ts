@@ -16,7 +16,6 @@
  *
  * @since 0.3.0
  */
-import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as Runners from "@effect/cluster/Runners"
@@ -190,13 +189,11 @@ const coreOf = (options: Options) =>
 
 /** The workflow, the domain entity and the service, on a cluster's `Sharding` and storage. */
 const clusterRunner = (options: Options) =>
-  service.runnerLayer({ ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }).pipe(
-    Layer.provide(workflow.reviveCluster),
-    Layer.provideMerge(workflow.workflowLayer),
-    Layer.provide(workflow.dispatchEntity),
-    Layer.provide(workflow.domainEntityLayer(options.concurrency ?? 100)),
-    Layer.provide(ClusterWorkflowEngine.layer),
-    Layer.provide(coreOf(options))
+  service.clusterRunnerLayer(
+    prefixOf(options),
+    { reportingMta: options.reportingMta },
+    options.concurrency ?? 100,
+    { ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }
   )
 
 /**

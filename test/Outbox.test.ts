@@ -1,5 +1,13 @@
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Layer, Option, Stream, TestClock } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Option, Random, Stream, TestClock } from "effect"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
@@ -7,6 +15,7 @@ import * as Dns from "../src/Dns.js"
 import * as Limiter from "../src/Limiter.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as OutboxService from "../src/internal/outbox/service.js"
 import * as Outbox from "../src/Outbox.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import type { Variables } from "../src/Expression.js"
@@ -66,8 +75,8 @@ const zones: Dns.Zones = {
   "mx.origin.test": { a: ["192.0.2.9"] }
 }
 
-/** Everything a runner needs, with the schedule given (the configuration's own is Stalwart's default). */
-const services = (
+/** What a runner delivers with: the configuration, with the schedule given (its own is Stalwart's default). */
+const runnerServices = (
   peers: ConnectorTest.TestPeers,
   s: DeliverySchedule | ((variables: Variables) => DeliverySchedule),
   extra = ""
@@ -90,8 +99,15 @@ const services = (
     ConnectionPool.layer,
     Limiter.layer
   )
-  return Layer.provideMerge(Outbox.layerTest({ reportingMta: "mta.test" }), Layer.merge(config, transport))
+  return Layer.merge(config, transport)
 }
+
+/** The in-memory workflow engine's outbox (`layerTest`) and what it delivers with. */
+const services = (
+  peers: ConnectorTest.TestPeers,
+  s: DeliverySchedule | ((variables: Variables) => DeliverySchedule),
+  extra = ""
+) => Layer.provideMerge(Outbox.layerTest({ reportingMta: "mta.test" }), runnerServices(peers, s, extra))
 
 const request = (...recipients: ReadonlyArray<string>) => ({
   message: "Message-ID: <m1@origin.test>\r\nSubject: hi\r\n\r\nhello\r\n",
@@ -334,4 +350,106 @@ describe("Outbox workflow", () => {
 key = ["rcpt_domain"]
 concurrency = 1
 `))))
+})
+
+// The watchdog on `@effect/cluster` in memory (its message storage, one runner: what `layerSqlite` runs) and SQLite
+// in memory, on TestClock: a stall, each revival and each generation exactly where the bound puts them.
+
+/**
+ * A runner of the in-memory cluster, its watchdog on (a bound of 20 s), `concurrency` attempts at once. Its sweeps
+ * and storage polls are 5 s apart, not 1 s: each wake-up costs TestClock tens of milliseconds of waiting for the
+ * cluster's fibers to settle.
+ */
+const clusterServices = (
+  peers: ConnectorTest.TestPeers,
+  s: DeliverySchedule,
+  options: { readonly concurrency?: number; readonly extra?: string } = {}
+) => {
+  const cluster = Sharding.layer.pipe(
+    Layer.provideMerge(Runners.layerNoop),
+    Layer.provideMerge(MessageStorage.layerMemory),
+    Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
+    Layer.provide(ShardingConfig.layer({ entityMessagePollInterval: "5 seconds", entityTerminationTimeout: "3 seconds" }))
+  )
+  const runner = OutboxService.clusterRunnerLayer(
+    "t",
+    { reportingMta: "mta.test" },
+    options.concurrency ?? 100,
+    { every: "5 seconds", stallAfter: "20 seconds" }
+  ).pipe(Layer.provide(cluster), Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))
+  return Layer.provideMerge(runner, runnerServices(peers, s, options.extra))
+}
+
+/** The message's workflow generation and when the watchdog last revived it (SQL's). */
+const watchdogState = (id: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT generation, revived_ms FROM t_messages WHERE id = ${id}`).pipe(
+    Effect.map((rows) => rows.map((r: any) => [Number(r.generation), r.revived_ms === null ? null : Number(r.revived_ms)]))
+  )
+
+/**
+ * A wake-up the workflow will not have: its recipients due now in SQL while the workflow sleeps the wait of its
+ * schedule. Nothing the watchdog does to the run (its messages read again, the run resumed) brings the wake-up
+ * nearer: the message stays stalled past a revival, as one whose run hangs on a runner.
+ */
+const lostWakeUp = (id: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const now = yield* Clock.currentTimeMillis
+    yield* sql`UPDATE t_recipients SET next_attempt_ms = ${now} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND next_attempt_ms > ${now}`
+  })
+
+/**
+ * The cluster's runs in a tick of TestClock are ordered by their shards, and so by the messages' ids, which are
+ * random: a seed of its own makes each run of a test the same.
+ */
+const seeded = Effect.withRandom(Random.make("outbox watchdog"))
+
+describe("Outbox watchdog", () => {
+  it.scoped("a workflow stalled past its revival is begun anew, which sends to the recipients still pending, once", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("one@a.test", "two@b.test"))
+      yield* advance("5 seconds", "5 seconds")
+      yield* lostWakeUp(id)
+      // Due at 5 s: 20 s later the watchdog revives it (the run, suspended, is resumed and sleeps its hour again),
+      // and 20 s after that, still stalled, begins it anew: generation 1 sends to the recipient still pending, alone.
+      yield* advance("30 seconds", "5 seconds")
+      expect(yield* watchdogState(id)).toEqual([[0, ms("25 seconds")]])
+      yield* advance("20 seconds", "5 seconds")
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => [r.address, r.state])).toEqual([["one@a.test", "delivered"], ["two@b.test", "delivered"]])
+      expect(status.attempts.map((a) => [a.step, a.domain, a.startedMs])).toEqual([
+        [0, "a.test", 0],
+        [0, "b.test", 0],
+        [0, "b.test", ms("45 seconds")]
+      ])
+      expect((yield* watchdogState(id)).map(([generation]) => generation)).toEqual([1])
+      // The first generation's wake-up, its two minutes on, finds nothing to send.
+      yield* advance("100 seconds", "5 seconds")
+      expect((yield* connectionsTo("192.0.2.1")).length).toBe(1)
+      expect((yield* connectionsTo("192.0.2.2")).map((c) => c.outcome)).toEqual(["refuse", "accept"])
+      expect((yield* statusOf(id)).attempts.length).toBe(3)
+    }).pipe(Effect.provide(clusterServices({
+      "192.0.2.1": [{ script: session("client.test", ["one@a.test"]) }],
+      "192.0.2.2": [refuse, { script: session("retry-1.test", ["two@b.test"]) }]
+    }, schedule({ retry: ["2 minutes"] }))), seeded))
+
+  it.scoped("a message that stalls in every generation has three, then revivals only", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("two@b.test"))
+      // Every attempt defers it, and every wake-up is lost: each generation stalls in turn.
+      for (let i = 0; i < 27; i++) {
+        yield* TestClock.adjust("5 seconds")
+        yield* lostWakeUp(id)
+      }
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => r.state)).toEqual(["deferred"])
+      expect(status.attempts.map((a) => a.step)).toEqual([0, 0, 0])
+      // Stalls (the sweeps are 5 s apart) at 25 s (a revival), 45 s (generation 1), 65 s (a revival), 85 s
+      // (generation 2), then a revival every 20 s, where a generation 3 would have been: 105 s, 125 s.
+      expect(status.attempts.map((a) => a.startedMs)).toEqual([0, ms("45 seconds"), ms("85 seconds")])
+      expect(yield* watchdogState(id)).toEqual([[2, ms("125 seconds")]])
+      expect((yield* connectionsTo("192.0.2.2")).length).toBe(3)
+    }).pipe(Effect.provide(clusterServices({ "192.0.2.2": refuse }, schedule({ retry: ["1 hour"] }))), seeded))
 })

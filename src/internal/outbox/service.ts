@@ -2,6 +2,7 @@
  * The `Outbox` service and the layers its engines share: the store, the workflow and the domain entity, the starter
  * that begins the workflows of messages stored by a client (or by a process that stopped before it began them).
  */
+import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { MigrationError } from "@effect/sql/Migrator"
@@ -33,7 +34,14 @@ import {
 import { durably, storageDefects, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
 import * as Store from "./store.js"
-import { DeliveryWorkflow, Revive } from "./workflow.js"
+import {
+  DeliveryWorkflow,
+  dispatchEntity,
+  domainEntityLayer,
+  Revive,
+  reviveCluster,
+  workflowLayer
+} from "./workflow.js"
 
 /** @internal */
 export interface ListOptions {
@@ -260,3 +268,17 @@ export const runnerLayer = (sweep: Sweep = defaultSweep) =>
 
 /** A client's service (`runner` false), or a runner's without a sweeper (the in-memory engine's). @internal */
 export const serviceLayer = (runner: boolean) => Layer.scoped(Outbox, make(runner, null))
+
+/**
+ * A runner on a cluster's `Sharding` and storage: the workflow, the domain entity (`concurrency` attempts at once),
+ * the service with its sweeper. @internal
+ */
+export const clusterRunnerLayer = (prefix: string, options: CoreOptions, concurrency: number, sweep: Sweep) =>
+  runnerLayer(sweep).pipe(
+    Layer.provide(reviveCluster),
+    Layer.provideMerge(workflowLayer),
+    Layer.provide(dispatchEntity),
+    Layer.provide(domainEntityLayer(concurrency)),
+    Layer.provide(ClusterWorkflowEngine.layer),
+    Layer.provide(coreLayer(prefix, options))
+  )
