@@ -452,4 +452,33 @@ describe("Outbox watchdog", () => {
       expect(yield* watchdogState(id)).toEqual([[2, ms("125 seconds")]])
       expect((yield* connectionsTo("192.0.2.2")).length).toBe(3)
     }).pipe(Effect.provide(clusterServices({ "192.0.2.2": refuse }, schedule({ retry: ["1 hour"] }))), seeded))
+
+  it.scoped("a message waiting in a backlog for the runner's attempt permit is held, not revived", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      // The runner has one permit; the first message's server takes a minute to answer its final dot.
+      const first = yield* outbox.enqueue(request("one@a.test"))
+      yield* advance("5 seconds", "5 seconds")
+      const second = yield* outbox.enqueue(request("two@b.test"))
+      // The second is due from 5 s and waits for the permit until the first ends, past the bound (20 s): its
+      // recipient is held by its attempt meanwhile, and the watchdog leaves it alone.
+      yield* advance("90 seconds", "5 seconds")
+      const statuses = [yield* statusOf(first), yield* statusOf(second)]
+      expect(statuses.map((m) => m.recipients.map((r) => r.state))).toEqual([["delivered"], ["delivered"]])
+      expect(statuses[1]!.attempts.map((a) => a.startedMs)).toEqual([ms("1 minute")])
+      expect([yield* watchdogState(first), yield* watchdogState(second)]).toEqual([[[0, null]], [[0, null]]])
+      expect((yield* connectionsTo("192.0.2.2")).length).toBe(1)
+    }).pipe(
+      Effect.provide(clusterServices({
+        "192.0.2.1": [{
+          script: [
+            ...session("client.test", ["one@a.test"]).slice(0, 10),
+            Script.delay("1 minute"),
+            ...session("client.test", ["one@a.test"]).slice(10)
+          ]
+        }],
+        "192.0.2.2": [{ script: session("client.test", ["two@b.test"]) }]
+      }, schedule({ retry: ["1 minute"] }), { concurrency: 1 })),
+      seeded
+    ))
 })

@@ -5,35 +5,15 @@
  */
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Layer } from "effect"
-import { execFileSync } from "node:child_process"
-import * as net from "node:net"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import * as Transport from "../src/Transport.js"
+import { dropTables, freePort, psql } from "./utils/outbox.js"
 
 const url = "postgres://postgres@127.0.0.1:5432/test"
 const prefix = `obm_${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 
-const psql = (command: string) =>
-  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
-    stdio: "pipe",
-    timeout: 30_000
-  }).toString()
-
-afterAll(() => {
-  const tables = psql(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)
-    .split("\n").filter((t) => t !== "")
-  for (const table of tables) psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
-}, 30_000)
-
-/** A port free on 127.0.0.1 now (listened on, then closed). */
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+afterAll(() => dropTables(prefix), 30_000)
 
 describe("outbox migrations on PostgreSQL", () => {
   it.live("three runners start at once on a new prefix: each starts, the tables are made once", () =>

@@ -210,9 +210,9 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
         // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
         yield* Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })
         const now = yield* Clock.currentTimeMillis
-        // A few a sweep, oldest first: in a backlog that drains slower than `stallAfter` (recipients due, waiting
-        // for a runner's attempt permit, not claimed yet) healthy messages look stalled too, and reviving them is
-        // harmless but not free (a few statements each).
+        // A few a sweep, oldest first: a healthy message can still look stalled (an attempt request refused by a
+        // domain entity's full mailbox in a backlog of thousands to one MX host, docs/outbox.md), and reviving one
+        // is harmless but not free (a few statements).
         const stalled = yield* store.stalled(now, now - stallMs, 20)
         yield* Effect.forEach(stalled, (s) => revive(s, now), { discard: true, concurrency: 4 })
       }).pipe(

@@ -7,6 +7,7 @@
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -316,8 +317,8 @@ export interface Store {
     nowMs: number,
     untilMs: number
   ) => Effect.Effect<void, SqlError>
-  /** Extends the claim of `token` (the attempt is still under way). */
-  readonly renew: (token: string, untilMs: number) => Effect.Effect<void, SqlError>
+  /** Extends the claims of `tokens` (their attempts are under way, or waiting for a permit), in statements of 500. */
+  readonly renew: (tokens: ReadonlyArray<string>, untilMs: number) => Effect.Effect<void, SqlError>
   /** Gives up pending recipients, except those an attempt under way holds (its claim not lapsed). */
   readonly expire: (id: string, addresses: ReadonlyArray<string>, nowMs: number) => Effect.Effect<void, SqlError>
   readonly notified: (
@@ -406,7 +407,12 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError | Migrator.M
         Effect.asVoid(
           sql`UPDATE ${R} SET claim = ${token}, claim_until = ${untilMs} WHERE message_id = ${id} AND domain = ${domain} AND state IN ('queued', 'deferred') AND next_attempt_ms <= ${nowMs} AND (claim IS NULL OR claim = ${token} OR claim_until < ${nowMs})`
         ),
-      renew: (token, untilMs) => Effect.asVoid(sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE claim = ${token}`),
+      renew: (tokens, untilMs) =>
+        Effect.forEach(
+          Arr.chunksOf(tokens, 500),
+          (chunk) => sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE ${sql.in("claim", chunk)}`,
+          { discard: true }
+        ),
       expire: (id, addresses, nowMs) =>
         addresses.length === 0 ? Effect.void : Effect.asVoid(
           sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND (claim IS NULL OR claim_until < ${nowMs}) AND ${

@@ -38,6 +38,7 @@ import {
   deliverDomain,
   type DomainJob,
   durably,
+  makePermits,
   recipientVariables,
   scheduleFor,
   storageRetry,
@@ -107,12 +108,12 @@ export const DomainEntity = Entity.make("effect-smtp-transport/OutboxDestination
 /**
  * The domain entity's handlers, on this runner's `Transport` layer: at most `concurrency` attempts at once on the
  * runner, whatever their domains (a domain's attempts of many messages run side by side, under the runner's
- * limiters).
+ * limiters); an attempt claims its recipients before it waits for its turn (`makePermits`).
  *
  * @internal
  */
 export const domainEntityLayer = (concurrency: number) =>
-  Layer.unwrapEffect(Effect.map(Effect.makeSemaphore(concurrency), (permits) =>
+  Layer.unwrapScoped(Effect.map(makePermits(concurrency), (withPermit) =>
     DomainEntity.toLayer(
       Effect.gen(function*() {
         const context = yield* Effect.context<Core | TransportServices>()
@@ -123,10 +124,7 @@ export const domainEntityLayer = (concurrency: number) =>
               generation: request.payload.generation,
               step: request.payload.step,
               domain: request.payload.domain
-            }).pipe(
-              permits.withPermits(1),
-              Effect.provide(context)
-            )
+            }, withPermit).pipe(Effect.provide(context))
         }
       }),
       { concurrency: "unbounded", maxIdleTime: "1 minute" }
