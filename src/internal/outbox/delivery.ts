@@ -236,97 +236,95 @@ const deliverWith = (
     const message = yield* store.message(job.id)
     if (Option.isNone(message)) return
     const msg = message.value
-    // An attempt that waits for its turn holds its recipients meanwhile (`withPermit`): a recipient waiting in a
-    // backlog is not one the watchdog takes for lost. They are claimed again once the turn comes: what lapsed
-    // meanwhile and another execution took is not sent.
-    const claim = Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
-      store.claim(job.id, job.domain, token, nowMs, nowMs + LEASE_MS))
-    yield* withPermit(token, claim)(Effect.gen(function*() {
-      // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
-      // another execution of this attempt holds (an entity message delivered again while the first still runs) is
-      // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
-      const { due, rows, startMs } = yield* Effect.gen(function*() {
-        for (;;) {
-          const startMs = yield* Clock.currentTimeMillis
-          yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
-          const rows = yield* store.recipients(job.id)
-          const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
-          const heldElsewhere = rows.some((r) =>
-            r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
-            r.claimUntilMs !== null && r.claimUntilMs >= startMs
-          )
-          if (due.length > 0 || !heldElsewhere) return { due, rows, startMs }
-          yield* Effect.sleep("500 millis")
-        }
-      }).pipe(Effect.withSpan("outbox.claim"))
-      if (due.length === 0) return
-      // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
-      // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
-      // attempt set, which outlives the cluster and whose close waits for it, and this handler waits for it without
-      // being interruptible.
-      const attempt = Effect.gen(function*() {
-        // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
-        yield* Effect.forkScoped(
-          Effect.repeat(
-            Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew([token], now + LEASE_MS))),
-            Schedule.spaced(Duration.millis(LEASE_MS / 3))
-          )
+    // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
+    // another execution of this attempt holds (an entity message delivered again while the first still runs) is
+    // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
+    const claimDue = Effect.gen(function*() {
+      for (;;) {
+        const startMs = yield* Clock.currentTimeMillis
+        yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
+        const rows = yield* store.recipients(job.id)
+        const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
+        const heldElsewhere = rows.some((r) =>
+          r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
+          r.claimUntilMs !== null && r.claimUntilMs >= startMs
         )
-        // One transaction carries the domain's recipients, so they share one attempt's variables: the largest count.
-        const first = due.reduce((a, b) => (b.retryNum > a.retryNum ? b : a))
-        const expiresMs = due.reduce<number | null>(
-          (min, r) => (r.expiresMs === null ? min : min === null ? r.expiresMs : Math.min(min, r.expiresMs)),
-          null
+        if (due.length > 0 || !heldElsewhere) return { due, rows, startMs }
+        yield* Effect.sleep("500 millis")
+      }
+    }).pipe(Effect.withSpan("outbox.claim"))
+    // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
+    // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
+    // attempt set, which outlives the cluster and whose close waits for it, and this handler waits for it without
+    // being interruptible.
+    const attempt = ({ due, rows, startMs }: Effect.Effect.Success<typeof claimDue>) => Effect.gen(function*() {
+      // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
+      yield* Effect.forkScoped(
+        Effect.repeat(
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew([token], now + LEASE_MS))),
+          Schedule.spaced(Duration.millis(LEASE_MS / 3))
         )
-        const report = yield* Transport.deliver({
-          message: decodeBody(msg.body),
-          sender: msg.sender,
-          recipients: due.map((r) => r.address),
-          requireTls: msg.requireTls,
-          attempt: {
-            retryNum: first.retryNum,
-            lastError: first.lastError,
-            lastStatus: first.lastError === "none" ? "Scheduled" : "TemporaryFailure",
-            expiresIn: expiresMs === null ? 0 : Math.max(0, Math.floor((expiresMs - startMs) / 1000))
-          }
-        }).pipe(
-          // Checked at enqueue; a request that became invalid (an edited row) fails its recipients rather than loop.
-          Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message))),
-          Effect.withSpan("outbox.smtp")
-        )
-        const endMs = yield* Clock.currentTimeMillis
-        const byAddress = new Map(report.recipients.map((r) => [r.address, r] as const))
-        const all = rows.map((r) => r.address)
-        const updates: Array<RecipientUpdate> = []
-        for (const row of due) {
-          const result = byAddress.get(row.address)!
-          updates.push(update(config, msg.sender, msg.createdMs, msg.dsnOf !== "", row, result, all, endMs))
-        }
-        const attempt = {
-          messageId: job.id,
-          generation: job.generation,
-          step: job.step,
-          domain: job.domain,
-          startedMs: startMs,
-          report: JSON.stringify({ recipients: report.recipients, attempts: report.attempts })
-        }
-        // The transaction is done: its outcome is written however long storage is away (an attempt made again for a
-        // lost write would send again what the server took); only the process ending stops this.
-        yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs)).pipe(Effect.withSpan("outbox.record"))
-        yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
-          id: job.id,
-          address: u.address,
-          state: u.state,
-          retryNum: u.retryNum,
-          nextAttemptMs: u.nextAttemptMs,
-          error: byAddress.get(u.address)?.error ?? null,
-          atMs: endMs
-        })))
-      }).pipe(Effect.scoped)
-      yield* Effect.uninterruptible(
-        Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt)), Fiber.join)
       )
-    }))
+      // One transaction carries the domain's recipients, so they share one attempt's variables: the largest count.
+      const first = due.reduce((a, b) => (b.retryNum > a.retryNum ? b : a))
+      const expiresMs = due.reduce<number | null>(
+        (min, r) => (r.expiresMs === null ? min : min === null ? r.expiresMs : Math.min(min, r.expiresMs)),
+        null
+      )
+      const report = yield* Transport.deliver({
+        message: decodeBody(msg.body),
+        sender: msg.sender,
+        recipients: due.map((r) => r.address),
+        requireTls: msg.requireTls,
+        attempt: {
+          retryNum: first.retryNum,
+          lastError: first.lastError,
+          lastStatus: first.lastError === "none" ? "Scheduled" : "TemporaryFailure",
+          expiresIn: expiresMs === null ? 0 : Math.max(0, Math.floor((expiresMs - startMs) / 1000))
+        }
+      }).pipe(
+        // Checked at enqueue; a request that became invalid (an edited row) fails its recipients rather than loop.
+        Effect.catchAll((error) => Effect.succeed(invalidReport(due, error.message))),
+        Effect.withSpan("outbox.smtp")
+      )
+      const endMs = yield* Clock.currentTimeMillis
+      const byAddress = new Map(report.recipients.map((r) => [r.address, r] as const))
+      const all = rows.map((r) => r.address)
+      const updates: Array<RecipientUpdate> = []
+      for (const row of due) {
+        const result = byAddress.get(row.address)!
+        updates.push(update(config, msg.sender, msg.createdMs, msg.dsnOf !== "", row, result, all, endMs))
+      }
+      const attempt = {
+        messageId: job.id,
+        generation: job.generation,
+        step: job.step,
+        domain: job.domain,
+        startedMs: startMs,
+        report: JSON.stringify({ recipients: report.recipients, attempts: report.attempts })
+      }
+      // The transaction is done: its outcome is written however long storage is away (an attempt made again for a
+      // lost write would send again what the server took); only the process ending stops this.
+      yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs)).pipe(Effect.withSpan("outbox.record"))
+      yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
+        id: job.id,
+        address: u.address,
+        state: u.state,
+        retryNum: u.retryNum,
+        nextAttemptMs: u.nextAttemptMs,
+        error: byAddress.get(u.address)?.error ?? null,
+        atMs: endMs
+      })))
+    }).pipe(Effect.scoped)
+    // An attempt that waits for its turn holds its recipients meanwhile (`withPermit`): a recipient waiting in a
+    // backlog is not one the watchdog takes for lost. They are claimed again once the turn comes (`claimDue`): what
+    // lapsed meanwhile and another execution took is not sent.
+    const hold = Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+      store.claim(job.id, job.domain, token, nowMs, nowMs + LEASE_MS))
+    yield* withPermit(token, hold)(Effect.flatMap(claimDue, (claimed) =>
+      claimed.due.length === 0 ? Effect.void : Effect.uninterruptible(
+        Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt(claimed))), Fiber.join)
+      )))
   }).pipe(
     // A storage outage (a PostgreSQL restart) before the attempt: the reads are made again. After the transaction,
     // the write has its own retries above; nothing is sent before the claim is in SQL.
