@@ -67,7 +67,8 @@ export class Outbox extends Context.Tag("effect-smtp-transport/Outbox")<Outbox, 
 const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
   effect.pipe(storageDefects, Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(5))))
 
-const storageError = (error: SqlError | MigrationError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
+const storageError = (error: SqlError | MigrationError) =>
+  new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
 /** The store and the event hub. @internal */
 export const coreLayer = (

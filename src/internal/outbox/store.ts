@@ -176,7 +176,12 @@ export const exclusive = (prefix: string) =>
       orElse: () => effect
     }))
 
-/** `layer` built under the prefix's start lock (`exclusive`): for `@effect/cluster`'s storage, which makes its tables when built. @internal */
+/**
+ * `layer` built under the prefix's start lock (`exclusive`): for `@effect/cluster`'s storage, which makes its tables
+ * when it is built.
+ *
+ * @internal
+ */
 export const exclusiveLayer = (prefix: string) =>
 <ROut, E, RIn>(layer: Layer.Layer<ROut, E, RIn>): Layer.Layer<ROut, E | SqlError, RIn | SqlClient.SqlClient> =>
   Layer.scopedContext(Effect.flatMap(Effect.scope, (scope) => exclusive(prefix)(Layer.buildWithScope(layer, scope))))
