@@ -463,6 +463,36 @@ describe.concurrent("Outbox watchdog", () => {
       expect((yield* connectionsTo("192.0.2.2")).length).toBe(3)
     }).pipe(Effect.provide(clusterServices({ "192.0.2.2": refuse }, schedule({ retry: ["1 hour"] }))), seeded))
 
+  it.scoped("an attempt whose recipients another execution holds waits for them without the runner's permit", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const sql = yield* SqlClient.SqlClient
+      // The first attempt is refused; the retry (due at 60 s) finds its recipient claimed by another execution of
+      // the attempt (one that waits for a permit holds its claim so), until 120 s.
+      const held = yield* outbox.enqueue(request("one@a.test"))
+      yield* advance("5 seconds", "5 seconds")
+      yield* sql`UPDATE t_recipients SET claim = 'another', claim_until = ${ms("10 minutes")} WHERE message_id = ${held}`
+      yield* advance("55 seconds", "5 seconds")
+      // With one permit, a message enqueued meanwhile is sent at once: the held attempt waits without the permit.
+      const other = yield* outbox.enqueue(request("two@b.test"))
+      yield* advance("20 seconds", "5 seconds")
+      expect((yield* statusOf(other)).recipients.map((r) => r.state)).toEqual(["delivered"])
+      expect((yield* statusOf(held)).recipients.map((r) => r.state)).toEqual(["deferred"])
+      // The other execution lets go (it recorded nothing): the waiting attempt takes the recipient and sends it.
+      yield* sql`UPDATE t_recipients SET claim = NULL, claim_until = NULL WHERE message_id = ${held}`
+      yield* advance("10 seconds", "5 seconds")
+      const status = yield* statusOf(held)
+      expect(status.recipients.map((r) => r.state)).toEqual(["delivered"])
+      expect(status.attempts.map((a) => a.startedMs >= ms("80 seconds"))).toEqual([false, true])
+      expect((yield* connectionsTo("192.0.2.1")).map((c) => c.outcome)).toEqual(["refuse", "accept"])
+    }).pipe(
+      Effect.provide(clusterServices({
+        "192.0.2.1": [refuse, { script: session("retry-1.test", ["one@a.test"]) }],
+        "192.0.2.2": [{ script: session("client.test", ["two@b.test"]) }]
+      }, schedule({ retry: ["1 minute"] }), { concurrency: 1 })),
+      seeded
+    ))
+
   it.scoped("a message waiting in a backlog for the runner's attempt permit is held, not revived", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox

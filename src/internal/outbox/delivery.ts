@@ -181,8 +181,8 @@ export const noPermit: WithPermit = () => (effect) => effect
 /**
  * A runner's attempt permits, `concurrency` of them. An attempt that finds none free claims its recipients before it
  * waits for one, so that a recipient waiting in a backlog is held, not taken by the watchdog for lost
- * (docs/outbox.md); the claims of the attempts waiting are renewed together, one statement every 5 s whatever their
- * number.
+ * (docs/outbox.md); the claims of the attempts waiting are renewed together every 5 s, one statement per 500 of
+ * them.
  *
  * @internal
  */
@@ -238,26 +238,24 @@ const deliverWith = (
     const msg = message.value
     // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
     // another execution of this attempt holds (an entity message delivered again while the first still runs) is
-    // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
+    // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died). `null`
+    // when nothing is this attempt's and something is held elsewhere: the caller waits without its permit.
     const claimDue = Effect.gen(function*() {
-      for (;;) {
-        const startMs = yield* Clock.currentTimeMillis
-        yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
-        const rows = yield* store.recipients(job.id)
-        const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
-        const heldElsewhere = rows.some((r) =>
-          r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
-          r.claimUntilMs !== null && r.claimUntilMs >= startMs
-        )
-        if (due.length > 0 || !heldElsewhere) return { due, rows, startMs }
-        yield* Effect.sleep("500 millis")
-      }
+      const startMs = yield* Clock.currentTimeMillis
+      yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
+      const rows = yield* store.recipients(job.id)
+      const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
+      const heldElsewhere = rows.some((r) =>
+        r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
+        r.claimUntilMs !== null && r.claimUntilMs >= startMs
+      )
+      return due.length > 0 || !heldElsewhere ? { due, rows, startMs } : null
     }).pipe(Effect.withSpan("outbox.claim"))
     // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
     // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
     // attempt set, which outlives the cluster and whose close waits for it, and this handler waits for it without
     // being interruptible.
-    const attempt = ({ due, rows, startMs }: Effect.Effect.Success<typeof claimDue>) => Effect.gen(function*() {
+    const attempt = ({ due, rows, startMs }: NonNullable<Effect.Effect.Success<typeof claimDue>>) => Effect.gen(function*() {
       // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
       yield* Effect.forkScoped(
         Effect.repeat(
@@ -321,10 +319,17 @@ const deliverWith = (
     // lapsed meanwhile and another execution took is not sent.
     const hold = Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
       store.claim(job.id, job.domain, token, nowMs, nowMs + LEASE_MS))
-    yield* withPermit(token, hold)(Effect.flatMap(claimDue, (claimed) =>
-      claimed.due.length === 0 ? Effect.void : Effect.uninterruptible(
-        Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt(claimed))), Fiber.join)
+    // `false` while another execution holds the recipients. It is waited for outside the permit: that execution
+    // may itself be waiting for a permit, holding its claim (with `concurrency = 1`, waiting with the permit held
+    // would wait for ever, the claim renewed all along).
+    const turn = withPermit(token, hold)(Effect.flatMap(claimDue, (claimed) =>
+      claimed === null ? Effect.succeed(false) : claimed.due.length === 0 ? Effect.succeed(true) : Effect.as(
+        Effect.uninterruptible(
+          Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt(claimed))), Fiber.join)
+        ),
+        true
       )))
+    while (!(yield* turn)) yield* Effect.sleep("500 millis")
   }).pipe(
     // A storage outage (a PostgreSQL restart) before the attempt: the reads are made again. After the transaction,
     // the write has its own retries above; nothing is sent before the claim is in SQL.

@@ -149,12 +149,13 @@ export const migrations = (t: Tables): Record<string, Effect.Effect<void, SqlErr
 })
 
 /**
- * Runs `effect` while this process holds the prefix's start lock. On PostgreSQL: a session advisory lock on a
+ * Runs `effect` while this process holds the prefix's start lock. On PostgreSQL: a transaction's advisory lock on a
  * connection of its own, released when `effect` ends (or with the session, should the process die), so that runners
  * and clients starting at once make their tables one after the other: PostgreSQL fails concurrent `CREATE TABLE`s of
  * one name on its catalog's unique index, `IF NOT EXISTS` or not, and `@effect/cluster`'s storage makes its tables so
  * (two of three runners started at once on a new prefix failed, every time). The two-key form: its numbers are a
- * space apart from the one-key locks `@effect/cluster` takes for shards. On SQLite, one process by design, `effect`
+ * space apart from the one-key locks `@effect/cluster` takes for shards when its advisory locks are on (the outbox
+ * turns them off, a user may turn them back on). On SQLite, one process by design, `effect`
  * as it is.
  *
  * @internal
@@ -167,10 +168,16 @@ export const exclusive = (prefix: string) =>
         Effect.scoped(Effect.gen(function*() {
           const connection = yield* sql.reserve
           const key = ["effect-smtp-transport/outbox", prefix]
+          // A transaction's lock, not a session's: it ends with the transaction whatever happens to the statement
+          // that ends it (a session lock whose unlock failed would go back to the pool still held, and every later
+          // start would wait on it). Nothing is written on this connection: the end is a ROLLBACK. A start waits
+          // for the lock at most two minutes (a process stuck holding it), then fails with PostgreSQL's error.
           yield* Effect.acquireRelease(
-            connection.executeRaw("SELECT pg_advisory_lock(hashtext($1), hashtext($2))", key),
-            () => Effect.ignore(connection.executeRaw("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", key))
+            connection.executeRaw("BEGIN", []),
+            () => Effect.ignore(connection.executeRaw("ROLLBACK", []))
           )
+          yield* connection.executeRaw("SET LOCAL lock_timeout = '120s'", [])
+          yield* connection.executeRaw("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", key)
           return yield* effect
         })),
       orElse: () => effect
