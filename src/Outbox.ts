@@ -16,7 +16,6 @@
  *
  * @since 0.3.0
  */
-import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as Runners from "@effect/cluster/Runners"
@@ -37,6 +36,7 @@ import type * as Connector from "./Connector.js"
 import type * as Dns from "./Dns.js"
 import * as core from "./internal/outbox/core.js"
 import * as service from "./internal/outbox/service.js"
+import * as store from "./internal/outbox/store.js"
 import * as workflow from "./internal/outbox/workflow.js"
 import type * as MtaSts from "./MtaSts.js"
 import type { OutboundConfig } from "./OutboundConfig.js"
@@ -189,13 +189,11 @@ const coreOf = (options: Options) =>
 
 /** The workflow, the domain entity and the service, on a cluster's `Sharding` and storage. */
 const clusterRunner = (options: Options) =>
-  service.runnerLayer({ ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }).pipe(
-    Layer.provide(workflow.reviveCluster),
-    Layer.provideMerge(workflow.workflowLayer),
-    Layer.provide(workflow.dispatchEntity),
-    Layer.provide(workflow.domainEntityLayer(options.concurrency ?? 100)),
-    Layer.provide(ClusterWorkflowEngine.layer),
-    Layer.provide(coreOf(options))
+  service.clusterRunnerLayer(
+    prefixOf(options),
+    { reportingMta: options.reportingMta },
+    options.concurrency ?? 100,
+    { ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }
   )
 
 /**
@@ -287,10 +285,12 @@ export const layerPg = (
     ...options.sharding
   }
   const configLayer = ShardingConfig.layer(shardingConfig)
+  // Built under the prefix's start lock: the storage makes the cluster's tables when built, and runners starting at
+  // once on a new prefix would fail on PostgreSQL's catalog.
   const storage = Layer.merge(
     SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` }),
     Layer.orDie(SqlRunnerStorage.layerWith({ prefix: `${prefix}_cluster` }))
-  ).pipe(Layer.provide(configLayer))
+  ).pipe(Layer.provide(configLayer), store.exclusiveLayer(prefix))
   const cluster = Layer.unwrapEffect(
     Effect.map(
       Effect.promise(() => import("@effect/platform-node/NodeClusterSocket")),

@@ -15,23 +15,16 @@ import { afterAll, expect, layer } from "@effect/vitest"
 import { Context, type Duration, Effect, Layer, Option, Scope } from "effect"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import { type CountingServer, startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { tempFiles } from "./utils/files.js"
-import { type Runner, startRunner } from "./utils/outbox.js"
+import { dropTables, freePort, psql, type Runner, startRunner } from "./utils/outbox.js"
 
 const url = "postgres://postgres@127.0.0.1:5432/test"
 const { file } = tempFiles("outbox-cluster")
 const prefix = `obx_${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
-
-const psql = (command: string) =>
-  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
-    stdio: "pipe",
-    timeout: 30_000
-  }).toString()
 
 const pgCluster = fs.readdirSync("/etc/postgresql")[0]!
 const pgctl = (action: "restart" | "start") =>
@@ -47,9 +40,7 @@ const ensurePgRunning = () => {
 afterAll(() => {
   // Whatever happened, PostgreSQL runs again at the end, and this run's tables are gone.
   ensurePgRunning()
-  const tables = psql(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)
-    .split("\n").filter((t) => t !== "")
-  for (const table of tables) psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
+  dropTables(prefix)
 }, 60_000)
 
 const domains = Array.from({ length: 6 }, (_, i) => `d${i}.test`)
@@ -72,15 +63,6 @@ mta-sts = "disable"
 key = ["mx"]
 concurrency = 2
 `)
-
-/** A port free on 127.0.0.1 now (listened on, then closed). */
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 interface Event {
   readonly id: string
@@ -134,10 +116,8 @@ const ClusterLive = Layer.scoped(
     // (PostgreSQL's advisory locks, numbered by the shard alone) let it hold this cluster's shards too, and nothing
     // here would be delivered. It runs until the end.
     yield* start(`${prefix}_nb`)
-    // The first alone (it creates the tables: the cluster's migrations are not safe to run twice at once), then the
-    // other two together.
-    const first = yield* start(prefix)
-    const rest = yield* Effect.all([start(prefix), start(prefix)], { concurrency: 2 })
+    // The three at once, on a prefix whose tables none has made yet (the prefix's start lock orders their migrations).
+    const runners = yield* Effect.all([start(prefix), start(prefix), start(prefix)], { concurrency: 3 })
     // The client the cases enqueue and read through (what `outbox enqueue` and `outbox status` run), one pool.
     const client = yield* Layer.build(Outbox.layerClient({ db: url, prefix }).pipe(
       Layer.provide(OutboundConfig.layer(config)),
@@ -154,7 +134,7 @@ const ClusterLive = Layer.scoped(
           }
         })
       )
-    return { sink, runners: [first, ...rest], events, start: start(prefix), outbox }
+    return { sink, runners, events, start: start(prefix), outbox }
   })
 )
 

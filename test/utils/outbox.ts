@@ -4,7 +4,8 @@
  */
 import { Duration, Effect } from "effect"
 import type * as Scope from "effect/Scope"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import * as net from "node:net"
 import * as path from "node:path"
 import { runMain } from "./cli.js"
 
@@ -96,3 +97,26 @@ export const waitFor = (
     }
     return last
   })
+
+/** A statement through `psql` on the test database (PostgreSQL at 127.0.0.1:5432, `test`, trust auth): its rows. */
+export const psql = (command: string) =>
+  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
+    stdio: "pipe",
+    timeout: 30_000
+  }).toString()
+
+/** Drops every table whose name starts with `<prefix>_` (a test run's outbox and cluster). */
+export const dropTables = (prefix: string) => {
+  const tables = psql(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)
+    .split("\n").filter((t) => t !== "")
+  for (const table of tables) psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
+}
+
+/** A port free on 127.0.0.1 now (listened on, then closed). */
+export const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
