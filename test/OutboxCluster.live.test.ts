@@ -105,6 +105,11 @@ const ClusterLive = Layer.scoped(
         dns.server,
         "--port",
         String(sink.port),
+        // A shard lease of 3 s, not the default 6 (renewed every second): the SIGKILL case waits for the killed
+        // runner's to run out. Not shorter: a renewal later than a third of it lets the runner's shards go, and this
+        // machine is shared.
+        "--lease",
+        "3",
         "--log-level",
         "debug"
       ], "30 seconds")).pipe(
