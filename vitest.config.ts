@@ -10,10 +10,12 @@ const live = ["test/**/*.live.test.ts", "test/Cli.test.ts", "test/Package.test.t
  * Vitest's order (the files that took longest last time first), with the long files at the very front whatever the
  * last run says (a fresh clone, as CI's, has no last run): the docgen check takes milliseconds when its cache holds
  * the pages for this tree and about 15 s of CPU when not (test/Docs.live.test.ts), and the outbox's cluster suite
- * (three runner processes on PostgreSQL, kills and a restart: 30–55 s), the package suite and the outbox's CLI suite
- * mostly wait; started last, any of them would end the run alone.
+ * (three runner processes on PostgreSQL, kills and a restart: 30–55 s), the package suite, the outbox's CLI suite
+ * and the DNS suite (real query timeouts, about 10 s) mostly wait; started last, any of them would end the run alone.
  */
-const LONG = ["Docs.live", "OutboxCluster.live", "Package", "Outbox.live", "Cli"].map((name) => `/test/${name}.test.ts`)
+const LONG = ["Docs.live", "OutboxCluster.live", "Package", "Outbox.live", "Cli", "Dns.live"].map((name) =>
+  `/test/${name}.test.ts`
+)
 
 class LongFirst extends BaseSequencer {
   override async sort(files: Array<TestSpecification>): Promise<Array<TestSpecification>> {
@@ -35,12 +37,15 @@ export default defineConfig({
     sequence: { sequencer: LongFirst },
     // Each project has its own pool, so that each can have its own isolation and size (a pool's options are global).
     poolOptions: {
-      // unit: CPU-bound, two workers for two cores. Most of a unit file's time, in a fresh worker, was importing
-      // effect and the modules under test (about 2 s a file); the unit suites keep no global state (no mocks, no
-      // fake timers, no process-wide settings: each builds its layers), so the workers are not isolated and import
-      // once. Minimum = maximum: with isolation off and a minimum below the maximum, runs here ended in tinypool's
-      // "Terminating worker thread" with files never reported (an idle worker is removed between two files).
-      threads: { isolate: false, maxThreads: 2, minThreads: 2 },
+      // unit: CPU-bound, one worker. Most of a unit file's time, in a fresh worker, was importing effect and the
+      // modules under test (about 2 s a file); the unit suites keep no global state (no mocks, no fake timers, no
+      // process-wide settings: each builds its layers), so the worker is not isolated and imports once. One worker,
+      // not one per core: the live pool's four processes run beside it, and a second worker cost its own import of
+      // everything (the unit project alone: 15 s of CPU with one, 17–22 s with two, interleaved runs) for a wall
+      // time that does not end the run (about 18 s against the live files' 45+). Minimum = maximum: with isolation
+      // off and a minimum below the maximum, runs here ended in tinypool's "Terminating worker thread" with files
+      // never reported (an idle worker is removed between two files).
+      threads: { isolate: false, maxThreads: 1, minThreads: 1 },
       // live: the suites mostly wait on sockets, timers and child processes (the CPU is idle much of the time with
       // one worker), so four files run at once, beside the unit pool, in four processes that each run one file after
       // another without isolation: a fresh process per file cost each file its own start and its own import of

@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Data, Either } from "effect"
+import * as Data from "effect/Data"
+import * as Either from "effect/Either"
 import type { Lookup } from "./internal/expression/functions.js"
 import { compileSource, type Evaluator, type State } from "./internal/expression/compile.js"
 import { KNOWN_VARIABLES as KNOWN } from "./internal/expression/parser.js"

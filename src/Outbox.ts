@@ -16,7 +16,6 @@
  *
  * @since 0.3.0
  */
-import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import * as RunnerAddress from "@effect/cluster/RunnerAddress"
 import * as RunnerHealth from "@effect/cluster/RunnerHealth"
 import * as Runners from "@effect/cluster/Runners"
@@ -27,7 +26,7 @@ import * as SqlMessageStorage from "@effect/cluster/SqlMessageStorage"
 import * as SqlRunnerStorage from "@effect/cluster/SqlRunnerStorage"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as WorkflowEngine from "@effect/workflow/WorkflowEngine"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -37,6 +36,7 @@ import type * as Connector from "./Connector.js"
 import type * as Dns from "./Dns.js"
 import * as core from "./internal/outbox/core.js"
 import * as service from "./internal/outbox/service.js"
+import * as store from "./internal/outbox/store.js"
 import * as workflow from "./internal/outbox/workflow.js"
 import type * as MtaSts from "./MtaSts.js"
 import type { OutboundConfig } from "./OutboundConfig.js"
@@ -192,13 +192,11 @@ const coreOf = (options: Options) =>
 
 /** The workflow, the domain entity and the service, on a cluster's `Sharding` and storage. */
 const clusterRunner = (options: Options) =>
-  service.runnerLayer({ ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }).pipe(
-    Layer.provide(workflow.reviveCluster),
-    Layer.provideMerge(workflow.workflowLayer),
-    Layer.provide(workflow.dispatchEntity),
-    Layer.provide(workflow.domainEntityLayer(options.concurrency ?? 100)),
-    Layer.provide(ClusterWorkflowEngine.layer),
-    Layer.provide(coreOf(options))
+  service.clusterRunnerLayer(
+    prefixOf(options),
+    { reportingMta: options.reportingMta },
+    options.concurrency ?? 100,
+    { ...service.defaultSweep, stallAfter: options.stallAfter ?? service.defaultSweep.stallAfter }
   )
 
 /**
@@ -218,26 +216,27 @@ const shardingDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
 }
 
 /**
- * A cluster's: a runner that died stops counting once its heartbeat (every 2 s) is 6 s old, or sooner when the
- * health check's pings (every 2 s) fail, and its shards go to the others at the next refresh (every second). Cluster
- * defaults are 35 s, 10 s and 1 min: a killed runner's domains would wait half a minute.
+ * A cluster's, for a `lease` (6 s by default): a runner that died stops counting once its heartbeat (every third of
+ * the lease) is a lease old, or sooner when the health check's pings (as often) fail, and its shards go to the others
+ * at the next refresh (every second). Cluster defaults are 35 s, 10 s and 1 min: a killed runner's domains would wait
+ * half a minute.
  *
- * The shard locks are rows of the prefix's own table (`<prefix>_cluster_locks`, a lease of 6 s renewed every 2 s),
+ * The shard locks are rows of the prefix's own table (`<prefix>_cluster_locks`, a lease renewed every third of it),
  * not PostgreSQL advisory locks: an advisory lock is numbered by the shard alone (1000001 + its number), the same in
  * every cluster of the database, so two outboxes on one database under different prefixes (or two test runs, or a
  * benchmark beside them) took each other's shards, and a message whose shard the other cluster held waited, with no
  * runner of its own cluster to run it, until the other let go (issue 19's stuck message).
  */
-const clusterDefaults: Partial<ShardingConfig.ShardingConfig["Type"]> = {
+const clusterDefaults = (lease: Duration.Duration): Partial<ShardingConfig.ShardingConfig["Type"]> => ({
   ...shardingDefaults,
   shardLockDisableAdvisory: true,
-  shardLockExpiration: "6 seconds",
-  shardLockRefreshInterval: "2 seconds",
-  runnerHealthCheckInterval: "2 seconds",
+  shardLockExpiration: lease,
+  shardLockRefreshInterval: Duration.unsafeDivide(lease, 3),
+  runnerHealthCheckInterval: Duration.unsafeDivide(lease, 3),
   refreshAssignmentsInterval: "1 second",
   entityMessagePollInterval: "100 millis",
   entityReplyPollInterval: "50 millis"
-}
+})
 
 /**
  * Everything in one process on a SQLite file (`@effect/sql-sqlite-node`): a cluster with one runner, its message
@@ -273,6 +272,12 @@ export const layerSqlite = (
  * address the others use; it listens there too), and keep their shards, messages and the outbox's tables in the
  * database. Start as many as needed, each with its own address.
  *
+ * `lease` (default 6 seconds, whole seconds: the cluster stores it so) is how long a runner's shard locks and its
+ * heartbeat last; it renews them, and checks the other runners, every third of it. A runner that dies stops counting,
+ * and its shards go to the others, within a lease: shorter takes over sooner, at more queries, and a runner whose
+ * renewal is late by a third of it (a loaded machine, a slow database) lets its shards go. Every runner of a cluster
+ * should have the same. `sharding` overrides any of the cluster's settings.
+ *
  * @since 0.3.0
  * @category layers
  */
@@ -280,20 +285,23 @@ export const layerPg = (
   options: Options & {
     readonly url: string
     readonly runner: { readonly host: string; readonly port: number }
+    readonly lease?: Duration.DurationInput | undefined
     readonly sharding?: Partial<ShardingConfig.ShardingConfig["Type"]> | undefined
   }
 ): Layer.Layer<Outbox, OutboxError, RunnerRequirements> => {
   const prefix = prefixOf(options)
   const shardingConfig: Partial<ShardingConfig.ShardingConfig["Type"]> = {
-    ...clusterDefaults,
+    ...clusterDefaults(Duration.decode(options.lease ?? "6 seconds")),
     runnerAddress: Option.some(RunnerAddress.make(options.runner.host, options.runner.port)),
     ...options.sharding
   }
   const configLayer = ShardingConfig.layer(shardingConfig)
+  // Built under the prefix's start lock: the storage makes the cluster's tables when built, and runners starting at
+  // once on a new prefix would fail on PostgreSQL's catalog.
   const storage = Layer.merge(
     SqlMessageStorage.layerWith({ prefix: `${prefix}_cluster` }),
     Layer.orDie(SqlRunnerStorage.layerWith({ prefix: `${prefix}_cluster` }))
-  ).pipe(Layer.provide(configLayer))
+  ).pipe(Layer.provide(configLayer), store.exclusiveLayer(prefix))
   const cluster = Layer.unwrapEffect(
     Effect.map(
       Effect.promise(() => import("@effect/platform-node/NodeClusterSocket")),

@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Data, Duration } from "effect"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import type * as Settings from "./Settings.js"
 import type { Reply } from "./SmtpReply.js"
 

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Fiber, Layer, Stream, TestClock } from "effect"
+import * as nodeTls from "node:tls"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import type * as Dane from "../src/Dane.js"
@@ -14,6 +15,7 @@ import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import { sessionKey } from "../src/internal/transport/host.js"
+import { startTlsCa } from "../src/internal/transport/trust.js"
 import * as Transport from "../src/Transport.js"
 
 const IP = "192.0.2.1"
@@ -293,6 +295,30 @@ describe("the pool key: the host's name and its DANE decision", () => {
     ]
     expect(new Set(keys).size).toBe(keys.length)
     expect(key("mx.a.test", usable)).toBe(key("mx.a.test", dane("usable", [{ ...record }])))
+  })
+
+  it("the key names the trusted CAs: Node's roots and the extra ones, as startTlsCa lists them, or any other list", () => {
+    const tls = { starttls: "optional", allowInvalidCerts: false, required: false } as const
+    const key = (ca: ReadonlyArray<string> | undefined) =>
+      sessionKey({ tls: { ...tls, ca }, servername: "mx.a.test" }, null)
+    const roots = nodeTls.rootCertificates
+    const lists = [
+      undefined,
+      startTlsCa(["A"], undefined),
+      startTlsCa(["B"], undefined),
+      startTlsCa(["A", "B"], undefined),
+      startTlsCa([], ["A", "C"]),
+      // lists startTlsCa does not make: written out whole, never equal to one it makes
+      ["A"],
+      roots.slice(1),
+      [...roots.slice(0, -1), "A"],
+      [...roots.slice(0, -1), "A", "B"],
+      [...roots, "roots+"]
+    ]
+    const keys = lists.map(key)
+    expect(new Set(keys).size).toBe(keys.length)
+    expect(key(startTlsCa(["A"], ["B"]))).toBe(key(startTlsCa([], ["A", "B"])))
+    expect(key(startTlsCa(["A"], undefined))).toBe(key([...roots, "A"]))
   })
 })
 

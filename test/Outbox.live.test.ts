@@ -154,6 +154,11 @@ expire = "1m"
       expect((yield* outbox(["nope"])).code).toBe(64)
       expect((yield* outbox(["list", ...db, "--runner", "127.0.0.1:1"])).stderr).toContain("does not take --runner")
       expect((yield* outbox(["enqueue", ...db])).code).toBe(64)
+      // The shard lease is the cluster's (PostgreSQL), in whole seconds; both refused before anything is opened.
+      const sqliteLease = yield* outbox(["serve", ...db, "--lease", "3"])
+      expect([sqliteLease.code, sqliteLease.stderr]).toEqual([64, expect.stringContaining("--lease is for a cluster")])
+      const zeroLease = yield* outbox(["serve", "--db", "postgres://127.0.0.1:1/none", "--lease", "0"])
+      expect([zeroLease.code, zeroLease.stderr]).toEqual([64, expect.stringContaining("--lease must be a whole number")])
       const missing = yield* outbox(["status", ...db, "nothing"])
       expect(missing.code).toBe(66)
       expect(missing.stderr).toContain("no message nothing")

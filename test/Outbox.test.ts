@@ -1,5 +1,13 @@
+import * as MessageStorage from "@effect/cluster/MessageStorage"
+import * as RunnerHealth from "@effect/cluster/RunnerHealth"
+import * as Runners from "@effect/cluster/Runners"
+import * as RunnerStorage from "@effect/cluster/RunnerStorage"
+import * as Sharding from "@effect/cluster/Sharding"
+import * as ShardingConfig from "@effect/cluster/ShardingConfig"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Layer, Option, Stream, TestClock } from "effect"
+import { Clock, Duration, Effect, Either, Layer, Option, Random, Stream, TestClock } from "effect"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
@@ -7,6 +15,7 @@ import * as Dns from "../src/Dns.js"
 import * as Limiter from "../src/Limiter.js"
 import * as MtaSts from "../src/MtaSts.js"
 import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as OutboxService from "../src/internal/outbox/service.js"
 import * as Outbox from "../src/Outbox.js"
 import * as PolicyCache from "../src/PolicyCache.js"
 import type { Variables } from "../src/Expression.js"
@@ -79,8 +88,8 @@ const zones: Dns.Zones = {
   "mx.origin.test": { a: ["192.0.2.9"] }
 }
 
-/** Everything a runner needs, with the schedule given (the configuration's own is Stalwart's default). */
-const services = (
+/** What a runner delivers with: the configuration, with the schedule given (its own is Stalwart's default). */
+const runnerServices = (
   peers: ConnectorTest.TestPeers,
   s: DeliverySchedule | ((variables: Variables) => DeliverySchedule),
   extra = ""
@@ -103,8 +112,15 @@ const services = (
     ConnectionPool.layer,
     Limiter.layer
   )
-  return Layer.provideMerge(Outbox.layerTest({ reportingMta: "mta.test" }), Layer.merge(config, transport))
+  return Layer.merge(config, transport)
 }
+
+/** The in-memory workflow engine's outbox (`layerTest`) and what it delivers with. */
+const services = (
+  peers: ConnectorTest.TestPeers,
+  s: DeliverySchedule | ((variables: Variables) => DeliverySchedule),
+  extra = ""
+) => Layer.provideMerge(Outbox.layerTest({ reportingMta: "mta.test" }), runnerServices(peers, s, extra))
 
 const request = (...recipients: ReadonlyArray<string>) => ({
   message: "Message-ID: <m1@origin.test>\r\nSubject: hi\r\n\r\nhello\r\n",
@@ -381,4 +397,176 @@ describe("Outbox workflow", () => {
 key = ["rcpt_domain"]
 concurrency = 1
 `))))
+})
+
+// The watchdog on `@effect/cluster` in memory (its message storage, one runner: what `layerSqlite` runs) and SQLite
+// in memory, on TestClock: a stall, each revival and each generation exactly where the bound puts them.
+
+/**
+ * A runner of the in-memory cluster, its watchdog on (a bound of 10 s), `concurrency` attempts at once. Its sweeps
+ * and storage polls are 5 s apart, and the cluster's own timers as sparse as they go: each wake-up costs TestClock
+ * milliseconds of waiting (real ones) for the cluster's fibers to settle.
+ */
+const clusterServices = (
+  peers: ConnectorTest.TestPeers,
+  s: DeliverySchedule,
+  options: { readonly concurrency?: number; readonly extra?: string } = {}
+) => {
+  const cluster = Sharding.layer.pipe(
+    Layer.provideMerge(Runners.layerNoop),
+    Layer.provideMerge(MessageStorage.layerMemory),
+    Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
+    Layer.provide(ShardingConfig.layer({
+      shardsPerGroup: 10,
+      entityMessagePollInterval: "5 seconds",
+      entityReplyPollInterval: "5 seconds",
+      refreshAssignmentsInterval: "30 seconds",
+      entityTerminationTimeout: "3 seconds"
+    }))
+  )
+  const runner = OutboxService.clusterRunnerLayer(
+    "t",
+    { reportingMta: "mta.test" },
+    options.concurrency ?? 100,
+    { every: "5 seconds", stallAfter: "10 seconds" }
+  ).pipe(Layer.provide(cluster), Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))
+  return Layer.provideMerge(runner, runnerServices(peers, s, options.extra))
+}
+
+/** The message's workflow generation and when the watchdog last revived it (SQL's). */
+const watchdogState = (id: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT generation, revived_ms FROM t_messages WHERE id = ${id}`).pipe(
+    Effect.map((rows) => rows.map((r: any) => [Number(r.generation), r.revived_ms === null ? null : Number(r.revived_ms)]))
+  )
+
+/**
+ * A wake-up the workflow will not have: its recipients due now in SQL while the workflow sleeps the wait of its
+ * schedule. Nothing the watchdog does to the run (its messages read again, the run resumed) brings the wake-up
+ * nearer: the message stays stalled past a revival, as one whose run hangs on a runner.
+ */
+const lostWakeUp = (id: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const now = yield* Clock.currentTimeMillis
+    yield* sql`UPDATE t_recipients SET next_attempt_ms = ${now} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND next_attempt_ms > ${now}`
+  })
+
+/**
+ * The cluster's runs in a tick of TestClock are ordered by their shards, and so by the messages' ids, which are
+ * random: a seed of its own keeps the order of one run of a test the order of the next.
+ */
+const seeded = Effect.withRandom(Random.make("outbox watchdog"))
+
+// Concurrent: each case has its own clock, and its time is mostly the clock's waits for the cluster's fibers.
+describe.concurrent("Outbox watchdog", () => {
+  // (The times asserted are bounds the watchdog cannot beat: the cluster's fibers that TestClock does not wait for
+  // can let a sweep see a write one tick late.)
+  it.scoped("a workflow stalled past its revival is begun anew, which sends to the recipients still pending, once", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("one@a.test", "two@b.test"))
+      yield* advance("5 seconds", "5 seconds")
+      yield* lostWakeUp(id)
+      // Due at 5 s: a bound (10 s) later the watchdog revives it (the run, suspended, is resumed and sleeps again),
+      // and a bound after that, still stalled, begins it anew: generation 1 sends to the recipient still pending.
+      yield* advance("15 seconds", "5 seconds")
+      expect((yield* watchdogState(id)).map(([generation]) => generation)).toEqual([0])
+      yield* advance("25 seconds", "5 seconds")
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => [r.address, r.state])).toEqual([["one@a.test", "delivered"], ["two@b.test", "delivered"]])
+      expect(status.attempts.map((a) => [a.step, a.domain])).toEqual([[0, "a.test"], [0, "b.test"], [0, "b.test"]])
+      expect(status.attempts[2]!.startedMs).toBeGreaterThanOrEqual(ms("25 seconds"))
+      expect((yield* watchdogState(id)).map(([generation]) => generation)).toEqual([1])
+      // The first generation's wake-up, a minute after its attempt, finds nothing to send.
+      yield* advance("60 seconds", "5 seconds")
+      expect((yield* connectionsTo("192.0.2.1")).length).toBe(1)
+      expect((yield* connectionsTo("192.0.2.2")).map((c) => c.outcome)).toEqual(["refuse", "accept"])
+      expect((yield* statusOf(id)).attempts.length).toBe(3)
+    }).pipe(Effect.provide(clusterServices({
+      "192.0.2.1": [{ script: session("client.test", ["one@a.test"]) }],
+      "192.0.2.2": [refuse, { script: session("retry-1.test", ["two@b.test"]) }]
+    }, schedule({ retry: ["1 minute"] }))), seeded))
+
+  it.scoped("a message that stalls in every generation has three, then revivals only", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const id = yield* outbox.enqueue(request("two@b.test"))
+      // Every attempt defers it, and every wake-up is lost: each generation stalls in turn. Stalls (sweeps 5 s
+      // apart) at 15 s (a revival), 25 s (generation 1), 35 s (a revival), 45 s (generation 2), then a revival
+      // every bound where a generation 3 would have been.
+      for (let i = 0; i < 18; i++) {
+        yield* TestClock.adjust("5 seconds")
+        yield* lostWakeUp(id)
+      }
+      const status = yield* statusOf(id)
+      expect(status.recipients.map((r) => r.state)).toEqual(["deferred"])
+      expect(status.attempts.map((a) => a.step)).toEqual([0, 0, 0])
+      const starts = status.attempts.map((a) => a.startedMs)
+      // A generation a revival and a bound after the last attempt at the earliest.
+      expect([starts[1]! - starts[0]!, starts[2]! - starts[1]!].every((gap) => gap >= ms("20 seconds"))).toBe(true)
+      const [[generation, revivedMs]] = (yield* watchdogState(id)) as Array<[number, number | null]>
+      expect(generation).toBe(2)
+      expect(revivedMs).toBeGreaterThan(starts[2]!)
+      expect((yield* connectionsTo("192.0.2.2")).length).toBe(3)
+    }).pipe(Effect.provide(clusterServices({ "192.0.2.2": refuse }, schedule({ retry: ["1 hour"] }))), seeded))
+
+  it.scoped("an attempt whose recipients another execution holds waits for them without the runner's permit", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const sql = yield* SqlClient.SqlClient
+      // The first attempt is refused; the retry (due at 60 s) finds its recipient claimed by another execution of
+      // the attempt (one that waits for a permit holds its claim so), until 120 s.
+      const held = yield* outbox.enqueue(request("one@a.test"))
+      yield* advance("5 seconds", "5 seconds")
+      yield* sql`UPDATE t_recipients SET claim = 'another', claim_until = ${ms("10 minutes")} WHERE message_id = ${held}`
+      yield* advance("55 seconds", "5 seconds")
+      // With one permit, a message enqueued meanwhile is sent at once: the held attempt waits without the permit.
+      const other = yield* outbox.enqueue(request("two@b.test"))
+      yield* advance("20 seconds", "5 seconds")
+      expect((yield* statusOf(other)).recipients.map((r) => r.state)).toEqual(["delivered"])
+      expect((yield* statusOf(held)).recipients.map((r) => r.state)).toEqual(["deferred"])
+      // The other execution lets go (it recorded nothing): the waiting attempt takes the recipient and sends it.
+      yield* sql`UPDATE t_recipients SET claim = NULL, claim_until = NULL WHERE message_id = ${held}`
+      yield* advance("10 seconds", "5 seconds")
+      const status = yield* statusOf(held)
+      expect(status.recipients.map((r) => r.state)).toEqual(["delivered"])
+      expect(status.attempts.map((a) => a.startedMs >= ms("80 seconds"))).toEqual([false, true])
+      expect((yield* connectionsTo("192.0.2.1")).map((c) => c.outcome)).toEqual(["refuse", "accept"])
+    }).pipe(
+      Effect.provide(clusterServices({
+        "192.0.2.1": [refuse, { script: session("retry-1.test", ["one@a.test"]) }],
+        "192.0.2.2": [{ script: session("client.test", ["two@b.test"]) }]
+      }, schedule({ retry: ["1 minute"] }), { concurrency: 1 })),
+      seeded
+    ))
+
+  it.scoped("a message waiting in a backlog for the runner's attempt permit is held, not revived", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      // The runner has one permit; the first message's server takes 30 s to answer its final dot.
+      const first = yield* outbox.enqueue(request("one@a.test"))
+      yield* advance("5 seconds", "5 seconds")
+      const second = yield* outbox.enqueue(request("two@b.test"))
+      // The second is due from 5 s and waits for the permit until the first ends, past the bound (10 s) twice: its
+      // recipient is held by its attempt meanwhile, and the watchdog leaves it alone.
+      yield* advance("45 seconds", "5 seconds")
+      const statuses = [yield* statusOf(first), yield* statusOf(second)]
+      expect(statuses.map((m) => m.recipients.map((r) => r.state))).toEqual([["delivered"], ["delivered"]])
+      expect(statuses[1]!.attempts.length).toBe(1)
+      expect(statuses[1]!.attempts[0]!.startedMs).toBeGreaterThanOrEqual(ms("30 seconds"))
+      expect([yield* watchdogState(first), yield* watchdogState(second)]).toEqual([[[0, null]], [[0, null]]])
+      expect((yield* connectionsTo("192.0.2.2")).length).toBe(1)
+    }).pipe(
+      Effect.provide(clusterServices({
+        "192.0.2.1": [{
+          script: [
+            ...session("client.test", ["one@a.test"]).slice(0, 10),
+            Script.delay("30 seconds"),
+            ...session("client.test", ["one@a.test"]).slice(10)
+          ]
+        }],
+        "192.0.2.2": [{ script: session("client.test", ["two@b.test"]) }]
+      }, schedule({ retry: ["1 minute"] }), { concurrency: 1 })),
+      seeded
+    ))
 })

@@ -89,7 +89,10 @@ const ClusterLive = Layer.scoped(
     const dns = yield* DnsServer.scoped({ zones })
     const all: Array<Runner> = []
     const start = (tablePrefix: string) =>
-      startPgRunner(tablePrefix, { config, dns: dns.server, port: sink.port }, ["--log-level", "debug"]).pipe(
+      // A shard lease of 3 s, not the default 6 (renewed every second): the SIGKILL case waits for the killed runner's
+      // to run out. Not shorter: a renewal later than a third of it lets the runner's shards go, and this machine is
+      // shared.
+      startPgRunner(tablePrefix, { config, dns: dns.server, port: sink.port }, ["--lease", "3", "--log-level", "debug"]).pipe(
         Effect.tap((runner) => Effect.sync(() => all.push(runner))),
         Scope.extend(scope)
       )
@@ -98,10 +101,8 @@ const ClusterLive = Layer.scoped(
     // (PostgreSQL's advisory locks, numbered by the shard alone) let it hold this cluster's shards too, and nothing
     // here would be delivered. It runs until the end.
     yield* start(`${prefix}_nb`)
-    // The first alone (it creates the tables: the cluster's migrations are not safe to run twice at once), then the
-    // other two together.
-    const first = yield* start(prefix)
-    const rest = yield* Effect.all([start(prefix), start(prefix)], { concurrency: 2 })
+    // The three at once, on a prefix whose tables none has made yet (the prefix's start lock orders their migrations).
+    const runners = yield* Effect.all([start(prefix), start(prefix), start(prefix)], { concurrency: 3 })
     // The client the cases enqueue and read through (what `outbox enqueue` and `outbox status` run), one pool.
     const client = yield* Layer.build(Outbox.layerClient({ db: url, prefix }).pipe(
       Layer.provide(OutboundConfig.layer(config)),
@@ -118,7 +119,7 @@ const ClusterLive = Layer.scoped(
           }
         })
       )
-    return { sink, runners: [first, ...rest], events, start: start(prefix), outbox }
+    return { sink, runners, events, start: start(prefix), outbox }
   })
 )
 

@@ -2,16 +2,16 @@
  * The outbox's SQL store on SQLite in memory: the writes the watchdog and the workflow rely on to act once when
  * several runners (or generations) see the same state.
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Option, Record } from "effect"
 import * as Events from "../src/internal/outbox/events.js"
 import * as Store from "../src/internal/outbox/store.js"
 
 const withStore = <A, E>(f: (store: Store.Store) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
     const store = yield* Store.make("t", yield* Events.local)
-    yield* Store.migrate(Store.tables("t"))
     yield* store.insert(
       { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" },
       [{ address: "r@a.test", domain: "a.test", nextAttemptMs: 0, expiresMs: null, nextNotifyMs: null }]
@@ -51,4 +51,43 @@ describe("outbox store", () => {
         expect([yield* store.nextGeneration("m1"), yield* store.nextGeneration("m1")]).toEqual([1, 2])
       })
     ))
+
+  it.effect("a database at the first migration, or made before the outbox had migrations, is brought to the latest with its rows", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const all = Store.migrations(Store.tables("t"))
+      const first = Record.filter(all, (_, key) => key.startsWith("1_"))
+      const ids = (prefix: string) =>
+        Effect.map(sql`SELECT migration_id FROM ${sql(`${prefix}_migrations`)} ORDER BY migration_id`, (rows) =>
+          rows.map((r: any) => Number(r.migration_id)))
+      const claimIndex = (prefix: string) =>
+        Effect.map(
+          sql`SELECT name FROM sqlite_master WHERE type = 'index' AND name = ${`${prefix}_recipients_claim`}`,
+          (rows) => rows.length === 1
+        )
+      const row = (prefix: string) =>
+        Effect.all([
+          sql`INSERT INTO ${sql(`${prefix}_messages`)} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms, generation, start_claim, start_until) VALUES ('m0', 's@origin.test', '', 0, 5, '', 1, 0, NULL, 0, NULL, NULL)`,
+          sql`INSERT INTO ${sql(`${prefix}_recipients`)} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, claim, claim_until, updated_ms) VALUES ('m0', 'r@a.test', 'a.test', 0, 'deferred', 2, 'connection', 7, NULL, 0, NULL, NULL, 0, NULL, NULL, 5)`
+        ])
+      // "t": at the first migration (as a release with only that one left it), with a message.
+      yield* Store.migrate("t", first)
+      expect([yield* ids("t"), yield* claimIndex("t")]).toEqual([[1], false])
+      yield* row("t")
+      // "u": its tables made as before the migrations (what the first one does, with no record), with a message.
+      yield* Store.migrations(Store.tables("u"))["1_tables"]!
+      yield* row("u")
+      const latest = Object.keys(all).map((k) => Number.parseInt(k, 10))
+      for (const prefix of ["t", "u"]) {
+        const store = yield* Store.make(prefix, yield* Events.local)
+        expect([yield* ids(prefix), yield* claimIndex(prefix)]).toEqual([latest, true])
+        expect(Option.map(yield* store.message("m0"), (m) => [m.sender, m.createdMs])).toEqual(Option.some(["s@origin.test", 5]))
+        expect((yield* store.recipients("m0")).map((r) => [r.address, r.state, r.retryNum, r.nextAttemptMs])).toEqual([
+          ["r@a.test", "deferred", 2, 7]
+        ])
+        // Made again (a second start): nothing to apply, nothing changed.
+        yield* Store.make(prefix, yield* Events.local)
+        expect(yield* ids(prefix)).toEqual(latest)
+      }
+    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))
 })

@@ -14,6 +14,7 @@ import * as Connector from "../src/Connector.js"
 import { MAX_LINE_BYTES } from "../src/Connector.js"
 import * as address from "../src/internal/address.js"
 import { hostnameProblem } from "../src/internal/config/convert.js"
+import { extend } from "../src/internal/extend.js"
 import { LineBuffer } from "../src/internal/lineBuffer.js"
 import * as SmtpReply from "../src/SmtpReply.js"
 import { watchProcess } from "./fixtures/hostilePeer.js"
@@ -280,6 +281,31 @@ describe("what may reach the wire", () => {
     [addressOrName],
     ([name]) => {
       if (hostnameProblem(name) === null) expect(name).toMatch(/^[A-Za-z0-9.-]{1,255}$/)
+    },
+    { fastCheck: RUNS }
+  )
+})
+
+describe("objects built on every message's path", () => {
+  // Keys the stages use and keys they do not, `__proto__` included: a spread defines it as an own key, and so must
+  // `extend` (Object.assign onto a fresh object sets it as an own data property too, since the source's is one).
+  const key = fc.oneof(
+    fc.constantFrom("rcpt", "rcpt_domain", "mx", "remote_ip", "local_ip", "settings", "tls", "dane", "__proto__", "0"),
+    fc.string({ maxLength: 4 })
+  )
+  const record = fc.dictionary(key, fc.oneof(fc.integer(), fc.string(), fc.constant(null), fc.constant(undefined)))
+
+  it.prop(
+    "extend gives what a spread gives: the same keys in the same order, the later objects' values winning",
+    [record, record, record],
+    ([a, b, c]) => {
+      const spread2 = { ...a, ...b }
+      const spread3 = { ...a, ...b, ...c }
+      expect(Reflect.ownKeys(extend(a, b))).toEqual(Reflect.ownKeys(spread2))
+      expect(extend(a, b)).toStrictEqual(spread2)
+      expect(Reflect.ownKeys(extend(a, b, c))).toEqual(Reflect.ownKeys(spread3))
+      expect(extend(a, b, c)).toStrictEqual(spread3)
+      expect(Object.getPrototypeOf(extend(a, b, c))).toBe(Object.prototype)
     },
     { fastCheck: RUNS }
   )

@@ -57,6 +57,13 @@ const optionsOf: ReadonlyArray<readonly [OptionSpec, ReadonlyArray<Subcommand>]>
       "default is 127.0.0.1:34431; every runner on a machine needs its own port."
   }, ["serve"]],
   [{
+    name: "lease",
+    value: "seconds",
+    description: "serve on PostgreSQL: how long this runner's shard locks and heartbeat last; it renews them every " +
+      "third of it. A runner that dies stops counting, and its shards go to the others, within a lease. The default " +
+      "is 6; every runner of a cluster should have the same."
+  }, ["serve"]],
+  [{
     name: "prefix",
     value: "name",
     description: "The tables' prefix (<prefix>_messages, <prefix>_cluster_…); the default is outbox."
@@ -271,10 +278,15 @@ export const run = (parsed: Parsed): Effect.Effect<void, CliExit, FileSystem.Fil
     })
     const postgres = /^postgres(ql)?:\/\//.test(db)
     if (!postgres && parsed.values.has("runner")) return yield* usage("--runner is for a cluster on PostgreSQL")
+    if (!postgres && parsed.values.has("lease")) return yield* usage("--lease is for a cluster on PostgreSQL")
     const runner = yield* parseRunner(Option.getOrElse(value(parsed, "runner"), () => "127.0.0.1:34431"))
+    const lease = yield* Option.match(value(parsed, "lease"), {
+      onNone: () => Effect.succeed(undefined),
+      onSome: (t) => Effect.map(positiveInt("lease", t), (seconds) => `${seconds} seconds` as const)
+    })
     const env = yield* environment(opts)
     const outboxLayer = postgres
-      ? Outbox.layerPg({ url: db, runner, prefix, concurrency })
+      ? Outbox.layerPg({ url: db, runner, prefix, concurrency, lease })
       : Outbox.layerSqlite({ filename: db.replace(/^file:/, ""), prefix, concurrency })
     yield* Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox

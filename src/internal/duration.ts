@@ -3,7 +3,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Either } from "effect"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 
 const UNITS: { readonly [unit: string]: number } = {
   "": 1,

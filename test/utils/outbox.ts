@@ -12,32 +12,6 @@ import { runMain } from "./cli.js"
 /** The cluster suites' PostgreSQL (`.ci/run` starts it): trust auth, database `test`. */
 export const pgUrl = "postgres://postgres@127.0.0.1:5432/test"
 
-/** A statement through `psql` on that database: its output, a row a line. */
-export const psql = (command: string): string =>
-  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
-    stdio: "pipe",
-    timeout: 30_000
-  }).toString()
-
-/** Its rows. */
-export const psqlRows = (command: string): ReadonlyArray<string> => psql(command).split("\n").filter((l) => l !== "")
-
-/** Drops the tables of a run's prefix (the outbox's and its cluster's). */
-export const dropTables = (prefix: string) => {
-  for (const table of psqlRows(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)) {
-    psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
-  }
-}
-
-/** A port free on 127.0.0.1 now (listened on, then closed): a runner's `--runner` address. */
-export const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
 /**
  * `outbox serve` on `pgUrl` under `prefix`, at a port the system has just handed out (a fixed port in the ephemeral
  * range can be taken by any other suite's connection running beside this one), delivering to `port` on loopback.
@@ -152,3 +126,29 @@ export const waitFor = (
     }
     return last
   })
+
+/** A statement through `psql` on the test database (PostgreSQL at 127.0.0.1:5432, `test`, trust auth): its rows. */
+export const psql = (command: string) =>
+  execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-Atc", command], {
+    stdio: "pipe",
+    timeout: 30_000
+  }).toString()
+
+/** Its rows. */
+export const psqlRows = (command: string): ReadonlyArray<string> => psql(command).split("\n").filter((l) => l !== "")
+
+/** Drops every table whose name starts with `<prefix>_` (a test run's outbox and cluster). */
+export const dropTables = (prefix: string) => {
+  const tables = psql(`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '${prefix}\\_%'`)
+    .split("\n").filter((t) => t !== "")
+  for (const table of tables) psql(`DROP TABLE IF EXISTS "${table}" CASCADE`)
+}
+
+/** A port free on 127.0.0.1 now (listened on, then closed). */
+export const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})

@@ -3,7 +3,9 @@
  * the reason when it cannot be done. The same converters judge constant values at load and computed values per
  * delivery, so a value that loads is a value that would have been used.
  */
-import { Duration, Either, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import { isIPv4, isIPv6 } from "node:net"
 import { Constant, type Value } from "../../Expression.js"
 import { type IpStrategy, type TlsPolicy, ipStrategies } from "../../Settings.js"

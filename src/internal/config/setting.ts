@@ -3,7 +3,9 @@
  * expression source first (native integers, booleans and address arrays are written as the expression they mean),
  * so a single expression, an if-list branch and a native value go through the same compiler and converter.
  */
-import { Duration, Either, Option } from "effect"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import {
   compile,
   type CompileOptions,

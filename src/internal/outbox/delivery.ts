@@ -18,6 +18,7 @@ import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import type * as Connector from "../../Connector.js"
 import type { DeliveryReport, RecipientResult, ReportError } from "../../DeliveryReport.js"
 import type * as Dns from "../../Dns.js"
@@ -165,19 +166,69 @@ const newToken = Effect.map(
 )
 
 /**
- * Delivers the domain's due recipients of the message once and records the outcome. Never fails: a storage error
- * that outlasts the retries is a defect (the workflow's activity replays the step, which replays this attempt).
+ * How an attempt waits for its turn: `hold` claims its recipients for the attempt's `token` before it waits (and
+ * the claim is renewed while it waits), `effect` runs once it is its turn. @internal
+ */
+export type WithPermit = (
+  token: string,
+  hold: Effect.Effect<void, SqlError>
+) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
+
+/** No waiting (the in-memory engine's attempts run in place). @internal */
+export const noPermit: WithPermit = () => (effect) => effect
+
+/**
+ * A runner's attempt permits, `concurrency` of them. An attempt that finds none free claims its recipients before it
+ * waits for one, so that a recipient waiting in a backlog is held, not taken by the watchdog for lost
+ * (docs/outbox.md); the claims of the attempts waiting are renewed together every 5 s, one statement per 500 of
+ * them.
+ *
+ * @internal
+ */
+export const makePermits = (concurrency: number): Effect.Effect<WithPermit, never, Core | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { store } = yield* Core
+    const semaphore = yield* Effect.makeSemaphore(concurrency)
+    const waiting = new Set<string>()
+    yield* Effect.forkScoped(Effect.repeat(
+      Effect.suspend(() =>
+        waiting.size === 0
+          ? Effect.void
+          : Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew([...waiting], now + LEASE_MS)))
+      ),
+      Schedule.spaced(Duration.millis(LEASE_MS / 3))
+    ))
+    const done = (token: string) => Effect.sync(() => void waiting.delete(token))
+    return (token, hold) => (effect) =>
+      Effect.flatMap(semaphore.withPermitsIfAvailable(1)(effect), (ran) =>
+        Option.isSome(ran) ? Effect.succeed(ran.value) : Effect.acquireUseRelease(
+          Effect.zipRight(hold, Effect.sync(() => void waiting.add(token))),
+          // Once it has its permit, the attempt renews its own claim.
+          () => semaphore.withPermits(1)(Effect.zipRight(done(token), effect)),
+          () => done(token)
+        ))
+  })
+
+/**
+ * Delivers the domain's due recipients of the message once and records the outcome, the transaction after
+ * `withPermit`'s wait. Never fails: a storage error that outlasts the retries is a defect (the workflow's activity
+ * replays the step, which replays this attempt).
  *
  * @internal
  */
 export const deliverDomain = (
-  job: DomainJob
+  job: DomainJob,
+  withPermit: WithPermit = noPermit
 ): Effect.Effect<void, never, Core | TransportServices> =>
   // The token is drawn once: a run made again after a storage error claims with the same one, so the claim its
   // first run may have written (the reply lost with the connection) does not hold it up.
-  Effect.flatMap(newToken, (token) => deliverWith(job, token)).pipe(Effect.withSpan("outbox.attempt"))
+  Effect.flatMap(newToken, (token) => deliverWith(job, token, withPermit)).pipe(Effect.withSpan("outbox.attempt"))
 
-const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, Core | TransportServices> =>
+const deliverWith = (
+  job: DomainJob,
+  token: string,
+  withPermit: WithPermit
+): Effect.Effect<void, never, Core | TransportServices> =>
   Effect.gen(function*() {
     const { attempts, store } = yield* Core
     const config = yield* OutboundConfig
@@ -186,31 +237,28 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
     const msg = message.value
     // Read again at the attempt: a replay of the step finds the recipients the first run recorded final. What
     // another execution of this attempt holds (an entity message delivered again while the first still runs) is
-    // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died).
-    const { due, rows, startMs } = yield* Effect.gen(function*() {
-      for (;;) {
-        const startMs = yield* Clock.currentTimeMillis
-        yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
-        const rows = yield* store.recipients(job.id)
-        const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
-        const heldElsewhere = rows.some((r) =>
-          r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
-          r.claimUntilMs !== null && r.claimUntilMs >= startMs
-        )
-        if (due.length > 0 || !heldElsewhere) return { due, rows, startMs }
-        yield* Effect.sleep("500 millis")
-      }
+    // waited for, not sent: its claim ends when it records, or when it stops renewing (its runner died). `null`
+    // when nothing is this attempt's and something is held elsewhere: the caller waits without its permit.
+    const claimDue = Effect.gen(function*() {
+      const startMs = yield* Clock.currentTimeMillis
+      yield* store.claim(job.id, job.domain, token, startMs, startMs + LEASE_MS)
+      const rows = yield* store.recipients(job.id)
+      const due = rows.filter((r) => r.domain === job.domain && r.claim === token && isPending(r))
+      const heldElsewhere = rows.some((r) =>
+        r.domain === job.domain && isPending(r) && (r.nextAttemptMs ?? 0) <= startMs && r.claim !== token &&
+        r.claimUntilMs !== null && r.claimUntilMs >= startMs
+      )
+      return due.length > 0 || !heldElsewhere ? { due, rows, startMs } : null
     }).pipe(Effect.withSpan("outbox.claim"))
-    if (due.length === 0) return
     // From here to the write of the results, nothing may stop the attempt half-way (a runner stopping, a shard
     // taken away): a transaction sent and not recorded would be sent again. It runs as a fiber of the outbox's
     // attempt set, which outlives the cluster and whose close waits for it, and this handler waits for it without
     // being interruptible.
-    const attempt = Effect.gen(function*() {
+    const attempt = ({ due, rows, startMs }: NonNullable<Effect.Effect.Success<typeof claimDue>>) => Effect.gen(function*() {
       // The claim is renewed while the attempt runs (a transaction may take minutes), in this attempt's scope.
       yield* Effect.forkScoped(
         Effect.repeat(
-          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew(token, now + LEASE_MS))),
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.ignore(store.renew([token], now + LEASE_MS))),
           Schedule.spaced(Duration.millis(LEASE_MS / 3))
         )
       )
@@ -256,9 +304,22 @@ const deliverWith = (job: DomainJob, token: string): Effect.Effect<void, never, 
       // lost write would send again what the server took); only the process ending stops this.
       yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs)).pipe(Effect.withSpan("outbox.record"))
     }).pipe(Effect.scoped)
-    yield* Effect.uninterruptible(
-      Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt)), Fiber.join)
-    )
+    // An attempt that waits for its turn holds its recipients meanwhile (`withPermit`): a recipient waiting in a
+    // backlog is not one the watchdog takes for lost. They are claimed again once the turn comes (`claimDue`): what
+    // lapsed meanwhile and another execution took is not sent.
+    const hold = Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+      store.claim(job.id, job.domain, token, nowMs, nowMs + LEASE_MS))
+    // `false` while another execution holds the recipients. It is waited for outside the permit: that execution
+    // may itself be waiting for a permit, holding its claim (with `concurrency = 1`, waiting with the permit held
+    // would wait for ever, the claim renewed all along).
+    const turn = withPermit(token, hold)(Effect.flatMap(claimDue, (claimed) =>
+      claimed === null ? Effect.succeed(false) : claimed.due.length === 0 ? Effect.succeed(true) : Effect.as(
+        Effect.uninterruptible(
+          Effect.flatMap(FiberSet.run(attempts, Effect.interruptible(attempt(claimed))), Fiber.join)
+        ),
+        true
+      )))
+    while (!(yield* turn)) yield* Effect.sleep("500 millis")
   }).pipe(
     // A storage outage (a PostgreSQL restart) before the attempt: the reads are made again. After the transaction,
     // the write has its own retries above; nothing is sent before the claim is in SQL.

@@ -2,8 +2,10 @@
  * The `Outbox` service and the layers its engines share: the store, the workflow and the domain entity, the starter
  * that begins the workflows of messages stored by a client (or by a process that stopped before it began them).
  */
+import * as ClusterWorkflowEngine from "@effect/cluster/ClusterWorkflowEngine"
 import type { WorkflowEngine } from "@effect/workflow/WorkflowEngine"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { MigrationError } from "@effect/sql/Migrator"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -32,7 +34,14 @@ import { durably, storageDefects, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
 import * as Events from "./events.js"
 import * as Store from "./store.js"
-import { DeliveryWorkflow, Revive } from "./workflow.js"
+import {
+  DeliveryWorkflow,
+  dispatchEntity,
+  domainEntityLayer,
+  Revive,
+  reviveCluster,
+  workflowLayer
+} from "./workflow.js"
 
 /** @internal */
 export interface ListOptions {
@@ -58,7 +67,8 @@ export class Outbox extends Context.Tag("effect-smtp-transport/Outbox")<Outbox, 
 const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
   effect.pipe(storageDefects, Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(5))))
 
-const storageError = (error: SqlError) => new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
+const storageError = (error: SqlError | MigrationError) =>
+  new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
 /**
  * How the engine announces its changes (events.ts): PostgreSQL's notifications, or this process's hub. `@effect/sql-pg`
@@ -215,9 +225,9 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
         // Each start is a write to the cluster's storage: in parallel, or a client's batch begins at that pace.
         yield* Effect.forEach(ids, startOrLater, { discard: true, concurrency: 16 })
         const now = yield* Clock.currentTimeMillis
-        // A few a sweep, oldest first: in a backlog that drains slower than `stallAfter` (recipients due, waiting
-        // for a runner's attempt permit, not claimed yet) healthy messages look stalled too, and reviving them is
-        // harmless but not free (a few statements each).
+        // A few a sweep, oldest first: a healthy message can still look stalled (an attempt request refused by a
+        // domain entity's full mailbox in a backlog of thousands to one MX host, docs/outbox.md), and reviving one
+        // is harmless but not free (a few statements).
         const stalled = yield* store.stalled(now, now - stallMs, 20)
         yield* Effect.forEach(stalled, (s) => revive(s, now), { discard: true, concurrency: 4 })
       }).pipe(
@@ -273,3 +283,17 @@ export const runnerLayer = (sweep: Sweep = defaultSweep) =>
 
 /** A client's service (`runner` false), or a runner's without a sweeper (the in-memory engine's). @internal */
 export const serviceLayer = (runner: boolean) => Layer.scoped(Outbox, make(runner, null))
+
+/**
+ * A runner on a cluster's `Sharding` and storage: the workflow, the domain entity (`concurrency` attempts at once),
+ * the service with its sweeper. @internal
+ */
+export const clusterRunnerLayer = (prefix: string, options: CoreOptions, concurrency: number, sweep: Sweep) =>
+  runnerLayer(sweep).pipe(
+    Layer.provide(reviveCluster),
+    Layer.provideMerge(workflowLayer),
+    Layer.provide(dispatchEntity),
+    Layer.provide(domainEntityLayer(concurrency)),
+    Layer.provide(ClusterWorkflowEngine.layer),
+    Layer.provide(coreLayer(prefix, options))
+  )

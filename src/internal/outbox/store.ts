@@ -4,9 +4,12 @@
  * DO NOTHING`, `RETURNING`), so both engines run the same code; integers come back as strings from PostgreSQL's
  * BIGINT, so every number is read through `Number`.
  */
+import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type { ReportError } from "../../DeliveryReport.js"
@@ -78,12 +81,20 @@ export const tables = (prefix: string): Tables => ({
   attempts: `${prefix}_attempts`
 })
 
-/** Creates the tables when they do not exist; every runner and client runs it at start, so it must be idempotent. @internal */
-export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlClient> =>
-  Effect.gen(function*() {
+/**
+ * The outbox's schema as `@effect/sql`'s `Migrator` applies it: each entry once per database and prefix, in the order
+ * of its number, recorded in `<prefix>_migrations` in the transaction that applies it. A change of schema is a new
+ * entry at the end; an entry that was released is never edited (databases have it applied already).
+ *
+ * @internal
+ */
+export const migrations = (t: Tables): Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> => ({
+  // IF NOT EXISTS: a database made before the outbox had migrations has these tables and no record; it takes this
+  // entry as applied, unchanged.
+  "1_tables": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    // The type of a millisecond time, 64 bits in both.
     const blob = sql.onDialectOrElse({ pg: () => "BIGINT", orElse: () => "INTEGER" })
-    // (`blob`: the type of a millisecond time, 64 bits in both.)
     yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS ${t.messages} (
       id TEXT PRIMARY KEY,
       sender TEXT NOT NULL,
@@ -129,7 +140,93 @@ export const migrate = (t: Tables): Effect.Effect<void, SqlError, SqlClient.SqlC
       report TEXT NOT NULL,
       PRIMARY KEY (message_id, generation, step, domain)
     )`)
+  }),
+  // The claims are renewed by token (`renew`, every 5 s an attempt runs or waits for its permit): a lookup, not a
+  // scan of every recipient the outbox ever had.
+  "2_claim_index": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.recipients}_claim ON ${t.recipients} (claim)`)
   })
+})
+
+/**
+ * Runs `effect` while this process holds the prefix's start lock. On PostgreSQL: a transaction's advisory lock on a
+ * connection of its own, released when `effect` ends (or with the session, should the process die), so that runners
+ * and clients starting at once make their tables one after the other: PostgreSQL fails concurrent `CREATE TABLE`s of
+ * one name on its catalog's unique index, `IF NOT EXISTS` or not, and `@effect/cluster`'s storage makes its tables so
+ * (two of three runners started at once on a new prefix failed, every time). The two-key form: its numbers are a
+ * space apart from the one-key locks `@effect/cluster` takes for shards when its advisory locks are on (the outbox
+ * turns them off, a user may turn them back on). On SQLite, one process by design, `effect`
+ * as it is.
+ *
+ * @internal
+ */
+export const exclusive = (prefix: string) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R | SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql.onDialectOrElse({
+      pg: () =>
+        Effect.scoped(Effect.gen(function*() {
+          const connection = yield* sql.reserve
+          const key = ["effect-smtp-transport/outbox", prefix]
+          // A transaction's lock, not a session's: it ends with the transaction whatever happens to the statement
+          // that ends it (a session lock whose unlock failed would go back to the pool still held, and every later
+          // start would wait on it). Nothing is written on this connection: the end is a ROLLBACK. A start waits
+          // for the lock at most two minutes (a process stuck holding it), then fails with PostgreSQL's error.
+          yield* Effect.acquireRelease(
+            connection.executeRaw("BEGIN", []),
+            () => Effect.ignore(connection.executeRaw("ROLLBACK", []))
+          )
+          yield* connection.executeRaw("SET LOCAL lock_timeout = '120s'", [])
+          yield* connection.executeRaw("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", key)
+          return yield* effect
+        })),
+      orElse: () => effect
+    }))
+
+/**
+ * `layer` built under the prefix's start lock (`exclusive`): for `@effect/cluster`'s storage, which makes its tables
+ * when it is built.
+ *
+ * @internal
+ */
+export const exclusiveLayer = (prefix: string) =>
+<ROut, E, RIn>(layer: Layer.Layer<ROut, E, RIn>): Layer.Layer<ROut, E | SqlError, RIn | SqlClient.SqlClient> =>
+  Layer.scopedContext(Effect.flatMap(Effect.scope, (scope) => exclusive(prefix)(Layer.buildWithScope(layer, scope))))
+
+/**
+ * Brings the prefix's tables to the latest of `record` (default: the outbox's `migrations`) under the start lock. On
+ * SQLite a second process migrating at the same moment can find the Migrator's transaction taken and return without
+ * waiting for it: the record is read again until it has the latest entry.
+ *
+ * @internal
+ */
+export const migrate = (
+  prefix: string,
+  record: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> = migrations(tables(prefix))
+): Effect.Effect<void, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const table = `${prefix}_migrations`
+    const latest = Math.max(0, ...Object.keys(record).map((key) => Number.parseInt(key, 10)))
+    yield* Migrator.make({})({ loader: Migrator.fromRecord(record), table })
+    const rows = yield* sql`SELECT MAX(migration_id) AS latest FROM ${sql(table)}`
+    const applied = Number((rows[0] as any)?.latest ?? 0)
+    if (applied < latest) {
+      return yield* new Migrator.MigrationError({
+        reason: "locked",
+        message: `the migrations of ${prefix} are at ${applied}, not yet at ${latest}`
+      })
+    }
+  }).pipe(
+    // (A statement refused while the other process holds the database: the same, made again.)
+    Effect.retry({
+      times: 20,
+      schedule: Schedule.spaced("250 millis"),
+      while: (e) => e._tag === "SqlError" || e.reason === "locked"
+    }),
+    exclusive(prefix)
+  )
 
 const num = (u: unknown): number => Number(u)
 const numOrNull = (u: unknown): number | null => (u === null || u === undefined ? null : Number(u))
@@ -236,8 +333,8 @@ export interface Store {
     nowMs: number,
     untilMs: number
   ) => Effect.Effect<void, SqlError>
-  /** Extends the claim of `token` (the attempt is still under way). */
-  readonly renew: (token: string, untilMs: number) => Effect.Effect<void, SqlError>
+  /** Extends the claims of `tokens` (their attempts are under way, or waiting for a permit), in statements of 500. */
+  readonly renew: (tokens: ReadonlyArray<string>, untilMs: number) => Effect.Effect<void, SqlError>
   /** Gives up pending recipients, except those an attempt under way holds (its claim not lapsed). */
   readonly expire: (id: string, addresses: ReadonlyArray<string>, nowMs: number) => Effect.Effect<void, SqlError>
   readonly notified: (
@@ -277,13 +374,14 @@ export interface Store {
 }
 
 /** @internal */
-export const make = (prefix: string, announcer: Announcer): Effect.Effect<Store, SqlError, SqlClient.SqlClient> =>
+export const make = (
+  prefix: string,
+  announcer: Announcer
+): Effect.Effect<Store, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const t = tables(prefix)
-    // Runners starting together race on CREATE TABLE IF NOT EXISTS (PostgreSQL can fail the loser on its catalog's
-    // unique index): made again, it finds the tables there.
-    yield* migrate(t).pipe(Effect.retry({ times: 5, schedule: Schedule.spaced("200 millis") }))
+    yield* migrate(prefix)
     const M = sql(t.messages)
     const R = sql(t.recipients)
     const A = sql(t.attempts)
@@ -363,7 +461,12 @@ export const make = (prefix: string, announcer: Announcer): Effect.Effect<Store,
         Effect.asVoid(
           sql`UPDATE ${R} SET claim = ${token}, claim_until = ${untilMs} WHERE message_id = ${id} AND domain = ${domain} AND state IN ('queued', 'deferred') AND next_attempt_ms <= ${nowMs} AND (claim IS NULL OR claim = ${token} OR claim_until < ${nowMs})`
         ),
-      renew: (token, untilMs) => Effect.asVoid(sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE claim = ${token}`),
+      renew: (tokens, untilMs) =>
+        Effect.forEach(
+          Arr.chunksOf(tokens, 500),
+          (chunk) => sql`UPDATE ${R} SET claim_until = ${untilMs} WHERE ${sql.in("claim", chunk)}`,
+          { discard: true }
+        ),
       expire: (id, addresses, nowMs) =>
         addresses.length === 0 ? Effect.void : announced(Effect.map(
           sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND (claim IS NULL OR claim_until < ${nowMs}) AND ${

@@ -12,9 +12,7 @@
 import * as ClusterSchema from "@effect/cluster/ClusterSchema"
 import { createHash } from "node:crypto"
 import * as Entity from "@effect/cluster/Entity"
-import { EntityAddress } from "@effect/cluster/EntityAddress"
 import { EntityId } from "@effect/cluster/EntityId"
-import { EntityType } from "@effect/cluster/EntityType"
 import { MessageStorage } from "@effect/cluster/MessageStorage"
 import * as Sharding from "@effect/cluster/Sharding"
 import * as Rpc from "@effect/rpc/Rpc"
@@ -39,6 +37,7 @@ import {
   deliverDomain,
   type DomainJob,
   durably,
+  makePermits,
   recipientVariables,
   scheduleFor,
   storageRetry,
@@ -108,12 +107,12 @@ export const DomainEntity = Entity.make("effect-smtp-transport/OutboxDestination
 /**
  * The domain entity's handlers, on this runner's `Transport` layer: at most `concurrency` attempts at once on the
  * runner, whatever their domains (a domain's attempts of many messages run side by side, under the runner's
- * limiters).
+ * limiters); an attempt claims its recipients before it waits for its turn (`makePermits`).
  *
  * @internal
  */
 export const domainEntityLayer = (concurrency: number) =>
-  Layer.unwrapEffect(Effect.map(Effect.makeSemaphore(concurrency), (permits) =>
+  Layer.unwrapScoped(Effect.map(makePermits(concurrency), (withPermit) =>
     DomainEntity.toLayer(
       Effect.gen(function*() {
         const context = yield* Effect.context<Core | TransportServices>()
@@ -124,10 +123,7 @@ export const domainEntityLayer = (concurrency: number) =>
               generation: request.payload.generation,
               step: request.payload.step,
               domain: request.payload.domain
-            }).pipe(
-              permits.withPermits(1),
-              Effect.provide(context)
-            )
+            }, withPermit).pipe(Effect.provide(context))
         }
       }),
       { concurrency: "unbounded", maxIdleTime: "1 minute" }
@@ -173,25 +169,29 @@ export class Revive extends Context.Tag("effect-smtp-transport/internal/OutboxRe
 export const MAX_GENERATIONS = 3
 
 /**
- * Revival on `@effect/cluster` (requires `Sharding` and its `MessageStorage`). The ways a workflow stalls there, and
- * what undoes each:
+ * Revival on `@effect/cluster` (requires `Sharding` and its `MessageStorage`), through their public API and the
+ * workflow's: nothing here names the engine's entity types (`ClusterWorkflowEngine` keeps them to itself). The ways
+ * a workflow stalls there, and what undoes each:
  *
- * - A message to an entity (the workflow's run, its clock, a domain attempt) was read from storage and then not
- *   processed: the read marks it (`last_read`) and storage does not hand it out again for ten minutes. It happens
- *   when the reading runner stops, or loses the shard, or its connection dies (a PostgreSQL restart) between the
- *   read and the processing. `resetAddress` clears the mark of the entity's unprocessed messages, and the shard's
- *   owner reads them at its next poll. (A message being processed is not processed twice: the owner skips it.)
- * - The run has a result although the message is not done (the workflow ended on a defect, or was suspended and
- *   nothing resumed it): the run's replies are cleared (`Sharding.reset`, what `WorkflowEngine.resume` does for a
- *   suspended one), and it runs again, replaying its recorded steps.
- * - The run was never stored (a start whose write failed after the message was marked begun): begun again.
+ * - A message to an entity (the workflow's run, its activities, its clock, a domain attempt) was read from storage
+ *   and then not processed: the read marks it (`last_read`) and storage hands it out again only after ten minutes.
+ *   It happens when the reading runner stops, or loses the shard, or its connection dies (a PostgreSQL restart)
+ *   between the read and the processing. The marks of the shards that hold those messages are cleared
+ *   (`MessageStorage.resetShards`, what a runner does for the shards it takes): the workflow's shard (its run,
+ *   activities and clock share its execution id, so its shard) and each domain entity's. Their owners read them at
+ *   their next poll; a message being processed is skipped, not processed twice.
+ * - The run was never stored (a start whose write failed after the message was marked begun): `execute` stores it.
+ *   A run stored already is the same request (its primary key), left as it is.
+ * - The run is suspended and nothing resumed it (a clock whose wake-up was lost): `Workflow.resume`.
+ * - The run has a result although the message is not done (the workflow ended on a defect): a run with a result is
+ *   not run again by the public API, so a new generation of the workflow is begun (a new execution id).
  * - Still stalled a bound after a revival: the run is held by a runner but hangs there (seen after a PostgreSQL
  *   restart: the run under way, its next activity request never stored, and the entity skipping the run as being
- *   processed). Nothing outside the runner can end it, so a new generation of the workflow is begun (a new
- *   execution id); the hung one, should it wake, finds in SQL what the new one did.
+ *   processed). Nothing outside the runner can end it: a new generation; the hung one, should it wake, finds in SQL
+ *   what the new one did.
  *
  * Each is idempotent: the workflow's execution id is the message's, a run already under way is left alone, and the
- * attempts' claims keep two executions from sending to one recipient.
+ * attempts' claims keep two executions from sending to one recipient. Generations are bounded (`MAX_GENERATIONS`).
  *
  * @internal
  */
@@ -201,50 +201,46 @@ export const reviveCluster = Layer.effect(
     const sharding = yield* Sharding.Sharding
     const storage = yield* MessageStorage
     const engine = yield* WorkflowEngine.WorkflowEngine
+    const { store } = yield* Core
+    const withEngine = Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
     const workflowGroup = Context.get(DeliveryWorkflow.annotations, ClusterSchema.ShardGroup)
-    const addressOf = (entityType: string, entityId: string, group: (id: EntityId) => string) => {
-      const eid = EntityId.make(entityId)
-      return new EntityAddress({
-        entityType: EntityType.make(entityType),
-        entityId: eid,
-        shardId: sharding.getShardId(eid, group(eid))
+    const shardOf = (entityId: string, group: (id: EntityId) => string) => {
+      const id = EntityId.make(entityId)
+      return sharding.getShardId(id, group(id))
+    }
+    return ({ domains, generation, id, revivedBefore }: Stalled) => {
+      const anew = (why: string) =>
+        Effect.gen(function*() {
+          const next = yield* store.nextGeneration(id)
+          yield* withEngine(DeliveryWorkflow.execute({ id, generation: next }, { discard: true }))
+          return `begun anew as generation ${next} (${why})`
+        })
+      // Bounded: each generation is one more workflow for the same permits, and a message that hangs in every one
+      // has something no generation undoes.
+      const more = generation + 1 < MAX_GENERATIONS
+      return Effect.gen(function*() {
+        if (revivedBefore && more) return yield* anew("still stalled after a revival")
+        const executionId = yield* DeliveryWorkflow.executionId({ id, generation })
+        const shards = [shardOf(executionId, workflowGroup)]
+        for (const domain of domains) {
+          shards.push(shardOf(yield* routingKey(domain), (eid) => DomainEntity.getShardGroup(eid)))
+        }
+        yield* storage.resetShards(shards)
+        yield* withEngine(DeliveryWorkflow.execute({ id, generation }, { discard: true }))
+        const result = yield* withEngine(DeliveryWorkflow.poll(executionId))
+        if (result?._tag === "Suspended") {
+          yield* withEngine(DeliveryWorkflow.resume(executionId))
+          return "resumed (its run was suspended)"
+        }
+        if (result?._tag === "Complete") {
+          return more
+            ? yield* anew("its run has a result, the message is not done")
+            : `its run has a result, the message is not done, and it had ${MAX_GENERATIONS} generations`
+        }
+        yield* sharding.pollStorage
+        return "its shards' messages read again (its run begun, had it not been stored)"
       })
     }
-    const { store } = yield* Core
-    return ({ domains, generation, id, revivedBefore }: Stalled) =>
-      Effect.gen(function*() {
-        // Bounded: in a backlog healthy messages look stalled too (their recipients wait for an attempt permit), and
-        // each generation is one more workflow for the same permits.
-        if (revivedBefore && generation + 1 < MAX_GENERATIONS) {
-          const next = yield* store.nextGeneration(id)
-          yield* DeliveryWorkflow.execute({ id, generation: next }, { discard: true }).pipe(
-            Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
-          )
-          return `begun anew as generation ${next} (still stalled after a revival)`
-        }
-        const executionId = yield* DeliveryWorkflow.executionId({ id, generation })
-        // The entity types of ClusterWorkflowEngine: the workflow's, and its durable clock's (same entity id).
-        const run = addressOf(`Workflow/${DeliveryWorkflow.name}`, executionId, workflowGroup)
-        yield* storage.resetAddress(run)
-        yield* storage.resetAddress(addressOf("Workflow/-/DurableClock", executionId, workflowGroup))
-        yield* Effect.forEach(domains, (domain) =>
-          Effect.flatMap(routingKey(domain), (key) =>
-            storage.resetAddress(addressOf(DomainEntity.type, key, (eid) => DomainEntity.getShardGroup(eid)))), {
-          discard: true
-        })
-        const requestId = yield* storage.requestIdForPrimaryKey({ address: run, tag: "run", id: "" })
-        if (Option.isNone(requestId)) {
-          yield* DeliveryWorkflow.execute({ id, generation }, { discard: true }).pipe(
-            Effect.provideService(WorkflowEngine.WorkflowEngine, engine)
-          )
-          return "begun again (its run was not stored)"
-        }
-        const replies = yield* storage.repliesForUnfiltered([requestId.value])
-        const ended = replies.some((reply) => reply._tag === "WithExit")
-        if (ended) yield* sharding.reset(requestId.value)
-        yield* sharding.pollStorage
-        return ended ? "run again (its run had a result, the message is not done)" : "its messages read again"
-      })
   })
 )
 

@@ -9,6 +9,7 @@ import * as Keys from "../config/keys.js"
 import * as Model from "../config/model.js"
 import * as Schedule from "../config/schedule.js"
 import { MX_ROUTE, type RouteSetting } from "../config/relays.js"
+import { extend } from "../extend.js"
 
 /**
  * A stage's settings and the warnings met evaluating them (a computed value that could not be used, replaced by the
@@ -68,11 +69,11 @@ export const evaluateDomain = (
   const keys = domainKeys(config, variables)
   const route = config.route.evaluate(variables)
   if (Either.isLeft(route)) {
-    return { settings: { ...keys.settings, route: MX_ROUTE }, warnings: keys.warnings, routeError: route.left }
+    return { settings: extend(keys.settings, { route: MX_ROUTE }), warnings: keys.warnings, routeError: route.left }
   }
   const { value, warning } = route.right
   return {
-    settings: { ...keys.settings, route: value },
+    settings: extend(keys.settings, { route: value }),
     warnings: warning === null ? keys.warnings : [warning, ...keys.warnings],
     routeError: null
   }

@@ -133,6 +133,18 @@ export const limitMessage = <R>(
   )
 }
 
+/**
+ * The host's stage with its DANE decision, field by field: a spread adding `dane` is V8's slow path (`extend`). The
+ * `satisfies` names every key, optional ones included, so a field added to `HostStage` cannot be dropped here.
+ */
+const withDane = (stage: HostStage, dane: Dane.HostDane | null): HostStage => ({
+  variables: stage.variables,
+  settings: stage.settings,
+  limiterWait: stage.limiterWait,
+  relay: stage.relay,
+  dane
+} satisfies Record<keyof Required<HostStage>, unknown>)
+
 /** `f` of the value now, or after the effect: a value known at once costs no step. */
 const andThen = <A, B, E, R, E2, R2>(
   value: A | Effect.Effect<A, E, R>,
@@ -209,7 +221,7 @@ const hostLoop = <A>(
       return next()
     }
     return Effect.flatMap(
-      tryHost(delivery, group, { ...hostStage, dane }, host, attempts, enforced, warnings, span),
+      tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span),
       (outcome) => {
         if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
         hostErrors.push(outcome)

@@ -9,6 +9,7 @@ import type { Variables } from "../../Expression.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { DeliveryRequest } from "../../Transport.js"
 import * as address from "../address.js"
+import { extend } from "../extend.js"
 
 /** @internal */
 export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{
@@ -95,21 +96,15 @@ const requestVariables = (request: DeliveryRequest, sender: address.Address | nu
 // Each stage's variables are the previous stage's and its own (see Settings' stages).
 
 /** @internal */
-export const domainVariables = (request: Variables, group: Group): Variables => ({
-  ...request,
-  rcpt: group.recipients[0]!,
-  rcpt_domain: group.domain
-})
+export const domainVariables = (request: Variables, group: Group): Variables =>
+  extend(request, { rcpt: group.recipients[0]!, rcpt_domain: group.domain })
 
 /** @internal */
-export const hostVariables = (domain: Variables, host: MxHost): Variables => ({ ...domain, mx: host.name })
+export const hostVariables = (domain: Variables, host: MxHost): Variables => extend(domain, { mx: host.name })
 
 /** @internal */
-export const connectionVariables = (host: Variables, remoteIp: string, sourceIp: string | null): Variables => ({
-  ...host,
-  remote_ip: remoteIp,
-  local_ip: sourceIp ?? unbound(remoteIp)
-})
+export const connectionVariables = (host: Variables, remoteIp: string, sourceIp: string | null): Variables =>
+  extend(host, { remote_ip: remoteIp, local_ip: sourceIp ?? unbound(remoteIp) })
 
 /** `local_ip` when no source address is bound: the unspecified address of the remote's family (Stalwart: 0.0.0.0). */
 const unbound = (remoteIp: string) => (remoteIp.includes(":") ? "::" : "0.0.0.0")
