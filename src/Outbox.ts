@@ -73,7 +73,7 @@ export type AttemptEntry = core.AttemptEntry
 export type MessageStatus = core.MessageStatus
 
 /**
- * A recipient's state changed; it is in SQL when the event is published.
+ * A recipient's state as one write recorded it (`atMs`: its `updatedMs`); it is in SQL when the event is heard.
  *
  * @since 0.3.0
  * @category models
@@ -124,8 +124,11 @@ export declare namespace Outbox {
     readonly status: (id: string) => Effect.Effect<Option.Option<MessageStatus>, OutboxError>
     readonly list: (options?: ListOptions) => Effect.Effect<ReadonlyArray<MessageStatus>, OutboxError>
     /**
-     * The state changes this process records (a runner: the attempts it ran), from the moment of subscription.
-     * A cluster's other runners publish theirs in their own process; `status` reads everyone's from SQL.
+     * Recipients' state changes from the moment of subscription, each once, after it is in SQL: enqueues, attempts'
+     * outcomes, expiries. On PostgreSQL every change of the cluster (any runner's, any client's enqueue), announced
+     * by the transaction that records it (`pg_notify` on `<prefix>_events`) and heard in commit order; the stream
+     * listens again after a lost connection, and the changes made meanwhile are not replayed (`status` has them).
+     * On SQLite the changes this process records. docs/outbox.md, "Status events".
      */
     readonly events: Stream.Stream<StatusEvent>
   }

@@ -65,6 +65,19 @@ const session = (ehlo: string | RegExp, rcpts: ReadonlyArray<string>, data = "25
 
 const refuse: TestPeer = { connect: "refuse" }
 
+/** A session that refuses the recipient for good at RCPT; `mailFrom` is the MAIL command expected. */
+const refuseRcpt = (rcpt: string, mailFrom: string | RegExp = /^MAIL FROM:/): ReadonlyArray<Step> => [
+  Script.reply("220 mx ESMTP"),
+  Script.expect("EHLO client.test"),
+  Script.reply("250 mx"),
+  Script.expect(mailFrom),
+  Script.reply("250 ok"),
+  Script.expect(`RCPT TO:<${rcpt}>`),
+  Script.reply("550 5.1.1 no such user"),
+  Script.expect("QUIT"),
+  Script.reply("221 bye")
+]
+
 const zones: Dns.Zones = {
   "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] },
   "mx.a.test": { a: ["192.0.2.1"] },
@@ -129,6 +142,15 @@ const connectionsTo = (ip: string) =>
   Effect.map(ConnectorTest.ConnectorTest, (t) => Effect.map(t.connections, (cs) => cs.filter((c) => c.ip === ip))).pipe(
     Effect.flatten
   )
+
+/** The events from now on, collected; subscribed once the clock's adjustment found every fiber waiting. */
+const subscribe = Effect.gen(function*() {
+  const outbox = yield* Outbox.Outbox
+  const events: Array<Outbox.StatusEvent> = []
+  yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => events.push(e))))
+  yield* TestClock.adjust(0)
+  return events
+})
 
 describe("Outbox workflow", () => {
   it.scoped("retries exactly on the schedule, with retry_num and last_error reaching the expressions", () =>
@@ -277,19 +299,7 @@ describe("Outbox workflow", () => {
       expect((yield* outbox.list()).length).toBe(1)
     }).pipe(Effect.provide(services({
       "192.0.2.1": refuse,
-      "192.0.2.2": [{
-        script: [
-          Script.reply("220 mx ESMTP"),
-          Script.expect("EHLO client.test"),
-          Script.reply("250 mx"),
-          Script.expect("MAIL FROM:<>"),
-          Script.reply("250 ok"),
-          Script.expect("RCPT TO:<no@b.test>"),
-          Script.reply("550 5.1.1 no such user"),
-          Script.expect("QUIT"),
-          Script.reply("221 bye")
-        ]
-      }]
+      "192.0.2.2": [{ script: refuseRcpt("no@b.test", "MAIL FROM:<>") }]
     }, schedule({ retry: ["1 minute"], maxAttempts: 2 })))))
 
   it.scoped("an invalid request is refused at enqueue, with every problem", () =>
@@ -303,19 +313,56 @@ describe("Outbox workflow", () => {
   it.scoped("status events follow each recipient's state", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
-      const events: Array<Outbox.StatusEvent> = []
-      yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => events.push(e))))
-      yield* Effect.yieldNow()
+      const events = yield* subscribe
       const id = yield* outbox.enqueue(request("you@a.test"))
       yield* advance("2 minutes")
       expect(events.map((e) => [e.id === id, e.address, e.state, e.retryNum, e.atMs])).toEqual([
+        [true, "you@a.test", "queued", 0, 0],
         [true, "you@a.test", "deferred", 1, 0],
         [true, "you@a.test", "delivered", 1, ms("1 minute")]
       ])
-      expect(events[0]!.nextAttemptMs).toBe(ms("1 minute"))
+      expect(events[1]!.nextAttemptMs).toBe(ms("1 minute"))
     }).pipe(Effect.provide(services({
       "192.0.2.1": [refuse, { script: session("retry-1.test", ["you@a.test"]) }]
     }, schedule({ retry: ["1 minute"] })))))
+
+  it.scoped("every recorded change of a recipient's state is one event: enqueue, attempts, expiry, the DSNs", () =>
+    Effect.gen(function*() {
+      const outbox = yield* Outbox.Outbox
+      const events = yield* subscribe
+      const id = yield* outbox.enqueue(request("you@a.test", "no@b.test"))
+      yield* advance("12 minutes")
+      const messages = yield* outbox.list()
+      const dsns = messages.filter((m) => m.dsnOf === id).sort((a, b) => a.createdMs - b.createdMs)
+      expect(dsns.length).toBe(2)
+      const name = (e: { readonly id: string }) => e.id === id ? "message" : `dsn ${dsns.findIndex((d) => d.id === e.id)}`
+      // Per recipient, in the order recorded (the domains' attempts are transactions of their own, in either order).
+      const byRecipient = new Map<string, Array<string>>()
+      for (const e of events) {
+        const key = `${name(e)} ${e.address}`
+        byRecipient.set(key, [...(byRecipient.get(key) ?? []), e.state])
+      }
+      expect(Object.fromEntries(byRecipient)).toEqual({
+        "message you@a.test": ["queued", "deferred", "deferred", "deferred", "deferred", "expired"],
+        "message no@b.test": ["queued", "failed"],
+        "dsn 0 sender@origin.test": ["queued", "delivered"],
+        "dsn 1 sender@origin.test": ["queued", "delivered"]
+      })
+      // The last event of each recipient is what `status` reads from SQL.
+      for (const m of messages) {
+        for (const r of m.recipients) {
+          const last = events.filter((e) => e.id === m.id && e.address === r.address).at(-1)!
+          expect([last.state, last.retryNum, last.atMs, last.error]).toEqual([r.state, r.retryNum, r.updatedMs, r.error])
+        }
+      }
+    }).pipe(Effect.provide(services({
+      "192.0.2.1": refuse,
+      "192.0.2.2": [{ script: refuseRcpt("no@b.test") }],
+      "192.0.2.9": [
+        { script: session("client.test", ["sender@origin.test"]) },
+        { script: session("client.test", ["sender@origin.test"]) }
+      ]
+    }, schedule({ retry: ["3 minutes"], ttl: "10 minutes" })))))
 
   it.scoped("a limiter deferral does not count: retry_num stays, last_error is concurrency", () =>
     Effect.gen(function*() {

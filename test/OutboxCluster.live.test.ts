@@ -20,9 +20,8 @@ import * as Outbox from "../src/Outbox.js"
 import { type CountingServer, startCountingServer } from "./fixtures/countingServer.js"
 import * as DnsServer from "./fixtures/dnsServer.js"
 import { tempFiles } from "./utils/files.js"
-import { dropTables, freePort, psql, type Runner, startRunner } from "./utils/outbox.js"
+import { dropTables, pgUrl as url, psql, type Runner, startPgRunner } from "./utils/outbox.js"
 
-const url = "postgres://postgres@127.0.0.1:5432/test"
 const { file } = tempFiles("outbox-cluster")
 const prefix = `obx_${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 
@@ -89,30 +88,11 @@ const ClusterLive = Layer.scoped(
     const sink = yield* startCountingServer({ dataDelayMs: 150 })
     const dns = yield* DnsServer.scoped({ zones })
     const all: Array<Runner> = []
-    const start = (tablePrefix: string) => Effect.flatMap(freePort, (port) =>
-      // Ports the system has just handed out, not fixed ones: a fixed port in the ephemeral range can be taken by
-      // any other suite's connection running beside this one.
-      startRunner([
-        "--db",
-        url,
-        "--prefix",
-        tablePrefix,
-        "--runner",
-        `127.0.0.1:${port}`,
-        "--config",
-        config,
-        "--dns",
-        dns.server,
-        "--port",
-        String(sink.port),
-        // A shard lease of 3 s, not the default 6 (renewed every second): the SIGKILL case waits for the killed
-        // runner's to run out. Not shorter: a renewal later than a third of it lets the runner's shards go, and this
-        // machine is shared.
-        "--lease",
-        "3",
-        "--log-level",
-        "debug"
-      ], "30 seconds")).pipe(
+    const start = (tablePrefix: string) =>
+      // A shard lease of 3 s, not the default 6 (renewed every second): the SIGKILL case waits for the killed runner's
+      // to run out. Not shorter: a renewal later than a third of it lets the runner's shards go, and this machine is
+      // shared.
+      startPgRunner(tablePrefix, { config, dns: dns.server, port: sink.port }, ["--lease", "3", "--log-level", "debug"]).pipe(
         Effect.tap((runner) => Effect.sync(() => all.push(runner))),
         Scope.extend(scope)
       )

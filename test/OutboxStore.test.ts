@@ -6,11 +6,12 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Option, Record } from "effect"
+import * as Events from "../src/internal/outbox/events.js"
 import * as Store from "../src/internal/outbox/store.js"
 
 const withStore = <A, E>(f: (store: Store.Store) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
-    const store = yield* Store.make("t")
+    const store = yield* Store.make("t", yield* Events.local)
     yield* store.insert(
       { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" },
       [{ address: "r@a.test", domain: "a.test", nextAttemptMs: 0, expiresMs: null, nextNotifyMs: null }]
@@ -78,14 +79,14 @@ describe("outbox store", () => {
       yield* row("u")
       const latest = Object.keys(all).map((k) => Number.parseInt(k, 10))
       for (const prefix of ["t", "u"]) {
-        const store = yield* Store.make(prefix)
+        const store = yield* Store.make(prefix, yield* Events.local)
         expect([yield* ids(prefix), yield* claimIndex(prefix)]).toEqual([latest, true])
         expect(Option.map(yield* store.message("m0"), (m) => [m.sender, m.createdMs])).toEqual(Option.some(["s@origin.test", 5]))
         expect((yield* store.recipients("m0")).map((r) => [r.address, r.state, r.retryNum, r.nextAttemptMs])).toEqual([
           ["r@a.test", "deferred", 2, 7]
         ])
         // Made again (a second start): nothing to apply, nothing changed.
-        yield* Store.make(prefix)
+        yield* Store.make(prefix, yield* Events.local)
         expect(yield* ids(prefix)).toEqual(latest)
       }
     }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))

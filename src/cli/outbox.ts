@@ -93,7 +93,8 @@ export const help: CommandHelp = {
     "the one runner that holds the domain's primary MX host, so the configured limiters hold across them. Each message is a durable " +
     "workflow, retried on the configuration's [queue.schedule] until every recipient is delivered, failed or " +
     "expired; the sender gets a DSN at each notify point and on failure. Every state change is printed on " +
-    "standard output as a JSON line. SIGTERM or Ctrl-C stops it after the attempts under way; what was waiting " +
+    "standard output as a JSON line: on PostgreSQL every change of the cluster (each runner prints the same log), " +
+    "on SQLite the process's own. SIGTERM or Ctrl-C stops it after the attempts under way; what was waiting " +
     "resumes on another runner (or at the next start).",
     "enqueue: checks the request, stores it and prints its id; a runner on the same database begins it within a " +
     "second. status: each recipient's state, reply or last error and next attempt, and every attempt. list: the " +

@@ -9,6 +9,35 @@ import * as net from "node:net"
 import * as path from "node:path"
 import { runMain } from "./cli.js"
 
+/** The cluster suites' PostgreSQL (`.ci/run` starts it): trust auth, database `test`. */
+export const pgUrl = "postgres://postgres@127.0.0.1:5432/test"
+
+/**
+ * `outbox serve` on `pgUrl` under `prefix`, at a port the system has just handed out (a fixed port in the ephemeral
+ * range can be taken by any other suite's connection running beside this one), delivering to `port` on loopback.
+ */
+export const startPgRunner = (
+  prefix: string,
+  options: { readonly config: string; readonly dns: string; readonly port: number },
+  extra: ReadonlyArray<string> = []
+) =>
+  Effect.flatMap(freePort, (runnerPort) =>
+    startRunner([
+      "--db",
+      pgUrl,
+      "--prefix",
+      prefix,
+      "--runner",
+      `127.0.0.1:${runnerPort}`,
+      "--config",
+      options.config,
+      "--dns",
+      options.dns,
+      "--port",
+      String(options.port),
+      ...extra
+    ], "30 seconds"))
+
 const bin = path.resolve(import.meta.dirname, "..", "..", "dist", "bin.js")
 
 export interface Runner {
@@ -104,6 +133,9 @@ export const psql = (command: string) =>
     stdio: "pipe",
     timeout: 30_000
   }).toString()
+
+/** Its rows. */
+export const psqlRows = (command: string): ReadonlyArray<string> => psql(command).split("\n").filter((l) => l !== "")
 
 /** Drops every table whose name starts with `<prefix>_` (a test run's outbox and cluster). */
 export const dropTables = (prefix: string) => {

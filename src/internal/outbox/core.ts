@@ -1,13 +1,14 @@
 /**
- * The outbox's state shared by its parts in one process: the SQL store, the in-process stream of status events, and
- * the options. The models the public module exports are defined here, so that the internal modules need not import
+ * The outbox's state shared by its parts in one process: the SQL store, the stream of status events, and the
+ * options. The models the public module exports are defined here, so that the internal modules need not import
  * the public one.
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import type * as FiberSet from "effect/FiberSet"
-import type * as PubSub from "effect/PubSub"
+import type * as Stream from "effect/Stream"
 import type { AttemptRecord, RecipientResult, ReportError, ReportReply } from "../../DeliveryReport.js"
+import type { StatusEvent } from "./events.js"
 import type { RecipientState, Store } from "./store.js"
 
 export type { RecipientState } from "./store.js"
@@ -55,16 +56,7 @@ export interface MessageStatus {
   readonly attempts: ReadonlyArray<AttemptEntry>
 }
 
-/** A recipient's state changed (recorded in SQL first). @internal */
-export interface StatusEvent {
-  readonly id: string
-  readonly address: string
-  readonly state: RecipientState
-  readonly retryNum: number
-  readonly nextAttemptMs: number | null
-  readonly error: ReportError | null
-  readonly atMs: number
-}
+export type { StatusEvent } from "./events.js"
 
 /** The SQL storage failed (after the retries the outbox makes). @internal */
 export class OutboxError extends Data.TaggedError("OutboxError")<{
@@ -81,7 +73,8 @@ export interface CoreOptions {
 /** @internal */
 export class Core extends Context.Tag("effect-smtp-transport/internal/OutboxCore")<Core, {
   readonly store: Store
-  readonly events: PubSub.PubSub<StatusEvent>
+  /** What this process hears of the recorded changes (events.ts: every process's on PostgreSQL, its own on SQLite). */
+  readonly events: Stream.Stream<StatusEvent>
   readonly options: CoreOptions
   /**
    * Where attempts run: a set of the outbox layer's, so that the cluster stopping first does not cut them, which the

@@ -16,7 +16,6 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
@@ -29,7 +28,7 @@ import type * as PolicyCache from "../../PolicyCache.js"
 import type { DeliverySchedule } from "../../Settings.js"
 import * as Transport from "../../Transport.js"
 import type { Kind } from "../../TransportError.js"
-import { Core, type StatusEvent } from "./core.js"
+import { Core } from "./core.js"
 import type { RecipientRow, RecipientUpdate } from "./store.js"
 
 /** @internal */
@@ -231,7 +230,7 @@ const deliverWith = (
   withPermit: WithPermit
 ): Effect.Effect<void, never, Core | TransportServices> =>
   Effect.gen(function*() {
-    const { attempts, events, store } = yield* Core
+    const { attempts, store } = yield* Core
     const config = yield* OutboundConfig
     const message = yield* store.message(job.id)
     if (Option.isNone(message)) return
@@ -304,15 +303,6 @@ const deliverWith = (
       // The transaction is done: its outcome is written however long storage is away (an attempt made again for a
       // lost write would send again what the server took); only the process ending stops this.
       yield* untilWritten(store.recordDomain(job.id, updates, attempt, endMs)).pipe(Effect.withSpan("outbox.record"))
-      yield* PubSub.publishAll(events, updates.map((u): StatusEvent => ({
-        id: job.id,
-        address: u.address,
-        state: u.state,
-        retryNum: u.retryNum,
-        nextAttemptMs: u.nextAttemptMs,
-        error: byAddress.get(u.address)?.error ?? null,
-        atMs: endMs
-      })))
     }).pipe(Effect.scoped)
     // An attempt that waits for its turn holds its recipients meanwhile (`withPermit`): a recipient waiting in a
     // backlog is not one the watchdog takes for lost. They are claimed again once the turn comes (`claimDue`): what

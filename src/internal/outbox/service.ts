@@ -15,7 +15,6 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
@@ -33,6 +32,7 @@ import {
 } from "./core.js"
 import { durably, storageDefects, storageRetry } from "./delivery.js"
 import { insertMessage, newId } from "./enqueue.js"
+import * as Events from "./events.js"
 import * as Store from "./store.js"
 import {
   DeliveryWorkflow,
@@ -70,7 +70,20 @@ const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
 const storageError = (error: SqlError | MigrationError) =>
   new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
-/** The store and the event hub. @internal */
+/**
+ * How the engine announces its changes (events.ts): PostgreSQL's notifications, or this process's hub. `@effect/sql-pg`
+ * is loaded only on PostgreSQL (an optional peer dependency); its client is the `SqlClient` itself.
+ */
+const announcerOf = (prefix: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql.onDialectOrElse({
+      pg: () =>
+        Effect.flatMap(Effect.promise(() => import("@effect/sql-pg/PgClient")), (pg) =>
+          Effect.map(pg.PgClient, (client) => Events.postgres(sql, client, prefix))),
+      orElse: () => Events.local
+    }))
+
+/** The store and the events. @internal */
 export const coreLayer = (
   prefix: string,
   options: CoreOptions
@@ -78,8 +91,9 @@ export const coreLayer = (
   Layer.scoped(
     Core,
     Effect.gen(function*() {
-      const store = yield* Effect.mapError(Store.make(prefix), storageError)
-      const events = yield* PubSub.unbounded<StatusEvent>()
+      const announcer = yield* announcerOf(prefix)
+      const store = yield* Effect.mapError(Store.make(prefix, announcer), storageError)
+      const events = announcer.events((id) => store.recipients(id))
       // The set's own finalizer interrupts its fibers; the one added after it runs first (last-added first) and
       // waits for every attempt under way to end.
       const attempts = yield* FiberSet.make()
@@ -258,7 +272,7 @@ export const make = (runner: boolean, sweep: (Sweep & { readonly revive: Revive[
           readRetry,
           Effect.mapError(storageError)
         ),
-      events: Stream.fromPubSub(core.events)
+      events: core.events
     }
     return service
   })

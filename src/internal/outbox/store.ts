@@ -1,7 +1,7 @@
 /**
  * The outbox's own durable state, in SQL tables beside the cluster's: the messages (bytes and envelope), each
  * recipient's state, and the attempt history. The statements are the subset SQLite and PostgreSQL share (`ON CONFLICT
- * DO NOTHING`, no RETURNING), so both engines run the same code; integers come back as strings from PostgreSQL's
+ * DO NOTHING`, `RETURNING`), so both engines run the same code; integers come back as strings from PostgreSQL's
  * BIGINT, so every number is read through `Number`.
  */
 import * as Migrator from "@effect/sql/Migrator"
@@ -12,9 +12,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
+import type { ReportError } from "../../DeliveryReport.js"
+import type { Announcer, RecipientState, StatusEvent } from "./events.js"
 
-/** @internal */
-export type RecipientState = "queued" | "delivered" | "deferred" | "failed" | "expired"
+export type { RecipientState } from "./events.js"
 
 /** @internal */
 export const finalStates: ReadonlyArray<RecipientState> = ["delivered", "failed", "expired"]
@@ -229,6 +230,9 @@ export const migrate = (
 
 const num = (u: unknown): number => Number(u)
 const numOrNull = (u: unknown): number | null => (u === null || u === undefined ? null : Number(u))
+/** The error of a row's `result` (JSON `{ reply, error, host }`). */
+const errorOf = (result: string | null): ReportError | null =>
+  result === null ? null : (JSON.parse(result) as { readonly error: ReportError | null }).error
 
 const messageRow = (r: any): MessageRow => ({
   id: r.id,
@@ -370,7 +374,10 @@ export interface Store {
 }
 
 /** @internal */
-export const make = (prefix: string): Effect.Effect<Store, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
+export const make = (
+  prefix: string,
+  announcer: Announcer
+): Effect.Effect<Store, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const t = tables(prefix)
@@ -378,12 +385,19 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError | Migrator.M
     const M = sql(t.messages)
     const R = sql(t.recipients)
     const A = sql(t.attempts)
+    // Every write of recipients' states announces what it changed: in its transaction (so that the announcement is
+    // made if and only if the change commits, in commit order), and once it committed.
+    const announced = <A>(write: Effect.Effect<readonly [A, ReadonlyArray<StatusEvent>], SqlError>) =>
+      sql.withTransaction(Effect.tap(write, ([, events]) => announcer.recording(events))).pipe(
+        Effect.tap(([, events]) => announcer.recorded(events)),
+        Effect.map(([a]) => a)
+      )
     const store: Store = {
       tables: t,
       insert: (message, recipients) =>
-        sql.withTransaction(Effect.gen(function*() {
+        announced(Effect.gen(function*() {
           const existing = yield* sql`SELECT id FROM ${M} WHERE id = ${message.id}`
-          if (existing.length > 0) return false
+          if (existing.length > 0) return [false, []] as const
           yield* sql`INSERT INTO ${M} (id, sender, body, require_tls, created_ms, dsn_of, started, done, revived_ms, generation, start_claim, start_until) VALUES (${message.id}, ${message.sender}, ${message.body}, ${
             message.requireTls ? 1 : 0
           }, ${message.createdMs}, ${message.dsnOf}, 0, 0, NULL, 0, NULL, NULL)`
@@ -391,7 +405,18 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError | Migrator.M
           for (const r of recipients) {
             yield* sql`INSERT INTO ${R} (message_id, address, domain, position, state, retry_num, last_error, next_attempt_ms, expires_ms, notify_num, next_notify_ms, result, dsn_sent, updated_ms, claim, claim_until) VALUES (${message.id}, ${r.address}, ${r.domain}, ${position++}, 'queued', 0, 'none', ${r.nextAttemptMs}, ${r.expiresMs}, 0, ${r.nextNotifyMs}, NULL, 0, ${message.createdMs}, NULL, NULL)`
           }
-          return true
+          return [
+            true,
+            recipients.map((r): StatusEvent => ({
+              id: message.id,
+              address: r.address,
+              state: "queued",
+              retryNum: 0,
+              nextAttemptMs: r.nextAttemptMs,
+              error: null,
+              atMs: message.createdMs
+            }))
+          ] as const
         })),
       message: (id) =>
         Effect.map(sql`SELECT * FROM ${M} WHERE id = ${id}`, (rows) => Option.map(Option.fromNullable(rows[0]), messageRow)),
@@ -403,17 +428,34 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError | Migrator.M
           (rows) => rows.map(attemptRow)
         ),
       recordDomain: (id, updates, attempt, nowMs) =>
-        sql.withTransaction(Effect.gen(function*() {
+        announced(Effect.gen(function*() {
+          const events: Array<StatusEvent> = []
           for (const u of updates) {
             // A delivery is a fact: recorded whatever another attempt recorded meanwhile (an expiry, a deferral of
             // an attempt whose lease had lapsed), and never overwritten; any other result only over a pending state.
             const over = u.state === "delivered" ? sql`state <> 'delivered'` : sql`state IN ('queued', 'deferred')`
+            // Nor again: a write made again after its commit's reply was lost (a PostgreSQL restart) changes nothing
+            // the second time, so it announces nothing twice.
+            const again = sql`NOT (state = ${u.state} AND retry_num = ${u.retryNum} AND updated_ms = ${nowMs})`
             const expires = u.expiresMs === undefined ? sql`` : sql`expires_ms = ${u.expiresMs}, `
-            yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over}`
+            const changed = yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over} AND ${again} RETURNING address`
+            // Only what the statement changed: a result another attempt's outcome kept out is not announced.
+            if (changed.length > 0) {
+              events.push({
+                id,
+                address: u.address,
+                state: u.state,
+                retryNum: u.retryNum,
+                nextAttemptMs: u.nextAttemptMs,
+                error: errorOf(u.result),
+                atMs: nowMs
+              })
+            }
           }
           yield* sql`INSERT INTO ${A} (message_id, generation, step, domain, started_ms, report) VALUES (${attempt.messageId}, ${attempt.generation}, ${attempt.step}, ${attempt.domain}, ${attempt.startedMs}, ${attempt.report}) ON CONFLICT DO NOTHING`
           // Progress: a later stall is a first one again for the watchdog (a revival, not a new generation).
           yield* sql`UPDATE ${M} SET revived_ms = NULL WHERE id = ${id} AND revived_ms IS NOT NULL`
+          return [undefined, events] as const
         })),
       claim: (id, domain, token, nowMs, untilMs) =>
         Effect.asVoid(
@@ -426,11 +468,25 @@ export const make = (prefix: string): Effect.Effect<Store, SqlError | Migrator.M
           { discard: true }
         ),
       expire: (id, addresses, nowMs) =>
-        addresses.length === 0 ? Effect.void : Effect.asVoid(
+        addresses.length === 0 ? Effect.void : announced(Effect.map(
           sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND (claim IS NULL OR claim_until < ${nowMs}) AND ${
             sql.in("address", addresses)
-          }`
-        ),
+          } RETURNING address, retry_num, result`,
+          // Only the recipients it expired: one an attempt holds is left to the attempt's outcome.
+          (rows) =>
+            [
+              undefined,
+              rows.map((r: any): StatusEvent => ({
+                id,
+                address: r.address,
+                state: "expired",
+                retryNum: num(r.retry_num),
+                nextAttemptMs: null,
+                error: errorOf(r.result ?? null),
+                atMs: nowMs
+              }))
+            ] as const
+        )),
       notified: (id, notes) =>
         sql.withTransaction(Effect.forEach(notes, (n) =>
           sql`UPDATE ${R} SET notify_num = ${n.notifyNum}, next_notify_ms = ${n.nextNotifyMs} WHERE message_id = ${id} AND address = ${n.address}`, {

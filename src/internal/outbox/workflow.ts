@@ -27,13 +27,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type { ReportError, ReportReply } from "../../DeliveryReport.js"
 import * as Dns from "../../Dns.js"
 import * as OutboundConfig from "../../OutboundConfig.js"
-import { Core, type StatusEvent } from "./core.js"
+import { Core } from "./core.js"
 import {
   deliverDomain,
   type DomainJob,
@@ -286,7 +285,6 @@ export const step = (
     const expired = rows.filter((r) => isPending(r) && r.expiresMs !== null && r.expiresMs <= startMs)
     if (expired.length > 0) {
       yield* store.expire(id, expired.map((r) => r.address), startMs)
-      yield* publish(core.events, expired.map((r) => ({ ...r, state: "expired" as const })), id, startMs)
       rows = yield* store.recipients(id)
     }
 
@@ -428,22 +426,6 @@ const enqueueDsn = (
       Context.omit(WorkflowEngine.WorkflowInstance)(context) as Context.Context<WorkflowEngine.WorkflowEngine>
     )
   )
-
-const publish = (
-  events: PubSub.PubSub<StatusEvent>,
-  rows: ReadonlyArray<RecipientRow>,
-  id: string,
-  atMs: number
-) =>
-  PubSub.publishAll(events, rows.map((r): StatusEvent => ({
-    id,
-    address: r.address,
-    state: r.state,
-    retryNum: r.retryNum,
-    nextAttemptMs: null,
-    error: saved(r).error,
-    atMs
-  })))
 
 /**
  * The workflow's body: steps until every recipient is final, sleeping durably between them.

@@ -1,0 +1,285 @@
+/**
+ * The outbox's status events: what a write of recipients' states announces, and how a process hears it.
+ *
+ * On PostgreSQL the write's own transaction announces it (`pg_notify` on a channel named from the prefix): the
+ * server delivers a notification only if its transaction commits, in commit order, to every session that LISTENs,
+ * so every process — runners and clients alike — hears every change of the cluster once, after it is in SQL. The
+ * runner that made it hears it the same way (there is no in-process copy to hear twice). On SQLite (one process by
+ * design) an in-process hub gets the events once their transaction committed.
+ */
+import type * as PgClient from "@effect/sql-pg/PgClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { createHash } from "node:crypto"
+import { ReportError } from "../../DeliveryReport.js"
+
+/** @internal */
+export const RecipientState = Schema.Literal("queued", "delivered", "deferred", "failed", "expired")
+
+/** @internal */
+export type RecipientState = typeof RecipientState.Type
+
+/** A recipient's state as one write recorded it. @internal */
+export interface StatusEvent {
+  /** The message's id. */
+  readonly id: string
+  readonly address: string
+  readonly state: RecipientState
+  readonly retryNum: number
+  readonly nextAttemptMs: number | null
+  readonly error: ReportError | null
+  /** When the write recorded it (the recipient's `updatedMs`). */
+  readonly atMs: number
+}
+
+const Change = Schema.Struct({
+  address: Schema.String,
+  state: RecipientState,
+  retryNum: Schema.Number,
+  nextAttemptMs: Schema.NullOr(Schema.Number),
+  error: Schema.NullOr(ReportError)
+})
+
+/**
+ * A notification's payload: one write's changes of one message (`events`), or, when they do not fit in one
+ * notification, the addresses it changed (`changed`), whose states the listener reads from SQL.
+ *
+ * @internal
+ */
+export const Notice = Schema.parseJson(Schema.Union(
+  Schema.TaggedStruct("events", { id: Schema.String, atMs: Schema.Number, changes: Schema.Array(Change) }),
+  Schema.TaggedStruct("changed", { id: Schema.String, atMs: Schema.Number, addresses: Schema.Array(Schema.String) })
+))
+
+/** @internal */
+export type Notice = typeof Notice.Type
+
+/** PostgreSQL takes a payload shorter than 8000 bytes; a margin for the server's encoding of the text. @internal */
+export const PAYLOAD_LIMIT = 7900
+
+const bytes = (text: string) => Buffer.byteLength(text, "utf8")
+
+/**
+ * The payloads that announce one write: its events (all of one message, one time) in one, or, past the limit (a long
+ * server reply in each of many recipients' errors), the addresses, as many a payload as fit.
+ *
+ * @internal
+ */
+export const payloads = (events: ReadonlyArray<StatusEvent>, limit = PAYLOAD_LIMIT): ReadonlyArray<string> => {
+  const first = events[0]
+  if (first === undefined) return []
+  const { atMs, id } = first
+  const encode = Schema.encodeSync(Notice)
+  const whole = encode({
+    _tag: "events",
+    id,
+    atMs,
+    changes: events.map((e) => ({
+      address: e.address,
+      state: e.state,
+      retryNum: e.retryNum,
+      nextAttemptMs: e.nextAttemptMs,
+      error: e.error
+    }))
+  })
+  if (bytes(whole) <= limit) return [whole]
+  const out: Array<string> = []
+  let addresses: Array<string> = []
+  for (const e of events) {
+    const next = [...addresses, e.address]
+    if (addresses.length > 0 && bytes(encode({ _tag: "changed", id, atMs, addresses: next })) > limit) {
+      out.push(encode({ _tag: "changed", id, atMs, addresses }))
+      addresses = [e.address]
+    } else {
+      addresses = next
+    }
+  }
+  out.push(encode({ _tag: "changed", id, atMs, addresses }))
+  return out
+}
+
+/** What a `changed` notice needs of a recipient's row (`Store.recipients`). @internal */
+export interface RecipientRead {
+  readonly address: string
+  readonly state: RecipientState
+  readonly retryNum: number
+  readonly nextAttemptMs: number | null
+  readonly result: string | null
+  readonly updatedMs: number
+}
+
+/**
+ * A notice's events. A `changed` one is read from SQL: the rows the write left as they are (`updatedMs` its time);
+ * a row written again since is left out, its own notice announces its newer state.
+ *
+ * @internal
+ */
+export const eventsOf = <E, R>(
+  notice: Notice,
+  read: (id: string) => Effect.Effect<ReadonlyArray<RecipientRead>, E, R>
+): Effect.Effect<ReadonlyArray<StatusEvent>, E, R> => {
+  if (notice._tag === "events") {
+    return Effect.succeed(notice.changes.map((c) => ({ id: notice.id, ...c, atMs: notice.atMs })))
+  }
+  const wanted = new Set(notice.addresses)
+  return Effect.map(read(notice.id), (rows) =>
+    rows.filter((r) => wanted.has(r.address) && r.updatedMs === notice.atMs).map((r): StatusEvent => ({
+      id: notice.id,
+      address: r.address,
+      state: r.state,
+      retryNum: r.retryNum,
+      nextAttemptMs: r.nextAttemptMs,
+      error: r.result === null ? null : (JSON.parse(r.result) as { readonly error: ReportError | null }).error,
+      atMs: notice.atMs
+    })))
+}
+
+/**
+ * How the store's writes announce their changes: `recording` inside the write's transaction (PostgreSQL's
+ * notifications), `recorded` once it committed (the in-process hub). `events` is what a subscriber hears.
+ *
+ * @internal
+ */
+export interface Announcer {
+  readonly recording: (events: ReadonlyArray<StatusEvent>) => Effect.Effect<void, SqlError>
+  readonly recorded: (events: ReadonlyArray<StatusEvent>) => Effect.Effect<void>
+  readonly events: <E, R>(
+    read: (id: string) => Effect.Effect<ReadonlyArray<RecipientRead>, E, R>
+  ) => Stream.Stream<StatusEvent, never, R>
+}
+
+/** One process's hub (SQLite, and the in-memory engine): the events once their transaction committed. @internal */
+export const local: Effect.Effect<Announcer> = Effect.map(PubSub.unbounded<StatusEvent>(), (hub) => ({
+  recording: () => Effect.void,
+  recorded: (events) => Effect.asVoid(PubSub.publishAll(hub, events)),
+  events: () => Stream.fromPubSub(hub)
+}))
+
+/**
+ * The prefix's channel: `<prefix>_events`, or a digest of the prefix when that is not a plain identifier short
+ * enough for PostgreSQL's 63 bytes (with room for the probe channel's suffix).
+ *
+ * @internal
+ */
+export const channelOf = (prefix: string): string =>
+  /^[A-Za-z0-9_]{1,32}$/.test(prefix)
+    ? `${prefix}_events`
+    : `outbox_events_${createHash("sha256").update(prefix).digest("hex").slice(0, 24)}`
+
+/** @internal */
+export class ListenLost extends Data.TaggedError("ListenLost")<{ readonly reason: string }> {}
+
+/**
+ * How often a listener checks that its connection still hears (a probe notification sent through the pool to a
+ * channel of its own), and how long after a probe was sent it listens again if that probe has not come back:
+ * `PgClient.listen` neither ends nor fails when its connection dies (a PostgreSQL restart), it goes silent.
+ */
+const PROBE_EVERY_MS = 1_000
+const LOST_AFTER_MS = 3_000
+
+/**
+ * Fails once a probe this listener sent (committed: its statement returned) has not come back for `LOST_AFTER_MS`.
+ * Only a loss, not a slow process: a round of the loop that took far longer than its second (the process starved of
+ * CPU, a slow pool) forgives the probes not heard yet, since what this process has not read yet is not lost — a
+ * listener that listened again for nothing would miss the changes of its gap.
+ *
+ * @internal
+ */
+export const watch = (send: Effect.Effect<unknown, unknown>, heard: Stream.Stream<unknown, unknown>) =>
+  Effect.gen(function*() {
+    // When the oldest probe not heard back was sent; null while every probe sent came back.
+    const unanswered = yield* Ref.make<number | null>(null)
+    const hearing = Stream.runForEach(heard, () => Ref.set(unanswered, null)).pipe(
+      Effect.zipRight(Effect.fail(new ListenLost({ reason: "the probe channel's stream ended" })))
+    )
+    const probing = Effect.gen(function*() {
+      let last = yield* Clock.currentTimeMillis
+      for (;;) {
+        yield* Effect.sleep(PROBE_EVERY_MS)
+        const sent = yield* Effect.either(send)
+        const now = yield* Clock.currentTimeMillis
+        const stalled = now - last > 3 * PROBE_EVERY_MS
+        last = now
+        if (stalled) yield* Ref.set(unanswered, null)
+        else if (Either.isRight(sent)) yield* Ref.update(unanswered, (u) => u ?? now)
+        const oldest = yield* Ref.get(unanswered)
+        if (oldest !== null && now - oldest > LOST_AFTER_MS) {
+          return yield* new ListenLost({ reason: `a probe sent ${now - oldest} ms ago did not come back` })
+        }
+      }
+    })
+    return yield* Effect.raceFirst(hearing, probing)
+  })
+
+/** After a lost connection, the next LISTEN: at once, then less often, at most every 5 s, for as long as it takes. */
+const relisten = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("5 seconds")))
+
+/**
+ * PostgreSQL: every write NOTIFYs in its transaction; a subscriber LISTENs (on `PgClient`'s listening connection)
+ * and decodes, and listens again after its connection was lost. Notifications sent while it was not listening are
+ * not replayed: `status` reads the truth from SQL.
+ *
+ * @internal
+ */
+export const postgres = (
+  sql: SqlClient.SqlClient,
+  pg: PgClient.PgClient,
+  prefix: string
+): Announcer => {
+  const channel = channelOf(prefix)
+  const decode = Schema.decodeEither(Notice)
+  return {
+    recording: (events) =>
+      Effect.forEach(payloads(events), (payload) => sql`SELECT pg_notify(${channel}, ${payload})`, { discard: true }),
+    recorded: () => Effect.void,
+    events: (read) => {
+      const session = Effect.map(
+        Effect.all([Random.nextIntBetween(0, 0x1_0000_0000), Random.nextIntBetween(0, 0x1_0000_0000)]),
+        ([a, b]) => {
+          const probe = `${channel}_probe_${a.toString(16)}${b.toString(16)}`
+          const heard = pg.listen(channel).pipe(
+            Stream.mapEffect((payload) =>
+              Either.match(decode(payload), {
+                onLeft: (error) =>
+                  Effect.as(Effect.logWarning(`outbox: a notice on ${channel} that is not one: ${error.message}`), []),
+                onRight: (notice) => eventsOf(notice, read)
+              })
+            ),
+            Stream.flattenIterables
+          )
+          const alive = Stream.fromEffect(watch(sql`SELECT pg_notify(${probe}, '1')`, pg.listen(probe))).pipe(Stream.drain)
+          return Stream.merge(heard, alive)
+        }
+      )
+      return Stream.unwrap(session).pipe(
+        // Whatever ended the session (a connection that died makes the library's UNLISTEN a defect too), it is over:
+        // listen again. Interruption (the subscriber stopped) passes through.
+        Stream.catchAllCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Stream.fromEffect(Effect.interrupt)
+          const lost = Cause.failures(cause).pipe(Chunk.findFirst((e) => e instanceof ListenLost))
+          return Stream.fail(Option.getOrElse(lost, () => new ListenLost({ reason: Cause.pretty(cause) })))
+        }),
+        Stream.tapError((lost) =>
+          Effect.logWarning(
+            `outbox: listening on ${channel} stopped (${lost.reason}); listening again (events meanwhile are not heard)`
+          )
+        ),
+        Stream.retry(relisten),
+        Stream.orDie
+      )
+    }
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The outbox's status events across processes on PostgreSQL (127.0.0.1:5432, database `test`): a runner (`outbox
+ * serve`, a process of its own) delivers to a counting SMTP sink; a client layer in this process, which runs nothing,
+ * hears every change through PostgreSQL's notifications alone, each once, in order — and again after its listening
+ * connection was killed (`pg_terminate_backend`). The tables have a prefix of this run's, dropped at the end.
+ *
+ * Another suite restarts PostgreSQL (OutboxCluster.live, which runs beside this one): the changes recorded while a
+ * listener is away are not heard (docs/outbox.md), so a round of this test that a restart overlapped (the server's
+ * start time changed) is made again, at most three times.
+ */
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import { afterAll, describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Option, Stream } from "effect"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as Outbox from "../src/Outbox.js"
+import { startCountingServer } from "./fixtures/countingServer.js"
+import * as DnsServer from "./fixtures/dnsServer.js"
+import { tempFiles } from "./utils/files.js"
+import { dropTables, pgUrl as url, psqlRows, startPgRunner } from "./utils/outbox.js"
+
+const { file } = tempFiles("outbox-events")
+const prefix = `obe_${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
+
+/** `psql`, or nothing while PostgreSQL is away (another suite restarts it: OutboxCluster.live). */
+const psqlOrNone = (command: string) => {
+  try {
+    return psqlRows(command)
+  } catch {
+    return []
+  }
+}
+
+afterAll(() => dropTables(prefix), 60_000)
+
+const zones = { "one.test": { mx: [{ exchange: "mx.one.test", priority: 10 }] }, "mx.one.test": { a: ["127.0.0.1"] } }
+const config = file("events.toml", `[queue.outbound]
+hostname = "'client.test'"
+ip-strategy = "ipv4_only"
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+`)
+
+/** The sessions LISTENing on this prefix's channel (its events, or a listener's probe channel), idle. */
+const listeners = () =>
+  psqlOrNone(`SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN "${prefix}_events%' AND state = 'idle'`)
+
+/** Polls `check` every 50 ms, at most `polls` times; whether it held. */
+const until = (check: () => boolean, polls = 300) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < polls && !check(); i++) yield* Effect.sleep("50 millis")
+    return check()
+  })
+
+describe("outbox events on PostgreSQL", () => {
+  it.scopedLive("a client hears a runner's changes through PostgreSQL, each once, also after its connection was lost", () =>
+    Effect.gen(function*() {
+      const sink = yield* startCountingServer()
+      const dns = yield* DnsServer.scoped({ zones })
+      const runner = yield* startPgRunner(prefix, { config, dns: dns.server, port: sink.port })
+      const client = yield* Layer.build(Outbox.layerClient({ db: url, prefix }).pipe(
+        Layer.provide(OutboundConfig.layer(config)),
+        Layer.provide(NodeContext.layer)
+      ))
+      const outbox = Context.get(client, Outbox.Outbox)
+      const heard: Array<Outbox.StatusEvent> = []
+      yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => void heard.push(e))))
+      // The runner's listener and the client's (each LISTENs on the channel and on a probe channel of its own, on one
+      // connection).
+      expect(yield* until(() => listeners().length >= 2)).toBe(true)
+
+      const send = (tag: string) =>
+        outbox.enqueue({
+          message: `Message-ID: <${tag}@origin.test>\r\nSubject: ${tag}\r\n\r\nbody\r\n`,
+          sender: "a@origin.test",
+          recipients: [`${tag}@one.test`]
+        })
+      const statesOf = (id: string) => heard.filter((e) => e.id === id).map((e) => e.state)
+      const printed = (id: string) =>
+        runner.stdout().split("\n").filter((l) => l.includes(`"id":"${id}"`)).map((l) => JSON.parse(l).state as string)
+
+      const startTime = () => psqlOrNone("SELECT pg_postmaster_start_time()")[0]
+      /**
+       * A message enqueued here, delivered there, once the runner and the client listen (`before`, then waiting for
+       * two listening sessions other than `old`): what the client heard of it and what the runner printed.
+       */
+      const round = (tag: string, before: Effect.Effect<ReadonlyArray<string>> = Effect.succeed([])) =>
+        Effect.gen(function*() {
+          for (let attempt = 0;; attempt++) {
+            const started = startTime()
+            const old = yield* before
+            const listening = yield* until(() => listeners().filter((pid) => !old.includes(pid)).length >= 2, 400)
+            const id = yield* send(`${tag}${attempt}`)
+            const heard = yield* until(() => statesOf(id).includes("delivered") && printed(id).includes("delivered"))
+            if ((started === undefined || started !== startTime()) && attempt < 2) continue
+            expect([listening, heard]).toEqual([true, true])
+            return { id, old }
+          }
+        })
+
+      // The client hears both changes, in order, once; the runner hears the client's enqueue the same way (`serve`
+      // prints every change of the cluster), and its own delivery once: nothing from an in-process copy besides.
+      const { id: first } = yield* round("first")
+      expect(statesOf(first)).toEqual(["queued", "delivered"])
+      expect(printed(first)).toEqual(["queued", "delivered"])
+      const status = Option.getOrThrow(yield* outbox.status(first))
+      expect(heard.find((e) => e.id === first && e.state === "delivered")!.atMs).toBe(status.recipients[0]!.updatedMs)
+
+      // Both listening connections die; each listener notices (its probes stop coming back) and listens again.
+      const kill = Effect.sync(() =>
+        psqlOrNone(
+          `SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN "${prefix}_events%' AND pg_terminate_backend(pid)`
+        )
+      )
+      const { id: second, old: killed } = yield* round("second", kill)
+      expect(killed.length).toBeGreaterThanOrEqual(2)
+      expect(statesOf(second)).toEqual(["queued", "delivered"])
+      expect(printed(second)).toEqual(["queued", "delivered"])
+    }), 60_000)
+})
