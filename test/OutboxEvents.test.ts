@@ -4,7 +4,7 @@
  */
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option, Queue, Schema, Stream, TestClock } from "effect"
+import { Effect, Exit, Fiber, Option, Queue, Ref, Schema, Stream, TestClock } from "effect"
 import type { ReportError } from "../src/DeliveryReport.js"
 import * as Events from "../src/internal/outbox/events.js"
 import * as Store from "../src/internal/outbox/store.js"
@@ -61,6 +61,13 @@ describe("the notification payload", () => {
       }))
       const read = Effect.forEach(notices, (n) => Events.eventsOf(n, () => Effect.succeed(rows)))
       expect((yield* read).flat()).toEqual(events.filter((_, i) => i !== 1))
+    }))
+
+  it.effect("a listening session's probe is a notice of no event", () =>
+    Effect.gen(function*() {
+      const notice = decode(`{"_tag":"probe","session":"s1"}`)
+      expect(notice).toEqual({ _tag: "probe", session: "s1" })
+      expect(yield* Events.eventsOf(notice, () => Effect.die("not read"))).toEqual([])
     }))
 
   it("the default limit is under PostgreSQL's 8000 bytes", () => {
@@ -142,34 +149,46 @@ describe("the store's writes announce what they changed", () => {
 })
 
 describe("a listener's probes", () => {
-  /** `watch` with probes that come back through `back` (or not), run for `seconds` of the test clock. */
+  /**
+   * `watch` with probes that come back through `back` (or not), run for `seconds` of the test clock: whether it ended
+   * (failed), and how many probes were sent and heard.
+   */
   const run = (send: (back: Queue.Queue<string>) => Effect.Effect<unknown, unknown>, seconds: number) =>
     Effect.gen(function*() {
       const back = yield* Queue.unbounded<string>()
-      const fiber = yield* Effect.fork(Events.watch(send(back), Stream.fromQueue(back)))
+      const sent = yield* Ref.make(0)
+      const heard = yield* Ref.make(0)
+      const fiber = yield* Effect.fork(
+        Events.watch(Effect.zipRight(Ref.update(sent, (n) => n + 1), send(back)), Stream.fromQueue(back), Ref.update(heard, (n) => n + 1))
+      )
       for (let i = 0; i < seconds; i++) yield* TestClock.adjust("1 second")
-      return Option.map(yield* Fiber.poll(fiber), (exit) => Exit.isFailure(exit))
+      return {
+        ended: Option.map(yield* Fiber.poll(fiber), (exit) => Exit.isFailure(exit)),
+        sent: yield* Ref.get(sent),
+        heard: yield* Ref.get(heard)
+      }
     })
 
-  it.effect("probes that come back: the connection is alive", () =>
+  it.effect("probes that come back: the connection is alive; one a second once the first came back", () =>
     Effect.gen(function*() {
-      expect(yield* run((back) => Queue.offer(back, "1"), 30)).toEqual(Option.none())
+      // The first at once (its coming back is the sign that the session listens), then one each second.
+      expect(yield* run((back) => Queue.offer(back, "1"), 30)).toEqual({ ended: Option.none(), sent: 31, heard: 31 })
     }))
 
   it.effect("a probe PostgreSQL took that does not come back: lost, 3 s after it was sent", () =>
     Effect.gen(function*() {
-      // Sent at 1 s; at 4 s it is 3 s old, at 5 s more.
-      expect(yield* run(() => Effect.void, 4)).toEqual(Option.none())
-      expect(yield* run(() => Effect.void, 5)).toEqual(Option.some(true))
+      // Sent at once (and again every 50 ms, none coming back); at 3 s the first is 3 s old, at 4 s more.
+      expect((yield* run(() => Effect.void, 3)).ended).toEqual(Option.none())
+      expect((yield* run(() => Effect.void, 4)).ended).toEqual(Option.some(true))
     }))
 
   it.effect("probes that cannot be sent (PostgreSQL away): nothing to conclude, no listening again for nothing", () =>
     Effect.gen(function*() {
-      expect(yield* run(() => Effect.fail("connection refused"), 30)).toEqual(Option.none())
+      expect((yield* run(() => Effect.fail("connection refused"), 10)).ended).toEqual(Option.none())
     }))
 
   it.effect("a slow round (a pool or a process that did not run for seconds) forgives the probes not heard yet", () =>
     Effect.gen(function*() {
-      expect(yield* run(() => Effect.sleep("3 seconds"), 40)).toEqual(Option.none())
+      expect((yield* run(() => Effect.sleep("3 seconds"), 40)).ended).toEqual(Option.none())
     }))
 })

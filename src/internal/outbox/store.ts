@@ -386,11 +386,15 @@ export const make = (
     const R = sql(t.recipients)
     const A = sql(t.attempts)
     // Every write of recipients' states announces what it changed: in its transaction (so that the announcement is
-    // made if and only if the change commits, in commit order), and once it committed.
+    // made if and only if the change commits, in commit order), and once it committed: the commit and that
+    // announcement are one uninterruptible region, so that no interruption between them loses the event (the write
+    // itself stays interruptible: it rolls back, and there is nothing to announce).
     const announced = <A>(write: Effect.Effect<readonly [A, ReadonlyArray<StatusEvent>], SqlError>) =>
-      sql.withTransaction(Effect.tap(write, ([, events]) => announcer.recording(events))).pipe(
-        Effect.tap(([, events]) => announcer.recorded(events)),
-        Effect.map(([a]) => a)
+      Effect.uninterruptibleMask((restore) =>
+        sql.withTransaction(restore(Effect.tap(write, ([, events]) => announcer.recording(events)))).pipe(
+          Effect.tap(([, events]) => announcer.recorded(events)),
+          Effect.map(([a]) => a)
+        )
       )
     const store: Store = {
       tables: t,
