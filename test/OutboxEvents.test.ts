@@ -18,15 +18,19 @@ const error = (message: string): ReportError => ({
   enhanced: "4.7.1"
 })
 
-const event = (address: string, e: ReportError | null = null): Events.StatusEvent => ({
+const event = (address: string, e: ReportError | null = null): Events.RecordedEvent => ({
   id: "m1",
   address,
   state: "deferred",
   retryNum: 2,
   nextAttemptMs: 180_000,
   error: e,
-  atMs: 60_000
+  atMs: 60_000,
+  version: 2
 })
+
+/** An event as a subscriber hears it. */
+const heard = ({ version: _, ...e }: Events.RecordedEvent): Events.StatusEvent => e
 
 const decode = Schema.decodeSync(Events.Notice)
 
@@ -38,7 +42,7 @@ describe("the notification payload", () => {
       expect(payloads.length).toBe(1)
       const notice = decode(payloads[0]!)
       expect(notice._tag).toBe("events")
-      expect(yield* Events.eventsOf(notice, () => Effect.die("not read"))).toEqual(events)
+      expect(yield* Events.eventsOf(notice, () => Effect.die("not read"))).toEqual(events.map(heard))
     }))
 
   it.effect("past the limit, the addresses, split so that each payload fits; their states are read from SQL", () =>
@@ -49,18 +53,21 @@ describe("the notification payload", () => {
       expect(payloads.length).toBeGreaterThan(1)
       for (const p of payloads) expect(Buffer.byteLength(p)).toBeLessThanOrEqual(300)
       const notices = payloads.map((p) => decode(p))
-      expect(notices.flatMap((n) => (n._tag === "changed" ? n.addresses : []))).toEqual(events.map((e) => e.address))
-      // The rows as SQL has them: r1 was written again since (a later time); it is its own notice's, not this one's.
+      expect(notices.flatMap((n) => (n._tag === "changed" ? n.recipients : []))).toEqual(
+        events.map((e) => ({ address: e.address, version: 2 }))
+      )
+      // The rows as SQL has them: r1 was written again since (its next version, in the same millisecond); it is its
+      // own notice's, not this one's.
       const rows = events.map((e, i): Events.RecipientRead => ({
         address: e.address,
         state: e.state,
         retryNum: e.retryNum,
         nextAttemptMs: e.nextAttemptMs,
         result: JSON.stringify({ reply: null, error: e.error, host: null }),
-        updatedMs: i === 1 ? 90_000 : e.atMs
+        version: i === 1 ? 3 : 2
       }))
       const read = Effect.forEach(notices, (n) => Events.eventsOf(n, () => Effect.succeed(rows)))
-      expect((yield* read).flat()).toEqual(events.filter((_, i) => i !== 1))
+      expect((yield* read).flat()).toEqual(events.filter((_, i) => i !== 1).map(heard))
     }))
 
   it.effect("a listening session's probe is a notice of no event", () =>
@@ -87,16 +94,25 @@ describe("the notification payload", () => {
  * A store on SQLite in memory whose announcer keeps what the writes announce: each write's events, in its transaction
  * (`recording`, where PostgreSQL notifies) and after its commit (`recorded`, where the in-process hub publishes).
  */
-const withStore = <A, E>(f: (store: Store.Store, events: () => ReadonlyArray<string>) => Effect.Effect<A, E>) =>
+const withStore = <A, E>(
+  f: (
+    store: Store.Store,
+    events: () => ReadonlyArray<string>,
+    writes: () => ReadonlyArray<ReadonlyArray<Events.RecordedEvent>>
+  ) => Effect.Effect<A, E>
+) =>
   Effect.gen(function*() {
     const seen: Array<string> = []
-    const note = (when: string) => (events: ReadonlyArray<Events.StatusEvent>) =>
+    const writes: Array<ReadonlyArray<Events.RecordedEvent>> = []
+    const note = (when: string) => (events: ReadonlyArray<Events.RecordedEvent>) =>
       Effect.sync(() => {
-        if (events.length > 0) seen.push(`${when}: ${events.map((e) => `${e.address} ${e.state} ${e.atMs}`).join(", ")}`)
+        if (events.length === 0) return
+        if (when === "in") writes.push(events)
+        seen.push(`${when}: ${events.map((e) => `${e.address} ${e.state} ${e.atMs}`).join(", ")}`)
       })
     const announcer: Events.Announcer = { ...(yield* Events.local), recording: note("in"), recorded: note("after") }
     const store = yield* Store.make("t", announcer)
-    return yield* f(store, () => seen)
+    return yield* f(store, () => seen, () => writes)
   }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" })))
 
 const update = (address: string, state: Store.RecipientState): Store.RecipientUpdate => ({
@@ -145,6 +161,34 @@ describe("the store's writes announce what they changed", () => {
           ["b@a.test", "expired", 300],
           ["c@a.test", "queued", 0]
         ])
+      })))
+})
+
+describe("two writes of one recipient in one millisecond (certain under TestClock)", () => {
+  it.effect("both are recorded and announced, and a `changed` notice's read-back tells them apart", () =>
+    withStore((store, _, writes) =>
+      Effect.gen(function*() {
+        const message = { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" }
+        const recipient = { address: "a@a.test", domain: "a.test", nextAttemptMs: 0, expiresMs: null, nextNotifyMs: null }
+        yield* store.insert(message, [recipient])
+        // Two attempts' deferrals at 100 ms, the same state and count, another server reply each.
+        const deferred = (reply: string) => ({
+          ...update("a@a.test", "deferred"),
+          result: JSON.stringify({ reply: null, error: error(reply), host: null })
+        })
+        yield* store.recordDomain("m1", [deferred("first")], attempt(0), 100)
+        yield* store.recordDomain("m1", [deferred("second")], attempt(1), 100)
+        const [, first, second] = writes()
+        expect([first, second].map((w) => w?.map((e) => e.error?.message))).toEqual([["first"], ["second"]])
+        // Each as a `changed` notice (a limit that nothing fits under), read back once both are in SQL: the row is the
+        // second's, so the first's notice reads nothing and the second's reads its own state, once.
+        const readBack = (events: ReadonlyArray<Events.RecordedEvent>) =>
+          Effect.map(
+            Effect.forEach(Events.payloads(events, 1), (p) => Events.eventsOf(decode(p), (id) => store.recipients(id))),
+            (read) => read.flat()
+          )
+        expect(yield* readBack(first!)).toEqual([])
+        expect(yield* readBack(second!)).toEqual(second!.map(heard))
       })))
 })
 

@@ -47,6 +47,13 @@ export interface StatusEvent {
   readonly atMs: number
 }
 
+/** An event as the store's write has it: also which write of the recipient it is (its row's `version`). @internal */
+export interface RecordedEvent extends StatusEvent {
+  readonly version: number
+}
+
+const eventOf = ({ version: _, ...event }: RecordedEvent): StatusEvent => event
+
 const Change = Schema.Struct({
   address: Schema.String,
   state: RecipientState,
@@ -57,14 +64,19 @@ const Change = Schema.Struct({
 
 /**
  * A notification's payload: one write's changes of one message (`events`), or, when they do not fit in one
- * notification, the addresses it changed (`changed`), whose states the listener reads from SQL; or a listening
+ * notification, the recipients it changed and which write of each it was (`changed`, address and version), whose
+ * states the listener reads from SQL; or a listening
  * session's probe (`probe`).
  *
  * @internal
  */
 export const Notice = Schema.parseJson(Schema.Union(
   Schema.TaggedStruct("events", { id: Schema.String, atMs: Schema.Number, changes: Schema.Array(Change) }),
-  Schema.TaggedStruct("changed", { id: Schema.String, atMs: Schema.Number, addresses: Schema.Array(Schema.String) }),
+  Schema.TaggedStruct("changed", {
+    id: Schema.String,
+    atMs: Schema.Number,
+    recipients: Schema.Array(Schema.Struct({ address: Schema.String, version: Schema.Number }))
+  }),
   // A listening session's check of its connection (and the sign that its LISTEN is in place); no event.
   Schema.TaggedStruct("probe", { session: Schema.String })
 ))
@@ -79,11 +91,11 @@ const bytes = (text: string) => Buffer.byteLength(text, "utf8")
 
 /**
  * The payloads that announce one write: its events (all of one message, one time) in one, or, past the limit (a long
- * server reply in each of many recipients' errors), the addresses, as many a payload as fit.
+ * server reply in each of many recipients' errors), the recipients (address, version), as many a payload as fit.
  *
  * @internal
  */
-export const payloads = (events: ReadonlyArray<StatusEvent>, limit = PAYLOAD_LIMIT): ReadonlyArray<string> => {
+export const payloads = (events: ReadonlyArray<RecordedEvent>, limit = PAYLOAD_LIMIT): ReadonlyArray<string> => {
   const first = events[0]
   if (first === undefined) return []
   const { atMs, id } = first
@@ -102,17 +114,18 @@ export const payloads = (events: ReadonlyArray<StatusEvent>, limit = PAYLOAD_LIM
   })
   if (bytes(whole) <= limit) return [whole]
   const out: Array<string> = []
-  let addresses: Array<string> = []
+  let recipients: Array<{ readonly address: string; readonly version: number }> = []
   for (const e of events) {
-    const next = [...addresses, e.address]
-    if (addresses.length > 0 && bytes(encode({ _tag: "changed", id, atMs, addresses: next })) > limit) {
-      out.push(encode({ _tag: "changed", id, atMs, addresses }))
-      addresses = [e.address]
+    const recipient = { address: e.address, version: e.version }
+    const next = [...recipients, recipient]
+    if (recipients.length > 0 && bytes(encode({ _tag: "changed", id, atMs, recipients: next })) > limit) {
+      out.push(encode({ _tag: "changed", id, atMs, recipients }))
+      recipients = [recipient]
     } else {
-      addresses = next
+      recipients = next
     }
   }
-  out.push(encode({ _tag: "changed", id, atMs, addresses }))
+  out.push(encode({ _tag: "changed", id, atMs, recipients }))
   return out
 }
 
@@ -123,12 +136,12 @@ export interface RecipientRead {
   readonly retryNum: number
   readonly nextAttemptMs: number | null
   readonly result: string | null
-  readonly updatedMs: number
+  readonly version: number
 }
 
 /**
- * A notice's events. A `changed` one is read from SQL: the rows the write left as they are (`updatedMs` its time);
- * a row written again since is left out, its own notice announces its newer state.
+ * A notice's events. A `changed` one is read from SQL: the rows the write left as they are (their `version` the
+ * write's); a row written again since is left out, its own notice announces its newer state.
  *
  * @internal
  */
@@ -140,9 +153,9 @@ export const eventsOf = <E, R>(
   if (notice._tag === "events") {
     return Effect.succeed(notice.changes.map((c) => ({ id: notice.id, ...c, atMs: notice.atMs })))
   }
-  const wanted = new Set(notice.addresses)
+  const wanted = new Map(notice.recipients.map((r) => [r.address, r.version]))
   return Effect.map(read(notice.id), (rows) =>
-    rows.filter((r) => wanted.has(r.address) && r.updatedMs === notice.atMs).map((r): StatusEvent => ({
+    rows.filter((r) => wanted.get(r.address) === r.version).map((r): StatusEvent => ({
       id: notice.id,
       address: r.address,
       state: r.state,
@@ -160,8 +173,8 @@ export const eventsOf = <E, R>(
  * @internal
  */
 export interface Announcer {
-  readonly recording: (events: ReadonlyArray<StatusEvent>) => Effect.Effect<void, SqlError>
-  readonly recorded: (events: ReadonlyArray<StatusEvent>) => Effect.Effect<void>
+  readonly recording: (events: ReadonlyArray<RecordedEvent>) => Effect.Effect<void, SqlError>
+  readonly recorded: (events: ReadonlyArray<RecordedEvent>) => Effect.Effect<void>
   /** What the subscribers of one outbox layer share (on PostgreSQL, one listening session). */
   readonly events: <E>(
     read: (id: string) => Effect.Effect<ReadonlyArray<RecipientRead>, E>
@@ -171,7 +184,7 @@ export interface Announcer {
 /** One process's hub (SQLite, and the in-memory engine): the events once their transaction committed. @internal */
 export const local: Effect.Effect<Announcer> = Effect.map(PubSub.unbounded<StatusEvent>(), (hub) => ({
   recording: () => Effect.void,
-  recorded: (events) => Effect.asVoid(PubSub.publishAll(hub, events)),
+  recorded: (events) => Effect.asVoid(PubSub.publishAll(hub, events.map(eventOf))),
   events: () => Effect.succeed(Stream.fromPubSub(hub))
 }))
 
