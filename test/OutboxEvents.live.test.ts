@@ -68,7 +68,9 @@ describe("outbox events on PostgreSQL", () => {
       yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => void heard.push(e))))
       // A second subscriber of the same layer, which stops below: the first must go on hearing.
       const other: Array<Outbox.StatusEvent> = []
-      const stops = yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => void other.push(e))))
+      const stops = yield* Effect.forkScoped(
+        Stream.runForEach(outbox.events, (e) => Effect.sync(() => void other.push(e)))
+      )
 
       const send = (tag: string) =>
         outbox.enqueue({

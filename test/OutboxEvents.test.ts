@@ -202,9 +202,9 @@ describe("a listener's probes", () => {
       const back = yield* Queue.unbounded<string>()
       const sent = yield* Ref.make(0)
       const heard = yield* Ref.make(0)
-      const fiber = yield* Effect.fork(
-        Events.watch(Effect.zipRight(Ref.update(sent, (n) => n + 1), send(back)), Stream.fromQueue(back), Ref.update(heard, (n) => n + 1))
-      )
+      const count = (n: number) => n + 1
+      const probe = Effect.zipRight(Ref.update(sent, count), send(back))
+      const fiber = yield* Effect.fork(Events.watch(probe, Stream.fromQueue(back), Ref.update(heard, count)))
       for (let i = 0; i < seconds; i++) yield* TestClock.adjust("1 second")
       return {
         ended: Option.map(yield* Fiber.poll(fiber), (exit) => Exit.isFailure(exit)),

@@ -65,8 +65,7 @@ const Change = Schema.Struct({
 /**
  * A notification's payload: one write's changes of one message (`events`), or, when they do not fit in one
  * notification, the recipients it changed and which write of each it was (`changed`, address and version), whose
- * states the listener reads from SQL; or a listening
- * session's probe (`probe`).
+ * states the listener reads from SQL; or a listening session's probe (`probe`).
  *
  * @internal
  */
@@ -283,7 +282,8 @@ export const postgres = (
         /** One LISTEN, until it fails: the hub gets its events, `listening` is true once a probe came back. */
         const session = (hub: PubSub.PubSub<StatusEvent>, listening: SubscriptionRef.SubscriptionRef<boolean>) =>
           Effect.gen(function*() {
-            const [a, b] = yield* Effect.all([Random.nextIntBetween(0, 0x1_0000_0000), Random.nextIntBetween(0, 0x1_0000_0000)])
+            const word = Random.nextIntBetween(0, 0x1_0000_0000)
+            const [a, b] = yield* Effect.all([word, word])
             const token = `${a.toString(16)}${b.toString(16)}`
             const probe = Schema.encodeSync(Notice)({ _tag: "probe", session: token })
             // This session's probes; the events go to the hub on the way (another process's probes, to nobody).
@@ -293,18 +293,22 @@ export const postgres = (
                   // Another program's payload, or a newer version's: ignored (its first characters, not its size).
                   onLeft: () =>
                     Effect.as(
-                      Effect.logWarning(`outbox: a payload on ${channel} that is no notice, ignored: ${payload.slice(0, 80)}`),
+                      Effect.logWarning(`outbox: a payload on ${channel} that is no notice: ${payload.slice(0, 80)}`),
                       false
                     ),
                   onRight: (notice) =>
                     notice._tag === "probe"
                       ? Effect.succeed(notice.session === token)
-                      : Effect.as(Effect.flatMap(eventsOf(notice, read), (events) => PubSub.publishAll(hub, events)), false)
+                      : eventsOf(notice, read).pipe(
+                        Effect.flatMap((events) => PubSub.publishAll(hub, events)),
+                        Effect.as(false)
+                      )
                 })
               ),
               Stream.filter((own) => own)
             )
-            return yield* watch(sql`SELECT pg_notify(${channel}, ${probe})`, probes, SubscriptionRef.set(listening, true))
+            const send = sql`SELECT pg_notify(${channel}, ${probe})`
+            return yield* watch(send, probes, SubscriptionRef.set(listening, true))
           })
         /** Sessions one after another for as long as a subscriber is there. */
         const listen = (hub: PubSub.PubSub<StatusEvent>, listening: SubscriptionRef.SubscriptionRef<boolean>) =>
