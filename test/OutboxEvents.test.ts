@@ -4,6 +4,7 @@
  */
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Exit, Fiber, Option, Queue, Ref, Schema, Stream, TestClock } from "effect"
 import type { ReportError } from "../src/DeliveryReport.js"
 import * as Events from "../src/internal/outbox/events.js"
@@ -162,6 +163,41 @@ describe("the store's writes announce what they changed", () => {
           ["c@a.test", "queued", 0]
         ])
       })))
+})
+
+describe("an interruption right after a write's commit", () => {
+  it.effect("does not lose its event: the commit and the publication are one uninterruptible region", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      // The SQLite client, whose transactions (once `armed`) interrupt their caller as soon as their commit returned:
+      // an interruption that arrives between the commit and what follows it.
+      const armed = yield* Ref.make(false)
+      const interruptSelf = Effect.flatMap(Effect.fiberId, (id) =>
+        Option.match(Fiber.getCurrentFiber(), {
+          onNone: () => Effect.void,
+          onSome: (fiber) => Fiber.interruptAsFork(fiber, id)
+        }))
+      const client = Object.assign(((...args: Parameters<typeof sql>) => sql(...args)) as typeof sql, sql, {
+        withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.tap(sql.withTransaction(effect), () => Effect.whenEffect(interruptSelf, Ref.get(armed)))
+      })
+      // What the store publishes once a write committed (where the in-process hub publishes).
+      const published: Array<Events.RecordedEvent> = []
+      const announcer: Events.Announcer = {
+        ...(yield* Events.local),
+        recorded: (events) => Effect.sync(() => void published.push(...events))
+      }
+      const store = yield* Effect.provideService(Store.make("t", announcer), SqlClient.SqlClient, client)
+      yield* Ref.set(armed, true)
+      const message = { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" }
+      const recipient = { address: "a@a.test", domain: "a.test", nextAttemptMs: 0, expiresMs: null, nextNotifyMs: null }
+      // In a fiber of its own, the one its transaction interrupts.
+      const exit = yield* Fiber.await(yield* Effect.fork(store.insert(message, [recipient])))
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      // Committed, and announced.
+      expect((yield* store.recipients("m1")).map((r) => r.state)).toEqual(["queued"])
+      expect(published.map((e) => [e.address, e.state])).toEqual([["a@a.test", "queued"]])
+    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))
 })
 
 describe("two writes of one recipient in one millisecond (certain under TestClock)", () => {
