@@ -124,11 +124,13 @@ export declare namespace Outbox {
     readonly status: (id: string) => Effect.Effect<Option.Option<MessageStatus>, OutboxError>
     readonly list: (options?: ListOptions) => Effect.Effect<ReadonlyArray<MessageStatus>, OutboxError>
     /**
-     * Recipients' state changes from the moment of subscription, each once, after it is in SQL: enqueues, attempts'
-     * outcomes, expiries. On PostgreSQL every change of the cluster (any runner's, any client's enqueue), announced
-     * by the transaction that records it (`pg_notify` on `<prefix>_events`) and heard in commit order; the stream
-     * listens again after a lost connection, and the changes made meanwhile are not replayed (`status` has them).
-     * On SQLite the changes this process records. docs/outbox.md, "Status events".
+     * Recipients' state changes, each once, after it is in SQL: enqueues, attempts' outcomes, expiries. On PostgreSQL
+     * every change of the cluster (any runner's, any client's enqueue), announced by the transaction that records it
+     * (`pg_notify` on `<prefix>_events`) and heard in commit order, from the moment the layer listens: the stream
+     * starts once the layer's one LISTEN session (shared by its subscribers) has heard its first probe back, typically
+     * within milliseconds of the first subscription, at once for a later one; it listens again after a lost
+     * connection, and the changes made while it did not listen are not replayed (`status` has them). On SQLite the
+     * changes this process records from the moment of subscription. docs/outbox.md, "Status events".
      */
     readonly events: Stream.Stream<StatusEvent>
   }

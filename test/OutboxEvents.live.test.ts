@@ -1,8 +1,9 @@
 /**
  * The outbox's status events across processes on PostgreSQL (127.0.0.1:5432, database `test`): a runner (`outbox
  * serve`, a process of its own) delivers to a counting SMTP sink; a client layer in this process, which runs nothing,
- * hears every change through PostgreSQL's notifications alone, each once, in order — and again after its listening
- * connection was killed (`pg_terminate_backend`). The tables have a prefix of this run's, dropped at the end.
+ * hears every change through PostgreSQL's notifications alone, each once, in order — also after another subscriber of
+ * the same layer stopped, past payloads on the channel that are no notice, and after its listening connection was
+ * killed (`pg_terminate_backend`). The tables have a prefix of this run's, dropped at the end.
  *
  * Another suite restarts PostgreSQL (OutboxCluster.live, which runs beside this one): the changes recorded while a
  * listener is away are not heard (docs/outbox.md), so a round of this test that a restart overlapped (the server's
@@ -10,7 +11,7 @@
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Stream } from "effect"
+import { Context, Effect, Fiber, Layer, Option, Stream } from "effect"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
@@ -41,7 +42,7 @@ starttls = "disable"
 mta-sts = "disable"
 `)
 
-/** The sessions LISTENing on this prefix's channel (its events, or a listener's probe channel), idle. */
+/** The sessions LISTENing on this prefix's channel (one a layer's listening session), idle. */
 const listeners = () =>
   psqlOrNone(`SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN "${prefix}_events%' AND state = 'idle'`)
 
@@ -65,9 +66,11 @@ describe("outbox events on PostgreSQL", () => {
       const outbox = Context.get(client, Outbox.Outbox)
       const heard: Array<Outbox.StatusEvent> = []
       yield* Effect.forkScoped(Stream.runForEach(outbox.events, (e) => Effect.sync(() => void heard.push(e))))
-      // The runner's listener and the client's (each LISTENs on the channel and on a probe channel of its own, on one
-      // connection).
-      expect(yield* until(() => listeners().length >= 2)).toBe(true)
+      // A second subscriber of the same layer, which stops below: the first must go on hearing.
+      const other: Array<Outbox.StatusEvent> = []
+      const stops = yield* Effect.forkScoped(
+        Stream.runForEach(outbox.events, (e) => Effect.sync(() => void other.push(e)))
+      )
 
       const send = (tag: string) =>
         outbox.enqueue({
@@ -98,11 +101,32 @@ describe("outbox events on PostgreSQL", () => {
           }
         })
 
+      // Both subscribers listen once each has heard an enqueue of this layer's (one enqueued before they listened is
+      // not heard: enqueued again, at most 20 times).
+      let warm = false
+      const warmIds: Array<string> = []
+      for (let i = 0; i < 20 && !warm; i++) {
+        const id = yield* send(`warm${i}`)
+        warmIds.push(id)
+        warm = yield* until(() => statesOf(id).includes("queued") && other.some((e) => e.id === id), 40)
+      }
+      expect(warm).toBe(true)
+      // One stops: the layer's listening session goes on for the other (a LISTEN of its own would be UNLISTENed).
+      yield* Fiber.interrupt(stops)
+      // Payloads on the channel that are no notice of a write (a foreign one, a probe of another session) end nothing
+      // and are no event.
+      const channel = `${prefix}_events`
+      for (const payload of ["not json", `{"_tag":"events","id":"m"}`, `{"_tag":"probe","session":"elsewhere"}`]) {
+        psqlOrNone(`SELECT pg_notify('${channel}', '${payload}')`)
+      }
+
       // The client hears both changes, in order, once; the runner hears the client's enqueue the same way (`serve`
       // prints every change of the cluster), and its own delivery once: nothing from an in-process copy besides.
       const { id: first } = yield* round("first")
       expect(statesOf(first)).toEqual(["queued", "delivered"])
       expect(printed(first)).toEqual(["queued", "delivered"])
+      // Nothing but the changes of this layer's enqueues (the foreign payloads are none).
+      expect(heard.filter((e) => e.id !== first && !warmIds.includes(e.id))).toEqual([])
       const status = Option.getOrThrow(yield* outbox.status(first))
       expect(heard.find((e) => e.id === first && e.state === "delivered")!.atMs).toBe(status.recipients[0]!.updatedMs)
 
@@ -116,5 +140,5 @@ describe("outbox events on PostgreSQL", () => {
       expect(killed.length).toBeGreaterThanOrEqual(2)
       expect(statesOf(second)).toEqual(["queued", "delivered"])
       expect(printed(second)).toEqual(["queued", "delivered"])
-    }), 60_000)
+    }), 90_000)
 })

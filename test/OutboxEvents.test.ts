@@ -4,7 +4,8 @@
  */
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option, Queue, Schema, Stream, TestClock } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Effect, Exit, Fiber, Option, Queue, Ref, Schema, Stream, TestClock } from "effect"
 import type { ReportError } from "../src/DeliveryReport.js"
 import * as Events from "../src/internal/outbox/events.js"
 import * as Store from "../src/internal/outbox/store.js"
@@ -18,15 +19,19 @@ const error = (message: string): ReportError => ({
   enhanced: "4.7.1"
 })
 
-const event = (address: string, e: ReportError | null = null): Events.StatusEvent => ({
+const event = (address: string, e: ReportError | null = null): Events.RecordedEvent => ({
   id: "m1",
   address,
   state: "deferred",
   retryNum: 2,
   nextAttemptMs: 180_000,
   error: e,
-  atMs: 60_000
+  atMs: 60_000,
+  version: 2
 })
+
+/** An event as a subscriber hears it. */
+const heard = ({ version: _, ...e }: Events.RecordedEvent): Events.StatusEvent => e
 
 const decode = Schema.decodeSync(Events.Notice)
 
@@ -38,7 +43,7 @@ describe("the notification payload", () => {
       expect(payloads.length).toBe(1)
       const notice = decode(payloads[0]!)
       expect(notice._tag).toBe("events")
-      expect(yield* Events.eventsOf(notice, () => Effect.die("not read"))).toEqual(events)
+      expect(yield* Events.eventsOf(notice, () => Effect.die("not read"))).toEqual(events.map(heard))
     }))
 
   it.effect("past the limit, the addresses, split so that each payload fits; their states are read from SQL", () =>
@@ -49,18 +54,28 @@ describe("the notification payload", () => {
       expect(payloads.length).toBeGreaterThan(1)
       for (const p of payloads) expect(Buffer.byteLength(p)).toBeLessThanOrEqual(300)
       const notices = payloads.map((p) => decode(p))
-      expect(notices.flatMap((n) => (n._tag === "changed" ? n.addresses : []))).toEqual(events.map((e) => e.address))
-      // The rows as SQL has them: r1 was written again since (a later time); it is its own notice's, not this one's.
+      expect(notices.flatMap((n) => (n._tag === "changed" ? n.recipients : []))).toEqual(
+        events.map((e) => ({ address: e.address, version: 2 }))
+      )
+      // The rows as SQL has them: r1 was written again since (its next version, in the same millisecond); it is its
+      // own notice's, not this one's.
       const rows = events.map((e, i): Events.RecipientRead => ({
         address: e.address,
         state: e.state,
         retryNum: e.retryNum,
         nextAttemptMs: e.nextAttemptMs,
         result: JSON.stringify({ reply: null, error: e.error, host: null }),
-        updatedMs: i === 1 ? 90_000 : e.atMs
+        version: i === 1 ? 3 : 2
       }))
       const read = Effect.forEach(notices, (n) => Events.eventsOf(n, () => Effect.succeed(rows)))
-      expect((yield* read).flat()).toEqual(events.filter((_, i) => i !== 1))
+      expect((yield* read).flat()).toEqual(events.filter((_, i) => i !== 1).map(heard))
+    }))
+
+  it.effect("a listening session's probe is a notice of no event", () =>
+    Effect.gen(function*() {
+      const notice = decode(`{"_tag":"probe","session":"s1"}`)
+      expect(notice).toEqual({ _tag: "probe", session: "s1" })
+      expect(yield* Events.eventsOf(notice, () => Effect.die("not read"))).toEqual([])
     }))
 
   it("the default limit is under PostgreSQL's 8000 bytes", () => {
@@ -80,16 +95,25 @@ describe("the notification payload", () => {
  * A store on SQLite in memory whose announcer keeps what the writes announce: each write's events, in its transaction
  * (`recording`, where PostgreSQL notifies) and after its commit (`recorded`, where the in-process hub publishes).
  */
-const withStore = <A, E>(f: (store: Store.Store, events: () => ReadonlyArray<string>) => Effect.Effect<A, E>) =>
+const withStore = <A, E>(
+  f: (
+    store: Store.Store,
+    events: () => ReadonlyArray<string>,
+    writes: () => ReadonlyArray<ReadonlyArray<Events.RecordedEvent>>
+  ) => Effect.Effect<A, E>
+) =>
   Effect.gen(function*() {
     const seen: Array<string> = []
-    const note = (when: string) => (events: ReadonlyArray<Events.StatusEvent>) =>
+    const writes: Array<ReadonlyArray<Events.RecordedEvent>> = []
+    const note = (when: string) => (events: ReadonlyArray<Events.RecordedEvent>) =>
       Effect.sync(() => {
-        if (events.length > 0) seen.push(`${when}: ${events.map((e) => `${e.address} ${e.state} ${e.atMs}`).join(", ")}`)
+        if (events.length === 0) return
+        if (when === "in") writes.push(events)
+        seen.push(`${when}: ${events.map((e) => `${e.address} ${e.state} ${e.atMs}`).join(", ")}`)
       })
     const announcer: Events.Announcer = { ...(yield* Events.local), recording: note("in"), recorded: note("after") }
     const store = yield* Store.make("t", announcer)
-    return yield* f(store, () => seen)
+    return yield* f(store, () => seen, () => writes)
   }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" })))
 
 const update = (address: string, state: Store.RecipientState): Store.RecipientUpdate => ({
@@ -141,35 +165,110 @@ describe("the store's writes announce what they changed", () => {
       })))
 })
 
+describe("an interruption right after a write's commit", () => {
+  it.effect("does not lose its event: the commit and the publication are one uninterruptible region", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      // The SQLite client, whose transactions (once `armed`) interrupt their caller as soon as their commit returned:
+      // an interruption that arrives between the commit and what follows it.
+      const armed = yield* Ref.make(false)
+      const interruptSelf = Effect.flatMap(Effect.fiberId, (id) =>
+        Option.match(Fiber.getCurrentFiber(), {
+          onNone: () => Effect.void,
+          onSome: (fiber) => Fiber.interruptAsFork(fiber, id)
+        }))
+      const client = Object.assign(((...args: Parameters<typeof sql>) => sql(...args)) as typeof sql, sql, {
+        withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.tap(sql.withTransaction(effect), () => Effect.whenEffect(interruptSelf, Ref.get(armed)))
+      })
+      // What the store publishes once a write committed (where the in-process hub publishes).
+      const published: Array<Events.RecordedEvent> = []
+      const announcer: Events.Announcer = {
+        ...(yield* Events.local),
+        recorded: (events) => Effect.sync(() => void published.push(...events))
+      }
+      const store = yield* Effect.provideService(Store.make("t", announcer), SqlClient.SqlClient, client)
+      yield* Ref.set(armed, true)
+      const message = { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" }
+      const recipient = { address: "a@a.test", domain: "a.test", nextAttemptMs: 0, expiresMs: null, nextNotifyMs: null }
+      // In a fiber of its own, the one its transaction interrupts.
+      const exit = yield* Fiber.await(yield* Effect.fork(store.insert(message, [recipient])))
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      // Committed, and announced.
+      expect((yield* store.recipients("m1")).map((r) => r.state)).toEqual(["queued"])
+      expect(published.map((e) => [e.address, e.state])).toEqual([["a@a.test", "queued"]])
+    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" }))))
+})
+
+describe("two writes of one recipient in one millisecond (certain under TestClock)", () => {
+  it.effect("both are recorded and announced, and a `changed` notice's read-back tells them apart", () =>
+    withStore((store, _, writes) =>
+      Effect.gen(function*() {
+        const message = { id: "m1", sender: "s@origin.test", body: "", requireTls: false, createdMs: 0, dsnOf: "" }
+        const recipient = { address: "a@a.test", domain: "a.test", nextAttemptMs: 0, expiresMs: null, nextNotifyMs: null }
+        yield* store.insert(message, [recipient])
+        // Two attempts' deferrals at 100 ms, the same state and count, another server reply each.
+        const deferred = (reply: string) => ({
+          ...update("a@a.test", "deferred"),
+          result: JSON.stringify({ reply: null, error: error(reply), host: null })
+        })
+        yield* store.recordDomain("m1", [deferred("first")], attempt(0), 100)
+        yield* store.recordDomain("m1", [deferred("second")], attempt(1), 100)
+        const [, first, second] = writes()
+        expect([first, second].map((w) => w?.map((e) => e.error?.message))).toEqual([["first"], ["second"]])
+        // Each as a `changed` notice (a limit that nothing fits under), read back once both are in SQL: the row is the
+        // second's, so the first's notice reads nothing and the second's reads its own state, once.
+        const readBack = (events: ReadonlyArray<Events.RecordedEvent>) =>
+          Effect.map(
+            Effect.forEach(Events.payloads(events, 1), (p) => Events.eventsOf(decode(p), (id) => store.recipients(id))),
+            (read) => read.flat()
+          )
+        expect(yield* readBack(first!)).toEqual([])
+        expect(yield* readBack(second!)).toEqual(second!.map(heard))
+      })))
+})
+
 describe("a listener's probes", () => {
-  /** `watch` with probes that come back through `back` (or not), run for `seconds` of the test clock. */
+  /**
+   * `watch` with probes that come back through `back` (or not), run for `seconds` of the test clock: whether it ended
+   * (failed), and how many probes were sent and heard.
+   */
   const run = (send: (back: Queue.Queue<string>) => Effect.Effect<unknown, unknown>, seconds: number) =>
     Effect.gen(function*() {
       const back = yield* Queue.unbounded<string>()
-      const fiber = yield* Effect.fork(Events.watch(send(back), Stream.fromQueue(back)))
+      const sent = yield* Ref.make(0)
+      const heard = yield* Ref.make(0)
+      const count = (n: number) => n + 1
+      const probe = Effect.zipRight(Ref.update(sent, count), send(back))
+      const fiber = yield* Effect.fork(Events.watch(probe, Stream.fromQueue(back), Ref.update(heard, count)))
       for (let i = 0; i < seconds; i++) yield* TestClock.adjust("1 second")
-      return Option.map(yield* Fiber.poll(fiber), (exit) => Exit.isFailure(exit))
+      return {
+        ended: Option.map(yield* Fiber.poll(fiber), (exit) => Exit.isFailure(exit)),
+        sent: yield* Ref.get(sent),
+        heard: yield* Ref.get(heard)
+      }
     })
 
-  it.effect("probes that come back: the connection is alive", () =>
+  it.effect("probes that come back: the connection is alive; one a second once the first came back", () =>
     Effect.gen(function*() {
-      expect(yield* run((back) => Queue.offer(back, "1"), 30)).toEqual(Option.none())
+      // The first at once (its coming back is the sign that the session listens), then one each second.
+      expect(yield* run((back) => Queue.offer(back, "1"), 30)).toEqual({ ended: Option.none(), sent: 31, heard: 31 })
     }))
 
   it.effect("a probe PostgreSQL took that does not come back: lost, 3 s after it was sent", () =>
     Effect.gen(function*() {
-      // Sent at 1 s; at 4 s it is 3 s old, at 5 s more.
-      expect(yield* run(() => Effect.void, 4)).toEqual(Option.none())
-      expect(yield* run(() => Effect.void, 5)).toEqual(Option.some(true))
+      // Sent at once (and again every 50 ms, none coming back); at 3 s the first is 3 s old, at 4 s more.
+      expect((yield* run(() => Effect.void, 3)).ended).toEqual(Option.none())
+      expect((yield* run(() => Effect.void, 4)).ended).toEqual(Option.some(true))
     }))
 
   it.effect("probes that cannot be sent (PostgreSQL away): nothing to conclude, no listening again for nothing", () =>
     Effect.gen(function*() {
-      expect(yield* run(() => Effect.fail("connection refused"), 30)).toEqual(Option.none())
+      expect((yield* run(() => Effect.fail("connection refused"), 10)).ended).toEqual(Option.none())
     }))
 
   it.effect("a slow round (a pool or a process that did not run for seconds) forgives the probes not heard yet", () =>
     Effect.gen(function*() {
-      expect(yield* run(() => Effect.sleep("3 seconds"), 40)).toEqual(Option.none())
+      expect((yield* run(() => Effect.sleep("3 seconds"), 40)).ended).toEqual(Option.none())
     }))
 })

@@ -19,10 +19,12 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
+import * as RcRef from "effect/RcRef"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import { createHash } from "node:crypto"
 import { ReportError } from "../../DeliveryReport.js"
 
@@ -45,6 +47,13 @@ export interface StatusEvent {
   readonly atMs: number
 }
 
+/** An event as the store's write has it: also which write of the recipient it is (its row's `version`). @internal */
+export interface RecordedEvent extends StatusEvent {
+  readonly version: number
+}
+
+const eventOf = ({ version: _, ...event }: RecordedEvent): StatusEvent => event
+
 const Change = Schema.Struct({
   address: Schema.String,
   state: RecipientState,
@@ -55,13 +64,20 @@ const Change = Schema.Struct({
 
 /**
  * A notification's payload: one write's changes of one message (`events`), or, when they do not fit in one
- * notification, the addresses it changed (`changed`), whose states the listener reads from SQL.
+ * notification, the recipients it changed and which write of each it was (`changed`, address and version), whose
+ * states the listener reads from SQL; or a listening session's probe (`probe`).
  *
  * @internal
  */
 export const Notice = Schema.parseJson(Schema.Union(
   Schema.TaggedStruct("events", { id: Schema.String, atMs: Schema.Number, changes: Schema.Array(Change) }),
-  Schema.TaggedStruct("changed", { id: Schema.String, atMs: Schema.Number, addresses: Schema.Array(Schema.String) })
+  Schema.TaggedStruct("changed", {
+    id: Schema.String,
+    atMs: Schema.Number,
+    recipients: Schema.Array(Schema.Struct({ address: Schema.String, version: Schema.Number }))
+  }),
+  // A listening session's check of its connection (and the sign that its LISTEN is in place); no event.
+  Schema.TaggedStruct("probe", { session: Schema.String })
 ))
 
 /** @internal */
@@ -74,11 +90,11 @@ const bytes = (text: string) => Buffer.byteLength(text, "utf8")
 
 /**
  * The payloads that announce one write: its events (all of one message, one time) in one, or, past the limit (a long
- * server reply in each of many recipients' errors), the addresses, as many a payload as fit.
+ * server reply in each of many recipients' errors), the recipients (address, version), as many a payload as fit.
  *
  * @internal
  */
-export const payloads = (events: ReadonlyArray<StatusEvent>, limit = PAYLOAD_LIMIT): ReadonlyArray<string> => {
+export const payloads = (events: ReadonlyArray<RecordedEvent>, limit = PAYLOAD_LIMIT): ReadonlyArray<string> => {
   const first = events[0]
   if (first === undefined) return []
   const { atMs, id } = first
@@ -97,17 +113,18 @@ export const payloads = (events: ReadonlyArray<StatusEvent>, limit = PAYLOAD_LIM
   })
   if (bytes(whole) <= limit) return [whole]
   const out: Array<string> = []
-  let addresses: Array<string> = []
+  let recipients: Array<{ readonly address: string; readonly version: number }> = []
   for (const e of events) {
-    const next = [...addresses, e.address]
-    if (addresses.length > 0 && bytes(encode({ _tag: "changed", id, atMs, addresses: next })) > limit) {
-      out.push(encode({ _tag: "changed", id, atMs, addresses }))
-      addresses = [e.address]
+    const recipient = { address: e.address, version: e.version }
+    const next = [...recipients, recipient]
+    if (recipients.length > 0 && bytes(encode({ _tag: "changed", id, atMs, recipients: next })) > limit) {
+      out.push(encode({ _tag: "changed", id, atMs, recipients }))
+      recipients = [recipient]
     } else {
-      addresses = next
+      recipients = next
     }
   }
-  out.push(encode({ _tag: "changed", id, atMs, addresses }))
+  out.push(encode({ _tag: "changed", id, atMs, recipients }))
   return out
 }
 
@@ -118,12 +135,12 @@ export interface RecipientRead {
   readonly retryNum: number
   readonly nextAttemptMs: number | null
   readonly result: string | null
-  readonly updatedMs: number
+  readonly version: number
 }
 
 /**
- * A notice's events. A `changed` one is read from SQL: the rows the write left as they are (`updatedMs` its time);
- * a row written again since is left out, its own notice announces its newer state.
+ * A notice's events. A `changed` one is read from SQL: the rows the write left as they are (their `version` the
+ * write's); a row written again since is left out, its own notice announces its newer state.
  *
  * @internal
  */
@@ -131,12 +148,13 @@ export const eventsOf = <E, R>(
   notice: Notice,
   read: (id: string) => Effect.Effect<ReadonlyArray<RecipientRead>, E, R>
 ): Effect.Effect<ReadonlyArray<StatusEvent>, E, R> => {
+  if (notice._tag === "probe") return Effect.succeed([])
   if (notice._tag === "events") {
     return Effect.succeed(notice.changes.map((c) => ({ id: notice.id, ...c, atMs: notice.atMs })))
   }
-  const wanted = new Set(notice.addresses)
+  const wanted = new Map(notice.recipients.map((r) => [r.address, r.version]))
   return Effect.map(read(notice.id), (rows) =>
-    rows.filter((r) => wanted.has(r.address) && r.updatedMs === notice.atMs).map((r): StatusEvent => ({
+    rows.filter((r) => wanted.get(r.address) === r.version).map((r): StatusEvent => ({
       id: notice.id,
       address: r.address,
       state: r.state,
@@ -154,18 +172,19 @@ export const eventsOf = <E, R>(
  * @internal
  */
 export interface Announcer {
-  readonly recording: (events: ReadonlyArray<StatusEvent>) => Effect.Effect<void, SqlError>
-  readonly recorded: (events: ReadonlyArray<StatusEvent>) => Effect.Effect<void>
-  readonly events: <E, R>(
-    read: (id: string) => Effect.Effect<ReadonlyArray<RecipientRead>, E, R>
-  ) => Stream.Stream<StatusEvent, never, R>
+  readonly recording: (events: ReadonlyArray<RecordedEvent>) => Effect.Effect<void, SqlError>
+  readonly recorded: (events: ReadonlyArray<RecordedEvent>) => Effect.Effect<void>
+  /** What the subscribers of one outbox layer share (on PostgreSQL, one listening session). */
+  readonly events: <E>(
+    read: (id: string) => Effect.Effect<ReadonlyArray<RecipientRead>, E>
+  ) => Effect.Effect<Stream.Stream<StatusEvent>, never, Scope.Scope>
 }
 
 /** One process's hub (SQLite, and the in-memory engine): the events once their transaction committed. @internal */
 export const local: Effect.Effect<Announcer> = Effect.map(PubSub.unbounded<StatusEvent>(), (hub) => ({
   recording: () => Effect.void,
-  recorded: (events) => Effect.asVoid(PubSub.publishAll(hub, events)),
-  events: () => Stream.fromPubSub(hub)
+  recorded: (events) => Effect.asVoid(PubSub.publishAll(hub, events.map(eventOf))),
+  events: () => Effect.succeed(Stream.fromPubSub(hub))
 }))
 
 /**
@@ -183,35 +202,43 @@ export const channelOf = (prefix: string): string =>
 export class ListenLost extends Data.TaggedError("ListenLost")<{ readonly reason: string }> {}
 
 /**
- * How often a listener checks that its connection still hears (a probe notification sent through the pool to a
- * channel of its own), and how long after a probe was sent it listens again if that probe has not come back:
- * `PgClient.listen` neither ends nor fails when its connection dies (a PostgreSQL restart), it goes silent.
+ * How often a listening session checks that its connection still hears (a probe notification of its own, sent through
+ * the pool on the events channel itself), how often before its first probe came back (its LISTEN may not be in place
+ * yet), and how long after a probe was sent it listens again if that probe has not come back: `PgClient.listen`
+ * neither ends nor fails when its connection dies (a PostgreSQL restart), it goes silent.
  */
 const PROBE_EVERY_MS = 1_000
+const FIRST_PROBE_EVERY_MS = 50
 const LOST_AFTER_MS = 3_000
 
 /**
- * Fails once a probe this listener sent (committed: its statement returned) has not come back for `LOST_AFTER_MS`.
- * Only a loss, not a slow process: a round of the loop that took far longer than its second (the process starved of
- * CPU, a slow pool) forgives the probes not heard yet, since what this process has not read yet is not lost — a
- * listener that listened again for nothing would miss the changes of its gap.
+ * Probes until `heard` fails or a probe this session sent (committed: its statement returned) has not come back for
+ * `LOST_AFTER_MS`; `onHeard` on every probe that came back. Only a loss, not a slow process: a round of the loop that
+ * took far longer than a second (the process starved of CPU, a slow pool) forgives the probes not heard yet, since
+ * what this process has not read yet is not lost — a session that listened again for nothing would miss the changes
+ * of its gap.
  *
  * @internal
  */
-export const watch = (send: Effect.Effect<unknown, unknown>, heard: Stream.Stream<unknown, unknown>) =>
+export const watch = <E1, E2>(
+  send: Effect.Effect<unknown, E1>,
+  heard: Stream.Stream<unknown, E2>,
+  onHeard: Effect.Effect<void> = Effect.void
+) =>
   Effect.gen(function*() {
     // When the oldest probe not heard back was sent; null while every probe sent came back.
     const unanswered = yield* Ref.make<number | null>(null)
-    const hearing = Stream.runForEach(heard, () => Ref.set(unanswered, null)).pipe(
-      Effect.zipRight(Effect.fail(new ListenLost({ reason: "the probe channel's stream ended" })))
-    )
+    const answered = yield* Ref.make(false)
+    const hearing = Stream.runForEach(heard, () =>
+      Effect.zipRight(Effect.zipRight(Ref.set(unanswered, null), Ref.set(answered, true)), onHeard)).pipe(
+        Effect.zipRight(Effect.fail(new ListenLost({ reason: "the channel's stream ended" })))
+      )
     const probing = Effect.gen(function*() {
       let last = yield* Clock.currentTimeMillis
       for (;;) {
-        yield* Effect.sleep(PROBE_EVERY_MS)
         const sent = yield* Effect.either(send)
         const now = yield* Clock.currentTimeMillis
-        const stalled = now - last > 3 * PROBE_EVERY_MS
+        const stalled = now - last > LOST_AFTER_MS
         last = now
         if (stalled) yield* Ref.set(unanswered, null)
         else if (Either.isRight(sent)) yield* Ref.update(unanswered, (u) => u ?? now)
@@ -219,18 +246,23 @@ export const watch = (send: Effect.Effect<unknown, unknown>, heard: Stream.Strea
         if (oldest !== null && now - oldest > LOST_AFTER_MS) {
           return yield* new ListenLost({ reason: `a probe sent ${now - oldest} ms ago did not come back` })
         }
+        yield* Effect.sleep((yield* Ref.get(answered)) ? PROBE_EVERY_MS : FIRST_PROBE_EVERY_MS)
       }
     })
     return yield* Effect.raceFirst(hearing, probing)
   })
 
-/** After a lost connection, the next LISTEN: at once, then less often, at most every 5 s, for as long as it takes. */
-const relisten = Schedule.exponential("100 millis", 2).pipe(Schedule.union(Schedule.spaced("5 seconds")))
+/** After a lost connection, the next LISTEN: at once, then less often, at most every 5 s, until one hears. */
+const relistenAfterMs = (failures: number) => Math.min(100 * 2 ** failures, 5_000)
 
 /**
- * PostgreSQL: every write NOTIFYs in its transaction; a subscriber LISTENs (on `PgClient`'s listening connection)
- * and decodes, and listens again after its connection was lost. Notifications sent while it was not listening are
- * not replayed: `status` reads the truth from SQL.
+ * PostgreSQL: every write NOTIFYs in its transaction. The subscribers of one outbox layer share one listening session
+ * (`PgClient.listen` shares one connection per client, and a stream's end UNLISTENs the channel on it for every
+ * listener of the connection): it starts with the first subscriber and ends with the last. It LISTENs, decodes into a
+ * hub the subscribers read, checks its connection with probes on the same channel, and listens again after its
+ * connection was lost. A subscriber's stream starts once the session is listening (its first probe came back: the
+ * LISTEN was in place before the probe committed), so it hears every change committed from then on. Notifications
+ * sent while no session listened are not replayed: `status` reads the truth from SQL.
  *
  * @internal
  */
@@ -245,41 +277,70 @@ export const postgres = (
     recording: (events) =>
       Effect.forEach(payloads(events), (payload) => sql`SELECT pg_notify(${channel}, ${payload})`, { discard: true }),
     recorded: () => Effect.void,
-    events: (read) => {
-      const session = Effect.map(
-        Effect.all([Random.nextIntBetween(0, 0x1_0000_0000), Random.nextIntBetween(0, 0x1_0000_0000)]),
-        ([a, b]) => {
-          const probe = `${channel}_probe_${a.toString(16)}${b.toString(16)}`
-          const heard = pg.listen(channel).pipe(
-            Stream.mapEffect((payload) =>
-              Either.match(decode(payload), {
-                onLeft: (error) =>
-                  Effect.as(Effect.logWarning(`outbox: a notice on ${channel} that is not one: ${error.message}`), []),
-                onRight: (notice) => eventsOf(notice, read)
-              })
-            ),
-            Stream.flattenIterables
-          )
-          const alive = Stream.fromEffect(watch(sql`SELECT pg_notify(${probe}, '1')`, pg.listen(probe))).pipe(Stream.drain)
-          return Stream.merge(heard, alive)
-        }
-      )
-      return Stream.unwrap(session).pipe(
-        // Whatever ended the session (a connection that died makes the library's UNLISTEN a defect too), it is over:
-        // listen again. Interruption (the subscriber stopped) passes through.
-        Stream.catchAllCause((cause) => {
-          if (Cause.isInterruptedOnly(cause)) return Stream.fromEffect(Effect.interrupt)
-          const lost = Cause.failures(cause).pipe(Chunk.findFirst((e) => e instanceof ListenLost))
-          return Stream.fail(Option.getOrElse(lost, () => new ListenLost({ reason: Cause.pretty(cause) })))
-        }),
-        Stream.tapError((lost) =>
-          Effect.logWarning(
-            `outbox: listening on ${channel} stopped (${lost.reason}); listening again (events meanwhile are not heard)`
-          )
-        ),
-        Stream.retry(relisten),
-        Stream.orDie
-      )
-    }
+    events: (read) =>
+      Effect.gen(function*() {
+        /** One LISTEN, until it fails: the hub gets its events, `listening` is true once a probe came back. */
+        const session = (hub: PubSub.PubSub<StatusEvent>, listening: SubscriptionRef.SubscriptionRef<boolean>) =>
+          Effect.gen(function*() {
+            const word = Random.nextIntBetween(0, 0x1_0000_0000)
+            const [a, b] = yield* Effect.all([word, word])
+            const token = `${a.toString(16)}${b.toString(16)}`
+            const probe = Schema.encodeSync(Notice)({ _tag: "probe", session: token })
+            // This session's probes; the events go to the hub on the way (another process's probes, to nobody).
+            const probes = pg.listen(channel).pipe(
+              Stream.mapEffect((payload) =>
+                Either.match(decode(payload), {
+                  // Another program's payload, or a newer version's: ignored (its first characters, not its size).
+                  onLeft: () =>
+                    Effect.as(
+                      Effect.logWarning(`outbox: a payload on ${channel} that is no notice: ${payload.slice(0, 80)}`),
+                      false
+                    ),
+                  onRight: (notice) =>
+                    notice._tag === "probe"
+                      ? Effect.succeed(notice.session === token)
+                      : eventsOf(notice, read).pipe(
+                        Effect.flatMap((events) => PubSub.publishAll(hub, events)),
+                        Effect.as(false)
+                      )
+                })
+              ),
+              Stream.filter((own) => own)
+            )
+            const send = sql`SELECT pg_notify(${channel}, ${probe})`
+            return yield* watch(send, probes, SubscriptionRef.set(listening, true))
+          })
+        /** Sessions one after another for as long as a subscriber is there. */
+        const listen = (hub: PubSub.PubSub<StatusEvent>, listening: SubscriptionRef.SubscriptionRef<boolean>) =>
+          Effect.gen(function*() {
+            for (let failures = 0;;) {
+              // Whatever ended the session (a read-back that failed, a connection that died, which makes the library's
+              // UNLISTEN a defect too), it is over: listen again.
+              const cause = yield* Effect.flip(Effect.sandbox(session(hub, listening)))
+              if (Cause.isInterruptedOnly(cause)) return yield* Effect.interrupt
+              const lost = Cause.failures(cause).pipe(Chunk.findFirst((e) => e instanceof ListenLost))
+              const reason = Option.match(lost, { onNone: () => Cause.pretty(cause), onSome: (l) => l.reason })
+              failures = (yield* SubscriptionRef.getAndSet(listening, false)) ? 0 : failures + 1
+              yield* Effect.logWarning(
+                `outbox: listening on ${channel} stopped (${reason}); listening again (events meanwhile are not heard)`
+              )
+              yield* Effect.sleep(relistenAfterMs(failures))
+            }
+          })
+        const shared = yield* RcRef.make({
+          acquire: Effect.gen(function*() {
+            const hub = yield* Effect.acquireRelease(PubSub.unbounded<StatusEvent>(), PubSub.shutdown)
+            const listening = yield* SubscriptionRef.make(false)
+            yield* Effect.forkScoped(listen(hub, listening))
+            return { hub, listening }
+          })
+        })
+        return Stream.unwrapScoped(Effect.gen(function*() {
+          const { hub, listening } = yield* RcRef.get(shared)
+          const subscription = yield* PubSub.subscribe(hub)
+          yield* listening.changes.pipe(Stream.takeUntil((on) => on), Stream.runDrain)
+          return Stream.fromQueue(subscription)
+        }))
+      })
   }
 }

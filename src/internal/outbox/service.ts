@@ -93,7 +93,7 @@ export const coreLayer = (
     Effect.gen(function*() {
       const announcer = yield* announcerOf(prefix)
       const store = yield* Effect.mapError(Store.make(prefix, announcer), storageError)
-      const events = announcer.events((id) => store.recipients(id))
+      const events = yield* announcer.events((id) => store.recipients(id))
       // The set's own finalizer interrupts its fibers; the one added after it runs first (last-added first) and
       // waits for every attempt under way to end.
       const attempts = yield* FiberSet.make()

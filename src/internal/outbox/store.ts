@@ -13,7 +13,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type { ReportError } from "../../DeliveryReport.js"
-import type { Announcer, RecipientState, StatusEvent } from "./events.js"
+import type { Announcer, RecipientState, RecordedEvent } from "./events.js"
 
 export type { RecipientState } from "./events.js"
 
@@ -51,6 +51,8 @@ export interface RecipientRow {
   /** Whether the failure DSN for it was enqueued. */
   readonly dsnSent: boolean
   readonly updatedMs: number
+  /** How many writes of its state there were after the first (`3_recipient_version`). */
+  readonly version: number
   /** The attempt that holds it (a random token), until `claimUntilMs`. */
   readonly claim: string | null
   readonly claimUntilMs: number | null
@@ -146,6 +148,12 @@ export const migrations = (t: Tables): Record<string, Effect.Effect<void, SqlErr
   "2_claim_index": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql.unsafe(`CREATE INDEX IF NOT EXISTS ${t.recipients}_claim ON ${t.recipients} (claim)`)
+  }),
+  // Which write of a recipient a `changed` notice announced (events.ts): a time in milliseconds does not tell two
+  // writes of one millisecond apart. Every write of a recipient's state adds one.
+  "3_recipient_version": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.unsafe(`ALTER TABLE ${t.recipients} ADD COLUMN version INTEGER NOT NULL DEFAULT 0`)
   })
 })
 
@@ -257,6 +265,7 @@ const recipientRow = (r: any): RecipientRow => ({
   result: r.result ?? null,
   dsnSent: num(r.dsn_sent) === 1,
   updatedMs: num(r.updated_ms),
+  version: num(r.version),
   claim: r.claim ?? null,
   claimUntilMs: numOrNull(r.claim_until)
 })
@@ -386,11 +395,15 @@ export const make = (
     const R = sql(t.recipients)
     const A = sql(t.attempts)
     // Every write of recipients' states announces what it changed: in its transaction (so that the announcement is
-    // made if and only if the change commits, in commit order), and once it committed.
-    const announced = <A>(write: Effect.Effect<readonly [A, ReadonlyArray<StatusEvent>], SqlError>) =>
-      sql.withTransaction(Effect.tap(write, ([, events]) => announcer.recording(events))).pipe(
-        Effect.tap(([, events]) => announcer.recorded(events)),
-        Effect.map(([a]) => a)
+    // made if and only if the change commits, in commit order), and once it committed: the commit and that
+    // announcement are one uninterruptible region, so that no interruption between them loses the event (the write
+    // itself stays interruptible: it rolls back, and there is nothing to announce).
+    const announced = <A>(write: Effect.Effect<readonly [A, ReadonlyArray<RecordedEvent>], SqlError>) =>
+      Effect.uninterruptibleMask((restore) =>
+        sql.withTransaction(restore(Effect.tap(write, ([, events]) => announcer.recording(events)))).pipe(
+          Effect.tap(([, events]) => announcer.recorded(events)),
+          Effect.map(([a]) => a)
+        )
       )
     const store: Store = {
       tables: t,
@@ -407,14 +420,15 @@ export const make = (
           }
           return [
             true,
-            recipients.map((r): StatusEvent => ({
+            recipients.map((r): RecordedEvent => ({
               id: message.id,
               address: r.address,
               state: "queued",
               retryNum: 0,
               nextAttemptMs: r.nextAttemptMs,
               error: null,
-              atMs: message.createdMs
+              atMs: message.createdMs,
+              version: 0
             }))
           ] as const
         })),
@@ -429,16 +443,17 @@ export const make = (
         ),
       recordDomain: (id, updates, attempt, nowMs) =>
         announced(Effect.gen(function*() {
-          const events: Array<StatusEvent> = []
+          const events: Array<RecordedEvent> = []
           for (const u of updates) {
             // A delivery is a fact: recorded whatever another attempt recorded meanwhile (an expiry, a deferral of
             // an attempt whose lease had lapsed), and never overwritten; any other result only over a pending state.
             const over = u.state === "delivered" ? sql`state <> 'delivered'` : sql`state IN ('queued', 'deferred')`
             // Nor again: a write made again after its commit's reply was lost (a PostgreSQL restart) changes nothing
-            // the second time, so it announces nothing twice.
-            const again = sql`NOT (state = ${u.state} AND retry_num = ${u.retryNum} AND updated_ms = ${nowMs})`
+            // the second time, so it announces nothing twice. Every column it writes is compared: another write of the
+            // same millisecond (and state) is not taken for this one.
+            const again = sql`NOT (state = ${u.state} AND retry_num = ${u.retryNum} AND updated_ms = ${nowMs} AND last_error = ${u.lastError} AND next_attempt_ms IS NOT DISTINCT FROM ${u.nextAttemptMs} AND result IS NOT DISTINCT FROM ${u.result})`
             const expires = u.expiresMs === undefined ? sql`` : sql`expires_ms = ${u.expiresMs}, `
-            const changed = yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over} AND ${again} RETURNING address`
+            const changed = yield* sql`UPDATE ${R} SET state = ${u.state}, retry_num = ${u.retryNum}, last_error = ${u.lastError}, next_attempt_ms = ${u.nextAttemptMs}, ${expires}result = ${u.result}, updated_ms = ${nowMs}, version = version + 1, claim = NULL, claim_until = NULL WHERE message_id = ${id} AND address = ${u.address} AND ${over} AND ${again} RETURNING address, version`
             // Only what the statement changed: a result another attempt's outcome kept out is not announced.
             if (changed.length > 0) {
               events.push({
@@ -448,7 +463,8 @@ export const make = (
                 retryNum: u.retryNum,
                 nextAttemptMs: u.nextAttemptMs,
                 error: errorOf(u.result),
-                atMs: nowMs
+                atMs: nowMs,
+                version: num((changed[0] as any).version)
               })
             }
           }
@@ -469,21 +485,22 @@ export const make = (
         ),
       expire: (id, addresses, nowMs) =>
         addresses.length === 0 ? Effect.void : announced(Effect.map(
-          sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs} WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND (claim IS NULL OR claim_until < ${nowMs}) AND ${
+          sql`UPDATE ${R} SET state = 'expired', next_attempt_ms = NULL, updated_ms = ${nowMs}, version = version + 1 WHERE message_id = ${id} AND state IN ('queued', 'deferred') AND (claim IS NULL OR claim_until < ${nowMs}) AND ${
             sql.in("address", addresses)
-          } RETURNING address, retry_num, result`,
+          } RETURNING address, retry_num, result, version`,
           // Only the recipients it expired: one an attempt holds is left to the attempt's outcome.
           (rows) =>
             [
               undefined,
-              rows.map((r: any): StatusEvent => ({
+              rows.map((r: any): RecordedEvent => ({
                 id,
                 address: r.address,
                 state: "expired",
                 retryNum: num(r.retry_num),
                 nextAttemptMs: null,
                 error: errorOf(r.result ?? null),
-                atMs: nowMs
+                atMs: nowMs,
+                version: num(r.version)
               }))
             ] as const
         )),
