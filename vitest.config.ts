@@ -8,12 +8,14 @@ const live = ["test/**/*.live.test.ts", "test/Cli.test.ts", "test/Package.test.t
 
 /**
  * Vitest's order (the files that took longest last time first), with the long files at the very front whatever the
- * last run says (a fresh clone, as CI's, has no last run): the docgen check takes milliseconds when its cache holds
- * the pages for this tree and about 15 s of CPU when not (test/Docs.live.test.ts), and the outbox's cluster suite
- * (three runner processes on PostgreSQL, kills and a restart: 30–55 s), the package suite, the outbox's CLI suite
- * and the DNS suite (real query timeouts, about 10 s) mostly wait; started last, any of them would end the run alone.
+ * last run says (a fresh clone, as CI's, has no last run): the outbox's cluster suite (three runner processes on
+ * PostgreSQL, kills and a restart: 30–55 s), the package suite, the outbox's CLI and events suites and the DNS suite
+ * (real query timeouts, about 10 s) mostly wait; started last, any of them would end the run alone. The docgen check
+ * takes milliseconds when docs/api's record matches the tree and about 15 s of CPU when not (test/Docs.live.test.ts).
  */
-const LONG = ["Docs.live", "OutboxCluster.live", "Package", "Outbox.live", "Cli", "Dns.live"].map((name) =>
+const LONG = ["OutboxCluster.live", "Package", "Outbox.live", "Cli", "Dns.live", "OutboxEvents.live", "Docs.live"].map((
+  name
+) =>
   `/test/${name}.test.ts`
 )
 

@@ -1,6 +1,8 @@
 // The API reference: @effect/docgen (configured by docgen.json) renders one page per public module from its doc
 // comments, after type-checking and running every `@example` against the source. `npm run docs` writes the pages to
-// docs/api/ (scripts/generate-docs.mjs); test/Docs.live.test.ts renders them again and fails when they differ.
+// docs/api/ (scripts/generate-docs.mjs), and records in docs/api/.digest.json what they were made from (`record`);
+// test/Docs.live.test.ts renders them again, and fails when they differ, unless that record shows the committed pages
+// are docgen's for this very tree (then docgen has nothing new to say, and CI does not pay its 15 s of CPU).
 //
 // docgen runs in a scratch copy of the project root (links to src/ and node_modules/, copies of the configuration),
 // not in the root itself: it writes its output, a Jekyll site scaffold and the examples it compiles under its
@@ -14,6 +16,7 @@
 // declarations). dist/ must be built from the same tree: `npm run docs` and the live test project build it first.
 // docgen still parses src/ itself (srcDir): the pages come from the doc comments and the source's types.
 import { execFile } from "node:child_process"
+import crypto from "node:crypto"
 import fs from "node:fs"
 import os from "node:os"
 import path from "node:path"
@@ -86,3 +89,36 @@ export const renderApiPages = async (root) => {
     fs.rmSync(scratch, { recursive: true, force: true })
   }
 }
+
+/** Where `npm run docs` records what docs/api was generated from (a dotfile: not a page). */
+export const recordFile = ".digest.json"
+
+const walk = (root, rel) =>
+  fs.readdirSync(path.join(root, rel), { withFileTypes: true })
+    .flatMap((e) => e.isDirectory() ? walk(root, path.join(rel, e.name)) : [path.join(rel, e.name)])
+
+/**
+ * A digest of everything docgen's output and its examples' outcome depend on: every file under src/ (docgen parses
+ * the public modules, and the examples import the package, built from src/ into dist/ with tsconfig.build.json,
+ * internals included), the configuration it reads (docgen.json, tsconfig.json, package.json), the installed tools
+ * and libraries (package-lock.json, as `npm ci` installs it) and this script. Node's version is recorded beside it.
+ */
+export const inputsDigest = (root) => {
+  const hash = crypto.createHash("sha256")
+  const add = (name, content) => hash.update(`${name}\0${content.length}\0`).update(content)
+  for (const file of walk(root, "src").sort()) add(file, fs.readFileSync(path.join(root, file)))
+  const config = ["docgen.json", "tsconfig.json", "tsconfig.build.json", "package.json", "package-lock.json"]
+  for (const file of [...config, "scripts/api-docs.mjs"]) add(file, fs.readFileSync(path.join(root, file)))
+  return hash.digest("hex")
+}
+
+/** A digest of a set of pages, by file name. */
+export const pagesDigest = (pages) => {
+  const hash = crypto.createHash("sha256")
+  for (const name of Object.keys(pages).sort()) hash.update(`${name}\0${pages[name].length}\0`).update(pages[name])
+  return hash.digest("hex")
+}
+
+/** What `npm run docs` writes beside the pages it wrote: the tree they came from, Node's version, the pages. */
+export const record = (root, pages) =>
+  JSON.stringify({ node: process.version, inputs: inputsDigest(root), pages: pagesDigest(pages) }, null, 2) + "\n"

@@ -4,12 +4,13 @@
 //   docs/reference/report.schema.json the JSON report's schema, from DeliveryReport's Schema definitions
 //   docs/reference/plan.schema.json   the plan's (`smtp-transport plan --json`), from ExplainReport's
 //   docs/api/*.md                     the API reference, by @effect/docgen from the public modules' doc comments
-//                                     (scripts/api-docs.mjs; every `@example` type-checked and run)
+//                                     (scripts/api-docs.mjs; every `@example` type-checked and run), and
+//   docs/api/.digest.json             what those pages were generated from (the tree's digest, Node's version)
 // test/Docs.test.ts and test/Docs.live.test.ts fail when a committed page differs from what this would write.
 import fs from "node:fs"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import { renderApiPages } from "./api-docs.mjs"
+import { record, recordFile, renderApiPages } from "./api-docs.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 const dist = (module) => import(new URL(`../dist/${module}.js`, import.meta.url).href)
@@ -29,9 +30,12 @@ write("docs/reference", [["configuration.md", renderReference()], ...Object.entr
 const api = await renderApiPages(root)
 // A module that is gone takes its page with it.
 for (const name of fs.existsSync(path.join(root, "docs/api")) ? fs.readdirSync(path.join(root, "docs/api")) : []) {
-  if (!(name in api)) {
+  if (!(name in api) && name !== recordFile) {
     fs.rmSync(path.join(root, "docs/api", name))
     console.log(`removed docs/api/${name}`)
   }
 }
 write("docs/api", Object.entries(api))
+// Written last, after docgen succeeded (its examples compiled and ran): test/Docs.live.test.ts trusts these pages
+// without running docgen again only while the tree is the one recorded here.
+write("docs/api", [[recordFile, record(root, api)]])
