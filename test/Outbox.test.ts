@@ -7,7 +7,20 @@ import * as ShardingConfig from "@effect/cluster/ShardingConfig"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Either, Layer, Option, Random, Stream, TestClock } from "effect"
+import {
+  Clock,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  Random,
+  Scheduler,
+  type Scope,
+  Stream,
+  TestClock,
+  type TestServices
+} from "effect"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import { Script, type Step, type TestPeer } from "../src/ConnectorTest.js"
@@ -152,8 +165,23 @@ const subscribe = Effect.gen(function*() {
   return events
 })
 
+/**
+ * A case's fibers (its own, its layers', the engine's and the cluster's, which inherit it) run on microtasks only.
+ * Effect's default scheduler hands a fiber's next run to a timer (`setTimeout(0)`) after 2,048 microtask turns in a
+ * row; TestClock waits for the fibers between two wake-ups with timers of its own (`setTimeout(0)`), and which of two
+ * such timers runs first depends on the milliseconds each took to be set, that is on the machine's load: a workflow
+ * replaying its steps after a wake-up could then be overtaken by the clock's next step and sleep from a later
+ * instant (a retry one step late, in loaded runs only). On microtasks only, TestClock's timer runs once every fiber
+ * has suspended, so the clock moves only when nothing is left to run.
+ */
+const onMicrotasks = new Scheduler.MixedScheduler(Number.MAX_SAFE_INTEGER)
+const scoped = <A, E>(
+  name: string,
+  self: () => Effect.Effect<A, E, Scope.Scope | TestServices.TestServices>
+) => it.scoped(name, () => Effect.withScheduler(self(), onMicrotasks))
+
 describe("Outbox workflow", () => {
-  it.scoped("retries exactly on the schedule, with retry_num and last_error reaching the expressions", () =>
+  scoped("retries exactly on the schedule, with retry_num and last_error reaching the expressions", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("you@a.test"))
@@ -180,7 +208,7 @@ describe("Outbox workflow", () => {
       "192.0.2.1": [refuse, refuse, { script: session("retry-2.test", ["you@a.test"]) }]
     }, schedule({ retry: ["1 minute", "5 minutes"] })))))
 
-  it.scoped("a delivered recipient is never sent again; the deferred domain alone is retried", () =>
+  scoped("a delivered recipient is never sent again; the deferred domain alone is retried", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("one@a.test", "two@b.test"))
@@ -202,7 +230,7 @@ describe("Outbox workflow", () => {
       "192.0.2.2": [refuse, { script: session("retry-1.test", ["two@b.test"]) }]
     }, schedule({ retry: ["2 minutes"] })))))
 
-  it.scoped("expires at the TTL into `expired`, and the sender gets a failure DSN through the outbox", () =>
+  scoped("expires at the TTL into `expired`, and the sender gets a failure DSN through the outbox", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("you@a.test"))
@@ -229,7 +257,7 @@ describe("Outbox workflow", () => {
       "192.0.2.9": [{ script: session("client.test", ["sender@origin.test"]) }]
     }, schedule({ retry: ["3 minutes"], ttl: "10 minutes" })))))
 
-  it.scoped("the expiry is the schedule's as evaluated after each attempt (Stalwart's set_rcpt_status)", () =>
+  scoped("the expiry is the schedule's as evaluated after each attempt (Stalwart's set_rcpt_status)", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("you@a.test"))
@@ -248,7 +276,7 @@ describe("Outbox workflow", () => {
         schedule({ retry: ["3 minutes"], ttl: Number(variables["retry_num"] ?? 0) >= 1 ? "10 minutes" : "1 hour" })
     ))))
 
-  it.scoped("each next notify point is the schedule's next interval after the last notice", () =>
+  scoped("each next notify point is the schedule's next interval after the last notice", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("you@a.test"))
@@ -264,7 +292,7 @@ describe("Outbox workflow", () => {
       ]
     }, schedule({ retry: ["4 minutes"], notify: ["5 minutes", "5 minutes"], ttl: "1 hour" })))))
 
-  it.scoped("a delay DSN at each notify point while the recipient is still deferred", () =>
+  scoped("a delay DSN at each notify point while the recipient is still deferred", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("you@a.test"))
@@ -285,7 +313,7 @@ describe("Outbox workflow", () => {
       "192.0.2.9": [{ script: session("client.test", ["sender@origin.test"]) }]
     }, schedule({ retry: ["4 minutes"], notify: ["5 minutes", "1 day"], ttl: "1 hour" })))))
 
-  it.scoped("max-attempts expiry; a permanent refusal fails at once; no DSN for the null sender", () =>
+  scoped("max-attempts expiry; a permanent refusal fails at once; no DSN for the null sender", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue({ ...request("you@a.test", "no@b.test"), sender: "" })
@@ -302,7 +330,7 @@ describe("Outbox workflow", () => {
       "192.0.2.2": [{ script: refuseRcpt("no@b.test", "MAIL FROM:<>") }]
     }, schedule({ retry: ["1 minute"], maxAttempts: 2 })))))
 
-  it.scoped("an invalid request is refused at enqueue, with every problem", () =>
+  scoped("an invalid request is refused at enqueue, with every problem", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const result = yield* Effect.either(outbox.enqueue(request("not an address", "x@a.test", "x@a.test")))
@@ -310,7 +338,7 @@ describe("Outbox workflow", () => {
       expect((yield* outbox.list()).length).toBe(0)
     }).pipe(Effect.provide(services({}, schedule({ retry: ["1 minute"] })))))
 
-  it.scoped("status events follow each recipient's state", () =>
+  scoped("status events follow each recipient's state", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const events = yield* subscribe
@@ -326,7 +354,7 @@ describe("Outbox workflow", () => {
       "192.0.2.1": [refuse, { script: session("retry-1.test", ["you@a.test"]) }]
     }, schedule({ retry: ["1 minute"] })))))
 
-  it.scoped("every recorded change of a recipient's state is one event: enqueue, attempts, expiry, the DSNs", () =>
+  scoped("every recorded change of a recipient's state is one event: enqueue, attempts, expiry, the DSNs", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const events = yield* subscribe
@@ -364,7 +392,7 @@ describe("Outbox workflow", () => {
       ]
     }, schedule({ retry: ["3 minutes"], ttl: "10 minutes" })))))
 
-  it.scoped("a limiter deferral does not count: retry_num stays, last_error is concurrency", () =>
+  scoped("a limiter deferral does not count: retry_num stays, last_error is concurrency", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       // Two messages to one domain at once, one permit: the second attempt is deferred by the limiter.
@@ -461,7 +489,7 @@ const seeded = Effect.withRandom(Random.make("outbox watchdog"))
 describe.concurrent("Outbox watchdog", () => {
   // (The times asserted are bounds the watchdog cannot beat: the cluster's fibers that TestClock does not wait for
   // can let a sweep see a write one tick late.)
-  it.scoped("a workflow stalled past its revival is begun anew, which sends to the recipients still pending, once", () =>
+  scoped("a workflow stalled past its revival is begun anew, which sends to the recipients still pending, once", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("one@a.test", "two@b.test"))
@@ -487,7 +515,7 @@ describe.concurrent("Outbox watchdog", () => {
       "192.0.2.2": [refuse, { script: session("retry-1.test", ["two@b.test"]) }]
     }, schedule({ retry: ["1 minute"] }))), seeded))
 
-  it.scoped("a message that stalls in every generation has three, then revivals only", () =>
+  scoped("a message that stalls in every generation has three, then revivals only", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const id = yield* outbox.enqueue(request("two@b.test"))
@@ -510,7 +538,7 @@ describe.concurrent("Outbox watchdog", () => {
       expect((yield* connectionsTo("192.0.2.2")).length).toBe(3)
     }).pipe(Effect.provide(clusterServices({ "192.0.2.2": refuse }, schedule({ retry: ["1 hour"] }))), seeded))
 
-  it.scoped("an attempt whose recipients another execution holds waits for them without the runner's permit", () =>
+  scoped("an attempt whose recipients another execution holds waits for them without the runner's permit", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       const sql = yield* SqlClient.SqlClient
@@ -540,7 +568,7 @@ describe.concurrent("Outbox watchdog", () => {
       seeded
     ))
 
-  it.scoped("a message waiting in a backlog for the runner's attempt permit is held, not revived", () =>
+  scoped("a message waiting in a backlog for the runner's attempt permit is held, not revived", () =>
     Effect.gen(function*() {
       const outbox = yield* Outbox.Outbox
       // The runner has one permit; the first message's server takes 30 s to answer its final dot.
