@@ -14,4 +14,4 @@ export declare const inputsDigest: (root: string) => string
 export declare const pagesDigest: (pages: Readonly<Record<string, string>>) => string
 
 /** The record `npm run docs` writes beside the pages it wrote. */
-export declare const record: (root: string, pages: Readonly<Record<string, string>>) => string
+export declare const record: (inputs: string, pages: Readonly<Record<string, string>>) => string

@@ -93,9 +93,10 @@ export const renderApiPages = async (root) => {
 /** Where `npm run docs` records what docs/api was generated from (a dotfile: not a page). */
 export const recordFile = ".digest.json"
 
+// Names with `/` whatever the platform's separator, so that a digest made on one system matches on another.
 const walk = (root, rel) =>
   fs.readdirSync(path.join(root, rel), { withFileTypes: true })
-    .flatMap((e) => e.isDirectory() ? walk(root, path.join(rel, e.name)) : [path.join(rel, e.name)])
+    .flatMap((e) => e.isDirectory() ? walk(root, `${rel}/${e.name}`) : [`${rel}/${e.name}`])
 
 /**
  * A digest of everything docgen's output and its examples' outcome depend on: every file under src/ (docgen parses
@@ -105,6 +106,7 @@ const walk = (root, rel) =>
  */
 export const inputsDigest = (root) => {
   const hash = crypto.createHash("sha256")
+  // Each file's name and byte length before its bytes: no two trees hash the same bytes.
   const add = (name, content) => hash.update(`${name}\0${content.length}\0`).update(content)
   for (const file of walk(root, "src").sort()) add(file, fs.readFileSync(path.join(root, file)))
   const config = ["docgen.json", "tsconfig.json", "tsconfig.build.json", "package.json", "package-lock.json"]
@@ -115,10 +117,15 @@ export const inputsDigest = (root) => {
 /** A digest of a set of pages, by file name. */
 export const pagesDigest = (pages) => {
   const hash = crypto.createHash("sha256")
-  for (const name of Object.keys(pages).sort()) hash.update(`${name}\0${pages[name].length}\0`).update(pages[name])
+  for (const name of Object.keys(pages).sort()) {
+    hash.update(`${name}\0${Buffer.byteLength(pages[name])}\0`).update(pages[name])
+  }
   return hash.digest("hex")
 }
 
-/** What `npm run docs` writes beside the pages it wrote: the tree they came from, Node's version, the pages. */
-export const record = (root, pages) =>
-  JSON.stringify({ node: process.version, inputs: inputsDigest(root), pages: pagesDigest(pages) }, null, 2) + "\n"
+/**
+ * What `npm run docs` writes beside the pages it wrote: the tree they came from (`inputs`, taken before the build and
+ * docgen ran, so that an edit saved meanwhile is not vouched for), Node's version, the pages.
+ */
+export const record = (inputs, pages) =>
+  JSON.stringify({ node: process.version, inputs, pages: pagesDigest(pages) }, null, 2) + "\n"

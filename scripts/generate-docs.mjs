@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Writes the reference pages generated from the code (run after `npm run build`, or through `npm run docs`):
+// Writes the reference pages generated from the code (`npm run docs`; it builds dist/ first, as this script does):
 //   docs/reference/configuration.md   from the configuration key table (OutboundConfig.renderReference)
 //   docs/reference/report.schema.json the JSON report's schema, from DeliveryReport's Schema definitions
 //   docs/reference/plan.schema.json   the plan's (`smtp-transport plan --json`), from ExplainReport's
@@ -7,12 +7,19 @@
 //                                     (scripts/api-docs.mjs; every `@example` type-checked and run), and
 //   docs/api/.digest.json             what those pages were generated from (the tree's digest, Node's version)
 // test/Docs.test.ts and test/Docs.live.test.ts fail when a committed page differs from what this would write.
+import { execFileSync } from "node:child_process"
 import fs from "node:fs"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
-import { record, recordFile, renderApiPages } from "./api-docs.mjs"
+import { inputsDigest, record, recordFile, renderApiPages } from "./api-docs.mjs"
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+// The tree the pages are made from, read before anything runs; then dist/ built from it (`tsc -b`: half a second
+// when it is current), whatever called this script: docgen runs the examples against dist/, and the record below
+// vouches for them.
+const inputs = inputsDigest(root)
+const tsc = path.join(root, "node_modules", "typescript", "bin", "tsc")
+execFileSync(process.execPath, [tsc, "-b", "tsconfig.build.json"], { cwd: root, stdio: "inherit" })
 const dist = (module) => import(new URL(`../dist/${module}.js`, import.meta.url).href)
 const { renderReference } = await dist("OutboundConfig")
 const { pages } = await dist("internal/reportSchema")
@@ -38,4 +45,4 @@ for (const name of fs.existsSync(path.join(root, "docs/api")) ? fs.readdirSync(p
 write("docs/api", Object.entries(api))
 // Written last, after docgen succeeded (its examples compiled and ran): test/Docs.live.test.ts trusts these pages
 // without running docgen again only while the tree is the one recorded here.
-write("docs/api", [[recordFile, record(root, api)]])
+write("docs/api", [[recordFile, record(inputs, api)]])
