@@ -87,6 +87,7 @@ describe("outbox events on PostgreSQL", () => {
        * A message enqueued here, delivered there, once the runner and the client listen (`before`, then waiting for
        * two listening sessions other than `old`): what the client heard of it and what the runner printed.
        */
+      const sent: Array<string> = []
       const round = (tag: string, before: Effect.Effect<ReadonlyArray<string>> = Effect.succeed([])) =>
         Effect.gen(function*() {
           for (let attempt = 0;; attempt++) {
@@ -94,6 +95,7 @@ describe("outbox events on PostgreSQL", () => {
             const old = yield* before
             const listening = yield* until(() => listeners().filter((pid) => !old.includes(pid)).length >= 2, 400)
             const id = yield* send(`${tag}${attempt}`)
+            sent.push(id)
             const heard = yield* until(() => statesOf(id).includes("delivered") && printed(id).includes("delivered"))
             if ((started === undefined || started !== startTime()) && attempt < 2) continue
             expect([listening, heard]).toEqual([true, true])
@@ -125,8 +127,9 @@ describe("outbox events on PostgreSQL", () => {
       const { id: first } = yield* round("first")
       expect(statesOf(first)).toEqual(["queued", "delivered"])
       expect(printed(first)).toEqual(["queued", "delivered"])
-      // Nothing but the changes of this layer's enqueues (the foreign payloads are none).
-      expect(heard.filter((e) => e.id !== first && !warmIds.includes(e.id))).toEqual([])
+      // Nothing but the changes of this layer's enqueues (the foreign payloads are none); a round made again after a
+      // restart enqueued more than one.
+      expect(heard.filter((e) => !sent.includes(e.id) && !warmIds.includes(e.id))).toEqual([])
       const status = Option.getOrThrow(yield* outbox.status(first))
       expect(heard.find((e) => e.id === first && e.state === "delivered")!.atMs).toBe(status.recipients[0]!.updatedMs)
 
