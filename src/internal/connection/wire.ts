@@ -74,7 +74,32 @@ type Resume<A> = (effect: Effect.Effect<A, SocketError>) => void
 
 const busy = () => new SocketError({ kind: "protocol", message: "another operation is in progress on the connection" })
 
-class Wire implements Connection, IoEvents {
+/**
+ * An exchange's outcome mapped where the exchange completes: an exit (the usual case) in place, without the frame and
+ * the step a `matchEffect` around the exchange would add.
+ */
+const eitherOutcome = <B>(
+  effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>,
+  onFailure: (error: SocketError) => B,
+  onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
+): Effect.Effect<B> => {
+  if (!Exit.isExit(effect)) {
+    return Effect.matchEffect(effect, {
+      onFailure: (error) => Effect.succeed(onFailure(error)),
+      onSuccess: (replies) => Effect.succeed(onSuccess(replies))
+    })
+  }
+  const exit = effect as Exit.Exit<ReadonlyArray<SmtpReply.Reply>, SocketError>
+  if (Exit.isSuccess(exit)) return Effect.succeed(onSuccess(exit.value))
+  const failure = Cause.failureOption(exit.cause)
+  // A defect or an interruption: no SocketError in the cause, passed on as it is.
+  return Option.isSome(failure)
+    ? Effect.succeed(onFailure(failure.value))
+    : Effect.failCause(exit.cause as Cause.Cause<never>)
+}
+
+/** @internal */
+export class Wire implements Connection, IoEvents {
   readonly lines = new LineBuffer<SocketError>(SmtpReply.MAX_LINE, lineTooLong)
   readonly accumulator = new SmtpReply.Accumulator()
   io: Io | null = null
@@ -230,24 +255,22 @@ class Wire implements Connection, IoEvents {
     onFailure: (error: SocketError) => B,
     onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
   ): Effect.Effect<B> {
-    // The outcome mapped where the exchange completes: an exit (the usual case) in place, without the frame and the
-    // step a `matchEffect` around the exchange would add.
-    const outcome = (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>): Effect.Effect<B> => {
-      if (!Exit.isExit(effect)) {
-        return Effect.matchEffect(effect, {
-          onFailure: (error) => Effect.succeed(onFailure(error)),
-          onSuccess: (replies) => Effect.succeed(onSuccess(replies))
-        })
-      }
-      const exit = effect as Exit.Exit<ReadonlyArray<SmtpReply.Reply>, SocketError>
-      if (Exit.isSuccess(exit)) return Effect.succeed(onSuccess(exit.value))
-      const failure = Cause.failureOption(exit.cause)
-      // A defect or an interruption: no SocketError in the cause, passed on as it is.
-      return Option.isSome(failure)
-        ? Effect.succeed(onFailure(failure.value))
-        : Effect.failCause(exit.cause as Cause.Cause<never>)
-    }
-    return this.exchangeMapped(request, outcome)
+    return this.exchangeMapped(request, (effect) => eitherOutcome(effect, onFailure, onSuccess))
+  }
+
+  /**
+   * `exchangeEither`, started now, in the caller's step: the caller is the fiber that runs the returned effect at once
+   * (the transaction's continuations, each run in the step that gives it). An exchange whose replies are buffered
+   * (RCPT's and DATA's under PIPELINING) is then a value, taken without a step, where the lazy `exchangeEither`
+   * costs three (its start, its value, the continuation).
+   */
+  exchangeEitherNow<B>(
+    clock: Clock.Clock,
+    request: Exchange,
+    onFailure: (error: SocketError) => B,
+    onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
+  ): Effect.Effect<B> {
+    return this.begin(clock, request, (effect) => eitherOutcome(effect, onFailure, onSuccess))
   }
 
   /** The exchange, each way it can end mapped by `outcome` before it is handed on. */
@@ -255,33 +278,40 @@ class Wire implements Connection, IoEvents {
     request: Exchange,
     outcome: (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>) => Effect.Effect<B, E>
   ): Effect.Effect<B, E> {
-    return Effect.clockWith((clock) => {
-      if (this.closing) return outcome(Effect.fail(closedLocally()))
-      if (this.op !== null) return outcome(Effect.fail(busy()))
-      // Started in this step: under PIPELINING the replies to RCPT and DATA are mostly buffered already (they came
-      // with MAIL's), and an exchange that completes at once needs neither a timer nor an async step. An exchange
-      // holds nothing (no canceler), and one interrupted before its async registration stays the pending operation,
-      // ended by `close`, which its owner runs on interruption (or by its deadline, when the interruption came after
-      // the timer was armed), as one interrupted while waiting is.
-      let result: Effect.Effect<B, E> | null = null
-      let waiting: ((effect: Effect.Effect<B, E>) => void) | null = null
-      const op = new ExchangeOp(this, request, (effect) => {
-        const mapped = outcome(effect)
-        if (waiting !== null) waiting(mapped)
-        else result = mapped
-      })
-      this.op = op
-      this.expected = Infinity
-      op.start()
-      if (result !== null) return result
-      const wait = Effect.async<B, E>((resume) => {
-        if (result !== null) return resume(result)
-        waiting = resume
-      })
-      // The timer, armed unless it already wakes by the deadline (the operation is registered: no `expected`).
-      if (!(request.deadline < this.timerAt)) return wait
-      return Effect.zipRight(Effect.uninterruptible(Effect.suspend(() => this.arm(request.deadline, clock))), wait)
+    return Effect.clockWith((clock) => this.begin(clock, request, outcome))
+  }
+
+  /** Starts the exchange in this step: its outcome at once when it completed, else the wait for it. */
+  private begin<B, E>(
+    clock: Clock.Clock,
+    request: Exchange,
+    outcome: (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>) => Effect.Effect<B, E>
+  ): Effect.Effect<B, E> {
+    if (this.closing) return outcome(Effect.fail(closedLocally()))
+    if (this.op !== null) return outcome(Effect.fail(busy()))
+    // Started in this step: under PIPELINING the replies to RCPT and DATA are mostly buffered already (they came
+    // with MAIL's), and an exchange that completes at once needs neither a timer nor an async step. An exchange
+    // holds nothing (no canceler), and one interrupted before its async registration stays the pending operation,
+    // ended by `close`, which its owner runs on interruption (or by its deadline, when the interruption came after
+    // the timer was armed), as one interrupted while waiting is.
+    let result: Effect.Effect<B, E> | null = null
+    let waiting: ((effect: Effect.Effect<B, E>) => void) | null = null
+    const op = new ExchangeOp(this, request, (effect) => {
+      const mapped = outcome(effect)
+      if (waiting !== null) waiting(mapped)
+      else result = mapped
     })
+    this.op = op
+    this.expected = Infinity
+    op.start()
+    if (result !== null) return result
+    const wait = Effect.async<B, E>((resume) => {
+      if (result !== null) return resume(result)
+      waiting = resume
+    })
+    // The timer, armed unless it already wakes by the deadline (the operation is registered: no `expected`).
+    if (!(request.deadline < this.timerAt)) return wait
+    return Effect.zipRight(Effect.uninterruptible(Effect.suspend(() => this.arm(request.deadline, clock))), wait)
   }
 
   startTls(options: StartTlsOptions, deadline: number): Effect.Effect<TlsInfo, SocketError> {

@@ -20,6 +20,7 @@ import type { Phase } from "../../Settings.js"
 import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import * as socketError from "../connection/socketError.js"
+import { Wire } from "../connection/wire.js"
 import * as tracing from "../tracing.js"
 
 /** What a phase's body gets. */
@@ -121,18 +122,21 @@ export const reader = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Reader => (
   currentSpan: fiber.currentSpan
 })
 
-/** `attempt`, with what it reads of the fiber read before: where the phase reports to nothing, no step of its own. */
-export const attemptWith = <A, R>(
-  read: Reader,
-  options: PhaseOptions,
-  body: (step: Step) => Effect.Effect<Either.Either<A, TransportError.TransportError>, never, R>
-): Effect.Effect<Either.Either<A, TransportError.TransportError>, never, R> => {
-  const span = options.span ?? read.currentSpan
-  if (!options.phaseSpans && (span === undefined || span._tag !== "Span" || !tracing.records(span))) {
-    return body({ deadline: read.clock.unsafeCurrentTimeMillis() + options.timeoutMs, debug: read.debug, clock: read.clock })
-  }
-  return attempt(options, body)
+/**
+ * A phase under these options reports to nothing: no span of its own, and the span it would report to records
+ * nothing (see internal/tracing), so it gets no event either.
+ */
+export const reportsNothing = (read: Reader, phaseSpans: boolean, span: Tracer.AnySpan | undefined): boolean => {
+  const target = span ?? read.currentSpan
+  return !phaseSpans && (target === undefined || target._tag !== "Span" || !tracing.records(target))
 }
+
+/** A phase's step, its deadline `timeoutMs` from now. */
+export const stepOf = (read: Reader, timeoutMs: number): Step => ({
+  deadline: read.clock.unsafeCurrentTimeMillis() + timeoutMs,
+  debug: read.debug,
+  clock: read.clock
+})
 
 const crlf = (lines: ReadonlyArray<string>) => {
   if (lines.length === 1) return `${lines[0]}\r\n`
@@ -239,6 +243,31 @@ export const exchangeFirstEither = (
     onSuccess: (replies) => Effect.succeed(onSuccess(replies))
   })
 }
+
+/**
+ * `exchangeFirstEither`, started in the caller's step where the connection is the library's own (`Connector.layer`,
+ * the scripted connector): for a caller that runs the returned effect at once, in the fiber that called it. A
+ * buffered reply is then a value, taken with no step (see `Wire.exchangeEitherNow`); any other connection, and a
+ * transcript logged under Debug, go through `exchangeFirstEither`.
+ */
+export const exchangeFirstEitherNow = (
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array | undefined
+): Effect.Effect<Either.Either<SmtpReply.Reply, TransportError.TransportError>> => {
+  if (step.debug || !(connection instanceof Wire)) return exchangeFirstEither(connection, phase, timeoutMs, step, write)
+  return connection.exchangeEitherNow(
+    step.clock,
+    { write: write === undefined || write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
+    (e) => Either.left(fromSocket(e, phase, timeoutMs)),
+    firstRight
+  )
+}
+
+const firstRight = (replies: ReadonlyArray<SmtpReply.Reply>): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
+  Either.right(replies[0]!)
 
 /** One command, one reply. */
 export const command = (

@@ -8,6 +8,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
 import type { Connection, TlsInfo } from "../../Connector.js"
 import * as Connector from "../../Connector.js"
@@ -350,142 +351,259 @@ export const transaction = (
   message: Uint8Array,
   settings: SessionSettings
 ): Effect.Effect<TransactionResult> =>
-  // The fiber's Clock, log level and span read once for the transaction's phases (`phase.attemptWith`), in the step
-  // that starts it.
+  // The fiber's Clock, log level and span read once for the transaction's phases, in the step that starts it.
   Effect.withFiberRuntime((fiber) => {
     const reader = phase.reader(fiber)
-    const body = Effect.gen(function*() {
-    const { connection } = session
-    const phases = phasesOf(connection, settings)
+    if (!reader.debug) return new Transaction(session, envelope, settings, reader).start(message)
+    return Effect.annotateLogs(
+      Effect.suspend(() => new Transaction(session, envelope, settings, reader).start(message)),
+      "smtp.remote_ip",
+      session.connection.remoteAddress
+    )
+  })
+
+/**
+ * `f` of the effect's value: at once when the effect is a value already (an exchange whose reply was buffered, as
+ * RCPT's and DATA's are under PIPELINING), else as its continuation. What a generator's `yield*` does, without the
+ * generator.
+ */
+const andThen = <A, B, E>(effect: Effect.Effect<A, E>, f: (a: A) => Effect.Effect<B, E>): Effect.Effect<B, E> =>
+  Exit.isExit(effect) && Exit.isSuccess(effect) ? f(effect.value as A) : Effect.flatMap(effect, f)
+
+const finalReply = (reply: Reply): Either.Either<Reply, TransportError.TransportError> =>
+  SmtpReply.isPositive(reply) ? Either.right(reply) : Either.left(TransportError.fromReply("data", reply))
+
+type ResultFields = Pick<TransactionResult, "mailFrom" | "data" | "phase" | "canQuit">
+
+/**
+ * One transaction: MAIL, the RCPTs, the message, each stage a method that returns the effect going on from there.
+ * Continuations rather than a generator: this runs for every message on a reused connection, where the generator
+ * object and its iterator steps were the largest allocation and a tenth of the run loop's time.
+ */
+class Transaction {
+  private readonly connection: Connection
+  private readonly pipelined: boolean
+  private readonly chunking: boolean
+  /**
+   * DATA goes last in the pipeline (RFC 2920 §3.1); BDAT waits for the RCPT replies so that no message is sent when
+   * every recipient is refused.
+   */
+  private readonly dataInPipeline: boolean
+  /** The phases report to no span and no event: each is its body alone, no options or attributes built. */
+  private readonly silent: boolean
+  private readonly outcomes: Array<RecipientOutcome | undefined>
+  private phasesMemo: Phases | null = null
+  private normalized: Uint8Array = new Uint8Array(0)
+  private rcpts: ReadonlyArray<{ readonly index: number; readonly line: string }> = []
+  private mailFrom: Either.Either<Reply, TransportError.TransportError> | null = null
+  private mailError: TransportError.TransportError | null = null
+  /** An RCPT exchange failed: the recipients after it get its error, unsent. */
+  private broken: TransportError.TransportError | null = null
+
+  constructor(
+    private readonly session: Session,
+    private readonly envelope: Envelope,
+    private readonly settings: SessionSettings,
+    private readonly reader: phase.Reader
+  ) {
+    this.connection = session.connection
     const caps = session.capabilities
-    const pipelined = caps.pipelining
-    const chunking = caps.chunking
-    const outcomes: Array<RecipientOutcome | undefined> = envelope.recipients.map(() => undefined)
-    const everyone = (error: TransportError.TransportError): ReadonlyArray<RecipientOutcome> =>
-      envelope.recipients.map((address) => ({ address, accepted: false, reply: null, error }))
-    const result = (
-      fields: Pick<TransactionResult, "mailFrom" | "data" | "phase" | "canQuit">,
-      recipients?: ReadonlyArray<RecipientOutcome>
-    ): TransactionResult => ({
+    this.pipelined = caps.pipelining
+    this.chunking = caps.chunking
+    this.dataInPipeline = caps.pipelining && !caps.chunking
+    this.silent = phase.reportsNothing(reader, settings.phaseSpans, settings.span)
+    this.outcomes = envelope.recipients.map(() => undefined)
+  }
+
+  private phases(p: SessionPhase, extra?: phase.Attributes): phase.PhaseOptions {
+    return (this.phasesMemo ??= phasesOf(this.connection, this.settings))(p, extra)
+  }
+
+  /** `phase.attempt`, its Step built here where the phase reports to nothing (no step, no options built). */
+  private attempt<A>(
+    p: SessionPhase,
+    extra: phase.Attributes | undefined,
+    timeoutMs: number,
+    body: (step: phase.Step) => Effect.Effect<Either.Either<A, TransportError.TransportError>>
+  ): Effect.Effect<Either.Either<A, TransportError.TransportError>> {
+    if (this.silent) return body(phase.stepOf(this.reader, timeoutMs))
+    return phase.attempt(this.phases(p, extra), body)
+  }
+
+  private everyone(error: TransportError.TransportError): ReadonlyArray<RecipientOutcome> {
+    return this.envelope.recipients.map((address) => ({ address, accepted: false, reply: null, error }))
+  }
+
+  private result(fields: ResultFields, recipients?: ReadonlyArray<RecipientOutcome>): TransactionResult {
+    const all = this.envelope.recipients
+    return {
       // Field by field rather than a spread of `fields`: on every message's path.
       mailFrom: fields.mailFrom,
       recipients: recipients ??
-        outcomes.map((o, i) => o ?? { address: envelope.recipients[i]!, accepted: false, reply: null, error: null }),
+        this.outcomes.map((o, i) => o ?? { address: all[i]!, accepted: false, reply: null, error: null }),
       data: fields.data,
       phase: fields.phase,
       canQuit: fields.canQuit,
-      pipelined,
-      chunking
-    })
+      pipelined: this.pipelined,
+      chunking: this.chunking
+    }
+  }
 
-    const prepared = prepare(session, envelope, message)
+  private done(fields: ResultFields, recipients?: ReadonlyArray<RecipientOutcome>): Effect.Effect<TransactionResult> {
+    return Effect.succeed(this.result(fields, recipients))
+  }
+
+  start(message: Uint8Array): Effect.Effect<TransactionResult> {
+    const prepared = prepare(this.session, this.envelope, message)
     if (Either.isLeft(prepared)) {
-      yield* Effect.logDebug(prepared.left.message)
-      return result(
-        { mailFrom: Either.left(prepared.left), data: null, phase: "mail-from", canQuit: true },
-        everyone(prepared.left)
+      const error = prepared.left
+      return Effect.zipRight(
+        Effect.logDebug(error.message),
+        this.done({ mailFrom: Either.left(error), data: null, phase: "mail-from", canQuit: true }, this.everyone(error))
       )
     }
     const { mail, normalized, rcpts, refused } = prepared.right
+    this.normalized = normalized
+    this.rcpts = rcpts
     for (const { error, index } of refused) {
-      outcomes[index] = { address: envelope.recipients[index]!, accepted: false, reply: null, error }
+      this.outcomes[index] = { address: this.envelope.recipients[index]!, accepted: false, reply: null, error }
     }
     if (rcpts.length === 0) {
       // Nothing is sent: each recipient keeps its own refusal, MAIL carries the reason there is no transaction.
       const error = policyError("mail-from", "no recipient can be sent")
-      return result({ mailFrom: Either.left(error), data: null, phase: "mail-from", canQuit: true })
+      return this.done({ mailFrom: Either.left(error), data: null, phase: "mail-from", canQuit: true })
     }
-    // DATA goes last in the pipeline (RFC 2920 §3.1); BDAT waits for the RCPT replies so that no message is sent
-    // when every recipient is refused.
-    const dataInPipeline = pipelined && !chunking
-
     // MAIL (with every RCPT and DATA when pipelining): one write, MAIL's reply under its own deadline
-    const mailMs = millis(settings.timeouts, "mail-from")
-    const mailReply = yield* phase.attemptWith(reader, 
-      phases("mail-from"),
-      (step) =>
-        phase.exchangeFirstEither(
-          connection,
-          "mail-from",
-          mailMs,
-          step,
-          pipelined ? [mail, ...rcpts.map((r) => r.line), ...(dataInPipeline ? ["DATA"] : [])] : [mail]
-        )
+    const lines = [mail]
+    if (this.pipelined) {
+      for (const rcpt of rcpts) lines.push(rcpt.line)
+      if (this.dataInPipeline) lines.push("DATA")
+    }
+    const connection = this.connection
+    const mailMs = millis(this.settings.timeouts, "mail-from")
+    return andThen(
+      this.attempt("mail-from", undefined, mailMs, (step) =>
+        phase.exchangeFirstEitherNow(connection, "mail-from", mailMs, step, lines)),
+      (reply) => this.afterMail(reply)
     )
-    if (Either.isLeft(mailReply)) {
-      return result({ mailFrom: mailReply, data: null, phase: "mail-from", canQuit: false }, everyone(mailReply.left))
-    }
-    const mailError = SmtpReply.isPositive(mailReply.right)
-      ? null
-      : TransportError.fromReply("mail-from", mailReply.right)
-    const mailFrom = mailError === null ? Either.right(mailReply.right) : Either.left(mailError)
-    if (mailError !== null && !pipelined) {
-      return result({ mailFrom, data: null, phase: "mail-from", canQuit: true }, everyone(mailError))
-    }
+  }
 
-    // RCPT, one reply per recipient in order, each under its own deadline
-    const rcptMs = millis(settings.timeouts, "rcpt-to")
-    let broken: TransportError.TransportError | null = null
-    for (const { index, line } of rcpts) {
-      const address = envelope.recipients[index]!
-      if (broken !== null) {
-        outcomes[index] = { address, accepted: false, reply: null, error: broken }
+  private afterMail(reply: Either.Either<Reply, TransportError.TransportError>): Effect.Effect<TransactionResult> {
+    if (Either.isLeft(reply)) {
+      return this.done({ mailFrom: reply, data: null, phase: "mail-from", canQuit: false }, this.everyone(reply.left))
+    }
+    const mailError = SmtpReply.isPositive(reply.right) ? null : TransportError.fromReply("mail-from", reply.right)
+    const mailFrom = mailError === null ? Either.right(reply.right) : Either.left(mailError)
+    this.mailError = mailError
+    this.mailFrom = mailFrom
+    if (mailError !== null && !this.pipelined) {
+      return this.done({ mailFrom, data: null, phase: "mail-from", canQuit: true }, this.everyone(mailError))
+    }
+    return this.rcpt(0)
+  }
+
+  /** RCPT, one reply per recipient in order, each under its own deadline: the `from`-th recipient on. */
+  private rcpt(from: number): Effect.Effect<TransactionResult> {
+    const { connection, pipelined, rcpts } = this
+    const rcptMs = millis(this.settings.timeouts, "rcpt-to")
+    for (let k = from; k < rcpts.length; k++) {
+      const { index, line } = rcpts[k]!
+      const address = this.envelope.recipients[index]!
+      if (this.broken !== null) {
+        this.outcomes[index] = { address, accepted: false, reply: null, error: this.broken }
         continue
       }
-      const reply = yield* phase.attemptWith(reader, 
-        phases("rcpt-to", { "smtp.rcpt": address }),
-        (step) => phase.exchangeFirstEither(connection, "rcpt-to", rcptMs, step, pipelined ? undefined : [line])
-      )
-      if (Either.isLeft(reply)) {
-        broken = reply.left
-        outcomes[index] = { address, accepted: false, reply: null, error: broken }
-      } else {
-        const accepted = SmtpReply.isPositive(reply.right)
-        outcomes[index] = {
-          address,
-          accepted,
-          reply: reply.right,
-          error: accepted ? null : TransportError.fromReply("rcpt-to", reply.right)
-        }
+      const reply = this.attempt("rcpt-to", { "smtp.rcpt": address }, rcptMs, (step) =>
+        phase.exchangeFirstEitherNow(connection, "rcpt-to", rcptMs, step, pipelined ? undefined : [line]))
+      if (Exit.isExit(reply) && Exit.isSuccess(reply)) {
+        this.rcptReply(index, address, reply.value as Either.Either<Reply, TransportError.TransportError>)
+        continue
       }
+      return Effect.flatMap(reply, (outcome) => {
+        this.rcptReply(index, address, outcome)
+        return this.rcpt(k + 1)
+      })
     }
+    return this.afterRcpts()
+  }
+
+  private rcptReply(index: number, address: string, reply: Either.Either<Reply, TransportError.TransportError>): void {
+    if (Either.isLeft(reply)) {
+      this.broken = reply.left
+      this.outcomes[index] = { address, accepted: false, reply: null, error: reply.left }
+      return
+    }
+    const accepted = SmtpReply.isPositive(reply.right)
+    this.outcomes[index] = {
+      address,
+      accepted,
+      reply: reply.right,
+      error: accepted ? null : TransportError.fromReply("rcpt-to", reply.right)
+    }
+  }
+
+  private afterRcpts(): Effect.Effect<TransactionResult> {
+    const { broken, mailError } = this
+    const mailFrom = this.mailFrom!
     if (mailError !== null) {
       // Pipelined and MAIL refused: the RCPT replies are moot (RFC 2920 §3.2), every recipient has MAIL's error.
-      const recipients = everyone(mailError)
-      if (broken !== null) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: false }, recipients)
-      if (!dataInPipeline) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: true }, recipients)
-      const drained = yield* Effect.either(drainData(connection, settings, phases))
-      return result({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) }, recipients)
+      const recipients = this.everyone(mailError)
+      if (broken !== null) return this.done({ mailFrom, data: null, phase: "rcpt-to", canQuit: false }, recipients)
+      if (!this.dataInPipeline) return this.done({ mailFrom, data: null, phase: "rcpt-to", canQuit: true }, recipients)
+      return Effect.flatMap(
+        Effect.either(drainData(this.connection, this.settings, (p, extra) => this.phases(p, extra))),
+        (drained) => this.done({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) }, recipients)
+      )
     }
-    if (broken !== null) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: false })
-
-    if (!outcomes.some((o) => o?.accepted === true)) {
-      if (!dataInPipeline) return result({ mailFrom, data: null, phase: "rcpt-to", canQuit: true })
-      const drained = yield* Effect.either(drainData(connection, settings, phases))
-      return result({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) })
+    if (broken !== null) return this.done({ mailFrom, data: null, phase: "rcpt-to", canQuit: false })
+    if (!this.outcomes.some((o) => o?.accepted === true)) {
+      if (!this.dataInPipeline) return this.done({ mailFrom, data: null, phase: "rcpt-to", canQuit: true })
+      return Effect.flatMap(
+        Effect.either(drainData(this.connection, this.settings, (p, extra) => this.phases(p, extra))),
+        (drained) => this.done({ mailFrom, data: null, phase: "data", canQuit: Either.isRight(drained) })
+      )
     }
+    return this.settings.protocol === "lmtp" ? this.lmtpData(mailFrom) : this.data(mailFrom)
+  }
 
-    // The message
-    const dataMs = millis(settings.timeouts, "data")
-    const finalReply = (reply: Reply) =>
-      SmtpReply.isPositive(reply) ? Either.right(reply) : Either.left(TransportError.fromReply("data", reply))
+  /** The message, and its end-of-data reply. */
+  private data(mailFrom: Either.Either<Reply, TransportError.TransportError>): Effect.Effect<TransactionResult> {
+    const { chunking, connection, dataInPipeline, normalized } = this
+    const dataMs = millis(this.settings.timeouts, "data")
+    return andThen(
+      this.attempt("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }, dataMs, (step) =>
+        chunking
+          ? Effect.either(sendBdat(connection, dataMs, step, normalized))
+          : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)),
+      (data) =>
+        Either.isLeft(data)
+          ? this.done({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
+          : this.done({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
+    )
+  }
+
+  /**
+   * LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT order, all under the data deadline. Each is read
+   * on its own so that a failure part-way keeps the replies that came before it.
+   */
+  private lmtpData(mailFrom: Either.Either<Reply, TransportError.TransportError>): Effect.Effect<TransactionResult> {
+    const { chunking, connection, dataInPipeline, normalized, outcomes } = this
+    const dataMs = millis(this.settings.timeouts, "data")
+    const accepted = outcomes.flatMap((o, index) => o?.accepted === true ? [index] : [])
+    const replies: Array<Reply> = []
     const send = (step: phase.Step) =>
       chunking
         ? sendBdat(connection, dataMs, step, normalized)
         : sendData(connection, dataMs, step, normalized, dataInPipeline)
-    if (settings.protocol === "lmtp") {
-      // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order, all under the data deadline. Each is read on
-      // its own so that a failure part-way keeps the replies that came before it.
-      const accepted = outcomes.flatMap((o, index) => o?.accepted === true ? [index] : [])
-      const replies: Array<Reply> = []
-      const read = yield* Effect.either(phase.run(
-        phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking, "smtp.lmtp": true }),
-        (step) =>
-          Effect.gen(function*() {
-            replies.push(yield* send(step))
-            while (replies.length < accepted.length) replies.push(yield* phase.reply(connection, "data", dataMs, step))
-          })
-      ))
+    const read = Effect.either(phase.run(
+      this.phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking, "smtp.lmtp": true }),
+      (step) =>
+        Effect.gen(function*() {
+          replies.push(yield* send(step))
+          while (replies.length < accepted.length) replies.push(yield* phase.reply(connection, "data", dataMs, step))
+        })
+    ))
+    return Effect.flatMap(read, (read) => {
       accepted.forEach((index, i) => {
         const reply = replies[i]
         outcomes[index] = {
@@ -494,27 +612,15 @@ export const transaction = (
         }
       })
       const first = replies[0]
-      return result({
+      return this.done({
         mailFrom,
         data: first !== undefined ? finalReply(first) : Either.left(Either.isLeft(read) ? read.left : noReply),
         phase: "data",
         canQuit: Either.isRight(read) || read.left.kind === "reply"
       })
-    }
-    const data = yield* phase.attemptWith(reader, 
-      phases("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }),
-      (step) =>
-        chunking
-          ? Effect.either(send(step))
-          : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)
-    )
-    if (Either.isLeft(data)) {
-      return result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
-    }
-    return result({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
-  })
-    return reader.debug ? Effect.annotateLogs(body, "smtp.remote_ip", session.connection.remoteAddress) : body
-  })
+    })
+  }
+}
 
 /** Cannot happen: the data phase succeeded, so every reply it was asked for came. */
 const noReply = TransportError.make("data", "protocol", "data: no reply for this recipient")
@@ -566,8 +672,9 @@ const sendDataEither = (
   normalized: Uint8Array,
   pipelined: boolean
 ): Effect.Effect<Either.Either<Reply, TransportError.TransportError>> =>
-  Effect.flatMap(
-    phase.exchangeFirstEither(connection, "data", timeoutMs, step, pipelined ? undefined : ["DATA"]),
+  // Under PIPELINING the 354 came with MAIL's reply: taken at once, no continuation.
+  andThen(
+    phase.exchangeFirstEitherNow(connection, "data", timeoutMs, step, pipelined ? undefined : ["DATA"]),
     (reply) => {
       if (Either.isLeft(reply)) return Effect.succeed(reply)
       if (reply.right.code !== 354) return Effect.succeed(Either.left(TransportError.fromReply("data", reply.right)))
@@ -582,7 +689,7 @@ const sendDataEither = (
           dotStuff.stuff(normalized),
           `<${normalized.length} bytes of message, dot-stuffed>`
         ))
-        : phase.exchangeFirstEither(connection, "data", timeoutMs, step, dotStuff.stuff(normalized))
+        : phase.exchangeFirstEitherNow(connection, "data", timeoutMs, step, dotStuff.stuff(normalized))
     }
   )
 
