@@ -59,22 +59,22 @@ const LF_DOT = Buffer.from("\n.", "latin1")
  * terminating `.` line.
  */
 export const stuff = (normalized: Uint8Array): Uint8Array => {
-  // The line-leading dots are found with the native search for LF "." and copied around in runs.
+  // The line-leading dots are found with the native search for LF "." and copied around in runs. The copy goes to
+  // Buffer's pool (`allocUnsafe`: every byte of it is written below), not to an ArrayBuffer of its own, zeroed and
+  // released by the GC: about a microsecond a message of 2 KiB, with the write it goes to (measured on loopback).
   const bytes = view(normalized)
   const dots: Array<number> = []
   if (normalized[0] === DOT) dots.push(0)
   for (let i = bytes.indexOf(LF_DOT); i !== -1; i = bytes.indexOf(LF_DOT, i + 1)) dots.push(i + 1)
-  const out = new Uint8Array(normalized.length + dots.length + 3)
+  const out = Buffer.allocUnsafe(normalized.length + dots.length + 3)
   let from = 0
   let o = 0
   for (const at of dots) {
-    out.set(normalized.subarray(from, at), o)
-    o += at - from
+    o += bytes.copy(out, o, from, at)
     out[o++] = DOT
     from = at
   }
-  out.set(normalized.subarray(from), o)
-  o += normalized.length - from
+  o += bytes.copy(out, o, from)
   out[o++] = DOT
   out[o++] = CR
   out[o++] = LF
