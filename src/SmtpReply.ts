@@ -61,14 +61,12 @@ export interface ReplyLine {
 // reply would travel on into reports, logs and bounces.
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/
-// RFC 3463 §2: class "." subject "." detail, subject and detail 1–3 digits
-const ENHANCED = /^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)/
 
 // A UTF-16 code unit is at most 3 bytes of UTF-8: shorter strings need no byte count.
 const byteLength = (line: string): number => line.length * 3 <= MAX_LINE ? -1 : Buffer.byteLength(line, "utf8")
 
-/** The line, or why it is not a reply line; `bytes` its UTF-8 length when known to matter (else -1). */
-const parseWith = (line: string, bytes: number): ReplyLine | string => {
+/** Why the line is not a reply line, or `null`; `bytes` its UTF-8 length when known to matter (else -1). */
+const problem = (line: string, bytes: number): string | null => {
   if (bytes > MAX_LINE) return `reply line longer than ${MAX_LINE} bytes`
   // RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39, then " " or "-" and the text, or nothing.
   const c0 = line.charCodeAt(0)
@@ -81,12 +79,19 @@ const parseWith = (line: string, bytes: number): ReplyLine | string => {
   ) {
     return `malformed reply line ${JSON.stringify(truncate(line))}`
   }
-  return {
-    code: (c0 - 0x30) * 100 + (c1 - 0x30) * 10 + (c2 - 0x30),
-    last: separator !== DASH,
-    text: line.length > 4 ? line.slice(4) : ""
-  }
+  return null
 }
+
+/** The code of a line `problem` found nothing wrong with. */
+const codeOf = (line: string): number =>
+  (line.charCodeAt(0) - 0x30) * 100 + (line.charCodeAt(1) - 0x30) * 10 + (line.charCodeAt(2) - 0x30)
+
+const textOf = (line: string): string => line.length > 4 ? line.slice(4) : ""
+
+/** The line, or why it is not a reply line; `bytes` its UTF-8 length when known to matter (else -1). */
+const parseWith = (line: string, bytes: number): ReplyLine | string =>
+  problem(line, bytes) ??
+    { code: codeOf(line), last: line.length <= 3 || line.charCodeAt(3) !== DASH, text: textOf(line) }
 
 const SPACE = 0x20
 const DASH = 0x2d
@@ -134,23 +139,66 @@ export class Accumulator {
    */
   add(raw: string): Reply | string | null {
     const counted = byteLength(raw)
-    const line = parseWith(raw, counted)
-    if (typeof line === "string") return line
-    if (this.code !== null && line.code !== this.code) {
-      return `reply code changed from ${this.code} to ${line.code} within one reply`
+    const error = problem(raw, counted)
+    if (error !== null) return error
+    const code = codeOf(raw)
+    const last = raw.length <= 3 || raw.charCodeAt(3) !== DASH
+    // A reply of one line (most of them: every reply in a transaction): no accumulation, and no limit it can pass
+    // (a line is at most MAX_LINE bytes).
+    if (last && this.code === null) return single(code, raw)
+    if (this.code !== null && code !== this.code) {
+      return `reply code changed from ${this.code} to ${code} within one reply`
     }
-    this.code = line.code
+    this.code = code
     this.bytes += (counted < 0 ? Buffer.byteLength(raw, "utf8") : counted) + 2
-    this.texts.push(line.text)
+    this.texts.push(textOf(raw))
     if (this.bytes > MAX_REPLY_BYTES) return `reply longer than ${MAX_REPLY_BYTES} bytes`
     if (this.texts.length > MAX_REPLY_LINES) return `reply longer than ${MAX_REPLY_LINES} lines`
-    if (!line.last) return null
-    const reply = build(line.code, this.texts)
+    if (!last) return null
+    const reply = build(code, this.texts)
     this.code = null
     this.texts = []
     this.bytes = 0
     return reply
   }
+}
+
+const DOT = 0x2e
+
+/** The end of 1–3 digits from `from`, or -1 when there is none. */
+const digitsEnd = (text: string, from: number): number => {
+  let i = from
+  while (i < text.length && i - from < 3) {
+    const c = text.charCodeAt(i)
+    if (c < 0x30 || c > 0x39) break
+    i++
+  }
+  return i === from ? -1 : i
+}
+
+/**
+ * The length of the enhanced status code `text` starts with at `at`, 0 when there is none: RFC 3463 §2's class "."
+ * subject "." detail (subject and detail 1–3 digits), then a space or the end, and it counts only on a 2xx/4xx/5xx
+ * reply whose class matches the reply's first digit (RFC 2034 §4). Read by character codes: a regular expression's
+ * match array and its group strings were most of a reply's allocation.
+ */
+const enhancedLength = (text: string, at: number, code: number): number => {
+  const c = text.charCodeAt(at)
+  if (c !== 0x30 + Math.floor(code / 100) || (c !== 0x32 && c !== 0x34 && c !== 0x35)) return 0
+  if (text.charCodeAt(at + 1) !== DOT) return 0
+  const subject = digitsEnd(text, at + 2)
+  if (subject === -1 || text.charCodeAt(subject) !== DOT) return 0
+  const detail = digitsEnd(text, subject + 1)
+  if (detail === -1 || (detail < text.length && text.charCodeAt(detail) !== SPACE)) return 0
+  return detail - at
+}
+
+/** `build` of a reply of one line, from the raw line: its text cut once. */
+const single = (code: number, raw: string): Reply => {
+  const n = raw.length > 4 ? enhancedLength(raw, 4, code) : 0
+  if (n === 0) return { code, enhanced: null, lines: [textOf(raw)] }
+  // The code is followed by the end of the line or by a space (`enhancedLength`): the text is what follows that.
+  return { code, enhanced: raw.slice(4, 4 + n), lines: [raw.length > 5 + n ? raw.slice(5 + n) : ""] }
 }
 
 /**
@@ -159,9 +207,9 @@ export class Accumulator {
  */
 const build = (code: number, texts: Array<string>): Reply => {
   const first = texts[0] ?? ""
-  const match = ENHANCED.exec(first)
-  const enhanced = match !== null && Number(match[1]) === Math.floor(code / 100) ? match[0] : null
-  if (enhanced === null) return { code, enhanced, lines: texts }
+  const n = enhancedLength(first, 0, code)
+  if (n === 0) return { code, enhanced: null, lines: texts }
+  const enhanced = first.slice(0, n)
   const lines = texts.map((text) =>
     text === enhanced ? "" : text.startsWith(`${enhanced} `) ? text.slice(enhanced.length + 1) : text
   )
