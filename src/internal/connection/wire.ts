@@ -19,14 +19,11 @@
  *
  * @internal
  */
-import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import { identity } from "effect/Function"
-import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type {
   ConnectOptions,
@@ -73,30 +70,6 @@ interface Op {
 type Resume<A> = (effect: Effect.Effect<A, SocketError>) => void
 
 const busy = () => new SocketError({ kind: "protocol", message: "another operation is in progress on the connection" })
-
-/**
- * An exchange's outcome mapped where the exchange completes: an exit (the usual case) in place, without the frame and
- * the step a `matchEffect` around the exchange would add.
- */
-const eitherOutcome = <B>(
-  effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>,
-  onFailure: (error: SocketError) => B,
-  onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
-): Effect.Effect<B> => {
-  if (!Exit.isExit(effect)) {
-    return Effect.matchEffect(effect, {
-      onFailure: (error) => Effect.succeed(onFailure(error)),
-      onSuccess: (replies) => Effect.succeed(onSuccess(replies))
-    })
-  }
-  const exit = effect as Exit.Exit<ReadonlyArray<SmtpReply.Reply>, SocketError>
-  if (Exit.isSuccess(exit)) return Effect.succeed(onSuccess(exit.value))
-  const failure = Cause.failureOption(exit.cause)
-  // A defect or an interruption: no SocketError in the cause, passed on as it is.
-  return Option.isSome(failure)
-    ? Effect.succeed(onFailure(failure.value))
-    : Effect.failCause(exit.cause as Cause.Cause<never>)
-}
 
 /** @internal */
 export class Wire implements Connection, IoEvents {
@@ -247,7 +220,7 @@ export class Wire implements Connection, IoEvents {
   // Connection ----------------------------------------------------------------------------------------------------
 
   exchange(request: Exchange): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> {
-    return this.exchangeMapped(request, identity)
+    return Effect.clockWith((clock) => this.begin(clock, new PlainExchange(this, request)))
   }
 
   exchangeEither<B>(
@@ -255,7 +228,9 @@ export class Wire implements Connection, IoEvents {
     onFailure: (error: SocketError) => B,
     onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
   ): Effect.Effect<B> {
-    return this.exchangeMapped(request, (effect) => eitherOutcome(effect, onFailure, onSuccess))
+    // The outcome mapped where the exchange completes, without the frame and the step a `matchEffect` around the
+    // exchange would add.
+    return Effect.clockWith((clock) => this.begin(clock, new EitherExchange(this, request, onFailure, onSuccess)))
   }
 
   /**
@@ -270,48 +245,30 @@ export class Wire implements Connection, IoEvents {
     onFailure: (error: SocketError) => B,
     onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
   ): Effect.Effect<B> {
-    return this.begin(clock, request, (effect) => eitherOutcome(effect, onFailure, onSuccess))
-  }
-
-  /** The exchange, each way it can end mapped by `outcome` before it is handed on. */
-  private exchangeMapped<B, E>(
-    request: Exchange,
-    outcome: (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>) => Effect.Effect<B, E>
-  ): Effect.Effect<B, E> {
-    return Effect.clockWith((clock) => this.begin(clock, request, outcome))
+    return this.begin(clock, new EitherExchange(this, request, onFailure, onSuccess))
   }
 
   /** Starts the exchange in this step: its outcome at once when it completed, else the wait for it. */
-  private begin<B, E>(
-    clock: Clock.Clock,
-    request: Exchange,
-    outcome: (effect: Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError>) => Effect.Effect<B, E>
-  ): Effect.Effect<B, E> {
-    if (this.closing) return outcome(Effect.fail(closedLocally()))
-    if (this.op !== null) return outcome(Effect.fail(busy()))
+  private begin<B, E>(clock: Clock.Clock, op: ExchangeOp<B, E>): Effect.Effect<B, E> {
+    if (this.closing) return op.failed(closedLocally())
+    if (this.op !== null) return op.failed(busy())
     // Started in this step: under PIPELINING the replies to RCPT and DATA are mostly buffered already (they came
     // with MAIL's), and an exchange that completes at once needs neither a timer nor an async step. An exchange
     // holds nothing (no canceler), and one interrupted before its async registration stays the pending operation,
     // ended by `close`, which its owner runs on interruption (or by its deadline, when the interruption came after
     // the timer was armed), as one interrupted while waiting is.
-    let result: Effect.Effect<B, E> | null = null
-    let waiting: ((effect: Effect.Effect<B, E>) => void) | null = null
-    const op = new ExchangeOp(this, request, (effect) => {
-      const mapped = outcome(effect)
-      if (waiting !== null) waiting(mapped)
-      else result = mapped
-    })
     this.op = op
     this.expected = Infinity
     op.start()
-    if (result !== null) return result
+    if (op.result !== null) return op.result
     const wait = Effect.async<B, E>((resume) => {
-      if (result !== null) return resume(result)
-      waiting = resume
+      if (op.result !== null) return resume(op.result)
+      op.waiting = resume
     })
     // The timer, armed unless it already wakes by the deadline (the operation is registered: no `expected`).
-    if (!(request.deadline < this.timerAt)) return wait
-    return Effect.zipRight(Effect.uninterruptible(Effect.suspend(() => this.arm(request.deadline, clock))), wait)
+    const deadline = op.deadline
+    if (!(deadline < this.timerAt)) return wait
+    return Effect.zipRight(Effect.uninterruptible(Effect.suspend(() => this.arm(deadline, clock))), wait)
   }
 
   startTls(options: StartTlsOptions, deadline: number): Effect.Effect<TlsInfo, SocketError> {
@@ -412,14 +369,26 @@ abstract class BaseOp<A> implements Op {
   }
 }
 
-/** Writes, then reads `replies` complete replies. */
-class ExchangeOp extends BaseOp<ReadonlyArray<SmtpReply.Reply>> {
+/**
+ * Writes, then reads `replies` complete replies. Its outcome is handed over where it completes: kept in `result`
+ * when the exchange completed in the step that started it, else given to `waiting`. The two ways it ends
+ * (`failed`, `succeeded`) are the subclass's, so that an outcome mapped to a value (`exchangeEither`) takes no
+ * closure nor intermediate exit.
+ */
+abstract class ExchangeOp<B, E> implements Op {
+  readonly deadline: number
+  done = false
+  result: Effect.Effect<B, E> | null = null
+  waiting: ((effect: Effect.Effect<B, E>) => void) | null = null
   private readonly replies: Array<SmtpReply.Reply> = []
   private flushed = true
 
-  constructor(wire: Wire, private readonly request: Exchange, resume: Resume<ReadonlyArray<SmtpReply.Reply>>) {
-    super(wire, request.deadline, resume)
+  constructor(readonly wire: Wire, private readonly request: Exchange) {
+    this.deadline = request.deadline
   }
+
+  abstract failed(error: SocketError): Effect.Effect<B, E>
+  abstract succeeded(replies: ReadonlyArray<SmtpReply.Reply>): Effect.Effect<B, E>
 
   start(): void {
     const { write } = this.request
@@ -431,7 +400,7 @@ class ExchangeOp extends BaseOp<ReadonlyArray<SmtpReply.Reply>> {
       const accepted = this.wire.io.write(write, (error) => {
         if (error !== null) {
           this.wire.end(error)
-          if (this.request.replies === 0) return this.finish(Effect.fail(error))
+          if (this.request.replies === 0) return this.abandon(error)
         }
         this.flushed = true
         if (!sync) this.progress()
@@ -451,7 +420,7 @@ class ExchangeOp extends BaseOp<ReadonlyArray<SmtpReply.Reply>> {
       const line = lines.nextLine()
       if (line === null) {
         const ended = lines.error
-        if (ended !== null) return this.finish(Effect.fail(ended))
+        if (ended !== null) return this.abandon(ended)
         break
       }
       const pushed = accumulator.add(line)
@@ -459,12 +428,55 @@ class ExchangeOp extends BaseOp<ReadonlyArray<SmtpReply.Reply>> {
         // The stream cannot be resynchronised after a malformed reply.
         const error = new SocketError({ kind: "protocol", message: pushed })
         lines.abort(error)
-        return this.finish(Effect.fail(error))
+        return this.abandon(error)
       }
       if (pushed !== null) this.replies.push(pushed)
     }
     if (this.replies.length < wanted) return this.wire.resumeInput()
-    if (this.flushed) this.finish(Effect.succeed(this.replies))
+    if (this.flushed) this.finish(this.succeeded(this.replies))
+  }
+
+  expire(): void {
+    this.abandon(deadlinePassed())
+  }
+
+  abandon(error: SocketError): void {
+    if (!this.done) this.finish(this.failed(error))
+  }
+
+  private finish(outcome: Effect.Effect<B, E>): void {
+    this.done = true
+    if (this.wire.op === this) this.wire.op = null
+    if (this.waiting !== null) this.waiting(outcome)
+    else this.result = outcome
+  }
+}
+
+/** `exchange`: the replies, or the socket's error. */
+class PlainExchange extends ExchangeOp<ReadonlyArray<SmtpReply.Reply>, SocketError> {
+  failed(error: SocketError): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> {
+    return Effect.fail(error)
+  }
+  succeeded(replies: ReadonlyArray<SmtpReply.Reply>): Effect.Effect<ReadonlyArray<SmtpReply.Reply>, SocketError> {
+    return Effect.succeed(replies)
+  }
+}
+
+/** `exchangeEither`: either way, a value. */
+class EitherExchange<B> extends ExchangeOp<B, never> {
+  constructor(
+    wire: Wire,
+    request: Exchange,
+    private readonly onFailure: (error: SocketError) => B,
+    private readonly onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => B
+  ) {
+    super(wire, request)
+  }
+  failed(error: SocketError): Effect.Effect<B> {
+    return Effect.succeed(this.onFailure(error))
+  }
+  succeeded(replies: ReadonlyArray<SmtpReply.Reply>): Effect.Effect<B> {
+    return Effect.succeed(this.onSuccess(replies))
   }
 }
 
