@@ -380,11 +380,14 @@ abstract class ExchangeOp<B, E> implements Op {
   done = false
   result: Effect.Effect<B, E> | null = null
   waiting: ((effect: Effect.Effect<B, E>) => void) | null = null
-  private readonly replies: Array<SmtpReply.Reply> = []
+  /** Sized for every reply asked for (a `[]` grown by its first push takes room for seventeen). */
+  private readonly replies: Array<SmtpReply.Reply>
+  private count = 0
   private flushed = true
 
   constructor(readonly wire: Wire, private readonly request: Exchange) {
     this.deadline = request.deadline
+    this.replies = new Array(request.replies)
   }
 
   abstract failed(error: SocketError): Effect.Effect<B, E>
@@ -416,7 +419,7 @@ abstract class ExchangeOp<B, E> implements Op {
     if (this.done) return
     const { lines, accumulator } = this.wire
     const wanted = this.request.replies
-    while (this.replies.length < wanted) {
+    while (this.count < wanted) {
       const line = lines.nextLine()
       if (line === null) {
         const ended = lines.error
@@ -430,9 +433,9 @@ abstract class ExchangeOp<B, E> implements Op {
         lines.abort(error)
         return this.abandon(error)
       }
-      if (pushed !== null) this.replies.push(pushed)
+      if (pushed !== null) this.replies[this.count++] = pushed
     }
-    if (this.replies.length < wanted) return this.wire.resumeInput()
+    if (this.count < wanted) return this.wire.resumeInput()
     if (this.flushed) this.finish(this.succeeded(this.replies))
   }
 
