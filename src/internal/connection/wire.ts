@@ -248,6 +248,20 @@ export class Wire implements Connection, IoEvents {
     return this.begin(clock, new EitherExchange(this, request, onFailure, onSuccess))
   }
 
+  /**
+   * `exchangeEitherNow` and its continuation: where the exchange waits for the server (MAIL's reply, the
+   * end-of-data reply), the fiber resumes with the continuation's effect (one step) rather than with the value and
+   * then the continuation (two).
+   */
+  exchangeThenNow<B, E>(
+    clock: Clock.Clock,
+    request: Exchange,
+    onFailure: (error: SocketError) => Effect.Effect<B, E>,
+    onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => Effect.Effect<B, E>
+  ): Effect.Effect<B, E> {
+    return this.begin(clock, new ThenExchange(this, request, onFailure, onSuccess))
+  }
+
   /** Starts the exchange in this step: its outcome at once when it completed, else the wait for it. */
   private begin<B, E>(clock: Clock.Clock, op: ExchangeOp<B, E>): Effect.Effect<B, E> {
     if (this.closing) return op.failed(closedLocally())
@@ -480,6 +494,27 @@ class EitherExchange<B> extends ExchangeOp<B, never> {
   }
   succeeded(replies: ReadonlyArray<SmtpReply.Reply>): Effect.Effect<B> {
     return Effect.succeed(this.onSuccess(replies))
+  }
+}
+
+/**
+ * `exchangeThenNow`: the continuation's effect, suspended (the exchange may complete in a socket's callback, and the
+ * continuation runs in the fiber).
+ */
+class ThenExchange<B, E> extends ExchangeOp<B, E> {
+  constructor(
+    wire: Wire,
+    request: Exchange,
+    private readonly onFailure: (error: SocketError) => Effect.Effect<B, E>,
+    private readonly onSuccess: (replies: ReadonlyArray<SmtpReply.Reply>) => Effect.Effect<B, E>
+  ) {
+    super(wire, request)
+  }
+  failed(error: SocketError): Effect.Effect<B, E> {
+    return Effect.suspend(() => this.onFailure(error))
+  }
+  succeeded(replies: ReadonlyArray<SmtpReply.Reply>): Effect.Effect<B, E> {
+    return Effect.suspend(() => this.onSuccess(replies))
   }
 }
 

@@ -266,6 +266,30 @@ export const exchangeFirstEitherNow = (
   )
 }
 
+/**
+ * `exchangeFirstEitherNow` followed by `f`: on the library's own connection the fiber resumes with `f`'s effect (see
+ * `Wire.exchangeThenNow`), for an exchange that waits for the server; for a caller that runs the returned effect at
+ * once.
+ */
+export const exchangeFirstThen = <B>(
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array,
+  f: (reply: Either.Either<SmtpReply.Reply, TransportError.TransportError>) => Effect.Effect<B>
+): Effect.Effect<B> => {
+  if (step.debug || !(connection instanceof Wire)) {
+    return Effect.flatMap(exchangeFirstEither(connection, phase, timeoutMs, step, write), f)
+  }
+  return connection.exchangeThenNow(
+    step.clock,
+    { write: write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
+    (e) => f(Either.left(fromSocket(e, phase, timeoutMs))),
+    (replies) => f(Either.right(replies[0]!))
+  )
+}
+
 const firstRight = (replies: ReadonlyArray<SmtpReply.Reply>): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
   Either.right(replies[0]!)
 

@@ -481,6 +481,10 @@ class Transaction {
     }
     const connection = this.connection
     const mailMs = millis(this.settings.timeouts, "mail-from")
+    if (this.silent) {
+      const step = phase.stepOf(this.reader, mailMs)
+      return phase.exchangeFirstThen(connection, "mail-from", mailMs, step, lines, (reply) => this.afterMail(reply))
+    }
     return andThen(
       this.attempt("mail-from", undefined, mailMs, (step) =>
         phase.exchangeFirstEitherNow(connection, "mail-from", mailMs, step, lines)),
@@ -570,15 +574,19 @@ class Transaction {
   private data(mailFrom: Either.Either<Reply, TransportError.TransportError>): Effect.Effect<TransactionResult> {
     const { chunking, connection, dataInPipeline, normalized } = this
     const dataMs = millis(this.settings.timeouts, "data")
+    const end = (data: Either.Either<Reply, TransportError.TransportError>) =>
+      Either.isLeft(data)
+        ? this.done({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
+        : this.done({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
+    if (this.silent && !chunking) {
+      return sendDataThen(connection, dataMs, phase.stepOf(this.reader, dataMs), normalized, dataInPipeline, end)
+    }
     return andThen(
       this.attempt("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }, dataMs, (step) =>
         chunking
           ? Effect.either(sendBdat(connection, dataMs, step, normalized))
           : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)),
-      (data) =>
-        Either.isLeft(data)
-          ? this.done({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
-          : this.done({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
+      end
     )
   }
 
@@ -672,24 +680,38 @@ const sendDataEither = (
   normalized: Uint8Array,
   pipelined: boolean
 ): Effect.Effect<Either.Either<Reply, TransportError.TransportError>> =>
+  sendDataThen(connection, timeoutMs, step, normalized, pipelined, Effect.succeed)
+
+/** `sendDataEither` followed by `f`, the end-of-data reply's continuation (`phase.exchangeFirstThen`). */
+const sendDataThen = <B>(
+  connection: Connection,
+  timeoutMs: number,
+  step: phase.Step,
+  normalized: Uint8Array,
+  pipelined: boolean,
+  f: (reply: Either.Either<Reply, TransportError.TransportError>) => Effect.Effect<B>
+): Effect.Effect<B> =>
   // Under PIPELINING the 354 came with MAIL's reply: taken at once, no continuation.
   andThen(
     phase.exchangeFirstEitherNow(connection, "data", timeoutMs, step, pipelined ? undefined : ["DATA"]),
     (reply) => {
-      if (Either.isLeft(reply)) return Effect.succeed(reply)
-      if (reply.right.code !== 354) return Effect.succeed(Either.left(TransportError.fromReply("data", reply.right)))
+      if (Either.isLeft(reply)) return f(reply)
+      if (reply.right.code !== 354) return f(Either.left(TransportError.fromReply("data", reply.right)))
       const early = earlyReply(connection, "its 354")
-      if (early !== null) return Effect.succeed(Either.left(early))
+      if (early !== null) return f(Either.left(early))
       return step.debug
-        ? Effect.either(phase.exchangeFirst(
-          connection,
-          "data",
-          timeoutMs,
-          step,
-          dotStuff.stuff(normalized),
-          `<${normalized.length} bytes of message, dot-stuffed>`
-        ))
-        : phase.exchangeFirstEitherNow(connection, "data", timeoutMs, step, dotStuff.stuff(normalized))
+        ? Effect.flatMap(
+          Effect.either(phase.exchangeFirst(
+            connection,
+            "data",
+            timeoutMs,
+            step,
+            dotStuff.stuff(normalized),
+            `<${normalized.length} bytes of message, dot-stuffed>`
+          )),
+          f
+        )
+        : phase.exchangeFirstThen(connection, "data", timeoutMs, step, dotStuff.stuff(normalized), f)
     }
   )
 
