@@ -290,6 +290,27 @@ export const exchangeFirstThen = <B>(
   )
 }
 
+/**
+ * `exchangeFirstEitherNow`, its outcome mapped by `f` where the exchange completes: for the last exchange of a
+ * transaction, whose outcome is the transaction's result (`f` pure: it may run in a socket's callback).
+ */
+export const exchangeFirstMap = <B>(
+  connection: Connection,
+  phase: Phase,
+  timeoutMs: number,
+  step: Step,
+  write: ReadonlyArray<string> | Uint8Array,
+  f: (reply: Either.Either<SmtpReply.Reply, TransportError.TransportError>) => B
+): Effect.Effect<B> => {
+  if (step.debug || !(connection instanceof Wire)) return Effect.map(exchangeFirstEither(connection, phase, timeoutMs, step, write), f)
+  return connection.exchangeEitherNow(
+    step.clock,
+    { write: write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
+    (e) => f(Either.left(fromSocket(e, phase, timeoutMs))),
+    (replies) => f(Either.right(replies[0]!))
+  )
+}
+
 const firstRight = (replies: ReadonlyArray<SmtpReply.Reply>): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
   Either.right(replies[0]!)
 

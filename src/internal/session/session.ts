@@ -9,6 +9,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import { identity } from "effect/Function"
 import type * as Scope from "effect/Scope"
 import type { Connection, TlsInfo } from "../../Connector.js"
 import * as Connector from "../../Connector.js"
@@ -576,17 +577,17 @@ class Transaction {
     const dataMs = millis(this.settings.timeouts, "data")
     const end = (data: Either.Either<Reply, TransportError.TransportError>) =>
       Either.isLeft(data)
-        ? this.done({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
-        : this.done({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
+        ? this.result({ mailFrom, data, phase: "data", canQuit: data.left.kind === "reply" })
+        : this.result({ mailFrom, data: finalReply(data.right), phase: "data", canQuit: true })
     if (this.silent && !chunking) {
-      return sendDataThen(connection, dataMs, phase.stepOf(this.reader, dataMs), normalized, dataInPipeline, end)
+      return sendDataMap(connection, dataMs, phase.stepOf(this.reader, dataMs), normalized, dataInPipeline, end)
     }
     return andThen(
       this.attempt("data", { "smtp.bytes": normalized.length, "smtp.chunking": chunking }, dataMs, (step) =>
         chunking
           ? Effect.either(sendBdat(connection, dataMs, step, normalized))
           : sendDataEither(connection, dataMs, step, normalized, dataInPipeline)),
-      end
+      (data) => Effect.succeed(end(data))
     )
   }
 
@@ -680,27 +681,30 @@ const sendDataEither = (
   normalized: Uint8Array,
   pipelined: boolean
 ): Effect.Effect<Either.Either<Reply, TransportError.TransportError>> =>
-  sendDataThen(connection, timeoutMs, step, normalized, pipelined, Effect.succeed)
+  sendDataMap(connection, timeoutMs, step, normalized, pipelined, identity)
 
-/** `sendDataEither` followed by `f`, the end-of-data reply's continuation (`phase.exchangeFirstThen`). */
-const sendDataThen = <B>(
+/**
+ * `sendDataEither`, its outcome mapped by `f` where the end-of-data reply completes (`phase.exchangeFirstMap`): the
+ * fiber resumes with the transaction's result, no continuation after it.
+ */
+const sendDataMap = <B>(
   connection: Connection,
   timeoutMs: number,
   step: phase.Step,
   normalized: Uint8Array,
   pipelined: boolean,
-  f: (reply: Either.Either<Reply, TransportError.TransportError>) => Effect.Effect<B>
+  f: (reply: Either.Either<Reply, TransportError.TransportError>) => B
 ): Effect.Effect<B> =>
   // Under PIPELINING the 354 came with MAIL's reply: taken at once, no continuation.
   andThen(
     phase.exchangeFirstEitherNow(connection, "data", timeoutMs, step, pipelined ? undefined : ["DATA"]),
     (reply) => {
-      if (Either.isLeft(reply)) return f(reply)
-      if (reply.right.code !== 354) return f(Either.left(TransportError.fromReply("data", reply.right)))
+      if (Either.isLeft(reply)) return Effect.succeed(f(reply))
+      if (reply.right.code !== 354) return Effect.succeed(f(Either.left(TransportError.fromReply("data", reply.right))))
       const early = earlyReply(connection, "its 354")
-      if (early !== null) return f(Either.left(early))
+      if (early !== null) return Effect.succeed(f(Either.left(early)))
       return step.debug
-        ? Effect.flatMap(
+        ? Effect.map(
           Effect.either(phase.exchangeFirst(
             connection,
             "data",
@@ -711,7 +715,7 @@ const sendDataThen = <B>(
           )),
           f
         )
-        : phase.exchangeFirstThen(connection, "data", timeoutMs, step, dotStuff.stuff(normalized), f)
+        : phase.exchangeFirstMap(connection, "data", timeoutMs, step, dotStuff.stuff(normalized), f)
     }
   )
 
