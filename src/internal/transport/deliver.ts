@@ -220,16 +220,13 @@ const hostLoop = <A>(
       hostErrors.push({ error: dane.error, host: null })
       return next()
     }
-    return Effect.flatMap(
-      tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span),
-      (outcome) => {
-        if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
-        hostErrors.push(outcome)
-        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
-        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
-        return next()
-      }
-    )
+    return tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span, (outcome) => {
+      if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
+      hostErrors.push(outcome)
+      // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
+      if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
+      return next()
+    })
   }
 
   // Each host in turn, until one takes the transaction or none is left.

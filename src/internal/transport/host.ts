@@ -259,7 +259,7 @@ const release = (connected: Connected) =>
  *
  * @internal
  */
-export const tryHost = (
+export const tryHost = <A, R>(
   delivery: Delivery,
   group: Group,
   hostStage: HostStage,
@@ -269,8 +269,13 @@ export const tryHost = (
   enforced: boolean,
   warnings: Array<string>,
   /** The domain's span: each attempt's span goes under it. */
-  parent: Tracer.Span
-): Effect.Effect<HostOutcome, never, Connector> => {
+  parent: Tracer.Span,
+  /**
+   * What the caller makes of the outcome: applied by the continuation that has it (a reused connection's, the take's)
+   * rather than by a `flatMap` around this, one continuation and one run-loop step less a message.
+   */
+  then: (outcome: HostOutcome) => Effect.Effect<A, never, R>
+): Effect.Effect<A, never, Connector | R> => {
   const { relay } = hostStage
   const dane = hostStage.dane ?? null
   const opening: Opening = {
@@ -285,24 +290,34 @@ export const tryHost = (
   }
   // Built only when no idle connection took the message (it pulls the candidates).
   const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
-  const run = delivery.pool === null || Either.isLeft(host.resolution)
+  const addresses = delivery.pool === null || Either.isLeft(host.resolution) ? null : host.resolution.right.addresses
+  if (delivery.limiter === null) {
+    const raced = () => Effect.flatMap(race(), then)
+    return addresses === null
+      ? raced()
+      : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, raced, then)
+  }
+  // With host-stage limiters, `then` (which may try the next host) comes after their permits are given back.
+  const run = addresses === null
     ? race()
-    : reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent, race)
-  if (delivery.limiter === null) return run
+    : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, race, Effect.succeed)
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
   const limiter = delivery.limiter
   // The wait is interruptible; once the permits are held, they are given back whatever happens.
-  return Effect.uninterruptibleMask((restore) =>
-    Effect.matchEffect(
-      restore(limiter.acquire(
-        Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
-        hostStage.limiterWait
-      )),
-      {
-        onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
-        onSuccess: (permit) => Effect.ensuring(restore(run), permit)
-      }
-    )
+  return Effect.flatMap(
+    Effect.uninterruptibleMask((restore) =>
+      Effect.matchEffect(
+        restore(limiter.acquire(
+          Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
+          hostStage.limiterWait
+        )),
+        {
+          onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
+          onSuccess: (permit) => Effect.ensuring(restore(run), permit)
+        }
+      )
+    ),
+    then
   )
 }
 
@@ -358,7 +373,7 @@ const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
  * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `race`
  * when none took the message.
  */
-const reuse = (
+const reuse = <A, R>(
   delivery: Delivery,
   pool: ConnectionPool.ConnectionPool.Service,
   group: Group,
@@ -370,13 +385,15 @@ const reuse = (
   warnings: Array<string>,
   parent: Tracer.Span,
   /** A new connection: what follows when no idle connection took the message (a continuation, not a step more). */
-  race: () => Effect.Effect<HostOutcome, never, Connector>
-): Effect.Effect<HostOutcome, never, Connector> => {
+  race: () => Effect.Effect<A, never, Connector | R>,
+  /** What follows a transaction on an idle connection (`tryHost`'s `then`). */
+  then: (outcome: HostOutcome) => Effect.Effect<A, never, R>
+): Effect.Effect<A, never, Connector | R> => {
   // Not an Effect.gen: on every message's path, and a generator's steps and frames are its `yield*`s.
   const dane = hostStage.dane ?? null
   const keys = sessionKeys(opening, host.host.name, dane)
   const port = portOf(delivery, hostStage)
-  const fromAddress = (at: number): Effect.Effect<HostOutcome, never, Connector> => {
+  const fromAddress = (at: number): Effect.Effect<A, never, Connector | R> => {
     if (at >= addresses.length) return race()
     const ip = addresses[at]!
     const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
@@ -451,9 +468,9 @@ const reuse = (
         return now === null ? Effect.succeed(undefined) : Effect.isEffect(now) ? Effect.flatMap(now, match) : onSome(now)
       })
     // Each session key in turn (the plaintext-retry key after the TLS one, where plaintext is allowed).
-    const fromKey = (k: number): Effect.Effect<HostOutcome, never, Connector> => {
+    const fromKey = (k: number): Effect.Effect<A, never, Connector | R> => {
       if (k >= keys.length) return fromAddress(at + 1)
-      const next: Effect.Effect<HostOutcome, never, Connector> = Effect.flatMap(taken(keys[k]!), (outcome) =>
+      const next: Effect.Effect<A, never, Connector | R> = Effect.flatMap(taken(keys[k]!), (outcome) =>
         outcome === undefined
           ? fromKey(k + 1)
           : outcome === "limited"
@@ -461,7 +478,7 @@ const reuse = (
           // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
           : outcome === null
           ? next
-          : Effect.succeed(outcome))
+          : then(outcome))
       return next
     }
     return fromKey(0)
