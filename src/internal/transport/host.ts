@@ -237,6 +237,32 @@ const open = (
   )
 }
 
+/**
+ * A session's settings: the connection's, what it is opened with, and the host's. MX delivery's opening is its TLS
+ * alone: an object literal, where `extend` (kept for a relay's protocol and login, the keys its opening has) costs
+ * several times as much, on every message's path.
+ */
+const sessionSettings = (
+  connection: ConnectionSettings,
+  opening: Opening,
+  servername: string,
+  phaseSpans: boolean,
+  span: Tracer.Span
+): SmtpSession.SessionSettings => {
+  if (opening.protocol !== undefined || opening.auth !== undefined) return extend(connection, opening, { servername, phaseSpans, span })
+  // Every key `extend` gave before, `reuse` included.
+  const settings = {
+    ehloName: connection.ehloName,
+    timeouts: connection.timeouts,
+    reuse: connection.reuse,
+    tls: opening.tls,
+    servername,
+    phaseSpans,
+    span
+  } satisfies { readonly [K in keyof ConnectionSettings | keyof Opening | "servername" | "phaseSpans" | "span"]?: unknown }
+  return settings
+}
+
 /** Closes a connection (unless the pool has it) and ends its attempt's span. */
 const release = (connected: Connected) =>
   Effect.zipRight(
@@ -278,11 +304,14 @@ export const tryHost = <A, R>(
 ): Effect.Effect<A, never, Connector | R> => {
   const { relay } = hostStage
   const dane = hostStage.dane ?? null
+  const tls = effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane })
+  const ca = delivery.ca
+  const authenticate = dane?.authenticate ?? null
   const opening: Opening = {
-    tls: extend(effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane }), {
-      ca: delivery.ca,
-      dane: dane?.authenticate ?? null
-    }),
+    // Field by field where there is no `implicit` (all but implicit-TLS relays): `extend` costs several times as much.
+    tls: tls.implicit === undefined
+      ? { starttls: tls.starttls, allowInvalidCerts: tls.allowInvalidCerts, required: tls.required, ca, dane: authenticate }
+      : extend(tls, { ca, dane: authenticate }),
     ...(relay === null ? {} : {
       protocol: relay.protocol,
       ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
@@ -491,7 +520,7 @@ const reuse = <A, R>(
  * when it would go on in plaintext after a failed handshake itself, the plaintext sessions opened that way.
  */
 const sessionKeys = (opening: Opening, servername: string, dane: Dane.HostDane | null): ReadonlyArray<string> => {
-  const key = sessionKey(extend(opening, { servername }), dane)
+  const key = sessionKey({ tls: opening.tls, protocol: opening.protocol, auth: opening.auth, servername }, dane)
   return plaintextAllowed(opening) ? [key, plaintextKey(key)] : [key]
 }
 
@@ -518,11 +547,7 @@ const reusedSession = (
   const { connection } = idle.session
   const startMs = delivery.clock.unsafeCurrentTimeMillis()
   const withSpan = (span: Tracer.Span): Effect.Effect<HostOutcome | null> => {
-    const settings: SmtpSession.SessionSettings = extend(connectionSettings, opening, {
-      servername: host.host.name,
-      phaseSpans: delivery.options.phaseSpans === true,
-      span
-    })
+    const settings = sessionSettings(connectionSettings, opening, host.host.name, delivery.options.phaseSpans === true, span)
     // Field by field: a spread of the pooled session (objects of several shapes by now) leaves V8's fast path. The
     // `satisfies` names every key, optional ones included, so a field added to `Session` cannot be dropped here.
     const pooled = idle.session
@@ -865,12 +890,14 @@ const session = (
   record: Record
 ): Effect.Effect<HostOutcome, never, Connector> =>
   Effect.gen(function*() {
-    const settings: SmtpSession.SessionSettings = extend(connected.settings, opening, {
-      servername: host.host.name,
-      phaseSpans: delivery.options.phaseSpans === true,
-      // The phases report to the attempt's span without it being made the current span (a context switch each way).
-      span: connected.span
-    })
+    // The phases report to the attempt's span without it being made the current span (a context switch each way).
+    const settings = sessionSettings(
+      connected.settings,
+      opening,
+      host.host.name,
+      delivery.options.phaseSpans === true,
+      connected.span
+    )
     const outcome = yield* converse(
       delivery,
       group,
@@ -983,12 +1010,9 @@ export const effectiveTls = (
   const verified = requirements.enforced || requirements.requireTls
   const daneTls = requirements.dane?.requireTls === true
   const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true || daneTls
-  return {
-    starttls: host.tls.starttls,
-    allowInvalidCerts: allowInvalidCerts && !verified,
-    required: verified || daneTls,
-    ...(relay?.implicitTls === true ? { implicit: true } : {})
-  }
+  const tls = { starttls: host.tls.starttls, allowInvalidCerts: allowInvalidCerts && !verified, required: verified || daneTls }
+  // Not a spread of an empty object where there is no `implicit`: V8's slow path, on every message's path.
+  return relay?.implicitTls === true ? extend(tls, { implicit: true }) : tls
 }
 
 /**
