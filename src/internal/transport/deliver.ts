@@ -23,9 +23,8 @@ import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { hostDane, hostDaneNow } from "./dane.js"
 import * as plans from "./plans.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
-import { type Group, hostVariables } from "./request.js"
+import { type Group, hostVariables, type RequestVariables } from "./request.js"
 import { deliverLocal, relayUnresolved } from "./route.js"
-import type { Variables } from "../../Expression.js"
 import * as Duration from "effect/Duration"
 
 /** @internal */
@@ -39,7 +38,7 @@ export interface DomainRun {
 /** @internal */
 export const deliverDomain = <A = DomainRun>(
   delivery: Delivery,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   group: Group,
   /** The domain's span, `Transport.deliverDomain`: the parent of its lookups' and attempts' spans. */
   span: Tracer.Span,
@@ -111,7 +110,7 @@ export const deliverDomain = <A = DomainRun>(
  */
 export const limitMessage = <R>(
   delivery: Delivery,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   groups: ReadonlyArray<Group>,
   run: () => Effect.Effect<ReadonlyArray<DomainRun>, never, R>
 ): Effect.Effect<ReadonlyArray<DomainRun>, never, R> => {

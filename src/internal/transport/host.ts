@@ -20,7 +20,6 @@ import * as Limiter from "../../Limiter.js"
 import type { Connection, Connector, TlsInfo } from "../../Connector.js"
 import type * as Dane from "../../Dane.js"
 import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
-import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
 import type { Config } from "../../OutboundConfig.js"
 import type { ConnectionSettings, HostSettings, RelayRoute } from "../../Settings.js"
@@ -33,7 +32,7 @@ import * as tracing from "../tracing.js"
 import { attemptDane } from "./dane.js"
 import type { Plans } from "./plans.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
-import { connectionVariables, type Group } from "./request.js"
+import { connectionVariables, type Group, type HostVariables } from "./request.js"
 import * as settingWarnings from "./warnings.js"
 
 /** What the stages below the domain need of the delivery. @internal */
@@ -67,7 +66,7 @@ export interface Delivery {
 
 /** A host's settings, the variables they were evaluated with, and its DANE decision (`null`: none made). @internal */
 export interface HostStage {
-  readonly variables: Variables
+  readonly variables: HostVariables
   readonly settings: HostSettings
   /** The domain's `limiter-wait`. */
   readonly limiterWait: Duration.Duration
