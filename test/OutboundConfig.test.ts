@@ -933,6 +933,31 @@ allow-invalid-certs = true
     expect(warnings).toEqual([])
   })
 
+  it("each stage's settings hold the key table's keys of that stage, in its order (the order of their warnings)", () => {
+    // evaluate.ts writes each stage as an object literal: this holds it to the table (a key added to a stage, or
+    // moved, fails here as well as in the type check).
+    const paths = (value: unknown, prefix: string): ReadonlyArray<string> =>
+      typeof value === "object" && value !== null && !Array.isArray(value) && !Duration.isDuration(value) &&
+        !Option.isOption(value) && !("_tag" in value)
+        ? Object.entries(value).flatMap(([key, inner]) => paths(inner, `${prefix}${key}.`))
+        : [prefix.slice(0, -1)]
+    const variables = { ...domain, mx: "mx.example", remote_ip: "192.0.2.1", local_ip: "0.0.0.0" }
+    const table = (stage: string) => ENTRIES.filter((e) => e.spec.stage === stage).map((e) => e.name)
+    expect(paths(OutboundConfig.evaluateDomain(config, variables).settings, "")).toEqual([...table("domain"), "route"])
+    expect(paths(OutboundConfig.evaluateHost(config, variables).settings, "")).toEqual(table("host"))
+    expect(paths(OutboundConfig.evaluateConnection(config, variables).settings, "")).toEqual(table("connection"))
+    // Two keys falling back in one stage: their warnings in the table's order.
+    const two = ok(`[queue.outbound]
+ip-strategy = "mx"
+[queue.outbound.source-ip]
+v4 = "[mx]"
+`)
+    expect(OutboundConfig.evaluateHost(two, variables).warnings.map((w) => w.slice(0, w.indexOf(":")))).toEqual([
+      "queue.outbound.ip-strategy",
+      "queue.outbound.source-ip.v4"
+    ])
+  })
+
   it("evaluateDomain: a value that cannot be used falls back to the default with a warning", () => {
     const { settings, warnings } = OutboundConfig.evaluateDomain(config, { ...domain, retry_num: 0 })
     expect(settings.limits.mx).toBe(5)

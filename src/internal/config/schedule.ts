@@ -533,6 +533,15 @@ export const evaluate = (
   }
 }
 
+/**
+ * The name of the schedule `evaluate` gives, without evaluating its values: what a delivery's plan shows, on every
+ * message's path.
+ *
+ * @internal
+ */
+export const nameOf = (model: Pick<Model.Model, "scheduleSelector" | "schedules">, variables: Variables): string =>
+  model.schedules.get(model.scheduleSelector.setting.evaluate(variables).value)?.name ?? FALLBACK_SCHEDULE.name
+
 /** A schedule's constant values (its defaults where absent), for `convert` and `show`. @internal */
 export const constantValues = (
   layout: Keys.Layout,

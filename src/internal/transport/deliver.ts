@@ -23,9 +23,8 @@ import { type Delivery, type HostStage, tryHost } from "./host.js"
 import { hostDane, hostDaneNow } from "./dane.js"
 import * as plans from "./plans.js"
 import { allHostsFailed, failedBy, type HostFailure, hostPlan } from "./report.js"
-import { type Group, hostVariables } from "./request.js"
+import { type Group, hostVariables, type RequestVariables } from "./request.js"
 import { deliverLocal, relayUnresolved } from "./route.js"
-import type { Variables } from "../../Expression.js"
 import * as Duration from "effect/Duration"
 
 /** @internal */
@@ -39,7 +38,7 @@ export interface DomainRun {
 /** @internal */
 export const deliverDomain = <A = DomainRun>(
   delivery: Delivery,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   group: Group,
   /** The domain's span, `Transport.deliverDomain`: the parent of its lookups' and attempts' spans. */
   span: Tracer.Span,
@@ -111,7 +110,7 @@ export const deliverDomain = <A = DomainRun>(
  */
 export const limitMessage = <R>(
   delivery: Delivery,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   groups: ReadonlyArray<Group>,
   run: () => Effect.Effect<ReadonlyArray<DomainRun>, never, R>
 ): Effect.Effect<ReadonlyArray<DomainRun>, never, R> => {
@@ -220,16 +219,13 @@ const hostLoop = <A>(
       hostErrors.push({ error: dane.error, host: null })
       return next()
     }
-    return Effect.flatMap(
-      tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span),
-      (outcome) => {
-        if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
-        hostErrors.push(outcome)
-        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
-        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
-        return next()
-      }
-    )
+    return tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span, (outcome) => {
+      if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
+      hostErrors.push(outcome)
+      // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
+      if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
+      return next()
+    })
   }
 
   // Each host in turn, until one takes the transaction or none is left.

@@ -7,7 +7,6 @@ import * as Either from "effect/Either"
 import type * as Tracer from "effect/Tracer"
 import type { DomainPlan, HostPlan, MtaStsPlan } from "../../DeliveryReport.js"
 import type * as Dns from "../../Dns.js"
-import type { Variables } from "../../Expression.js"
 import * as MtaSts from "../../MtaSts.js"
 import * as MxPlan from "../../MxPlan.js"
 import type { Config } from "../../OutboundConfig.js"
@@ -18,12 +17,12 @@ import * as TransportError from "../../TransportError.js"
 import { domainStrategies, evaluateDomain } from "../settings/evaluate.js"
 import { keptMxPlan, mxPlanOf, type Plans } from "./plans.js"
 import { reportError } from "./report.js"
-import { domainVariables, type Group } from "./request.js"
+import { domainVariables, type DomainVariables, type Group, type RequestVariables } from "./request.js"
 import { relayPlan, routePlan, unknownRoute } from "./route.js"
 
 /** What the domain stage decided. @internal */
 export interface DomainStage {
-  readonly variables: Variables
+  readonly variables: DomainVariables
   readonly settings: DomainSettings
   /** The route and TLS strategies the selectors chose, and the delivery schedule, by name. */
   readonly strategies: { readonly route: string; readonly tls: string; readonly schedule: string }
@@ -42,7 +41,7 @@ export interface DomainStage {
 export const domainStage = (
   config: Config,
   options: TransportOptions.Service,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   group: Group,
   /** The parent of the MX lookup's span; the current span when absent. */
   span?: Tracer.AnySpan
@@ -60,7 +59,7 @@ export const domainStage = (
 export const domainStageOrNow = (
   config: Config,
   options: TransportOptions.Service,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   group: Group,
   span: Tracer.AnySpan | undefined,
   /** The layer's plan cache, where `span` records nothing; `null`: plan from the lookups. */
@@ -114,7 +113,7 @@ export const domainStageOrNow = (
  *
  * @internal
  */
-export const settingsStage = (config: Config, requestVariables: Variables, group: Group): DomainStage => {
+export const settingsStage = (config: Config, requestVariables: RequestVariables, group: Group): DomainStage => {
   const variables = domainVariables(requestVariables, group)
   const evaluated = evaluateDomain(config, variables)
   const { settings } = evaluated

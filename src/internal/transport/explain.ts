@@ -21,7 +21,7 @@ import { domainPlanOf, domainStage, excludedHostPlan, policyOf } from "./domain.
 import { danePlan, hostDane } from "./dane.js"
 import { effectiveTls } from "./host.js"
 import { mtaStsMatch, reportError } from "./report.js"
-import { connectionVariables, type Group, hostVariables } from "./request.js"
+import { connectionVariables, type Group, hostVariables, type RequestVariables } from "./request.js"
 import * as settingWarnings from "./warnings.js"
 
 /**
@@ -48,7 +48,7 @@ export const limitersAt = (config: Config, stage: Stage, variables: Variables): 
 export const explainDomain = (
   config: Config,
   options: TransportOptions.Service,
-  requestVariables: Variables,
+  requestVariables: RequestVariables,
   group: Group,
   requireTls: boolean
 ): Effect.Effect<ExplainedDomain, never, Dns | MtaSts.PolicyFetcher | PolicyCache> =>

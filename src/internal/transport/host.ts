@@ -20,7 +20,6 @@ import * as Limiter from "../../Limiter.js"
 import type { Connection, Connector, TlsInfo } from "../../Connector.js"
 import type * as Dane from "../../Dane.js"
 import type { AttemptRecord, AttemptTls, RecipientResult } from "../../DeliveryReport.js"
-import type { Variables } from "../../Expression.js"
 import * as HappyEyeballs from "../../HappyEyeballs.js"
 import type { Config } from "../../OutboundConfig.js"
 import type { ConnectionSettings, HostSettings, RelayRoute } from "../../Settings.js"
@@ -33,7 +32,7 @@ import * as tracing from "../tracing.js"
 import { attemptDane } from "./dane.js"
 import type { Plans } from "./plans.js"
 import { firstTransportError, recipientResults, reportError } from "./report.js"
-import { connectionVariables, type Group } from "./request.js"
+import { connectionVariables, type Group, type HostVariables } from "./request.js"
 import * as settingWarnings from "./warnings.js"
 
 /** What the stages below the domain need of the delivery. @internal */
@@ -67,7 +66,7 @@ export interface Delivery {
 
 /** A host's settings, the variables they were evaluated with, and its DANE decision (`null`: none made). @internal */
 export interface HostStage {
-  readonly variables: Variables
+  readonly variables: HostVariables
   readonly settings: HostSettings
   /** The domain's `limiter-wait`. */
   readonly limiterWait: Duration.Duration
@@ -237,6 +236,32 @@ const open = (
   )
 }
 
+/**
+ * A session's settings: the connection's, what it is opened with, and the host's. MX delivery's opening is its TLS
+ * alone: an object literal, where `extend` (kept for a relay's protocol and login, the keys its opening has) costs
+ * several times as much, on every message's path.
+ */
+const sessionSettings = (
+  connection: ConnectionSettings,
+  opening: Opening,
+  servername: string,
+  phaseSpans: boolean,
+  span: Tracer.Span
+): SmtpSession.SessionSettings => {
+  if (opening.protocol !== undefined || opening.auth !== undefined) return extend(connection, opening, { servername, phaseSpans, span })
+  // Every key `extend` gave before, `reuse` included.
+  const settings = {
+    ehloName: connection.ehloName,
+    timeouts: connection.timeouts,
+    reuse: connection.reuse,
+    tls: opening.tls,
+    servername,
+    phaseSpans,
+    span
+  } satisfies { readonly [K in keyof ConnectionSettings | keyof Opening | "servername" | "phaseSpans" | "span"]?: unknown }
+  return settings
+}
+
 /** Closes a connection (unless the pool has it) and ends its attempt's span. */
 const release = (connected: Connected) =>
   Effect.zipRight(
@@ -259,7 +284,7 @@ const release = (connected: Connected) =>
  *
  * @internal
  */
-export const tryHost = (
+export const tryHost = <A, R>(
   delivery: Delivery,
   group: Group,
   hostStage: HostStage,
@@ -269,15 +294,23 @@ export const tryHost = (
   enforced: boolean,
   warnings: Array<string>,
   /** The domain's span: each attempt's span goes under it. */
-  parent: Tracer.Span
-): Effect.Effect<HostOutcome, never, Connector> => {
+  parent: Tracer.Span,
+  /**
+   * What the caller makes of the outcome: applied by the continuation that has it (a reused connection's, the take's)
+   * rather than by a `flatMap` around this, one continuation and one run-loop step less a message.
+   */
+  then: (outcome: HostOutcome) => Effect.Effect<A, never, R>
+): Effect.Effect<A, never, Connector | R> => {
   const { relay } = hostStage
   const dane = hostStage.dane ?? null
+  const tls = effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane })
+  const ca = delivery.ca
+  const authenticate = dane?.authenticate ?? null
   const opening: Opening = {
-    tls: extend(effectiveTls(hostStage.settings, { enforced, requireTls: delivery.requireTls, relay, dane }), {
-      ca: delivery.ca,
-      dane: dane?.authenticate ?? null
-    }),
+    // Field by field where there is no `implicit` (all but implicit-TLS relays): `extend` costs several times as much.
+    tls: tls.implicit === undefined
+      ? { starttls: tls.starttls, allowInvalidCerts: tls.allowInvalidCerts, required: tls.required, ca, dane: authenticate }
+      : extend(tls, { ca, dane: authenticate }),
     ...(relay === null ? {} : {
       protocol: relay.protocol,
       ...(Option.isSome(relay.auth) ? { auth: relay.auth.value } : {})
@@ -285,24 +318,34 @@ export const tryHost = (
   }
   // Built only when no idle connection took the message (it pulls the candidates).
   const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
-  const run = delivery.pool === null || Either.isLeft(host.resolution)
+  const addresses = delivery.pool === null || Either.isLeft(host.resolution) ? null : host.resolution.right.addresses
+  if (delivery.limiter === null) {
+    const raced = () => Effect.flatMap(race(), then)
+    return addresses === null
+      ? raced()
+      : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, raced, then)
+  }
+  // With host-stage limiters, `then` (which may try the next host) comes after their permits are given back.
+  const run = addresses === null
     ? race()
-    : reuse(delivery, delivery.pool, group, hostStage, host, host.resolution.right.addresses, attempts, opening, warnings, parent, race)
-  if (delivery.limiter === null) return run
+    : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, race, Effect.succeed)
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
   const limiter = delivery.limiter
   // The wait is interruptible; once the permits are held, they are given back whatever happens.
-  return Effect.uninterruptibleMask((restore) =>
-    Effect.matchEffect(
-      restore(limiter.acquire(
-        Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
-        hostStage.limiterWait
-      )),
-      {
-        onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
-        onSuccess: (permit) => Effect.ensuring(restore(run), permit)
-      }
-    )
+  return Effect.flatMap(
+    Effect.uninterruptibleMask((restore) =>
+      Effect.matchEffect(
+        restore(limiter.acquire(
+          Limiter.buckets(delivery.config.limiters, "host", hostStage.variables),
+          hostStage.limiterWait
+        )),
+        {
+          onFailure: (error) => Effect.succeed<HostOutcome>({ _tag: "NextHost", error, host: null }),
+          onSuccess: (permit) => Effect.ensuring(restore(run), permit)
+        }
+      )
+    ),
+    then
   )
 }
 
@@ -358,7 +401,7 @@ const sameSecret = (a: Opening["auth"], b: Opening["auth"]): boolean =>
  * The host's addresses may still be reached through the pool's idle connections, the first one found taken; `race`
  * when none took the message.
  */
-const reuse = (
+const reuse = <A, R>(
   delivery: Delivery,
   pool: ConnectionPool.ConnectionPool.Service,
   group: Group,
@@ -370,13 +413,15 @@ const reuse = (
   warnings: Array<string>,
   parent: Tracer.Span,
   /** A new connection: what follows when no idle connection took the message (a continuation, not a step more). */
-  race: () => Effect.Effect<HostOutcome, never, Connector>
-): Effect.Effect<HostOutcome, never, Connector> => {
+  race: () => Effect.Effect<A, never, Connector | R>,
+  /** What follows a transaction on an idle connection (`tryHost`'s `then`). */
+  then: (outcome: HostOutcome) => Effect.Effect<A, never, R>
+): Effect.Effect<A, never, Connector | R> => {
   // Not an Effect.gen: on every message's path, and a generator's steps and frames are its `yield*`s.
   const dane = hostStage.dane ?? null
   const keys = sessionKeys(opening, host.host.name, dane)
   const port = portOf(delivery, hostStage)
-  const fromAddress = (at: number): Effect.Effect<HostOutcome, never, Connector> => {
+  const fromAddress = (at: number): Effect.Effect<A, never, Connector | R> => {
     if (at >= addresses.length) return race()
     const ip = addresses[at]!
     const sources = ip.includes(":") ? hostStage.settings.sourceIp.v6 : hostStage.settings.sourceIp.v4
@@ -451,9 +496,9 @@ const reuse = (
         return now === null ? Effect.succeed(undefined) : Effect.isEffect(now) ? Effect.flatMap(now, match) : onSome(now)
       })
     // Each session key in turn (the plaintext-retry key after the TLS one, where plaintext is allowed).
-    const fromKey = (k: number): Effect.Effect<HostOutcome, never, Connector> => {
+    const fromKey = (k: number): Effect.Effect<A, never, Connector | R> => {
       if (k >= keys.length) return fromAddress(at + 1)
-      const next: Effect.Effect<HostOutcome, never, Connector> = Effect.flatMap(taken(keys[k]!), (outcome) =>
+      const next: Effect.Effect<A, never, Connector | R> = Effect.flatMap(taken(keys[k]!), (outcome) =>
         outcome === undefined
           ? fromKey(k + 1)
           : outcome === "limited"
@@ -461,7 +506,7 @@ const reuse = (
           // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
           : outcome === null
           ? next
-          : Effect.succeed(outcome))
+          : then(outcome))
       return next
     }
     return fromKey(0)
@@ -474,7 +519,7 @@ const reuse = (
  * when it would go on in plaintext after a failed handshake itself, the plaintext sessions opened that way.
  */
 const sessionKeys = (opening: Opening, servername: string, dane: Dane.HostDane | null): ReadonlyArray<string> => {
-  const key = sessionKey(extend(opening, { servername }), dane)
+  const key = sessionKey({ tls: opening.tls, protocol: opening.protocol, auth: opening.auth, servername }, dane)
   return plaintextAllowed(opening) ? [key, plaintextKey(key)] : [key]
 }
 
@@ -501,11 +546,7 @@ const reusedSession = (
   const { connection } = idle.session
   const startMs = delivery.clock.unsafeCurrentTimeMillis()
   const withSpan = (span: Tracer.Span): Effect.Effect<HostOutcome | null> => {
-    const settings: SmtpSession.SessionSettings = extend(connectionSettings, opening, {
-      servername: host.host.name,
-      phaseSpans: delivery.options.phaseSpans === true,
-      span
-    })
+    const settings = sessionSettings(connectionSettings, opening, host.host.name, delivery.options.phaseSpans === true, span)
     // Field by field: a spread of the pooled session (objects of several shapes by now) leaves V8's fast path. The
     // `satisfies` names every key, optional ones included, so a field added to `Session` cannot be dropped here.
     const pooled = idle.session
@@ -530,8 +571,12 @@ const reusedSession = (
         durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
         connection: idle.id,
         reused: true,
-        ...fields
-      })
+        phase: fields.phase,
+        outcome: fields.outcome,
+        error: fields.error,
+        tls: fields.tls,
+        ehlo: fields.ehlo
+      } satisfies Required<AttemptRecord>)
     }
     const dropped = (error: TransportError.TransportError, why: string) =>
       Effect.zipRight(
@@ -757,8 +802,13 @@ const raceHost = (
         durationMs: delivery.clock.unsafeCurrentTimeMillis() - startMs,
         connection,
         reused: false,
-        ...fields
-      })
+        // Field by field: a spread after literal keys is V8's slow path (as `extend` says), on every message's path.
+        phase: fields.phase,
+        outcome: fields.outcome,
+        error: fields.error,
+        tls: fields.tls,
+        ehlo: fields.ehlo
+      } satisfies Required<AttemptRecord>)
     }
     const connected = winner.value
     const dane = hostStage.dane ?? null
@@ -839,12 +889,14 @@ const session = (
   record: Record
 ): Effect.Effect<HostOutcome, never, Connector> =>
   Effect.gen(function*() {
-    const settings: SmtpSession.SessionSettings = extend(connected.settings, opening, {
-      servername: host.host.name,
-      phaseSpans: delivery.options.phaseSpans === true,
-      // The phases report to the attempt's span without it being made the current span (a context switch each way).
-      span: connected.span
-    })
+    // The phases report to the attempt's span without it being made the current span (a context switch each way).
+    const settings = sessionSettings(
+      connected.settings,
+      opening,
+      host.host.name,
+      delivery.options.phaseSpans === true,
+      connected.span
+    )
     const outcome = yield* converse(
       delivery,
       group,
@@ -957,12 +1009,9 @@ export const effectiveTls = (
   const verified = requirements.enforced || requirements.requireTls
   const daneTls = requirements.dane?.requireTls === true
   const allowInvalidCerts = host.tls.allowInvalidCerts || relay?.allowInvalidCerts === true || daneTls
-  return {
-    starttls: host.tls.starttls,
-    allowInvalidCerts: allowInvalidCerts && !verified,
-    required: verified || daneTls,
-    ...(relay?.implicitTls === true ? { implicit: true } : {})
-  }
+  const tls = { starttls: host.tls.starttls, allowInvalidCerts: allowInvalidCerts && !verified, required: verified || daneTls }
+  // Not a spread of an empty object where there is no `implicit`: V8's slow path, on every message's path.
+  return relay?.implicitTls === true ? extend(tls, { implicit: true }) : tls
 }
 
 /**

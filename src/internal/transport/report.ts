@@ -85,13 +85,13 @@ export const recipientResults = (host: string, t: SmtpSession.TransactionResult)
  * @internal
  */
 export const firstTransportError = (t: SmtpSession.TransactionResult): TransportError.TransportError | null => {
-  const errors = [
-    Either.isLeft(t.mailFrom) ? t.mailFrom.left : null,
-    ...t.recipients.map((r) => r.error),
-    ...t.recipients.map((r) => r.data !== undefined && Either.isLeft(r.data) ? r.data.left : null),
-    t.data !== null && Either.isLeft(t.data) ? t.data.left : null
-  ]
-  return errors.find((e): e is TransportError.TransportError => e !== null && !canQuitAfter(e)) ?? null
+  // In this order: MAIL's, each recipient's RCPT, each recipient's own data reply (LMTP), DATA's. A loop, not a list
+  // of candidates: on every message's path, where there is usually no error at all.
+  const first = (error: TransportError.TransportError | null) => error !== null && !canQuitAfter(error)
+  if (Either.isLeft(t.mailFrom) && first(t.mailFrom.left)) return t.mailFrom.left
+  for (const r of t.recipients) if (first(r.error)) return r.error
+  for (const r of t.recipients) if (r.data !== undefined && Either.isLeft(r.data) && first(r.data.left)) return r.data.left
+  return t.data !== null && Either.isLeft(t.data) && first(t.data.left) ? t.data.left : null
 }
 
 /** Why a host took no transaction, and its name when it answered. @internal */
@@ -129,20 +129,24 @@ export const hostPlan = (
   policy: MtaSts.Policy | null,
   strategies: HostPlan["strategies"],
   dane: Dane.HostDane | null
-): HostPlan => ({
-  host: host.host.name,
-  preference: host.host.preference,
-  implicit: host.host.implicit,
-  strategy: host.settings.ipStrategy,
-  addresses: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.addresses }),
-  truncated: Either.match(host.resolution, { onLeft: () => [], onRight: (r) => r.truncated }),
-  sourceIps: { v4: host.settings.sourceIp.v4, v6: host.settings.sourceIp.v6 },
-  strategies,
-  mtaSts: mtaStsMatch(policy, host.host.name),
-  dane: danePlan(dane),
-  // a failed DANE lookup (or `tls.dane = require` unmet) keeps the host from being tried, as an unresolved one is
-  error: Either.match(host.resolution, {
-    onLeft: reportError,
-    onRight: () => dane?.error ? reportError(dane.error) : null
-  })
-})
+): HostPlan => {
+  const resolved = Either.isRight(host.resolution) ? host.resolution.right : null
+  return {
+    host: host.host.name,
+    preference: host.host.preference,
+    implicit: host.host.implicit,
+    strategy: host.settings.ipStrategy,
+    addresses: resolved === null ? [] : resolved.addresses,
+    truncated: resolved === null ? [] : resolved.truncated,
+    sourceIps: { v4: host.settings.sourceIp.v4, v6: host.settings.sourceIp.v6 },
+    strategies,
+    mtaSts: mtaStsMatch(policy, host.host.name),
+    dane: danePlan(dane),
+    // a failed DANE lookup (or `tls.dane = require` unmet) keeps the host from being tried, as an unresolved one is
+    error: Either.isLeft(host.resolution)
+      ? reportError(host.resolution.left)
+      : dane?.error
+      ? reportError(dane.error)
+      : null
+  }
+}

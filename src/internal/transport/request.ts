@@ -9,7 +9,6 @@ import type { Variables } from "../../Expression.js"
 import type { MxHost } from "../../MxPlan.js"
 import type { DeliveryRequest } from "../../Transport.js"
 import * as address from "../address.js"
-import { extend } from "../extend.js"
 
 /** @internal */
 export class InvalidRequest extends Data.TaggedError("InvalidRequest")<{
@@ -34,7 +33,7 @@ export interface Validated {
   readonly message: Uint8Array
   readonly sender: address.Address | null
   /** The variables every stage knows: the message's and the queue's. */
-  readonly variables: Variables
+  readonly variables: RequestVariables
 }
 
 const encoder = new TextEncoder()
@@ -78,7 +77,26 @@ export const check = (request: DeliveryRequest): Either.Either<Validated, Invali
   })
 }
 
-const requestVariables = (request: DeliveryRequest, sender: address.Address | null): Variables => {
+/** The variables every stage knows: the message's and the queue's. @internal */
+export type RequestVariables = {
+  readonly sender: string
+  readonly sender_domain: string
+  readonly recipients: ReadonlyArray<string>
+  readonly priority: number
+  readonly retry_num: number
+  readonly last_error: string
+  readonly last_status: string
+  readonly expires_in: number
+  readonly queue_name: string
+}
+
+/** @internal */
+export type DomainVariables = RequestVariables & { readonly rcpt: string; readonly rcpt_domain: string }
+
+/** @internal */
+export type HostVariables = DomainVariables & { readonly mx: string }
+
+const requestVariables = (request: DeliveryRequest, sender: address.Address | null): RequestVariables => {
   const attempt = request.attempt ?? {}
   return {
     sender: request.sender,
@@ -93,18 +111,58 @@ const requestVariables = (request: DeliveryRequest, sender: address.Address | nu
   }
 }
 
-// Each stage's variables are the previous stage's and its own (see Settings' stages).
+// Each stage's variables are the previous stage's and its own (see Settings' stages): object literals, each key
+// named, where a copy of the previous stage's (`extend`, the fastest generic copy) costs ten times as much, three
+// times a message.
 
 /** @internal */
-export const domainVariables = (request: Variables, group: Group): Variables =>
-  extend(request, { rcpt: group.recipients[0]!, rcpt_domain: group.domain })
+export const domainVariables = (request: RequestVariables, group: Group): DomainVariables => ({
+  sender: request.sender,
+  sender_domain: request.sender_domain,
+  recipients: request.recipients,
+  priority: request.priority,
+  retry_num: request.retry_num,
+  last_error: request.last_error,
+  last_status: request.last_status,
+  expires_in: request.expires_in,
+  queue_name: request.queue_name,
+  rcpt: group.recipients[0]!,
+  rcpt_domain: group.domain
+})
 
 /** @internal */
-export const hostVariables = (domain: Variables, host: MxHost): Variables => extend(domain, { mx: host.name })
+export const hostVariables = (domain: DomainVariables, host: MxHost): HostVariables => ({
+  sender: domain.sender,
+  sender_domain: domain.sender_domain,
+  recipients: domain.recipients,
+  priority: domain.priority,
+  retry_num: domain.retry_num,
+  last_error: domain.last_error,
+  last_status: domain.last_status,
+  expires_in: domain.expires_in,
+  queue_name: domain.queue_name,
+  rcpt: domain.rcpt,
+  rcpt_domain: domain.rcpt_domain,
+  mx: host.name
+})
 
 /** @internal */
-export const connectionVariables = (host: Variables, remoteIp: string, sourceIp: string | null): Variables =>
-  extend(host, { remote_ip: remoteIp, local_ip: sourceIp ?? unbound(remoteIp) })
+export const connectionVariables = (host: HostVariables, remoteIp: string, sourceIp: string | null): Variables => ({
+  sender: host.sender,
+  sender_domain: host.sender_domain,
+  recipients: host.recipients,
+  priority: host.priority,
+  retry_num: host.retry_num,
+  last_error: host.last_error,
+  last_status: host.last_status,
+  expires_in: host.expires_in,
+  queue_name: host.queue_name,
+  rcpt: host.rcpt,
+  rcpt_domain: host.rcpt_domain,
+  mx: host.mx,
+  remote_ip: remoteIp,
+  local_ip: sourceIp ?? unbound(remoteIp)
+} satisfies Required<HostVariables> & { readonly remote_ip: string; readonly local_ip: string })
 
 /** `local_ip` when no source address is bound: the unspecified address of the remote's family (Stalwart: 0.0.0.0). */
 const unbound = (remoteIp: string) => (remoteIp.includes(":") ? "::" : "0.0.0.0")
