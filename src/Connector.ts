@@ -5,6 +5,7 @@
  *
  * @since 0.1.0
  */
+import type * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -140,6 +141,29 @@ export interface Connection {
     onFailure: (error: SocketError) => B,
     onSuccess: (replies: ReadonlyArray<Reply>) => B
   ) => Effect.Effect<B>
+  /**
+   * `exchangeEither`, started in the caller's step with the Clock it read: for a caller that runs the returned effect
+   * at once, in its own fiber (a session's transaction). An exchange whose replies are already buffered (RCPT's and
+   * DATA's under PIPELINING) is then a value, taken without a run-loop step. Optional: a caller that finds it absent
+   * uses `exchangeEither` (or `exchange`).
+   */
+  readonly exchangeEitherNow?: <B>(
+    clock: Clock.Clock,
+    request: Exchange,
+    onFailure: (error: SocketError) => B,
+    onSuccess: (replies: ReadonlyArray<Reply>) => B
+  ) => Effect.Effect<B>
+  /**
+   * `exchangeEitherNow` whose outcome is the effect to go on with: where the exchange waits for the server, the fiber
+   * resumes with that effect (one step) rather than with a value and then its continuation (two). Optional, with
+   * `exchangeEitherNow`.
+   */
+  readonly exchangeThenNow?: <B, E>(
+    clock: Clock.Clock,
+    request: Exchange,
+    onFailure: (error: SocketError) => Effect.Effect<B, E>,
+    onSuccess: (replies: ReadonlyArray<Reply>) => Effect.Effect<B, E>
+  ) => Effect.Effect<B, E>
   /**
    * Upgrades the connection in place: after the server's 220 to STARTTLS, or right after the connect for implicit
    * TLS (RFC 8314, a relay on port 465), where the server waits for the handshake. Refused with a `protocol` error

@@ -1486,6 +1486,56 @@ describe("a wrapped Connector", () => {
       expect(exchanges).toBe(1)
       expect((yield* record).closed).toBe(true)
     }).pipe(peer([Script.stall])))
+
+  it.effect("without the optional members: a pipelined transaction goes through `exchange`, with the same result", () =>
+    Effect.gen(function*() {
+      const inner = yield* Connector.Connector
+      const seen: Array<number> = []
+      // Only the required members: `exchangeEither`, `exchangeEitherNow` and `exchangeThenNow` are absent.
+      const wrapped: Connector.Connector.Service = {
+        connect: (options) =>
+          Effect.map(inner.connect(options), (c): Connector.Connection => ({
+            remoteAddress: c.remoteAddress,
+            remotePort: c.remotePort,
+            localAddress: c.localAddress,
+            exchange: (request) => Effect.suspend(() => (seen.push(request.replies), c.exchange(request))),
+            startTls: (options, deadline) => c.startTls(options, deadline),
+            awaitClose: (options) => c.awaitClose(options),
+            get isTls() {
+              return c.isTls
+            },
+            get tls() {
+              return c.tls
+            },
+            get buffered() {
+              return c.buffered
+            },
+            close: c.close
+          }))
+      }
+      const { result } = yield* deliver(envelope(["b@y.test", "c@y.test"])).pipe(
+        Effect.provideService(Connector.Connector, wrapped)
+      )
+      expect(Either.map(result.mailFrom, (r) => r.code)).toEqual(Either.right(250))
+      expect(result.recipients.map((r) => [r.address, r.accepted, r.reply?.code])).toEqual([
+        ["b@y.test", true, 250],
+        ["c@y.test", false, 550]
+      ])
+      expect(result.data).toEqual(Either.right({ code: 250, enhanced: "2.0.0", lines: ["queued as X"] }))
+      // greeting, EHLO, MAIL (its write carries the RCPTs and DATA), each RCPT, DATA's 354, the message, QUIT
+      expect(seen).toEqual([1, 1, 1, 1, 1, 1, 1, 1])
+      expect((yield* record).mismatches).toEqual([])
+    }).pipe(peer([
+      ...hello("PIPELINING"),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.expect("RCPT TO:<c@y.test>"),
+      Script.expect("DATA"),
+      Script.reply("250 ok", "250 b ok", "550 5.1.1 c unknown", "354 go"),
+      Script.expectData,
+      Script.reply("250 2.0.0 queued as X"),
+      ...QUIT
+    ])))
 })
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import type { Phase } from "../../Settings.js"
 import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
 import * as socketError from "../connection/socketError.js"
-import { Wire } from "../connection/wire.js"
 import * as tracing from "../tracing.js"
 
 /** What a phase's body gets. */
@@ -245,10 +244,10 @@ export const exchangeFirstEither = (
 }
 
 /**
- * `exchangeFirstEither`, started in the caller's step where the connection is the library's own (`Connector.layer`,
- * the scripted connector): for a caller that runs the returned effect at once, in the fiber that called it. A
- * buffered reply is then a value, taken with no step (see `Wire.exchangeEitherNow`); any other connection, and a
- * transcript logged under Debug, go through `exchangeFirstEither`.
+ * `exchangeFirstEither`, started in the caller's step where the connection has `exchangeEitherNow` (the library's
+ * own: `Connector.layer`, the scripted connector): for a caller that runs the returned effect at once, in the fiber
+ * that called it. A buffered reply is then a value, taken with no step (see `Wire.exchangeEitherNow`); any other
+ * connection, and a transcript logged under Debug, go through `exchangeFirstEither`.
  */
 export const exchangeFirstEitherNow = (
   connection: Connection,
@@ -257,7 +256,9 @@ export const exchangeFirstEitherNow = (
   step: Step,
   write: ReadonlyArray<string> | Uint8Array | undefined
 ): Effect.Effect<Either.Either<SmtpReply.Reply, TransportError.TransportError>> => {
-  if (step.debug || !(connection instanceof Wire)) return exchangeFirstEither(connection, phase, timeoutMs, step, write)
+  if (step.debug || connection.exchangeEitherNow === undefined) {
+    return exchangeFirstEither(connection, phase, timeoutMs, step, write)
+  }
   return connection.exchangeEitherNow(
     step.clock,
     { write: write === undefined || write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
@@ -279,7 +280,7 @@ export const exchangeFirstThen = <B>(
   write: ReadonlyArray<string> | Uint8Array,
   f: (reply: Either.Either<SmtpReply.Reply, TransportError.TransportError>) => Effect.Effect<B>
 ): Effect.Effect<B> => {
-  if (step.debug || !(connection instanceof Wire)) {
+  if (step.debug || connection.exchangeThenNow === undefined) {
     return Effect.flatMap(exchangeFirstEither(connection, phase, timeoutMs, step, write), f)
   }
   return connection.exchangeThenNow(
@@ -302,7 +303,9 @@ export const exchangeFirstMap = <B>(
   write: ReadonlyArray<string> | Uint8Array,
   f: (reply: Either.Either<SmtpReply.Reply, TransportError.TransportError>) => B
 ): Effect.Effect<B> => {
-  if (step.debug || !(connection instanceof Wire)) return Effect.map(exchangeFirstEither(connection, phase, timeoutMs, step, write), f)
+  if (step.debug || connection.exchangeEitherNow === undefined) {
+    return Effect.map(exchangeFirstEither(connection, phase, timeoutMs, step, write), f)
+  }
   return connection.exchangeEitherNow(
     step.clock,
     { write: write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
