@@ -219,7 +219,11 @@ export interface Io {
   readonly readableLength: number
   /** Starts the connection; `done` once, possibly at once. */
   readonly connect: (done: (error: SocketError | null) => void) => void
-  /** `true` when taken below the transport's high-water mark; `flushed` once written (or failed). */
+  /**
+   * `true` when taken below the transport's high-water mark; `flushed` once written (or failed). A `Uint8Array` may be
+   * a view into a buffer shared with other data (Node's `Buffer` pool): read it through its `byteOffset` and
+   * `byteLength`, never its whole `buffer`, and do not transfer or keep that buffer.
+   */
   readonly write: (data: string | Uint8Array, flushed: (error: SocketError | null) => void) => boolean
   readonly pause: () => void
   readonly resume: () => void

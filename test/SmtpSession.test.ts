@@ -1227,6 +1227,65 @@ describe("PIPELINING", () => {
       Script.reply("250 got it"),
       ...QUIT
     ])))
+
+  // A server that answers before it has the message (desynchronised, or hostile): a reply read then as the end of
+  // data would report a delivery it never confirmed. The message is not sent, and the connection is not QUIT
+  // (the dialogue cannot be trusted).
+  // 18 bytes: "250 2.0.0 queued\r\n"
+  const early = (where: string) => ({
+    phase: "data",
+    kind: "protocol",
+    message: `data: the server sent 18 bytes after ${where}, before the message`
+  })
+  const asEarly = (e: TransportError | null | undefined) => e && { phase: e.phase, kind: e.kind, message: e.message }
+
+  it.effect("bytes after the pipelined 354, in its segment: no message sent, a data protocol error", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver()
+      expect(asEarly(Option.getOrNull(Either.getLeft(result.data!)))).toEqual(early("its 354"))
+      expect(result.canQuit).toBe(false)
+      const r = yield* record
+      expect([r.data, r.writes.length]).toEqual([[], 2])
+    }).pipe(peer([
+      ...hello("PIPELINING"),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.expect("DATA"),
+      Script.reply("250 ok", "250 ok", "354 go", "250 2.0.0 queued"),
+      Script.stall
+    ])))
+
+  it.effect("bytes after the 354 without PIPELINING: no message sent, a data protocol error", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver()
+      expect(asEarly(Option.getOrNull(Either.getLeft(result.data!)))).toEqual(early("its 354"))
+      expect(result.canQuit).toBe(false)
+      expect((yield* record).data).toEqual([])
+    }).pipe(peer([
+      ...hello(),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.reply("250 ok"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok"),
+      Script.expect("DATA"),
+      Script.reply("354 go", "250 2.0.0 queued"),
+      Script.stall
+    ])))
+
+  it.effect("CHUNKING: bytes after the last RCPT reply: no BDAT sent, a data protocol error", () =>
+    Effect.gen(function*() {
+      const { result } = yield* deliver()
+      expect(asEarly(Option.getOrNull(Either.getLeft(result.data!)))).toEqual(early("the last RCPT reply"))
+      expect(result.canQuit).toBe(false)
+      const r = yield* record
+      expect([r.data, r.writes.some((w) => w.startsWith("BDAT"))]).toEqual([[], false])
+    }).pipe(peer([
+      ...hello("PIPELINING", "CHUNKING"),
+      Script.expect("MAIL FROM:<a@x.test>"),
+      Script.expect("RCPT TO:<b@y.test>"),
+      Script.reply("250 ok", "250 ok", "250 2.0.0 queued"),
+      Script.stall
+    ])))
 })
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -401,7 +401,9 @@ abstract class ExchangeOp<B, E> implements Op {
 
   constructor(readonly wire: Wire, private readonly request: Exchange) {
     this.deadline = request.deadline
-    this.replies = new Array(request.replies)
+    // `Exchange.replies` is a public field: a count that is no positive integer gets what the loop below reads.
+    const wanted = request.replies > 0 ? Math.ceil(request.replies) : 0
+    this.replies = Number.isSafeInteger(wanted) ? new Array(wanted) : []
   }
 
   abstract failed(error: SocketError): Effect.Effect<B, E>

@@ -62,28 +62,34 @@ export const run = <A, R>(
     const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
     const startMs = clock.unsafeCurrentTimeMillis()
     const debug = isDebug(fiber)
-    const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
     const span = options.span ?? fiber.currentSpan
     // A span that records nothing (see internal/tracing) gets no event: no attributes built, no region to end it in.
     const silent = span === undefined || span._tag !== "Span" || !tracing.records(span)
-    const withEvent = silent ? effect : Effect.onExit(effect, (exit) =>
-      Effect.sync(() => {
-        const end = clock.unsafeCurrentTimeNanos()
-        span.event(`smtp.${options.phase}`, end, {
-          ...options.attributes(),
-          "smtp.phase": options.phase,
-          "smtp.duration_ms": clock.unsafeCurrentTimeMillis() - startMs,
-          "smtp.outcome": Exit.isSuccess(exit)
-            ? "ok"
-            : Option.match(Cause.failureOption(exit.cause), { onNone: () => "interrupted", onSome: (e) => e.kind })
-        })
-      }))
-    if (!options.phaseSpans) return withEvent
+    const withEvent = (effect: Effect.Effect<A, TransportError.TransportError, R>, target: Tracer.Span) =>
+      Effect.onExit(effect, (exit) =>
+        Effect.sync(() => {
+          const end = clock.unsafeCurrentTimeNanos()
+          target.event(`smtp.${options.phase}`, end, {
+            ...options.attributes(),
+            "smtp.phase": options.phase,
+            "smtp.duration_ms": clock.unsafeCurrentTimeMillis() - startMs,
+            "smtp.outcome": Exit.isSuccess(exit)
+              ? "ok"
+              : Option.match(Cause.failureOption(exit.cause), { onNone: () => "interrupted", onSome: (e) => e.kind })
+          })
+        }))
+    // Made where it runs: a body may start its exchange when called (`exchangeFirstEitherNow`), which under a span of
+    // its own belongs inside that span.
+    const make = () => {
+      const effect = body({ deadline: startMs + options.timeoutMs, debug, clock })
+      return silent ? effect : withEvent(effect, span)
+    }
+    if (!options.phaseSpans) return make()
     return tracing.leaf(
       `smtp.${options.phase}`,
       span,
       () => ({ ...options.attributes(), "smtp.phase": options.phase, "smtp.timeout_ms": options.timeoutMs }),
-      () => withEvent
+      make
     )
   })
 

@@ -249,7 +249,8 @@ const sessionSettings = (
   span: Tracer.Span
 ): SmtpSession.SessionSettings => {
   if (opening.protocol !== undefined || opening.auth !== undefined) return extend(connection, opening, { servername, phaseSpans, span })
-  // Every key `extend` gave before, `reuse` included.
+  // Every key `extend` gave but a relay's protocol and login: `satisfies` names them, so a connection setting added
+  // later cannot be dropped here.
   const settings = {
     ehloName: connection.ehloName,
     timeouts: connection.timeouts,
@@ -258,7 +259,7 @@ const sessionSettings = (
     servername,
     phaseSpans,
     span
-  } satisfies { readonly [K in keyof ConnectionSettings | keyof Opening | "servername" | "phaseSpans" | "span"]?: unknown }
+  } satisfies { readonly [K in keyof Required<ConnectionSettings> | "tls" | "servername" | "phaseSpans" | "span"]: unknown }
   return settings
 }
 
