@@ -322,7 +322,18 @@ const pgLayer = (url: string): Layer.Layer<SqlClient.SqlClient, OutboxError> =>
       Effect.promise(() => import("@effect/sql-pg/PgClient")),
       (m) => m.layer({ url: Redacted.make(url), onnotice: () => {} } as any)
     )
-  ).pipe(Layer.mapError((e) => new core.OutboxError({ message: `PostgreSQL: ${e.message}`, cause: e })))
+  ).pipe(
+    // Its first connection is made when it is built: a start while PostgreSQL restarts (or is not up yet) waits for
+    // it, up to store.START_PATIENCE, rather than failing at once.
+    Layer.retry(store.startRetry),
+    Layer.mapError((e) =>
+      new core.OutboxError({
+        message: `PostgreSQL (tried for ${Duration.format(store.START_PATIENCE)}): ${e.message}` +
+          (e.cause instanceof Error ? ` (${e.cause.message})` : ""),
+        cause: e
+      })
+    )
+  )
 
 const sqliteLayer = (filename: string): Layer.Layer<SqlClient.SqlClient, OutboxError> =>
   Layer.unwrapEffect(

@@ -26,7 +26,7 @@ const { file } = tempFiles("outbox-cluster")
 const prefix = `obx_${process.pid.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`
 
 const pgCluster = fs.readdirSync("/etc/postgresql")[0]!
-const pgctl = (action: "restart" | "start") =>
+const pgctl = (action: "restart" | "start" | "stop") =>
   execFileSync("pg_ctlcluster", ["--skip-systemctl-redirect", pgCluster, "main", action], { stdio: "pipe", timeout: 30_000 })
 const ensurePgRunning = () => {
   try {
@@ -75,8 +75,8 @@ class Cluster extends Context.Tag("test/OutboxCluster")<Cluster, {
   readonly runners: Array<Runner>
   /** Everything every runner has printed (status events, JSON lines), the stopped ones' too. */
   readonly events: () => ReadonlyArray<Event>
-  /** Starts a runner on a fresh port, for the rest of the suite. */
-  readonly start: Effect.Effect<Runner, Error>
+  /** Starts a runner on a fresh port, for the rest of the suite (`whileStarting`: startRunner's). */
+  readonly start: (whileStarting?: (stderr: () => string) => Effect.Effect<void, Error>) => Effect.Effect<Runner, Error>
   readonly outbox: Outbox.Outbox["Type"]
 }>() {}
 
@@ -88,11 +88,11 @@ const ClusterLive = Layer.scoped(
     const sink = yield* startCountingServer({ dataDelayMs: 150 })
     const dns = yield* DnsServer.scoped({ zones })
     const all: Array<Runner> = []
-    const start = (tablePrefix: string) =>
+    const start = (tablePrefix: string, whileStarting?: (stderr: () => string) => Effect.Effect<void, Error>) =>
       // A shard lease of 3 s, not the default 6 (renewed every second): the SIGKILL case waits for the killed runner's
       // to run out. Not shorter: a renewal later than a third of it lets the runner's shards go, and this machine is
       // shared.
-      startPgRunner(tablePrefix, { config, dns: dns.server, port: sink.port }, ["--lease", "3", "--log-level", "debug"]).pipe(
+      startPgRunner(tablePrefix, { config, dns: dns.server, port: sink.port }, ["--lease", "3", "--log-level", "debug"], whileStarting).pipe(
         Effect.tap((runner) => Effect.sync(() => all.push(runner))),
         Scope.extend(scope)
       )
@@ -119,7 +119,7 @@ const ClusterLive = Layer.scoped(
           }
         })
       )
-    return { sink, runners, events, start: start(prefix), outbox }
+    return { sink, runners, events, start: (whileStarting) => start(prefix, whileStarting), outbox }
   })
 )
 
@@ -239,7 +239,7 @@ layer(ClusterLive, { timeout: "120 seconds", excludeTestServices: true })("outbo
       // Its replacement starts while it stops (the next case has three runners again).
       const [exited, replacement] = yield* Effect.all([
         Effect.timeout(stopped.exited, "30 seconds").pipe(Effect.option),
-        cluster.start
+        cluster.start()
       ], { concurrency: 2 })
       runners[2] = replacement
       if (Option.isNone(exited)) {
@@ -261,13 +261,29 @@ layer(ClusterLive, { timeout: "120 seconds", excludeTestServices: true })("outbo
       ).map((m) => m.id)).toEqual([])
     }), 90_000)
 
-  it.effect("a PostgreSQL restart mid-batch: the runners resume, every message delivered", () =>
+  it.effect("a PostgreSQL restart mid-batch: the runners resume, every message delivered; a runner started meanwhile joins them", () =>
     Effect.gen(function*() {
-      const { runners, sink } = yield* Cluster
+      const cluster = yield* Cluster
+      const { runners, sink } = cluster
       const n = 24
       const ids = yield* enqueue(n, "restart")
       for (let i = 0; i < 200 && exactlyOnce(sink, "restart", n).count < 6; i++) yield* Effect.sleep("50 millis")
-      yield* Effect.acquireRelease(Effect.sync(() => pgctl("restart")), () => Effect.sync(ensurePgRunning))
+      // The restart, with a runner starting while the server is away: stopped, the runner spawned, started again once
+      // the runner has met the refusal (its warning; at most 10 s). It waits for PostgreSQL (bounded), then serves: it
+      // used to exit at once (its first connection refused), die on a storage error taken for a defect, or hang.
+      yield* Effect.acquireRelease(Effect.sync(() => pgctl("stop")), () => Effect.sync(ensurePgRunning))
+      let waited = false
+      const joined = yield* cluster.start((stderr) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 200 && !waited; i++) {
+            waited = stderr().includes("storage not ready at start")
+            if (!waited) yield* Effect.sleep("50 millis")
+          }
+          pgctl("start")
+        })
+      )
+      expect(waited).toBe(true)
+      runners.push(joined)
       const messages = yield* settled(ids, "45 seconds")
       if (delivered(messages) !== n) explain(messages, runners)
       expect(delivered(messages)).toBe(n)

@@ -7,11 +7,11 @@
  *
  * Another suite restarts PostgreSQL (OutboxCluster.live, which runs beside this one): the changes recorded while a
  * listener is away are not heard (docs/outbox.md), so a round of this test that a restart overlapped (the server's
- * start time changed) is made again, at most three times.
+ * start time changed) is made again, at most three times; so is the runner's start, once.
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { Context, Effect, Either, ExecutionStrategy, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import * as OutboundConfig from "../src/OutboundConfig.js"
 import * as Outbox from "../src/Outbox.js"
 import { startCountingServer } from "./fixtures/countingServer.js"
@@ -58,7 +58,22 @@ describe("outbox events on PostgreSQL", () => {
     Effect.gen(function*() {
       const sink = yield* startCountingServer()
       const dns = yield* DnsServer.scoped({ zones })
-      const runner = yield* startPgRunner(prefix, { config, dns: dns.server, port: sink.port })
+      const startTime = () => psqlOrNone("SELECT pg_postmaster_start_time()")[0]
+      // A start that a restart overlapped (the server's start time changed, or it was away) is made once more: the
+      // runner waits for PostgreSQL at its start (bounded, docs/outbox.md), but this case is not about that (the
+      // cluster suite is); a runner that failed is stopped before the next.
+      const runner = yield* Effect.gen(function*() {
+        for (let attempt = 0;; attempt++) {
+          const started = startTime()
+          const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+          const start = yield* Effect.either(
+            Scope.extend(startPgRunner(prefix, { config, dns: dns.server, port: sink.port }), scope)
+          )
+          if (Either.isRight(start)) return start.right
+          yield* Scope.close(scope, Exit.void)
+          if (attempt > 0 || (started !== undefined && started === startTime())) return yield* Effect.fail(start.left)
+        }
+      })
       const client = yield* Layer.build(Outbox.layerClient({ db: url, prefix }).pipe(
         Layer.provide(OutboundConfig.layer(config)),
         Layer.provide(NodeContext.layer)
@@ -82,7 +97,6 @@ describe("outbox events on PostgreSQL", () => {
       const printed = (id: string) =>
         runner.stdout().split("\n").filter((l) => l.includes(`"id":"${id}"`)).map((l) => JSON.parse(l).state as string)
 
-      const startTime = () => psqlOrNone("SELECT pg_postmaster_start_time()")[0]
       /**
        * A message enqueued here, delivered there, once the runner and the client listen (`before`, then waiting for
        * two listening sessions other than `old`): what the client heard of it and what the runner printed.

@@ -19,7 +19,8 @@ export const pgUrl = "postgres://postgres@127.0.0.1:5432/test"
 export const startPgRunner = (
   prefix: string,
   options: { readonly config: string; readonly dns: string; readonly port: number },
-  extra: ReadonlyArray<string> = []
+  extra: ReadonlyArray<string> = [],
+  whileStarting?: (stderr: () => string) => Effect.Effect<void, Error>
 ) =>
   Effect.flatMap(freePort, (runnerPort) =>
     startRunner([
@@ -36,7 +37,7 @@ export const startPgRunner = (
       "--port",
       String(options.port),
       ...extra
-    ], "30 seconds"))
+    ], "30 seconds", whileStarting))
 
 const bin = path.resolve(import.meta.dirname, "..", "..", "dist", "bin.js")
 
@@ -50,10 +51,14 @@ export interface Runner {
   readonly signal: (signal: NodeJS.Signals) => Effect.Effect<void>
 }
 
-/** `smtp-transport outbox serve <args>`; ready once it printed that it serves (bounded by `timeout`). */
+/**
+ * `smtp-transport outbox serve <args>`; ready once it printed that it serves (bounded by `timeout`). `whileStarting`
+ * runs once it is spawned, before the wait (with its standard error so far): what a case does to a starting runner.
+ */
 export const startRunner = (
   args: ReadonlyArray<string>,
-  timeout: Duration.DurationInput = "20 seconds"
+  timeout: Duration.DurationInput = "20 seconds",
+  whileStarting?: (stderr: () => string) => Effect.Effect<void, Error>
 ): Effect.Effect<Runner, Error, Scope.Scope> =>
   Effect.gen(function*() {
     const child = yield* Effect.acquireRelease(
@@ -77,6 +82,7 @@ export const startRunner = (
         yield* Effect.sleep("50 millis")
       }
     })
+    if (whileStarting !== undefined) yield* whileStarting(() => stderr)
     yield* ready.pipe(
       Effect.timeoutFail({ duration: timeout, onTimeout: () => new Error(`the runner did not start: ${stderr}`) })
     )

@@ -67,7 +67,7 @@ export class Outbox extends Context.Tag("effect-smtp-transport/Outbox")<Outbox, 
 const readRetry = <A, R>(effect: Effect.Effect<A, SqlError, R>) =>
   effect.pipe(storageDefects, Effect.retry(Schedule.intersect(storageRetry, Schedule.recurs(5))))
 
-const storageError = (error: SqlError | MigrationError) =>
+const storageError = (error: SqlError | MigrationError | Store.StartTimeout) =>
   new OutboxError({ message: `outbox storage: ${error.message}`, cause: error })
 
 /**

@@ -8,10 +8,15 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Arr from "effect/Array"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
 import type { ReportError } from "../../DeliveryReport.js"
 import type { Announcer, RecipientState, RecordedEvent } from "./events.js"
 
@@ -158,6 +163,68 @@ export const migrations = (t: Tables): Record<string, Effect.Effect<void, SqlErr
 })
 
 /**
+ * A start step on PostgreSQL that took longer than `START_ATTEMPT`: made again, as a storage failure is.
+ *
+ * @internal
+ */
+export class StartTimeout extends Data.TaggedError("StartTimeout")<{ readonly message: string }> {}
+
+/**
+ * How long one attempt at a start step (the cluster's storage, the outbox's migrations) may take. A step that lost
+ * its connection can wait for ever: `@effect/cluster`'s `SqlMessageStorage` migration retries its `CREATE INDEX`
+ * every second, without end, on the transaction's connection, which a PostgreSQL restart killed (0.60's
+ * `0001_create_tables`, `Effect.retry({ schedule: Schedule.spaced(1000) })`); the attempt is interrupted and made
+ * again on a new connection.
+ */
+const START_ATTEMPT = Duration.seconds(10)
+
+/**
+ * How long a runner (or a client) starting on PostgreSQL goes on making its start steps again while storage fails
+ * (PostgreSQL down, restarting, refusing connections): then the step's error is the layer's. docs/outbox.md, "When
+ * PostgreSQL is away".
+ *
+ * @internal
+ */
+export const START_PATIENCE = Duration.seconds(20)
+
+/** Every failure but the last is logged as a warning: a runner waiting for PostgreSQL says so. @internal */
+export const startRetry = Schedule.exponential("100 millis", 2).pipe(
+  Schedule.union(Schedule.spaced("1 second")),
+  Schedule.upTo(START_PATIENCE),
+  Schedule.tapInput((error: unknown) =>
+    Effect.logWarning(
+      `outbox: storage not ready at start (${
+        typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+      }); trying again`
+    )
+  )
+)
+
+/** A start step's storage failure, as the libraries report it: failed, or died (below). */
+const isStartFailure = (u: unknown): boolean => {
+  const tag = typeof u === "object" && u !== null ? (u as { readonly _tag?: unknown })._tag : undefined
+  return tag === "SqlError" || tag === "MigrationError" || tag === "PersistenceError" || tag === "StartTimeout"
+}
+
+/**
+ * Storage failures that the libraries turn into defects, as failures: `@effect/cluster`'s storages die on them when
+ * they are built (`SqlRunnerStorage`'s shard-lock connection is taken with `Effect.orDie(sql.reserve)`,
+ * `SqlMessageStorage` runs its migrations under `Effect.orDie`), `Migrator` dies with a `MigrationError` when a
+ * migration's statement fails, and a transaction whose connection died dies on its ROLLBACK. Without this a start
+ * during a PostgreSQL restart ended the process as an internal error.
+ */
+const startDefects = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | StartFailure, R> =>
+  Effect.catchAllDefect(effect, (defect) =>
+    isStartFailure(defect) ? Effect.fail(defect as StartFailure) : Effect.die(defect))
+
+/** @internal */
+export type StartFailure = SqlError | Migrator.MigrationError | StartTimeout
+
+/** Made again while storage fails, up to `START_PATIENCE`. */
+const retryStart = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.retry(effect, { schedule: startRetry, while: isStartFailure })
+
+/**
  * Runs `effect` while this process holds the prefix's start lock. On PostgreSQL: a transaction's advisory lock on a
  * connection of its own, released when `effect` ends (or with the session, should the process die), so that runners
  * and clients starting at once make their tables one after the other: PostgreSQL fails concurrent `CREATE TABLE`s of
@@ -199,8 +266,24 @@ export const exclusive = (prefix: string) =>
  * @internal
  */
 export const exclusiveLayer = (prefix: string) =>
-<ROut, E, RIn>(layer: Layer.Layer<ROut, E, RIn>): Layer.Layer<ROut, E | SqlError, RIn | SqlClient.SqlClient> =>
-  Layer.scopedContext(Effect.flatMap(Effect.scope, (scope) => exclusive(prefix)(Layer.buildWithScope(layer, scope))))
+<ROut, E, RIn>(
+  layer: Layer.Layer<ROut, E, RIn>
+): Layer.Layer<ROut, E | StartFailure, RIn | SqlClient.SqlClient> =>
+  Layer.scopedContext(Effect.flatMap(Effect.scope, (outer) =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) => {
+      // Each attempt builds in a scope of its own, closed when the attempt fails: what a failed attempt acquired
+      // (its connections, its fibers) does not stay for the layer's life.
+      const attempt = Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (scope) =>
+        exclusive(prefix)(Layer.buildWithScope(layer, scope)).pipe(
+          startDefects,
+          Effect.timeoutFail({
+            duration: START_ATTEMPT,
+            onTimeout: () => new StartTimeout({ message: `not built within ${Duration.format(START_ATTEMPT)}` })
+          }),
+          Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, exit))
+        ))
+      return sql.onDialectOrElse({ pg: () => retryStart(attempt), orElse: () => attempt })
+    })))
 
 /**
  * Brings the prefix's tables to the latest of `record` (default: the outbox's `migrations`) under the start lock. On
@@ -212,7 +295,7 @@ export const exclusiveLayer = (prefix: string) =>
 export const migrate = (
   prefix: string,
   record: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> = migrations(tables(prefix))
-): Effect.Effect<void, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
+): Effect.Effect<void, StartFailure, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const table = `${prefix}_migrations`
@@ -233,7 +316,15 @@ export const migrate = (
       schedule: Schedule.spaced("250 millis"),
       while: (e) => e._tag === "SqlError" || e.reason === "locked"
     }),
-    exclusive(prefix)
+    exclusive(prefix),
+    (migrating) =>
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql.onDialectOrElse({
+          // The lock's own connection and statements are outside the retry above: a start while PostgreSQL restarts
+          // fails them, and they are made again with the rest.
+          pg: () => retryStart(startDefects(migrating)),
+          orElse: () => migrating
+        }))
   )
 
 const num = (u: unknown): number => Number(u)
@@ -386,7 +477,7 @@ export interface Store {
 export const make = (
   prefix: string,
   announcer: Announcer
-): Effect.Effect<Store, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =>
+): Effect.Effect<Store, StartFailure, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const t = tables(prefix)
