@@ -219,12 +219,14 @@ const hostLoop = <A>(
       hostErrors.push({ error: dane.error, host: null })
       return next()
     }
-    return tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span, (outcome) => {
-      if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
-      hostErrors.push(outcome)
-      // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
-      if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
-      return next()
+    return tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span, {
+      done,
+      next: (outcome) => {
+        hostErrors.push(outcome)
+        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
+        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
+        return next()
+      }
     })
   }
 
