@@ -196,14 +196,14 @@ const hostLoop = <A>(
       warnings
     })
   // The next host: from the plan cache's pull in this step when its addresses are kept.
-  const cached = delivery.plans === null ? null : plans.hosts(delivery.plans, plan, settingsOf)
-  const hosts = cached ?? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
+  const pull = delivery.plans === null ? null : plans.hosts(delivery.plans, plan, settingsOf)
+  const hosts = pull === null
+    ? Candidates.hosts(plan, (host) => Effect.sync(() => settingsOf(host)), { parent: span })
+    : null
   const next = (): Effect.Effect<A, never, Dns | Connector | MtaSts.PolicyFetcher | PolicyCache> => {
-    const pulled = cached === null ? undefined : cached.pull()
-    if (pulled === undefined || Effect.isEffect(pulled)) {
-      return Effect.flatMap(pulled ?? hosts.next, (host) => onHost(Option.getOrNull(host)))
-    }
-    return onHost(pulled)
+    const pulled = pull === null ? hosts!.next : pull()
+    if (pulled === null || !Effect.isEffect(pulled)) return onHost(pulled)
+    return Effect.flatMap(pulled, (host) => onHost(Option.getOrNull(host)))
   }
 
   // The host's attempt, its DANE decision made (`null`: none).
@@ -219,12 +219,14 @@ const hostLoop = <A>(
       hostErrors.push({ error: dane.error, host: null })
       return next()
     }
-    return tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span, (outcome) => {
-      if (outcome._tag === "Done") return Effect.succeed(done(outcome.recipients))
-      hostErrors.push(outcome)
-      // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
-      if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
-      return next()
+    return tryHost(delivery, group, withDane(hostStage, dane), host, attempts, enforced, warnings, span, {
+      done,
+      next: (outcome) => {
+        hostErrors.push(outcome)
+        // A limiter still full after its wait ends the domain's attempt (Stalwart: the group is rate-limited).
+        if (outcome.error.kind === "concurrency" || outcome.error.kind === "rate") return Effect.succeed(done(null))
+        return next()
+      }
     })
   }
 

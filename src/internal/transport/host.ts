@@ -300,7 +300,7 @@ export const tryHost = <A, R>(
    * What the caller makes of the outcome: applied by the continuation that has it (a reused connection's, the take's)
    * rather than by a `flatMap` around this, one continuation and one run-loop step less a message.
    */
-  then: (outcome: HostOutcome) => Effect.Effect<A, never, R>
+  then: HostThen<A, R>
 ): Effect.Effect<A, never, Connector | R> => {
   const { relay } = hostStage
   const dane = hostStage.dane ?? null
@@ -321,15 +321,15 @@ export const tryHost = <A, R>(
   const race = () => raceHost(delivery, group, hostStage, host, attempts, opening, warnings, parent)
   const addresses = delivery.pool === null || Either.isLeft(host.resolution) ? null : host.resolution.right.addresses
   if (delivery.limiter === null) {
-    const raced = () => Effect.flatMap(race(), then)
+    const raced = () => Effect.flatMap(race(), (outcome) => thenOutcome(then, outcome))
     return addresses === null
       ? raced()
-      : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, raced, then)
+      : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, raced, then.done)
   }
   // With host-stage limiters, `then` (which may try the next host) comes after their permits are given back.
   const run = addresses === null
     ? race()
-    : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, race, Effect.succeed)
+    : reuse(delivery, delivery.pool!, group, hostStage, host, addresses, attempts, opening, warnings, parent, race, doneOutcome)
   // Limiters keyed at the host stage (mx): held while this host is tried, its connection used and given back.
   const limiter = delivery.limiter
   // The wait is interruptible; once the permits are held, they are given back whatever happens.
@@ -346,9 +346,31 @@ export const tryHost = <A, R>(
         }
       )
     ),
-    then
+    (outcome) => thenOutcome(then, outcome)
   )
 }
+
+/**
+ * What `tryHost`'s caller makes of the host's outcome, in two parts: `done` is a value, not an Effect, because on a
+ * reused connection it is applied in the step that has the transaction's result, inside the take's uninterruptible
+ * region (a continuation outside it would be a run-loop step and a frame more a message); `next` (the next host, or
+ * the end) goes on as interruptible as the caller.
+ *
+ * @internal
+ */
+export interface HostThen<A, R> {
+  /** The transaction ran on this host: the caller's value for its recipients' results. */
+  readonly done: (recipients: ReadonlyArray<RecipientResult>) => A
+  readonly next: (outcome: NextHost) => Effect.Effect<A, never, R>
+}
+
+/** @internal */
+export type NextHost = Extract<HostOutcome, { readonly _tag: "NextHost" }>
+
+const thenOutcome = <A, R>(then: HostThen<A, R>, outcome: HostOutcome): Effect.Effect<A, never, R> =>
+  outcome._tag === "Done" ? Effect.succeed(then.done(outcome.recipients)) : then.next(outcome)
+
+const doneOutcome = (recipients: ReadonlyArray<RecipientResult>): HostOutcome => ({ _tag: "Done", recipients })
 
 /**
  * What a session is opened with besides the connection settings: the TLS requirements, and on a relay route its
@@ -415,8 +437,8 @@ const reuse = <A, R>(
   parent: Tracer.Span,
   /** A new connection: what follows when no idle connection took the message (a continuation, not a step more). */
   race: () => Effect.Effect<A, never, Connector | R>,
-  /** What follows a transaction on an idle connection (`tryHost`'s `then`). */
-  then: (outcome: HostOutcome) => Effect.Effect<A, never, R>
+  /** The caller's value of a transaction on an idle connection (`HostThen.done`), applied in the take's region. */
+  done: (recipients: ReadonlyArray<RecipientResult>) => A
 ): Effect.Effect<A, never, Connector | R> => {
   // Not an Effect.gen: on every message's path, and a generator's steps and frames are its `yield*`s.
   const dane = hostStage.dane ?? null
@@ -450,12 +472,19 @@ const reuse = <A, R>(
       (sources.length === 0 ? idle.source === null : idle.source !== null && sources.includes(idle.source)) &&
       settingsFor(idle.source).ehloName === idle.session.ehloName &&
       sameSecret(idle.session.settings.auth, opening.auth)
-    // Taken, the idle connection is this delivery's: an interruption before it is used or given back closes it.
-    const taken = (key: string) =>
-      Effect.uninterruptibleMask((restore) => {
-        const onSome = (idle: ConnectionPool.Idle): Effect.Effect<HostOutcome | null | undefined | "limited"> => {
+    // Each session key in turn (the plaintext-retry key after the TLS one, where plaintext is allowed). Taken, the
+    // idle connection is this delivery's: an interruption before it is used or given back closes it. What follows
+    // the take is decided inside its region, in the step that knows it: a transaction's result is the caller's value
+    // there (no continuation around the region); anything else (the next key or address, a new connection, another
+    // idle one) goes on under `restore`, as interruptible as the caller.
+    const fromKey = (k: number): Effect.Effect<A, never, Connector | R> =>
+      k >= keys.length ? fromAddress(at + 1) : Effect.uninterruptibleMask((restore) => {
+        const onSome = (idle: ConnectionPool.Idle): Effect.Effect<A, never, Connector | R> => {
           // Runs in this mask: its interruptible parts under `restore`, an interruption closes the connection.
-          const use = () =>
+          // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
+          const after = (recipients: ReadonlyArray<RecipientResult> | null): Effect.Effect<A, never, Connector | R> =>
+            recipients === null ? restore(fromKey(k)) : Effect.succeed(done(recipients))
+          const use = <B, R2>(then: (recipients: ReadonlyArray<RecipientResult> | null) => Effect.Effect<B, never, R2>) =>
             reusedSession(
               delivery,
               pool,
@@ -467,49 +496,45 @@ const reuse = <A, R>(
               dane,
               attempts,
               parent,
-              restore
+              restore,
+              then
             )
           // No limiter: nothing to wait for between the take and the transaction.
-          if (delivery.limiter === null) return use()
+          if (delivery.limiter === null) return use(after)
           const buckets = Limiter.buckets(
             delivery.config.limiters,
             "connection",
             connectionVariables(hostStage.variables, ip, idle.source)
           )
-          if (buckets.length === 0) return use()
+          if (buckets.length === 0) return use(after)
           // Only a permit free now: a delivery that must wait does so in the race's connect, in the limiter's
           // queue, and takes an idle connection when its turn comes. Waiting here, holding this connection,
           // would leave the one whose turn comes first nothing to take but a new connection. The connection
           // goes back, and the next address is looked at (a zero wait takes nothing when it fails).
           return Effect.flatMap(
             Effect.either(delivery.limiter.acquire(buckets, Duration.zero)),
-            (permit): Effect.Effect<HostOutcome | null | undefined | "limited"> =>
+            (permit): Effect.Effect<A, never, Connector | R> =>
               Either.isLeft(permit)
-                ? Effect.as(pool.put(idle), "limited" as const)
-                : Effect.ensuring(use(), permit.right)
+                ? Effect.zipRight(pool.put(idle), restore(fromAddress(at + 1)))
+                // The permit given back before what follows (another take, a new connection)
+                : Effect.flatMap(Effect.ensuring(use(Effect.succeed), permit.right), after)
           )
         }
-        const match = Option.match({ onNone: () => Effect.succeed(undefined), onSome })
-        const destination = { ip, port, session: key }
-        if (pool.takeNow === undefined) return Effect.flatMap(pool.take(destination, accept), match)
+        const destination = { ip, port, session: keys[k]! }
+        if (pool.takeNow === undefined) {
+          return Effect.flatMap(
+            pool.take(destination, accept),
+            Option.match({ onNone: () => restore(fromKey(k + 1)), onSome })
+          )
+        }
         // Taken in this step, inside the mask: nothing can come between the take and its use or return.
         const now = pool.takeNow(destination, accept, delivery.clock.unsafeCurrentTimeMillis())
-        return now === null ? Effect.succeed(undefined) : Effect.isEffect(now) ? Effect.flatMap(now, match) : onSome(now)
+        return now === null
+          ? restore(fromKey(k + 1))
+          : Effect.isEffect(now)
+          ? Effect.flatMap(now, Option.match({ onNone: () => restore(fromKey(k + 1)), onSome }))
+          : onSome(now)
       })
-    // Each session key in turn (the plaintext-retry key after the TLS one, where plaintext is allowed).
-    const fromKey = (k: number): Effect.Effect<A, never, Connector | R> => {
-      if (k >= keys.length) return fromAddress(at + 1)
-      const next: Effect.Effect<A, never, Connector | R> = Effect.flatMap(taken(keys[k]!), (outcome) =>
-        outcome === undefined
-          ? fromKey(k + 1)
-          : outcome === "limited"
-          ? fromAddress(at + 1)
-          // `null`: a connection the server had given up on; nothing was sent: the next idle one, or a new connection.
-          : outcome === null
-          ? next
-          : then(outcome))
-      return next
-    }
     return fromKey(0)
   }
   return fromAddress(0)
@@ -525,11 +550,11 @@ const sessionKeys = (opening: Opening, servername: string, dane: Dane.HostDane |
 }
 
 /**
- * One transaction on an idle connection, RSET first when its last one did not end cleanly. `null` when the server had
- * closed it, reset it or answers 421 (before any recipient was accepted, so nothing was sent): the caller goes on
- * over another connection.
+ * One transaction on an idle connection, RSET first when its last one did not end cleanly, then `then` of its
+ * recipients' results; of `null` when the server had closed it, reset it or answers 421 (before any recipient was
+ * accepted, so nothing was sent): the caller goes on over another connection.
  */
-const reusedSession = (
+const reusedSession = <B, R>(
   delivery: Delivery,
   pool: ConnectionPool.ConnectionPool.Service,
   group: Group,
@@ -541,12 +566,17 @@ const reusedSession = (
   attempts: Array<AttemptRecord>,
   parent: Tracer.Span,
   /** The caller's mask: this runs uninterruptibly, the dialogue under `restore`. */
-  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<HostOutcome | null> => {
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+  /**
+   * What follows, given the recipients' results, or `null` when the server had closed the connection, reset it or
+   * answered 421 (nothing was sent): applied in the step that has the transaction's result, in the caller's mask.
+   */
+  then: (recipients: ReadonlyArray<RecipientResult> | null) => Effect.Effect<B, never, R>
+): Effect.Effect<B, never, R> => {
   // Not an Effect.gen: called by the step that runs it, on every reused message's path.
   const { connection } = idle.session
   const startMs = delivery.clock.unsafeCurrentTimeMillis()
-  const withSpan = (span: Tracer.Span): Effect.Effect<HostOutcome | null> => {
+  const withSpan = (span: Tracer.Span): Effect.Effect<B, never, R> => {
     const settings = sessionSettings(connectionSettings, opening, host.host.name, delivery.options.phaseSpans === true, span)
     // Field by field: a spread of the pooled session (objects of several shapes by now) leaves V8's fast path. The
     // `satisfies` names every key, optional ones included, so a field added to `Session` cannot be dropped here.
@@ -584,7 +614,7 @@ const reusedSession = (
         Effect.logDebug(`${idle.id}: ${why}; going on over another connection`),
         Effect.suspend(() => {
           record({ phase: error.phase, outcome: "failed", error: reportError(error), tls: attemptTls(session.tls, dane), ehlo: session.ehloName })
-          return Effect.as(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), null)
+          return Effect.zipRight(Effect.zipRight(connection.close, tracing.end(span, Exit.void)), then(null))
         })
       )
     const envelope: SmtpSession.Envelope = {
@@ -604,16 +634,16 @@ const reusedSession = (
     const transact = Effect.matchCauseEffect(
       restore(SmtpSession.transaction(session, envelope, delivery.message, settings)),
       {
-        onFailure: (cause): Effect.Effect<HostOutcome | null> =>
+        onFailure: (cause): Effect.Effect<B, never, R> =>
           Cause.isInterruptedOnly(cause) ? interrupted(cause) : Effect.failCause(cause),
-        onSuccess: (transaction): Effect.Effect<HostOutcome | null> => {
+        onSuccess: (transaction): Effect.Effect<B, never, R> => {
           if (gaveUp(transaction)) {
             const error = Either.isLeft(transaction.mailFrom) ? transaction.mailFrom.left : firstTransportError(transaction)!
             return dropped(error, error.message)
           }
           let kept = false
           // `finish` hands the connection over (or not) in the step that calls it: `kept` is known on return.
-          const finishing = finish(pool, host, session, transaction, {
+          const finishing = finishNow(pool, host, session, transaction, {
             id: idle.id,
             session: idle.destination.session,
             source: idle.source,
@@ -624,15 +654,23 @@ const reusedSession = (
             kept = true
           }, delivery.clock)
           const ending = tracing.records(span) ? tracing.end(span, Exit.void) : null
-          if (kept && ending === null) return finishing
-          const after = kept ? ending! : ending === null ? connection.close : Effect.zipRight(connection.close, ending)
-          return Effect.flatMap(finishing, (outcome) => Effect.as(after, outcome))
+          // A connection handed over with nothing to run (`putNow`) and no span to end: the results now, in this step.
+          if (kept && ending === null && !Effect.isEffect(finishing)) return then(finishing)
+          const after = kept
+            ? ending ?? Effect.void
+            : ending === null
+            ? connection.close
+            : Effect.zipRight(connection.close, ending)
+          return Effect.flatMap(
+            Effect.isEffect(finishing) ? finishing : Effect.succeed(finishing),
+            (recipients) => Effect.flatMap(after, () => then(recipients))
+          )
         }
       }
     )
     if (idle.clean) return transact
     return Effect.matchCauseEffect(restore(SmtpSession.reset(session, settings)), {
-      onFailure: (cause): Effect.Effect<HostOutcome | null> => {
+      onFailure: (cause): Effect.Effect<B, never, R> => {
         if (Cause.isInterruptedOnly(cause)) return interrupted(cause)
         const error = Cause.failureOption(cause)
         return Option.isSome(error)
@@ -692,6 +730,24 @@ const finish = (
   transaction: SmtpSession.TransactionResult,
   origin: Origin,
   dane: Dane.HostDane | null,
+  record: (fields: RecordFields) => void,
+  onKeep: () => void
+): Effect.Effect<HostOutcome> => {
+  const finished = finishNow(pool, host, opening, transaction, origin, dane, record, onKeep)
+  return Effect.isEffect(finished) ? Effect.map(finished, doneOutcome) : Effect.succeed(doneOutcome(finished))
+}
+
+/**
+ * `finish`, its recipients' results given as they are when nothing is left to run (the connection handed over in
+ * this step, `masked`): the caller goes on in the same step.
+ */
+const finishNow = (
+  pool: ConnectionPool.ConnectionPool.Service | null,
+  host: Candidates.HostCandidates,
+  opening: SmtpSession.Session,
+  transaction: SmtpSession.TransactionResult,
+  origin: Origin,
+  dane: Dane.HostDane | null,
   /** Records the attempt, timed now. */
   record: (fields: RecordFields) => void,
   /** Called, uninterruptibly with the hand-over, when the pool takes the connection. */
@@ -701,7 +757,7 @@ const finish = (
    * and is made in this step where the pool can (`putNow`).
    */
   masked: Clock.Clock | null = null
-): Effect.Effect<HostOutcome> => {
+): ReadonlyArray<RecipientResult> | Effect.Effect<ReadonlyArray<RecipientResult>> => {
   // Not an Effect.gen nor a suspend: called by the step that runs it, on every message's path; nothing here waits
   // but the hand-over or the QUIT.
   // Refused before MAIL was sent (SMTPUTF8, REQUIRETLS, SIZE, no recipient that can be sent): no transaction ran.
@@ -718,7 +774,7 @@ const finish = (
     tls: attemptTls(opening.tls, dane),
     ehlo: opening.ehloName
   })
-  const done: HostOutcome = { _tag: "Done", recipients: recipientResults(host.host.name, transaction) }
+  const done = recipientResults(host.host.name, transaction)
   if (keep) {
     const idle: ConnectionPool.Idle = {
       id: origin.id,
@@ -739,7 +795,7 @@ const finish = (
       onKeep()
       if (pool.putNow === undefined) return Effect.as(pool.put(idle), done)
       const rest = pool.putNow(idle, masked.unsafeCurrentTimeMillis())
-      return rest === null ? Effect.succeed(done) : Effect.as(rest, done)
+      return rest === null ? done : Effect.as(rest, done)
     }
     return Effect.uninterruptible(Effect.suspend(() => {
       onKeep()
@@ -821,11 +877,21 @@ const raceHost = (
     const pool = delivery.pool!
     return Effect.uninterruptibleMask((restore) => {
       connected.kept = true
-      return Effect.flatMap(
-        reusedSession(delivery, pool, group, host, idle, connected.settings, opening, dane, attempts, parent, restore),
-        (outcome) =>
-          outcome !== null
-            ? Effect.succeed(outcome)
+      return reusedSession(
+        delivery,
+        pool,
+        group,
+        host,
+        idle,
+        connected.settings,
+        opening,
+        dane,
+        attempts,
+        parent,
+        restore,
+        (recipients): Effect.Effect<HostOutcome, never, Connector> =>
+          recipients !== null
+            ? Effect.succeed(doneOutcome(recipients))
             // The server had given up on it (nothing was sent): a new connection to the same address, in the same
             // attempt, under the permits this one holds.
             : Effect.flatMap(Clock.currentTimeMillis, (startMs) =>

@@ -11,7 +11,6 @@ import type * as Candidates from "../../Candidates.js"
 import { Dns, toAnswerer } from "../../Dns.js"
 import type { MxHost, MxPlan } from "../../MxPlan.js"
 import * as PlanCache from "../../PlanCache.js"
-import type * as Pull from "../../Pull.js"
 import type * as TransportError from "../../TransportError.js"
 import { candidatesOf, families, resolution, resolveSilently } from "../candidates.js"
 import * as mxPlan from "../mxPlan.js"
@@ -36,7 +35,9 @@ export const mxPlanOf = (plans: Plans, domain: string, mx: number): Effect.Effec
 
 /**
  * `Candidates.hosts` with a parent span that records nothing, the host's settings given synchronously, and a host's
- * addresses through the cache where one family is queried (the two-family strategies look up as before).
+ * addresses through the cache where one family is queried (the two-family strategies look up as before). Its pull:
+ * the next host now when nothing needs to run (its addresses kept; `null`: no host left), else the Effect that gives
+ * it, for a caller already in a step of its own (no `Pull` and its `next` Effect built a message for nothing).
  *
  * @internal
  */
@@ -44,15 +45,9 @@ export const hosts = <S extends Candidates.HostSettings>(
   plans: Plans,
   plan: MxPlan,
   settingsOf: (host: MxHost) => S
-): Pull.Pull<Candidates.HostCandidates<S>, Dns> & {
-  /**
-   * The next host now when nothing needs to run (its addresses kept; `null`: no host left), else the Effect that
-   * gives it: `next` without a step of its own for a caller already in one.
-   */
-  readonly pull: () => Candidates.HostCandidates<S> | null | Effect.Effect<Option.Option<Candidates.HostCandidates<S>>, never, Dns>
-} => {
+): () => Candidates.HostCandidates<S> | null | Effect.Effect<Option.Option<Candidates.HostCandidates<S>>, never, Dns> => {
   let at = 0
-  const pull = () => {
+  return () => {
     if (at >= plan.hosts.length) return null
     const host = plan.hosts[at++]!
     const settings = settingsOf(host)
@@ -92,17 +87,5 @@ export const hosts = <S extends Candidates.HostSettings>(
           return Effect.succeed(Option.some(entry(resolved)))
         }
       }))
-  }
-  return {
-    pull,
-    next: Effect.suspend(() => {
-      const pulled = pull()
-      return pulled === null
-        ? Effect.succeedNone
-        : Effect.isEffect(pulled)
-        ? pulled
-        : Effect.succeed(Option.some(pulled))
-    }),
-    isDone: () => at >= plan.hosts.length
   }
 }
