@@ -1511,32 +1511,37 @@ describe("spans and span events", () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe("a wrapped Connector", () => {
+  /**
+   * The connector in context wrapped by a third party's: `exchange` reported to `onExchange`, everything else
+   * delegated, and only the required members (`exchangeEither`, `exchangeEitherNow`, `exchangeThenNow` absent).
+   */
+  const wrapping = (onExchange: (request: Connector.Exchange) => void) =>
+    Effect.map(Connector.Connector, (inner): Connector.Connector.Service => ({
+      connect: (options) =>
+        Effect.map(inner.connect(options), (c): Connector.Connection => ({
+          remoteAddress: c.remoteAddress,
+          remotePort: c.remotePort,
+          localAddress: c.localAddress,
+          exchange: (request) => Effect.suspend(() => (onExchange(request), c.exchange(request))),
+          startTls: (options, deadline) => c.startTls(options, deadline),
+          awaitClose: (options) => c.awaitClose(options),
+          get isTls() {
+            return c.isTls
+          },
+          get tls() {
+            return c.tls
+          },
+          get buffered() {
+            return c.buffered
+          },
+          close: c.close
+        }))
+    }))
+
   it.effect("keeps the same timing: the deadlines travel in the interface", () =>
     Effect.gen(function*() {
-      const inner = yield* Connector.Connector
       let exchanges = 0
-      // A wrapper that counts exchanges, delegating everything else.
-      const wrapped: Connector.Connector.Service = {
-        connect: (options) =>
-          Effect.map(inner.connect(options), (c): Connector.Connection => ({
-            remoteAddress: c.remoteAddress,
-            remotePort: c.remotePort,
-            localAddress: c.localAddress,
-            exchange: (request) => Effect.suspend(() => (exchanges++, c.exchange(request))),
-            startTls: (options, deadline) => c.startTls(options, deadline),
-            awaitClose: (options) => c.awaitClose(options),
-            get isTls() {
-              return c.isTls
-            },
-            get tls() {
-              return c.tls
-            },
-            get buffered() {
-              return c.buffered
-            },
-            close: c.close
-          }))
-      }
+      const wrapped = yield* wrapping(() => void exchanges++)
       const exit = yield* finishesAt(
         Effect.scoped(openSession()).pipe(Effect.provideService(Connector.Connector, wrapped)),
         T.greeting
@@ -1548,30 +1553,8 @@ describe("a wrapped Connector", () => {
 
   it.effect("without the optional members: a pipelined transaction goes through `exchange`, with the same result", () =>
     Effect.gen(function*() {
-      const inner = yield* Connector.Connector
       const seen: Array<number> = []
-      // Only the required members: `exchangeEither`, `exchangeEitherNow` and `exchangeThenNow` are absent.
-      const wrapped: Connector.Connector.Service = {
-        connect: (options) =>
-          Effect.map(inner.connect(options), (c): Connector.Connection => ({
-            remoteAddress: c.remoteAddress,
-            remotePort: c.remotePort,
-            localAddress: c.localAddress,
-            exchange: (request) => Effect.suspend(() => (seen.push(request.replies), c.exchange(request))),
-            startTls: (options, deadline) => c.startTls(options, deadline),
-            awaitClose: (options) => c.awaitClose(options),
-            get isTls() {
-              return c.isTls
-            },
-            get tls() {
-              return c.tls
-            },
-            get buffered() {
-              return c.buffered
-            },
-            close: c.close
-          }))
-      }
+      const wrapped = yield* wrapping((request) => void seen.push(request.replies))
       const { result } = yield* deliver(envelope(["b@y.test", "c@y.test"])).pipe(
         Effect.provideService(Connector.Connector, wrapped)
       )
