@@ -15,7 +15,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
-import type { Connection, SocketError } from "../../Connector.js"
+import type { Connection, Exchange, SocketError } from "../../Connector.js"
 import type { Phase } from "../../Settings.js"
 import * as SmtpReply from "../../SmtpReply.js"
 import * as TransportError from "../../TransportError.js"
@@ -267,7 +267,7 @@ export const exchangeFirstEitherNow = (
   }
   return connection.exchangeEitherNow(
     step.clock,
-    { write: write === undefined || write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
+    oneReply(write, step),
     (e) => Either.left(fromSocket(e, phase, timeoutMs)),
     firstRight
   )
@@ -291,7 +291,7 @@ export const exchangeFirstThen = <B>(
   }
   return connection.exchangeThenNow(
     step.clock,
-    { write: write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
+    oneReply(write, step),
     (e) => f(Either.left(fromSocket(e, phase, timeoutMs))),
     (replies) => f(Either.right(replies[0]!))
   )
@@ -314,11 +314,18 @@ export const exchangeFirstMap = <B>(
   }
   return connection.exchangeEitherNow(
     step.clock,
-    { write: write instanceof Uint8Array ? write : crlf(write), replies: 1, deadline: step.deadline },
+    oneReply(write, step),
     (e) => f(Either.left(fromSocket(e, phase, timeoutMs))),
     (replies) => f(Either.right(replies[0]!))
   )
 }
+
+/** An exchange of one reply under the step's deadline. */
+const oneReply = (write: ReadonlyArray<string> | Uint8Array | undefined, step: Step): Exchange => ({
+  write: write === undefined || write instanceof Uint8Array ? write : crlf(write),
+  replies: 1,
+  deadline: step.deadline
+})
 
 const firstRight = (replies: ReadonlyArray<SmtpReply.Reply>): Either.Either<SmtpReply.Reply, TransportError.TransportError> =>
   Either.right(replies[0]!)

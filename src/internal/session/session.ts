@@ -662,15 +662,19 @@ const sendData = (connection: Connection, timeoutMs: number, step: phase.Step, n
       if (reply.code !== 354) return Effect.fail(TransportError.fromReply("data", reply))
       // `refuseEarlyReply`, checked in this step: nothing runs between the 354 and the message.
       const early = earlyReply(connection, "its 354")
-      return early !== null ? Effect.fail(early) : phase.exchangeFirst(
-        connection,
-        "data",
-        timeoutMs,
-        step,
-        dotStuff.stuff(normalized),
-        `<${normalized.length} bytes of message, dot-stuffed>`
-      )
+      return early !== null ? Effect.fail(early) : sendPayload(connection, timeoutMs, step, normalized)
     }
+  )
+
+/** The dot-stuffed message and its terminator, then the end-of-data reply (the transcript names it, not its bytes). */
+const sendPayload = (connection: Connection, timeoutMs: number, step: phase.Step, normalized: Uint8Array) =>
+  phase.exchangeFirst(
+    connection,
+    "data",
+    timeoutMs,
+    step,
+    dotStuff.stuff(normalized),
+    `<${normalized.length} bytes of message, dot-stuffed>`
   )
 
 /** `sendData`, its outcome as an Either: each exchange's match gives it, no `Effect.either` around the phase. */
@@ -704,17 +708,7 @@ const sendDataMap = <B>(
       const early = earlyReply(connection, "its 354")
       if (early !== null) return Effect.succeed(f(Either.left(early)))
       return step.debug
-        ? Effect.map(
-          Effect.either(phase.exchangeFirst(
-            connection,
-            "data",
-            timeoutMs,
-            step,
-            dotStuff.stuff(normalized),
-            `<${normalized.length} bytes of message, dot-stuffed>`
-          )),
-          f
-        )
+        ? Effect.map(Effect.either(sendPayload(connection, timeoutMs, step, normalized)), f)
         : phase.exchangeFirstMap(connection, "data", timeoutMs, step, dotStuff.stuff(normalized), f)
     }
   )
