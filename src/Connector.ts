@@ -235,7 +235,9 @@ export interface Io {
 
 /**
  * Opens the pipe of one connection. `scope` is the connection's own, closed by `close`: a place for fibers the pipe
- * needs.
+ * needs. `open` runs interruptibly, and its Io is the core's only once it has returned: whatever `open` acquires that
+ * needs releasing goes in `scope` as soon as it exists (the core closes it however the connect ends), or is acquired
+ * in `open`'s last step.
  *
  * @since 0.2.0
  * @category builders

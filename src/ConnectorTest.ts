@@ -9,6 +9,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import type { StartTlsOptions } from "./Connector.js"
 import * as Connector from "./Connector.js"
 import * as scripted from "./internal/connection/scripted.js"
@@ -148,8 +149,19 @@ export const layer = (peers: TestPeers): Layer.Layer<Connector.Connector | Conne
     const records: Array<scripted.MutableRecord> = []
     const counts = new Map<string, number>()
 
-    const connector = Connector.fromIo((options, events, scope) =>
-      Effect.suspend(() => {
+    const connector = Connector.fromIo((options, events, scope) => {
+      let record: scripted.MutableRecord | null = null
+      // `open` runs interruptibly: an interruption after the record exists and before the pipe reaches the core drops
+      // the pipe, which then is never destroyed. The core closes the connection's Scope however the connect ends, so
+      // the record is released there too, by a finalizer added before the record exists (`closed` then says the
+      // connection's resources are gone, as after `destroy`).
+      const release = Scope.addFinalizer(
+        scope,
+        Effect.sync(() => {
+          if (record !== null) record.closed = true
+        })
+      )
+      return Effect.zipRight(release, Effect.suspend(() => {
         const n = counts.get(options.ip) ?? 0
         counts.set(options.ip, n + 1)
         const entry = peers[options.ip]
@@ -158,7 +170,7 @@ export const layer = (peers: TestPeers): Layer.Layer<Connector.Connector | Conne
           : isPeerList(entry)
           ? entry[n] ?? { connect: "refuse" }
           : entry
-        const record: scripted.MutableRecord = {
+        const opened: scripted.MutableRecord = {
           ip: options.ip,
           port: options.port,
           localAddress: options.localAddress ?? null,
@@ -171,10 +183,11 @@ export const layer = (peers: TestPeers): Layer.Layer<Connector.Connector | Conne
           mismatches: [],
           closed: false
         }
-        records.push(record)
-        return scripted.open(options, events, scope, peer, record)
-      })
-    )
+        record = opened
+        records.push(opened)
+        return scripted.open(options, events, scope, peer, opened)
+      }))
+    })
 
     const snapshot = Effect.sync(() =>
       records.map((r): TestConnectionRecord => ({

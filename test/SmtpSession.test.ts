@@ -460,6 +460,41 @@ describe("connect", () => {
       "192.0.2.3": { connect: "bind" },
       "192.0.2.4": { connect: "reset" }
     }))))
+
+  // A connect interrupted while the scripted peer's `open` is still setting up (after its record exists, before it
+  // returns the pipe) dropped that pipe: nothing destroyed it and its record stayed open for ever. Yielding every
+  // `ops` operations and interrupting after 0..6 yields lands the interruption on each of the connect's steps (with
+  // `ops` below 10, Effect 3.22 itself livelocks interrupting a fiber, even `Effect.never`).
+  it.effect("a connect interrupted at any step leaves every scripted connection closed", () =>
+    Effect.gen(function*() {
+      const connector = yield* Connector.Connector
+      const test = yield* ConnectorTest.ConnectorTest
+      const peers = ["accept", "refuse", "stall"] as const
+      let seen = 0
+      for (let ops = 10; ops <= 32; ops++) {
+        for (let k = 0; k <= 6; k++) {
+          for (const [i] of peers.entries()) {
+            const fiber = yield* Effect.fork(
+              connector.connect({ ip: `192.0.2.${i + 1}`, port: 25, deadline: Infinity }).pipe(
+                Effect.flatMap((connection) => connection.close),
+                Effect.withMaxOpsBeforeYield(ops)
+              )
+            )
+            for (let y = 0; y < k; y++) yield* Effect.yieldNow()
+            yield* Fiber.interrupt(fiber)
+          }
+          const all = yield* test.connections
+          expect(all.filter((r) => !r.closed).map((r) => [ops, k, r.ip, r.outcome])).toEqual([])
+          seen = all.length
+        }
+      }
+      // most connects got as far as their record (the sweep covers the steps after it exists)
+      expect(seen).toBeGreaterThan(100)
+    }).pipe(Effect.provide(ConnectorTest.layer({
+      "192.0.2.1": Array.from({ length: 400 }, () => ({ delay: "100 millis", script: [Script.reply("220 mx")] })),
+      "192.0.2.2": Array.from({ length: 400 }, () => ({ delay: "100 millis", connect: "refuse" as const })),
+      "192.0.2.3": Array.from({ length: 400 }, () => ({ connect: "stall" as const }))
+    }))))
 })
 
 // ---------------------------------------------------------------------------------------------------------------
