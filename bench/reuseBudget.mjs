@@ -12,31 +12,18 @@
 //             what the previous one left), one value per repetition.
 // The wall rate is not printed: on a shared machine it says more about the neighbours than about the build. Every
 // batch is bounded in count, and the servers exit by themselves after 5 minutes.
-import { spawn } from "node:child_process"
 import path from "node:path"
 import v8 from "node:v8"
-import { Effect, Layer, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
-import { MESSAGE, parseArgs, reuseRecipientOf, SENDER } from "./common.mjs"
-import { configText } from "./libraryClient.mjs"
+import { Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { parseArgs } from "./common.mjs"
+import { startServers, workload } from "./reuseWorkload.mjs"
 
 const here = path.dirname(new URL(import.meta.url).pathname)
 const args = parseArgs(process.argv.slice(2))
 const count = Number(args.count ?? 2000)
 const reps = Number(args.reps ?? 3)
 const concurrency = Number(args.concurrency ?? 50)
-const domains = 5
 const dists = (args.dist ?? path.join(here, "../dist")).split(",").map((d) => path.resolve(d))
-
-const children = []
-const start = (script) =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(here, script), "--lifetime=300"], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
-    })
-    children.push(child)
-    child.on("error", reject)
-    child.on("message", (m) => m?.type === "ready" && resolve(m.port))
-  })
 
 class Counter extends Supervisor.AbstractSupervisor {
   steps = 0
@@ -68,28 +55,8 @@ const allocation = () => {
   }
 }
 
-const measure = async (dist, dnsPort, sinkPort) => {
-  const load = (name) => import(path.join(dist, `${name}.js`))
-  const [Transport, OutboundConfig] = await Promise.all([load("Transport"), load("OutboundConfig")])
-  const runtime = ManagedRuntime.make(Layer.mergeAll(
-    OutboundConfig.layerFromText(configText({ domains }), "bench.toml"),
-    Transport.layer({ dns: { servers: [`127.0.0.1:${dnsPort}`] } })
-  ))
-  const options = { port: sinkPort, ca: undefined, domainConcurrency: 8, mtaStsPort: 443 }
-  const one = (i) =>
-    Effect.flatMap(
-      Transport.deliver({ message: MESSAGE, sender: SENDER, recipients: [reuseRecipientOf(i, domains)] }),
-      (report) =>
-        report.recipients.every((r) => r.status === "delivered")
-          ? Effect.void
-          : Effect.die(new Error(`not delivered: ${JSON.stringify(report.recipients)}`))
-    )
-  const batch = (from, n) =>
-    Effect.provideService(
-      Effect.forEach(Array.from({ length: n }, (_, k) => from + k), one, { concurrency, discard: true }),
-      Transport.TransportOptions,
-      options
-    )
+const measure = async (dist, servers) => {
+  const { runtime, batch } = await workload(dist, servers, { concurrency, checked: true })
   await runtime.runPromise(batch(1_000_000, 1000))
   const counter = new Counter()
   await runtime.runPromise(batch(0, count).pipe(
@@ -118,10 +85,10 @@ const measure = async (dist, dnsPort, sinkPort) => {
   }
 }
 
+const servers = await startServers(300)
 try {
-  const [dnsPort, sinkPort] = await Promise.all([start("dns.mjs"), start("sink.mjs")])
-  for (const dist of dists) console.log(JSON.stringify(await measure(dist, dnsPort, sinkPort)))
+  for (const dist of dists) console.log(JSON.stringify(await measure(dist, servers)))
 } finally {
-  for (const child of children) child.kill("SIGKILL")
+  servers.stop()
 }
 process.exit(0)

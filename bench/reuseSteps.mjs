@@ -7,11 +7,10 @@
 // --sequence=N, also the 60 steps after the N-th, in order (at --concurrency=1 these are one or two messages
 // whole). Effect's own primitives are read as they are (`_op`, `effect_instruction_i0`…): a diagnostic tool, not
 // a test. Every batch is bounded in count, and the servers exit by themselves after 2 minutes.
-import { spawn } from "node:child_process"
 import path from "node:path"
-import { Effect, Layer, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
-import { MESSAGE, parseArgs, reuseRecipientOf, SENDER } from "./common.mjs"
-import { configText } from "./libraryClient.mjs"
+import { Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { parseArgs } from "./common.mjs"
+import { startServers, workload } from "./reuseWorkload.mjs"
 
 const here = path.dirname(new URL(import.meta.url).pathname)
 const args = parseArgs(process.argv.slice(2))
@@ -19,18 +18,6 @@ const count = Number(args.count ?? 2000)
 const concurrency = Number(args.concurrency ?? 50)
 const sequence = args.sequence === undefined ? null : Number(args.sequence)
 const dist = path.resolve(args.dist ?? path.join(here, "../dist"))
-const domains = 5
-
-const children = []
-const start = (script) =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(here, script), "--lifetime=120"], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
-    })
-    children.push(child)
-    child.on("error", reject)
-    child.on("message", (m) => m?.type === "ready" && resolve(m.port))
-  })
 
 const describe = (f) => {
   if (typeof f !== "function") return f === undefined ? "" : String(f?.constructor?.name)
@@ -80,23 +67,9 @@ class Tracer extends Supervisor.AbstractSupervisor {
   }
 }
 
+const servers = await startServers(120)
 try {
-  const [dnsPort, sinkPort] = await Promise.all([start("dns.mjs"), start("sink.mjs")])
-  const load = (name) => import(path.join(dist, `${name}.js`))
-  const [Transport, OutboundConfig] = await Promise.all([load("Transport"), load("OutboundConfig")])
-  const runtime = ManagedRuntime.make(Layer.mergeAll(
-    OutboundConfig.layerFromText(configText({ domains }), "bench.toml"),
-    Transport.layer({ dns: { servers: [`127.0.0.1:${dnsPort}`] } })
-  ))
-  const options = { port: sinkPort, ca: undefined, domainConcurrency: 8, mtaStsPort: 443 }
-  const one = (i) =>
-    Transport.deliver({ message: MESSAGE, sender: SENDER, recipients: [reuseRecipientOf(i, domains)] })
-  const batch = (from, n) =>
-    Effect.provideService(
-      Effect.forEach(Array.from({ length: n }, (_, k) => from + k), one, { concurrency, discard: true }),
-      Transport.TransportOptions,
-      options
-    )
+  const { runtime, batch } = await workload(dist, servers, { concurrency, checked: false })
   await runtime.runPromise(batch(1_000_000, 1000))
   const tracer = new Tracer()
   await runtime.runPromise(batch(0, count).pipe(
@@ -109,6 +82,6 @@ try {
     if (n / count >= 0.05) console.log(`${(n / count).toFixed(2).padStart(6)}  ${kind.slice(0, 200)}`)
   }
 } finally {
-  for (const child of children) child.kill("SIGKILL")
+  servers.stop()
 }
 process.exit(0)
