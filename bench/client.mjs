@@ -14,7 +14,9 @@ const impls = {
   library: "./libraryClient.mjs",
   // the reuse figure (opts.domains set): many messages to a few domains
   "raw-reuse": "./rawReuseClient.mjs",
-  "nodemailer-pool": "./nodemailerPoolClient.mjs"
+  "nodemailer-pool": "./nodemailerPoolClient.mjs",
+  // the library's SMTP session alone, without Transport.deliver around it: the floor under the library's figure
+  "session-floor": "./sessionFloorClient.mjs"
 }
 const timeLimitMs = opts.timeLimitMs ?? 120_000
 const count = opts.count
