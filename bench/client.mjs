@@ -12,6 +12,8 @@ const impls = {
   raw: "./rawClient.mjs",
   nodemailer: "./nodemailerClient.mjs",
   library: "./libraryClient.mjs",
+  // Transport.deliverAll, the stream entry point, in place of Effect.forEach over Transport.deliver
+  "library-stream": "./libraryClient.mjs",
   // the reuse figure (opts.domains set): many messages to a few domains
   "raw-reuse": "./rawReuseClient.mjs",
   "nodemailer-pool": "./nodemailerPoolClient.mjs",

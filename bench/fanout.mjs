@@ -84,7 +84,7 @@ const plan = {
     // warm-up of 500, the first half of the measured batch was still warming up.
     warmup: quick ? 2_000 : 8_000,
     reps: Number(args.reps ?? (quick ? 2 : 3)),
-    impls: ["library", "raw-reuse", "nodemailer-pool", "session-floor"]
+    impls: ["library", "raw-reuse", "nodemailer-pool", "session-floor", "library-stream"]
   }
 }
 const warmupFor = (count) => Math.min(500, Math.max(20, Math.floor(count / 5)))
@@ -389,8 +389,8 @@ const fanout = async (impls) => {
 /** The reuse figure: the library (Transport.layer's pool) against a raw client at 100 messages per connection and
  * nodemailer's pool, interleaved repetitions, ratios per repetition. */
 const reuse = async (withLibrary) => {
-  // session-floor runs dist/ too: it goes with the library
-  const impls = plan.reuse.impls.filter((i) => (i !== "library" && i !== "session-floor") || withLibrary)
+  // session-floor and library-stream run dist/ too: they go with the library
+  const impls = plan.reuse.impls.filter((i) => !["library", "session-floor", "library-stream"].includes(i) || withLibrary)
   const level = { concurrency: plan.reuse.concurrency, count: plan.reuse.count, greetingDelayMs: 0 }
   const runs = Object.fromEntries(impls.map((i) => [i, []]))
   for (let rep = 0; rep < plan.reuse.reps; rep++) {
@@ -591,7 +591,9 @@ const markdown = () => {
       "nodemailer with pool: true, maxMessages 100, maxConnections = c, each domain resolved once. session-floor: " +
       "bench/sessionFloorClient.mjs, the library's SmtpSession alone (connect, open, transaction, quit; sessions in a " +
       "plain list, 100 messages each, each domain resolved once): what Transport.deliver costs on top of it is the " +
-      "request's check, the settings stages, the plan, the pool, the spans and the report. The warm-up goes to " +
+      "request's check, the settings stages, the plan, the pool, the spans and the report. library-stream: the " +
+      "library through Transport.deliverAll (the stream entry point, as `smtp-transport batch` runs it) over an input " +
+      "of one request a chunk, in place of Effect.forEach over Transport.deliver. The warm-up goes to " +
       "the same domains, so the measured batch runs on warm connections.", "")
     out.push("| client | messages/s | library ÷ client | CPU µs/message | p50 ms | p99 ms | peak RSS MB | sink+DNS µs/message | failed |")
     out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

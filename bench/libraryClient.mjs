@@ -1,7 +1,8 @@
 // The library under test: Transport.deliver on the live layers (OutboundConfig from text, Transport.layer with DNS at the
 // bench's DNS server), TransportOptions.port = the sink's port. A batch is one Effect.forEach with
-// `concurrency` = the fan-out level, as an application embedding the library would run it.
-import { Effect, Layer, ManagedRuntime } from "effect"
+// `concurrency` = the fan-out level, as an application embedding the library would run it; as `library-stream`,
+// Transport.deliverAll over a stream of the requests at that concurrency.
+import { Effect, Layer, ManagedRuntime, Option, Stream } from "effect"
 import { MESSAGE, recipientOf, reuseRecipientOf, SENDER } from "./common.mjs"
 
 // BENCH_DIST points at another build of the library (a directory inside this checkout, so that "effect" resolves).
@@ -82,6 +83,29 @@ export const create = async (opts) => {
       }),
     /** `count` deliveries at `concurrency`; `record(startedAt, error | null)` after each; none starts after `deadline`. */
     runBatch: ({ start, count, concurrency, deadline, record }) => {
+      if (opts.impl === "library-stream") {
+        // The stream entry point: Transport.deliverAll over an input of one element a chunk, each request made (and
+        // its start time taken) when deliverAll pulls it.
+        const started = new Map()
+        const requests = Stream.unfold(start, (i) =>
+          i < start + count && performance.now() <= deadline ? Option.some([i, i + 1]) : Option.none()).pipe(
+          Stream.map((i) => {
+            started.set(i, performance.now())
+            return {
+              id: i,
+              request: { message: MESSAGE, sender: SENDER, recipients: [opts.domains ? reuseRecipientOf(i, opts.domains) : recipientOf(i, opts.prefix)] }
+            }
+          })
+        )
+        const all = Stream.runForEach(Transport.deliverAll(requests, { concurrency }), ({ id, report }) =>
+          Effect.sync(() => {
+            const failure = report._tag === "Left" ? `InvalidRequest: ${report.left.message}` : describe(report.right)
+            const t = started.get(id)
+            started.delete(id)
+            record(t, failure === null ? null : new Error(failure))
+          }))
+        return runtime.runPromise(Effect.provideService(all, Transport.TransportOptions, options))
+      }
       const indices = Array.from({ length: count }, (_, k) => start + k)
       const batch = Effect.forEach(
         indices,

@@ -16,12 +16,13 @@ import * as Either from "effect/Either"
 import { identity } from "effect/Function"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
+import type * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 import * as ConnectionPool from "./ConnectionPool.js"
 import * as Connector from "./Connector.js"
 import type { AttemptRecord, DeliveryReport, ExplainReport, RecipientResult } from "./DeliveryReport.js"
 import * as Dns from "./Dns.js"
+import { mapUnordered } from "./internal/mapUnordered.js"
 import * as tracing from "./internal/tracing.js"
 import { deliverDomain, type DomainRun, limitMessage } from "./internal/transport/deliver.js"
 import { explainDomain, limitersAt } from "./internal/transport/explain.js"
@@ -348,7 +349,10 @@ export interface Outcome<Id> {
  * Delivers a stream of messages, at most `concurrency` (default 100) at once, and emits each one's outcome as it
  * completes (completion order, not input order). Every delivery runs {@link deliver} in the same context, so they
  * share its connection pool: consecutive messages to a destination go over the same connections. The input is
- * pulled only as deliveries finish, so a long stream is never held in memory.
+ * pulled only as deliveries finish, so a long stream is never held in memory. If the input fails, no delivery starts
+ * after it, and every delivery under way finishes and is emitted before the stream fails with the input's error: a
+ * message sent is always reported. Closing the output early (`Stream.take`, an interruption) interrupts the
+ * deliveries under way, as interrupting {@link deliver} does. `concurrency` must be a positive integer.
  *
  * @since 0.3.0
  * @category delivery
@@ -361,10 +365,10 @@ export const deliverAll = <Id, E, R>(
   E,
   R | OutboundConfig | Dns.Dns | Connector.Connector | MtaSts.PolicyFetcher | PolicyCache.PolicyCache
 > =>
-  Stream.mapEffect(
+  mapUnordered(
     requests,
     ({ id, request }) => Effect.map(Effect.either(deliver(request)), (report): Outcome<Id> => ({ id, report })),
-    { concurrency: options.concurrency ?? 100, unordered: true }
+    options.concurrency ?? 100
   )
 
 /**

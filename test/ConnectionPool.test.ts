@@ -4,7 +4,7 @@
  * closes. Scripted peers count the connections and record every command.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Fiber, Layer, Stream, TestClock } from "effect"
+import { Duration, Effect, Either, Exit, Fiber, Layer, Stream, TestClock } from "effect"
 import * as nodeTls from "node:tls"
 import * as ConnectionPool from "../src/ConnectionPool.js"
 import * as ConnectorTest from "../src/ConnectorTest.js"
@@ -400,6 +400,46 @@ describe("Transport.deliverAll", () => {
         },
         { script: [...opening, ...transaction(), ...quit] }
       ]
+    }))))
+})
+
+describe("Transport.deliverAll when its input fails", () => {
+  it.effect("the delivery under way finishes and is reported, nothing starts after, then the input's error", () =>
+    Effect.gen(function*() {
+      const outcomes: Array<Transport.Outcome<string>> = []
+      const input = Stream.concat(
+        Stream.make({ id: "slow", request: request("slow@a.test") }),
+        Stream.fail("input broke" as const)
+      )
+      const fiber = yield* Transport.deliverAll(input, { concurrency: 2 }).pipe(
+        Stream.runForEach((o) => Effect.sync(() => outcomes.push(o))),
+        Effect.fork
+      )
+      yield* TestClock.adjust(Duration.seconds(2))
+      const exit = yield* Fiber.await(fiber)
+      expect(exit).toEqual(Exit.fail("input broke"))
+      // the message went after the input failed: its reply came, and it is reported delivered
+      expect(outcomes.map((o) => [o.id, Either.getOrThrow(o.report).recipients[0]!.status])).toEqual([
+        ["slow", "delivered"]
+      ])
+      const [conn] = yield* connections
+      expect(conn!.commands.filter((c) => c.startsWith("MAIL"))).toHaveLength(1)
+    }).pipe(Effect.provide(layers("", {
+      [IP]: {
+        script: [
+          ...opening,
+          Script.expect(/^MAIL FROM/),
+          Script.reply("250 ok"),
+          Script.expect(/^RCPT TO:<slow@/),
+          Script.reply("250 ok"),
+          Script.expect("DATA"),
+          Script.reply("354 go"),
+          Script.expectData,
+          Script.delay("1 second"),
+          Script.reply("250 queued"),
+          ...quit
+        ]
+      }
     }))))
 })
 

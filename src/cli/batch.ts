@@ -14,6 +14,7 @@ import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as readline from "node:readline"
 import type { DeliveryReport } from "../DeliveryReport.js"
+import { mapUnordered } from "../internal/mapUnordered.js"
 import * as Transport from "../Transport.js"
 import type { OptionSpec, Parsed } from "./args.js"
 import { CliExit, ExitCode } from "./exit.js"
@@ -256,7 +257,7 @@ export const run = (parsed: Parsed): Effect.Effect<void, CliExit, FileSystem.Fil
       })
 
     yield* input.pipe(
-      Stream.mapEffect(deliverLine, { concurrency, unordered: true }),
+      (lines) => mapUnordered(lines, deliverLine, concurrency),
       Stream.tap((outcome) => Effect.zipRight(Console.log(outputLine(outcome)), count(outcome))),
       Stream.runDrain,
       Effect.provide(env.layer),
