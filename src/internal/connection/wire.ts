@@ -154,43 +154,50 @@ export class Wire implements Connection, IoEvents {
   /** A timer waking by `deadline` (at most `FIRST_WAKE_MS` from now), in place of one that wakes later. */
   private arm(deadline: number, clock: Clock.Clock): Effect.Effect<void> {
     if (!(deadline < this.timerAt) || this.closing) return Effect.void
-    this.timerAt = Math.min(deadline, clock.unsafeCurrentTimeMillis() + FIRST_WAKE_MS)
-    const gen = ++this.timerGen
-    // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without capturing
-    // the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is interruptible
-    // whatever region it was started from (a connect run as `acquireUseRelease`'s acquire is uninterruptible):
-    // otherwise closing the connection would wait for its sleep to end.
-    const start = Effect.map(Effect.forkIn(Effect.interruptible(this.sleep(gen)), this.scope), (fiber) => {
-      if (gen === this.timerGen) this.timer = fiber
-    })
+    const start = this.fork(deadline, clock, Effect.void)
     const old = this.timer
     this.timer = null
     // A timer waking later than this deadline is replaced (it would find itself stale when it woke anyway).
     return old === null ? start : Effect.zipRight(Effect.fiberIdWith((id) => Fiber.interruptAsFork(old, id)), start)
   }
 
-  private sleep(gen: number): Effect.Effect<void> {
-    return Effect.clockWith((clock) => {
-      const loop: Effect.Effect<void> = Effect.suspend(() =>
-        Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.timerAt - clock.unsafeCurrentTimeMillis()))), () => {
-          // Replaced by a timer with an earlier target: that one owns the state now.
-          if (gen !== this.timerGen) return Effect.void
-          const now = clock.unsafeCurrentTimeMillis()
-          if (this.op !== null && this.op.deadline <= now) this.op.expire()
-          // An operation expected but not registered yet, whose deadline has passed, never came (interrupted).
-          if (this.op === null && this.expected <= now) this.expected = Infinity
-          const next = this.op?.deadline ?? this.expected
-          if (now < next && next < Infinity) {
-            this.timerAt = next
-            return loop
-          }
-          this.timerAt = Infinity
-          this.timer = null
-          return Effect.void
-        })
-      )
-      return loop
+  /**
+   * Forks the timer for `deadline`, then goes on with `next`; for a caller in an uninterruptible region from this
+   * call to the fork (the state it sets says a timer is armed).
+   */
+  private fork<A, E>(deadline: number, clock: Clock.Clock, next: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    this.timerAt = Math.min(deadline, clock.unsafeCurrentTimeMillis() + FIRST_WAKE_MS)
+    const gen = ++this.timerGen
+    // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without capturing
+    // the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is interruptible
+    // whatever region it was started from (a connect runs uninterruptibly outside its wait): otherwise closing the
+    // connection would wait for its sleep to end.
+    return Effect.flatMap(Effect.forkIn(Effect.interruptible(this.sleep(gen, clock)), this.scope), (fiber) => {
+      if (gen === this.timerGen) this.timer = fiber
+      return next
     })
+  }
+
+  /** The timer's loop; its first sleep starts from the state `fork` set, with the Clock the caller read. */
+  private sleep(gen: number, clock: Clock.Clock): Effect.Effect<void> {
+    const loop = (): Effect.Effect<void> =>
+      Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.timerAt - clock.unsafeCurrentTimeMillis()))), () => {
+        // Replaced by a timer with an earlier target: that one owns the state now.
+        if (gen !== this.timerGen) return Effect.void
+        const now = clock.unsafeCurrentTimeMillis()
+        if (this.op !== null && this.op.deadline <= now) this.op.expire()
+        // An operation expected but not registered yet, whose deadline has passed, never came (interrupted).
+        if (this.op === null && this.expected <= now) this.expected = Infinity
+        const next = this.op?.deadline ?? this.expected
+        if (now < next && next < Infinity) {
+          this.timerAt = next
+          return loop()
+        }
+        this.timerAt = Infinity
+        this.timer = null
+        return Effect.void
+      })
+    return loop()
   }
 
   /** Runs `op` as the pending operation: `start` returns `true` when it completed at once. */
@@ -315,37 +322,39 @@ export class Wire implements Connection, IoEvents {
     })
   })
 
-  /** Connects `io` under `deadline`; a failure, a timeout or an interruption closes everything. */
-  connect(io: Io, deadline: number): Effect.Effect<Connection, SocketError> {
+  /**
+   * Connects `io` under `deadline`. Run uninterruptibly (by `connect` below) up to the wait, which `restore` makes
+   * interruptible: the timer is forked in the same region as the state that says it is armed. Whatever ends the
+   * connect other than success is the caller's to clean up (`close`), an interruption of the wait included: the
+   * wait holds nothing `close` does not release, so it needs no canceler of its own.
+   */
+  connect(
+    io: Io,
+    deadline: number,
+    clock: Clock.Clock,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<Connection, SocketError> {
     this.io = io
-    return this.timed(
-      deadline,
-      Effect.async<Connection, SocketError>((resume) => {
-        let done = false
-        const fail = (error: SocketError) => {
-          if (done) return
-          done = true
-          this.op = null
-          resume(Effect.zipRight(this.close, Effect.fail(error)))
-        }
-        this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
-        this.expected = Infinity
-        io.connect((error) => {
-          if (done) return
-          if (error !== null) return fail(error)
-          done = true
-          this.op = null
-          this.localAddress = io.localAddress
-          resume(Effect.succeed(this))
-        })
+    const wait = restore(Effect.async<Connection, SocketError>((resume) => {
+      let done = false
+      const fail = (error: SocketError) => {
         if (done) return
-        return Effect.suspend(() => {
-          done = true
-          this.op = null
-          return this.close
-        })
+        done = true
+        this.op = null
+        resume(Effect.fail(error))
+      }
+      this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
+      this.expected = Infinity
+      io.connect((error) => {
+        if (done) return
+        if (error !== null) return fail(error)
+        done = true
+        this.op = null
+        this.localAddress = io.localAddress
+        resume(Effect.succeed(this))
       })
-    )
+    }))
+    return deadline < this.timerAt ? this.fork(deadline, clock, wait) : wait
   }
 }
 
@@ -615,15 +624,18 @@ class CloseWaitOp extends BaseOp<void> {
  * @internal
  */
 export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<Connection, SocketError> =>
-  // Interruptible only inside `open` and the connect itself: the pipe `open` returns is the wire's before anything
-  // can interrupt, and whatever ends the connect other than success (a failure, the deadline, an interruption at any
-  // point, `open`'s included) closes the wire, its pipe and its Scope before the connect returns.
-  Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Scope.make(), (scope) => {
-      const wire = new Wire(options.ip, options.port, scope)
-      return Effect.onExit(
-        Effect.flatMap(restore(open(options, wire, scope)), (io) => restore(wire.connect(io, options.deadline))),
-        (exit) => Exit.isSuccess(exit) ? Effect.void : wire.close
-      )
-    })
+  // Interruptible only inside `open` and the wait for the connect: the pipe `open` returns is the wire's before
+  // anything can interrupt, and whatever ends the connect other than success (a failure, the deadline, an
+  // interruption at any point, `open`'s included) closes the wire, its pipe and its Scope before the connect returns.
+  // One region for all of it, and a failure handler rather than `onExit`: a success passes through no frame.
+  Effect.clockWith((clock) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(Scope.make(), (scope) => {
+        const wire = new Wire(options.ip, options.port, scope)
+        return Effect.catchAllCause(
+          Effect.flatMap(restore(open(options, wire, scope)), (io) => wire.connect(io, options.deadline, clock, restore)),
+          (cause) => Effect.zipRight(wire.close, Effect.failCause(cause))
+        )
+      })
+    )
   )
