@@ -300,7 +300,7 @@ export class Wire implements Connection, IoEvents {
     return this.pending(options.deadline, (resume) => new CloseWaitOp(this, options, resume))
   }
 
-  readonly close: Effect.Effect<void> = Effect.suspend(() => {
+  readonly close: Effect.Effect<void> = Effect.withFiberRuntime((fiber) => {
     if (!this.closing) {
       this.closing = true
       const op = this.op
@@ -308,7 +308,13 @@ export class Wire implements Connection, IoEvents {
       op?.abandon(closedLocally())
       this.lines.abortLazily(closedLocally)
     }
-    return Effect.zipRight(this.release, Scope.close(this.scope, Exit.void))
+    const released = Effect.zipRight(this.release, Scope.close(this.scope, Exit.void))
+    const timer = this.timer
+    if (timer === null) return released
+    this.timer = null
+    // Told to stop now, the timer ends while the transport is released, and the Scope, when it closes, has no fiber
+    // left to interrupt and wait for (it does both for a timer still running then).
+    return Effect.zipRight(Fiber.interruptAsFork(timer, fiber.id()), released)
   })
 
   /** Destroys the transport and waits until its resource is released. */
