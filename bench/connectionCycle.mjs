@@ -77,7 +77,7 @@ const measure = async (dist, { sinkPort }) => {
       connection.close
     ))
   const batch = (n, c) => Effect.forEach(Array.from({ length: n }), () => cycle, { concurrency: c, discard: true })
-  await runtime.runPromise(batch(500, concurrency))
+  await runtime.runPromise(batch(count, concurrency))
   const counter = new Counter()
   await runtime.runPromise(batch(stepCount, 1).pipe(
     Effect.supervised(counter),
