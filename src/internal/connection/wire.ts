@@ -308,19 +308,22 @@ export class Wire implements Connection, IoEvents {
       op?.abandon(closedLocally())
       this.lines.abortLazily(closedLocally)
     }
-    const released = Effect.zipRight(this.release, Scope.close(this.scope, Exit.void))
     const timer = this.timer
-    if (timer === null) return released
+    if (timer === null) return this.release
     this.timer = null
     // Told to stop now, the timer ends while the transport is released, and the Scope, when it closes, has no fiber
     // left to interrupt and wait for (it does both for a timer still running then).
-    return Effect.zipRight(Fiber.interruptAsFork(timer, fiber.id()), released)
+    return Effect.zipRight(Fiber.interruptAsFork(timer, fiber.id()), this.release)
   })
 
-  /** Destroys the transport and waits until its resource is released. */
+  /**
+   * Destroys the transport, waits until its resource is released, then closes the Scope: the fiber resumes with the
+   * Scope's close rather than with a value and then a continuation.
+   */
   private readonly release: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.released || this.io === null) return resume(Effect.void)
-    this.onReleased.push(() => resume(Effect.void))
+    const closeScope = Scope.close(this.scope, Exit.void)
+    if (this.released || this.io === null) return resume(closeScope)
+    this.onReleased.push(() => resume(closeScope))
     if (this.onReleased.length > 1) return
     this.io.destroy(() => {
       this.released = true
