@@ -5,8 +5,9 @@
  * TestClock suites run production's timing and framing code.
  *
  * Deadlines: one timer fiber per connection, on Effect's Clock, forked into the connection's own `Scope` (closed
- * by `close`). Every operation (connect, exchange, TLS handshake, close wait) carries an absolute
- * deadline in Clock milliseconds; at most one is pending at a time. The timer sleeps until the earliest deadline it
+ * by `close`, which tells the timer to stop first: it ends while the transport is released, and the Scope has no
+ * fiber left to interrupt and wait for). Every operation (connect, exchange, TLS handshake, close wait) carries an
+ * absolute deadline in Clock milliseconds; at most one is pending at a time. The timer sleeps until the earliest deadline it
  * was asked for; when it wakes it fails the pending operation if that one's deadline has passed, sleeps on when the
  * pending operation's deadline is later (phases usually end well before their deadline, so it rarely wakes), and
  * ends when nothing is pending. An operation whose deadline is earlier than the timer's target restarts it
@@ -178,7 +179,10 @@ export class Wire implements Connection, IoEvents {
     })
   }
 
-  /** The timer's loop; its first sleep starts from the state `fork` set, with the Clock the caller read. */
+  /**
+   * The timer's loop, on the Clock the caller read. Each sleep's length is read when it starts, in the timer's fiber:
+   * a fiber starts some time after its fork.
+   */
   private sleep(gen: number, clock: Clock.Clock): Effect.Effect<void> {
     const loop = (): Effect.Effect<void> =>
       Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.timerAt - clock.unsafeCurrentTimeMillis()))), () => {
@@ -197,7 +201,7 @@ export class Wire implements Connection, IoEvents {
         this.timer = null
         return Effect.void
       })
-    return loop()
+    return Effect.suspend(loop)
   }
 
   /** Runs `op` as the pending operation: `start` returns `true` when it completed at once. */
