@@ -1,6 +1,6 @@
 // What one connection's life costs, with no message: connect, greeting, EHLO, QUIT and the wait for the server's
 // close, then `close`, through the public SmtpSession API on Connector.layer against the bench's sink.
-//   node bench/connectionCycle.mjs [--count=2000] [--reps=3] [--concurrency=50] [--ops] [--dist=DIR,DIR2,…]
+//   node bench/connectionCycle.mjs [--count=2000] [--reps=3] [--concurrency=50] [--ops] [--raw] [--dist=DIR,DIR2,…]
 // Starts the bench's sink (and its DNS server, unused; child processes that exit by themselves after 5 minutes), then
 // per build (a directory inside this checkout, so that "effect" resolves; default dist/) prints one JSON line:
 //   steps     run-loop steps per cycle, counted at c = 1 by an effect/Supervisor with OpSupervision (public API) in a
@@ -9,8 +9,9 @@
 //   ops       with --ops: the steps per cycle by Effect primitive;
 //   cpu       CPU µs per cycle at c = concurrency (process.cpuUsage), one value per repetition;
 //   kb        KB allocated per cycle at c = concurrency (V8's GC statistics), one value per repetition.
-// Every batch is bounded in count; the raw client's cost of the same cycle is `node .tmp/conncost.mjs raw`-like and not
-// repeated here (bench/rawClient.mjs is the raw reference of the budget).
+// With --raw, first the same for a hand-written node:net client (connect, EHLO, `end("QUIT")`, the close): cpu and kb.
+// Every batch is bounded in count.
+import net from "node:net"
 import path from "node:path"
 import v8 from "node:v8"
 import { Duration, Effect, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
@@ -107,8 +108,51 @@ const measure = async (dist, { sinkPort }) => {
   }
 }
 
+/** The raw client's cycle: what node:net alone costs for the same dialogue. */
+const rawCycle = (port) =>
+  new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
+    let state = 0
+    let buffer = ""
+    socket.on("data", (chunk) => {
+      buffer += chunk.toString("latin1")
+      if (state === 0 && buffer.includes("220 ")) {
+        state = 1
+        buffer = ""
+        socket.write(`EHLO ${EHLO_NAME}\r\n`)
+      } else if (state === 1 && /(^|\n)250 /.test(buffer)) {
+        state = 2
+        socket.end("QUIT\r\n")
+      }
+    })
+    socket.on("close", resolve)
+    socket.on("error", reject)
+  })
+
+const measureRaw = async ({ sinkPort }) => {
+  const batch = async (n) => {
+    let started = 0
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (started++ < n) await rawCycle(sinkPort)
+    }))
+  }
+  await batch(count)
+  const cpu = []
+  const kb = []
+  for (let rep = 0; rep < reps; rep++) {
+    const allocated = allocation()
+    const cpu0 = process.cpuUsage()
+    await batch(count)
+    const used = process.cpuUsage(cpu0)
+    kb.push(Math.round(allocated() / count / 102.4) / 10)
+    cpu.push(Math.round((used.user + used.system) / count))
+  }
+  return { dist: "raw", count, concurrency, cpu, kb }
+}
+
 const servers = await startServers(300)
 try {
+  if (args.raw !== undefined) console.log(JSON.stringify(await measureRaw(servers)))
   for (const dist of dists) console.log(JSON.stringify(await measure(dist, servers)))
 } finally {
   servers.stop()
