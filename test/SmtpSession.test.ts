@@ -1438,6 +1438,25 @@ describe("logging", () => {
       expect(session.filter((l) => l.remoteIp !== IP)).toEqual([])
     }))
 
+  it.effect("at Debug: a QUIT that fails is logged, annotated, and ignored", () =>
+    Effect.gen(function*() {
+      const lines: Array<{ message: unknown; remoteIp: unknown }> = []
+      const capture = Logger.make(({ annotations, message }) => {
+        lines.push({
+          message: Array.isArray(message) ? message[0] : message,
+          remoteIp: Option.getOrNull(HashMap.get(annotations, "smtp.remote_ip"))
+        })
+      })
+      const quitting = Effect.scoped(Effect.flatMap(openSession(), SmtpSession.quit)).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, capture)),
+        Logger.withMinimumLogLevel(LogLevel.Debug)
+      )
+      expect(yield* finishesAt(quitting, Duration.toMillis(SmtpSession.QUIT_TIMEOUT))).toEqual(Exit.void)
+      const failed = lines.filter((l) => String(l.message).startsWith("QUIT: "))
+      expect(failed).toEqual([{ message: expect.stringContaining("quit"), remoteIp: IP }])
+      expect(lines.filter((l) => l.message === "C: QUIT")).toEqual([{ message: "C: QUIT", remoteIp: IP }])
+    }).pipe(peer([...hello(), Script.expect("QUIT"), Script.stall])))
+
   it.effect("at Info (the default): nothing", () =>
     Effect.gen(function*() {
       expect(yield* logged(LogLevel.Info)).toEqual([])
@@ -1532,6 +1551,27 @@ describe("spans and span events", () => {
       expect(recorded.events.map((e) => [e.name, e.attributes["smtp.outcome"], e.attributes["smtp.duration_ms"]]))
         .toEqual([["smtp.connect", "ok", 0], ["smtp.greeting", "timeout", T.greeting]])
     }).pipe(peer([Script.stall])))
+
+  it.effect("QUIT's failures, ignored, are its event's outcome: a QUIT unanswered, a server that never closes after 221", () =>
+    Effect.gen(function*() {
+      const { recorded, tracer } = yield* recorder
+      const quitting = Effect.scoped(Effect.flatMap(openSession(), SmtpSession.quit)).pipe(
+        SmtpSession.attemptSpan({ servername: "mx.test", ip: IP, port: 25 }),
+        Effect.withTracer(tracer)
+      )
+      expect(yield* finishesAt(quitting, Duration.toMillis(SmtpSession.QUIT_TIMEOUT))).toEqual(Exit.void)
+      expect(yield* finishesAt(quitting, Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT))).toEqual(Exit.void)
+      const quits = recorded.events.filter((e) => e.name === "smtp.quit")
+      expect(quits.map((e) => [e.attributes["smtp.outcome"], e.attributes["smtp.duration_ms"]])).toEqual([
+        ["timeout", Duration.toMillis(SmtpSession.QUIT_TIMEOUT)],
+        ["timeout", Duration.toMillis(SmtpSession.QUIT_CLOSE_WAIT)]
+      ])
+    }).pipe(Effect.provide(ConnectorTest.layer({
+      [IP]: [
+        { script: [...hello(), Script.expect("QUIT"), Script.stall] },
+        { script: [...hello(), Script.expect("QUIT"), Script.reply("221 bye"), Script.stall] }
+      ]
+    }))))
 
   it.effect("no current span: no event, nothing recorded", () =>
     Effect.gen(function*() {

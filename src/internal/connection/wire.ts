@@ -5,8 +5,9 @@
  * TestClock suites run production's timing and framing code.
  *
  * Deadlines: one timer fiber per connection, on Effect's Clock, forked into the connection's own `Scope` (closed
- * by `close`). Every operation (connect, exchange, TLS handshake, close wait) carries an absolute
- * deadline in Clock milliseconds; at most one is pending at a time. The timer sleeps until the earliest deadline it
+ * by `close`, which tells the timer to stop first: it ends while the transport is released, and the Scope has no
+ * fiber left to interrupt and wait for). Every operation (connect, exchange, TLS handshake, close wait) carries an
+ * absolute deadline in Clock milliseconds; at most one is pending at a time. The timer sleeps until the earliest deadline it
  * was asked for; when it wakes it fails the pending operation if that one's deadline has passed, sleeps on when the
  * pending operation's deadline is later (phases usually end well before their deadline, so it rarely wakes), and
  * ends when nothing is pending. An operation whose deadline is earlier than the timer's target restarts it
@@ -154,43 +155,53 @@ export class Wire implements Connection, IoEvents {
   /** A timer waking by `deadline` (at most `FIRST_WAKE_MS` from now), in place of one that wakes later. */
   private arm(deadline: number, clock: Clock.Clock): Effect.Effect<void> {
     if (!(deadline < this.timerAt) || this.closing) return Effect.void
-    this.timerAt = Math.min(deadline, clock.unsafeCurrentTimeMillis() + FIRST_WAKE_MS)
-    const gen = ++this.timerGen
-    // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without capturing
-    // the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is interruptible
-    // whatever region it was started from (a connect run as `acquireUseRelease`'s acquire is uninterruptible):
-    // otherwise closing the connection would wait for its sleep to end.
-    const start = Effect.map(Effect.forkIn(Effect.interruptible(this.sleep(gen)), this.scope), (fiber) => {
-      if (gen === this.timerGen) this.timer = fiber
-    })
+    const start = this.fork(deadline, clock, Effect.void)
     const old = this.timer
     this.timer = null
     // A timer waking later than this deadline is replaced (it would find itself stale when it woke anyway).
     return old === null ? start : Effect.zipRight(Effect.fiberIdWith((id) => Fiber.interruptAsFork(old, id)), start)
   }
 
-  private sleep(gen: number): Effect.Effect<void> {
-    return Effect.clockWith((clock) => {
-      const loop: Effect.Effect<void> = Effect.suspend(() =>
-        Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.timerAt - clock.unsafeCurrentTimeMillis()))), () => {
-          // Replaced by a timer with an earlier target: that one owns the state now.
-          if (gen !== this.timerGen) return Effect.void
-          const now = clock.unsafeCurrentTimeMillis()
-          if (this.op !== null && this.op.deadline <= now) this.op.expire()
-          // An operation expected but not registered yet, whose deadline has passed, never came (interrupted).
-          if (this.op === null && this.expected <= now) this.expected = Infinity
-          const next = this.op?.deadline ?? this.expected
-          if (now < next && next < Infinity) {
-            this.timerAt = next
-            return loop
-          }
-          this.timerAt = Infinity
-          this.timer = null
-          return Effect.void
-        })
-      )
-      return loop
+  /**
+   * Forks the timer for `deadline`, then goes on with `next`; for a caller in an uninterruptible region from this
+   * call to the fork (the state it sets says a timer is armed).
+   */
+  private fork<A, E>(deadline: number, clock: Clock.Clock, next: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    this.timerAt = Math.min(deadline, clock.unsafeCurrentTimeMillis() + FIRST_WAKE_MS)
+    const gen = ++this.timerGen
+    // The timer lives in the connection's Scope (closed by `close`); `forkIn` registers it there without capturing
+    // the caller's FiberRefs, which a finalizer run by another fiber would leave in that fiber. It is interruptible
+    // whatever region it was started from (a connect runs uninterruptibly outside its wait): otherwise closing the
+    // connection would wait for its sleep to end.
+    return Effect.flatMap(Effect.forkIn(Effect.interruptible(this.sleep(gen, clock)), this.scope), (fiber) => {
+      if (gen === this.timerGen) this.timer = fiber
+      return next
     })
+  }
+
+  /**
+   * The timer's loop, on the Clock the caller read. Each sleep's length is read when it starts, in the timer's fiber:
+   * a fiber starts some time after its fork.
+   */
+  private sleep(gen: number, clock: Clock.Clock): Effect.Effect<void> {
+    const loop = (): Effect.Effect<void> =>
+      Effect.flatMap(clock.sleep(Duration.millis(Math.max(0, this.timerAt - clock.unsafeCurrentTimeMillis()))), () => {
+        // Replaced by a timer with an earlier target: that one owns the state now.
+        if (gen !== this.timerGen) return Effect.void
+        const now = clock.unsafeCurrentTimeMillis()
+        if (this.op !== null && this.op.deadline <= now) this.op.expire()
+        // An operation expected but not registered yet, whose deadline has passed, never came (interrupted).
+        if (this.op === null && this.expected <= now) this.expected = Infinity
+        const next = this.op?.deadline ?? this.expected
+        if (now < next && next < Infinity) {
+          this.timerAt = next
+          return loop()
+        }
+        this.timerAt = Infinity
+        this.timer = null
+        return Effect.void
+      })
+    return Effect.suspend(loop)
   }
 
   /** Runs `op` as the pending operation: `start` returns `true` when it completed at once. */
@@ -293,7 +304,7 @@ export class Wire implements Connection, IoEvents {
     return this.pending(options.deadline, (resume) => new CloseWaitOp(this, options, resume))
   }
 
-  readonly close: Effect.Effect<void> = Effect.suspend(() => {
+  readonly close: Effect.Effect<void> = Effect.withFiberRuntime((fiber) => {
     if (!this.closing) {
       this.closing = true
       const op = this.op
@@ -301,13 +312,22 @@ export class Wire implements Connection, IoEvents {
       op?.abandon(closedLocally())
       this.lines.abortLazily(closedLocally)
     }
-    return Effect.zipRight(this.release, Scope.close(this.scope, Exit.void))
+    const timer = this.timer
+    if (timer === null) return this.release
+    this.timer = null
+    // Told to stop now, the timer ends while the transport is released, and the Scope, when it closes, has no fiber
+    // left to interrupt and wait for (it does both for a timer still running then).
+    return Effect.zipRight(Fiber.interruptAsFork(timer, fiber.id()), this.release)
   })
 
-  /** Destroys the transport and waits until its resource is released. */
+  /**
+   * Destroys the transport, waits until its resource is released, then closes the Scope: the fiber resumes with the
+   * Scope's close rather than with a value and then a continuation.
+   */
   private readonly release: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.released || this.io === null) return resume(Effect.void)
-    this.onReleased.push(() => resume(Effect.void))
+    const closeScope = Scope.close(this.scope, Exit.void)
+    if (this.released || this.io === null) return resume(closeScope)
+    this.onReleased.push(() => resume(closeScope))
     if (this.onReleased.length > 1) return
     this.io.destroy(() => {
       this.released = true
@@ -315,37 +335,39 @@ export class Wire implements Connection, IoEvents {
     })
   })
 
-  /** Connects `io` under `deadline`; a failure, a timeout or an interruption closes everything. */
-  connect(io: Io, deadline: number): Effect.Effect<Connection, SocketError> {
+  /**
+   * Connects `io` under `deadline`. Run uninterruptibly (by `connect` below) up to the wait, which `restore` makes
+   * interruptible: the timer is forked in the same region as the state that says it is armed. Whatever ends the
+   * connect other than success is the caller's to clean up (`close`), an interruption of the wait included: the
+   * wait holds nothing `close` does not release, so it needs no canceler of its own.
+   */
+  connect(
+    io: Io,
+    deadline: number,
+    clock: Clock.Clock,
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<Connection, SocketError> {
     this.io = io
-    return this.timed(
-      deadline,
-      Effect.async<Connection, SocketError>((resume) => {
-        let done = false
-        const fail = (error: SocketError) => {
-          if (done) return
-          done = true
-          this.op = null
-          resume(Effect.zipRight(this.close, Effect.fail(error)))
-        }
-        this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
-        this.expected = Infinity
-        io.connect((error) => {
-          if (done) return
-          if (error !== null) return fail(error)
-          done = true
-          this.op = null
-          this.localAddress = io.localAddress
-          resume(Effect.succeed(this))
-        })
+    const wait = restore(Effect.async<Connection, SocketError>((resume) => {
+      let done = false
+      const fail = (error: SocketError) => {
         if (done) return
-        return Effect.suspend(() => {
-          done = true
-          this.op = null
-          return this.close
-        })
+        done = true
+        this.op = null
+        resume(Effect.fail(error))
+      }
+      this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
+      this.expected = Infinity
+      io.connect((error) => {
+        if (done) return
+        if (error !== null) return fail(error)
+        done = true
+        this.op = null
+        this.localAddress = io.localAddress
+        resume(Effect.succeed(this))
       })
-    )
+    }))
+    return deadline < this.timerAt ? this.fork(deadline, clock, wait) : wait
   }
 }
 
@@ -615,15 +637,18 @@ class CloseWaitOp extends BaseOp<void> {
  * @internal
  */
 export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<Connection, SocketError> =>
-  // Interruptible only inside `open` and the connect itself: the pipe `open` returns is the wire's before anything
-  // can interrupt, and whatever ends the connect other than success (a failure, the deadline, an interruption at any
-  // point, `open`'s included) closes the wire, its pipe and its Scope before the connect returns.
-  Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Scope.make(), (scope) => {
-      const wire = new Wire(options.ip, options.port, scope)
-      return Effect.onExit(
-        Effect.flatMap(restore(open(options, wire, scope)), (io) => restore(wire.connect(io, options.deadline))),
-        (exit) => Exit.isSuccess(exit) ? Effect.void : wire.close
-      )
-    })
+  // Interruptible only inside `open` and the wait for the connect: the pipe `open` returns is the wire's before
+  // anything can interrupt, and whatever ends the connect other than success (a failure, the deadline, an
+  // interruption at any point, `open`'s included) closes the wire, its pipe and its Scope before the connect returns.
+  // One region for all of it, and a failure handler rather than `onExit`: a success passes through no frame.
+  Effect.clockWith((clock) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(Scope.make(), (scope) => {
+        const wire = new Wire(options.ip, options.port, scope)
+        return Effect.catchAllCause(
+          Effect.flatMap(restore(open(options, wire, scope)), (io) => wire.connect(io, options.deadline, clock, restore)),
+          (cause) => Effect.zipRight(wire.close, Effect.failCause(cause))
+        )
+      })
+    )
   )

@@ -50,6 +50,20 @@ export const fromSocket = (error: SocketError, phase: Phase, timeoutMs: number):
     : TransportError.make(phase, error.kind === "closed" ? "reset" : error.kind, `${phase}: ${error.message}`)
 
 /**
+ * `Effect.mapError(effect, (e) => fromSocket(e, phase, timeoutMs))` as a failure handler alone: `mapError` is a match
+ * whose success side is a run-loop step of its own, where a success passes a failure handler's frame for free.
+ */
+export const socketFailure = <A>(
+  effect: Effect.Effect<A, SocketError>,
+  phase: Phase,
+  timeoutMs: number
+): Effect.Effect<A, TransportError.TransportError> =>
+  Effect.catchAllCause(effect, (cause) => {
+    const failure = Cause.failureOrCause(cause)
+    return Either.isLeft(failure) ? Effect.fail(fromSocket(failure.left, phase, timeoutMs)) : Effect.failCause(failure.right)
+  })
+
+/**
  * Runs `body` as the phase. Default: a span event `smtp.<phase>` on the current span (duration and outcome), no
  * span of its own; with `phaseSpans` the phase also runs in `Effect.useSpan` (a leaf: nothing inside opens a span,
  * so it need not become the current span, which spares most of a span's cost).
@@ -278,14 +292,14 @@ export const exchangeFirstEitherNow = (
  * `Wire.exchangeThenNow`), for an exchange that waits for the server; for a caller that runs the returned effect at
  * once.
  */
-export const exchangeFirstThen = <B>(
+export const exchangeFirstThen = <B, E>(
   connection: Connection,
   phase: Phase,
   timeoutMs: number,
   step: Step,
-  write: ReadonlyArray<string> | Uint8Array,
-  f: (reply: Either.Either<SmtpReply.Reply, TransportError.TransportError>) => Effect.Effect<B>
-): Effect.Effect<B> => {
+  write: ReadonlyArray<string> | Uint8Array | undefined,
+  f: (reply: Either.Either<SmtpReply.Reply, TransportError.TransportError>) => Effect.Effect<B, E>
+): Effect.Effect<B, E> => {
   if (step.debug || connection.exchangeThenNow === undefined) {
     return Effect.flatMap(exchangeFirstEither(connection, phase, timeoutMs, step, write), f)
   }

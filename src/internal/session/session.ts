@@ -4,7 +4,9 @@
  *
  * @internal
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -83,27 +85,30 @@ export const connect = (
 ): Effect.Effect<Connection, TransportError.TransportError, Connector.Connector> => {
   const timeoutMs = Duration.toMillis(connectTimeout(settings))
   const full = typeof settings === "object" && settings !== null && "timeouts" in settings ? settings : undefined
-  return Effect.flatMap(Connector.Connector, (connector) =>
-    phase.run({
+  const phaseSpans = full?.phaseSpans === true
+  const connectWith = (connector: Connector.Connector.Service, step: phase.Step) =>
+    phase.socketFailure(
+      connector.connect({ ip: options.ip, port: options.port, localAddress: options.localAddress, deadline: step.deadline }),
+      "connect",
+      timeoutMs
+    )
+  // The Connector, the Clock, the log level and the span read in one step, as a Tag's read would take a step of its own.
+  return Effect.withFiberRuntime((fiber) => {
+    const connector = Context.unsafeGet(fiber.currentContext, Connector.Connector)
+    const read = phase.reader(fiber)
+    if (!read.debug && phase.reportsNothing(read, phaseSpans, full?.span)) {
+      return connectWith(connector, phase.stepOf(read, timeoutMs))
+    }
+    return phase.run({
       phase: "connect",
       timeoutMs,
-      phaseSpans: full?.phaseSpans === true,
+      phaseSpans,
       span: full?.span,
       attributes: () => tracing.peerAttributes({ ...options, servername: full?.servername })
     }, (step) =>
-      Effect.mapError(
-        connector.connect({
-          ip: options.ip,
-          port: options.port,
-          localAddress: options.localAddress,
-          deadline: step.deadline
-        }),
-        (e) => phase.fromSocket(e, "connect", timeoutMs)
-      ).pipe(
-        Effect.tap((c) =>
-          step.debug ? Effect.logDebug(`connected to ${c.remoteAddress}:${options.port} from ${c.localAddress}`) : Effect.void
-        )
-      )))
+      Effect.tap(connectWith(connector, step), (c) =>
+        step.debug ? Effect.logDebug(`connected to ${c.remoteAddress}:${options.port} from ${c.localAddress}`) : Effect.void))
+  })
 }
 
 export const connectScoped = (
@@ -123,38 +128,51 @@ type Phases = ReturnType<typeof phasesOf>
 
 /**
  * EHLO, then HELO when the server does not know EHLO (500/502, RFC 5321 §3.2); LHLO alone for LMTP; each under the
- * EHLO timeout.
+ * EHLO timeout; `then` goes on from the greeting. With `silent` (the phase reports to nothing) the EHLO is its
+ * exchange alone, and `then` starts where its reply completes.
  */
-const hello = (
+const hello = <A>(
   connection: Connection,
   settings: SessionSettings,
-  phases: Phases
-): Effect.Effect<Hello, TransportError.TransportError> => {
+  phases: Phases,
+  silent: phase.Reader | null,
+  then: (hi: Hello) => Effect.Effect<A, TransportError.TransportError>
+): Effect.Effect<A, TransportError.TransportError> => {
   const name = settings.ehloName
   const timeoutMs = millis(settings.timeouts, "ehlo")
   const lmtp = settings.protocol === "lmtp"
+  const command = `${lmtp ? "LHLO" : "EHLO"} ${name}`
+  const replied = (reply: Reply): Effect.Effect<A, TransportError.TransportError> => {
+    if (SmtpReply.isPositive(reply)) return then({ reply, capabilities: capabilities.fromEhlo(reply), helo: false })
+    // LMTP has no HELO (RFC 2033 §4.1).
+    if (lmtp || (reply.code !== 500 && reply.code !== 502)) return Effect.fail(TransportError.fromReply("ehlo", reply))
+    return Effect.flatMap(
+      phase.run(
+        phases("ehlo", { "smtp.ehlo_name": name, "smtp.helo": true }),
+        (step) => phase.command(connection, "ehlo", timeoutMs, step, `HELO ${name}`)
+      ),
+      (helo) =>
+        SmtpReply.isPositive(helo)
+          ? then({ reply: helo, capabilities: capabilities.none, helo: true })
+          : Effect.fail(TransportError.fromReply("ehlo", helo))
+    )
+  }
+  if (silent !== null) {
+    return phase.exchangeFirstThen(
+      connection,
+      "ehlo",
+      timeoutMs,
+      phase.stepOf(silent, timeoutMs),
+      [command],
+      (reply) => Either.isLeft(reply) ? Effect.fail(reply.left) : replied(reply.right)
+    )
+  }
   return Effect.flatMap(
     phase.run(
       phases("ehlo", { "smtp.ehlo_name": name }),
-      (step) => phase.command(connection, "ehlo", timeoutMs, step, `${lmtp ? "LHLO" : "EHLO"} ${name}`)
+      (step) => phase.command(connection, "ehlo", timeoutMs, step, command)
     ),
-    (reply): Effect.Effect<Hello, TransportError.TransportError> => {
-      if (SmtpReply.isPositive(reply)) {
-        return Effect.succeed({ reply, capabilities: capabilities.fromEhlo(reply), helo: false })
-      }
-      // LMTP has no HELO (RFC 2033 §4.1).
-      if (lmtp || (reply.code !== 500 && reply.code !== 502)) return Effect.fail(TransportError.fromReply("ehlo", reply))
-      return Effect.flatMap(
-        phase.run(
-          phases("ehlo", { "smtp.ehlo_name": name, "smtp.helo": true }),
-          (step) => phase.command(connection, "ehlo", timeoutMs, step, `HELO ${name}`)
-        ),
-        (helo) =>
-          SmtpReply.isPositive(helo)
-            ? Effect.succeed({ reply: helo, capabilities: capabilities.none, helo: true })
-            : Effect.fail(TransportError.fromReply("ehlo", helo))
-      )
-    }
+    replied
   )
 }
 
@@ -270,74 +288,124 @@ export const open = (
   connection: Connection,
   settings: SessionSettings
 ): Effect.Effect<Session, TransportError.TransportError> =>
-  Effect.gen(function*() {
+  // The fiber's Clock, log level and span read once for the opening's phases, in the step that starts it.
+  Effect.withFiberRuntime((fiber) => {
     if (!EHLO_NAME.test(settings.ehloName)) {
-      return yield* TransportError.make(
-        "ehlo",
-        "policy",
-        `ehlo: invalid EHLO name ${JSON.stringify(settings.ehloName)}`,
-        true
+      return Effect.fail(
+        TransportError.make("ehlo", "policy", `ehlo: invalid EHLO name ${JSON.stringify(settings.ehloName)}`, true)
       )
     }
-    const phases = phasesOf(connection, settings)
-    let tls: TlsInfo | null = null
-    if (settings.tls.implicit === true) tls = yield* implicitTls(connection, settings, phases)
-    const greetingMs = millis(settings.timeouts, "greeting")
-    const greeting = yield* phase.run(
-      phases("greeting"),
-      (step) => phase.reply(connection, "greeting", greetingMs, step)
+    const read = phase.reader(fiber)
+    if (!read.debug) return opening(connection, settings, read)
+    return Effect.annotateLogs(
+      Effect.suspend(() => opening(connection, settings, read)),
+      "smtp.remote_ip",
+      connection.remoteAddress
     )
-    if (greeting.code !== 220) return yield* TransportError.fromReply("greeting", greeting)
+  })
 
-    let hi = yield* hello(connection, settings, phases)
+/**
+ * The greeting, EHLO, and what they call for: continuations rather than a generator, on every new connection's path.
+ * Where the phases report to nothing (no span of its own, no event, Debug off), the greeting and the first EHLO are
+ * each their exchange alone, the next phase started where the reply completes.
+ */
+const opening = (
+  connection: Connection,
+  settings: SessionSettings,
+  read: phase.Reader
+): Effect.Effect<Session, TransportError.TransportError> => {
+  const phases = phasesOf(connection, settings)
+  const silent = !read.debug && phase.reportsNothing(read, settings.phaseSpans, settings.span) ? read : null
+  const greetingMs = millis(settings.timeouts, "greeting")
+  const greeted = (greeting: Reply, tls: TlsInfo | null): Effect.Effect<Session, TransportError.TransportError> =>
+    greeting.code !== 220
+      ? Effect.fail(TransportError.fromReply("greeting", greeting))
+      : hello(connection, settings, phases, silent, (hi) => afterHello(connection, settings, phases, greeting, hi, tls))
+  const greet = (tls: TlsInfo | null) =>
+    silent !== null
+      ? phase.exchangeFirstThen(
+        connection,
+        "greeting",
+        greetingMs,
+        phase.stepOf(silent, greetingMs),
+        undefined,
+        (reply) => Either.isLeft(reply) ? Effect.fail(reply.left) : greeted(reply.right, tls)
+      )
+      : Effect.flatMap(
+        phase.run(phases("greeting"), (step) => phase.reply(connection, "greeting", greetingMs, step)),
+        (greeting) => greeted(greeting, tls)
+      )
+  return settings.tls.implicit === true ? Effect.flatMap(implicitTls(connection, settings, phases), greet) : greet(null)
+}
 
-    // A REQUIRETLS message, an enforced MTA-STS policy or a DANE host never goes in plaintext, whatever
-    // tls.starttls says.
-    const dane = settings.tls.dane ?? null
-    const policy: TlsPolicy = settings.tls.required || dane !== null ? "require" : settings.tls.starttls
-    if (tls === null && policy !== "disable") {
-      if (!hi.capabilities.startTls) {
-        if (policy === "require") {
-          // Temporary, as Postfix's 4.7.4: a STARTTLS stripped from the EHLO reply delays mail, never bounces it.
-          if (dane !== null) {
-            return yield* TransportError.make(
-              "tls",
-              "dane",
-              `tls: STARTTLS not advertised, and ${settings.servername} has DANE TLSA records`
-            )
-          }
-          return yield* TransportError.make(
+/** STARTTLS and the EHLO after it where the policy asks for TLS, then AUTH where configured. */
+const afterHello = (
+  connection: Connection,
+  settings: SessionSettings,
+  phases: Phases,
+  greeting: Reply,
+  hi: Hello,
+  tls: TlsInfo | null
+): Effect.Effect<Session, TransportError.TransportError> => {
+  // A REQUIRETLS message, an enforced MTA-STS policy or a DANE host never goes in plaintext, whatever
+  // tls.starttls says.
+  const dane = settings.tls.dane ?? null
+  const policy: TlsPolicy = settings.tls.required || dane !== null ? "require" : settings.tls.starttls
+  if (tls === null && policy !== "disable") {
+    if (!hi.capabilities.startTls) {
+      if (policy === "require") {
+        // Temporary, as Postfix's 4.7.4: a STARTTLS stripped from the EHLO reply delays mail, never bounces it.
+        if (dane !== null) {
+          return Effect.fail(TransportError.make(
             "tls",
-            "policy",
-            settings.tls.required
-              ? "tls: STARTTLS not advertised, and TLS is required for this message"
-              : "tls: STARTTLS not advertised (tls.starttls = require)"
-          )
+            "dane",
+            `tls: STARTTLS not advertised, and ${settings.servername} has DANE TLSA records`
+          ))
         }
-      } else {
-        tls = yield* startTls(connection, settings, phases, policy)
-        if (tls !== null) hi = yield* hello(connection, settings, phases)
+        return Effect.fail(TransportError.make(
+          "tls",
+          "policy",
+          settings.tls.required
+            ? "tls: STARTTLS not advertised, and TLS is required for this message"
+            : "tls: STARTTLS not advertised (tls.starttls = require)"
+        ))
       }
+    } else {
+      return Effect.flatMap(startTls(connection, settings, phases, policy), (secured) =>
+        secured === null
+          ? authenticated(connection, settings, phases, greeting, hi, null)
+          : hello(connection, settings, phases, null, (again) =>
+            authenticated(connection, settings, phases, greeting, again, secured)))
     }
+  }
+  return authenticated(connection, settings, phases, greeting, hi, tls)
+}
 
-    // Capabilities are not asked again after AUTH: some servers forget the login on a second EHLO (Stalwart's note).
-    const mechanism = settings.auth === undefined
-      ? null
-      : yield* authenticate(connection, settings, phases, settings.auth, hi.capabilities, tls)
-
-    const session: Session = {
-      connection,
-      settings,
-      capabilities: hi.capabilities,
-      tls,
-      greeting,
-      ehloName: settings.ehloName,
-      ehlo: hi.reply,
-      helo: hi.helo,
-      auth: mechanism
-    }
-    return session
-  }).pipe(log.annotateWhenDebug("smtp.remote_ip", connection.remoteAddress))
+/** AUTH where configured, and the session. */
+const authenticated = (
+  connection: Connection,
+  settings: SessionSettings,
+  phases: Phases,
+  greeting: Reply,
+  hi: Hello,
+  tls: TlsInfo | null
+): Effect.Effect<Session, TransportError.TransportError> => {
+  const session = (mechanism: string | null): Session => ({
+    connection,
+    settings,
+    capabilities: hi.capabilities,
+    tls,
+    greeting,
+    ehloName: settings.ehloName,
+    ehlo: hi.reply,
+    helo: hi.helo,
+    auth: mechanism
+  })
+  // Capabilities are not asked again after AUTH: some servers forget the login on a second EHLO (Stalwart's note).
+  return settings.auth === undefined
+    ? Effect.succeed(session(null))
+    : Effect.map(authenticate(connection, settings, phases, settings.auth, hi.capabilities, tls), session)
+}
 
 export const canQuitAfter = (error: TransportError.TransportError): boolean =>
   error.kind === "reply" || error.kind === "policy" || error.kind === "auth"
@@ -777,27 +845,50 @@ export const quit = (
   const { connection } = session
   const quitMs = Duration.toMillis(QUIT_TIMEOUT)
   const waitMs = Duration.toMillis(QUIT_CLOSE_WAIT)
-  return phase.run({
-    phase: "quit",
-    timeoutMs: quitMs,
-    phaseSpans: session.settings?.phaseSpans === true,
-    span: session.settings?.span,
-    attributes: () => connectionAttributes(connection, session.settings?.servername)
-  }, (step) =>
-    Effect.flatMap(phase.command(connection, "quit", quitMs, step, "QUIT"), (reply) =>
-      // After the 221 the server closes: waiting for that close (bounded) leaves the TIME_WAIT on its side.
-      reply.code !== 221 ? Effect.void : Effect.mapError(
-        connection.awaitClose({
-          deadline: step.clock.unsafeCurrentTimeMillis() + waitMs,
-          maxLines: MAX_LINES_AFTER_QUIT
-        }),
-        (e) => phase.fromSocket(e, "quit", waitMs)
-      ))).pipe(
-      Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
-      Effect.ignore,
-      log.annotateWhenDebug("smtp.remote_ip", connection.remoteAddress)
-    )
+  const phaseSpans = session.settings?.phaseSpans === true
+  const span = session.settings?.span
+  // After the 221 the server closes: waiting for that close (bounded) leaves the TIME_WAIT on its side.
+  const awaitClose = (clock: Clock.Clock) =>
+    connection.awaitClose({ deadline: clock.unsafeCurrentTimeMillis() + waitMs, maxLines: MAX_LINES_AFTER_QUIT })
+  return Effect.withFiberRuntime((fiber) => {
+    const read = phase.reader(fiber)
+    if (!read.debug && phase.reportsNothing(read, phaseSpans, span)) {
+      // Nothing reports the phase and nothing logs its failure: QUIT's exchange and the wait, their failures ignored.
+      return phase.exchangeFirstThen(
+        connection,
+        "quit",
+        quitMs,
+        phase.stepOf(read, quitMs),
+        ["QUIT"],
+        (reply) =>
+          Either.isLeft(reply) || reply.right.code !== 221
+            ? Effect.void
+            : Effect.catchAllCause(awaitClose(read.clock), ignoreFailure)
+      )
+    }
+    const quitting = phase.run({
+      phase: "quit",
+      timeoutMs: quitMs,
+      phaseSpans,
+      span,
+      attributes: () => connectionAttributes(connection, session.settings?.servername)
+    }, (step) =>
+      Effect.flatMap(phase.command(connection, "quit", quitMs, step, "QUIT"), (reply) =>
+        reply.code !== 221 ? Effect.void : phase.socketFailure(awaitClose(step.clock), "quit", waitMs))).pipe(
+        Effect.tapError((e) => log.debug(() => `QUIT: ${e.message}`)),
+        Effect.ignore
+      )
+    return read.debug ? Effect.annotateLogs(quitting, "smtp.remote_ip", connection.remoteAddress) : quitting
+  })
 }
+
+/** `Effect.ignore`'s failure side alone (a success passes a failure handler's frame without a step). */
+const ignoreFailure = <E>(cause: Cause.Cause<E>): Effect.Effect<void> =>
+  Cause.isDie(cause)
+    ? Effect.failCause(Cause.flatMap(cause, (e) => Cause.die(e)))
+    : Cause.isFailure(cause)
+    ? Effect.void
+    : Effect.failCause(cause as Cause.Cause<never>)
 
 export const attemptSpan = (attributes: {
   readonly servername: string
