@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { mapUnordered } from "../src/internal/mapUnordered.js"
@@ -107,6 +108,58 @@ describe("mapUnordered", () => {
       expect(out).toEqual([20])
       expect(started).toEqual([20, 5])
       expect(Exit.isFailure(exit) && Option.isSome(Cause.dieOption(exit.cause))).toBe(true)
+    }))
+
+  it.effect("an `f` that interrupts itself: the output fails with the interruption, nothing starts after it", () =>
+    Effect.gen(function*() {
+      const started: Array<number> = []
+      const f = (n: number) => Effect.zipRight(Effect.sync(() => started.push(n)), n === 2 ? Effect.interrupt : Effect.succeed(n))
+      const { exit, out } = yield* run(mapUnordered(Stream.make(1, 2, 3, 4, 5), f, 1), 5)
+      expect(out).toEqual([1])
+      expect(started).toEqual([1, 2])
+      expect(Exit.isInterrupted(exit)).toBe(true)
+    }))
+
+  it.effect("a defect in `f` while another worker waits on the input: that wait ends, nothing more starts", () =>
+    Effect.gen(function*() {
+      const queue = yield* Queue.unbounded<number>()
+      const started: Array<number> = []
+      const f = (n: number) =>
+        Effect.zipRight(
+          Effect.sync(() => started.push(n)),
+          n === 1 ? Effect.zipRight(Effect.sleep(Duration.millis(5)), Effect.dieMessage("f broke")) : Effect.succeed(n)
+        )
+      yield* Queue.offer(queue, 1)
+      const fiber = yield* Effect.fork(Stream.runCollect(mapUnordered(Stream.fromQueue(queue), f, 2)))
+      // 1 dies at 5 ms while the second worker waits on the empty queue
+      for (let t = 0; t < 10; t++) yield* TestClock.adjust(Duration.millis(1))
+      const polled = yield* Fiber.poll(fiber)
+      expect(Option.isSome(polled) && Exit.isFailure(polled.value) && Cause.isDie(polled.value.cause)).toBe(true)
+      yield* Queue.offerAll(queue, [7, 8, 9])
+      yield* TestClock.adjust(Duration.millis(2))
+      expect(started).toEqual([1])
+    }))
+
+  it.effect("closing the output early: no element starts after it, every worker interrupted at once", () =>
+    Effect.gen(function*() {
+      const started: Array<number> = []
+      const f = (n: number) =>
+        Effect.zipRight(
+          Effect.sync(() => started.push(n)),
+          n === 1
+            ? Effect.succeed(n)
+            : n === 2
+            ? Effect.as(Effect.sleep(Duration.millis(10)), n)
+            // a clean-up that takes a while, as a QUIT on the way out
+            : Effect.onInterrupt(Effect.never, () => Effect.sleep(Duration.millis(50)))
+        )
+      const fiber = yield* Effect.fork(Stream.runCollect(Stream.take(mapUnordered(Stream.range(1, 100), f, 3), 1)))
+      for (let t = 0; t < 55; t++) yield* TestClock.adjust(Duration.millis(1))
+      // 1 done at once and the output closed: 2 (sleeping) and 3 (never) interrupted together, their clean-ups at
+      // the same time, done by 50 ms; 4 started when 1's worker went on before the close, nothing after it
+      const polled = yield* Fiber.poll(fiber)
+      expect(Option.isSome(polled) && Exit.isSuccess(polled.value)).toBe(true)
+      expect(started).toEqual([1, 2, 3, 4])
     }))
 
   it.effect("closing the output early interrupts the work under way", () =>

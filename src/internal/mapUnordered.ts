@@ -11,18 +11,23 @@
  *
  * What it keeps of `mapEffect`'s contract: at most `concurrency` elements in `f` at once; results in completion
  * order; the input pulled only when a worker is free, one chunk at a time, and not while `concurrency` results wait
- * for the consumer; closing the output (the consumer stopped early, or was interrupted) interrupts the workers.
- * What it does better: when the input fails, no element is started after the failure and every element already in
- * `f` finishes and is emitted before the output fails with the input's error. A defect in `f` stops the pulling the
- * same way and fails the output with that defect once the others have finished.
+ * for the consumer; closing the output (the consumer stopped early, or was interrupted) interrupts the workers, all
+ * at once, and no element starts after it. What it does better: when the input fails, no element is started after
+ * the failure and every element already in `f` finishes and is emitted before the output fails with the input's
+ * error. A defect in `f` (or `f` interrupting itself) stops the pulling the same way, ends a worker's wait on the
+ * input, and fails the output with that cause once the others have finished.
  *
  * @internal
  */
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as scopeFinalizer from "./scopeFinalizer.js"
 
 export const mapUnordered = <A, B, E, R, R2>(
   self: Stream.Stream<A, E, R>,
@@ -57,6 +62,9 @@ export const mapUnordered = <A, B, E, R, R2>(
       consumer = null
       resume(Effect.void)
     }
+    // The worker waiting on the input, if any: a defect elsewhere interrupts it rather than wait for the input (a
+    // queue or standard input may not give another element for a long time).
+    let puller: Fiber.RuntimeFiber<unknown, unknown> | null = null
     const stop = (cause: Cause.Cause<E> | null) => {
       stopped = true
       // What is left of the chunk is not started (the input's end and errors come after its last element anyway).
@@ -79,7 +87,16 @@ export const mapUnordered = <A, B, E, R, R2>(
     const refill: Effect.Effect<void, never, R> = lock.withPermits(1)(Effect.suspend(() => {
       // Another worker refilled (or the input ended) while this one waited for the lock.
       if (next < input.length || stopped) return Effect.void
-      return Effect.matchCause(pull, {
+      const pulling = Effect.withFiberRuntime<Chunk.Chunk<A>, Option.Option<E>, R>((fiber) => {
+        puller = fiber
+        return Effect.ensuring(
+          pull,
+          Effect.sync(() => {
+            puller = null
+          })
+        )
+      })
+      return Effect.matchCause(pulling, {
         onFailure: (cause) => {
           // `Option.none()` is the end of the input; `Option.some(e)` its error; anything else (a defect) as it is.
           const error = Cause.failureOption(cause)
@@ -87,6 +104,8 @@ export const mapUnordered = <A, B, E, R, R2>(
           else stop(Option.isSome(error.value) ? Cause.fail(error.value.value) : null)
         },
         onSuccess: (chunk) => {
+          // Stopped while the pull was under way (a defect in `f`, the output closed): none of it is started.
+          if (stopped) return
           input = Chunk.toReadonlyArray(chunk)
           next = 0
         }
@@ -117,17 +136,29 @@ export const mapUnordered = <A, B, E, R, R2>(
       if (taken === null) return Effect.sync(finished)
       return Effect.flatMap(f(taken.value), (b) => Effect.flatMap(put(b), () => Effect.flatMap(take, loop)))
     })
-    const scope = yield* Effect.scope
+    // The workers' own scope, closed by the stream's once nothing may start any more: all of them interrupted at once
+    // (a sequential close would let the last ones take new elements while the first ones' finalizers run, and would
+    // take the sum of those finalizers' times rather than the longest).
+    const scope = yield* Scope.make(ExecutionStrategy.parallel)
+    yield* scopeFinalizer.add((exit) =>
+      Effect.suspend(() => {
+        stop(null)
+        return Scope.close(scope, exit)
+      })
+    )
     const start: Effect.Effect<void, never, R | R2> = Effect.suspend(() => {
       started++
       working++
       return Effect.asVoid(Effect.forkIn(
         Effect.onExit(worker, (exit) =>
-          Effect.sync(() => {
-            if (exit._tag === "Success") return
-            // Interrupted by the output's close: nobody reads any more. A defect in `f`: stop, fail after the rest.
-            if (!Cause.isInterruptedOnly(exit.cause)) stop(exit.cause as Cause.Cause<never>)
+          Effect.suspend(() => {
+            if (exit._tag === "Success") return Effect.void
+            // A defect in `f`, or `f` interrupted by itself: stop, and fail once the others are done; the worker waiting
+            // on the input is interrupted (it has no element under way). Interrupted by the output's close: `stop`
+            // came first, and nobody reads `failure` any more.
+            stop(exit.cause as Cause.Cause<never>)
             finished()
+            return puller === null ? Effect.void : Effect.asVoid(Fiber.interruptFork(puller))
           })),
         scope
       ))
