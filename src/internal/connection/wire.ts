@@ -92,6 +92,8 @@ export class Wire implements Connection, IoEvents {
   private expected = Infinity
   private timerGen = 0
   private timer: Fiber.RuntimeFiber<void> | null = null
+  /** The Clock the connect ran on, the timer's: an operation registered after its deadline fails on it at once. */
+  private clock: Clock.Clock | null = null
 
   constructor(
     readonly remoteAddress: string,
@@ -214,6 +216,12 @@ export class Wire implements Connection, IoEvents {
       Effect.async<A, SocketError>((resume) => {
         if (this.closing) return resume(Effect.fail(closedLocally()))
         if (this.op !== null) return resume(Effect.fail(busy()))
+        // Registered after its deadline (the fiber was descheduled since `timed` for that long): the timer may have
+        // ended meanwhile, having seen nothing pending, and nothing would expire the operation.
+        if (this.clock !== null && deadline <= this.clock.unsafeCurrentTimeMillis()) {
+          this.expected = Infinity
+          return resume(Effect.fail(deadlinePassed()))
+        }
         const op = make(resume)
         this.op = op
         this.expected = Infinity
@@ -348,6 +356,10 @@ export class Wire implements Connection, IoEvents {
     restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   ): Effect.Effect<Connection, SocketError> {
     this.io = io
+    this.clock = clock
+    // Expected before the timer is forked, as `timed` does: a timer that wakes before the wait registers (the fiber
+    // may be descheduled in between) sleeps on to the deadline instead of ending with nothing pending.
+    if (deadline < this.expected) this.expected = deadline
     const wait = restore(Effect.async<Connection, SocketError>((resume) => {
       let done = false
       const fail = (error: SocketError) => {
@@ -355,6 +367,11 @@ export class Wire implements Connection, IoEvents {
         done = true
         this.op = null
         resume(Effect.fail(error))
+      }
+      // Registered after its deadline: see `pending`.
+      if (deadline <= clock.unsafeCurrentTimeMillis()) {
+        this.expected = Infinity
+        return fail(deadlinePassed())
       }
       this.op = { deadline, progress() {}, expire: () => fail(deadlinePassed()), abandon: fail }
       this.expected = Infinity
