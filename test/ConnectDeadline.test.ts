@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Exit, Layer, ManagedRuntime, Option, type Scheduler, TestClock, TestContext } from "effect"
-import type * as Fiber from "effect/Fiber"
+import * as Fiber from "effect/Fiber"
 import * as ConnectorTest from "../src/ConnectorTest.js"
 import * as SmtpSession from "../src/SmtpSession.js"
 
@@ -127,4 +127,44 @@ describe("a connect whose fiber is held at any run-loop step while the clock mov
       }
     }, 60_000)
   }
+})
+
+describe("a scoped connect interrupted at any run-loop step", () => {
+  it("the connection is closed whatever the step: by the connect, or by the scope that owns it", async () => {
+    const runtime = ManagedRuntime.make(
+      Layer.merge(ConnectorTest.layer({ [IP]: { script: [ConnectorTest.Script.stall] } }), TestContext.TestContext)
+    )
+    try {
+      await runtime.runPromise(Effect.void)
+      const connect = Effect.scoped(Effect.asVoid(
+        SmtpSession.connectScoped({ ip: IP, port: 25 }, { timeouts: { connect: Duration.millis(CONNECT_MS) } })
+      ))
+      const interruptAt = async (pauseAt: number) => {
+        const s = new Holder(pauseAt)
+        const fiber = runtime.runFork(connect, { scheduler: s, immediate: false })
+        s.target = fiber
+        await settle(s)
+        const held = s.held !== null
+        if (held) {
+          runtime.runFork(Fiber.interrupt(fiber), { scheduler: s })
+          s.release()
+          await settle(s)
+        }
+        return { held, steps: s.steps, done: fiber.unsafePoll() !== null }
+      }
+      const base = await interruptAt(Infinity)
+      expect(base.done).toBe(true)
+      const problems: Array<string> = []
+      for (let step = 1; step <= base.steps; step++) {
+        const run = await interruptAt(step)
+        if (!run.done) problems.push(`step ${step}: not done`)
+      }
+      const log = await runtime.runPromise(ConnectorTest.ConnectorTest)
+      const records = await runtime.runPromise(log.connections)
+      expect(problems).toEqual([])
+      expect(records.map((r, i) => (r.closed ? null : i)).filter((i) => i !== null)).toEqual([])
+    } finally {
+      await runtime.dispose()
+    }
+  }, 60_000)
 })
