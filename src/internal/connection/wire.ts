@@ -683,8 +683,17 @@ export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<
       const owner = fiber.getFiberRef(currentOwner)
       return Effect.flatMap(owner === null ? Scope.make() : Scope.fork(owner, ExecutionStrategy.sequential), (scope) => {
         const wire = new Wire(options.ip, options.port, scope)
+        // The connection goes out through `restore`: an interruption that came while the connect succeeded fires there,
+        // inside this region, and closes it, rather than at the region's end, where it would drop it.
         const body = Effect.catchAllCause(
-          Effect.flatMap(restore(open(options, wire, scope)), (io) => wire.connect(io, options.deadline, clock, restore)),
+          Effect.flatMap(
+            restore(open(options, wire, scope)),
+            (io) =>
+              Effect.flatMap(
+                wire.connect(io, options.deadline, clock, restore),
+                (connection) => restore(Effect.succeed(connection))
+              )
+          ),
           (cause) => Effect.zipRight(wire.close, Effect.failCause(cause))
         )
         return owner === null ? body : Effect.zipRight(Scope.addFinalizer(scope, wire.close), body)

@@ -211,26 +211,37 @@ const open = (
         localAddress: candidate.source
       }), "client"),
     (span) =>
-      SmtpSession.connect(
-        { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
-        { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: delivery.options.phaseSpans === true, span }
-      ).pipe(
-        Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(tracing.end(span, exit), permit)),
-        Effect.flatMap((connection) =>
-          Effect.map(
-            Effect.zip(delivery.connectionId, Clock.currentTimeMillis),
-            ([id, openedMs]): Opened => ({
-              connection,
-              id,
-              candidate,
-              settings,
-              span,
-              openedMs,
-              permit,
-              idle: null,
-              kept: false
-            })
-          )
+      // The connect alone is interruptible (it cleans up after itself); the connection it returns goes out through an
+      // uninterruptible tail, as the race's `attempt` must hand over what it acquired, and an interruption that came
+      // meanwhile releases it (connection, permits, span) rather than dropping it on the way out.
+      Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(
+          restore(SmtpSession.connect(
+            { ip: candidate.ip, port, localAddress: candidate.source ?? undefined },
+            { timeouts: settings.timeouts, servername: host.host.name, phaseSpans: delivery.options.phaseSpans === true, span }
+          )),
+          {
+            onFailure: (cause) =>
+              Effect.zipRight(Effect.zipRight(tracing.end(span, Exit.failCause(cause)), permit), Effect.failCause(cause)),
+            onSuccess: (connection) =>
+              Effect.flatMap(Effect.zip(delivery.connectionId, Clock.currentTimeMillis), ([id, openedMs]) => {
+                const opened: Opened = {
+                  connection,
+                  id,
+                  candidate,
+                  settings,
+                  span,
+                  openedMs,
+                  permit,
+                  idle: null,
+                  kept: false
+                }
+                return Effect.catchAllCause(
+                  restore(Effect.succeed(opened)),
+                  (cause) => Effect.zipRight(release(opened), Effect.failCause(cause))
+                )
+              })
+          }
         )
       )
   )

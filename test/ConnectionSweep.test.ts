@@ -1,57 +1,26 @@
 /**
- * A connect's deadline holds however its fiber is descheduled: a Scheduler (public API) that holds the connecting
- * fiber at each of its run-loop steps in turn while the TestClock moves on, then lets it go. Whatever the step, a
- * peer that never answers the connect ends in `connect/timeout`, and the connection is closed. Found by a review
- * sweep: a timer forked just before the connect registered could wake first, see nothing pending and end, leaving
- * the connect without a deadline; and an operation registered after its deadline had passed was never expired.
+ * Connections under a fiber held at each of its run-loop steps in turn (test/utils/holder.ts), while the TestClock
+ * moves on or an interruption comes:
+ * - a connect's deadline holds: a peer that never answers ends in `connect/timeout` whatever the step (a timer forked
+ *   just before the connect registered could wake first, see nothing pending and end; an operation registered after
+ *   its deadline had passed was never expired);
+ * - an interrupted connect leaves no connection open: `Connector.own`'s scope owns it from inside the connect, and
+ *   `Transport.deliver`'s attempt hands its connection over through an uninterruptible tail.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Exit, Layer, ManagedRuntime, Option, type Scheduler, TestClock, TestContext } from "effect"
+import { Cause, Duration, Effect, Exit, Layer, ManagedRuntime, Option, TestClock, TestContext } from "effect"
 import * as Fiber from "effect/Fiber"
 import * as ConnectorTest from "../src/ConnectorTest.js"
+import * as Dns from "../src/Dns.js"
+import * as MtaSts from "../src/MtaSts.js"
+import * as OutboundConfig from "../src/OutboundConfig.js"
+import * as PolicyCache from "../src/PolicyCache.js"
 import * as SmtpSession from "../src/SmtpSession.js"
+import * as Transport from "../src/Transport.js"
+import { Holder, settle } from "./utils/holder.js"
 
 const IP = "192.0.2.10"
 const CONNECT_MS = 1_000
-
-/** Holds `target` at its `pauseAt`-th run-loop step (it yields there, and its next task is kept until released). */
-class Holder implements Scheduler.Scheduler {
-  readonly queue: Array<() => void> = []
-  target: Fiber.RuntimeFiber<unknown, unknown> | null = null
-  steps = 0
-  held: (() => void) | null = null
-  private holding = false
-  constructor(readonly pauseAt: number) {}
-  scheduleTask(task: () => void, _priority: number, fiber?: Fiber.RuntimeFiber<unknown, unknown>): void {
-    if (this.holding && fiber === this.target) {
-      this.holding = false
-      this.held = task
-      return
-    }
-    this.queue.push(task)
-  }
-  shouldYield(fiber: Fiber.RuntimeFiber<unknown, unknown>): number | false {
-    if (fiber === this.target && ++this.steps === this.pauseAt) {
-      this.holding = true
-      return 0
-    }
-    return fiber.currentOpCount > 2048 ? 0 : false
-  }
-  release(): void {
-    if (this.held !== null) this.queue.push(this.held)
-    this.held = null
-  }
-}
-
-/** Runs every task until none is left for a few macrotasks (the TestClock yields to real timers while it adjusts). */
-const settle = async (s: Holder) => {
-  let idle = 0
-  for (let round = 0; round < 400 && idle < 3; round++) {
-    for (let i = 0; i < 100_000 && s.queue.length > 0; i++) s.queue.shift()!()
-    await new Promise<void>((resolve) => setTimeout(resolve, 0))
-    idle = s.queue.length === 0 ? idle + 1 : 0
-  }
-}
 
 const failureOf = (exit: Exit.Exit<unknown, unknown> | null): string => {
   if (exit === null) return "not done"
@@ -167,4 +136,83 @@ describe("a scoped connect interrupted at any run-loop step", () => {
       await runtime.dispose()
     }
   }, 60_000)
+})
+
+describe("Transport.deliver interrupted at any run-loop step", () => {
+  it("leaves a connection open only in the hand-overs' last steps, where an interruption can still drop a value", async () => {
+    const IP_MX = "192.0.2.1"
+    const runtime = ManagedRuntime.make(Layer.mergeAll(
+      Layer.orDie(OutboundConfig.layerFromText(`
+[queue.outbound]
+hostname = "'client.test'"
+ip-strategy = "ipv4_only"
+reuse.messages = 1
+[queue.outbound.tls]
+starttls = "disable"
+mta-sts = "disable"
+`)),
+      Dns.layerTest({ "a.test": { mx: [{ exchange: "mx.a.test", priority: 10 }] }, "mx.a.test": { a: [IP_MX] } }),
+      ConnectorTest.layer({
+        [IP_MX]: {
+          script: [
+            ConnectorTest.Script.reply("220 mx ESMTP"),
+            ConnectorTest.Script.expect("EHLO client.test"),
+            ConnectorTest.Script.reply("250 mx"),
+            ConnectorTest.Script.expect(/^MAIL FROM/),
+            ConnectorTest.Script.reply("250 ok"),
+            ConnectorTest.Script.expect(/^RCPT TO/),
+            ConnectorTest.Script.reply("250 ok"),
+            ConnectorTest.Script.expect("DATA"),
+            ConnectorTest.Script.reply("354 go"),
+            ConnectorTest.Script.expectData,
+            ConnectorTest.Script.reply("250 queued"),
+            ConnectorTest.Script.expect("QUIT"),
+            ConnectorTest.Script.reply("221 bye")
+          ]
+        }
+      }),
+      PolicyCache.layer,
+      MtaSts.layerTest(() => Effect.succeed({ status: 404, body: "" })),
+      TestContext.TestContext
+    ))
+    try {
+      await runtime.runPromise(Effect.void)
+      const log = await runtime.runPromise(ConnectorTest.ConnectorTest)
+      const deliver = Effect.asVoid(Transport.deliver({ message: "Subject: x\r\n\r\nx\r\n", sender: "s@o.test", recipients: ["r@a.test"] }))
+      let open = 0
+      const leaks: Array<number> = []
+      const interruptAt = async (pauseAt: number) => {
+        const s = new Holder(pauseAt)
+        const fiber = runtime.runFork(deliver, { scheduler: s, immediate: false })
+        s.target = fiber
+        await settle(s)
+        if (s.held !== null) {
+          runtime.runFork(Fiber.interrupt(fiber), { scheduler: s })
+          s.release()
+          await settle(s)
+        }
+        // QUIT's wait for the close and the like, on the clock
+        for (let i = 0; i < 3; i++) {
+          runtime.runFork(TestClock.adjust(Duration.seconds(2)), { scheduler: s })
+          await settle(s)
+        }
+        const records = await runtime.runPromise(log.connections)
+        const now = records.filter((r) => !r.closed).length
+        if (now > open) leaks.push(pauseAt)
+        open = now
+        return { steps: s.steps, done: fiber.unsafePoll() !== null }
+      }
+      const base = await interruptAt(Infinity)
+      expect(base.done).toBe(true)
+      expect(leaks).toEqual([])
+      for (let step = 1; step <= base.steps; step++) expect((await interruptAt(step)).done).toBe(true)
+      // What is left: an interruption delivered exactly while the fiber yields on one of the two steps that end the
+      // connect's region and the attempt's, after each has handed its value over through \`restore\`: the region's end
+      // makes the fiber interruptible again and the value is dropped. Effect 3 has no atomic "return and restore";
+      // the default scheduler yields there once in 2,048 steps. Before the hand-overs, 25–34 steps leaked here.
+      expect(leaks.length).toBeLessThanOrEqual(4)
+    } finally {
+      await runtime.dispose()
+    }
+  }, 120_000)
 })
