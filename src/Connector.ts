@@ -300,9 +300,7 @@ export const scoped = (options: ConnectOptions): Effect.Effect<Connection, Socke
   Effect.flatMap(Connector, (connector) => own(connector.connect(options)))
 
 /**
- * Gives the connection `connect` returns to the current scope. With a connect of this library's connectors
- * (`layer`, `fromIo`), the scope owns the connection from inside the connect: one whose success an interruption
- * drops at the connect's end, before it is returned, is still closed when the scope closes.
+ * Gives the connection `connect` returns to the current scope.
  *
  * @since 0.2.0
  * @category constructors
@@ -310,14 +308,8 @@ export const scoped = (options: ConnectOptions): Effect.Effect<Connection, Socke
 export const own = <E, R>(
   connect: Effect.Effect<Connection, E, R>
 ): Effect.Effect<Connection, E, R | Scope.Scope> =>
-  // The scope is the connect's owner too (`wire.currentOwner`): a connection whose success an interruption drops at
-  // the end of the connect's region, before it gets here, is still closed with the scope.
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(Effect.scope, (scope) =>
-      Effect.tap(
-        restore(Effect.locally(connect, wire.currentOwner, scope)),
-        (connection) => scopeFinalizer.add(() => connection.close)
-      ))
+    Effect.tap(restore(connect), (connection) => scopeFinalizer.add(() => connection.close))
   )
 
 /**

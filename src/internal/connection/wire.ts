@@ -20,15 +20,11 @@
  *
  * @internal
  */
-import * as Clock from "effect/Clock"
-import * as Context from "effect/Context"
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as FiberRef from "effect/FiberRef"
-import { globalValue } from "effect/GlobalValue"
 import * as Scope from "effect/Scope"
 import type {
   ConnectOptions,
@@ -657,35 +653,18 @@ class CloseWaitOp extends BaseOp<void> {
  *
  * @internal
  */
-/**
- * The Scope that will own the connection a connect in this fiber returns (`Connector.own` sets it): the connection's
- * Scope is made its child, with the connection's `close` as a finalizer, before the connect's region ends. A success
- * an interruption drops at that region's end (the flags revert to the caller's and the interruption wins over the
- * value) is then still closed, with the owner. Without an owner, the caller that drops a success is the caller's to
- * guard (the transport's race takes its attempts' results in regions of its own).
- *
- * @internal
- */
-export const currentOwner: FiberRef.FiberRef<Scope.Scope | null> = globalValue(
-  Symbol.for("effect-smtp-transport/internal/connection/wire/currentOwner"),
-  () => FiberRef.unsafeMake<Scope.Scope | null>(null)
-)
-
 export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<Connection, SocketError> =>
   // Interruptible only inside `open` and the wait for the connect: the pipe `open` returns is the wire's before
   // anything can interrupt, and whatever ends the connect other than success (a failure, the deadline, an
   // interruption at any point, `open`'s included) closes the wire, its pipe and its Scope before the connect returns.
-  // One region for all of it, and a failure handler rather than `onExit`: a success passes through no frame. The
-  // Clock and the owner are read in the region's first step.
-  Effect.uninterruptibleMask((restore) =>
-    Effect.withFiberRuntime((fiber) => {
-      const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
-      const owner = fiber.getFiberRef(currentOwner)
-      return Effect.flatMap(owner === null ? Scope.make() : Scope.fork(owner, ExecutionStrategy.sequential), (scope) => {
+  // One region for all of it, and a failure handler rather than `onExit`: a success passes through no frame.
+  Effect.clockWith((clock) =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(Scope.make(), (scope) => {
         const wire = new Wire(options.ip, options.port, scope)
-        // The connection goes out through `restore`: an interruption that came while the connect succeeded fires there,
-        // inside this region, and closes it, rather than at the region's end, where it would drop it.
-        const body = Effect.catchAllCause(
+        // The connection goes out through `restore`: an interruption that came while the connect succeeded fires
+        // there, inside this region, and closes it, rather than at the region's end, where it would drop it.
+        return Effect.catchAllCause(
           Effect.flatMap(
             restore(open(options, wire, scope)),
             (io) =>
@@ -696,8 +675,6 @@ export const connect = (open: Open) => (options: ConnectOptions): Effect.Effect<
           ),
           (cause) => Effect.zipRight(wire.close, Effect.failCause(cause))
         )
-        return owner === null ? body : Effect.zipRight(Scope.addFinalizer(scope, wire.close), body)
       })
-    })
+    )
   )
-
