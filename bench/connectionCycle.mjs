@@ -13,9 +13,9 @@
 // Every batch is bounded in count.
 import net from "node:net"
 import path from "node:path"
-import v8 from "node:v8"
-import { Duration, Effect, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { Duration, Effect, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch } from "effect"
 import { EHLO_NAME, parseArgs } from "./common.mjs"
+import { allocation, StepCounter } from "./measure.mjs"
 import { startServers } from "./reuseWorkload.mjs"
 
 const here = path.dirname(new URL(import.meta.url).pathname)
@@ -25,39 +25,6 @@ const reps = Number(args.reps ?? 3)
 const concurrency = Number(args.concurrency ?? 50)
 const stepCount = 500
 const dists = (args.dist ?? path.join(here, "../dist")).split(",").map((d) => path.resolve(d))
-
-class Counter extends Supervisor.AbstractSupervisor {
-  steps = 0
-  fibers = 0
-  ops = new Map()
-  get value() {
-    return Effect.void
-  }
-  onStart() {
-    this.fibers++
-  }
-  onEffect(_fiber, effect) {
-    this.steps++
-    const op = effect?._op ?? "?"
-    this.ops.set(op, (this.ops.get(op) ?? 0) + 1)
-  }
-}
-
-const allocation = () => {
-  const profiler = new v8.GCProfiler()
-  const start = v8.getHeapStatistics().used_heap_size
-  profiler.start()
-  return () => {
-    const end = v8.getHeapStatistics().used_heap_size
-    let allocated = 0
-    let previous = start
-    for (const gc of profiler.stop().statistics) {
-      allocated += Math.max(0, gc.beforeGC.heapStatistics.usedHeapSize - previous)
-      previous = gc.afterGC.heapStatistics.usedHeapSize
-    }
-    return allocated + Math.max(0, end - previous)
-  }
-}
 
 const measure = async (dist, { sinkPort }) => {
   const load = (name) => import(path.join(dist, `${name}.js`))
@@ -79,7 +46,7 @@ const measure = async (dist, { sinkPort }) => {
     ))
   const batch = (n, c) => Effect.forEach(Array.from({ length: n }), () => cycle, { concurrency: c, discard: true })
   await runtime.runPromise(batch(count, concurrency))
-  const counter = new Counter()
+  const counter = new StepCounter()
   await runtime.runPromise(batch(stepCount, 1).pipe(
     Effect.supervised(counter),
     Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))

@@ -13,9 +13,9 @@
 // The wall rate is not printed: on a shared machine it says more about the neighbours than about the build. Every
 // batch is bounded in count, and the servers exit by themselves after 5 minutes.
 import path from "node:path"
-import v8 from "node:v8"
-import { Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
+import { Effect, RuntimeFlags, RuntimeFlagsPatch } from "effect"
 import { parseArgs } from "./common.mjs"
+import { allocation, StepCounter } from "./measure.mjs"
 import { startServers, workload } from "./reuseWorkload.mjs"
 
 const here = path.dirname(new URL(import.meta.url).pathname)
@@ -25,40 +25,10 @@ const reps = Number(args.reps ?? 3)
 const concurrency = Number(args.concurrency ?? 50)
 const dists = (args.dist ?? path.join(here, "../dist")).split(",").map((d) => path.resolve(d))
 
-class Counter extends Supervisor.AbstractSupervisor {
-  steps = 0
-  fibers = 0
-  get value() {
-    return Effect.sync(() => ({ steps: this.steps, fibers: this.fibers }))
-  }
-  onStart() {
-    this.fibers++
-  }
-  onEffect() {
-    this.steps++
-  }
-}
-
-const allocation = () => {
-  const profiler = new v8.GCProfiler()
-  const start = v8.getHeapStatistics().used_heap_size
-  profiler.start()
-  return () => {
-    const end = v8.getHeapStatistics().used_heap_size
-    let allocated = 0
-    let previous = start
-    for (const gc of profiler.stop().statistics) {
-      allocated += Math.max(0, gc.beforeGC.heapStatistics.usedHeapSize - previous)
-      previous = gc.afterGC.heapStatistics.usedHeapSize
-    }
-    return allocated + Math.max(0, end - previous)
-  }
-}
-
 const measure = async (dist, servers) => {
   const { runtime, batch } = await workload(dist, servers, { concurrency, checked: true })
   await runtime.runPromise(batch(1_000_000, 1000))
-  const counter = new Counter()
+  const counter = new StepCounter()
   await runtime.runPromise(batch(0, count).pipe(
     Effect.supervised(counter),
     Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))

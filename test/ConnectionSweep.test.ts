@@ -99,6 +99,45 @@ describe("a connect whose fiber is held at any run-loop step while the clock mov
   }
 })
 
+/**
+ * `effect` interrupted at each of its run-loop steps in turn, each run on a fresh fiber of `runtime` (the clock moved
+ * `settleMs` after the interruption, for what ends on it: QUIT's wait for the close and the like). Returns the steps
+ * whose run left one more scripted connection open than before it.
+ */
+const interruptSweep = async <R>(
+  runtime: ManagedRuntime.ManagedRuntime<R | ConnectorTest.ConnectorTest, never>,
+  effect: Effect.Effect<void, unknown, R>,
+  settleMs: number
+): Promise<Array<number>> => {
+  const log = await runtime.runPromise(ConnectorTest.ConnectorTest)
+  let open = 0
+  const leaks: Array<number> = []
+  const interruptAt = async (pauseAt: number) => {
+    const s = new Holder(pauseAt)
+    const fiber = runtime.runFork(effect, { scheduler: s, immediate: false })
+    s.target = fiber
+    await settle(s)
+    if (s.held !== null) {
+      runtime.runFork(Fiber.interrupt(fiber), { scheduler: s })
+      s.release()
+      await settle(s)
+    }
+    for (let moved = 0; moved < settleMs; moved += 2000) {
+      runtime.runFork(TestClock.adjust(Duration.seconds(2)), { scheduler: s })
+      await settle(s)
+    }
+    const now = (await runtime.runPromise(log.connections)).filter((r) => !r.closed).length
+    if (now > open) leaks.push(pauseAt)
+    open = now
+    expect(fiber.unsafePoll()).not.toBeNull()
+    return s.steps
+  }
+  const steps = await interruptAt(Infinity)
+  expect(leaks).toEqual([])
+  for (let step = 1; step <= steps; step++) await interruptAt(step)
+  return leaks
+}
+
 describe("a scoped connect interrupted at any run-loop step", () => {
   it("leaves a connection open only in the connect's last steps, where an interruption can still drop a value", async () => {
     const runtime = ManagedRuntime.make(
@@ -106,30 +145,10 @@ describe("a scoped connect interrupted at any run-loop step", () => {
     )
     try {
       await runtime.runPromise(Effect.void)
-      const log = await runtime.runPromise(ConnectorTest.ConnectorTest)
       const connect = Effect.scoped(Effect.asVoid(
         SmtpSession.connectScoped({ ip: IP, port: 25 }, { timeouts: { connect: Duration.millis(CONNECT_MS) } })
       ))
-      let open = 0
-      const leaks: Array<number> = []
-      const interruptAt = async (pauseAt: number) => {
-        const s = new Holder(pauseAt)
-        const fiber = runtime.runFork(connect, { scheduler: s, immediate: false })
-        s.target = fiber
-        await settle(s)
-        if (s.held !== null) {
-          runtime.runFork(Fiber.interrupt(fiber), { scheduler: s })
-          s.release()
-          await settle(s)
-        }
-        const now = (await runtime.runPromise(log.connections)).filter((r) => !r.closed).length
-        if (now > open) leaks.push(pauseAt)
-        open = now
-        return { steps: s.steps, done: fiber.unsafePoll() !== null }
-      }
-      const base = await interruptAt(Infinity)
-      expect(base.done).toBe(true)
-      for (let step = 1; step <= base.steps; step++) expect((await interruptAt(step)).done).toBe(true)
+      const leaks = await interruptSweep(runtime, connect, 0)
       // What is left: the steps that end the connect's region, after the connection went out through `restore` and
       // before `Connector.own` has it: an interruption delivered while the fiber yields there drops it (Effect 3 has
       // no atomic return-and-restore; its scheduler yields there once in 2,048 steps).
@@ -179,35 +198,8 @@ mta-sts = "disable"
     ))
     try {
       await runtime.runPromise(Effect.void)
-      const log = await runtime.runPromise(ConnectorTest.ConnectorTest)
       const deliver = Effect.asVoid(Transport.deliver({ message: "Subject: x\r\n\r\nx\r\n", sender: "s@o.test", recipients: ["r@a.test"] }))
-      let open = 0
-      const leaks: Array<number> = []
-      const interruptAt = async (pauseAt: number) => {
-        const s = new Holder(pauseAt)
-        const fiber = runtime.runFork(deliver, { scheduler: s, immediate: false })
-        s.target = fiber
-        await settle(s)
-        if (s.held !== null) {
-          runtime.runFork(Fiber.interrupt(fiber), { scheduler: s })
-          s.release()
-          await settle(s)
-        }
-        // QUIT's wait for the close and the like, on the clock
-        for (let i = 0; i < 3; i++) {
-          runtime.runFork(TestClock.adjust(Duration.seconds(2)), { scheduler: s })
-          await settle(s)
-        }
-        const records = await runtime.runPromise(log.connections)
-        const now = records.filter((r) => !r.closed).length
-        if (now > open) leaks.push(pauseAt)
-        open = now
-        return { steps: s.steps, done: fiber.unsafePoll() !== null }
-      }
-      const base = await interruptAt(Infinity)
-      expect(base.done).toBe(true)
-      expect(leaks).toEqual([])
-      for (let step = 1; step <= base.steps; step++) expect((await interruptAt(step)).done).toBe(true)
+      const leaks = await interruptSweep(runtime, deliver, 6000)
       // What is left: an interruption delivered exactly while the fiber yields on one of the two steps that end the
       // connect's region and the attempt's, after each has handed its value over through \`restore\`: the region's end
       // makes the fiber interruptible again and the value is dropped. Effect 3 has no atomic "return and restore";
