@@ -13,9 +13,9 @@
 // Every batch is bounded in count.
 import net from "node:net"
 import path from "node:path"
-import { Duration, Effect, ManagedRuntime, RuntimeFlags, RuntimeFlagsPatch } from "effect"
+import { Duration, Effect, ManagedRuntime } from "effect"
 import { EHLO_NAME, parseArgs } from "./common.mjs"
-import { allocation, StepCounter } from "./measure.mjs"
+import { costPerUnit, countSteps } from "./measure.mjs"
 import { startServers } from "./reuseWorkload.mjs"
 
 const here = path.dirname(new URL(import.meta.url).pathname)
@@ -46,21 +46,8 @@ const measure = async (dist, { sinkPort }) => {
     ))
   const batch = (n, c) => Effect.forEach(Array.from({ length: n }), () => cycle, { concurrency: c, discard: true })
   await runtime.runPromise(batch(count, concurrency))
-  const counter = new StepCounter()
-  await runtime.runPromise(batch(stepCount, 1).pipe(
-    Effect.supervised(counter),
-    Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
-  ))
-  const cpu = []
-  const kb = []
-  for (let rep = 0; rep < reps; rep++) {
-    const allocated = allocation()
-    const cpu0 = process.cpuUsage()
-    await runtime.runPromise(batch(count, concurrency))
-    const used = process.cpuUsage(cpu0)
-    kb.push(Math.round(allocated() / count / 102.4) / 10)
-    cpu.push(Math.round((used.user + used.system) / count))
-  }
+  const counter = await countSteps(runtime, batch(stepCount, 1))
+  const { cpu, kb } = await costPerUnit(reps, count, () => runtime.runPromise(batch(count, concurrency)))
   await runtime.dispose()
   const per = (n) => Math.round((n / stepCount) * 10) / 10
   return {
@@ -104,16 +91,7 @@ const measureRaw = async ({ sinkPort }) => {
     }))
   }
   await batch(count)
-  const cpu = []
-  const kb = []
-  for (let rep = 0; rep < reps; rep++) {
-    const allocated = allocation()
-    const cpu0 = process.cpuUsage()
-    await batch(count)
-    const used = process.cpuUsage(cpu0)
-    kb.push(Math.round(allocated() / count / 102.4) / 10)
-    cpu.push(Math.round((used.user + used.system) / count))
-  }
+  const { cpu, kb } = await costPerUnit(reps, count, () => batch(count))
   return { dist: "raw", count, concurrency, cpu, kb }
 }
 

@@ -1,6 +1,7 @@
-// What the one-process harnesses (bench/reuseBudget.mjs, bench/connectionCycle.mjs) count, in one place.
+// What the one-process harnesses (bench/reuseBudget.mjs, bench/connectionCycle.mjs) count and how they run it, in one
+// place.
 import v8 from "node:v8"
-import { Effect, Supervisor } from "effect"
+import { Effect, RuntimeFlags, RuntimeFlagsPatch, Supervisor } from "effect"
 
 /**
  * Run-loop steps and fibers started, and the steps by Effect primitive: an effect/Supervisor (public API), counting
@@ -41,4 +42,32 @@ export const allocation = () => {
     }
     return allocated + Math.max(0, end - previous)
   }
+}
+
+/** `effect` run on `runtime` under a fresh StepCounter (OpSupervision on): the counter, once it has ended. */
+export const countSteps = async (runtime, effect) => {
+  const counter = new StepCounter()
+  await runtime.runPromise(effect.pipe(
+    Effect.supervised(counter),
+    Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+  ))
+  return counter
+}
+
+/**
+ * `run(rep)` `reps` times, each doing `count` units of work: CPU µs (process.cpuUsage) and KB allocated a unit, one
+ * value per repetition.
+ */
+export const costPerUnit = async (reps, count, run) => {
+  const cpu = []
+  const kb = []
+  for (let rep = 0; rep < reps; rep++) {
+    const allocated = allocation()
+    const cpu0 = process.cpuUsage()
+    await run(rep)
+    const used = process.cpuUsage(cpu0)
+    kb.push(Math.round(allocated() / count / 102.4) / 10)
+    cpu.push(Math.round((used.user + used.system) / count))
+  }
+  return { cpu, kb }
 }

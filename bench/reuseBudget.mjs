@@ -13,9 +13,8 @@
 // The wall rate is not printed: on a shared machine it says more about the neighbours than about the build. Every
 // batch is bounded in count, and the servers exit by themselves after 5 minutes.
 import path from "node:path"
-import { Effect, RuntimeFlags, RuntimeFlagsPatch } from "effect"
 import { parseArgs } from "./common.mjs"
-import { allocation, StepCounter } from "./measure.mjs"
+import { costPerUnit, countSteps } from "./measure.mjs"
 import { startServers, workload } from "./reuseWorkload.mjs"
 
 const here = path.dirname(new URL(import.meta.url).pathname)
@@ -28,21 +27,8 @@ const dists = (args.dist ?? path.join(here, "../dist")).split(",").map((d) => pa
 const measure = async (dist, servers) => {
   const { runtime, batch } = await workload(dist, servers, { concurrency, checked: true })
   await runtime.runPromise(batch(1_000_000, 1000))
-  const counter = new StepCounter()
-  await runtime.runPromise(batch(0, count).pipe(
-    Effect.supervised(counter),
-    Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
-  ))
-  const cpu = []
-  const kb = []
-  for (let rep = 0; rep < reps; rep++) {
-    const allocated = allocation()
-    const cpu0 = process.cpuUsage()
-    await runtime.runPromise(batch(2_000_000 + rep * count, count))
-    const used = process.cpuUsage(cpu0)
-    kb.push(Math.round(allocated() / count / 102.4) / 10)
-    cpu.push(Math.round((used.user + used.system) / count))
-  }
+  const counter = await countSteps(runtime, batch(0, count))
+  const { cpu, kb } = await costPerUnit(reps, count, (rep) => runtime.runPromise(batch(2_000_000 + rep * count, count)))
   await runtime.dispose()
   return {
     dist: path.relative(path.join(here, ".."), dist) || ".",
